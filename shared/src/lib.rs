@@ -1,0 +1,13 @@
+//! Kiln's domain, with no I/O: the pipeline spec and its planner, the build and task state
+//! machine, the versioned wire messages, the RabbitMQ routing keys and the chat view models.
+//!
+//! Invariant: this crate knows nothing about RabbitMQ, Redis, Docker, HTTP or chat vendors.
+//! It depends on none of tokio, lapin, redis, bollard, axum or serenity, so every rule it
+//! holds can be tested as plain data.
+
+pub mod build;
+pub mod plan;
+pub mod routing;
+pub mod spec;
+pub mod view;
+pub mod wire;

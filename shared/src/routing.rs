@@ -1,0 +1,120 @@
+//! RabbitMQ names: the exchanges and queues of one Kiln installation, and the routing keys of
+//! its events.
+//!
+//! Events are routed by `<kind>.<status>.<repo>.<branch>`, so another team binds its own queue
+//! to `build.*.acme/api.master` or `build.failed.#`. A `.`, `*`, `#` or `%` inside a repository
+//! or branch name is percent-encoded, so a name can never add a word to the key or act as a
+//! wildcard.
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+/// The bytes that would change a topic key's meaning, plus `%` so decoding is unambiguous.
+const KEY_WORD: &AsciiSet = &CONTROLS.add(b'.').add(b'*').add(b'#').add(b'%');
+
+/// Percent-encodes one word of a routing key.
+pub fn key_word(word: &str) -> String {
+    utf8_percent_encode(word, KEY_WORD).to_string()
+}
+
+/// The routing key of an event: `<kind>.<status>.<repo>.<branch>`.
+pub fn event_key(kind: &str, status: &str, repo: &str, branch: &str) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        key_word(kind),
+        key_word(status),
+        key_word(repo),
+        key_word(branch)
+    )
+}
+
+/// The names of one installation's exchanges and queues, all under one prefix.
+///
+/// Production uses the default prefix `kiln`; each test uses its own so that tests sharing a
+/// broker never see each other's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new("kiln")
+    }
+}
+
+impl Topology {
+    /// The names under `prefix` (`kiln` in production).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The direct exchange jobs are published to, keyed by platform label.
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// The quorum queue of one platform's jobs.
+    pub fn jobs_queue(&self, platform: &str) -> String {
+        format!("{}.jobs.{platform}", self.prefix)
+    }
+
+    /// The topic exchange every state change is published to.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// The bot's own queue of events (scheduler and notifier), bound to `#`.
+    pub fn bot_events_queue(&self) -> String {
+        format!("{}.bot.events", self.prefix)
+    }
+
+    /// The dead-letter exchange for jobs that failed delivery too often.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// The queue that keeps dead-lettered jobs for people to look at.
+    pub fn dead_jobs_queue(&self) -> String {
+        format!("{}.dead.jobs", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys() {
+        let check = |repo: &str, branch: &str, expect: &str| {
+            assert_eq!(event_key("build", "failed", repo, branch), expect);
+        };
+        check("acme/api", "master", "build.failed.acme/api.master");
+        check("acme/api.rs", "release/1.2", "build.failed.acme/api%2Ers.release/1%2E2");
+        check("acme/*", "feat#1", "build.failed.acme/%2A.feat%231");
+        check("a%2Eb", "x", "build.failed.a%252Eb.x");
+    }
+
+    #[test]
+    fn encoded_words_never_split_or_match_wildcards() {
+        for word in ["a.b", "*", "#", "x.*.#", "100%", "naïve.é"] {
+            let encoded = key_word(word);
+            assert!(!encoded.contains(['.', '*', '#']), "{encoded}");
+            let decoded = percent_encoding::percent_decode_str(&encoded)
+                .decode_utf8()
+                .expect("utf-8");
+            assert_eq!(decoded, word);
+        }
+    }
+
+    #[test]
+    fn names_share_the_prefix() {
+        let t = Topology::new("t1");
+        assert_eq!(t.jobs_exchange(), "t1.jobs");
+        assert_eq!(t.jobs_queue("linux-amd64"), "t1.jobs.linux-amd64");
+        assert_eq!(t.events_exchange(), "t1.events");
+        assert_eq!(t.bot_events_queue(), "t1.bot.events");
+        assert_eq!(Topology::default().dead_jobs_queue(), "kiln.dead.jobs");
+    }
+}

@@ -1,0 +1,233 @@
+//! Wire types, version 1: the JSON messages Kiln's processes send each other over RabbitMQ.
+//!
+//! Every message is an object with `"v": 1` and a `"type"`. Unknown fields are ignored, so a
+//! newer sender can add fields without breaking an older reader; a different `v` is refused,
+//! because it means the meaning of the fields changed.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
+use crate::routing::event_key;
+
+/// The version of the wire format this crate reads and writes.
+pub const WIRE_VERSION: u64 = 1;
+
+/// The build a message is about: enough to route it and to name it to people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRef {
+    pub id: BuildId,
+    /// `owner/name`, as the forge spells it.
+    pub repo: String,
+    pub branch: String,
+    /// The full commit id under test.
+    pub commit: String,
+}
+
+/// A build was accepted (from a webhook or a command) and must be planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRequested {
+    pub build: BuildRef,
+    /// Where workers and the planner fetch the commit from.
+    pub clone_url: String,
+    /// The commit's author, as the forge names them.
+    pub author: String,
+    /// The commit's subject line.
+    pub subject: String,
+}
+
+/// One task for a worker: published to the jobs exchange with its platform as key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequested {
+    pub build: BuildRef,
+    pub clone_url: String,
+    pub task: String,
+    /// Counts from 1; a retried task gets a new attempt.
+    pub attempt: u32,
+    pub platform: String,
+    pub image: String,
+    pub commands: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_secs: u64,
+}
+
+impl JobRequested {
+    /// `build/task/attempt`: the AMQP message id, the same for every copy of this job.
+    pub fn message_id(&self) -> String {
+        format!("{}/{}/{}", self.build.id, self.task, self.attempt)
+    }
+}
+
+/// A worker took a task and started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    pub build: BuildRef,
+    pub task: String,
+    pub attempt: u32,
+    /// The worker's name, for people.
+    pub worker: String,
+}
+
+/// A task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFinished {
+    pub build: BuildRef,
+    pub task: String,
+    pub attempt: u32,
+    pub outcome: TaskOutcome,
+}
+
+/// One task's end state, as listed in [`BuildFinished`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub name: String,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+}
+
+/// A build reached its final status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildFinished {
+    pub build: BuildRef,
+    pub status: BuildStatus,
+    pub author: String,
+    pub subject: String,
+    pub tasks: Vec<TaskSummary>,
+    /// Why the build could not run at all (a broken `.kiln.yml`, say), for people.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Everything published to the events exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    BuildRequested(BuildRequested),
+    TaskStarted(TaskStarted),
+    TaskFinished(TaskFinished),
+    BuildFinished(BuildFinished),
+}
+
+impl Event {
+    /// The build this event is about.
+    pub fn build(&self) -> &BuildRef {
+        match self {
+            Self::BuildRequested(e) => &e.build,
+            Self::TaskStarted(e) => &e.build,
+            Self::TaskFinished(e) => &e.build,
+            Self::BuildFinished(e) => &e.build,
+        }
+    }
+
+    /// `<kind>.<status>.<repo>.<branch>`, see [`crate::routing`].
+    pub fn routing_key(&self) -> String {
+        let (kind, status) = match self {
+            Self::BuildRequested(_) => ("build", "requested"),
+            Self::TaskStarted(_) => ("task", "started"),
+            Self::TaskFinished(e) => ("task", e.outcome.status().as_str()),
+            Self::BuildFinished(e) => ("build", e.status.as_str()),
+        };
+        let build = self.build();
+        event_key(kind, status, &build.repo, &build.branch)
+    }
+}
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("not a Kiln message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("wire version {found} is not {WIRE_VERSION}")]
+    Version { found: String },
+}
+
+/// Serialises a message with its version.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert("v".into(), WIRE_VERSION.into());
+    }
+    value.to_string().into_bytes()
+}
+
+/// Reads a message, checking its version first.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)?;
+    match value.get("v") {
+        Some(v) if v.as_u64() == Some(WIRE_VERSION) => Ok(serde_json::from_value(value)?),
+        other => Err(WireError::Version {
+            found: other.map_or_else(|| "missing".to_owned(), |v| v.to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build() -> BuildRef {
+        BuildRef {
+            id: BuildId(7),
+            repo: "acme/api".into(),
+            branch: "release.1".into(),
+            commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_with_their_version() {
+        let event = Event::TaskFinished(TaskFinished {
+            build: build(),
+            task: "test".into(),
+            attempt: 1,
+            outcome: TaskOutcome::Failed { exit_code: 3 },
+        });
+        let bytes = encode(&event);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["type"], "task_finished");
+        assert_eq!(json["outcome"]["result"], "failed");
+        assert_eq!(decode::<Event>(&bytes).expect("decodes"), event);
+        assert_eq!(event.routing_key(), "task.failed.acme/api.release%2E1");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_other_versions_refused() {
+        let job = r#"{"v":1,"build":{"id":7,"repo":"a/b","branch":"m","commit":"c"},
+            "clone_url":"u","task":"t","attempt":1,"platform":"linux-amd64","image":"i",
+            "commands":["true"],"timeout_secs":5,"added_in_v1_1":true}"#;
+        let parsed: JobRequested = decode(job.as_bytes()).expect("decodes");
+        assert_eq!(parsed.message_id(), "7/t/1");
+
+        let v2 = job.replace("\"v\":1", "\"v\":2");
+        let e = decode::<JobRequested>(v2.as_bytes()).expect_err("refused");
+        assert_eq!(e.to_string(), "wire version 2 is not 1");
+        let e = decode::<JobRequested>(b"{}").expect_err("refused");
+        assert_eq!(e.to_string(), "wire version missing is not 1");
+        assert!(decode::<JobRequested>(b"not json").is_err());
+    }
+
+    #[test]
+    fn routing_keys_per_event() {
+        let finished = Event::BuildFinished(BuildFinished {
+            build: build(),
+            status: BuildStatus::Passed,
+            author: "a".into(),
+            subject: "s".into(),
+            tasks: vec![],
+            error: None,
+        });
+        assert_eq!(finished.routing_key(), "build.passed.acme/api.release%2E1");
+        let started = Event::TaskStarted(TaskStarted {
+            build: build(),
+            task: "t".into(),
+            attempt: 1,
+            worker: "w".into(),
+        });
+        assert_eq!(started.routing_key(), "task.started.acme/api.release%2E1");
+    }
+}
