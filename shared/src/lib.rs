@@ -6,8 +6,10 @@
 //! holds can be tested as plain data.
 
 pub mod build;
+pub mod keys;
 pub mod plan;
 pub mod routing;
 pub mod spec;
+pub mod trigger;
 pub mod view;
 pub mod wire;

@@ -27,6 +27,11 @@ pub fn event_key(kind: &str, status: &str, repo: &str, branch: &str) -> String {
     )
 }
 
+/// How many times a job is delivered before RabbitMQ dead-letters it. A job whose worker
+/// dies mid-task is redelivered; one that kills every worker it reaches is poison, and after
+/// this many tries it goes to the dead-letter queue for a person to look at.
+pub const JOB_DELIVERY_LIMIT: i64 = 5;
+
 /// The names of one installation's exchanges and queues, all under one prefix.
 ///
 /// Production uses the default prefix `kiln`; each test uses its own so that tests sharing a

@@ -9,6 +9,18 @@ pub fn short_commit(commit: &str) -> &str {
     commit.get(..10).unwrap_or(commit)
 }
 
+/// The longest commit subject a message shows, in characters; chat has length limits and a
+/// subject is a headline.
+pub const MAX_SUBJECT_CHARS: usize = 120;
+
+/// `text` cut to `max` characters, with an ellipsis when something was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// The message posted when a build reaches its final status.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildFinishedMessage {
@@ -49,7 +61,7 @@ impl BuildFinishedMessage {
             status: event.status.as_str().to_owned(),
             passed: event.status == crate::build::BuildStatus::Passed,
             author: event.author.clone(),
-            subject: event.subject.lines().next().unwrap_or_default().to_owned(),
+            subject: truncate(event.subject.lines().next().unwrap_or_default(), MAX_SUBJECT_CHARS),
             url: format!("{}/builds/{}", base_url.trim_end_matches('/'), build.id),
             tasks: event
                 .tasks
@@ -62,5 +74,18 @@ impl BuildFinishedMessage {
                 .collect(),
             error: event.error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_characters() {
+        assert_eq!(truncate("héllo", 10), "héllo");
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(short_commit("0d1a26e67d8f5eaf"), "0d1a26e67d");
+        assert_eq!(short_commit("abc"), "abc");
     }
 }

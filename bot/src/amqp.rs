@@ -1,0 +1,208 @@
+//! RabbitMQ: the bot declares Kiln's topology, publishes jobs and events with confirms, and
+//! consumes its own events queue.
+//!
+//! Every message is persistent, `mandatory`, and waits for the broker's confirm: a publish
+//! returns `Ok` only once RabbitMQ has taken responsibility for the message and routed it to
+//! at least one queue. That is what lets ingress answer 202 and mean it.
+
+use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
+use kiln_shared::wire::{self, Event, JobRequested};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+
+/// Events the bot takes from its queue before acknowledging any: enough to keep the
+/// scheduler busy without hoarding messages another replica could handle.
+const EVENTS_PREFETCH: u16 = 32;
+
+/// Why a message was not accepted by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("RabbitMQ is unreachable or refused the message: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("RabbitMQ did not confirm the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key `{0}`; the message was returned")]
+    Unroutable(String),
+}
+
+/// The bot's connection to RabbitMQ.
+#[derive(Clone)]
+pub struct Broker {
+    /// Kept for the life of the bot: dropping the connection silently ends its consumers.
+    connection: std::sync::Arc<Connection>,
+    publisher: Channel,
+    topology: Topology,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("topology", &self.topology).finish()
+    }
+}
+
+/// The arguments of a platform's job queue: quorum (replicated, survives a broker restart),
+/// a delivery limit so a poison job ends in the dead-letter queue instead of looping forever.
+pub fn jobs_queue_arguments(topology: &Topology) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(topology.dead_exchange().into()),
+    );
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT));
+    args
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args
+}
+
+impl Broker {
+    /// Connects and declares the topology: exchanges, the job queues of `platforms`, the
+    /// dead-letter queue and the bot's events queue. Declaring is idempotent.
+    pub async fn connect(url: &str, topology: Topology, platforms: &[String]) -> lapin::Result<Self> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name("kiln-bot".into())
+            .enable_auto_recover();
+        let connection = Connection::connect(url, properties).await?;
+        let publisher = connection.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let broker = Self {
+            connection: std::sync::Arc::new(connection),
+            publisher,
+            topology,
+        };
+        broker.declare(platforms).await?;
+        Ok(broker)
+    }
+
+    async fn declare(&self, platforms: &[String]) -> lapin::Result<()> {
+        let ch = &self.publisher;
+        let t = &self.topology;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(t.jobs_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default())
+            .await?;
+        ch.exchange_declare(t.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await?;
+        ch.exchange_declare(t.dead_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await?;
+
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(t.dead_jobs_queue().into(), queue, quorum()).await?;
+        ch.queue_bind(
+            t.dead_jobs_queue().into(),
+            t.dead_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        for platform in platforms {
+            ch.queue_declare(t.jobs_queue(platform).into(), queue, jobs_queue_arguments(t))
+                .await?;
+            ch.queue_bind(
+                t.jobs_queue(platform).into(),
+                t.jobs_exchange().into(),
+                platform.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        ch.queue_declare(t.bot_events_queue().into(), queue, quorum()).await?;
+        ch.queue_bind(
+            t.bot_events_queue().into(),
+            t.events_exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    }
+
+    /// Publishes an event and waits for the broker to confirm it.
+    pub async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
+        let build = event.build();
+        let properties = BasicProperties::default()
+            .with_correlation_id(build.id.to_string().into());
+        self.publish(
+            self.topology.events_exchange(),
+            event.routing_key(),
+            &wire::encode(event),
+            properties,
+        )
+        .await
+    }
+
+    /// Publishes a job to its platform's queue and waits for the broker to confirm it.
+    pub async fn publish_job(&self, job: &JobRequested) -> Result<(), PublishError> {
+        let properties = BasicProperties::default()
+            .with_message_id(job.message_id().into())
+            .with_correlation_id(job.build.id.to_string().into());
+        self.publish(
+            self.topology.jobs_exchange(),
+            job.platform.clone(),
+            &wire::encode(job),
+            properties,
+        )
+        .await
+    }
+
+    async fn publish(
+        &self,
+        exchange: String,
+        routing_key: String,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let properties = properties
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = self
+            .publisher
+            .basic_publish(exchange.into(), routing_key.as_str().into(), options, body, properties)
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        // With `mandatory`, an unroutable message is acked *and* returned.
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable(routing_key));
+        }
+        Ok(())
+    }
+
+    /// Starts consuming the bot's events queue on a channel of its own.
+    pub async fn consume_events(&self, consumer_tag: &str) -> lapin::Result<(Channel, Consumer)> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .basic_qos(EVENTS_PREFETCH, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.topology.bot_events_queue().into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+}

@@ -1,0 +1,36 @@
+//! What every part of the bot shares: configuration and connections.
+
+use std::sync::Arc;
+
+use crate::amqp::Broker;
+use crate::config::Config;
+use crate::mirror::Mirrors;
+use crate::notify::discord::DiscordChannel;
+use crate::notify::render::Templates;
+use crate::store::Store;
+
+/// The bot's shared state; cheap to clone into each request and task.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub broker: Broker,
+    pub mirrors: Mirrors,
+    pub templates: Arc<Templates>,
+    pub discord: Option<Arc<DiscordChannel>>,
+}
+
+impl App {
+    /// Assembles the bot from its configuration and open connections.
+    pub fn new(config: Config, store: Store, broker: Broker, mirrors: Mirrors) -> anyhow::Result<Self> {
+        let discord = config.discord.as_ref().map(|d| Arc::new(DiscordChannel::new(d)));
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            broker,
+            mirrors,
+            templates: Arc::new(Templates::new()?),
+            discord,
+        })
+    }
+}

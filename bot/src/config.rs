@@ -1,0 +1,151 @@
+//! The bot's configuration file (TOML): which repositories Kiln builds, and where it reports.
+//!
+//! ```toml
+//! public_url = "https://kiln.example.com"
+//!
+//! [[repository]]
+//! name = "acme/api"
+//! webhook_secret = "…"
+//! # clone_url = "https://git.example.com/acme/api.git"   # default: the webhook's
+//!
+//! [discord]
+//! token = "…"
+//! channel_id = 123456789012345678
+//! ```
+//!
+//! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
+//! repository it was not told to build.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address people reach the bot at; links in chat messages start with it.
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+    /// The repositories Kiln builds.
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<Repository>,
+    /// Where build results are posted on Discord; no section, no Discord.
+    #[serde(default)]
+    pub discord: Option<Discord>,
+}
+
+/// Links must work on the machine itself when nothing else is configured.
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+
+/// One repository Kiln builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    /// `owner/name`, as the forge spells it.
+    pub name: String,
+    /// The secret the forge signs this repository's webhooks with.
+    pub webhook_secret: SecretString,
+    /// Where to fetch commits from; when absent, the clone URL the webhook names.
+    #[serde(default)]
+    pub clone_url: Option<String>,
+}
+
+/// Discord, through its REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discord {
+    /// The bot user's token.
+    pub token: SecretString,
+    /// The channel build results are posted to.
+    pub channel_id: u64,
+    /// Replaces `https://discord.com` in every request; for a proxy, or a fake in tests.
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in the configuration {}", path.display()))
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        for (i, repo) in config.repositories.iter().enumerate() {
+            anyhow::ensure!(
+                repo.name.split('/').count() == 2 && !repo.name.starts_with('/'),
+                "repository `{}` must be written owner/name",
+                repo.name
+            );
+            anyhow::ensure!(
+                !config.repositories[..i].iter().any(|r| r.name == repo.name),
+                "repository `{}` is listed twice",
+                repo.name
+            );
+        }
+        Ok(config)
+    }
+
+    /// The repository called `name`, compared as forges do: without regard to case.
+    pub fn repository(&self, name: &str) -> Option<&Repository> {
+        self.repositories
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn parses_a_full_file() {
+        let config = Config::parse(
+            r#"
+public_url = "https://kiln.example.com"
+[[repository]]
+name = "acme/api"
+webhook_secret = "s3cret"
+[[repository]]
+name = "acme/web"
+webhook_secret = "other"
+clone_url = "file:///srv/web.git"
+[discord]
+token = "t"
+channel_id = 42
+"#,
+        )
+        .expect("valid");
+        let api = config.repository("Acme/API").expect("found regardless of case");
+        assert_eq!(api.webhook_secret.expose_secret(), "s3cret");
+        assert_eq!(api.clone_url, None);
+        assert_eq!(config.discord.as_ref().map(|d| d.channel_id), Some(42));
+        assert!(config.repository("acme/other").is_none());
+        // Secrets never reach logs.
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        let check = |text: &str, needle: &str| {
+            let e = format!("{:#}", Config::parse(text).expect_err("refused"));
+            assert!(e.contains(needle), "`{e}` should mention `{needle}`");
+        };
+        check("public_uri = 'x'", "unknown field `public_uri`");
+        check("[[repository]]\nname = 'api'\nwebhook_secret = 's'", "owner/name");
+        check(
+            "[[repository]]\nname = 'a/b'\nwebhook_secret = 's'\n[[repository]]\nname = 'a/b'\nwebhook_secret = 't'",
+            "listed twice",
+        );
+        check("[[repository]]\nname = 'a/b'", "webhook_secret");
+    }
+}

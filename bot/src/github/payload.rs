@@ -1,0 +1,166 @@
+//! The few fields of GitHub's payloads that Kiln reads, and their translation.
+//!
+//! Hand-written and minimal on purpose: every field GitHub adds or changes elsewhere in the
+//! payload cannot break us. Parse errors say where the payload was wrong.
+
+use kiln_shared::trigger::{ForgeEvent, Push};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The commit id GitHub sends as `after` when a branch was deleted.
+const NULL_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    full_name: String,
+    clone_url: String,
+}
+
+/// Just enough of any repository event to find its repository before it is verified.
+#[derive(Debug, Deserialize)]
+struct AnyRepositoryEvent {
+    repository: RepositoryName,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepositoryName {
+    full_name: String,
+}
+
+/// <https://docs.github.com/en/webhooks/webhook-events-and-payloads#push>
+#[derive(Debug, Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    repository: Repository,
+    head_commit: Option<Commit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Commit {
+    message: String,
+    author: Person,
+}
+
+#[derive(Debug, Deserialize)]
+struct Person {
+    name: String,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// Why a delivery could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the {event} payload is not what GitHub sends: {source}")]
+pub struct PayloadError {
+    event: String,
+    source: serde_path_to_error::Error<serde_json::Error>,
+}
+
+fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|source| PayloadError {
+        event: event.to_owned(),
+        source,
+    })
+}
+
+/// The repository a delivery is about, read before the signature is checked because the
+/// secret to check it with is the repository's. Nothing else is trusted until then.
+pub fn repository_name(event: &str, body: &[u8]) -> Result<String, PayloadError> {
+    parse::<AnyRepositoryEvent>(event, body).map(|e| e.repository.full_name)
+}
+
+/// Translates a verified delivery of event type `event` (`X-GitHub-Event`).
+pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
+    match event {
+        "ping" => Ok(ForgeEvent::Ping),
+        "push" => translate_push(parse(event, body)?),
+        other => Ok(ForgeEvent::Ignored {
+            reason: format!("Kiln does not act on `{other}` events"),
+        }),
+    }
+}
+
+fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
+    let ignored = |reason: String| Ok(ForgeEvent::Ignored { reason });
+    if let Some(tag) = push.git_ref.strip_prefix("refs/tags/") {
+        return ignored(format!("`{tag}` is a tag; Kiln builds branches"));
+    }
+    let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
+        return ignored(format!("`{}` is not a branch", push.git_ref));
+    };
+    if push.deleted || push.after == NULL_COMMIT {
+        return ignored(format!("branch `{branch}` was deleted"));
+    }
+    let (author, subject) = push.head_commit.map_or_else(Default::default, |c| {
+        let author = c.author.username.unwrap_or(c.author.name);
+        let subject = c.message.lines().next().unwrap_or_default().to_owned();
+        (author, subject)
+    });
+    Ok(ForgeEvent::Push(Push {
+        repo: push.repository.full_name,
+        branch: branch.to_owned(),
+        commit: push.after,
+        clone_url: push.repository.clone_url,
+        author,
+        subject,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real payloads; see tests/fixtures/SOURCES.md at the repository root.
+    const PUSH: &[u8] = include_bytes!("../../../tests/fixtures/github-push.json");
+    const PUSH_TAG: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag.json");
+    const DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-branch-delete.json");
+    const TAG_DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag-delete.json");
+    const PING: &[u8] = include_bytes!("../../../tests/fixtures/github-ping.json");
+
+    #[test]
+    fn translates_a_branch_push() {
+        assert_eq!(
+            translate("push", PUSH).expect("valid"),
+            ForgeEvent::Push(Push {
+                repo: "baxterthehacker/public-repo".into(),
+                branch: "changes".into(),
+                commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+                clone_url: "https://github.com/baxterthehacker/public-repo.git".into(),
+                author: "baxterthehacker".into(),
+                subject: "Update README.md".into(),
+            })
+        );
+        assert_eq!(
+            repository_name("push", PUSH).expect("valid"),
+            "baxterthehacker/public-repo"
+        );
+    }
+
+    #[test]
+    fn ignores_tags_and_deletions_with_a_reason() {
+        let reason = |body: &[u8]| match translate("push", body).expect("valid") {
+            ForgeEvent::Ignored { reason } => reason,
+            other => panic!("expected Ignored, got {other:?}"),
+        };
+        assert_eq!(reason(PUSH_TAG), "`v0.0.1` is a tag; Kiln builds branches");
+        assert_eq!(reason(DELETE), "branch `feature-branch` was deleted");
+        assert_eq!(reason(TAG_DELETE), "`simple-tag` is a tag; Kiln builds branches");
+        assert_eq!(translate("ping", PING).expect("valid"), ForgeEvent::Ping);
+        assert!(matches!(
+            translate("check_suite", b"{}").expect("not parsed"),
+            ForgeEvent::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn says_where_a_payload_is_wrong() {
+        let e = translate("push", br#"{"ref": "refs/heads/x", "after": 7}"#).expect_err("bad");
+        assert!(e.to_string().contains("after"), "{e}");
+        assert!(repository_name("push", b"[]").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! `GET /builds/{id}` and `GET /builds/{id}/logs`: a build's state and logs, readable with no
+//! chat at all.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_shared::build::BuildId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error;
+use crate::app::App;
+
+/// The build's status and each task's.
+pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Response {
+    let id = BuildId(id);
+    let record = match app.store.build(id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let tasks = match &record.plan {
+        Some(plan) => match app.store.tasks(id, plan).await {
+            Ok(tasks) => tasks,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => Vec::new(),
+    };
+    let tasks: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "status": t.status,
+                "attempt": t.attempt,
+                "exit_code": t.exit_code,
+                "outcome": t.outcome,
+                "worker": t.worker,
+            })
+        })
+        .collect();
+    Json(json!({
+        "id": id,
+        "repo": record.build.repo,
+        "branch": record.build.branch,
+        "commit": record.build.commit,
+        "author": record.author,
+        "subject": record.subject,
+        "status": record.status,
+        "error": record.error,
+        "tasks": tasks,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    /// Only this task's lines, without headers.
+    task: Option<String>,
+}
+
+/// The build's logs as plain text, task by task.
+pub async fn handle_build_logs(
+    State(app): State<App>,
+    Path(id): Path<u64>,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let id = BuildId(id);
+    let record = match app.store.build(id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut text = String::new();
+    if let Some(reason) = &record.error {
+        let _ = writeln!(text, "{reason}");
+    }
+    let plan = record.plan.unwrap_or_else(|| kiln_shared::plan::Plan { tasks: Vec::new() });
+    let tasks = match app.store.tasks(id, &plan).await {
+        Ok(tasks) => tasks,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    for task in tasks {
+        if query.task.as_ref().is_some_and(|only| *only != task.name) {
+            continue;
+        }
+        let lines = match app.store.log_lines(id, &task.name).await {
+            Ok(lines) => lines,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        if query.task.is_none() {
+            let outcome = task.outcome.as_deref().unwrap_or(task.status.as_str());
+            let _ = writeln!(text, "==> {} ({outcome})", task.name);
+        }
+        for line in lines {
+            let _ = writeln!(text, "{line}");
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}

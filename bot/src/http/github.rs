@@ -1,0 +1,81 @@
+//! `POST /hooks/github`: verify, translate, accept; nothing else happens at the door.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use kiln_shared::trigger::ForgeEvent;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::error;
+use crate::app::App;
+use crate::github;
+use crate::ingress::{self, Accepted};
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Handles one GitHub delivery.
+pub async fn handle_github_hook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(event) = header(&headers, "x-github-event") else {
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
+    };
+    let Some(delivery) = header(&headers, "x-github-delivery") else {
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
+    };
+    let Some(signature) = header(&headers, "x-hub-signature-256") else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing X-Hub-Signature-256 header: set a secret on the webhook",
+        );
+    };
+    let name = match github::repository_name(event, &body) {
+        Ok(name) => name,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(repo) = app.config.repository(&name) else {
+        tracing::warn!(repo = %name, delivery, "webhook for a repository Kiln does not build");
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("repository `{name}` is not configured in Kiln"),
+        );
+    };
+    if !github::verify_signature(repo.webhook_secret.expose_secret().as_bytes(), &body, signature) {
+        tracing::warn!(repo = %name, delivery, "webhook with a wrong signature refused");
+        return error(StatusCode::UNAUTHORIZED, "the signature does not match the webhook secret");
+    }
+    let translated = match github::translate(event, &body) {
+        Ok(translated) => translated,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match translated {
+        ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
+        ForgeEvent::Ignored { reason } => {
+            tracing::info!(repo = %name, delivery, event, %reason, "webhook ignored");
+            (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
+        }
+        ForgeEvent::Push(push) => match ingress::accept_push(&app, repo, "github", delivery, push).await {
+            Ok(Accepted::New(id)) => (
+                StatusCode::ACCEPTED,
+                Json(json!({ "build_id": id, "url": build_url(&app, id) })),
+            )
+                .into_response(),
+            Ok(Accepted::Duplicate(id)) => (
+                StatusCode::OK,
+                Json(json!({ "build_id": id, "url": build_url(&app, id), "duplicate": true })),
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(repo = %name, delivery, error = %e, "cannot accept a build");
+                error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+            }
+        },
+    }
+}
+
+fn build_url(app: &App, id: kiln_shared::build::BuildId) -> String {
+    format!("{}/builds/{id}", app.config.public_url.trim_end_matches('/'))
+}

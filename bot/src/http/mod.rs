@@ -1,0 +1,45 @@
+//! The bot's HTTP surface: forge webhooks in, build status and logs out.
+
+mod builds;
+mod github;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+
+/// The largest webhook body accepted. GitHub caps payloads at 25 MB and drops larger ones.
+pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
+
+/// The bot's routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/hooks/github",
+            post(github::handle_github_hook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
+        .route("/builds/{id}", get(builds::handle_build))
+        .route("/builds/{id}/logs", get(builds::handle_build_logs))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// Serves the bot's routes on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// A JSON error answer: `{"error": "..."}` with `status`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = message.into();
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}

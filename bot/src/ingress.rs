@@ -1,0 +1,74 @@
+//! Accepting a build: what every trigger does once its request has been verified and
+//! translated, whichever forge or chat it came from.
+//!
+//! A build is accepted only when its request is durably on RabbitMQ (confirmed). If Redis or
+//! RabbitMQ cannot take it, nothing is half-recorded and the caller is told to retry.
+
+use kiln_shared::build::BuildId;
+use kiln_shared::trigger::Push;
+use kiln_shared::wire::{BuildRef, BuildRequested, Event};
+
+use crate::app::App;
+use crate::config::Repository;
+
+/// What became of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new build.
+    New(BuildId),
+    /// The same delivery was accepted before, as this build.
+    Duplicate(BuildId),
+}
+
+/// Kiln could not take the build now; the sender should retry.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Broker(#[from] crate::amqp::PublishError),
+}
+
+/// Accepts a push delivered as `delivery` by `forge`, at most once per delivery.
+pub async fn accept_push(
+    app: &App,
+    repo: &Repository,
+    forge: &str,
+    delivery: &str,
+    push: Push,
+) -> Result<Accepted, Unavailable> {
+    let store = &app.store;
+    let id = store.next_build_id().await?;
+    if let Some(existing) = store.claim_delivery(forge, delivery, id).await? {
+        return Ok(Accepted::Duplicate(existing));
+    }
+    let request = BuildRequested {
+        build: BuildRef {
+            id,
+            repo: repo.name.clone(),
+            branch: push.branch,
+            commit: push.commit,
+        },
+        clone_url: repo.clone_url.clone().unwrap_or(push.clone_url),
+        author: push.author,
+        subject: push.subject,
+    };
+    let accepted = async {
+        store.create_build(&request).await?;
+        app.broker
+            .publish_event(&Event::BuildRequested(request.clone()))
+            .await?;
+        Ok::<_, Unavailable>(())
+    }
+    .await;
+    if let Err(error) = accepted {
+        // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,
+        // this may fail too; the delivery key then expires on its own.
+        let _ = store.delete_build(id).await;
+        let _ = store.forget_delivery(forge, delivery).await;
+        return Err(error);
+    }
+    tracing::info!(build = %id, repo = %request.build.repo, branch = %request.build.branch,
+        commit = %request.build.commit, "build accepted");
+    Ok(Accepted::New(id))
+}

@@ -1,0 +1,89 @@
+//! kiln-bot: Kiln's control plane.
+//!
+//! Forge webhooks come in over HTTP ([`http`]), are verified and translated at the door
+//! ([`github`]) and accepted as builds ([`ingress`]). The bot's own events queue drives the
+//! [`planner`], the [`scheduler`] and the [`notify`]er. State lives in Redis ([`store`]),
+//! messages in RabbitMQ ([`amqp`]); the bot itself keeps nothing between requests.
+//!
+//! Invariant: the bot never talks to Docker; only workers run tasks.
+
+pub mod amqp;
+pub mod app;
+pub mod config;
+pub mod events;
+pub mod github;
+pub mod http;
+pub mod ingress;
+pub mod mirror;
+pub mod notify;
+pub mod planner;
+pub mod scheduler;
+pub mod store;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kiln_shared::keys::Keys;
+use kiln_shared::routing::Topology;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use app::App;
+pub use config::Config;
+
+/// Where the bot's services are, and the names it uses in them.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// Prefix of every queue, exchange and Redis key (`kiln` in production).
+    pub prefix: String,
+    /// Where the bot keeps its repository mirrors.
+    pub state_dir: PathBuf,
+    /// The platform labels whose job queues the bot declares, so jobs wait for a worker.
+    pub platforms: Vec<String>,
+}
+
+/// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.
+pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
+    let redis = redis::Client::open(connections.redis_url.as_str())
+        .context("the Redis URL is not valid")?
+        .get_connection_manager()
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", connections.redis_url))?;
+    let store = store::Store::new(redis, Keys::new(&connections.prefix));
+    let broker = amqp::Broker::connect(
+        &connections.amqp_url,
+        Topology::new(&connections.prefix),
+        &connections.platforms,
+    )
+    .await
+    .context("cannot connect to RabbitMQ")?;
+    let mirrors = mirror::Mirrors::new(connections.state_dir.join("mirrors"));
+    App::new(config, store, broker, mirrors)
+}
+
+/// Runs the bot (HTTP and the event loop) until `shutdown` is cancelled or one part fails.
+pub async fn run(listener: TcpListener, app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let stop = shutdown.child_token();
+    let http = tokio::spawn(http::serve(listener, app.clone(), stop.clone()));
+    let events = tokio::spawn(events::run(app, stop.clone()));
+    let (http, events) = {
+        let _stop_both = stop.clone().drop_guard();
+        tokio::join!(
+            async {
+                let r = http.await;
+                stop.cancel();
+                r
+            },
+            async {
+                let r = events.await;
+                stop.cancel();
+                r
+            }
+        )
+    };
+    http.context("the HTTP server panicked")?
+        .context("the HTTP server failed")?;
+    events.context("the event loop panicked")?
+}

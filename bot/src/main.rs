@@ -1,0 +1,66 @@
+//! The `kiln-bot` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Kiln's control plane: webhooks in, builds planned and scheduled, results posted.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The configuration file (repositories, Discord).
+    #[arg(long, env = "KILN_CONFIG", default_value = "kiln-bot.toml")]
+    config: PathBuf,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// RabbitMQ.
+    #[arg(long, env = "KILN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Redis.
+    #[arg(long, env = "KILN_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    /// Prefix of every queue, exchange and Redis key.
+    #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
+    prefix: String,
+    /// Where repository mirrors are kept.
+    #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/bot")]
+    state_dir: PathBuf,
+    /// Platform labels whose job queues are declared, comma-separated.
+    #[arg(long, env = "KILN_PLATFORMS", value_delimiter = ',', default_value = "linux-amd64")]
+    platforms: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = kiln_bot::Config::load(&args.config)?;
+    let connections = kiln_bot::Connections {
+        amqp_url: args.amqp_url,
+        redis_url: args.redis_url,
+        prefix: args.prefix,
+        state_dir: args.state_dir,
+        platforms: args.platforms,
+    };
+    let app = kiln_bot::connect(config, &connections).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %args.listen, "kiln-bot listening");
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    kiln_bot::run(listener, app, shutdown).await
+}

@@ -1,0 +1,55 @@
+//! Discord, through serenity's REST client. Only this module knows Discord's API.
+
+use secrecy::ExposeSecret;
+use serenity::all::{ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder};
+
+use crate::config;
+
+/// Discord's limit on a message's content, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// Posts messages to one Discord channel.
+pub struct DiscordChannel {
+    http: Http,
+    channel: ChannelId,
+}
+
+impl std::fmt::Debug for DiscordChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordChannel").field("channel", &self.channel).finish()
+    }
+}
+
+impl DiscordChannel {
+    /// A client for the configured channel; `api_url`, when set, replaces
+    /// `https://discord.com` in every request.
+    pub fn new(config: &config::Discord) -> Self {
+        let mut builder = HttpBuilder::new(config.token.expose_secret());
+        if let Some(api_url) = &config.api_url {
+            // A proxy (or a test's fake) has no rate limits of Discord's to mirror.
+            builder = builder
+                .proxy(api_url.trim_end_matches('/'))
+                .ratelimiter_disabled(true);
+        }
+        Self {
+            http: builder.build(),
+            channel: ChannelId::new(config.channel_id),
+        }
+    }
+
+    /// Names the channel for the once-per-channel notification guard.
+    pub fn channel_key(&self) -> String {
+        format!("discord:{}", self.channel)
+    }
+
+    /// Posts `text`, cut to Discord's limit, with every mention disabled: nothing a commit
+    /// author wrote can ping a channel.
+    pub async fn post(&self, text: &str) -> serenity::Result<()> {
+        let content: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        let message = CreateMessage::new()
+            .content(content)
+            .allowed_mentions(CreateAllowedMentions::new());
+        self.channel.send_message(&self.http, message).await?;
+        Ok(())
+    }
+}

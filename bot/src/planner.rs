@@ -1,0 +1,97 @@
+//! Planning: a requested build's `.kiln.yml` is read at its commit, planned into tasks, and
+//! the tasks that need nothing are published to their platforms' queues.
+//!
+//! A spec that cannot be used ends the build as failed with the reason, line and column; a
+//! repository that cannot be fetched ends it as errored. Neither is an error of the bot's.
+
+use kiln_shared::build::{BuildStatus, TaskStatus};
+use kiln_shared::plan::{Plan, PlannedTask};
+use kiln_shared::spec::SPEC_FILE;
+use kiln_shared::wire::{BuildFinished, BuildRequested, Event, JobRequested};
+
+use crate::app::App;
+use crate::store::{BuildRecord, now_ms};
+
+/// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
+/// stored and publishes only jobs still queued, which workers take at most once.
+pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyhow::Result<()> {
+    let id = request.build.id;
+    let Some(record) = app.store.build(id).await? else {
+        tracing::warn!(build = %id, "build requested but not recorded; dropped");
+        return Ok(());
+    };
+    if record.status.is_final() {
+        return Ok(());
+    }
+    let plan = match record.plan.clone() {
+        Some(plan) => plan,
+        None => match read_plan(app, &record).await {
+            Ok(plan) => plan,
+            Err((status, reason)) => return end_unrun(app, &record, status, reason).await,
+        },
+    };
+    app.store.store_plan(id, &plan).await?;
+    let tasks = app.store.tasks(id, &plan).await?;
+    for (task, stored) in plan.tasks.iter().zip(&tasks) {
+        if stored.status == TaskStatus::Queued {
+            app.broker.publish_job(&job(&record, task, stored.attempt)).await?;
+        }
+    }
+    tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
+    Ok(())
+}
+
+/// Reads and plans `.kiln.yml` at the build's commit; on failure, the status the build ends
+/// with and why.
+async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus, String)> {
+    let commit = &record.build.commit;
+    let bytes = app
+        .mirrors
+        .read_file(&record.clone_url, commit, SPEC_FILE)
+        .await
+        .map_err(|e| (BuildStatus::Errored, format!("cannot fetch the repository: {e}")))?
+        .ok_or_else(|| {
+            (BuildStatus::Failed, format!("commit {commit} has no {SPEC_FILE} at its root"))
+        })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| (BuildStatus::Failed, format!("{SPEC_FILE} is not UTF-8 text")))?;
+    Plan::from_spec_text(text).map_err(|e| (BuildStatus::Failed, e.to_string()))
+}
+
+/// Ends a build that never ran a task, and tells everyone why.
+async fn end_unrun(
+    app: &App,
+    record: &BuildRecord,
+    status: BuildStatus,
+    reason: String,
+) -> anyhow::Result<()> {
+    tracing::info!(build = %record.build.id, %status, %reason, "build ends before running");
+    app.broker
+        .publish_event(&Event::BuildFinished(BuildFinished {
+            build: record.build.clone(),
+            status,
+            author: record.author.clone(),
+            subject: record.subject.clone(),
+            tasks: Vec::new(),
+            error: Some(reason.clone()),
+        }))
+        .await?;
+    let fields = [("error", reason), ("finished_ms", now_ms().to_string())];
+    app.store.transition_build(record.build.id, status, &fields).await?;
+    Ok(())
+}
+
+/// The job that runs `task` of a build.
+pub fn job(record: &BuildRecord, task: &PlannedTask, attempt: u32) -> JobRequested {
+    JobRequested {
+        build: record.build.clone(),
+        clone_url: record.clone_url.clone(),
+        task: task.name.clone(),
+        attempt,
+        platform: task.platform.clone(),
+        image: task.image.clone(),
+        commands: task.commands.clone(),
+        env: task.env.clone(),
+        timeout_secs: task.timeout_secs,
+    }
+}

@@ -1,0 +1,98 @@
+//! The scheduler: as tasks start and finish, it moves the build along its task graph.
+//!
+//! When a task passes, the tasks whose needs are now all met are queued; when it does not,
+//! everything downstream of it is skipped. When every task is accounted for, the build gets
+//! its final status and a `build.<status>` event. Each step is a compare-and-set in Redis, so
+//! a duplicate or replayed event changes nothing.
+
+use kiln_shared::build::{BuildStatus, TaskStatus};
+use kiln_shared::wire::{BuildFinished, Event, TaskFinished, TaskStarted, TaskSummary};
+
+use crate::app::App;
+use crate::planner::job;
+use crate::store::{BuildRecord, now_ms};
+
+/// A task started: its build is running.
+pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Result<()> {
+    app.store
+        .transition_build(event.build.id, BuildStatus::Running, &[])
+        .await?;
+    Ok(())
+}
+
+/// A task finished: queue what it unblocked, skip what it doomed, end the build if done.
+pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Result<()> {
+    let id = event.build.id;
+    let Some(record) = app.store.build(id).await? else {
+        tracing::warn!(build = %id, "task finished for an unknown build; dropped");
+        return Ok(());
+    };
+    let Some(plan) = record.plan.clone() else {
+        tracing::warn!(build = %id, "task finished for an unplanned build; dropped");
+        return Ok(());
+    };
+    let passed = event.outcome.status() == TaskStatus::Passed;
+    let settled = if passed {
+        let dependents: Vec<&str> = plan.dependents(&event.task).map(|t| t.name.as_str()).collect();
+        let settled = app.store.settle(id, &event.task, true, &dependents).await?;
+        for name in &settled.ready {
+            app.store.transition_task(id, name, TaskStatus::Queued, &[]).await?;
+        }
+        // Publish every dependent that is queued, not only those queued just now: if an
+        // earlier delivery of this event queued one and died before publishing it, this
+        // redelivery publishes it. A worker takes a job at most once.
+        let stored = app.store.tasks(id, &plan).await?;
+        for task in stored.iter().filter(|t| t.status == TaskStatus::Queued) {
+            if let Some(planned) = plan.dependents(&event.task).find(|p| p.name == task.name) {
+                app.broker.publish_job(&job(&record, planned, task.attempt)).await?;
+            }
+        }
+        settled
+    } else {
+        let downstream: Vec<&str> = plan.downstream_of(&event.task).into_iter().collect();
+        let settled = app.store.settle(id, &event.task, false, &downstream).await?;
+        for name in &downstream {
+            app.store.transition_task(id, name, TaskStatus::Skipped, &[]).await?;
+        }
+        settled
+    };
+    if settled.remaining <= 0 {
+        finish_build(app, &record).await?;
+    }
+    Ok(())
+}
+
+/// Gives a build whose tasks are all accounted for its final status and announces it.
+///
+/// The event is published before the status is stored: if the bot dies in between, the
+/// redelivered task event announces it again (at least once), instead of never.
+async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
+    let id = record.build.id;
+    let Some(plan) = record.plan.as_ref().filter(|_| !record.status.is_final()) else {
+        return Ok(());
+    };
+    let tasks = app.store.tasks(id, plan).await?;
+    let status = BuildStatus::from_finished_tasks(tasks.iter().map(|t| &t.status));
+    app.broker
+        .publish_event(&Event::BuildFinished(BuildFinished {
+            build: record.build.clone(),
+            status,
+            author: record.author.clone(),
+            subject: record.subject.clone(),
+            tasks: tasks
+                .iter()
+                .map(|t| TaskSummary {
+                    name: t.name.clone(),
+                    status: t.status,
+                    exit_code: t.exit_code,
+                })
+                .collect(),
+            error: None,
+        }))
+        .await?;
+    app.store
+        .transition_build(id, status, &[("finished_ms", now_ms().to_string())])
+        .await?;
+    tracing::info!(build = %id, %status, "build finished");
+    Ok(())
+}

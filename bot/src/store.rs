@@ -1,0 +1,330 @@
+//! The bot's state in Redis: build records, task records, the scheduler's counters, delivery
+//! deduplication, and reading the logs the workers wrote.
+//!
+//! Every status change goes through [`STATUS_TRANSITION_SCRIPT`], a compare-and-set, so a
+//! duplicate or late message changes nothing. The key layout is [`Keys`], shared with workers.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::plan::Plan;
+use kiln_shared::wire::{BuildRef, BuildRequested};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
+
+/// How long Kiln remembers a forge delivery id. Forges redeliver within hours; a week is
+/// ample and keeps the set bounded.
+const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(STATUS_TRANSITION_SCRIPT));
+
+/// Accounts for a task's end in the build's graph, once. See [`Store::settle`].
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: settled set, pending hash, build hash. ARGV: task, 'pass' or 'stop', then tasks:
+-- with 'pass' the task's dependents, with 'stop' everything downstream of it.
+local ready = {}
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  local settled = 1
+  if ARGV[2] == 'pass' then
+    for i = 3, #ARGV do
+      if redis.call('HINCRBY', KEYS[2], ARGV[i], -1) == 0
+         and redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then
+        table.insert(ready, ARGV[i])
+      end
+    end
+  else
+    for i = 3, #ARGV do settled = settled + redis.call('SADD', KEYS[1], ARGV[i]) end
+  end
+  redis.call('HINCRBY', KEYS[3], 'remaining', -settled)
+end
+return {tonumber(redis.call('HGET', KEYS[3], 'remaining') or '0'), ready}
+",
+    )
+});
+
+/// Milliseconds since the Unix epoch, as stored in records.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A build as stored.
+#[derive(Debug, Clone)]
+pub struct BuildRecord {
+    pub build: BuildRef,
+    pub clone_url: String,
+    pub author: String,
+    pub subject: String,
+    pub status: BuildStatus,
+    pub error: Option<String>,
+    pub plan: Option<Plan>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub name: String,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub exit_code: Option<i64>,
+    /// The outcome in words, e.g. `failed with exit code 3`.
+    pub outcome: Option<String>,
+}
+
+/// What [`Store::settle`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Tasks of the build not yet accounted for; 0 means the build is over.
+    pub remaining: i64,
+    /// Tasks whose needs have now all passed.
+    pub ready: Vec<String>,
+}
+
+/// The bot's handle on Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).finish()
+    }
+}
+
+impl Store {
+    /// A store over an open connection, with keys under `keys`.
+    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A new build id.
+    pub async fn next_build_id(&self) -> RedisResult<BuildId> {
+        let id: isize = self.conn.clone().incr(self.keys.build_sequence(), 1).await?;
+        Ok(BuildId(id as u64))
+    }
+
+    /// Records that forge delivery `delivery` became build `id`, unless it was seen before:
+    /// then returns the build it became.
+    pub async fn claim_delivery(
+        &self,
+        forge: &str,
+        delivery: &str,
+        id: BuildId,
+    ) -> RedisResult<Option<BuildId>> {
+        let key = self.keys.delivery(forge, delivery);
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
+        let mut conn = self.conn.clone();
+        let set: Option<String> = conn.set_options(&key, id.0, options).await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let existing: Option<String> = conn.get(&key).await?;
+        Ok(existing.and_then(|s| s.parse().ok()).map(BuildId))
+    }
+
+    /// Forgets a delivery whose build could not be accepted, so the forge's retry gets in.
+    pub async fn forget_delivery(&self, forge: &str, delivery: &str) -> RedisResult<()> {
+        let _: usize = self.conn.clone().del(self.keys.delivery(forge, delivery)).await?;
+        Ok(())
+    }
+
+    /// Stores a new build, queued.
+    pub async fn create_build(&self, request: &BuildRequested) -> RedisResult<()> {
+        let b = &request.build;
+        let fields = [
+            ("repo", b.repo.as_str()),
+            ("branch", b.branch.as_str()),
+            ("commit", b.commit.as_str()),
+            ("clone_url", request.clone_url.as_str()),
+            ("author", request.author.as_str()),
+            ("subject", request.subject.as_str()),
+            ("status", BuildStatus::Queued.as_str()),
+            ("created_ms", &now_ms().to_string()),
+        ];
+        self.conn.clone().hset_multiple(self.keys.build(b.id), &fields).await
+    }
+
+    /// Removes a build that was never accepted.
+    pub async fn delete_build(&self, id: BuildId) -> RedisResult<()> {
+        let _: usize = self.conn.clone().del(self.keys.build(id)).await?;
+        Ok(())
+    }
+
+    /// The build `id`, if there is one.
+    pub async fn build(&self, id: BuildId) -> RedisResult<Option<BuildRecord>> {
+        let mut h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.build(id)).await?;
+        let Some(status) = h.get("status").and_then(|s| BuildStatus::parse(s)) else {
+            return Ok(None);
+        };
+        let mut take = |field: &str| h.remove(field).unwrap_or_default();
+        Ok(Some(BuildRecord {
+            build: BuildRef {
+                id,
+                repo: take("repo"),
+                branch: take("branch"),
+                commit: take("commit"),
+            },
+            clone_url: take("clone_url"),
+            author: take("author"),
+            subject: take("subject"),
+            status,
+            error: Some(take("error")).filter(|e| !e.is_empty()),
+            plan: serde_json::from_str(&take("plan")).ok(),
+        }))
+    }
+
+    /// Stores a build's plan and its tasks' records, once: planning the same build again
+    /// (a redelivered request) finds everything in place and changes nothing.
+    pub async fn store_plan(&self, id: BuildId, plan: &Plan) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let build = self.keys.build(id);
+        let json = serde_json::to_string(plan).unwrap_or_default();
+        pipe.hset_nx(&build, "plan", json).ignore();
+        pipe.hset_nx(&build, "remaining", plan.tasks.len()).ignore();
+        for task in &plan.tasks {
+            let status = if task.needs.is_empty() {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Waiting
+            };
+            let key = self.keys.task(id, &task.name);
+            pipe.hset_nx(&key, "status", status.as_str()).ignore();
+            pipe.hset_nx(&key, "attempt", 1).ignore();
+            pipe.hset_nx(self.keys.pending(id), &task.name, task.needs.len())
+                .ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Moves a task to `to` if its status allows it; sets `fields` with it. Returns whether
+    /// it moved.
+    pub async fn transition_task(
+        &self,
+        id: BuildId,
+        task: &str,
+        to: TaskStatus,
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let from = TaskStatus::sources_of(to);
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.transition(self.keys.task(id, task), to.as_str(), &from, fields)
+            .await
+    }
+
+    /// Moves a build to `to` if its status allows it; sets `fields` with it.
+    pub async fn transition_build(
+        &self,
+        id: BuildId,
+        to: BuildStatus,
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let from = BuildStatus::sources_of(to);
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.transition(self.keys.build(id), to.as_str(), &from, fields)
+            .await
+    }
+
+    async fn transition(
+        &self,
+        key: String,
+        to: &str,
+        from: &[&str],
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let mut invocation = TRANSITION.key(key);
+        invocation.arg(to).arg(from.join(","));
+        for (field, value) in fields {
+            invocation.arg(*field).arg(value);
+        }
+        let moved: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(moved == 1)
+    }
+
+    /// The records of the tasks of `plan`, in plan order.
+    pub async fn tasks(&self, id: BuildId, plan: &Plan) -> RedisResult<Vec<TaskRecord>> {
+        let mut pipe = redis::pipe();
+        for task in &plan.tasks {
+            pipe.hgetall(self.keys.task(id, &task.name));
+        }
+        let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(plan
+            .tasks
+            .iter()
+            .zip(rows)
+            .map(|(task, mut h)| TaskRecord {
+                name: task.name.clone(),
+                status: h
+                    .get("status")
+                    .and_then(|s| TaskStatus::parse(s))
+                    .unwrap_or(TaskStatus::Waiting),
+                attempt: h.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
+                worker: h.remove("worker"),
+                exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
+                outcome: h.remove("outcome"),
+            })
+            .collect())
+    }
+
+    /// Accounts for the end of `task` once. If it passed, `tasks` are its dependents and
+    /// those whose needs are now all met come back as ready; if not, `tasks` are everything
+    /// downstream of it, which will never run and are accounted for with it.
+    pub async fn settle(
+        &self,
+        id: BuildId,
+        task: &str,
+        passed: bool,
+        tasks: &[&str],
+    ) -> RedisResult<Settled> {
+        let mut invocation = SETTLE.key(self.keys.settled(id));
+        invocation
+            .key(self.keys.pending(id))
+            .key(self.keys.build(id))
+            .arg(task)
+            .arg(if passed { "pass" } else { "stop" });
+        for t in tasks {
+            invocation.arg(*t);
+        }
+        let (remaining, ready): (i64, Vec<String>) =
+            invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(Settled { remaining, ready })
+    }
+
+    /// True the first time it is called for a build and channel: a message goes out once.
+    pub async fn first_notification(&self, id: BuildId, channel: &str) -> RedisResult<bool> {
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
+        let set: Option<String> = self
+            .conn
+            .clone()
+            .set_options(self.keys.notified(id, channel), 1, options)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Every log line of one task, in order.
+    pub async fn log_lines(&self, id: BuildId, task: &str) -> RedisResult<Vec<String>> {
+        let reply: redis::streams::StreamRangeReply = self.conn.clone().xrange_all(self.keys.logs(id, task)).await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|entry| entry.get::<String>("line"))
+            .collect())
+    }
+}

@@ -1,0 +1,103 @@
+//! The Redis key layout that the bot and the workers share, and the one script both use to
+//! move a status.
+//!
+//! This module only names keys and holds script text; it does no I/O. Every key starts with
+//! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
+
+use crate::build::BuildId;
+
+/// Sets a hash's `status` field to `ARGV[1]` only if it is currently one of the
+/// comma-separated `ARGV[2]`, then sets the field/value pairs that follow. Returns 1 if the
+/// status moved, 0 if not (the key missing counts as not).
+///
+/// This compare-and-set is what makes every consumer idempotent: a duplicate or late message
+/// finds the status already moved and changes nothing.
+pub const STATUS_TRANSITION_SCRIPT: &str = r"
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 0 end
+for allowed in string.gmatch(ARGV[2], '[^,]+') do
+  if allowed == current then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1])
+    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    return 1
+  end
+end
+return 0
+";
+
+/// Names of one installation's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new("kiln")
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The counter build ids are drawn from.
+    pub fn build_sequence(&self) -> String {
+        format!("{}:build:seq", self.prefix)
+    }
+
+    /// A build's record (hash): repository, commit, status, plan.
+    pub fn build(&self, id: BuildId) -> String {
+        format!("{}:build:{id}", self.prefix)
+    }
+
+    /// One task's record (hash): status, attempt, worker, exit code.
+    pub fn task(&self, id: BuildId, task: &str) -> String {
+        format!("{}:build:{id}:task:{task}", self.prefix)
+    }
+
+    /// The tasks whose end the scheduler has already accounted for (set).
+    pub fn settled(&self, id: BuildId) -> String {
+        format!("{}:build:{id}:settled", self.prefix)
+    }
+
+    /// For each task, how many of the tasks it needs have not passed yet (hash).
+    pub fn pending(&self, id: BuildId) -> String {
+        format!("{}:build:{id}:pending", self.prefix)
+    }
+
+    /// Marks that a build's final message went out to a channel, so it goes out once.
+    pub fn notified(&self, id: BuildId, channel: &str) -> String {
+        format!("{}:build:{id}:notified:{channel}", self.prefix)
+    }
+
+    /// One task's log lines (stream).
+    pub fn logs(&self, id: BuildId, task: &str) -> String {
+        format!("{}:logs:{id}:{task}", self.prefix)
+    }
+
+    /// A forge delivery already accepted, for deduplication; holds the build id.
+    pub fn delivery(&self, forge: &str, delivery: &str) -> String {
+        format!("{}:delivery:{forge}:{delivery}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        let keys = Keys::new("t9");
+        let id = BuildId(4);
+        assert_eq!(keys.build(id), "t9:build:4");
+        assert_eq!(keys.task(id, "unit"), "t9:build:4:task:unit");
+        assert_eq!(keys.logs(id, "unit"), "t9:logs:4:unit");
+        assert_eq!(keys.delivery("github", "abc"), "t9:delivery:github:abc");
+        assert_eq!(Keys::default().build_sequence(), "kiln:build:seq");
+    }
+}
