@@ -1,1 +1,104 @@
-//! tmp
+//! kiln-worker: takes jobs for its platform from RabbitMQ and runs them.
+//!
+//! Each job follows one lifecycle ([`job`]): claim it in Redis ([`store`]), check the commit
+//! out from a mirror cache ([`checkout`]), run it in a container ([`docker`]) while its output
+//! streams to Redis line by line ([`lines`]), record the outcome, publish it ([`amqp`]), and
+//! only then acknowledge the job.
+//!
+//! Invariant: the worker never talks to a chat API, and it has no inbound port.
+
+pub mod amqp;
+pub mod checkout;
+pub mod docker;
+pub mod job;
+pub mod lines;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use kiln_shared::keys::Keys;
+use kiln_shared::routing::Topology;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// Prefix of every queue, exchange, Redis key and container name (`kiln` in production).
+    pub prefix: String,
+    /// The platform label whose jobs this worker takes, e.g. `linux-amd64`.
+    pub platform: String,
+    /// How many tasks run at once.
+    pub slots: u16,
+    /// The worker's name in task records and events.
+    pub name: String,
+    /// Where mirrors and work directories are kept.
+    pub state_dir: PathBuf,
+}
+
+/// A running worker's parts, shared by its jobs.
+#[derive(Debug)]
+pub struct Worker {
+    pub name: String,
+    pub prefix: String,
+    pub store: store::Store,
+    pub broker: amqp::Broker,
+    pub checkouts: checkout::Checkouts,
+    pub docker: docker::DockerRunner,
+}
+
+/// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
+/// unacknowledged, so RabbitMQ gives them to another worker.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let redis = redis::Client::open(settings.redis_url.as_str())
+        .context("the Redis URL is not valid")?
+        .get_connection_manager()
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
+    let docker = docker::DockerRunner::connect(&settings.prefix)
+        .await
+        .context("cannot connect to Docker")?;
+    let (broker, mut consumer) = amqp::Broker::connect(
+        &settings.amqp_url,
+        Topology::new(&settings.prefix),
+        &settings.platform,
+        settings.slots,
+        &settings.name,
+    )
+    .await
+    .context("cannot connect to RabbitMQ")?;
+    let worker = Arc::new(Worker {
+        name: settings.name.clone(),
+        prefix: settings.prefix.clone(),
+        store: store::Store::new(redis, Keys::new(&settings.prefix)),
+        broker,
+        checkouts: checkout::Checkouts::new(&settings.state_dir),
+        docker,
+    });
+    tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
+
+    let jobs = TaskTracker::new();
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Ok(delivery)) => {
+                let worker = worker.clone();
+                let shutdown = shutdown.clone();
+                jobs.spawn(async move { job::handle_delivery(&worker, delivery, shutdown).await });
+            }
+            Some(Err(error)) => worker.broker.consumer_channel.wait_for_recovery(error).await?,
+        }
+    }
+    jobs.close();
+    jobs.wait().await;
+    Ok(())
+}

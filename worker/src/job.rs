@@ -1,0 +1,124 @@
+//! One job's lifecycle on a worker: claim → announce → check out → run → record → announce →
+//! acknowledge. The acknowledgement comes last: a worker that dies anywhere before it leaves
+//! the job to RabbitMQ, which gives it to another worker.
+
+use std::time::Duration;
+
+use kiln_shared::build::TaskOutcome;
+use kiln_shared::wire::{self, Event, JobRequested, TaskFinished, TaskStarted};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Claim;
+use crate::Worker;
+
+/// How long to wait before handing back a job that failed for a passing reason (Redis or
+/// RabbitMQ unreachable), so a persistent fault does not spin.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Handles one delivery to the end, acknowledging or handing it back.
+pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: CancellationToken) {
+    let job = match wire::decode::<JobRequested>(&delivery.data) {
+        Ok(job) => job,
+        Err(error) => {
+            // Never runnable: straight to the dead-letter queue for a person to look at.
+            tracing::error!(%error, "unreadable job dead-lettered");
+            let _ = delivery.nack(BasicNackOptions::default()).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
+    let done = tracing::Instrument::instrument(run_job(worker, &job, delivery.redelivered, shutdown), span).await;
+    let acked = match done {
+        Ok(Done::Finished) => delivery.ack(BasicAckOptions::default()).await,
+        Ok(Done::Interrupted) => return, // unacked: redelivered once the channel closes
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "job failed for a passing reason; handed back");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            delivery.nack(requeue).await
+        }
+    };
+    if let Err(error) = acked {
+        // After a reconnection the delivery's channel is gone; RabbitMQ redelivers the job,
+        // and the claim finds it finished.
+        tracing::warn!(%error, "cannot acknowledge a job");
+    }
+}
+
+enum Done {
+    Finished,
+    Interrupted,
+}
+
+async fn run_job(
+    worker: &Worker,
+    job: &JobRequested,
+    redelivered: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Done> {
+    match worker.store.claim(job, redelivered, &worker.name).await? {
+        Claim::Taken => {}
+        Claim::Finished(outcome) => {
+            // An earlier run recorded the end but may have died before announcing it.
+            announce_finished(worker, job, outcome).await?;
+            return Ok(Done::Finished);
+        }
+        Claim::Elsewhere(status) => {
+            tracing::info!(status = status.as_deref().unwrap_or("unknown"), "job not for running; dropped");
+            return Ok(Done::Finished);
+        }
+    }
+    worker
+        .broker
+        .publish_event(&Event::TaskStarted(TaskStarted {
+            build: job.build.clone(),
+            task: job.task.clone(),
+            attempt: job.attempt,
+            worker: worker.name.clone(),
+        }))
+        .await?;
+    worker.store.clear_log(job).await?;
+
+    let run = async {
+        let name = worker.docker.container_name(job);
+        match worker.checkouts.checkout(&job.clone_url, &job.build.commit, &name).await {
+            Err(error) => TaskOutcome::Errored {
+                reason: format!("cannot check out {}: {error}", job.build.commit),
+            },
+            Ok(dir) => {
+                let outcome = worker.docker.run(job, &dir, &worker.store).await;
+                worker.checkouts.remove(&dir).await;
+                outcome
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = shutdown.cancelled() => {
+            // Dropping the run drops its container handle; remove the container itself.
+            worker.docker.remove_for(job).await;
+            return Ok(Done::Interrupted);
+        }
+    };
+    tracing::info!(%outcome, "task ended");
+    worker.store.finish(job, &outcome).await?;
+    announce_finished(worker, job, outcome).await?;
+    Ok(Done::Finished)
+}
+
+async fn announce_finished(worker: &Worker, job: &JobRequested, outcome: TaskOutcome) -> anyhow::Result<()> {
+    worker
+        .broker
+        .publish_event(&Event::TaskFinished(TaskFinished {
+            build: job.build.clone(),
+            task: job.task.clone(),
+            attempt: job.attempt,
+            outcome,
+        }))
+        .await
+}

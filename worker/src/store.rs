@@ -1,0 +1,156 @@
+//! The worker's writes to Redis: claiming a task, recording its end, and its log lines.
+//!
+//! Claiming and finishing are compare-and-sets ([`STATUS_TRANSITION_SCRIPT`]): two workers
+//! handed the same job never both run it, and a finished task is never reopened.
+
+use std::sync::LazyLock;
+
+use kiln_shared::build::{TaskOutcome, TaskStatus};
+use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::wire::JobRequested;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult, Script};
+
+static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(STATUS_TRANSITION_SCRIPT));
+
+/// How many lines of one task's log Redis keeps (approximately, `MAXLEN ~`): a runaway task
+/// cannot fill Redis's memory.
+pub const MAX_LOG_LINES: usize = 100_000;
+
+/// What claiming a job found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker runs the task.
+    Taken,
+    /// The task already ended with this outcome: this job is a copy of one already done.
+    Finished(TaskOutcome),
+    /// Someone else has the task, or it no longer needs running.
+    Elsewhere(Option<String>),
+}
+
+/// The worker's handle on Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).finish()
+    }
+}
+
+fn milliseconds() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string()
+}
+
+impl Store {
+    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    async fn transition(&self, key: String, to: TaskStatus, from: &[TaskStatus], fields: &[(&str, String)]) -> RedisResult<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let mut invocation = TRANSITION.key(key);
+        invocation.arg(to.as_str()).arg(from.join(","));
+        for (field, value) in fields {
+            invocation.arg(*field).arg(value);
+        }
+        let moved: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(moved == 1)
+    }
+
+    /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
+    /// worker was running: that worker died without acknowledging it.
+    pub async fn claim(&self, job: &JobRequested, redelivered: bool, worker: &str) -> RedisResult<Claim> {
+        let key = self.keys.task(job.build.id, &job.task);
+        let from: &[TaskStatus] = if redelivered {
+            &[TaskStatus::Queued, TaskStatus::Running]
+        } else {
+            &[TaskStatus::Queued]
+        };
+        let fields = [
+            ("worker", worker.to_owned()),
+            ("attempt", job.attempt.to_string()),
+            ("started_ms", milliseconds()),
+        ];
+        if self.transition(key.clone(), TaskStatus::Running, from, &fields).await? {
+            return Ok(Claim::Taken);
+        }
+        let (status, outcome): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&key, "status")
+            .hget(&key, "outcome_json")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(match outcome.and_then(|json| serde_json::from_str(&json).ok()) {
+            Some(outcome) => Claim::Finished(outcome),
+            None => Claim::Elsewhere(status),
+        })
+    }
+
+    /// Records how the task ended. Returns false if it had already ended (cancelled, say).
+    pub async fn finish(&self, job: &JobRequested, outcome: &TaskOutcome) -> RedisResult<bool> {
+        let mut fields = vec![
+            ("outcome", outcome.to_string()),
+            ("outcome_json", serde_json::to_string(outcome).unwrap_or_default()),
+            ("finished_ms", milliseconds()),
+        ];
+        if let Some(code) = outcome.exit_code() {
+            fields.push(("exit_code", code.to_string()));
+        }
+        let key = self.keys.task(job.build.id, &job.task);
+        self.transition(key, outcome.status(), &[TaskStatus::Running], &fields).await
+    }
+
+    /// Appends log lines to the task's stream in one round trip.
+    pub async fn append_log(&self, job: &JobRequested, lines: &[LogLine]) -> RedisResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.logs(job.build.id, &job.task);
+        let mut pipe = redis::pipe();
+        for line in lines {
+            pipe.xadd_maxlen(
+                &key,
+                redis::streams::StreamMaxlen::Approx(MAX_LOG_LINES),
+                "*",
+                &[("fd", line.fd.as_str()), ("line", line.text.as_str())],
+            )
+            .ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Removes a task's log; a rerun of the same attempt starts it afresh.
+    pub async fn clear_log(&self, job: &JobRequested) -> RedisResult<()> {
+        let _: usize = self.conn.clone().del(self.keys.logs(job.build.id, &job.task)).await?;
+        Ok(())
+    }
+}
+
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fd {
+    Out,
+    Err,
+}
+
+impl Fd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::Err => "err",
+        }
+    }
+}
+
+/// One line of a task's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub fd: Fd,
+    pub text: String,
+}
