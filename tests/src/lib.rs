@@ -1,1 +1,186 @@
-//! tmp
+//! The end-to-end harness: a whole Kiln (bot and worker, in-process) against the real
+//! RabbitMQ, Redis and Docker on this machine, with the forge and chat faked at the HTTP level.
+//!
+//! Each [`Kiln`] takes a unique prefix for its queues, exchanges, Redis keys and containers,
+//! and removes them when dropped, so tests run side by side on one broker. A missing service
+//! fails the test with the command that starts it; nothing is skipped.
+
+pub mod discord;
+pub mod forge;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+pub use services::Services;
+
+/// How long any end-to-end wait may take before the test fails: a few Docker runs, with
+/// room for a loaded two-core machine.
+pub const E2E_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The webhook secret of the test repository.
+pub const TEST_SECRET: &str = "kiln-test-secret";
+
+/// The image tasks run in, built locally by `deploy/dev/services`.
+pub const TEST_IMAGE: &str = "kiln/busybox:latest";
+
+/// `sha256=<hex>` of `body` under `secret`, as GitHub signs deliveries.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut interval = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        interval.tick().await;
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+    }
+}
+
+/// A running Kiln: a bot and a worker in this process, on their own prefix.
+#[derive(Debug)]
+pub struct Kiln {
+    pub services: Services,
+    pub prefix: String,
+    pub bot_addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _state: tempfile::TempDir,
+}
+
+impl Kiln {
+    /// Starts a bot configured with `config` (TOML) and one worker for `linux-amd64`.
+    pub async fn start(config: &str) -> Self {
+        let services = Services::require().await;
+        let prefix = services::unique_prefix();
+        let state = tempfile::tempdir().expect("temp dir");
+        let shutdown = CancellationToken::new();
+
+        let config = kiln_bot::Config::parse(config).expect("test config is valid");
+        let connections = kiln_bot::Connections {
+            amqp_url: services.amqp_url.clone(),
+            redis_url: services.redis_url.clone(),
+            prefix: prefix.clone(),
+            state_dir: state.path().join("bot"),
+            platforms: vec!["linux-amd64".into()],
+        };
+        let app = kiln_bot::connect(config, &connections).await.expect("bot connects");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let bot_addr = listener.local_addr().expect("address");
+        let bot = tokio::spawn(kiln_bot::run(listener, app, shutdown.clone()));
+
+        let settings = kiln_worker::Settings {
+            amqp_url: services.amqp_url.clone(),
+            redis_url: services.redis_url.clone(),
+            prefix: prefix.clone(),
+            platform: "linux-amd64".into(),
+            slots: 2,
+            name: format!("{prefix}-worker"),
+            state_dir: state.path().join("worker"),
+        };
+        let worker = tokio::spawn(kiln_worker::run(settings, shutdown.clone()));
+
+        Self {
+            services,
+            prefix,
+            bot_addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks: vec![bot, worker],
+            _state: state,
+        }
+    }
+
+    /// The bot's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.bot_addr)
+    }
+
+    /// Sends a GitHub delivery to the bot, signed with `secret`.
+    pub async fn send_github(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        secret: &str,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url("/hooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", github_signature(secret, body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the bot answers");
+        let status = response.status().as_u16();
+        let json = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// `GET /builds/{id}` as JSON, or `None` when there is no such build.
+    pub async fn build(&self, id: u64) -> Option<serde_json::Value> {
+        let response = self.http.get(self.url(&format!("/builds/{id}"))).send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Waits until build `id` has a final status, and returns it.
+    pub async fn finished_build(&self, id: u64) -> serde_json::Value {
+        wait_for(&format!("build {id} to finish"), E2E_TIMEOUT, || async {
+            let build = self.build(id).await?;
+            let status = build["status"].as_str()?;
+            (!matches!(status, "queued" | "running")).then_some(build)
+        })
+        .await
+    }
+
+    /// Stops the bot and the worker, and surfaces an error either ended with.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            task.await.expect("no panic").expect("clean exit");
+        }
+    }
+}
+
+impl Drop for Kiln {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let services = self.services.clone();
+        let prefix = self.prefix.clone();
+        // Cleanup needs async clients; run it on its own thread so dropping never blocks a
+        // runtime worker and never needs one.
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(services.remove_everything_under(&prefix));
+        });
+        let _ = cleaned.join();
+    }
+}

@@ -1,0 +1,78 @@
+//! A fake Discord REST API on loopback: it records the messages serenity posts, so tests see
+//! exactly what Discord would have received.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// One message posted to a channel.
+#[derive(Debug, Clone)]
+pub struct PostedMessage {
+    pub channel_id: String,
+    pub body: Value,
+}
+
+/// The fake server and what it received.
+#[derive(Debug, Clone)]
+pub struct FakeDiscord {
+    pub addr: SocketAddr,
+    posted: Arc<Mutex<Vec<PostedMessage>>>,
+}
+
+impl FakeDiscord {
+    /// Starts the fake on `127.0.0.1:0`; it stops with the test's runtime.
+    pub async fn start() -> Self {
+        let posted: Arc<Mutex<Vec<PostedMessage>>> = Arc::default();
+        let app = Router::new()
+            .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .with_state(posted.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, posted }
+    }
+
+    /// The base URL serenity is pointed at in place of `https://discord.com`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<PostedMessage> {
+        self.posted.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Answers like Discord's Create Message: the message object it created.
+async fn create_message(
+    State(posted): State<Arc<Mutex<Vec<PostedMessage>>>>,
+    Path(channel): Path<String>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let content = body["content"].clone();
+    posted.lock().expect("not poisoned").push(PostedMessage {
+        channel_id: channel.clone(),
+        body,
+    });
+    Json(json!({
+        "id": "1100000000000000001",
+        "channel_id": channel,
+        "author": { "id": "1100000000000000002", "username": "kiln", "discriminator": "0",
+                    "global_name": null, "avatar": null, "bot": true },
+        "content": content,
+        "timestamp": "2026-11-23T12:00:00.000000+00:00",
+        "edited_timestamp": null,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": false,
+        "type": 0
+    }))
+}

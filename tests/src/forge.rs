@@ -1,0 +1,85 @@
+//! A forge on disk: a bare repository the bot and worker clone from, and the GitHub push
+//! payload that announces a commit to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A bare repository (the "remote") and a working clone to commit from.
+#[derive(Debug)]
+pub struct TestRepo {
+    pub bare: PathBuf,
+    work: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Octo Cat")
+        .env("GIT_AUTHOR_EMAIL", "octocat@example.com")
+        .env("GIT_COMMITTER_NAME", "Octo Cat")
+        .env("GIT_COMMITTER_EMAIL", "octocat@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl TestRepo {
+    /// An empty bare repository with a working clone.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bare = dir.path().join("origin.git");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        git(&bare, &["init", "--quiet", "--bare", "--initial-branch=master"]);
+        git(dir.path(), &["clone", "--quiet", bare.to_str().expect("utf-8 path"), "work"]);
+        Self { bare, work, _dir: dir }
+    }
+
+    /// Commits `files` (path, contents) on `branch`, pushes it, and returns the commit id.
+    pub fn commit(&self, branch: &str, message: &str, files: &[(&str, &str)]) -> String {
+        let current = git(&self.work, &["symbolic-ref", "--short", "HEAD"]);
+        if current != branch {
+            git(&self.work, &["checkout", "--quiet", "-B", branch]);
+        }
+        for (path, contents) in files {
+            std::fs::write(self.work.join(path), contents).expect("write file");
+            git(&self.work, &["add", path]);
+        }
+        git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+        git(&self.work, &["push", "--quiet", "--force", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// The clone URL the payload names: the bare repository's path.
+    pub fn clone_url(&self) -> String {
+        self.bare.display().to_string()
+    }
+}
+
+impl Default for TestRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// GitHub's published push payload (tests/fixtures/github-push.json), pointed at `repo`'s
+/// `branch` and `commit`.
+pub fn push_payload(repo_name: &str, branch: &str, commit: &str, clone_url: &str, subject: &str) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/github-push.json")).expect("fixture is JSON");
+    payload["ref"] = format!("refs/heads/{branch}").into();
+    payload["after"] = commit.into();
+    payload["head_commit"]["id"] = commit.into();
+    payload["head_commit"]["message"] = subject.into();
+    payload["repository"]["full_name"] = repo_name.into();
+    payload["repository"]["clone_url"] = clone_url.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}

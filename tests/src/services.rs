@@ -1,0 +1,109 @@
+//! The real services the tests run against, and their cleanup.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use futures_util::StreamExt;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+
+use crate::TEST_IMAGE;
+
+/// Where RabbitMQ, Redis and Docker are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub amqp_url: String,
+    pub redis_url: String,
+}
+
+const START_THEM: &str = "start them with `deploy/dev/services` (the README's test command does)";
+
+/// A prefix no other test, run or process uses.
+pub fn unique_prefix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "kt{:x}{:x}{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Services {
+    /// The services from `KILN_AMQP_URL` / `KILN_REDIS_URL` (or their local defaults), each
+    /// checked: a missing one fails the test, it never skips it.
+    pub async fn require() -> Self {
+        let services = Self {
+            amqp_url: std::env::var("KILN_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            redis_url: std::env::var("KILN_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
+        };
+        Connection::connect(&services.amqp_url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ at {} is unreachable ({e}): {START_THEM}", services.amqp_url));
+        let mut redis = redis::Client::open(services.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("Redis at {} is unreachable ({e}): {START_THEM}", services.redis_url));
+        let _: String = redis::cmd("PING").query(&mut redis).expect("Redis answers PING");
+        let docker = Docker::connect_with_local_defaults()
+            .expect("Docker client")
+            .negotiate_version()
+            .await
+            .unwrap_or_else(|e| panic!("Docker is unreachable ({e}): {START_THEM}"));
+        docker
+            .inspect_image(TEST_IMAGE)
+            .await
+            .unwrap_or_else(|e| panic!("the test image {TEST_IMAGE} is missing ({e}): {START_THEM}"));
+        services
+    }
+
+    /// Removes every queue, exchange, Redis key and container a test made under `prefix`.
+    pub async fn remove_everything_under(&self, prefix: &str) {
+        if let Ok(connection) = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            for queue in ["jobs.linux-amd64", "bot.events", "dead.jobs", "test.events"] {
+                let _ = channel
+                    .queue_delete(format!("{prefix}.{queue}").into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for exchange in ["jobs", "events", "dead"] {
+                let _ = channel
+                    .exchange_delete(format!("{prefix}.{exchange}").into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        if let Ok(mut redis) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut redis)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut redis);
+            }
+        }
+        if let Ok(docker) = Docker::connect_with_local_defaults() {
+            for name in containers_named(&docker, prefix).await {
+                let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let _ = docker.remove_container(&name, Some(options)).await;
+            }
+        }
+    }
+}
+
+/// Names of the containers whose name starts with `prefix`, running or not.
+pub async fn containers_named(docker: &Docker, prefix: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([("name", vec![prefix])]);
+    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let containers = docker.list_containers(Some(options)).await.unwrap_or_default();
+    futures_util::stream::iter(containers)
+        .filter_map(|c| async move { c.names.and_then(|n| n.first().cloned()) })
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .collect()
+        .await
+}

@@ -1,0 +1,304 @@
+//! A GitHub push becomes a Docker build on a worker over RabbitMQ, logs in Redis, the result
+//! in chat: end to end on the real services.
+
+use futures_util::StreamExt;
+use kiln_shared::keys::Keys;
+use kiln_shared::wire::{self, Event};
+use kiln_tests::discord::FakeDiscord;
+use kiln_tests::forge::{TestRepo, push_payload};
+use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, TEST_SECRET, wait_for};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+
+const REPO: &str = "acme/api";
+const CHANNEL: u64 = 4242;
+
+fn config(discord: &FakeDiscord) -> String {
+    format!(
+        r#"
+public_url = "http://kiln.test"
+[[repository]]
+name = "{REPO}"
+webhook_secret = "{TEST_SECRET}"
+[discord]
+token = "test-token"
+channel_id = {CHANNEL}
+api_url = "{}"
+"#,
+        discord.url()
+    )
+}
+
+/// A two-step pipeline; `test` exits with `exit_code`, and `ship` needs it.
+fn pipeline(exit_code: u8) -> String {
+    format!(
+        r#"steps:
+  build:
+    image: {TEST_IMAGE}
+    run:
+      - echo "building $KILN_COMMIT"
+      - for i in 1 2 3 4 5; do echo "line $i"; done
+      - echo "to stderr" >&2
+  test:
+    image: {TEST_IMAGE}
+    needs: [build]
+    run:
+      - cat README
+      - exit {exit_code}
+  ship:
+    image: {TEST_IMAGE}
+    needs: [test]
+    run: echo shipped
+"#
+    )
+}
+
+/// Binds a queue of the test's own to `build.*.<repo>.<branch>`, the way another team would.
+async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
+    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = format!("{}.test.events", kiln.prefix);
+    channel
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("declare");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            format!("{}.events", kiln.prefix).into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let consumer = channel
+        .basic_consume(queue.as_str().into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    // The consumer holds the channel, which holds the connection, for the test's life.
+    std::mem::forget(connection);
+    consumer
+}
+
+/// The next `build.<final status>` event; `build.requested` events, which the same binding
+/// receives, are passed over.
+async fn next_build_finished(consumer: &mut lapin::Consumer) -> kiln_shared::wire::BuildFinished {
+    loop {
+        match next_event(consumer).await {
+            Event::BuildRequested(_) => continue,
+            Event::BuildFinished(finished) => return finished,
+            other => panic!("`task.*` events must not match a `build.*` binding: {other:?}"),
+        }
+    }
+}
+
+async fn next_event(consumer: &mut lapin::Consumer) -> Event {
+    let delivery = tokio::time::timeout(E2E_TIMEOUT, consumer.next())
+        .await
+        .expect("an event arrives in time")
+        .expect("the consumer is open")
+        .expect("a delivery");
+    delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    wire::decode(&delivery.data).expect("a Kiln event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_and_failing_pipelines_end_to_end() {
+    let discord = FakeDiscord::start().await;
+    let kiln = Kiln::start(&config(&discord)).await;
+    let repo = TestRepo::new();
+    let mut events = subscribe(&kiln, &format!("build.*.{REPO}.master")).await;
+
+    // A passing pipeline on master.
+    let commit = repo.commit(
+        "master",
+        "Add the pipeline",
+        &[(".kiln.yml", &pipeline(0)), ("README", "hello from the repository\n")],
+    );
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Add the pipeline");
+    let (status, answer) = kiln.send_github("push", "delivery-pass", &body, TEST_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("a build id");
+    assert_eq!(answer["url"], format!("http://kiln.test/builds/{id}"));
+
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(build["commit"], commit);
+    assert_eq!(build["branch"], "master");
+    let statuses: Vec<_> = build["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap_or(""), t["status"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(statuses, [("build", "passed"), ("test", "passed"), ("ship", "passed")]);
+
+    // The log lines are in Redis, in order, stdout and stderr alike.
+    let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = Keys::new(&kiln.prefix).logs(kiln_shared::build::BuildId(id), "build");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .expect("xrange");
+    // Docker copies stdout and stderr separately, so only the order within each is defined.
+    let lines = |fd: &str| -> Vec<String> {
+        entries
+            .ids
+            .iter()
+            .filter(|e| e.get::<String>("fd").as_deref() == Some(fd))
+            .filter_map(|e| e.get("line"))
+            .collect()
+    };
+    let expected: Vec<String> = std::iter::once(format!("building {commit}"))
+        .chain((1..=5).map(|i| format!("line {i}")))
+        .collect();
+    assert_eq!(lines("out"), expected);
+    assert_eq!(lines("err"), ["to stderr"]);
+    assert_eq!(entries.ids.len(), 7);
+    let logs = kiln
+        .http
+        .get(kiln.url(&format!("/builds/{id}/logs")))
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text");
+    assert!(logs.contains("==> test (passed)\nhello from the repository\n"), "{logs}");
+
+    // Another team's queue bound to build.*.acme/api.master got the result.
+    let finished = next_build_finished(&mut events).await;
+    assert_eq!(finished.build.id.0, id);
+    assert_eq!(finished.status, kiln_shared::build::BuildStatus::Passed);
+
+    // A failing pipeline on master: the failing step's exit code, and what needed it skipped.
+    let commit = repo.commit("master", "Break the tests", &[(".kiln.yml", &pipeline(3))]);
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Break the tests");
+    let (status, answer) = kiln.send_github("push", "delivery-fail", &body, TEST_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let failed_id = answer["build_id"].as_u64().expect("a build id");
+    let build = kiln.finished_build(failed_id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let test = &build["tasks"][1];
+    assert_eq!((test["name"].as_str(), test["status"].as_str()), (Some("test"), Some("failed")));
+    assert_eq!(test["exit_code"], 3);
+    assert_eq!(test["outcome"], "failed with exit code 3");
+    assert_eq!(build["tasks"][2]["status"], "skipped");
+    let finished = next_build_finished(&mut events).await;
+    assert_eq!(finished.build.id.0, failed_id);
+    assert_eq!(finished.status, kiln_shared::build::BuildStatus::Failed);
+    assert_eq!(finished.tasks[1].exit_code, Some(3));
+
+    // Discord got one message per build, naming repository, branch, commit and result.
+    let messages = wait_for("two Discord messages", E2E_TIMEOUT, || async {
+        let messages = discord.messages();
+        (messages.len() >= 2).then_some(messages)
+    })
+    .await;
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    let passed = messages[0].body["content"].as_str().expect("content");
+    assert_eq!(messages[0].channel_id, CHANNEL.to_string());
+    for needle in ["acme/api", "master", &format!("#{id}"), "passed"] {
+        assert!(passed.contains(needle), "`{needle}` missing from {passed}");
+    }
+    let failed = messages[1].body["content"].as_str().expect("content");
+    for needle in ["acme/api", &commit[..10], "failed", "test: failed (exit code 3)"] {
+        assert!(failed.contains(needle), "`{needle}` missing from {failed}");
+    }
+    assert_eq!(messages[1].body["allowed_mentions"]["parse"], serde_json::json!([]));
+
+    // Every container was removed.
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    assert!(kiln_tests::services::containers_named(&docker, &kiln.prefix).await.is_empty());
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
+    let discord = FakeDiscord::start().await;
+    let kiln = Kiln::start(&config(&discord)).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Add the pipeline", &[(".kiln.yml", &pipeline(0)), ("README", "x\n")]);
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Add the pipeline");
+
+    // A wrong signature: 401, and no build exists.
+    let (status, answer) = kiln.send_github("push", "d-wrong", &body, "not-the-secret").await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().expect("reason").contains("signature"));
+    let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(Keys::new(&kiln.prefix).build_sequence())
+        .query_async(&mut redis)
+        .await
+        .expect("get");
+    assert_eq!(seq, None, "a refused delivery must not create a build");
+
+    // An unknown repository, a malformed payload, a tag, a ping.
+    let other = push_payload("acme/other", "master", &commit, &repo.clone_url(), "x");
+    let (status, answer) = kiln.send_github("push", "d-other", &other, TEST_SECRET).await;
+    assert_eq!((status, answer["error"].as_str()), (404, Some("repository `acme/other` is not configured in Kiln")));
+    let (status, _) = kiln.send_github("push", "d-junk", b"{not json", TEST_SECRET).await;
+    assert_eq!(status, 400);
+    let mut tag: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    tag["ref"] = "refs/tags/v1.0".into();
+    let tag = serde_json::to_vec(&tag).expect("json");
+    let (status, answer) = kiln.send_github("push", "d-tag", &tag, TEST_SECRET).await;
+    assert_eq!((status, answer["ignored"].as_str()), (200, Some("`v1.0` is a tag; Kiln builds branches")));
+
+    // The same delivery twice makes one build.
+    let (first, answer) = kiln.send_github("push", "d-twice", &body, TEST_SECRET).await;
+    assert_eq!(first, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("id");
+    let (second, again) = kiln.send_github("push", "d-twice", &body, TEST_SECRET).await;
+    assert_eq!((second, again["build_id"].as_u64(), again["duplicate"].as_bool()), (200, Some(id), Some(true)));
+    assert_eq!(kiln.finished_build(id).await["status"], "passed");
+    let builds: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:build:*:task:build", kiln.prefix))
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
+    assert_eq!(builds.len(), 1, "one build ran: {builds:?}");
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_pipeline_fails_the_build_with_line_and_column() {
+    let discord = FakeDiscord::start().await;
+    let kiln = Kiln::start(&config(&discord)).await;
+    let repo = TestRepo::new();
+    let broken = format!("steps:\n  build:\n    image: {TEST_IMAGE}\n    runs: make\n");
+    let commit = repo.commit("feature/x", "Typo in the pipeline", &[(".kiln.yml", &broken)]);
+    let body = push_payload(REPO, "feature/x", &commit, &repo.clone_url(), "Typo in the pipeline");
+    let (status, answer) = kiln.send_github("push", "d-broken", &body, TEST_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("id");
+
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let error = build["error"].as_str().expect("a reason");
+    assert!(error.starts_with(".kiln.yml line 4, column 5: unknown field `runs`"), "{error}");
+
+    let messages = wait_for("the Discord message", E2E_TIMEOUT, || async {
+        let messages = discord.messages();
+        (!messages.is_empty()).then_some(messages)
+    })
+    .await;
+    let content = messages[0].body["content"].as_str().expect("content");
+    assert!(content.contains("failed") && content.contains("line 4, column 5"), "{content}");
+    kiln.stop().await;
+}
