@@ -40,7 +40,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("topology", &self.topology).finish()
+        f.debug_struct("Broker")
+            .field("topology", &self.topology)
+            .finish()
     }
 }
 
@@ -48,31 +50,46 @@ impl std::fmt::Debug for Broker {
 /// a delivery limit so a poison job ends in the dead-letter queue instead of looping forever.
 pub fn jobs_queue_arguments(topology: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(topology.dead_exchange().into()),
     );
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT),
+    );
     args
 }
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }
 
 impl Broker {
     /// Connects and declares the topology: exchanges, the job queues of `platforms`, the
     /// dead-letter queue and the bot's events queue. Declaring is idempotent.
-    pub async fn connect(url: &str, topology: Topology, platforms: &[String]) -> lapin::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        topology: Topology,
+        platforms: &[String],
+    ) -> lapin::Result<Self> {
         let properties = ConnectionProperties::default()
             .with_connection_name("kiln-bot".into())
             .enable_auto_recover();
         let connection = Connection::connect(url, properties).await?;
         let publisher = connection.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let broker = Self {
             connection: std::sync::Arc::new(connection),
             publisher,
@@ -89,18 +106,34 @@ impl Broker {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(t.jobs_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
-        ch.exchange_declare(t.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await?;
-        ch.exchange_declare(t.dead_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(
+            t.jobs_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.events_exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.dead_exchange().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
 
         let queue = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        ch.queue_declare(t.dead_jobs_queue().into(), queue, quorum()).await?;
+        ch.queue_declare(t.dead_jobs_queue().into(), queue, quorum())
+            .await?;
         ch.queue_bind(
             t.dead_jobs_queue().into(),
             t.dead_exchange().into(),
@@ -110,8 +143,12 @@ impl Broker {
         )
         .await?;
         for platform in platforms {
-            ch.queue_declare(t.jobs_queue(platform).into(), queue, jobs_queue_arguments(t))
-                .await?;
+            ch.queue_declare(
+                t.jobs_queue(platform).into(),
+                queue,
+                jobs_queue_arguments(t),
+            )
+            .await?;
             ch.queue_bind(
                 t.jobs_queue(platform).into(),
                 t.jobs_exchange().into(),
@@ -121,7 +158,8 @@ impl Broker {
             )
             .await?;
         }
-        ch.queue_declare(t.bot_events_queue().into(), queue, quorum()).await?;
+        ch.queue_declare(t.bot_events_queue().into(), queue, quorum())
+            .await?;
         ch.queue_bind(
             t.bot_events_queue().into(),
             t.events_exchange().into(),
@@ -135,8 +173,8 @@ impl Broker {
     /// Publishes an event and waits for the broker to confirm it.
     pub async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         let build = event.build();
-        let properties = BasicProperties::default()
-            .with_correlation_id(build.id.to_string().into());
+        let properties =
+            BasicProperties::default().with_correlation_id(build.id.to_string().into());
         self.publish(
             self.topology.events_exchange(),
             event.routing_key(),
@@ -176,7 +214,13 @@ impl Broker {
         };
         let confirm = self
             .publisher
-            .basic_publish(exchange.into(), routing_key.as_str().into(), options, body, properties)
+            .basic_publish(
+                exchange.into(),
+                routing_key.as_str().into(),
+                options,
+                body,
+                properties,
+            )
             .await?
             .await?;
         if confirm.is_nack() {

@@ -22,8 +22,16 @@ pub struct App {
 
 impl App {
     /// Assembles the bot from its configuration and open connections.
-    pub fn new(config: Config, store: Store, broker: Broker, mirrors: Mirrors) -> anyhow::Result<Self> {
-        let discord = config.discord.as_ref().map(|d| Arc::new(DiscordChannel::new(d)));
+    pub fn new(
+        config: Config,
+        store: Store,
+        broker: Broker,
+        mirrors: Mirrors,
+    ) -> anyhow::Result<Self> {
+        let discord = config
+            .discord
+            .as_ref()
+            .map(|d| Arc::new(DiscordChannel::new(d)));
         Ok(Self {
             config: Arc::new(config),
             store,

@@ -125,7 +125,9 @@ channel_id = 42
 "#,
         )
         .expect("valid");
-        let api = config.repository("Acme/API").expect("found regardless of case");
+        let api = config
+            .repository("Acme/API")
+            .expect("found regardless of case");
         assert_eq!(api.webhook_secret.expose_secret(), "s3cret");
         assert_eq!(api.clone_url, None);
         assert_eq!(config.discord.as_ref().map(|d| d.channel_id), Some(42));
@@ -141,7 +143,10 @@ channel_id = 42
             assert!(e.contains(needle), "`{e}` should mention `{needle}`");
         };
         check("public_uri = 'x'", "unknown field `public_uri`");
-        check("[[repository]]\nname = 'api'\nwebhook_secret = 's'", "owner/name");
+        check(
+            "[[repository]]\nname = 'api'\nwebhook_secret = 's'",
+            "owner/name",
+        );
         check(
             "[[repository]]\nname = 'a/b'\nwebhook_secret = 's'\n[[repository]]\nname = 'a/b'\nwebhook_secret = 't'",
             "listed twice",

@@ -39,7 +39,8 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let span = tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
+        let span =
+            tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
         let handled = tracing::Instrument::instrument(handle(&app, &event), span).await;
         match handled {
             Ok(()) => {

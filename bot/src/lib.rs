@@ -64,7 +64,11 @@ pub async fn connect(config: Config, connections: &Connections) -> anyhow::Resul
 }
 
 /// Runs the bot (HTTP and the event loop) until `shutdown` is cancelled or one part fails.
-pub async fn run(listener: TcpListener, app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let stop = shutdown.child_token();
     let http = tokio::spawn(http::serve(listener, app.clone(), stop.clone()));
     let events = tokio::spawn(events::run(app, stop.clone()));

@@ -18,10 +18,18 @@ struct Args {
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// RabbitMQ.
-    #[arg(long, env = "KILN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "KILN_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     amqp_url: String,
     /// Redis.
-    #[arg(long, env = "KILN_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "KILN_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     redis_url: String,
     /// Prefix of every queue, exchange and Redis key.
     #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
@@ -30,7 +38,12 @@ struct Args {
     #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/bot")]
     state_dir: PathBuf,
     /// Platform labels whose job queues are declared, comma-separated.
-    #[arg(long, env = "KILN_PLATFORMS", value_delimiter = ',', default_value = "linux-amd64")]
+    #[arg(
+        long,
+        env = "KILN_PLATFORMS",
+        value_delimiter = ',',
+        default_value = "linux-amd64"
+    )]
     platforms: Vec<String>,
 }
 
@@ -38,8 +51,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

@@ -63,11 +63,17 @@ impl Mirrors {
             tokio::fs::create_dir_all(&self.root).await?;
             run(
                 "clone",
-                Command::new("git").args(["clone", "--mirror", "--quiet", clone_url]).arg(&mirror),
+                Command::new("git")
+                    .args(["clone", "--mirror", "--quiet", clone_url])
+                    .arg(&mirror),
             )
             .await?;
         } else if !has_commit(&mirror, commit).await? {
-            run("fetch", git(&mirror).args(["fetch", "--quiet", "--prune", "origin"])).await?;
+            run(
+                "fetch",
+                git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
+            )
+            .await?;
         }
         Ok(mirror)
     }

@@ -34,7 +34,9 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     let tasks = app.store.tasks(id, &plan).await?;
     for (task, stored) in plan.tasks.iter().zip(&tasks) {
         if stored.status == TaskStatus::Queued {
-            app.broker.publish_job(&job(&record, task, stored.attempt)).await?;
+            app.broker
+                .publish_job(&job(&record, task, stored.attempt))
+                .await?;
         }
     }
     tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
@@ -49,12 +51,24 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
         .mirrors
         .read_file(&record.clone_url, commit, SPEC_FILE)
         .await
-        .map_err(|e| (BuildStatus::Errored, format!("cannot fetch the repository: {e}")))?
+        .map_err(|e| {
+            (
+                BuildStatus::Errored,
+                format!("cannot fetch the repository: {e}"),
+            )
+        })?
         .ok_or_else(|| {
-            (BuildStatus::Failed, format!("commit {commit} has no {SPEC_FILE} at its root"))
+            (
+                BuildStatus::Failed,
+                format!("commit {commit} has no {SPEC_FILE} at its root"),
+            )
         })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| (BuildStatus::Failed, format!("{SPEC_FILE} is not UTF-8 text")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        (
+            BuildStatus::Failed,
+            format!("{SPEC_FILE} is not UTF-8 text"),
+        )
+    })?;
     Plan::from_spec_text(text).map_err(|e| (BuildStatus::Failed, e.to_string()))
 }
 
@@ -77,7 +91,9 @@ async fn end_unrun(
         }))
         .await?;
     let fields = [("error", reason), ("finished_ms", now_ms().to_string())];
-    app.store.transition_build(record.build.id, status, &fields).await?;
+    app.store
+        .transition_build(record.build.id, status, &fields)
+        .await?;
     Ok(())
 }
 

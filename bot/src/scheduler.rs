@@ -33,10 +33,15 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
     };
     let passed = event.outcome.status() == TaskStatus::Passed;
     let settled = if passed {
-        let dependents: Vec<&str> = plan.dependents(&event.task).map(|t| t.name.as_str()).collect();
+        let dependents: Vec<&str> = plan
+            .dependents(&event.task)
+            .map(|t| t.name.as_str())
+            .collect();
         let settled = app.store.settle(id, &event.task, true, &dependents).await?;
         for name in &settled.ready {
-            app.store.transition_task(id, name, TaskStatus::Queued, &[]).await?;
+            app.store
+                .transition_task(id, name, TaskStatus::Queued, &[])
+                .await?;
         }
         // Publish every dependent that is queued, not only those queued just now: if an
         // earlier delivery of this event queued one and died before publishing it, this
@@ -44,15 +49,22 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         let stored = app.store.tasks(id, &plan).await?;
         for task in stored.iter().filter(|t| t.status == TaskStatus::Queued) {
             if let Some(planned) = plan.dependents(&event.task).find(|p| p.name == task.name) {
-                app.broker.publish_job(&job(&record, planned, task.attempt)).await?;
+                app.broker
+                    .publish_job(&job(&record, planned, task.attempt))
+                    .await?;
             }
         }
         settled
     } else {
         let downstream: Vec<&str> = plan.downstream_of(&event.task).into_iter().collect();
-        let settled = app.store.settle(id, &event.task, false, &downstream).await?;
+        let settled = app
+            .store
+            .settle(id, &event.task, false, &downstream)
+            .await?;
         for name in &downstream {
-            app.store.transition_task(id, name, TaskStatus::Skipped, &[]).await?;
+            app.store
+                .transition_task(id, name, TaskStatus::Skipped, &[])
+                .await?;
         }
         settled
     };

@@ -113,7 +113,11 @@ impl Store {
 
     /// A new build id.
     pub async fn next_build_id(&self) -> RedisResult<BuildId> {
-        let id: isize = self.conn.clone().incr(self.keys.build_sequence(), 1).await?;
+        let id: isize = self
+            .conn
+            .clone()
+            .incr(self.keys.build_sequence(), 1)
+            .await?;
         Ok(BuildId(id as u64))
     }
 
@@ -140,7 +144,11 @@ impl Store {
 
     /// Forgets a delivery whose build could not be accepted, so the forge's retry gets in.
     pub async fn forget_delivery(&self, forge: &str, delivery: &str) -> RedisResult<()> {
-        let _: usize = self.conn.clone().del(self.keys.delivery(forge, delivery)).await?;
+        let _: usize = self
+            .conn
+            .clone()
+            .del(self.keys.delivery(forge, delivery))
+            .await?;
         Ok(())
     }
 
@@ -157,7 +165,10 @@ impl Store {
             ("status", BuildStatus::Queued.as_str()),
             ("created_ms", &now_ms().to_string()),
         ];
-        self.conn.clone().hset_multiple(self.keys.build(b.id), &fields).await
+        self.conn
+            .clone()
+            .hset_multiple(self.keys.build(b.id), &fields)
+            .await
     }
 
     /// Removes a build that was never accepted.
@@ -320,7 +331,11 @@ impl Store {
 
     /// Every log line of one task, in order.
     pub async fn log_lines(&self, id: BuildId, task: &str) -> RedisResult<Vec<String>> {
-        let reply: redis::streams::StreamRangeReply = self.conn.clone().xrange_all(self.keys.logs(id, task)).await?;
+        let reply: redis::streams::StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_all(self.keys.logs(id, task))
+            .await?;
         Ok(reply
             .ids
             .iter()

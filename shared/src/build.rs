@@ -81,7 +81,10 @@ impl BuildStatus {
 
     /// The statuses from which a build may move to `next`: what a compare-and-set accepts.
     pub fn sources_of(next: Self) -> Vec<Self> {
-        Self::ALL.into_iter().filter(|s| s.may_become(next)).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.may_become(next))
+            .collect()
     }
 
     /// The status of a build whose tasks have all reached a final status.
@@ -182,17 +185,20 @@ impl TaskStatus {
     /// after the first one died, and the store counts it as a new attempt.
     pub fn may_become(self, next: Self) -> bool {
         use TaskStatus::*;
-        match (self, next) {
-            (Waiting, Queued | Skipped | Cancelled) => true,
-            (Queued, Running | Errored | Cancelled) => true,
-            (Running, Running | Passed | Failed | Errored | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Waiting, Queued | Skipped | Cancelled)
+                | (Queued, Running | Errored | Cancelled)
+                | (Running, Running | Passed | Failed | Errored | Cancelled)
+        )
     }
 
     /// The statuses from which a task may move to `next`: what a compare-and-set accepts.
     pub fn sources_of(next: Self) -> Vec<Self> {
-        Self::ALL.into_iter().filter(|s| s.may_become(next)).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.may_become(next))
+            .collect()
     }
 }
 
@@ -308,8 +314,14 @@ mod tests {
 
     #[test]
     fn outcomes_map_to_statuses() {
-        assert_eq!(TaskOutcome::Failed { exit_code: 3 }.status(), TaskStatus::Failed);
-        assert_eq!(TaskOutcome::TimedOut { after_secs: 1 }.status(), TaskStatus::Failed);
+        assert_eq!(
+            TaskOutcome::Failed { exit_code: 3 }.status(),
+            TaskStatus::Failed
+        );
+        assert_eq!(
+            TaskOutcome::TimedOut { after_secs: 1 }.status(),
+            TaskStatus::Failed
+        );
         assert_eq!(TaskOutcome::Failed { exit_code: 3 }.exit_code(), Some(3));
         assert_eq!(
             TaskOutcome::Errored { reason: "x".into() }.to_string(),

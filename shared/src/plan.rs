@@ -91,7 +91,10 @@ impl Plan {
             let cycle: Vec<&str> = remaining.keys().copied().collect();
             return Err(SpecError::at(
                 step.referenced,
-                format!("the `needs` of these steps form a cycle: {}", cycle.join(", ")),
+                format!(
+                    "the `needs` of these steps form a cycle: {}",
+                    cycle.join(", ")
+                ),
             ));
         }
         Ok(Self { tasks })
@@ -153,12 +156,17 @@ mod tests {
     fn orders_tasks_after_what_they_need() {
         let plan = Plan::from_spec_text(DIAMOND).expect("valid");
         assert_eq!(names(&plan), ["build", "lint", "test", "ship"]);
-        assert_eq!(plan.roots().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["build"]);
+        assert_eq!(
+            plan.roots().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["build"]
+        );
         let ship = plan.task("ship").expect("ship");
         assert_eq!(ship.needs, ["test", "lint"]);
         assert_eq!(ship.platform, DEFAULT_PLATFORM);
         assert_eq!(
-            plan.dependents("build").map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            plan.dependents("build")
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
             ["lint", "test"]
         );
         assert_eq!(
@@ -173,7 +181,11 @@ mod tests {
         let check = |text: &str, line: u64, column: u64, needle: &str| {
             let e = Plan::from_spec_text(text).expect_err("should be refused");
             assert_eq!((e.line, e.column), (line, column), "{e}");
-            assert!(e.message.contains(needle), "`{}` should mention `{needle}`", e.message);
+            assert!(
+                e.message.contains(needle),
+                "`{}` should mention `{needle}`",
+                e.message
+            );
         };
         check(
             "steps:\n  a: { image: i, run: x, needs: [nope] }\n",
@@ -181,7 +193,12 @@ mod tests {
             34,
             "needs `nope`, which is not a step",
         );
-        check("steps:\n  a: { image: i, run: x, needs: [a] }\n", 2, 34, "needs itself");
+        check(
+            "steps:\n  a: { image: i, run: x, needs: [a] }\n",
+            2,
+            34,
+            "needs itself",
+        );
         check(
             "steps:\n  a: { image: i, run: x, needs: [b] }\n  b: { image: i, run: x, needs: [a] }\n  c: { image: i, run: x }\n",
             2,

@@ -96,7 +96,11 @@ mod tests {
             assert_eq!(event_key("build", "failed", repo, branch), expect);
         };
         check("acme/api", "master", "build.failed.acme/api.master");
-        check("acme/api.rs", "release/1.2", "build.failed.acme/api%2Ers.release/1%2E2");
+        check(
+            "acme/api.rs",
+            "release/1.2",
+            "build.failed.acme/api%2Ers.release/1%2E2",
+        );
         check("acme/*", "feat#1", "build.failed.acme/%2A.feat%231");
         check("a%2Eb", "x", "build.failed.a%252Eb.x");
     }

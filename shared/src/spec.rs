@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// The name of the pipeline file at the root of a repository.
@@ -192,7 +192,10 @@ impl Step {
 fn first_line(rendered: &str) -> String {
     let line = rendered.lines().next().unwrap_or(rendered).trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((_place, message)) => message.to_owned(),
         None => line.to_owned(),
     }
@@ -213,9 +216,18 @@ mod tests {
         )
         .expect("valid spec");
         let test = &spec.steps["test"].value;
-        assert_eq!(test.run, Commands(vec!["make test".into(), "make lint".into()]));
+        assert_eq!(
+            test.run,
+            Commands(vec!["make test".into(), "make lint".into()])
+        );
         assert_eq!(test.needs[0].value, "build");
-        assert_eq!((test.needs[0].referenced.line(), test.needs[0].referenced.column()), (7, 13));
+        assert_eq!(
+            (
+                test.needs[0].referenced.line(),
+                test.needs[0].referenced.column()
+            ),
+            (7, 13)
+        );
         assert_eq!(test.env["A"], "b");
         assert_eq!(test.timeout(), Duration::from_secs(90));
         assert_eq!(spec.steps["build"].value.timeout(), DEFAULT_STEP_TIMEOUT);
@@ -226,21 +238,50 @@ mod tests {
         let check = |text: &str, line: u64, column: u64, needle: &str| {
             let e = error(text);
             assert_eq!((e.line, e.column), (line, column), "{e}");
-            assert!(e.message.contains(needle), "`{}` should mention `{needle}`", e.message);
+            assert!(
+                e.message.contains(needle),
+                "`{}` should mention `{needle}`",
+                e.message
+            );
         };
         // A tab where YAML wants spaces.
         check("steps:\n  a:\n\timage: x\n", 3, 2, "tabs");
         // Unclosed flow sequence.
-        check("steps:\n  a:\n    image: x\n    run: [make\n", 4, 10, "unclosed bracket");
+        check(
+            "steps:\n  a:\n    image: x\n    run: [make\n",
+            4,
+            10,
+            "unclosed bracket",
+        );
         // A misspelt key is refused, not ignored.
-        check("steps:\n  a:\n    image: x\n    runs: make\n", 4, 5, "unknown field `runs`");
+        check(
+            "steps:\n  a:\n    image: x\n    runs: make\n",
+            4,
+            5,
+            "unknown field `runs`",
+        );
         // A field of the wrong shape.
-        check("steps:\n  a:\n    image: x\n    run: { make: 1 }\n", 4, 10, "command");
-        check("steps:\n  a:\n    image: x\n    run: make\n    timeout: soon\n", 5, 5, "duration");
+        check(
+            "steps:\n  a:\n    image: x\n    run: { make: 1 }\n",
+            4,
+            10,
+            "command",
+        );
+        check(
+            "steps:\n  a:\n    image: x\n    run: make\n    timeout: soon\n",
+            5,
+            5,
+            "duration",
+        );
         check("steps:\n  a:\n    run: make\n", 3, 5, "image");
         check("steps: {}\n", 1, 1, "empty");
         check("steps:\n  a b:\n    image: x\n    run: make\n", 3, 5, "a b");
-        check("steps:\n  a:\n    image: x\n    run: []\n", 3, 5, "empty `run`");
+        check(
+            "steps:\n  a:\n    image: x\n    run: []\n",
+            3,
+            5,
+            "empty `run`",
+        );
     }
 
     #[test]
@@ -251,7 +292,11 @@ mod tests {
 
     #[test]
     fn error_text_names_the_file() {
-        let e = SpecError { line: 4, column: 2, message: "bad".into() };
+        let e = SpecError {
+            line: 4,
+            column: 2,
+            message: "bad".into(),
+        };
         assert_eq!(e.to_string(), ".kiln.yml line 4, column 2: bad");
     }
 

@@ -61,7 +61,10 @@ impl BuildFinishedMessage {
             status: event.status.as_str().to_owned(),
             passed: event.status == crate::build::BuildStatus::Passed,
             author: event.author.clone(),
-            subject: truncate(event.subject.lines().next().unwrap_or_default(), MAX_SUBJECT_CHARS),
+            subject: truncate(
+                event.subject.lines().next().unwrap_or_default(),
+                MAX_SUBJECT_CHARS,
+            ),
             url: format!("{}/builds/{}", base_url.trim_end_matches('/'), build.id),
             tasks: event
                 .tasks

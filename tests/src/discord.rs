@@ -30,7 +30,9 @@ impl FakeDiscord {
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create_message))
             .with_state(posted.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { addr, posted }

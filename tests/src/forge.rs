@@ -38,9 +38,24 @@ impl TestRepo {
         let bare = dir.path().join("origin.git");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&bare).expect("mkdir");
-        git(&bare, &["init", "--quiet", "--bare", "--initial-branch=master"]);
-        git(dir.path(), &["clone", "--quiet", bare.to_str().expect("utf-8 path"), "work"]);
-        Self { bare, work, _dir: dir }
+        git(
+            &bare,
+            &["init", "--quiet", "--bare", "--initial-branch=master"],
+        );
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "--quiet",
+                bare.to_str().expect("utf-8 path"),
+                "work",
+            ],
+        );
+        Self {
+            bare,
+            work,
+            _dir: dir,
+        }
     }
 
     /// Commits `files` (path, contents) on `branch`, pushes it, and returns the commit id.
@@ -53,8 +68,20 @@ impl TestRepo {
             std::fs::write(self.work.join(path), contents).expect("write file");
             git(&self.work, &["add", path]);
         }
-        git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
-        git(&self.work, &["push", "--quiet", "--force", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(
+            &self.work,
+            &["commit", "--quiet", "--allow-empty", "-m", message],
+        );
+        git(
+            &self.work,
+            &[
+                "push",
+                "--quiet",
+                "--force",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
@@ -72,9 +99,16 @@ impl Default for TestRepo {
 
 /// GitHub's published push payload (tests/fixtures/github-push.json), pointed at `repo`'s
 /// `branch` and `commit`.
-pub fn push_payload(repo_name: &str, branch: &str, commit: &str, clone_url: &str, subject: &str) -> Vec<u8> {
+pub fn push_payload(
+    repo_name: &str,
+    branch: &str,
+    commit: &str,
+    clone_url: &str,
+    subject: &str,
+) -> Vec<u8> {
     let mut payload: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/github-push.json")).expect("fixture is JSON");
+        serde_json::from_str(include_str!("../fixtures/github-push.json"))
+            .expect("fixture is JSON");
     payload["ref"] = format!("refs/heads/{branch}").into();
     payload["after"] = commit.into();
     payload["head_commit"]["id"] = commit.into();

@@ -83,8 +83,12 @@ impl Kiln {
             state_dir: state.path().join("bot"),
             platforms: vec!["linux-amd64".into()],
         };
-        let app = kiln_bot::connect(config, &connections).await.expect("bot connects");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = kiln_bot::connect(config, &connections)
+            .await
+            .expect("bot connects");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let bot_addr = listener.local_addr().expect("address");
         let bot = tokio::spawn(kiln_bot::run(listener, app, shutdown.clone()));
 
@@ -141,7 +145,12 @@ impl Kiln {
 
     /// `GET /builds/{id}` as JSON, or `None` when there is no such build.
     pub async fn build(&self, id: u64) -> Option<serde_json::Value> {
-        let response = self.http.get(self.url(&format!("/builds/{id}"))).send().await.ok()?;
+        let response = self
+            .http
+            .get(self.url(&format!("/builds/{id}")))
+            .send()
+            .await
+            .ok()?;
         if response.status() != 200 {
             return None;
         }

@@ -45,40 +45,60 @@ impl Services {
         };
         Connection::connect(&services.amqp_url, ConnectionProperties::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ at {} is unreachable ({e}): {START_THEM}", services.amqp_url));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RabbitMQ at {} is unreachable ({e}): {START_THEM}",
+                    services.amqp_url
+                )
+            });
         let mut redis = redis::Client::open(services.redis_url.as_str())
             .and_then(|c| c.get_connection())
-            .unwrap_or_else(|e| panic!("Redis at {} is unreachable ({e}): {START_THEM}", services.redis_url));
-        let _: String = redis::cmd("PING").query(&mut redis).expect("Redis answers PING");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "Redis at {} is unreachable ({e}): {START_THEM}",
+                    services.redis_url
+                )
+            });
+        let _: String = redis::cmd("PING")
+            .query(&mut redis)
+            .expect("Redis answers PING");
         let docker = Docker::connect_with_local_defaults()
             .expect("Docker client")
             .negotiate_version()
             .await
             .unwrap_or_else(|e| panic!("Docker is unreachable ({e}): {START_THEM}"));
-        docker
-            .inspect_image(TEST_IMAGE)
-            .await
-            .unwrap_or_else(|e| panic!("the test image {TEST_IMAGE} is missing ({e}): {START_THEM}"));
+        docker.inspect_image(TEST_IMAGE).await.unwrap_or_else(|e| {
+            panic!("the test image {TEST_IMAGE} is missing ({e}): {START_THEM}")
+        });
         services
     }
 
     /// Removes every queue, exchange, Redis key and container a test made under `prefix`.
     pub async fn remove_everything_under(&self, prefix: &str) {
-        if let Ok(connection) = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
+        if let Ok(connection) =
+            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
         {
             for queue in ["jobs.linux-amd64", "bot.events", "dead.jobs", "test.events"] {
                 let _ = channel
-                    .queue_delete(format!("{prefix}.{queue}").into(), QueueDeleteOptions::default())
+                    .queue_delete(
+                        format!("{prefix}.{queue}").into(),
+                        QueueDeleteOptions::default(),
+                    )
                     .await;
             }
             for exchange in ["jobs", "events", "dead"] {
                 let _ = channel
-                    .exchange_delete(format!("{prefix}.{exchange}").into(), ExchangeDeleteOptions::default())
+                    .exchange_delete(
+                        format!("{prefix}.{exchange}").into(),
+                        ExchangeDeleteOptions::default(),
+                    )
                     .await;
             }
         }
-        if let Ok(mut redis) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
+        if let Ok(mut redis) =
+            redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
+        {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}:*"))
                 .query(&mut redis)
@@ -89,7 +109,10 @@ impl Services {
         }
         if let Ok(docker) = Docker::connect_with_local_defaults() {
             for name in containers_named(&docker, prefix).await {
-                let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let options = RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
                 let _ = docker.remove_container(&name, Some(options)).await;
             }
         }
@@ -99,8 +122,14 @@ impl Services {
 /// Names of the containers whose name starts with `prefix`, running or not.
 pub async fn containers_named(docker: &Docker, prefix: &str) -> Vec<String> {
     let filters = std::collections::HashMap::from([("name", vec![prefix])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-    let containers = docker.list_containers(Some(options)).await.unwrap_or_default();
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .unwrap_or_default();
     futures_util::stream::iter(containers)
         .filter_map(|c| async move { c.names.and_then(|n| n.first().cloned()) })
         .map(|n| n.trim_start_matches('/').to_owned())

@@ -62,7 +62,11 @@ async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
     let channel = connection.create_channel().await.expect("channel");
     let queue = format!("{}.test.events", kiln.prefix);
     channel
-        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("declare");
     channel
@@ -76,7 +80,12 @@ async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
         .await
         .expect("bind");
     let consumer = channel
-        .basic_consume(queue.as_str().into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("consume");
     // The consumer holds the channel, which holds the connection, for the test's life.
@@ -117,10 +126,21 @@ async fn passing_and_failing_pipelines_end_to_end() {
     let commit = repo.commit(
         "master",
         "Add the pipeline",
-        &[(".kiln.yml", &pipeline(0)), ("README", "hello from the repository\n")],
+        &[
+            (".kiln.yml", &pipeline(0)),
+            ("README", "hello from the repository\n"),
+        ],
     );
-    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Add the pipeline");
-    let (status, answer) = kiln.send_github("push", "delivery-pass", &body, TEST_SECRET).await;
+    let body = push_payload(
+        REPO,
+        "master",
+        &commit,
+        &repo.clone_url(),
+        "Add the pipeline",
+    );
+    let (status, answer) = kiln
+        .send_github("push", "delivery-pass", &body, TEST_SECRET)
+        .await;
     assert_eq!(status, 202, "{answer}");
     let id = answer["build_id"].as_u64().expect("a build id");
     assert_eq!(answer["url"], format!("http://kiln.test/builds/{id}"));
@@ -133,9 +153,17 @@ async fn passing_and_failing_pipelines_end_to_end() {
         .as_array()
         .expect("tasks")
         .iter()
-        .map(|t| (t["name"].as_str().unwrap_or(""), t["status"].as_str().unwrap_or("")))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or(""),
+                t["status"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
-    assert_eq!(statuses, [("build", "passed"), ("test", "passed"), ("ship", "passed")]);
+    assert_eq!(
+        statuses,
+        [("build", "passed"), ("test", "passed"), ("ship", "passed")]
+    );
 
     // The log lines are in Redis, in order, stdout and stderr alike.
     let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
@@ -175,7 +203,10 @@ async fn passing_and_failing_pipelines_end_to_end() {
         .text()
         .await
         .expect("text");
-    assert!(logs.contains("==> test (passed)\nhello from the repository\n"), "{logs}");
+    assert!(
+        logs.contains("==> test (passed)\nhello from the repository\n"),
+        "{logs}"
+    );
 
     // Another team's queue bound to build.*.acme/api.master got the result.
     let finished = next_build_finished(&mut events).await;
@@ -184,14 +215,25 @@ async fn passing_and_failing_pipelines_end_to_end() {
 
     // A failing pipeline on master: the failing step's exit code, and what needed it skipped.
     let commit = repo.commit("master", "Break the tests", &[(".kiln.yml", &pipeline(3))]);
-    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Break the tests");
-    let (status, answer) = kiln.send_github("push", "delivery-fail", &body, TEST_SECRET).await;
+    let body = push_payload(
+        REPO,
+        "master",
+        &commit,
+        &repo.clone_url(),
+        "Break the tests",
+    );
+    let (status, answer) = kiln
+        .send_github("push", "delivery-fail", &body, TEST_SECRET)
+        .await;
     assert_eq!(status, 202, "{answer}");
     let failed_id = answer["build_id"].as_u64().expect("a build id");
     let build = kiln.finished_build(failed_id).await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let test = &build["tasks"][1];
-    assert_eq!((test["name"].as_str(), test["status"].as_str()), (Some("test"), Some("failed")));
+    assert_eq!(
+        (test["name"].as_str(), test["status"].as_str()),
+        (Some("test"), Some("failed"))
+    );
     assert_eq!(test["exit_code"], 3);
     assert_eq!(test["outcome"], "failed with exit code 3");
     assert_eq!(build["tasks"][2]["status"], "skipped");
@@ -213,14 +255,26 @@ async fn passing_and_failing_pipelines_end_to_end() {
         assert!(passed.contains(needle), "`{needle}` missing from {passed}");
     }
     let failed = messages[1].body["content"].as_str().expect("content");
-    for needle in ["acme/api", &commit[..10], "failed", "test: failed (exit code 3)"] {
+    for needle in [
+        "acme/api",
+        &commit[..10],
+        "failed",
+        "test: failed (exit code 3)",
+    ] {
         assert!(failed.contains(needle), "`{needle}` missing from {failed}");
     }
-    assert_eq!(messages[1].body["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert_eq!(
+        messages[1].body["allowed_mentions"]["parse"],
+        serde_json::json!([])
+    );
 
     // Every container was removed.
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
-    assert!(kiln_tests::services::containers_named(&docker, &kiln.prefix).await.is_empty());
+    assert!(
+        kiln_tests::services::containers_named(&docker, &kiln.prefix)
+            .await
+            .is_empty()
+    );
     kiln.stop().await;
 }
 
@@ -229,13 +283,30 @@ async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
     let discord = FakeDiscord::start().await;
     let kiln = Kiln::start(&config(&discord)).await;
     let repo = TestRepo::new();
-    let commit = repo.commit("master", "Add the pipeline", &[(".kiln.yml", &pipeline(0)), ("README", "x\n")]);
-    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Add the pipeline");
+    let commit = repo.commit(
+        "master",
+        "Add the pipeline",
+        &[(".kiln.yml", &pipeline(0)), ("README", "x\n")],
+    );
+    let body = push_payload(
+        REPO,
+        "master",
+        &commit,
+        &repo.clone_url(),
+        "Add the pipeline",
+    );
 
     // A wrong signature: 401, and no build exists.
-    let (status, answer) = kiln.send_github("push", "d-wrong", &body, "not-the-secret").await;
+    let (status, answer) = kiln
+        .send_github("push", "d-wrong", &body, "not-the-secret")
+        .await;
     assert_eq!(status, 401, "{answer}");
-    assert!(answer["error"].as_str().expect("reason").contains("signature"));
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("reason")
+            .contains("signature")
+    );
     let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -248,24 +319,53 @@ async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
         .expect("get");
     assert_eq!(seq, None, "a refused delivery must not create a build");
 
+    // A body over GitHub's 25 MB payload cap.
+    let huge = vec![b' '; kiln_bot::http::MAX_WEBHOOK_BYTES + 1];
+    let (status, _) = kiln.send_github("push", "d-huge", &huge, TEST_SECRET).await;
+    assert_eq!(status, 413);
+
     // An unknown repository, a malformed payload, a tag, a ping.
     let other = push_payload("acme/other", "master", &commit, &repo.clone_url(), "x");
-    let (status, answer) = kiln.send_github("push", "d-other", &other, TEST_SECRET).await;
-    assert_eq!((status, answer["error"].as_str()), (404, Some("repository `acme/other` is not configured in Kiln")));
-    let (status, _) = kiln.send_github("push", "d-junk", b"{not json", TEST_SECRET).await;
+    let (status, answer) = kiln
+        .send_github("push", "d-other", &other, TEST_SECRET)
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (
+            404,
+            Some("repository `acme/other` is not configured in Kiln")
+        )
+    );
+    let (status, _) = kiln
+        .send_github("push", "d-junk", b"{not json", TEST_SECRET)
+        .await;
     assert_eq!(status, 400);
     let mut tag: serde_json::Value = serde_json::from_slice(&body).expect("json");
     tag["ref"] = "refs/tags/v1.0".into();
     let tag = serde_json::to_vec(&tag).expect("json");
     let (status, answer) = kiln.send_github("push", "d-tag", &tag, TEST_SECRET).await;
-    assert_eq!((status, answer["ignored"].as_str()), (200, Some("`v1.0` is a tag; Kiln builds branches")));
+    assert_eq!(
+        (status, answer["ignored"].as_str()),
+        (200, Some("`v1.0` is a tag; Kiln builds branches"))
+    );
 
     // The same delivery twice makes one build.
-    let (first, answer) = kiln.send_github("push", "d-twice", &body, TEST_SECRET).await;
+    let (first, answer) = kiln
+        .send_github("push", "d-twice", &body, TEST_SECRET)
+        .await;
     assert_eq!(first, 202, "{answer}");
     let id = answer["build_id"].as_u64().expect("id");
-    let (second, again) = kiln.send_github("push", "d-twice", &body, TEST_SECRET).await;
-    assert_eq!((second, again["build_id"].as_u64(), again["duplicate"].as_bool()), (200, Some(id), Some(true)));
+    let (second, again) = kiln
+        .send_github("push", "d-twice", &body, TEST_SECRET)
+        .await;
+    assert_eq!(
+        (
+            second,
+            again["build_id"].as_u64(),
+            again["duplicate"].as_bool()
+        ),
+        (200, Some(id), Some(true))
+    );
     assert_eq!(kiln.finished_build(id).await["status"], "passed");
     let builds: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:build:*:task:build", kiln.prefix))
@@ -282,16 +382,31 @@ async fn a_malformed_pipeline_fails_the_build_with_line_and_column() {
     let kiln = Kiln::start(&config(&discord)).await;
     let repo = TestRepo::new();
     let broken = format!("steps:\n  build:\n    image: {TEST_IMAGE}\n    runs: make\n");
-    let commit = repo.commit("feature/x", "Typo in the pipeline", &[(".kiln.yml", &broken)]);
-    let body = push_payload(REPO, "feature/x", &commit, &repo.clone_url(), "Typo in the pipeline");
-    let (status, answer) = kiln.send_github("push", "d-broken", &body, TEST_SECRET).await;
+    let commit = repo.commit(
+        "feature/x",
+        "Typo in the pipeline",
+        &[(".kiln.yml", &broken)],
+    );
+    let body = push_payload(
+        REPO,
+        "feature/x",
+        &commit,
+        &repo.clone_url(),
+        "Typo in the pipeline",
+    );
+    let (status, answer) = kiln
+        .send_github("push", "d-broken", &body, TEST_SECRET)
+        .await;
     assert_eq!(status, 202, "{answer}");
     let id = answer["build_id"].as_u64().expect("id");
 
     let build = kiln.finished_build(id).await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let error = build["error"].as_str().expect("a reason");
-    assert!(error.starts_with(".kiln.yml line 4, column 5: unknown field `runs`"), "{error}");
+    assert!(
+        error.starts_with(".kiln.yml line 4, column 5: unknown field `runs`"),
+        "{error}"
+    );
 
     let messages = wait_for("the Discord message", E2E_TIMEOUT, || async {
         let messages = discord.messages();
@@ -299,6 +414,9 @@ async fn a_malformed_pipeline_fails_the_build_with_line_and_column() {
     })
     .await;
     let content = messages[0].body["content"].as_str().expect("content");
-    assert!(content.contains("failed") && content.contains("line 4, column 5"), "{content}");
+    assert!(
+        content.contains("failed") && content.contains("line 4, column 5"),
+        "{content}"
+    );
     kiln.stop().await;
 }

@@ -23,7 +23,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("topology", &self.topology).finish()
+        f.debug_struct("Broker")
+            .field("topology", &self.topology)
+            .finish()
     }
 }
 
@@ -31,12 +33,18 @@ impl std::fmt::Debug for Broker {
 /// match the bot's declaration exactly, or RabbitMQ refuses the second one.
 fn jobs_queue_arguments(topology: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(topology.dead_exchange().into()),
     );
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(JOB_DELIVERY_LIMIT),
+    );
     args
 }
 
@@ -55,20 +63,37 @@ impl Broker {
             .enable_auto_recover();
         let connection = Connection::connect(url, properties).await?;
         let publisher = connection.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
         let t = &topology;
         publisher
-            .exchange_declare(t.jobs_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default())
+            .exchange_declare(
+                t.jobs_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         publisher
-            .exchange_declare(t.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                t.events_exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         publisher
-            .exchange_declare(t.dead_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .exchange_declare(
+                t.dead_exchange().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         let queue = t.jobs_queue(platform);
         let options = QueueDeclareOptions {
@@ -94,7 +119,12 @@ impl Broker {
             .basic_qos(slots, BasicQosOptions { global: false })
             .await?;
         let consumer = consumer_channel
-            .basic_consume(queue.as_str().into(), name.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                name.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let broker = Self {
             _connection: connection,

@@ -13,7 +13,10 @@ use tokio::sync::Mutex;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
     #[error("git {action} failed: {detail}")]
-    Git { action: &'static str, detail: String },
+    Git {
+        action: &'static str,
+        detail: String,
+    },
     #[error("cannot run git: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -36,7 +39,12 @@ impl Checkouts {
     }
 
     /// Checks `commit` of `clone_url` out into a fresh directory called `name`.
-    pub async fn checkout(&self, clone_url: &str, commit: &str, name: &str) -> Result<PathBuf, CheckoutError> {
+    pub async fn checkout(
+        &self,
+        clone_url: &str,
+        commit: &str,
+        name: &str,
+    ) -> Result<PathBuf, CheckoutError> {
         let mirror = self.mirror(clone_url, commit).await?;
         let dir = self.root.join("work").join(name);
         if dir.exists() {
@@ -74,7 +82,10 @@ impl Checkouts {
     /// The mirror of `clone_url`, holding `commit`.
     async fn mirror(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
         let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
-        let mirror = self.root.join("mirrors").join(format!("{}.git", &digest[..16]));
+        let mirror = self
+            .root
+            .join("mirrors")
+            .join(format!("{}.git", &digest[..16]));
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(mirror.clone()).or_default().clone()
@@ -84,7 +95,9 @@ impl Checkouts {
             tokio::fs::create_dir_all(self.root.join("mirrors")).await?;
             run(
                 "clone",
-                Command::new("git").args(["clone", "--mirror", "--quiet", clone_url]).arg(&mirror),
+                Command::new("git")
+                    .args(["clone", "--mirror", "--quiet", clone_url])
+                    .arg(&mirror),
             )
             .await?;
         } else {

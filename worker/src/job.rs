@@ -10,8 +10,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Claim;
 use crate::Worker;
+use crate::store::Claim;
 
 /// How long to wait before handing back a job that failed for a passing reason (Redis or
 /// RabbitMQ unreachable), so a persistent fault does not spin.
@@ -28,13 +28,21 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
             return;
         }
     };
-    let span = tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
-    let done = tracing::Instrument::instrument(run_job(worker, &job, delivery.redelivered, shutdown), span).await;
+    let span =
+        tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
+    let done = tracing::Instrument::instrument(
+        run_job(worker, &job, delivery.redelivered, shutdown),
+        span,
+    )
+    .await;
     let acked = match done {
         Ok(Done::Finished) => delivery.ack(BasicAckOptions::default()).await,
         Ok(Done::Interrupted) => return, // unacked: redelivered once the channel closes
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "job failed for a passing reason; handed back");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "job failed for a passing reason; handed back"
+            );
             tokio::time::sleep(RETRY_PAUSE).await;
             let requeue = BasicNackOptions {
                 requeue: true,
@@ -69,7 +77,10 @@ async fn run_job(
             return Ok(Done::Finished);
         }
         Claim::Elsewhere(status) => {
-            tracing::info!(status = status.as_deref().unwrap_or("unknown"), "job not for running; dropped");
+            tracing::info!(
+                status = status.as_deref().unwrap_or("unknown"),
+                "job not for running; dropped"
+            );
             return Ok(Done::Finished);
         }
     }
@@ -86,7 +97,11 @@ async fn run_job(
 
     let run = async {
         let name = worker.docker.container_name(job);
-        match worker.checkouts.checkout(&job.clone_url, &job.build.commit, &name).await {
+        match worker
+            .checkouts
+            .checkout(&job.clone_url, &job.build.commit, &name)
+            .await
+        {
             Err(error) => TaskOutcome::Errored {
                 reason: format!("cannot check out {}: {error}", job.build.commit),
             },
@@ -111,7 +126,11 @@ async fn run_job(
     Ok(Done::Finished)
 }
 
-async fn announce_finished(worker: &Worker, job: &JobRequested, outcome: TaskOutcome) -> anyhow::Result<()> {
+async fn announce_finished(
+    worker: &Worker,
+    job: &JobRequested,
+    outcome: TaskOutcome,
+) -> anyhow::Result<()> {
     worker
         .broker
         .publish_event(&Event::TaskFinished(TaskFinished {

@@ -95,7 +95,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 let shutdown = shutdown.clone();
                 jobs.spawn(async move { job::handle_delivery(&worker, delivery, shutdown).await });
             }
-            Some(Err(error)) => worker.broker.consumer_channel.wait_for_recovery(error).await?,
+            Some(Err(error)) => {
+                worker
+                    .broker
+                    .consumer_channel
+                    .wait_for_recovery(error)
+                    .await?
+            }
         }
     }
     jobs.close();

@@ -58,7 +58,10 @@ mod tests {
     use super::*;
 
     fn texts(lines: &[LogLine]) -> Vec<(&str, &str)> {
-        lines.iter().map(|l| (l.fd.as_str(), l.text.as_str())).collect()
+        lines
+            .iter()
+            .map(|l| (l.fd.as_str(), l.text.as_str()))
+            .collect()
     }
 
     #[test]
@@ -72,7 +75,13 @@ mod tests {
         splitter.finish(&mut lines);
         assert_eq!(
             texts(&lines),
-            [("err", "oops"), ("out", "hello"), ("out", "world"), ("out", ""), ("err", "warn")]
+            [
+                ("err", "oops"),
+                ("out", "hello"),
+                ("out", "world"),
+                ("out", ""),
+                ("err", "warn")
+            ]
         );
     }
 

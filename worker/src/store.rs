@@ -53,7 +53,13 @@ impl Store {
         Self { conn, keys }
     }
 
-    async fn transition(&self, key: String, to: TaskStatus, from: &[TaskStatus], fields: &[(&str, String)]) -> RedisResult<bool> {
+    async fn transition(
+        &self,
+        key: String,
+        to: TaskStatus,
+        from: &[TaskStatus],
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let mut invocation = TRANSITION.key(key);
         invocation.arg(to.as_str()).arg(from.join(","));
@@ -66,7 +72,12 @@ impl Store {
 
     /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
     /// worker was running: that worker died without acknowledging it.
-    pub async fn claim(&self, job: &JobRequested, redelivered: bool, worker: &str) -> RedisResult<Claim> {
+    pub async fn claim(
+        &self,
+        job: &JobRequested,
+        redelivered: bool,
+        worker: &str,
+    ) -> RedisResult<Claim> {
         let key = self.keys.task(job.build.id, &job.task);
         let from: &[TaskStatus] = if redelivered {
             &[TaskStatus::Queued, TaskStatus::Running]
@@ -78,7 +89,10 @@ impl Store {
             ("attempt", job.attempt.to_string()),
             ("started_ms", milliseconds()),
         ];
-        if self.transition(key.clone(), TaskStatus::Running, from, &fields).await? {
+        if self
+            .transition(key.clone(), TaskStatus::Running, from, &fields)
+            .await?
+        {
             return Ok(Claim::Taken);
         }
         let (status, outcome): (Option<String>, Option<String>) = redis::pipe()
@@ -86,24 +100,30 @@ impl Store {
             .hget(&key, "outcome_json")
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(match outcome.and_then(|json| serde_json::from_str(&json).ok()) {
-            Some(outcome) => Claim::Finished(outcome),
-            None => Claim::Elsewhere(status),
-        })
+        Ok(
+            match outcome.and_then(|json| serde_json::from_str(&json).ok()) {
+                Some(outcome) => Claim::Finished(outcome),
+                None => Claim::Elsewhere(status),
+            },
+        )
     }
 
     /// Records how the task ended. Returns false if it had already ended (cancelled, say).
     pub async fn finish(&self, job: &JobRequested, outcome: &TaskOutcome) -> RedisResult<bool> {
         let mut fields = vec![
             ("outcome", outcome.to_string()),
-            ("outcome_json", serde_json::to_string(outcome).unwrap_or_default()),
+            (
+                "outcome_json",
+                serde_json::to_string(outcome).unwrap_or_default(),
+            ),
             ("finished_ms", milliseconds()),
         ];
         if let Some(code) = outcome.exit_code() {
             fields.push(("exit_code", code.to_string()));
         }
         let key = self.keys.task(job.build.id, &job.task);
-        self.transition(key, outcome.status(), &[TaskStatus::Running], &fields).await
+        self.transition(key, outcome.status(), &[TaskStatus::Running], &fields)
+            .await
     }
 
     /// Appends log lines to the task's stream in one round trip.
@@ -127,7 +147,11 @@ impl Store {
 
     /// Removes a task's log; a rerun of the same attempt starts it afresh.
     pub async fn clear_log(&self, job: &JobRequested) -> RedisResult<()> {
-        let _: usize = self.conn.clone().del(self.keys.logs(job.build.id, &job.task)).await?;
+        let _: usize = self
+            .conn
+            .clone()
+            .del(self.keys.logs(job.build.id, &job.task))
+            .await?;
         Ok(())
     }
 }

@@ -149,7 +149,10 @@ mod tests {
         };
         assert_eq!(reason(PUSH_TAG), "`v0.0.1` is a tag; Kiln builds branches");
         assert_eq!(reason(DELETE), "branch `feature-branch` was deleted");
-        assert_eq!(reason(TAG_DELETE), "`simple-tag` is a tag; Kiln builds branches");
+        assert_eq!(
+            reason(TAG_DELETE),
+            "`simple-tag` is a tag; Kiln builds branches"
+        );
         assert_eq!(translate("ping", PING).expect("valid"), ForgeEvent::Ping);
         assert!(matches!(
             translate("check_suite", b"{}").expect("not parsed"),

@@ -41,7 +41,11 @@ mod tests {
     fn refuses_anything_else() {
         assert!(!verify_signature(b"another secret", PAYLOAD, SIGNATURE));
         assert!(!verify_signature(SECRET, b"Hello, World?", SIGNATURE));
-        assert!(!verify_signature(SECRET, PAYLOAD, &SIGNATURE.replace("sha256=", "sha1=")));
+        assert!(!verify_signature(
+            SECRET,
+            PAYLOAD,
+            &SIGNATURE.replace("sha256=", "sha1=")
+        ));
         assert!(!verify_signature(SECRET, PAYLOAD, "sha256=zz"));
         assert!(!verify_signature(SECRET, PAYLOAD, &SIGNATURE[..40]));
         assert!(!verify_signature(SECRET, PAYLOAD, ""));

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kiln_shared::build::BuildId;
 use serde::Deserialize;
 use serde_json::json;
@@ -78,7 +78,9 @@ pub async fn handle_build_logs(
     if let Some(reason) = &record.error {
         let _ = writeln!(text, "{reason}");
     }
-    let plan = record.plan.unwrap_or_else(|| kiln_shared::plan::Plan { tasks: Vec::new() });
+    let plan = record
+        .plan
+        .unwrap_or_else(|| kiln_shared::plan::Plan { tasks: Vec::new() });
     let tasks = match app.store.tasks(id, &plan).await {
         Ok(tasks) => tasks,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

@@ -1,9 +1,9 @@
 //! `POST /hooks/github`: verify, translate, accept; nothing else happens at the door.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use kiln_shared::trigger::ForgeEvent;
 use secrecy::ExposeSecret;
@@ -19,7 +19,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Handles one GitHub delivery.
-pub async fn handle_github_hook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle_github_hook(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(event) = header(&headers, "x-github-event") else {
         return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
     };
@@ -43,9 +47,16 @@ pub async fn handle_github_hook(State(app): State<App>, headers: HeaderMap, body
             format!("repository `{name}` is not configured in Kiln"),
         );
     };
-    if !github::verify_signature(repo.webhook_secret.expose_secret().as_bytes(), &body, signature) {
+    if !github::verify_signature(
+        repo.webhook_secret.expose_secret().as_bytes(),
+        &body,
+        signature,
+    ) {
         tracing::warn!(repo = %name, delivery, "webhook with a wrong signature refused");
-        return error(StatusCode::UNAUTHORIZED, "the signature does not match the webhook secret");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not match the webhook secret",
+        );
     }
     let translated = match github::translate(event, &body) {
         Ok(translated) => translated,
@@ -57,25 +68,30 @@ pub async fn handle_github_hook(State(app): State<App>, headers: HeaderMap, body
             tracing::info!(repo = %name, delivery, event, %reason, "webhook ignored");
             (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
         }
-        ForgeEvent::Push(push) => match ingress::accept_push(&app, repo, "github", delivery, push).await {
-            Ok(Accepted::New(id)) => (
-                StatusCode::ACCEPTED,
-                Json(json!({ "build_id": id, "url": build_url(&app, id) })),
-            )
-                .into_response(),
-            Ok(Accepted::Duplicate(id)) => (
-                StatusCode::OK,
-                Json(json!({ "build_id": id, "url": build_url(&app, id), "duplicate": true })),
-            )
-                .into_response(),
-            Err(e) => {
-                tracing::error!(repo = %name, delivery, error = %e, "cannot accept a build");
-                error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+        ForgeEvent::Push(push) => {
+            match ingress::accept_push(&app, repo, "github", delivery, push).await {
+                Ok(Accepted::New(id)) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "build_id": id, "url": build_url(&app, id) })),
+                )
+                    .into_response(),
+                Ok(Accepted::Duplicate(id)) => (
+                    StatusCode::OK,
+                    Json(json!({ "build_id": id, "url": build_url(&app, id), "duplicate": true })),
+                )
+                    .into_response(),
+                Err(e) => {
+                    tracing::error!(repo = %name, delivery, error = %e, "cannot accept a build");
+                    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+                }
             }
-        },
+        }
     }
 }
 
 fn build_url(app: &App, id: kiln_shared::build::BuildId) -> String {
-    format!("{}/builds/{id}", app.config.public_url.trim_end_matches('/'))
+    format!(
+        "{}/builds/{id}",
+        app.config.public_url.trim_end_matches('/')
+    )
 }

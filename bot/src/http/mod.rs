@@ -32,7 +32,11 @@ pub fn router(app: App) -> Router {
 }
 
 /// Serves the bot's routes on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -16,7 +16,9 @@ pub struct DiscordChannel {
 
 impl std::fmt::Debug for DiscordChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiscordChannel").field("channel", &self.channel).finish()
+        f.debug_struct("DiscordChannel")
+            .field("channel", &self.channel)
+            .finish()
     }
 }
 

@@ -44,7 +44,11 @@ impl Templates {
     /// The Discord message for a finished build.
     pub fn build_finished(&self, message: &BuildFinishedMessage) -> tera::TeraResult<String> {
         let context = Context::from_serialize(message)?;
-        Ok(self.discord.render(BUILD_FINISHED, &context)?.trim_end().to_owned())
+        Ok(self
+            .discord
+            .render(BUILD_FINISHED, &context)?
+            .trim_end()
+            .to_owned())
     }
 }
 
@@ -66,13 +70,24 @@ mod tests {
             author: "octocat".into(),
             subject: subject.into(),
             tasks: vec![
-                TaskSummary { name: "build".into(), status: TaskStatus::Passed, exit_code: Some(0) },
-                TaskSummary { name: "test".into(), status: TaskStatus::Failed, exit_code: Some(3) },
+                TaskSummary {
+                    name: "build".into(),
+                    status: TaskStatus::Passed,
+                    exit_code: Some(0),
+                },
+                TaskSummary {
+                    name: "test".into(),
+                    status: TaskStatus::Failed,
+                    exit_code: Some(3),
+                },
             ],
             error: error.map(Into::into),
         };
         let message = BuildFinishedMessage::new(&event, "http://kiln.test/");
-        Templates::new().expect("templates compile").build_finished(&message).expect("renders")
+        Templates::new()
+            .expect("templates compile")
+            .build_finished(&message)
+            .expect("renders")
     }
 
     #[test]
@@ -88,12 +103,15 @@ mod tests {
 
     #[test]
     fn build_finished_discord_hostile() {
-        let subject = format!("@everyone **bold** `code` <script>alert(1)</script> {}", "x".repeat(300));
+        let subject = format!(
+            "@everyone **bold** `code` <script>alert(1)</script> {}",
+            "x".repeat(300)
+        );
         insta::assert_snapshot!(
             finished(BuildStatus::Passed, "feat/@here_[x](http://evil)", &subject, Some("line 1:\n> quote")),
             @r"
-    ✅ **acme/api** on feat/@​here\_\[x\]\(http\://evil\): build #42 **passed**
-    0d1a26e67d @​everyone \*\*bold\*\* \`code\` \<script\>alert\(1\)\</script\> xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
+    ✅ **acme/api** on feat/@{ZWSP}here\_\[x\]\(http\://evil\): build #42 **passed**
+    0d1a26e67d @{ZWSP}everyone \*\*bold\*\* \`code\` \<script\>alert\(1\)\</script\> xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
     • build: passed
     • test: failed (exit code 3)
     line 1\: \> quote

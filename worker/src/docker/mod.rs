@@ -46,7 +46,9 @@ pub struct DockerRunner {
 impl DockerRunner {
     /// Connects to the local engine and agrees on an API version with it.
     pub async fn connect(prefix: &str) -> Result<Self, DockerError> {
-        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        let docker = Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
         Ok(Self {
             docker,
             prefix: prefix.to_owned(),
@@ -55,7 +57,10 @@ impl DockerRunner {
 
     /// The container name of a job's attempt.
     pub fn container_name(&self, job: &JobRequested) -> String {
-        format!("{}-{}-{}-{}", self.prefix, job.build.id, job.task, job.attempt)
+        format!(
+            "{}-{}-{}-{}",
+            self.prefix, job.build.id, job.task, job.attempt
+        )
     }
 
     /// Runs `job` with its checkout at `workdir`, streaming its lines to `store`.
@@ -117,9 +122,21 @@ impl DockerRunner {
     }
 
     /// Follows the container's output until it exits, writing lines in batches.
-    async fn stream_logs(&self, name: &str, job: &JobRequested, store: &Store) -> Result<(), DockerError> {
-        let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
-        let mut frames = self.docker.logs(name, Some(options)).ready_chunks(LOG_BATCH);
+    async fn stream_logs(
+        &self,
+        name: &str,
+        job: &JobRequested,
+        store: &Store,
+    ) -> Result<(), DockerError> {
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut frames = self
+            .docker
+            .logs(name, Some(options))
+            .ready_chunks(LOG_BATCH);
         let mut splitter = LineSplitter::default();
         let mut lines = Vec::new();
         while let Some(chunk) = frames.next().await {
@@ -146,9 +163,15 @@ impl DockerRunner {
 
     /// Removes a container and its anonymous volumes; a missing one is fine.
     async fn remove(&self, name: &str) {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(name, Some(options)).await {
-            Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
             Err(error) => tracing::warn!(container = name, %error, "cannot remove a container"),
         }
     }
@@ -207,8 +230,12 @@ fn describe(error: &DockerError, image: &str) -> String {
         DockerError::DockerResponseServerError {
             status_code: 404,
             message,
-        } if message.contains("image") => format!("image `{image}` is not on this worker: {message}"),
-        DockerError::DockerResponseServerError { message, .. } => format!("Docker refused: {message}"),
+        } if message.contains("image") => {
+            format!("image `{image}` is not on this worker: {message}")
+        }
+        DockerError::DockerResponseServerError { message, .. } => {
+            format!("Docker refused: {message}")
+        }
         other => format!("Docker failed: {other}"),
     }
 }
