@@ -72,21 +72,19 @@ pub async fn run(
     let stop = shutdown.child_token();
     let http = tokio::spawn(http::serve(listener, app.clone(), stop.clone()));
     let events = tokio::spawn(events::run(app, stop.clone()));
-    let (http, events) = {
-        let _stop_both = stop.clone().drop_guard();
-        tokio::join!(
-            async {
-                let r = http.await;
-                stop.cancel();
-                r
-            },
-            async {
-                let r = events.await;
-                stop.cancel();
-                r
-            }
-        )
-    };
+    // Whichever part ends first stops the other: half a bot is worse than none.
+    let (http, events) = tokio::join!(
+        async {
+            let ended = http.await;
+            stop.cancel();
+            ended
+        },
+        async {
+            let ended = events.await;
+            stop.cancel();
+            ended
+        }
+    );
     http.context("the HTTP server panicked")?
         .context("the HTTP server failed")?;
     events.context("the event loop panicked")?

@@ -43,6 +43,12 @@ impl Mirrors {
         path: &str,
     ) -> Result<Option<Vec<u8>>, MirrorError> {
         let mirror = self.update(clone_url, commit).await?;
+        if !has_commit(&mirror, commit).await? {
+            return Err(MirrorError::Git {
+                action: "fetch".into(),
+                detail: format!("commit {commit} is not in {clone_url}"),
+            });
+        }
         let output = git(&mirror)
             .args(["cat-file", "blob", &format!("{commit}:{path}")])
             .output()
