@@ -22,6 +22,9 @@ pub use services::Services;
 /// room for a loaded two-core machine.
 pub const E2E_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The repository the tests' bot is configured to build.
+pub const REPO: &str = "acme/api";
+
 /// The webhook secret of the test repository.
 pub const TEST_SECRET: &str = "kiln-test-secret";
 
@@ -141,6 +144,21 @@ impl Kiln {
         let status = response.status().as_u16();
         let json = response.json().await.unwrap_or(serde_json::Value::Null);
         (status, json)
+    }
+
+    /// Announces `commit` of `repo`'s `branch` with GitHub's push payload, signed with the
+    /// test secret, checks that the bot accepted it (202), and returns the new build's id.
+    pub async fn push(
+        &self,
+        repo: &forge::TestRepo,
+        branch: &str,
+        commit: &str,
+        delivery: &str,
+    ) -> u64 {
+        let body = forge::push_payload(REPO, branch, commit, &repo.clone_url(), "A commit");
+        let (status, answer) = self.send_github("push", delivery, &body, TEST_SECRET).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["build_id"].as_u64().expect("a build id")
     }
 
     /// `GET /builds/{id}` as JSON, or `None` when there is no such build.

@@ -6,12 +6,11 @@ use kiln_shared::keys::Keys;
 use kiln_shared::wire::{self, Event};
 use kiln_tests::discord::FakeDiscord;
 use kiln_tests::forge::{TestRepo, push_payload};
-use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, TEST_SECRET, wait_for};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
-const REPO: &str = "acme/api";
 const CHANNEL: u64 = 4242;
 
 fn config(discord: &FakeDiscord) -> String {
@@ -215,18 +214,7 @@ async fn passing_and_failing_pipelines_end_to_end() {
 
     // A failing pipeline on master: the failing step's exit code, and what needed it skipped.
     let commit = repo.commit("master", "Break the tests", &[(".kiln.yml", &pipeline(3))]);
-    let body = push_payload(
-        REPO,
-        "master",
-        &commit,
-        &repo.clone_url(),
-        "Break the tests",
-    );
-    let (status, answer) = kiln
-        .send_github("push", "delivery-fail", &body, TEST_SECRET)
-        .await;
-    assert_eq!(status, 202, "{answer}");
-    let failed_id = answer["build_id"].as_u64().expect("a build id");
+    let failed_id = kiln.push(&repo, "master", &commit, "delivery-fail").await;
     let build = kiln.finished_build(failed_id).await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let test = &build["tasks"][1];
@@ -387,18 +375,7 @@ async fn a_malformed_pipeline_fails_the_build_with_line_and_column() {
         "Typo in the pipeline",
         &[(".kiln.yml", &broken)],
     );
-    let body = push_payload(
-        REPO,
-        "feature/x",
-        &commit,
-        &repo.clone_url(),
-        "Typo in the pipeline",
-    );
-    let (status, answer) = kiln
-        .send_github("push", "d-broken", &body, TEST_SECRET)
-        .await;
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["build_id"].as_u64().expect("id");
+    let id = kiln.push(&repo, "feature/x", &commit, "d-broken").await;
 
     let build = kiln.finished_build(id).await;
     assert_eq!(build["status"], "failed", "{build:#}");
