@@ -7,10 +7,11 @@
 use kiln_shared::build::{BuildStatus, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
 use kiln_shared::spec::SPEC_FILE;
-use kiln_shared::wire::{BuildFinished, BuildRequested, Event, JobRequested};
+use kiln_shared::wire::{BuildRequested, JobRequested};
 
 use crate::app::App;
-use crate::store::{BuildRecord, now_ms};
+use crate::scheduler;
+use crate::store::BuildRecord;
 
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
 /// stored and publishes only jobs still queued, which workers take at most once.
@@ -80,21 +81,7 @@ async fn end_unrun(
     reason: String,
 ) -> anyhow::Result<()> {
     tracing::info!(build = %record.build.id, %status, %reason, "build ends before running");
-    app.broker
-        .publish_event(&Event::BuildFinished(BuildFinished {
-            build: record.build.clone(),
-            status,
-            author: record.author.clone(),
-            subject: record.subject.clone(),
-            tasks: Vec::new(),
-            error: Some(reason.clone()),
-        }))
-        .await?;
-    let fields = [("error", reason), ("finished_ms", now_ms().to_string())];
-    app.store
-        .transition_build(record.build.id, status, &fields)
-        .await?;
-    Ok(())
+    scheduler::end_build(app, record, status, Vec::new(), Some(reason)).await
 }
 
 /// The job that runs `task` of a build.

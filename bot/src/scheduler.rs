@@ -75,9 +75,6 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
 }
 
 /// Gives a build whose tasks are all accounted for its final status and announces it.
-///
-/// The event is published before the status is stored: if the bot dies in between, the
-/// redelivered task event announces it again (at least once), instead of never.
 async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
     let id = record.build.id;
     let Some(plan) = record.plan.as_ref().filter(|_| !record.status.is_final()) else {
@@ -85,26 +82,44 @@ async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
     };
     let tasks = app.store.tasks(id, plan).await?;
     let status = BuildStatus::from_finished_tasks(tasks.iter().map(|t| &t.status));
+    let summaries = tasks
+        .iter()
+        .map(|t| TaskSummary {
+            name: t.name.clone(),
+            status: t.status,
+            exit_code: t.exit_code,
+        })
+        .collect();
+    end_build(app, record, status, summaries, None).await?;
+    tracing::info!(build = %id, %status, "build finished");
+    Ok(())
+}
+
+/// Announces a build's end (`build.<status>`), then stores its final status and `error`.
+///
+/// The event goes first: if the bot dies in between, the redelivered event that led here
+/// announces it again (at least once) instead of never; the notifier posts once regardless.
+pub async fn end_build(
+    app: &App,
+    record: &BuildRecord,
+    status: BuildStatus,
+    tasks: Vec<TaskSummary>,
+    error: Option<String>,
+) -> anyhow::Result<()> {
     app.broker
         .publish_event(&Event::BuildFinished(BuildFinished {
             build: record.build.clone(),
             status,
             author: record.author.clone(),
             subject: record.subject.clone(),
-            tasks: tasks
-                .iter()
-                .map(|t| TaskSummary {
-                    name: t.name.clone(),
-                    status: t.status,
-                    exit_code: t.exit_code,
-                })
-                .collect(),
-            error: None,
+            tasks,
+            error: error.clone(),
         }))
         .await?;
+    let mut fields = vec![("finished_ms", now_ms().to_string())];
+    fields.extend(error.map(|e| ("error", e)));
     app.store
-        .transition_build(id, status, &[("finished_ms", now_ms().to_string())])
+        .transition_build(record.build.id, status, &fields)
         .await?;
-    tracing::info!(build = %id, %status, "build finished");
     Ok(())
 }
