@@ -5,6 +5,7 @@
 //! returns `Ok` only once RabbitMQ has taken responsibility for the message and routed it to
 //! at least one queue. That is what lets ingress answer 202 and mean it.
 
+use kiln_shared::platform::Platform;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
 use kiln_shared::wire::{self, Event, JobRequested};
 use lapin::options::{
@@ -80,7 +81,7 @@ impl Broker {
     pub async fn connect(
         url: &str,
         topology: Topology,
-        platforms: &[String],
+        platforms: &[Platform],
     ) -> lapin::Result<Self> {
         let properties = ConnectionProperties::default()
             .with_connection_name("kiln-bot".into())
@@ -99,7 +100,7 @@ impl Broker {
         Ok(broker)
     }
 
-    async fn declare(&self, platforms: &[String]) -> lapin::Result<()> {
+    async fn declare(&self, platforms: &[Platform]) -> lapin::Result<()> {
         let ch = &self.publisher;
         let t = &self.topology;
         let durable = ExchangeDeclareOptions {
@@ -144,15 +145,15 @@ impl Broker {
         .await?;
         for platform in platforms {
             ch.queue_declare(
-                t.jobs_queue(platform).into(),
+                t.jobs_queue(*platform).into(),
                 queue,
                 jobs_queue_arguments(t),
             )
             .await?;
             ch.queue_bind(
-                t.jobs_queue(platform).into(),
+                t.jobs_queue(*platform).into(),
                 t.jobs_exchange().into(),
-                platform.as_str().into(),
+                platform.label().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -191,7 +192,7 @@ impl Broker {
             .with_correlation_id(job.build.id.to_string().into());
         self.publish(
             self.topology.jobs_exchange(),
-            job.platform.clone(),
+            job.platform.label().to_owned(),
             &wire::encode(job),
             properties,
         )

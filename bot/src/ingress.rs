@@ -5,7 +5,7 @@
 //! RabbitMQ cannot take it, nothing is half-recorded and the caller is told to retry.
 
 use kiln_shared::build::BuildId;
-use kiln_shared::trigger::Push;
+use kiln_shared::trigger::{Push, TriggerKind};
 use kiln_shared::wire::{BuildRef, BuildRequested, Event};
 
 use crate::app::App;
@@ -52,6 +52,8 @@ pub async fn accept_push(
         clone_url: repo.clone_url.clone().unwrap_or(push.clone_url),
         author: push.author,
         subject: push.subject,
+        kind: TriggerKind::Push,
+        changed_paths: push.changed_paths,
     };
     let accepted = async {
         store.create_build(&request).await?;

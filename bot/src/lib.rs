@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use kiln_shared::keys::Keys;
+use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ pub struct Connections {
     /// Where the bot keeps its repository mirrors.
     pub state_dir: PathBuf,
     /// The platform labels whose job queues the bot declares, so jobs wait for a worker.
-    pub platforms: Vec<String>,
+    pub platforms: Vec<Platform>,
 }
 
 /// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use kiln_shared::platform::Platform;
 use tokio_util::sync::CancellationToken;
 
 /// Kiln's control plane: webhooks in, builds planned and scheduled, results posted.
@@ -42,9 +43,9 @@ struct Args {
         long,
         env = "KILN_PLATFORMS",
         value_delimiter = ',',
-        default_value = "linux-amd64"
+        default_value = "linux/amd64"
     )]
-    platforms: Vec<String>,
+    platforms: Vec<Platform>,
 }
 
 #[tokio::main]

@@ -6,7 +6,7 @@
 
 use kiln_shared::build::{BuildStatus, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
-use kiln_shared::spec::SPEC_FILE;
+use kiln_shared::spec::{SPEC_FILE, Trigger};
 use kiln_shared::wire::{BuildRequested, JobRequested};
 
 use crate::app::App;
@@ -70,7 +70,20 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
             format!("{SPEC_FILE} is not UTF-8 text"),
         )
     })?;
-    Plan::from_spec_text(text).map_err(|e| (BuildStatus::Failed, e.to_string()))
+    let trigger = Trigger {
+        branch: &record.build.branch,
+        kind: record.kind,
+        changed_paths: record.changed_paths.as_deref(),
+    };
+    let plan =
+        Plan::from_spec_text(text, &trigger).map_err(|e| (BuildStatus::Failed, e.to_string()))?;
+    if plan.tasks.is_empty() {
+        return Err((
+            BuildStatus::Passed,
+            format!("no step of {SPEC_FILE} applies to this build (see their `when`)"),
+        ));
+    }
+    Ok(plan)
 }
 
 /// Ends a build that never ran a task, and tells everyone why.
@@ -91,10 +104,12 @@ pub fn job(record: &BuildRecord, task: &PlannedTask, attempt: u32) -> JobRequest
         clone_url: record.clone_url.clone(),
         task: task.name.clone(),
         attempt,
-        platform: task.platform.clone(),
+        platform: task.platform,
+        runner: task.runner,
         image: task.image.clone(),
         commands: task.commands.clone(),
         env: task.env.clone(),
         timeout_secs: task.timeout_secs,
+        services: task.services.clone(),
     }
 }

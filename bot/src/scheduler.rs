@@ -1,11 +1,14 @@
 //! The scheduler: as tasks start and finish, it moves the build along its task graph.
 //!
-//! When a task passes, the tasks whose needs are now all met are queued; when it does not,
-//! everything downstream of it is skipped. When every task is accounted for, the build gets
+//! A task that errored (or failed with an exit code its step retries on) is queued again as
+//! its next attempt while it has retries left. Otherwise, when a task passes (or may fail),
+//! the tasks whose needs are now all met are queued; when it does not, everything downstream
+//! of it is skipped, later stages included. When every task is accounted for, the build gets
 //! its final status and a `build.<status>` event. Each step is a compare-and-set in Redis, so
 //! a duplicate or replayed event changes nothing.
 
 use kiln_shared::build::{BuildStatus, TaskStatus};
+use kiln_shared::plan::PlannedTask;
 use kiln_shared::wire::{BuildFinished, Event, TaskFinished, TaskStarted, TaskSummary};
 
 use crate::app::App;
@@ -31,8 +34,14 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         tracing::warn!(build = %id, "task finished for an unplanned build; dropped");
         return Ok(());
     };
-    let passed = event.outcome.status() == TaskStatus::Passed;
-    let settled = if passed {
+    let Some(task) = plan.task(&event.task) else {
+        tracing::warn!(build = %id, task = %event.task, "finished task is not in the plan; dropped");
+        return Ok(());
+    };
+    if task.retries(&event.outcome, event.attempt) {
+        return retry(app, &record, task, event.attempt).await;
+    }
+    let settled = if task.unblocks(&event.outcome) {
         let dependents: Vec<&str> = plan
             .dependents(&event.task)
             .map(|t| t.name.as_str())
@@ -74,6 +83,27 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
     Ok(())
 }
 
+/// Queues the next attempt of a task whose attempt `attempt` earned a retry.
+async fn retry(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let id = record.build.id;
+    let next = attempt + 1;
+    if app.store.retry_task(id, &task.name, attempt).await? {
+        tracing::info!(build = %id, task = %task.name, attempt = next, "task retried");
+    }
+    // Publish when the next attempt is queued, not only when it was queued just now: an
+    // earlier delivery of this event may have died between the two.
+    let stored = app.store.task(id, &task.name).await?;
+    if stored.is_some_and(|t| t.status == TaskStatus::Queued && t.attempt == next) {
+        app.broker.publish_job(&job(record, task, next)).await?;
+    }
+    Ok(())
+}
+
 /// Gives a build whose tasks are all accounted for its final status and announces it.
 async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
     let id = record.build.id;
@@ -81,15 +111,19 @@ async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
         return Ok(());
     };
     let tasks = app.store.tasks(id, plan).await?;
-    let status = BuildStatus::from_finished_tasks(tasks.iter().map(|t| &t.status));
-    let summaries = tasks
+    let summaries: Vec<TaskSummary> = plan
+        .tasks
         .iter()
-        .map(|t| TaskSummary {
+        .zip(&tasks)
+        .map(|(planned, t)| TaskSummary {
             name: t.name.clone(),
             status: t.status,
             exit_code: t.exit_code,
+            allow_failure: planned.allow_failure,
         })
         .collect();
+    let status =
+        BuildStatus::from_finished_tasks(summaries.iter().map(TaskSummary::counted_status));
     end_build(app, record, status, summaries, None).await?;
     tracing::info!(build = %id, %status, "build finished");
     Ok(())

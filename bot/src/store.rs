@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
+use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::{BuildRef, BuildRequested};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
@@ -47,6 +48,22 @@ return {tonumber(redis.call('HGET', KEYS[3], 'remaining') or '0'), ready}
     )
 });
 
+/// Reopens a failed or errored task as its next attempt, if `ARGV[1]` is still its attempt:
+/// a duplicate of the event that asked for the retry finds the attempt moved on.
+static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('HGET', KEYS[1], 'status')
+local attempt = redis.call('HGET', KEYS[1], 'attempt')
+if attempt ~= ARGV[1] or (status ~= 'failed' and status ~= 'errored') then return 0 end
+redis.call('HDEL', KEYS[1], 'outcome', 'outcome_json', 'exit_code', 'worker', 'started_ms',
+  'finished_ms')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', tonumber(attempt) + 1)
+return 1
+",
+    )
+});
+
 /// Milliseconds since the Unix epoch, as stored in records.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -61,6 +78,8 @@ pub struct BuildRecord {
     pub clone_url: String,
     pub author: String,
     pub subject: String,
+    pub kind: TriggerKind,
+    pub changed_paths: Option<Vec<String>>,
     pub status: BuildStatus,
     pub error: Option<String>,
     pub plan: Option<Plan>,
@@ -164,6 +183,14 @@ impl Store {
             ("subject", request.subject.as_str()),
             ("status", BuildStatus::Queued.as_str()),
             ("created_ms", &now_ms().to_string()),
+            (
+                "kind",
+                &serde_json::to_string(&request.kind).unwrap_or_default(),
+            ),
+            (
+                "changed_paths",
+                &serde_json::to_string(&request.changed_paths).unwrap_or_default(),
+            ),
         ];
         self.conn
             .clone()
@@ -194,6 +221,8 @@ impl Store {
             clone_url: take("clone_url"),
             author: take("author"),
             subject: take("subject"),
+            kind: serde_json::from_str(&take("kind")).unwrap_or_default(),
+            changed_paths: serde_json::from_str(&take("changed_paths")).unwrap_or_default(),
             status,
             error: Some(take("error")).filter(|e| !e.is_empty()),
             plan: serde_json::from_str(&take("plan")).ok(),
@@ -259,7 +288,7 @@ impl Store {
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let mut invocation = TRANSITION.key(key);
-        invocation.arg(to).arg(from.join(","));
+        invocation.arg(to).arg(from.join(",")).arg("").arg("");
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
         }
@@ -267,19 +296,40 @@ impl Store {
         Ok(moved == 1)
     }
 
+    /// Reopens task `task`, which ended its attempt `attempt` failed or errored, as attempt
+    /// `attempt + 1`. Returns whether it moved; a duplicate request finds it moved already.
+    pub async fn retry_task(&self, id: BuildId, task: &str, attempt: u32) -> RedisResult<bool> {
+        let moved: i64 = RETRY
+            .key(self.keys.task(id, task))
+            .arg(attempt)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// The record of one task.
+    pub async fn task(&self, id: BuildId, task: &str) -> RedisResult<Option<TaskRecord>> {
+        Ok(self.task_records(id, &[task]).await?.pop())
+    }
+
     /// The records of the tasks of `plan`, in plan order.
     pub async fn tasks(&self, id: BuildId, plan: &Plan) -> RedisResult<Vec<TaskRecord>> {
+        let names: Vec<&str> = plan.tasks.iter().map(|t| t.name.as_str()).collect();
+        self.task_records(id, &names).await
+    }
+
+    /// The records of the tasks named `names`, in that order; one read round trip.
+    async fn task_records(&self, id: BuildId, names: &[&str]) -> RedisResult<Vec<TaskRecord>> {
         let mut pipe = redis::pipe();
-        for task in &plan.tasks {
-            pipe.hgetall(self.keys.task(id, &task.name));
+        for name in names {
+            pipe.hgetall(self.keys.task(id, name));
         }
         let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(plan
-            .tasks
+        Ok(names
             .iter()
             .zip(rows)
-            .map(|(task, mut h)| TaskRecord {
-                name: task.name.clone(),
+            .map(|(name, mut h)| TaskRecord {
+                name: (*name).to_owned(),
                 status: h
                     .get("status")
                     .and_then(|s| TaskStatus::parse(s))

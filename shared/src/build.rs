@@ -90,8 +90,9 @@ impl BuildStatus {
     /// The status of a build whose tasks have all reached a final status.
     ///
     /// Failures outrank errors, which outrank cancellations: the most useful thing to tell a
-    /// person is that their code failed. A task allowed to fail does not fail the build.
-    pub fn from_finished_tasks<'a>(tasks: impl IntoIterator<Item = &'a TaskStatus>) -> Self {
+    /// person is that their code failed. (A task allowed to fail is counted as passed; see
+    /// [`crate::wire::TaskSummary::counted_status`].)
+    pub fn from_finished_tasks(tasks: impl IntoIterator<Item = TaskStatus>) -> Self {
         let mut status = Self::Passed;
         for task in tasks {
             let rank = |s: Self| match s {
@@ -302,7 +303,11 @@ mod tests {
     fn build_status_from_tasks() {
         use TaskStatus::*;
         let check = |tasks: &[TaskStatus], expect: BuildStatus| {
-            assert_eq!(BuildStatus::from_finished_tasks(tasks), expect, "{tasks:?}");
+            assert_eq!(
+                BuildStatus::from_finished_tasks(tasks.iter().copied()),
+                expect,
+                "{tasks:?}"
+            );
         };
         check(&[Passed, Passed], BuildStatus::Passed);
         check(&[], BuildStatus::Passed);

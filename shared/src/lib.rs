@@ -8,8 +8,10 @@
 pub mod build;
 pub mod keys;
 pub mod plan;
+pub mod platform;
 pub mod routing;
 pub mod spec;
 pub mod trigger;
 pub mod view;
+pub mod walk;
 pub mod wire;

@@ -1,35 +1,80 @@
-//! The planner: a [`Spec`] becomes a [`Plan`], the task graph of one build.
+//! The planner: a [`Spec`] and what the build is about become a [`Plan`], the task graph of
+//! one build.
 //!
-//! The plan is computed once, when the build is accepted, and stored with the build; the
-//! scheduler then only walks it. Unknown `needs` and cycles are refused here, with the place
-//! in `.kiln.yml` to fix.
+//! Each step becomes one task per platform and shard. A task needs every task of the steps
+//! its step `needs`, and every task of the stage before its own: stages are edges like any
+//! other, so the scheduler only ever walks a graph. The plan is computed once, when the build
+//! is accepted, and stored with the build.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Spec, SpecError};
+use crate::build::TaskOutcome;
+use crate::platform::Platform;
+use crate::spec::{Retry, Runner, Spec, SpecError, Step, Trigger};
 
-/// The platform label a task runs on when its step names none.
-pub const DEFAULT_PLATFORM: &str = "linux-amd64";
+/// A sidecar container of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedService {
+    /// Its host name on the task's network.
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's command when not empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
 
 /// One task of a build: what a worker needs to run it, and where it sits in the graph.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedTask {
-    /// The step's name; unique in the build.
+    /// Unique in the build: the step's name, then `.platform` when the step runs on several
+    /// and `.shard` when it has several, e.g. `unit.linux-arm64.2`.
     pub name: String,
-    /// The platform label whose queue the task goes to.
-    pub platform: String,
-    /// The container image.
-    pub image: String,
+    /// The step the task comes from.
+    #[serde(default)]
+    pub step: String,
+    /// The platform whose queue the task goes to.
+    #[serde(default)]
+    pub platform: Platform,
+    #[serde(default)]
+    pub runner: Runner,
+    /// The container image (Docker runner).
+    #[serde(default)]
+    pub image: Option<String>,
     /// Shell commands, run in order; the first failure ends the task.
     pub commands: Vec<String>,
-    /// Environment variables for the commands.
+    /// Environment variables for the commands, `KILN_SHARD` and `KILN_SHARDS` included.
     pub env: BTreeMap<String, String>,
     /// Seconds the task may run before it is killed.
     pub timeout_secs: u64,
     /// Tasks that must pass before this one starts.
     pub needs: Vec<String>,
+    #[serde(default)]
+    pub services: Vec<PlannedService>,
+    #[serde(default)]
+    pub retry: Retry,
+    #[serde(default)]
+    pub allow_failure: bool,
+}
+
+impl PlannedTask {
+    /// Whether attempt `attempt`, which ended with `outcome`, earns another attempt.
+    pub fn retries(&self, outcome: &TaskOutcome, attempt: u32) -> bool {
+        let worth_it = match outcome {
+            TaskOutcome::Errored { .. } => true,
+            TaskOutcome::Failed { exit_code } => self.retry.exit_codes.contains(exit_code),
+            TaskOutcome::Passed | TaskOutcome::TimedOut { .. } => false,
+        };
+        worth_it && attempt <= self.retry.max
+    }
+
+    /// Whether the tasks that need this one may run after it ended with `outcome`.
+    pub fn unblocks(&self, outcome: &TaskOutcome) -> bool {
+        *outcome == TaskOutcome::Passed || self.allow_failure
+    }
 }
 
 /// A build's task graph, its tasks in an order where every task comes after those it needs.
@@ -39,70 +84,43 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Expands a spec into its task graph.
-    pub fn from_spec(spec: &Spec) -> Result<Self, SpecError> {
-        for (name, step) in &spec.steps {
-            for need in &step.value.needs {
-                if !spec.steps.contains_key(&need.value) {
-                    return Err(SpecError::at(
-                        need.referenced,
-                        format!("step `{name}` needs `{}`, which is not a step", need.value),
-                    ));
-                }
-                if need.value == *name {
-                    return Err(SpecError::at(
-                        need.referenced,
-                        format!("step `{name}` needs itself"),
-                    ));
-                }
-            }
-        }
+    /// Expands a spec into the task graph of a build of `trigger`.
+    pub fn from_spec(spec: &Spec, trigger: &Trigger) -> Result<Self, SpecError> {
+        let included = included_steps(spec, trigger);
+        let steps = step_order(spec, &included)?;
 
-        // Kahn's algorithm; BTreeMap order keeps the plan stable for the same file.
-        let mut remaining: BTreeMap<&str, usize> = spec
-            .steps
-            .iter()
-            .map(|(name, step)| (name.as_str(), step.value.needs.len()))
-            .collect();
-        let mut tasks = Vec::with_capacity(spec.steps.len());
-        while let Some(name) = remaining
-            .iter()
-            .find(|(_, pending)| **pending == 0)
-            .map(|(name, _)| *name)
-        {
-            remaining.remove(name);
+        let mut tasks: Vec<PlannedTask> = Vec::new();
+        let mut tasks_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut stage_tasks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for name in steps {
             let step = &spec.steps[name].value;
-            for (other, pending) in remaining.iter_mut() {
-                let needs = &spec.steps[*other].value.needs;
-                *pending -= needs.iter().filter(|n| n.value == name).count();
+            let stage = spec.stage_of(step);
+            let mut needs: Vec<String> = step
+                .needs
+                .iter()
+                .filter_map(|n| tasks_of.get(n.value.as_str()))
+                .flatten()
+                .cloned()
+                .collect();
+            if let Some((_, before)) = stage_tasks.range(..stage).next_back() {
+                for task in before {
+                    if !needs.contains(task) {
+                        needs.push(task.clone());
+                    }
+                }
             }
-            tasks.push(PlannedTask {
-                name: name.to_owned(),
-                platform: DEFAULT_PLATFORM.to_owned(),
-                image: step.image.clone(),
-                commands: step.run.0.clone(),
-                env: step.env.clone(),
-                timeout_secs: step.timeout().as_secs().max(1),
-                needs: step.needs.iter().map(|n| n.value.clone()).collect(),
-            });
-        }
-        if let Some((name, _)) = remaining.first_key_value() {
-            let step = &spec.steps[*name];
-            let cycle: Vec<&str> = remaining.keys().copied().collect();
-            return Err(SpecError::at(
-                step.referenced,
-                format!(
-                    "the `needs` of these steps form a cycle: {}",
-                    cycle.join(", ")
-                ),
-            ));
+            let expanded = expand(spec, name, step, &needs);
+            let names: Vec<String> = expanded.iter().map(|t| t.name.clone()).collect();
+            stage_tasks.entry(stage).or_default().extend(names.clone());
+            tasks_of.insert(name, names);
+            tasks.extend(expanded);
         }
         Ok(Self { tasks })
     }
 
-    /// Parses a `.kiln.yml` and plans it.
-    pub fn from_spec_text(text: &str) -> Result<Self, SpecError> {
-        Self::from_spec(&Spec::parse(text)?)
+    /// Parses a `.kiln.yml` and plans it for `trigger`.
+    pub fn from_spec_text(text: &str, trigger: &Trigger) -> Result<Self, SpecError> {
+        Self::from_spec(&Spec::parse(text)?, trigger)
     }
 
     /// The task called `name`.
@@ -137,9 +155,142 @@ impl Plan {
     }
 }
 
+/// The steps whose `when` holds for `trigger` and whose needs are all included too.
+fn included_steps<'a>(spec: &'a Spec, trigger: &Trigger) -> BTreeSet<&'a str> {
+    let mut included: BTreeSet<&str> = spec
+        .steps
+        .iter()
+        .filter(|(_, step)| step.value.when.holds(trigger))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    loop {
+        let left_out: Vec<&str> = included
+            .iter()
+            .copied()
+            .filter(|name| {
+                spec.steps[*name]
+                    .value
+                    .needs
+                    .iter()
+                    .any(|n| !included.contains(n.value.as_str()))
+            })
+            .collect();
+        if left_out.is_empty() {
+            return included;
+        }
+        for name in left_out {
+            included.remove(name);
+        }
+    }
+}
+
+/// Included steps, stage by stage, each after the steps it needs (Kahn's algorithm; name
+/// order breaks ties, so the same file always gives the same plan).
+fn step_order<'a>(spec: &'a Spec, included: &BTreeSet<&'a str>) -> Result<Vec<&'a str>, SpecError> {
+    let mut remaining: BTreeMap<(usize, &str), usize> = included
+        .iter()
+        .map(|name| {
+            let step = &spec.steps[*name].value;
+            ((spec.stage_of(step), *name), step.needs.len())
+        })
+        .collect();
+    let mut order = Vec::with_capacity(remaining.len());
+    while let Some(key) = remaining
+        .iter()
+        .find(|(_, pending)| **pending == 0)
+        .map(|(key, _)| *key)
+    {
+        remaining.remove(&key);
+        order.push(key.1);
+        for ((_, other), pending) in remaining.iter_mut() {
+            let needs = &spec.steps[*other].value.needs;
+            *pending -= needs.iter().filter(|n| n.value == key.1).count();
+        }
+    }
+    match remaining.keys().next() {
+        None => Ok(order),
+        Some((_, first)) => {
+            let cycle: Vec<&str> = remaining.keys().map(|(_, name)| *name).collect();
+            Err(SpecError::at(
+                spec.steps[*first].referenced,
+                format!(
+                    "the `needs` of these steps form a cycle: {}",
+                    cycle.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// One step's tasks: one per platform and shard.
+fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<PlannedTask> {
+    let platforms: Vec<Platform> = spec.platforms(step).collect();
+    let services: Vec<PlannedService> = step
+        .services
+        .iter()
+        .map(|(service, s)| PlannedService {
+            name: service.clone(),
+            image: s.image.clone(),
+            command: match s.command.as_ref().map(|c| c.0.as_slice()) {
+                // `command: redis-server --port 7000` is split on spaces; a list is kept.
+                Some([line]) => line.split_whitespace().map(str::to_owned).collect(),
+                Some(list) => list.to_vec(),
+                None => Vec::new(),
+            },
+            env: s.env.clone(),
+        })
+        .collect();
+    let mut tasks = Vec::with_capacity(platforms.len() * step.shards as usize);
+    for platform in &platforms {
+        for shard in 1..=step.shards {
+            let mut task_name = name.to_owned();
+            if platforms.len() > 1 {
+                task_name.push('.');
+                task_name.push_str(platform.label());
+            }
+            if step.shards > 1 {
+                task_name.push_str(&format!(".{shard}"));
+            }
+            let mut env = step.env.clone();
+            env.insert("KILN_SHARD".into(), shard.to_string());
+            env.insert("KILN_SHARDS".into(), step.shards.to_string());
+            env.insert("KILN_PLATFORM".into(), platform.as_str().into());
+            tasks.push(PlannedTask {
+                name: task_name,
+                step: name.to_owned(),
+                platform: *platform,
+                runner: step.runner,
+                image: step
+                    .image
+                    .as_ref()
+                    .and_then(|i| i.on(*platform))
+                    .map(str::to_owned),
+                commands: step.run.0.clone(),
+                env,
+                timeout_secs: step.timeout().as_secs().max(1),
+                needs: needs.to_vec(),
+                services: services.clone(),
+                retry: step.retry.clone(),
+                allow_failure: step.allow_failure,
+            });
+        }
+    }
+    tasks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trigger::TriggerKind;
+    use crate::walk::Walk;
+
+    fn push(branch: &str) -> Trigger<'_> {
+        Trigger {
+            branch,
+            kind: TriggerKind::Push,
+            changed_paths: None,
+        }
+    }
 
     fn names(plan: &Plan) -> Vec<&str> {
         plan.tasks.iter().map(|t| t.name.as_str()).collect()
@@ -154,7 +305,7 @@ mod tests {
 
     #[test]
     fn orders_tasks_after_what_they_need() {
-        let plan = Plan::from_spec_text(DIAMOND).expect("valid");
+        let plan = Plan::from_spec_text(DIAMOND, &push("master")).expect("valid");
         assert_eq!(names(&plan), ["build", "lint", "test", "ship"]);
         assert_eq!(
             plan.roots().map(|t| t.name.as_str()).collect::<Vec<_>>(),
@@ -162,7 +313,7 @@ mod tests {
         );
         let ship = plan.task("ship").expect("ship");
         assert_eq!(ship.needs, ["test", "lint"]);
-        assert_eq!(ship.platform, DEFAULT_PLATFORM);
+        assert_eq!(ship.platform, Platform::LinuxAmd64);
         assert_eq!(
             plan.dependents("build")
                 .map(|t| t.name.as_str())
@@ -179,7 +330,7 @@ mod tests {
     #[test]
     fn refuses_bad_graphs_with_a_place() {
         let check = |text: &str, line: u64, column: u64, needle: &str| {
-            let e = Plan::from_spec_text(text).expect_err("should be refused");
+            let e = Plan::from_spec_text(text, &push("master")).expect_err("should be refused");
             assert_eq!((e.line, e.column), (line, column), "{e}");
             assert!(
                 e.message.contains(needle),
@@ -188,22 +339,180 @@ mod tests {
             );
         };
         check(
-            "steps:\n  a: { image: i, run: x, needs: [nope] }\n",
-            2,
-            34,
-            "needs `nope`, which is not a step",
-        );
-        check(
-            "steps:\n  a: { image: i, run: x, needs: [a] }\n",
-            2,
-            34,
-            "needs itself",
-        );
-        check(
             "steps:\n  a: { image: i, run: x, needs: [b] }\n  b: { image: i, run: x, needs: [a] }\n  c: { image: i, run: x }\n",
             2,
             6,
             "cycle: a, b",
         );
+    }
+
+    const PIPELINE: &str = "stages: [acceptance, test, package]
+steps:
+  smoke: { stage: acceptance, image: i, run: s }
+  lint: { stage: acceptance, image: i, run: l, allow_failure: true }
+  unit:
+    stage: test
+    image: { linux/amd64: i, linux/arm64: i-arm }
+    platforms: [linux/amd64, linux/arm64]
+    shards: 2
+    services: { db: { image: r, command: serve } }
+    env: { MODE: fast }
+    run: t
+  win: { stage: test, platforms: [windows/amd64], runner: shell, run: w }
+  package: { stage: package, image: i, run: p, needs: [unit], retry: { max: 1, exit_codes: [75] } }
+  release: { stage: package, image: i, run: r, when: { branch: master } }
+  notes: { stage: package, image: i, run: n, needs: [release] }
+";
+
+    #[test]
+    fn expands_stages_matrix_and_shards() {
+        let plan = Plan::from_spec_text(PIPELINE, &push("master")).expect("valid");
+        assert_eq!(
+            names(&plan),
+            [
+                "lint",
+                "smoke",
+                "unit.linux-amd64.1",
+                "unit.linux-amd64.2",
+                "unit.linux-arm64.1",
+                "unit.linux-arm64.2",
+                "win",
+                "package",
+                "release",
+                "notes",
+            ]
+        );
+        let unit = plan.task("unit.linux-arm64.2").expect("unit");
+        assert_eq!(unit.step, "unit");
+        assert_eq!(unit.platform, Platform::LinuxArm64);
+        assert_eq!(unit.image.as_deref(), Some("i-arm"));
+        assert_eq!(
+            unit.needs,
+            ["lint", "smoke"],
+            "a stage waits for the one before"
+        );
+        assert_eq!(unit.env["KILN_SHARD"], "2");
+        assert_eq!(unit.env["KILN_SHARDS"], "2");
+        assert_eq!(unit.env["KILN_PLATFORM"], "linux/arm64");
+        assert_eq!(unit.env["MODE"], "fast");
+        assert_eq!(unit.services[0].name, "db");
+        assert_eq!(unit.services[0].command, ["serve"]);
+        let win = plan.task("win").expect("win");
+        assert_eq!((win.runner, win.image.as_deref()), (Runner::Shell, None));
+        let package = plan.task("package").expect("package");
+        assert_eq!(
+            package.needs,
+            [
+                "unit.linux-amd64.1",
+                "unit.linux-amd64.2",
+                "unit.linux-arm64.1",
+                "unit.linux-arm64.2",
+                "win"
+            ]
+        );
+        assert_eq!(plan.task("notes").expect("notes").needs[0], "release");
+        assert!(plan.downstream_of("smoke").contains("notes"));
+    }
+
+    #[test]
+    fn when_leaves_out_steps_and_what_needs_them() {
+        let plan = Plan::from_spec_text(PIPELINE, &push("feature/x")).expect("valid");
+        assert!(plan.task("release").is_none());
+        assert!(
+            plan.task("notes").is_none(),
+            "needs a step that was left out"
+        );
+        assert!(plan.task("package").is_some());
+    }
+
+    #[test]
+    fn retry_and_allow_failure_rules() {
+        let plan = Plan::from_spec_text(PIPELINE, &push("master")).expect("valid");
+        let package = plan.task("package").expect("package");
+        let errored = TaskOutcome::Errored {
+            reason: "docker".into(),
+        };
+        assert!(package.retries(&errored, 1));
+        assert!(!package.retries(&errored, 2), "max 1 retry");
+        assert!(package.retries(&TaskOutcome::Failed { exit_code: 75 }, 1));
+        assert!(!package.retries(&TaskOutcome::Failed { exit_code: 1 }, 1));
+        assert!(!package.retries(&TaskOutcome::TimedOut { after_secs: 1 }, 1));
+        assert!(!package.retries(&TaskOutcome::Passed, 1));
+        let smoke = plan.task("smoke").expect("smoke");
+        assert!(
+            smoke.retries(&errored, 2) && !smoke.retries(&errored, 3),
+            "default: 2 retries"
+        );
+        let lint = plan.task("lint").expect("lint");
+        assert!(lint.unblocks(&TaskOutcome::Failed { exit_code: 1 }));
+        assert!(!smoke.unblocks(&TaskOutcome::Failed { exit_code: 1 }));
+    }
+
+    #[test]
+    fn a_failure_stops_its_dependents_and_later_stages_but_not_its_neighbours() {
+        let plan = Plan::from_spec_text(PIPELINE, &push("master")).expect("valid");
+        let mut walk = Walk::new(&plan);
+        let lint = walk.finish("lint", true);
+        assert!(lint.ready.is_empty(), "smoke has not ended yet");
+        let smoke = walk.finish("smoke", true);
+        assert_eq!(smoke.ready.len(), 5, "all of stage test");
+        assert_eq!(
+            walk.finish("smoke", true),
+            Default::default(),
+            "counted once"
+        );
+        let failed = walk.finish("unit.linux-amd64.1", false);
+        let skipped: Vec<&str> = failed.skipped.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(skipped, ["notes", "package", "release"]);
+        for other in [
+            "unit.linux-amd64.2",
+            "unit.linux-arm64.1",
+            "unit.linux-arm64.2",
+        ] {
+            assert!(!walk.is_done());
+            assert!(walk.finish(other, true).ready.is_empty());
+        }
+        assert!(walk.finish("win", true).ready.is_empty());
+        assert!(walk.is_done());
+    }
+
+    proptest::proptest! {
+        /// Any acyclic spec plans into a graph where every task comes after what it needs,
+        /// and a walk that passes every task reaches them all.
+        #[test]
+        fn plans_are_ordered_and_walkable(
+            edges in proptest::collection::vec(proptest::collection::vec(proptest::bool::ANY, 8), 8),
+            stages in proptest::collection::vec(0usize..3, 8),
+            shards in proptest::collection::vec(1u32..3, 8),
+        ) {
+            let mut text = String::from("stages: [s0, s1, s2]\nsteps:\n");
+            for i in 0..8 {
+                let needs: Vec<String> = (0..i)
+                    .filter(|j| edges[i][*j] && stages[*j] <= stages[i])
+                    .map(|j| format!("t{j}"))
+                    .collect();
+                text.push_str(&format!(
+                    "  t{i}: {{ image: i, run: x, stage: s{}, shards: {}, needs: [{}] }}\n",
+                    stages[i], shards[i], needs.join(", ")
+                ));
+            }
+            let plan = Plan::from_spec_text(&text, &push("master")).expect("valid");
+            let mut seen = BTreeSet::new();
+            for task in &plan.tasks {
+                for need in &task.needs {
+                    proptest::prop_assert!(seen.contains(need.as_str()), "{} before {}", need, task.name);
+                }
+                seen.insert(task.name.as_str());
+            }
+            let mut walk = Walk::new(&plan);
+            let mut ready: Vec<&PlannedTask> = plan.roots().collect();
+            let mut ran = 0;
+            while let Some(task) = ready.pop() {
+                ran += 1;
+                ready.extend(walk.finish(&task.name, true).ready);
+            }
+            proptest::prop_assert_eq!(ran, plan.tasks.len());
+            proptest::prop_assert!(walk.is_done());
+        }
     }
 }

@@ -8,6 +8,8 @@
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use crate::platform::Platform;
+
 /// The bytes that would change a topic key's meaning, plus `%` so decoding is unambiguous.
 const KEY_WORD: &AsciiSet = &CONTROLS.add(b'.').add(b'*').add(b'#').add(b'%');
 
@@ -61,8 +63,8 @@ impl Topology {
     }
 
     /// The quorum queue of one platform's jobs.
-    pub fn jobs_queue(&self, platform: &str) -> String {
-        format!("{}.jobs.{platform}", self.prefix)
+    pub fn jobs_queue(&self, platform: Platform) -> String {
+        format!("{}.jobs.{}", self.prefix, platform.label())
     }
 
     /// The topic exchange every state change is published to.
@@ -121,7 +123,7 @@ mod tests {
     fn names_share_the_prefix() {
         let t = Topology::new("t1");
         assert_eq!(t.jobs_exchange(), "t1.jobs");
-        assert_eq!(t.jobs_queue("linux-amd64"), "t1.jobs.linux-amd64");
+        assert_eq!(t.jobs_queue(Platform::LinuxAmd64), "t1.jobs.linux-amd64");
         assert_eq!(t.events_exchange(), "t1.events");
         assert_eq!(t.bot_events_queue(), "t1.bot.events");
         assert_eq!(Topology::default().dead_jobs_queue(), "kiln.dead.jobs");

@@ -1,31 +1,37 @@
-//! `.kiln.yml`, version 0: the pipeline a repository asks Kiln to run.
+//! `.kiln.yml`: the pipeline a repository asks Kiln to run.
 //!
 //! ```yaml
+//! stages: [acceptance, test]          # a stage starts when the one before it passed
 //! steps:
-//!   build:
-//!     image: kiln/busybox
-//!     run: make
-//!   test:
-//!     image: kiln/busybox
-//!     needs: [build]
-//!     env: { RUST_LOG: debug }
-//!     timeout: 10m
-//!     run:
-//!       - make test
-//!       - make lint
+//!   acceptance: { stage: acceptance, image: kiln/busybox, run: ./ci/smoke.sh, timeout: 2m }
+//!   unit:
+//!     stage: test
+//!     image: { linux/amd64: kiln/busybox, linux/arm64: kiln/busybox-arm64 }
+//!     platforms: [linux/amd64, linux/arm64]   # one task per platform × shard
+//!     shards: 2                               # KILN_SHARD (1-based) and KILN_SHARDS
+//!     services: { db: { image: kiln/redis } } # reachable as `db` from the task
+//!     retry: { max: 1, exit_codes: [137] }
+//!     run: [make test]
+//!   windows: { stage: test, platforms: [windows/amd64], runner: shell, run: ci\test.cmd }
+//!   docs: { needs: [acceptance], when: { changes: ["docs/**"] }, image: kiln/busybox, run: make docs }
 //! ```
 //!
 //! The file is untrusted input read from the commit under test. Every way it can be wrong is a
 //! [`SpecError`] carrying the line and column to show the person who wrote it; nothing here
-//! panics on any input.
+//! panics on any input. [`json_schema`] describes the same format for editors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
+use globset::{Glob, GlobBuilder};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use crate::platform::Platform;
+use crate::trigger::TriggerKind;
 
 /// The name of the pipeline file at the root of a repository.
 pub const SPEC_FILE: &str = ".kiln.yml";
@@ -37,64 +43,354 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// How long a step may run when its spec gives no `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// The most shards one step may ask for.
+pub const MAX_SHARDS: u32 = 64;
+
+/// How many times an errored task (Kiln's fault, not the code's) is retried by default.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// The most retries a step may ask for.
+pub const MAX_RETRIES: u32 = 10;
+
 /// A parsed `.kiln.yml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Kiln pipeline (.kiln.yml)")]
 pub struct Spec {
-    /// The steps by name. Names are unique because they are map keys.
+    /// Stage names in order. A step belongs to one (the first when it names none); a stage
+    /// starts when every task of the one before it passed.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub stages: Vec<Spanned<String>>,
+    /// The steps by name: letters, digits, `-` and `_`.
+    #[schemars(with = "BTreeMap<String, Step>")]
     pub steps: BTreeMap<String, Spanned<Step>>,
 }
 
-/// One named step of the pipeline.
-#[derive(Debug, Clone, Deserialize)]
+/// One named step of the pipeline; it becomes one task per platform and shard.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
-    /// The container image the step runs in; it must already exist on the worker.
-    pub image: String,
-    /// The commands, run in order by `sh` in the repository's checkout; the first that fails
-    /// ends the step.
-    pub run: Commands,
-    /// Steps that must pass before this one starts.
+    /// The stage the step belongs to; one of `stages`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub stage: Option<Spanned<String>>,
+    /// The container image (Docker runner): one for every platform, or one per platform.
+    /// It must exist on the worker.
+    #[serde(default)]
+    pub image: Option<Image>,
+    /// The commands, run in order by the shell in the repository's checkout; the first that
+    /// fails ends the task.
+    pub run: Commands,
+    /// Steps whose every task must pass before this step's tasks start.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub needs: Vec<Spanned<String>>,
+    /// The platforms to run on, one task each; `[linux/amd64]` when absent.
+    #[serde(default)]
+    #[schemars(with = "Vec<Platform>")]
+    pub platforms: Vec<Spanned<Platform>>,
+    /// Splits the step into this many tasks per platform; each sees `KILN_SHARD` (1-based)
+    /// and `KILN_SHARDS`.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub shards: u32,
+    /// Sidecar containers on the task's private network, reachable by their names.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
     /// Environment variables set for the commands.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// How long the step may run before it is killed and fails.
+    /// How long a task may run before it is killed and fails, e.g. `90s`, `10m`.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
+    /// When a task that did not pass is run again.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Conditions for the step to be part of a build at all.
+    #[serde(default)]
+    pub when: When,
+    /// Where the commands run.
+    #[serde(default)]
+    pub runner: Runner,
+    /// A failure of this step neither fails the build nor stops what comes after it.
+    #[serde(default)]
+    pub allow_failure: bool,
 }
 
-/// The commands of a step: `run: make` or `run: [make, make test]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commands(pub Vec<String>);
+fn one() -> u32 {
+    1
+}
 
-impl<'de> Deserialize<'de> for Commands {
+/// Where a step's commands run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Runner {
+    /// In a fresh container of the step's image (Linux platforms).
+    #[default]
+    Docker,
+    /// As plain processes on the worker, in a fresh work directory with a clean environment.
+    Shell,
+}
+
+/// A sidecar container.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Its image; it must exist on the worker.
+    pub image: String,
+    /// Overrides the image's command: a list of arguments, or one line split on spaces.
+    #[serde(default)]
+    pub command: Option<Commands>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `image: name` or `image: { linux/amd64: name, linux/arm64: other }`.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(untagged)]
+pub enum Image {
+    /// The same image on every platform.
+    Any(String),
+    /// An image per platform.
+    PerPlatform(BTreeMap<Platform, String>),
+}
+
+impl Image {
+    /// The image to use on `platform`.
+    pub fn on(&self, platform: Platform) -> Option<&str> {
+        match self {
+            Self::Any(name) => Some(name.as_str()),
+            Self::PerPlatform(names) => names.get(&platform).map(String::as_str),
+        }
+        .filter(|name| !name.trim().is_empty())
+    }
+}
+
+impl<'de> Deserialize<'de> for Image {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OneOrMany;
+        struct NameOrMap;
 
-        impl<'de> Visitor<'de> for OneOrMany {
-            type Value = Commands;
+        impl<'de> Visitor<'de> for NameOrMap {
+            type Value = Image;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a command or a list of commands")
+                f.write_str("an image name or a map of platform to image name")
             }
 
-            fn visit_str<E: de::Error>(self, command: &str) -> Result<Commands, E> {
-                Ok(Commands(vec![command.to_owned()]))
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Image, E> {
+                Ok(Image::Any(name.to_owned()))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
-                let mut commands = Vec::new();
-                while let Some(command) = seq.next_element::<String>()? {
-                    commands.push(command);
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image, A::Error> {
+                let mut names = BTreeMap::new();
+                while let Some((platform, name)) = map.next_entry::<Platform, String>()? {
+                    names.insert(platform, name);
                 }
-                Ok(Commands(commands))
+                Ok(Image::PerPlatform(names))
             }
         }
 
-        deserializer.deserialize_any(OneOrMany)
+        deserializer.deserialize_any(NameOrMap)
     }
+}
+
+/// The commands of a step: `run: make` or `run: [make, make test]`.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "OneOrMany")]
+pub struct Commands(pub Vec<String>);
+
+/// A string, or a list of strings.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)] // describes the schema only
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OneOrManyVisitor("a command or a list of commands"))
+    }
+}
+
+struct OneOrManyVisitor(&'static str);
+
+impl<'de> Visitor<'de> for OneOrManyVisitor {
+    type Value = Commands;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, item: &str) -> Result<Commands, E> {
+        Ok(Commands(vec![item.to_owned()]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<String>()? {
+            items.push(item);
+        }
+        Ok(Commands(items))
+    }
+}
+
+/// Patterns: `branch: master` or `branch: [master, "release/*"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "OneOrMany")]
+pub struct Patterns(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Patterns {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Commands(items) =
+            deserializer.deserialize_any(OneOrManyVisitor("a pattern or a list of patterns"))?;
+        Ok(Self(items))
+    }
+}
+
+/// When a task that did not pass is run again: `retry: 1` or
+/// `retry: { max: 1, exit_codes: [137] }`. Errored tasks (Kiln could not run them) are
+/// always retried, [`DEFAULT_RETRIES`] times unless `max` says otherwise; failed ones only
+/// when their exit code is listed. A timed-out task is not retried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, JsonSchema)]
+#[schemars(with = "RetrySchema")]
+pub struct Retry {
+    pub max: u32,
+    pub exit_codes: Vec<i64>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max: DEFAULT_RETRIES,
+            exit_codes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RetryFields {
+    /// How many times a task may be run again.
+    #[serde(default = "default_retries")]
+    max: u32,
+    /// Exit codes of failed tasks that are worth another run (flaky, killed).
+    #[serde(default)]
+    exit_codes: Vec<i64>,
+}
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes the schema only
+enum RetrySchema {
+    Max(u32),
+    Fields(RetryFields),
+}
+
+impl<'de> Deserialize<'de> for Retry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountOrFields;
+
+        impl<'de> Visitor<'de> for CountOrFields {
+            type Value = Retry;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of retries or `{ max, exit_codes }`")
+            }
+
+            fn visit_u64<E: de::Error>(self, max: u64) -> Result<Retry, E> {
+                let max = u32::try_from(max).map_err(|_| E::custom("too many retries"))?;
+                Ok(Retry {
+                    max,
+                    exit_codes: Vec::new(),
+                })
+            }
+
+            fn visit_i64<E: de::Error>(self, max: i64) -> Result<Retry, E> {
+                let max =
+                    u64::try_from(max).map_err(|_| E::custom("retries cannot be negative"))?;
+                self.visit_u64(max)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Retry, A::Error> {
+                let fields = RetryFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Retry {
+                    max: fields.max,
+                    exit_codes: fields.exit_codes,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(CountOrFields)
+    }
+}
+
+/// Conditions for a step to be part of a build. All given conditions must hold; a step left
+/// out takes every step that needs it along.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Branch name patterns (`*` matches anything, `/` included).
+    #[serde(default)]
+    pub branch: Option<Patterns>,
+    /// What started the build.
+    #[serde(default)]
+    pub event: Option<Vec<TriggerKind>>,
+    /// Path patterns (`*` within a directory, `**` across them): the step runs if the push
+    /// changed a matching file, or if the forge did not say which files changed.
+    #[serde(default)]
+    pub changes: Option<Patterns>,
+}
+
+/// What a build is about, for [`When`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger<'a> {
+    pub branch: &'a str,
+    pub kind: TriggerKind,
+    /// The files the push changed, if the forge said.
+    pub changed_paths: Option<&'a [String]>,
+}
+
+impl When {
+    /// Whether a step with these conditions is part of a build of `trigger`. The patterns
+    /// were checked by [`Spec::parse`]; one that does not compile matches nothing.
+    pub fn holds(&self, trigger: &Trigger) -> bool {
+        let branch = self.branch.as_ref().is_none_or(|patterns| {
+            patterns
+                .0
+                .iter()
+                .any(|p| branch_glob(p).is_ok_and(|g| g.compile_matcher().is_match(trigger.branch)))
+        });
+        let event = self
+            .event
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&trigger.kind));
+        let changes = match (&self.changes, trigger.changed_paths) {
+            (Some(patterns), Some(paths)) => patterns.0.iter().any(|p| {
+                path_glob(p).is_ok_and(|g| {
+                    let matcher = g.compile_matcher();
+                    paths.iter().any(|path| matcher.is_match(path))
+                })
+            }),
+            _ => true,
+        };
+        branch && event && changes
+    }
+}
+
+fn branch_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    Glob::new(pattern)
+}
+
+fn path_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(true).build()
 }
 
 /// Why a `.kiln.yml` cannot be used, and where.
@@ -110,13 +406,30 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub(crate) fn at(location: serde_saphyr::Location, message: impl Into<String>) -> Self {
+    pub(crate) fn at(location: Location, message: impl Into<String>) -> Self {
         Self {
             line: location.line(),
             column: location.column(),
             message: message.into(),
         }
     }
+}
+
+/// The JSON Schema of `.kiln.yml`, for editors; `schema/kiln.schema.json` is this, checked in.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Spec);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Letters, digits, `-` and `_`: safe in Redis keys, container names and URLs.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 impl Spec {
@@ -132,7 +445,9 @@ impl Spec {
                 ),
             });
         }
-        let spec: Spec = serde_saphyr::from_str(text).map_err(|e| {
+        // YAML 1.2 booleans only: `run: n` is a command, not `false` (YAML 1.1's "Norway").
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let spec: Spec = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             SpecError {
                 line,
@@ -144,6 +459,14 @@ impl Spec {
         Ok(spec)
     }
 
+    /// The position of a step's stage in `stages`; 0 when there are none.
+    pub fn stage_of(&self, step: &Step) -> usize {
+        step.stage
+            .as_ref()
+            .and_then(|s| self.stages.iter().position(|t| t.value == s.value))
+            .unwrap_or(0)
+    }
+
     fn validate(&self) -> Result<(), SpecError> {
         if self.steps.is_empty() {
             return Err(SpecError {
@@ -152,31 +475,189 @@ impl Spec {
                 message: "`steps` is empty: there is nothing to run".into(),
             });
         }
+        let mut stages = BTreeSet::new();
+        for stage in &self.stages {
+            if !is_name(&stage.value) {
+                return Err(SpecError::at(
+                    stage.referenced,
+                    format!(
+                        "stage name `{}` may only use letters, digits, `-` and `_`",
+                        stage.value
+                    ),
+                ));
+            }
+            if !stages.insert(stage.value.as_str()) {
+                return Err(SpecError::at(
+                    stage.referenced,
+                    format!("stage `{}` is listed twice", stage.value),
+                ));
+            }
+        }
         for (name, step) in &self.steps {
-            let valid_name = !name.is_empty()
-                && name
+            self.validate_step(name, step)?;
+        }
+        Ok(())
+    }
+
+    fn validate_step(&self, name: &str, spanned: &Spanned<Step>) -> Result<(), SpecError> {
+        let step = &spanned.value;
+        let here = |message: String| Err(SpecError::at(spanned.referenced, message));
+        if !is_name(name) {
+            return here(format!(
+                "step name `{name}` may only use letters, digits, `-` and `_`"
+            ));
+        }
+        if step.run.0.is_empty() {
+            return here(format!("step `{name}` has an empty `run`"));
+        }
+        if let Some(stage) = &step.stage
+            && !self.stages.iter().any(|s| s.value == stage.value)
+        {
+            let message = if self.stages.is_empty() {
+                format!(
+                    "step `{name}` is in stage `{}`, but the file lists no `stages`",
+                    stage.value
+                )
+            } else {
+                format!(
+                    "step `{name}` is in stage `{}`, which is not one of `stages`",
+                    stage.value
+                )
+            };
+            return Err(SpecError::at(stage.referenced, message));
+        }
+        for need in &step.needs {
+            let Some(needed) = self.steps.get(&need.value) else {
+                return Err(SpecError::at(
+                    need.referenced,
+                    format!("step `{name}` needs `{}`, which is not a step", need.value),
+                ));
+            };
+            if need.value == name {
+                return Err(SpecError::at(
+                    need.referenced,
+                    format!("step `{name}` needs itself"),
+                ));
+            }
+            if self.stage_of(&needed.value) > self.stage_of(step) {
+                return Err(SpecError::at(
+                    need.referenced,
+                    format!(
+                        "step `{name}` needs `{}`, which is in a later stage",
+                        need.value
+                    ),
+                ));
+            }
+        }
+        let mut platforms = BTreeSet::new();
+        for platform in &step.platforms {
+            if !platforms.insert(platform.value) {
+                return Err(SpecError::at(
+                    platform.referenced,
+                    format!("step `{name}` lists {} twice", platform.value),
+                ));
+            }
+            if step.runner == Runner::Docker && !platform.value.has_containers() {
+                return Err(SpecError::at(
+                    platform.referenced,
+                    format!(
+                        "step `{name}` runs in Docker, which has Linux containers only; \
+                         use `runner: shell` to run on {}",
+                        platform.value
+                    ),
+                ));
+            }
+        }
+        match (step.runner, &step.image) {
+            (Runner::Docker, None) => {
+                return here(format!("step `{name}` runs in Docker and needs an `image`"));
+            }
+            (Runner::Docker, Some(image)) => {
+                if let Some(platform) = self.platforms(step).find(|p| image.on(*p).is_none()) {
+                    return here(format!("step `{name}` has no `image` for {platform}"));
+                }
+            }
+            (Runner::Shell, Some(_)) => {
+                return here(format!(
+                    "step `{name}` runs in the shell, where `image` means nothing; remove it"
+                ));
+            }
+            (Runner::Shell, None) => {}
+        }
+        if step.runner == Runner::Shell && !step.services.is_empty() {
+            return here(format!(
+                "step `{name}` runs in the shell; `services` need the Docker runner"
+            ));
+        }
+        if !(1..=MAX_SHARDS).contains(&step.shards) {
+            return here(format!(
+                "step `{name}` asks for {} shards; it may have 1 to {MAX_SHARDS}",
+                step.shards
+            ));
+        }
+        if step.retry.max > MAX_RETRIES {
+            return here(format!(
+                "step `{name}` asks for {} retries; the most is {MAX_RETRIES}",
+                step.retry.max
+            ));
+        }
+        for (service, spec) in &step.services {
+            let dns_label = !service.is_empty()
+                && service.len() <= 63
+                && service
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-            if !valid_name {
-                return Err(SpecError::at(
-                    step.referenced,
-                    format!("step name `{name}` may only use letters, digits, `-` and `_`"),
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !service.starts_with('-');
+            if !dns_label {
+                return here(format!(
+                    "service name `{service}` of step `{name}` must be a host name: \
+                     lowercase letters, digits and `-`"
                 ));
             }
-            if step.value.run.0.is_empty() {
-                return Err(SpecError::at(
-                    step.referenced,
-                    format!("step `{name}` has an empty `run`"),
+            if spec.image.trim().is_empty() {
+                return here(format!(
+                    "service `{service}` of step `{name}` has no `image`"
                 ));
             }
-            if step.value.image.trim().is_empty() {
-                return Err(SpecError::at(
-                    step.referenced,
-                    format!("step `{name}` has an empty `image`"),
+        }
+        for variable in step.env.keys() {
+            if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                return here(format!(
+                    "step `{name}` sets `{variable}`, which is not a variable name"
+                ));
+            }
+            if variable.starts_with("KILN_") {
+                return here(format!(
+                    "step `{name}` sets `{variable}`; names starting with KILN_ are Kiln's"
+                ));
+            }
+        }
+        let patterns = step
+            .when
+            .branch
+            .iter()
+            .flat_map(|p| p.0.iter().map(|p| (p, branch_glob(p))))
+            .chain(
+                step.when
+                    .changes
+                    .iter()
+                    .flat_map(|p| p.0.iter().map(|p| (p, path_glob(p)))),
+            );
+        for (pattern, compiled) in patterns {
+            if let Err(error) = compiled {
+                return here(format!(
+                    "step `{name}` has a bad pattern `{pattern}` in `when`: {}",
+                    error.kind()
                 ));
             }
         }
         Ok(())
+    }
+
+    /// The platforms a step runs on.
+    pub fn platforms<'a>(&self, step: &'a Step) -> impl Iterator<Item = Platform> + 'a {
+        let default = step.platforms.is_empty().then_some(Platform::default());
+        step.platforms.iter().map(|p| p.value).chain(default)
     }
 }
 
@@ -204,6 +685,7 @@ fn first_line(rendered: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
     fn error(text: &str) -> SpecError {
         Spec::parse(text).expect_err("the spec should be refused")
@@ -275,6 +757,13 @@ mod tests {
         );
         check("steps:\n  a:\n    run: make\n", 3, 5, "image");
         check("steps: {}\n", 1, 1, "empty");
+        // YAML 1.1's `yes` is not a boolean here, and `n` is a plain word.
+        check(
+            "steps:\n  a:\n    image: x\n    run: n\n    allow_failure: yes\n",
+            5,
+            20,
+            "boolean",
+        );
         check("steps:\n  a b:\n    image: x\n    run: make\n", 3, 5, "a b");
         check(
             "steps:\n  a:\n    image: x\n    run: []\n",
@@ -282,6 +771,291 @@ mod tests {
             5,
             "empty `run`",
         );
+    }
+
+    #[test]
+    fn parses_the_whole_format() {
+        let spec = Spec::parse(
+            "stages: [acceptance, test]
+steps:
+  smoke: { stage: acceptance, image: i, run: s }
+  unit:
+    stage: test
+    image: { linux/amd64: i, linux/arm64: i-arm }
+    platforms: [linux/amd64, linux/arm64]
+    shards: 2
+    services: { db: { image: redis, command: [redis-server, --port, '7000'] } }
+    retry: { max: 1, exit_codes: [137] }
+    when: { branch: [master, 'release/*'], event: [push, command], changes: 'src/**' }
+    allow_failure: true
+    run: make test
+  win: { stage: test, platforms: [windows/amd64], runner: shell, retry: 0, run: 'ci\\test.cmd' }
+",
+        )
+        .expect("valid spec");
+        let unit = &spec.steps["unit"].value;
+        assert_eq!(spec.stage_of(unit), 1);
+        assert_eq!(spec.stage_of(&spec.steps["smoke"].value), 0);
+        assert_eq!(
+            unit.image.as_ref().and_then(|i| i.on(Platform::LinuxArm64)),
+            Some("i-arm")
+        );
+        assert_eq!(unit.shards, 2);
+        assert_eq!(
+            unit.services["db"].command,
+            Some(Commands(vec![
+                "redis-server".into(),
+                "--port".into(),
+                "7000".into()
+            ]))
+        );
+        assert_eq!(
+            unit.retry,
+            Retry {
+                max: 1,
+                exit_codes: vec![137]
+            }
+        );
+        assert!(unit.allow_failure);
+        let win = &spec.steps["win"].value;
+        assert_eq!(win.runner, Runner::Shell);
+        assert_eq!(win.retry.max, 0);
+        assert_eq!(spec.steps["smoke"].value.retry, Retry::default());
+        assert_eq!(
+            spec.platforms(win).collect::<Vec<_>>(),
+            [Platform::WindowsAmd64]
+        );
+        assert_eq!(
+            spec.platforms(&spec.steps["smoke"].value)
+                .collect::<Vec<_>>(),
+            [Platform::LinuxAmd64]
+        );
+    }
+
+    #[test]
+    fn when_decides_by_branch_event_and_changed_paths() {
+        let spec = Spec::parse(
+            "steps:\n  s:\n    image: i\n    run: x\n    when: { branch: [master, 'release/*'], event: [push], changes: ['src/**', '*.toml'] }\n",
+        )
+        .expect("valid spec");
+        let when = &spec.steps["s"].value.when;
+        let changed = |paths: &[&str]| paths.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        let cases: &[(&str, TriggerKind, Option<Vec<String>>, bool)] = &[
+            ("master", TriggerKind::Push, None, true),
+            ("release/1.2", TriggerKind::Push, None, true),
+            ("feature", TriggerKind::Push, None, false),
+            ("master", TriggerKind::Command, None, false),
+            (
+                "master",
+                TriggerKind::Push,
+                Some(changed(&["src/a/b.rs"])),
+                true,
+            ),
+            (
+                "master",
+                TriggerKind::Push,
+                Some(changed(&["Cargo.toml"])),
+                true,
+            ),
+            (
+                "master",
+                TriggerKind::Push,
+                Some(changed(&["docs/Cargo.toml", "README.md"])),
+                false,
+            ),
+            ("master", TriggerKind::Push, Some(Vec::new()), false),
+        ];
+        for (branch, kind, paths, expect) in cases {
+            let trigger = Trigger {
+                branch,
+                kind: *kind,
+                changed_paths: paths.as_deref(),
+            };
+            assert_eq!(when.holds(&trigger), *expect, "{trigger:?}");
+        }
+        assert!(When::default().holds(&Trigger {
+            branch: "x",
+            kind: TriggerKind::Tag,
+            changed_paths: Some(&[])
+        }));
+    }
+
+    #[test]
+    fn refuses_impossible_steps_with_a_place() {
+        let check = |text: &str, line: u64, column: u64, needle: &str| {
+            let e = error(text);
+            assert_eq!((e.line, e.column), (line, column), "{e}");
+            assert!(
+                e.message.contains(needle),
+                "`{}` should mention `{needle}`",
+                e.message
+            );
+        };
+        let table: &[(&str, u64, u64, &str)] = &[
+            (
+                "steps:\n  a: { image: i, run: x, platforms: [linux/riscv] }\n",
+                2,
+                38,
+                "unknown platform `linux/riscv`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, platforms: [windows/amd64] }\n",
+                2,
+                38,
+                "use `runner: shell`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, platforms: [linux/amd64, linux/amd64] }\n",
+                2,
+                51,
+                "twice",
+            ),
+            (
+                "steps:\n  a: { image: { linux/amd64: i }, run: x, platforms: [linux/arm64] }\n",
+                2,
+                6,
+                "no `image` for linux/arm64",
+            ),
+            (
+                "steps:\n  a: { runner: shell, image: i, run: x }\n",
+                2,
+                6,
+                "remove it",
+            ),
+            (
+                "steps:\n  a: { runner: shell, run: x, services: { db: { image: r } } }\n",
+                2,
+                6,
+                "Docker runner",
+            ),
+            (
+                "steps:\n  a: { runner: podman, run: x }\n",
+                2,
+                16,
+                "unknown variant `podman`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, shards: 0 }\n",
+                2,
+                6,
+                "1 to 64",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, shards: 65 }\n",
+                2,
+                6,
+                "1 to 64",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, retry: 11 }\n",
+                2,
+                6,
+                "the most is 10",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, retry: { times: 1 } }\n",
+                2,
+                35,
+                "unknown field `times`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, services: { Db_1: { image: r } } }\n",
+                2,
+                6,
+                "host name",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, env: { KILN_TASK: x } }\n",
+                2,
+                6,
+                "Kiln's",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, when: { branch: 'a[' } }\n",
+                2,
+                6,
+                "bad pattern `a[`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, when: { event: [pull] } }\n",
+                2,
+                42,
+                "unknown variant `pull`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, stage: test }\n",
+                2,
+                33,
+                "lists no `stages`",
+            ),
+            (
+                "stages: [build]\nsteps:\n  a: { image: i, run: x, stage: test }\n",
+                3,
+                33,
+                "not one of `stages`",
+            ),
+            (
+                "stages: [build, build]\nsteps:\n  a: { image: i, run: x }\n",
+                1,
+                17,
+                "listed twice",
+            ),
+            (
+                "stages: [a, b]\nsteps:\n  x: { image: i, run: x, stage: a, needs: [y] }\n  y: { image: i, run: x, stage: b }\n",
+                3,
+                44,
+                "later stage",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, needs: [nope] }\n",
+                2,
+                34,
+                "needs `nope`, which is not a step",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, needs: [a] }\n",
+                2,
+                34,
+                "needs itself",
+            ),
+        ];
+        for (text, line, column, needle) in table {
+            check(text, *line, *column, needle);
+        }
+    }
+
+    #[test]
+    fn the_checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/kiln.schema.json");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        if checked_in != json_schema() {
+            if std::env::var_os("KILN_UPDATE_SCHEMA").is_some() {
+                std::fs::write(path, json_schema()).expect("write the schema");
+            } else {
+                panic!(
+                    "schema/kiln.schema.json is out of date: run `KILN_UPDATE_SCHEMA=1 cargo test -p kiln-shared`"
+                );
+            }
+        }
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).expect("json");
+        let step = &schema["$defs"]["Step"]["properties"];
+        for field in [
+            "stage",
+            "image",
+            "run",
+            "needs",
+            "platforms",
+            "shards",
+            "services",
+            "env",
+            "timeout",
+            "retry",
+            "when",
+            "runner",
+            "allow_failure",
+        ] {
+            assert!(step.get(field).is_some(), "the schema has no `{field}`");
+        }
     }
 
     #[test]

@@ -29,4 +29,32 @@ pub struct Push {
     pub author: String,
     /// The head commit's subject line.
     pub subject: String,
+    /// Every file the pushed commits added, changed or removed; `None` when the forge's list
+    /// may be incomplete (a new or force-pushed branch, a long push).
+    pub changed_paths: Option<Vec<String>>,
+}
+
+/// What started a build, as `.kiln.yml`'s `when: { event: [...] }` names it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// Commits pushed to a branch.
+    #[default]
+    Push,
+    /// A tag pushed.
+    Tag,
+    /// A merge or pull request opened or updated.
+    MergeRequest,
+    /// Someone asked in chat or the web console.
+    Command,
 }

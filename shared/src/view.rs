@@ -46,6 +46,8 @@ pub struct TaskLine {
     pub name: String,
     pub status: String,
     pub exit_code: Option<i64>,
+    /// The task may fail without failing the build.
+    pub allow_failure: bool,
 }
 
 impl BuildFinishedMessage {
@@ -73,6 +75,7 @@ impl BuildFinishedMessage {
                     name: t.name.clone(),
                     status: t.status.as_str().to_owned(),
                     exit_code: t.exit_code.filter(|code| *code != 0),
+                    allow_failure: t.allow_failure,
                 })
                 .collect(),
             error: event.error.clone(),

@@ -10,7 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
+use crate::plan::PlannedService;
+use crate::platform::Platform;
 use crate::routing::event_key;
+use crate::spec::Runner;
+use crate::trigger::TriggerKind;
 
 /// The version of the wire format this crate reads and writes.
 pub const WIRE_VERSION: u64 = 1;
@@ -36,6 +40,12 @@ pub struct BuildRequested {
     pub author: String,
     /// The commit's subject line.
     pub subject: String,
+    /// What started the build.
+    #[serde(default)]
+    pub kind: TriggerKind,
+    /// The files the build's commits changed, when the forge said (for `when: changes`).
+    #[serde(default)]
+    pub changed_paths: Option<Vec<String>>,
 }
 
 /// One task for a worker: published to the jobs exchange with its platform as key.
@@ -46,18 +56,40 @@ pub struct JobRequested {
     pub task: String,
     /// Counts from 1; a retried task gets a new attempt.
     pub attempt: u32,
-    pub platform: String,
-    pub image: String,
+    pub platform: Platform,
+    #[serde(default)]
+    pub runner: Runner,
+    /// The container image (Docker runner).
+    #[serde(default)]
+    pub image: Option<String>,
     pub commands: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub timeout_secs: u64,
+    /// Sidecars to start on the task's private network.
+    #[serde(default)]
+    pub services: Vec<PlannedService>,
 }
 
 impl JobRequested {
     /// `build/task/attempt`: the AMQP message id, the same for every copy of this job.
     pub fn message_id(&self) -> String {
         format!("{}/{}/{}", self.build.id, self.task, self.attempt)
+    }
+
+    /// Every variable the task's commands see: the step's own, then Kiln's.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend([
+            ("CI".to_owned(), "true".to_owned()),
+            ("KILN_BUILD_ID".to_owned(), self.build.id.to_string()),
+            ("KILN_REPO".to_owned(), self.build.repo.clone()),
+            ("KILN_BRANCH".to_owned(), self.build.branch.clone()),
+            ("KILN_COMMIT".to_owned(), self.build.commit.clone()),
+            ("KILN_TASK".to_owned(), self.task.clone()),
+            ("KILN_ATTEMPT".to_owned(), self.attempt.to_string()),
+        ]);
+        env
     }
 }
 
@@ -87,6 +119,21 @@ pub struct TaskSummary {
     pub status: TaskStatus,
     #[serde(default)]
     pub exit_code: Option<i64>,
+    /// The task may fail without failing the build.
+    #[serde(default)]
+    pub allow_failure: bool,
+}
+
+impl TaskSummary {
+    /// The status the build's status is decided from: a task allowed to fail counts as
+    /// passed whatever it did.
+    pub fn counted_status(&self) -> TaskStatus {
+        if self.allow_failure && matches!(self.status, TaskStatus::Failed | TaskStatus::Errored) {
+            TaskStatus::Passed
+        } else {
+            self.status
+        }
+    }
 }
 
 /// A build reached its final status.

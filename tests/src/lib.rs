@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
+use kiln_shared::platform::Platform;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +85,7 @@ impl Kiln {
             redis_url: services.redis_url.clone(),
             prefix: prefix.clone(),
             state_dir: state.path().join("bot"),
-            platforms: vec!["linux-amd64".into()],
+            platforms: Platform::ALL.to_vec(),
         };
         let app = kiln_bot::connect(config, &connections)
             .await
@@ -99,7 +100,7 @@ impl Kiln {
             amqp_url: services.amqp_url.clone(),
             redis_url: services.redis_url.clone(),
             prefix: prefix.clone(),
-            platform: "linux-amd64".into(),
+            platform: Platform::LinuxAmd64,
             slots: 2,
             name: format!("{prefix}-worker"),
             state_dir: state.path().join("worker"),

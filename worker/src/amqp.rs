@@ -3,6 +3,7 @@
 //! The worker connects out to the broker (no inbound port), so it runs behind NAT on a
 //! remote host. It declares what it uses, so it can start before the bot ever has.
 
+use kiln_shared::platform::Platform;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
 use kiln_shared::wire::{self, Event};
 use lapin::options::{
@@ -54,7 +55,7 @@ impl Broker {
     pub async fn connect(
         url: &str,
         topology: Topology,
-        platform: &str,
+        platform: Platform,
         slots: u16,
         name: &str,
     ) -> lapin::Result<(Self, Consumer)> {
@@ -107,7 +108,7 @@ impl Broker {
             .queue_bind(
                 queue.as_str().into(),
                 t.jobs_exchange().into(),
-                platform.into(),
+                platform.label().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -10,8 +10,10 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::Worker;
-use crate::store::Claim;
+use kiln_shared::spec::Runner;
+
+use crate::store::{Claim, RedisLog};
+use crate::{Worker, shell};
 
 /// How long to wait before handing back a job that failed for a passing reason (Redis or
 /// RabbitMQ unreachable), so a persistent fault does not spin.
@@ -95,18 +97,31 @@ async fn run_job(
         .await?;
     worker.store.clear_log(job).await?;
 
+    let workdir = format!(
+        "{}-{}-{}-{}",
+        worker.prefix, job.build.id, job.task, job.attempt
+    );
     let run = async {
-        let name = worker.docker.container_name(job);
         match worker
             .checkouts
-            .checkout(&job.clone_url, &job.build.commit, &name)
+            .checkout(&job.clone_url, &job.build.commit, &workdir)
             .await
         {
             Err(error) => TaskOutcome::Errored {
                 reason: format!("cannot check out {}: {error}", job.build.commit),
             },
             Ok(dir) => {
-                let outcome = worker.docker.run(job, &dir, &worker.store).await;
+                let log = RedisLog {
+                    store: &worker.store,
+                    job,
+                };
+                let outcome = match (job.runner, &worker.docker) {
+                    (Runner::Shell, _) => shell::run(job, &dir, &log).await,
+                    (Runner::Docker, Some(docker)) => docker.run(job, &dir, &log).await,
+                    (Runner::Docker, None) => TaskOutcome::Errored {
+                        reason: format!("worker {} has no Docker engine", worker.name),
+                    },
+                };
                 worker.checkouts.remove(&dir).await;
                 outcome
             }
@@ -115,8 +130,10 @@ async fn run_job(
     let outcome = tokio::select! {
         outcome = run => outcome,
         () = shutdown.cancelled() => {
-            // Dropping the run drops its container handle; remove the container itself.
-            worker.docker.remove_for(job).await;
+            // Dropping the run kills a shell task's processes; containers are removed here.
+            if let Some(docker) = &worker.docker {
+                docker.remove_for(job).await;
+            }
             return Ok(Done::Interrupted);
         }
     };

@@ -12,6 +12,8 @@ pub mod checkout;
 pub mod docker;
 pub mod job;
 pub mod lines;
+pub mod local;
+pub mod shell;
 pub mod store;
 
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use kiln_shared::keys::Keys;
+use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,8 +34,8 @@ pub struct Settings {
     pub redis_url: String,
     /// Prefix of every queue, exchange, Redis key and container name (`kiln` in production).
     pub prefix: String,
-    /// The platform label whose jobs this worker takes, e.g. `linux-amd64`.
-    pub platform: String,
+    /// The platform whose jobs this worker takes.
+    pub platform: Platform,
     /// How many tasks run at once.
     pub slots: u16,
     /// The worker's name in task records and events.
@@ -49,7 +52,8 @@ pub struct Worker {
     pub store: store::Store,
     pub broker: amqp::Broker,
     pub checkouts: checkout::Checkouts,
-    pub docker: docker::DockerRunner,
+    /// The Docker engine; a worker for a platform without containers may have none.
+    pub docker: Option<docker::DockerRunner>,
 }
 
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
@@ -60,13 +64,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .get_connection_manager()
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
-    let docker = docker::DockerRunner::connect(&settings.prefix)
-        .await
-        .context("cannot connect to Docker")?;
+    let docker = match docker::DockerRunner::connect(&settings.prefix).await {
+        Ok(docker) => Some(docker),
+        Err(error) if !settings.platform.has_containers() => {
+            tracing::info!(%error, "no Docker engine: this worker runs shell tasks only");
+            None
+        }
+        Err(error) => return Err(error).context("cannot connect to Docker"),
+    };
     let (broker, mut consumer) = amqp::Broker::connect(
         &settings.amqp_url,
         Topology::new(&settings.prefix),
-        &settings.platform,
+        settings.platform,
         settings.slots,
         &settings.name,
     )

@@ -1,6 +1,4 @@
-//! Output arrives in frames that are not lines; this turns frames into lines.
-
-use crate::store::{Fd, LogLine};
+//! A task's output: lines, where they go, and how frames that are not lines become lines.
 
 /// The longest line kept whole, in bytes; a longer one is cut into pieces this long, so one
 /// runaway line cannot grow a buffer without bound.
@@ -40,6 +38,35 @@ impl LineSplitter {
             }
         }
     }
+}
+
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fd {
+    Out,
+    Err,
+}
+
+impl Fd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::Err => "err",
+        }
+    }
+}
+
+/// One line of a task's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub fd: Fd,
+    pub text: String,
+}
+
+/// Where a running task's lines go: Redis on a worker, the terminal for `kiln-worker run`.
+pub trait LogSink: Sync {
+    /// Takes a batch of lines, in order. Never fails: losing log lines must not fail a task.
+    fn write(&self, lines: &[LogLine]) -> impl Future<Output = ()> + Send;
 }
 
 fn take_line(fd: Fd, buffer: &mut Vec<u8>) -> LogLine {

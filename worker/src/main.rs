@@ -3,12 +3,41 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use kiln_shared::build::BuildStatus;
+use kiln_shared::platform::Platform;
 use tokio_util::sync::CancellationToken;
 
-/// Takes jobs for one platform from RabbitMQ and runs them in Docker.
+/// Kiln's worker: takes jobs for one platform from RabbitMQ and runs them in Docker or the
+/// shell; `kiln-worker run` runs a repository's pipeline right here, with no server.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Plans and runs the pipeline of the repository here (its `.kiln.yml`) on this machine:
+    /// in Docker if an engine answers, in the shell otherwise. Exits 1 if it fails.
+    Run {
+        /// A directory inside the repository.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// How many tasks run at once; default: the number of CPUs.
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Run every task in the shell, even if Docker answers.
+        #[arg(long)]
+        shell: bool,
+    },
+}
+
+/// Serving jobs from RabbitMQ (the default).
+#[derive(Debug, clap::Args)]
+struct Serve {
     /// RabbitMQ.
     #[arg(
         long,
@@ -27,8 +56,8 @@ struct Args {
     #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
     prefix: String,
     /// The platform whose jobs this worker takes.
-    #[arg(long, env = "KILN_PLATFORM", default_value = "linux-amd64")]
-    platform: String,
+    #[arg(long, env = "KILN_PLATFORM", default_value = "linux/amd64")]
+    platform: Platform,
     /// How many tasks run at once.
     #[arg(long, env = "KILN_SLOTS", default_value_t = 2)]
     slots: u16,
@@ -48,6 +77,22 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Subcommand::Run { dir, slots, shell }) = args.command {
+        let options = kiln_worker::local::Options {
+            dir,
+            slots: slots.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            }),
+            shell_only: shell,
+        };
+        let report = kiln_worker::local::run(&options).await?;
+        std::process::exit(if report.status == BuildStatus::Passed {
+            0
+        } else {
+            1
+        });
+    }
+    let args = args.serve;
     let name = args.name.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
         format!("{}-{}", host.trim(), std::process::id())

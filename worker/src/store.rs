@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 use kiln_shared::build::{TaskOutcome, TaskStatus};
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::wire::JobRequested;
+
+use crate::lines::{LogLine, LogSink};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 
@@ -53,16 +55,22 @@ impl Store {
         Self { conn, keys }
     }
 
+    /// Moves the task of `job` to `to` if it is in one of `from` and still at the job's
+    /// attempt (a retry supersedes older attempts), setting `fields` with it.
     async fn transition(
         &self,
-        key: String,
+        job: &JobRequested,
         to: TaskStatus,
         from: &[TaskStatus],
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let mut invocation = TRANSITION.key(key);
-        invocation.arg(to.as_str()).arg(from.join(","));
+        let mut invocation = TRANSITION.key(self.keys.task(job.build.id, &job.task));
+        invocation
+            .arg(to.as_str())
+            .arg(from.join(","))
+            .arg("attempt")
+            .arg(job.attempt);
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
         }
@@ -86,11 +94,10 @@ impl Store {
         };
         let fields = [
             ("worker", worker.to_owned()),
-            ("attempt", job.attempt.to_string()),
             ("started_ms", milliseconds()),
         ];
         if self
-            .transition(key.clone(), TaskStatus::Running, from, &fields)
+            .transition(job, TaskStatus::Running, from, &fields)
             .await?
         {
             return Ok(Claim::Taken);
@@ -121,8 +128,7 @@ impl Store {
         if let Some(code) = outcome.exit_code() {
             fields.push(("exit_code", code.to_string()));
         }
-        let key = self.keys.task(job.build.id, &job.task);
-        self.transition(key, outcome.status(), &[TaskStatus::Running], &fields)
+        self.transition(job, outcome.status(), &[TaskStatus::Running], &fields)
             .await
     }
 
@@ -156,25 +162,18 @@ impl Store {
     }
 }
 
-/// Which output a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fd {
-    Out,
-    Err,
+/// Where a job's lines go on a worker: its task's stream in Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisLog<'a> {
+    pub store: &'a Store,
+    pub job: &'a JobRequested,
 }
 
-impl Fd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Out => "out",
-            Self::Err => "err",
+impl LogSink for RedisLog<'_> {
+    async fn write(&self, lines: &[LogLine]) {
+        // A lost log line must not fail the build; Redis being down shows up elsewhere.
+        if let Err(error) = self.store.append_log(self.job, lines).await {
+            tracing::warn!(%error, dropped = lines.len(), "cannot write log lines");
         }
     }
-}
-
-/// One line of a task's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub fd: Fd,
-    pub text: String,
 }

@@ -35,14 +35,29 @@ struct PushPayload {
     after: String,
     #[serde(default)]
     deleted: bool,
+    #[serde(default)]
+    created: bool,
+    #[serde(default)]
+    forced: bool,
     repository: Repository,
     head_commit: Option<Commit>,
+    #[serde(default)]
+    commits: Vec<Commit>,
 }
+
+/// GitHub lists at most this many commits in a push payload.
+const MAX_LISTED_COMMITS: usize = 20;
 
 #[derive(Debug, Deserialize)]
 struct Commit {
     message: String,
     author: Person,
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +111,17 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     if push.deleted || push.after == NULL_COMMIT {
         return ignored(format!("branch `{branch}` was deleted"));
     }
+    let complete = !push.created && !push.forced && push.commits.len() < MAX_LISTED_COMMITS;
+    let changed_paths = complete.then(|| {
+        let mut paths: Vec<String> = push
+            .commits
+            .into_iter()
+            .flat_map(|c| c.added.into_iter().chain(c.modified).chain(c.removed))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    });
     let (author, subject) = push.head_commit.map_or_else(Default::default, |c| {
         let author = c.author.username.unwrap_or(c.author.name);
         let subject = c.message.lines().next().unwrap_or_default().to_owned();
@@ -108,6 +134,7 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
         clone_url: push.repository.clone_url,
         author,
         subject,
+        changed_paths,
     }))
 }
 
@@ -133,6 +160,7 @@ mod tests {
                 clone_url: "https://github.com/baxterthehacker/public-repo.git".into(),
                 author: "baxterthehacker".into(),
                 subject: "Update README.md".into(),
+                changed_paths: Some(vec!["README.md".into()]),
             })
         );
         assert_eq!(

@@ -74,11 +74,19 @@ mod tests {
                     name: "build".into(),
                     status: TaskStatus::Passed,
                     exit_code: Some(0),
+                    allow_failure: false,
+                },
+                TaskSummary {
+                    name: "lint".into(),
+                    status: TaskStatus::Failed,
+                    exit_code: Some(1),
+                    allow_failure: true,
                 },
                 TaskSummary {
                     name: "test".into(),
                     status: TaskStatus::Failed,
                     exit_code: Some(3),
+                    allow_failure: false,
                 },
             ],
             error: error.map(Into::into),
@@ -98,6 +106,7 @@ mod tests {
     ❌ **acme/api** on master: build #42 **failed**
     0d1a26e67d Fix the parser (by octocat)
     • build: passed
+    • lint: failed (exit code 1), allowed to fail
     • test: failed (exit code 3)
     http://kiln.test/builds/42
     ");
@@ -115,6 +124,7 @@ mod tests {
     ✅ **acme/api** on feat/@{ZWSP}here\_\[x\]\(http\://evil\): build #42 **passed**
     0d1a26e67d @{ZWSP}everyone \*\*bold\*\* \`code\` \<script\>alert\(1\)\</script\> xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
     • build: passed
+    • lint: failed (exit code 1), allowed to fail
     • test: failed (exit code 3)
     line 1\: \> quote
     http://kiln.test/builds/42

@@ -1,8 +1,10 @@
 //! The Docker runner: one container per task, through the Engine API (bollard).
 //!
-//! Lifecycle: create (with limits, no network, the checkout mounted at `/workspace`) → start
-//! → stream stdout and stderr lines → wait for the exit code → remove, whatever happened. A
-//! non-zero exit is a failed task; a Docker fault is an errored one.
+//! Lifecycle: start the task's services on a private network of its own → create the task's
+//! container (with limits, the checkout mounted at `/workspace`, on that network or on none)
+//! → start → stream stdout and stderr lines → wait for the exit code → remove containers and
+//! network, whatever happened. A non-zero exit is a failed task; a Docker fault is an errored
+//! one. Everything carries the `kiln.build` label.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,17 +13,19 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kiln_shared::build::TaskOutcome;
+use kiln_shared::plan::PlannedService;
 use kiln_shared::wire::JobRequested;
 
-use crate::lines::LineSplitter;
-use crate::store::{Fd, LogLine, Store};
+use crate::lines::{Fd, LineSplitter, LogSink};
 
 /// Where the checkout is mounted in a task's container, and its working directory.
 pub const WORKSPACE: &str = "/workspace";
@@ -63,38 +67,50 @@ impl DockerRunner {
         )
     }
 
-    /// Runs `job` with its checkout at `workdir`, streaming its lines to `store`.
-    pub async fn run(&self, job: &JobRequested, workdir: &Path, store: &Store) -> TaskOutcome {
+    /// Whether the engine answers.
+    pub async fn is_up(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
+    /// Runs `job` with its checkout at `workdir`, streaming its lines to `log`.
+    pub async fn run(&self, job: &JobRequested, workdir: &Path, log: &impl LogSink) -> TaskOutcome {
         let name = self.container_name(job);
-        let outcome = self.run_container(&name, job, workdir, store).await;
-        self.remove(&name).await;
+        let outcome = self.run_task(&name, job, workdir, log).await;
+        self.remove_all(&name, &job.services).await;
         match outcome {
             Ok(outcome) => outcome,
             Err(error) => TaskOutcome::Errored {
-                reason: describe(&error, &job.image),
+                reason: describe(&error),
             },
         }
     }
 
-    async fn run_container(
+    async fn run_task(
         &self,
         name: &str,
         job: &JobRequested,
         workdir: &Path,
-        store: &Store,
+        log: &impl LogSink,
     ) -> Result<TaskOutcome, DockerError> {
-        // A container of the same name is a leftover of this attempt on a worker that died.
-        self.remove(name).await;
+        // Containers of the same name are leftovers of this attempt on a worker that died.
+        self.remove_all(name, &job.services).await;
+        let network = if job.services.is_empty() {
+            // No network at all unless services need one: a build reaches nothing.
+            "none".to_owned()
+        } else {
+            self.start_services(name, job).await?;
+            name.to_owned()
+        };
         self.docker
             .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(name).build()),
-                container_body(job, workdir),
+                Some(self.create_options(name, job)),
+                container_body(job, workdir, &network),
             )
             .await?;
         self.docker.start_container(name, None).await?;
 
         let timeout = Duration::from_secs(job.timeout_secs);
-        match tokio::time::timeout(timeout, self.stream_logs(name, job, store)).await {
+        match tokio::time::timeout(timeout, self.stream_logs(name, log)).await {
             Ok(streamed) => streamed?,
             Err(_elapsed) => {
                 let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
@@ -121,13 +137,45 @@ impl DockerRunner {
         })
     }
 
-    /// Follows the container's output until it exits, writing lines in batches.
-    async fn stream_logs(
+    fn create_options(
         &self,
         name: &str,
         job: &JobRequested,
-        store: &Store,
-    ) -> Result<(), DockerError> {
+    ) -> bollard::query_parameters::CreateContainerOptions {
+        CreateContainerOptionsBuilder::new()
+            .name(name)
+            .platform(job.platform.as_str())
+            .build()
+    }
+
+    /// Creates the task's private network (internal: no way out) and starts its services on
+    /// it, each reachable by its name. Another task's services live on another network, so
+    /// two builds' services may listen on the same port.
+    async fn start_services(&self, network: &str, job: &JobRequested) -> Result<(), DockerError> {
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: network.to_owned(),
+                driver: Some("bridge".into()),
+                internal: Some(true),
+                labels: Some(labels(job)),
+                ..Default::default()
+            })
+            .await?;
+        for service in &job.services {
+            let name = service_container(network, service);
+            self.docker
+                .create_container(
+                    Some(self.create_options(&name, job)),
+                    service_body(job, service, network),
+                )
+                .await?;
+            self.docker.start_container(&name, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the container's output until it exits, writing lines in batches.
+    async fn stream_logs(&self, name: &str, log: &impl LogSink) -> Result<(), DockerError> {
         let options = LogsOptionsBuilder::new()
             .follow(true)
             .stdout(true)
@@ -149,16 +197,36 @@ impl DockerRunner {
                     LogOutput::StdIn { .. } => {}
                 }
             }
-            write_lines(store, job, &mut lines).await;
+            log.write(&lines).await;
+            lines.clear();
         }
         splitter.finish(&mut lines);
-        write_lines(store, job, &mut lines).await;
+        log.write(&lines).await;
         Ok(())
     }
 
-    /// Removes the container of a job's attempt, if there is one.
+    /// Removes the containers and network of a job's attempt, if there are any.
     pub async fn remove_for(&self, job: &JobRequested) {
-        self.remove(&self.container_name(job)).await;
+        self.remove_all(&self.container_name(job), &job.services)
+            .await;
+    }
+
+    /// Removes a task's container, its services' and its network.
+    async fn remove_all(&self, name: &str, services: &[PlannedService]) {
+        self.remove(name).await;
+        if services.is_empty() {
+            return;
+        }
+        for service in services {
+            self.remove(&service_container(name, service)).await;
+        }
+        match self.docker.remove_network(name).await {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => tracing::warn!(network = name, %error, "cannot remove a network"),
+        }
     }
 
     /// Removes a container and its anonymous volumes; a missing one is fine.
@@ -177,61 +245,92 @@ impl DockerRunner {
     }
 }
 
-async fn write_lines(store: &Store, job: &JobRequested, lines: &mut Vec<LogLine>) {
-    // A lost log line must not fail the build; Redis being down shows up elsewhere.
-    if let Err(error) = store.append_log(job, lines).await {
-        tracing::warn!(%error, dropped = lines.len(), "cannot write log lines");
-    }
-    lines.clear();
+/// The container name of one of a task's services.
+fn service_container(task_container: &str, service: &PlannedService) -> String {
+    format!("{task_container}-{}", service.name)
 }
 
-fn container_body(job: &JobRequested, workdir: &Path) -> ContainerCreateBody {
+fn labels(job: &JobRequested) -> HashMap<String, String> {
+    HashMap::from([
+        ("kiln.build".to_owned(), job.build.id.to_string()),
+        ("kiln.task".to_owned(), job.task.clone()),
+    ])
+}
+
+/// Limits every container of a task gets.
+fn host_config(network: &str) -> HostConfig {
+    HostConfig {
+        network_mode: Some(network.to_owned()),
+        memory: Some(MEMORY_LIMIT_BYTES),
+        pids_limit: Some(PIDS_LIMIT),
+        privileged: Some(false),
+        ..Default::default()
+    }
+}
+
+fn service_body(
+    job: &JobRequested,
+    service: &PlannedService,
+    network: &str,
+) -> ContainerCreateBody {
+    let endpoint = EndpointSettings {
+        aliases: Some(vec![service.name.clone()]),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(service.image.clone()),
+        cmd: (!service.command.is_empty()).then(|| service.command.clone()),
+        env: Some(
+            service
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        hostname: Some(service.name.clone()),
+        labels: Some(labels(job)),
+        host_config: Some(host_config(network)),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(network.to_owned(), endpoint)])),
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_body(job: &JobRequested, workdir: &Path, network: &str) -> ContainerCreateBody {
     let mut script = String::from("set -e\n");
     for command in &job.commands {
         script.push_str(command);
         script.push('\n');
     }
-    let mut env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend([
-        "CI=true".to_owned(),
-        format!("KILN_BUILD_ID={}", job.build.id),
-        format!("KILN_REPO={}", job.build.repo),
-        format!("KILN_BRANCH={}", job.build.branch),
-        format!("KILN_COMMIT={}", job.build.commit),
-        format!("KILN_TASK={}", job.task),
-    ]);
-    let labels = HashMap::from([
-        ("kiln.build".to_owned(), job.build.id.to_string()),
-        ("kiln.task".to_owned(), job.task.clone()),
-    ]);
+    let env: Vec<String> = job
+        .environment()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     ContainerCreateBody {
-        image: Some(job.image.clone()),
+        image: job.image.clone(),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
         cmd: Some(vec![script]),
         env: Some(env),
         working_dir: Some(WORKSPACE.into()),
-        labels: Some(labels),
+        labels: Some(labels(job)),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{WORKSPACE}", workdir.display())]),
-            // No network until a pipeline asks for one: a build cannot reach what it should not.
-            network_mode: Some("none".into()),
-            memory: Some(MEMORY_LIMIT_BYTES),
-            pids_limit: Some(PIDS_LIMIT),
-            privileged: Some(false),
-            ..Default::default()
+            ..host_config(network)
         }),
         ..Default::default()
     }
 }
 
 /// Says what went wrong in words for the person reading the build.
-fn describe(error: &DockerError, image: &str) -> String {
+fn describe(error: &DockerError) -> String {
     match error {
         DockerError::DockerResponseServerError {
             status_code: 404,
             message,
         } if message.contains("image") => {
-            format!("image `{image}` is not on this worker: {message}")
+            format!("an image is not on this worker: {message}")
         }
         DockerError::DockerResponseServerError { message, .. } => {
             format!("Docker refused: {message}")

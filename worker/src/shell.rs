@@ -1,0 +1,206 @@
+//! The shell runner: a task's commands as plain processes on the worker's own system, for
+//! platforms without containers (Windows, macOS) and for `kiln-worker run` without Docker.
+//!
+//! The task runs in its fresh work directory, with a clean environment (the variables the
+//! task sets, Kiln's, and the few a system needs to find programs), in a process group of
+//! its own. When it ends, times out or is cancelled, the whole group is killed: nothing it
+//! started outlives it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use kiln_shared::build::TaskOutcome;
+use kiln_shared::wire::JobRequested;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::lines::{Fd, LineSplitter, LogSink};
+
+/// Variables passed through from the worker's environment: without them programs are not
+/// found or temporary files have nowhere to go. Everything else is left behind.
+const KEPT_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TERM", // Unix
+    "SystemRoot",
+    "ComSpec",
+    "PATHEXT",
+    "TEMP",
+    "TMP",
+    "USERPROFILE",
+    "windir", // Windows
+];
+
+/// Runs `job`'s commands in `workdir`, streaming lines to `log`.
+pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> TaskOutcome {
+    let mut command = match script(job, workdir).await {
+        Ok(command) => command,
+        Err(error) => {
+            return TaskOutcome::Errored {
+                reason: format!("cannot write the task's script: {error}"),
+            };
+        }
+    };
+    command
+        .current_dir(workdir)
+        .env_clear()
+        .envs(
+            KEPT_VARIABLES
+                .iter()
+                .filter_map(|k| Some((*k, std::env::var_os(k)?))),
+        )
+        .envs(job.environment())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    command.process_group(0);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            return TaskOutcome::Errored {
+                reason: format!("cannot start the shell: {error}"),
+            };
+        }
+    };
+    let tree = ProcessTree(child.id());
+    let timeout = Duration::from_secs(job.timeout_secs);
+    let outcome = match tokio::time::timeout(timeout, follow(child, &tree, log)).await {
+        Ok(Ok(0)) => TaskOutcome::Passed,
+        Ok(Ok(code)) => TaskOutcome::Failed { exit_code: code },
+        Ok(Err(error)) => TaskOutcome::Errored {
+            reason: format!("lost the task's process: {error}"),
+        },
+        Err(_elapsed) => TaskOutcome::TimedOut {
+            after_secs: job.timeout_secs,
+        },
+    };
+    drop(tree);
+    outcome
+}
+
+/// Streams the child's output until it exits, then what is left in the pipes; returns its
+/// exit code (128 + signal when a signal ended it, as shells report it).
+async fn follow(mut child: Child, tree: &ProcessTree, log: &impl LogSink) -> std::io::Result<i64> {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let mut splitter = LineSplitter::default();
+    let mut lines = Vec::new();
+    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let mut status = None;
+    while out.is_some() || err.is_some() {
+        tokio::select! {
+            read = read_some(&mut out, &mut out_buf) => {
+                match read? {
+                    0 => out = None,
+                    n => splitter.push(Fd::Out, &out_buf[..n], &mut lines),
+                }
+            }
+            read = read_some(&mut err, &mut err_buf) => {
+                match read? {
+                    0 => err = None,
+                    n => splitter.push(Fd::Err, &err_buf[..n], &mut lines),
+                }
+            }
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited?);
+                // What the commands left running in the background would hold the pipes
+                // open forever: the task is over, so is its process group.
+                tree.kill();
+            }
+        }
+        if !lines.is_empty() {
+            log.write(&lines).await;
+            lines.clear();
+        }
+    }
+    splitter.finish(&mut lines);
+    log.write(&lines).await;
+    let status = match status {
+        Some(status) => status,
+        None => child.wait().await?,
+    };
+    Ok(exit_code(status))
+}
+
+async fn read_some<R: AsyncReadExt + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i64 {
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return 128 + i64::from(signal);
+    }
+    status.code().map_or(-1, i64::from)
+}
+
+/// The task's script: `sh` with `set -e` on Unix; a `.cmd` file beside the work directory
+/// on Windows, stopping at the first command that fails.
+async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> {
+    if cfg!(windows) {
+        let mut text = String::from("@echo off\r\n");
+        for line in &job.commands {
+            text.push_str(line);
+            text.push_str("\r\nif errorlevel 1 exit /b %errorlevel%\r\n");
+        }
+        let file = workdir.with_extension("cmd");
+        tokio::fs::write(&file, text).await?;
+        let mut command = Command::new("cmd");
+        command.arg("/D").arg("/C").arg(file);
+        Ok(command)
+    } else {
+        let mut text = String::from("set -e\n");
+        for line in &job.commands {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(text);
+        Ok(command)
+    }
+}
+
+/// A task's process and everything it started; killed when dropped.
+struct ProcessTree(Option<u32>);
+
+impl ProcessTree {
+    fn kill(&self) {
+        let Some(pid) = self.0 else { return };
+        #[cfg(unix)]
+        {
+            use nix::sys::signal::{Signal, killpg};
+            use nix::unistd::Pid;
+            if let Ok(pid) = i32::try_from(pid) {
+                // The group may be gone already; that is the goal, not an error.
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        #[cfg(windows)]
+        {
+            let _ = std::process::Command::new("taskkill")
+                .args(["/T", "/F", "/PID", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for ProcessTree {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
