@@ -6,6 +6,7 @@
 //! fails the test with the command that starts it; nothing is skipped.
 
 pub mod discord;
+pub mod events;
 pub mod forge;
 pub mod services;
 
@@ -31,6 +32,9 @@ pub const TEST_SECRET: &str = "kiln-test-secret";
 
 /// The image tasks run in, built locally by `deploy/dev/services`.
 pub const TEST_IMAGE: &str = "kiln/busybox:latest";
+
+/// The same for `linux/arm64`, run under QEMU emulation on x86_64.
+pub const TEST_IMAGE_ARM64: &str = "kiln/busybox-arm64:latest";
 
 /// `sha256=<hex>` of `body` under `secret`, as GitHub signs deliveries.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
@@ -72,48 +76,61 @@ pub struct Kiln {
 }
 
 impl Kiln {
-    /// Starts a bot configured with `config` (TOML) and one worker for `linux-amd64`.
+    /// Starts a bot configured with `config` (TOML), and a worker for `linux/amd64` and one
+    /// for `linux/arm64`.
     pub async fn start(config: &str) -> Self {
+        Self::start_with(config, 1).await
+    }
+
+    /// Like [`Kiln::start`], with `bots` bots sharing the prefix: they take events from the
+    /// same queue, as replicas of the bot would. Requests go to the first.
+    pub async fn start_with(config: &str, bots: usize) -> Self {
         let services = Services::require().await;
         let prefix = services::unique_prefix();
         let state = tempfile::tempdir().expect("temp dir");
         let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
 
         let config = kiln_bot::Config::parse(config).expect("test config is valid");
-        let connections = kiln_bot::Connections {
-            amqp_url: services.amqp_url.clone(),
-            redis_url: services.redis_url.clone(),
-            prefix: prefix.clone(),
-            state_dir: state.path().join("bot"),
-            platforms: Platform::ALL.to_vec(),
-        };
-        let app = kiln_bot::connect(config, &connections)
-            .await
-            .expect("bot connects");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let bot_addr = listener.local_addr().expect("address");
-        let bot = tokio::spawn(kiln_bot::run(listener, app, shutdown.clone()));
+        let mut bot_addr = None;
+        for n in 0..bots.max(1) {
+            let connections = kiln_bot::Connections {
+                amqp_url: services.amqp_url.clone(),
+                redis_url: services.redis_url.clone(),
+                prefix: prefix.clone(),
+                state_dir: state.path().join(format!("bot-{n}")),
+                platforms: Platform::ALL.to_vec(),
+            };
+            let app = kiln_bot::connect(config.clone(), &connections)
+                .await
+                .expect("bot connects");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            bot_addr.get_or_insert(listener.local_addr().expect("address"));
+            tasks.push(tokio::spawn(kiln_bot::run(listener, app, shutdown.clone())));
+        }
 
-        let settings = kiln_worker::Settings {
-            amqp_url: services.amqp_url.clone(),
-            redis_url: services.redis_url.clone(),
-            prefix: prefix.clone(),
-            platform: Platform::LinuxAmd64,
-            slots: 2,
-            name: format!("{prefix}-worker"),
-            state_dir: state.path().join("worker"),
-        };
-        let worker = tokio::spawn(kiln_worker::run(settings, shutdown.clone()));
+        for platform in [Platform::LinuxAmd64, Platform::LinuxArm64] {
+            let settings = kiln_worker::Settings {
+                amqp_url: services.amqp_url.clone(),
+                redis_url: services.redis_url.clone(),
+                prefix: prefix.clone(),
+                platform,
+                slots: 2,
+                name: format!("{prefix}-{}", platform.label()),
+                state_dir: state.path().join(format!("worker-{}", platform.label())),
+            };
+            tasks.push(tokio::spawn(kiln_worker::run(settings, shutdown.clone())));
+        }
 
         Self {
             services,
             prefix,
-            bot_addr,
+            bot_addr: bot_addr.expect("at least one bot"),
             http: reqwest::Client::new(),
             shutdown,
-            tasks: vec![bot, worker],
+            tasks,
             _state: state,
         }
     }
@@ -186,12 +203,18 @@ impl Kiln {
         .await
     }
 
-    /// Stops the bot and the worker, and surfaces an error either ended with.
-    pub async fn stop(mut self) {
+    /// Stops the bots and the workers, and surfaces an error any ended with. What they
+    /// left behind stays until the `Kiln` is dropped, for the test to look at.
+    pub async fn halt(&mut self) {
         self.shutdown.cancel();
         for task in self.tasks.drain(..) {
             task.await.expect("no panic").expect("clean exit");
         }
+    }
+
+    /// Halts everything, then cleans up.
+    pub async fn stop(mut self) {
+        self.halt().await;
     }
 }
 

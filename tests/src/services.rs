@@ -3,12 +3,16 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 
-use crate::TEST_IMAGE;
+use crate::{TEST_IMAGE, TEST_IMAGE_ARM64};
 
 /// Where RabbitMQ, Redis and Docker are.
 #[derive(Debug, Clone)]
@@ -67,9 +71,11 @@ impl Services {
             .negotiate_version()
             .await
             .unwrap_or_else(|e| panic!("Docker is unreachable ({e}): {START_THEM}"));
-        docker.inspect_image(TEST_IMAGE).await.unwrap_or_else(|e| {
-            panic!("the test image {TEST_IMAGE} is missing ({e}): {START_THEM}")
-        });
+        for image in [TEST_IMAGE, TEST_IMAGE_ARM64] {
+            docker.inspect_image(image).await.unwrap_or_else(|e| {
+                panic!("the test image {image} is missing ({e}): {START_THEM}")
+            });
+        }
         services
     }
 
@@ -79,12 +85,18 @@ impl Services {
             Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
         {
-            for queue in ["jobs.linux-amd64", "bot.events", "dead.jobs", "test.events"] {
+            let topology = Topology::new(prefix);
+            let queues = Platform::ALL
+                .map(|p| topology.jobs_queue(p))
+                .into_iter()
+                .chain([
+                    topology.bot_events_queue(),
+                    topology.dead_jobs_queue(),
+                    format!("{prefix}.test.events"),
+                ]);
+            for queue in queues {
                 let _ = channel
-                    .queue_delete(
-                        format!("{prefix}.{queue}").into(),
-                        QueueDeleteOptions::default(),
-                    )
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
                     .await;
             }
             for exchange in ["jobs", "events", "dead"] {
@@ -115,8 +127,25 @@ impl Services {
                     .build();
                 let _ = docker.remove_container(&name, Some(options)).await;
             }
+            for name in networks_named(&docker, prefix).await {
+                let _ = docker.remove_network(&name).await;
+            }
         }
     }
+}
+
+/// Names of the networks whose name starts with `prefix`.
+pub async fn networks_named(docker: &Docker, prefix: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([("name", vec![prefix])]);
+    let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+    docker
+        .list_networks(Some(options))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.name)
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 /// Names of the containers whose name starts with `prefix`, running or not.

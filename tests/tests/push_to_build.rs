@@ -1,15 +1,11 @@
 //! A GitHub push becomes a Docker build on a worker over RabbitMQ, logs in Redis, the result
 //! in chat: end to end on the real services.
 
-use futures_util::StreamExt;
 use kiln_shared::keys::Keys;
-use kiln_shared::wire::{self, Event};
 use kiln_tests::discord::FakeDiscord;
+use kiln_tests::events::{next_build_finished, subscribe};
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 
 const CHANNEL: u64 = 4242;
 
@@ -51,67 +47,6 @@ fn pipeline(exit_code: u8) -> String {
     run: echo shipped
 "#
     )
-}
-
-/// Binds a queue of the test's own to `build.*.<repo>.<branch>`, the way another team would.
-async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
-    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    let queue = format!("{}.test.events", kiln.prefix);
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            format!("{}.events", kiln.prefix).into(),
-            binding.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "test".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    // The consumer holds the channel, which holds the connection, for the test's life.
-    std::mem::forget(connection);
-    consumer
-}
-
-/// The next `build.<final status>` event; `build.requested` events, which the same binding
-/// receives, are passed over.
-async fn next_build_finished(consumer: &mut lapin::Consumer) -> kiln_shared::wire::BuildFinished {
-    loop {
-        match next_event(consumer).await {
-            Event::BuildRequested(_) => continue,
-            Event::BuildFinished(finished) => return finished,
-            other => panic!("`task.*` events must not match a `build.*` binding: {other:?}"),
-        }
-    }
-}
-
-async fn next_event(consumer: &mut lapin::Consumer) -> Event {
-    let delivery = tokio::time::timeout(E2E_TIMEOUT, consumer.next())
-        .await
-        .expect("an event arrives in time")
-        .expect("the consumer is open")
-        .expect("a delivery");
-    delivery.ack(BasicAckOptions::default()).await.expect("ack");
-    wire::decode(&delivery.data).expect("a Kiln event")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,109 @@
+//! Subscribing to Kiln's events the way another team would: a queue of one's own, bound to
+//! the events exchange.
+
+use futures_util::StreamExt;
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
+use kiln_shared::wire::{self, Event, JobRequested};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::{E2E_TIMEOUT, Kiln};
+
+/// Binds a queue of the test's own to `build.*.<repo>.<branch>`, the way another team would.
+pub async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
+    tap(
+        kiln,
+        &Topology::new(&kiln.prefix).events_exchange(),
+        binding,
+    )
+    .await
+}
+
+/// A copy of every job published for `platform`: a queue of the test's own, bound to the
+/// jobs exchange beside the platform's queue.
+pub async fn tap_jobs(kiln: &Kiln, platform: Platform) -> lapin::Consumer {
+    tap(
+        kiln,
+        &Topology::new(&kiln.prefix).jobs_exchange(),
+        platform.label(),
+    )
+    .await
+}
+
+/// An exclusive queue (gone with its connection) bound to `exchange` with `binding`.
+async fn tap(kiln: &Kiln, exchange: &str, binding: &str) -> lapin::Consumer {
+    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), options, FieldTable::default())
+        .await
+        .expect("declare");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    // The consumer holds the channel, which holds the connection, for the test's life.
+    std::mem::forget(connection);
+    consumer
+}
+
+/// The next `build.<final status>` event; `build.requested` events, which the same binding
+/// receives, are passed over.
+pub async fn next_build_finished(
+    consumer: &mut lapin::Consumer,
+) -> kiln_shared::wire::BuildFinished {
+    loop {
+        match next_event(consumer).await {
+            Event::BuildRequested(_) => continue,
+            Event::BuildFinished(finished) => return finished,
+            other => panic!("`task.*` events must not match a `build.*` binding: {other:?}"),
+        }
+    }
+}
+
+pub async fn next_event(consumer: &mut lapin::Consumer) -> Event {
+    let delivery = tokio::time::timeout(E2E_TIMEOUT, consumer.next())
+        .await
+        .expect("an event arrives in time")
+        .expect("the consumer is open")
+        .expect("a delivery");
+    delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    wire::decode(&delivery.data).expect("a Kiln event")
+}
+
+/// Every job waiting on a [`tap_jobs`] queue, waiting at most `quiet` for each next one.
+pub async fn jobs_so_far(
+    consumer: &mut lapin::Consumer,
+    quiet: std::time::Duration,
+) -> Vec<JobRequested> {
+    let mut jobs = Vec::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(quiet, consumer.next()).await {
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        jobs.push(wire::decode(&delivery.data).expect("a job"));
+    }
+    jobs
+}

@@ -1,0 +1,405 @@
+//! Pipelines as task graphs, end to end on the real services: stages, a platform matrix with
+//! arm64 under QEMU, shards, service sidecars, retries, failures that stop what comes after,
+//! replayed events and two bots at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kiln_shared::platform::Platform;
+use kiln_shared::wire::{self, Event};
+use kiln_tests::events::{jobs_so_far, next_event, subscribe, tap_jobs};
+use kiln_tests::forge::TestRepo;
+use kiln_tests::services::{containers_named, networks_named};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_IMAGE_ARM64, TEST_SECRET, wait_for};
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+fn config() -> String {
+    format!(
+        r#"
+public_url = "http://kiln.test"
+[[repository]]
+name = "{REPO}"
+webhook_secret = "{TEST_SECRET}"
+"#
+    )
+}
+
+/// Each task's name and status, in plan order.
+fn statuses(build: &serde_json::Value) -> Vec<(String, String)> {
+    build["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            let text = |field: &str| t[field].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("status"))
+        })
+        .collect()
+}
+
+/// One task's log, as plain text.
+async fn log(kiln: &Kiln, id: u64, task: &str) -> String {
+    kiln.http
+        .get(kiln.url(&format!("/builds/{id}/logs?task={task}")))
+        .send()
+        .await
+        .expect("logs answer")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Every event until build `id`'s `build.<status>`, in the order they arrived.
+async fn events_until_finished(consumer: &mut lapin::Consumer, id: u64) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(consumer).await;
+        let done = matches!(&event, Event::BuildFinished(f) if f.build.id.0 == id);
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_a_platform_matrix_shards_and_services() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let mut events = subscribe(&kiln, "task.#").await;
+    let spec = format!(
+        r#"stages: [acceptance, test]
+steps:
+  smoke:
+    stage: acceptance
+    image: {TEST_IMAGE}
+    run: echo smoke
+  unit:
+    stage: test
+    image: {{ linux/amd64: "{TEST_IMAGE}", linux/arm64: "{TEST_IMAGE_ARM64}" }}
+    platforms: [linux/amd64, linux/arm64]
+    shards: 2
+    run: echo "arch=$(uname -m) shard=$KILN_SHARD/$KILN_SHARDS platform=$KILN_PLATFORM"
+  web:
+    stage: test
+    image: {TEST_IMAGE}
+    services:
+      api: {{ image: "{TEST_IMAGE}", command: "httpd -f -p 8080 -h /etc" }}
+    run:
+      - for i in $(seq 1 100); do wget -q -O /dev/null http://api:8080/hostname && break; sleep 0.1; done
+      - echo "service says $(wget -q -O - http://api:8080/hostname)"
+"#
+    );
+    let commit = repo.commit("master", "A matrix", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-matrix").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let names: Vec<String> = statuses(&build).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "smoke",
+            "unit.linux-amd64.1",
+            "unit.linux-amd64.2",
+            "unit.linux-arm64.1",
+            "unit.linux-arm64.2",
+            "web",
+        ]
+    );
+
+    assert_eq!(
+        log(&kiln, id, "unit.linux-arm64.2").await.trim(),
+        "arch=aarch64 shard=2/2 platform=linux/arm64",
+        "the arm64 task ran under emulation"
+    );
+    assert_eq!(
+        log(&kiln, id, "unit.linux-amd64.1").await.trim(),
+        "arch=x86_64 shard=1/2 platform=linux/amd64"
+    );
+    assert!(
+        log(&kiln, id, "web").await.contains("service says api"),
+        "the task reached its service by name"
+    );
+
+    // The test stage started only after the acceptance stage passed.
+    let seen = events_until_finished_tasks(&mut events, 6).await;
+    let smoke_passed = seen
+        .iter()
+        .position(|e| matches!(e, Event::TaskFinished(f) if f.task == "smoke"))
+        .expect("smoke finished");
+    let first_test_start = seen
+        .iter()
+        .position(|e| matches!(e, Event::TaskStarted(s) if s.task != "smoke"))
+        .expect("a test task started");
+    assert!(smoke_passed < first_test_start, "{seen:#?}");
+    let arm_worker = seen.iter().find_map(|e| match e {
+        Event::TaskStarted(s) if s.task == "unit.linux-arm64.1" => Some(s.worker.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        arm_worker.as_deref(),
+        Some(format!("{}-linux-arm64", kiln.prefix).as_str())
+    );
+
+    // Services, networks and task containers are gone.
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    assert_eq!(
+        containers_named(&docker, &kiln.prefix).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        networks_named(&docker, &kiln.prefix).await,
+        Vec::<String>::new()
+    );
+    kiln.stop().await;
+}
+
+/// Task events until `count` tasks have finished.
+async fn events_until_finished_tasks(consumer: &mut lapin::Consumer, count: usize) -> Vec<Event> {
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|e| matches!(e, Event::TaskFinished(_)))
+        .count()
+        < count
+    {
+        seen.push(next_event(consumer).await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_stop_what_follows_while_neighbours_finish_and_retries_recover() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        r#"stages: [test, deploy]
+steps:
+  flaky:
+    image: {TEST_IMAGE}
+    retry: {{ max: 2, exit_codes: [75] }}
+    run: 'if [ "$KILN_ATTEMPT" -lt 2 ]; then echo "attempt $KILN_ATTEMPT fails"; exit 75; fi; echo "passed on attempt $KILN_ATTEMPT"'
+  lint:
+    image: {TEST_IMAGE}
+    allow_failure: true
+    run: exit 1
+  broken:
+    image: {TEST_IMAGE}
+    run: exit 3
+  after-broken:
+    image: {TEST_IMAGE}
+    needs: [broken]
+    run: echo never
+  independent:
+    image: {TEST_IMAGE}
+    run: [sleep 1, echo done]
+  deploy:
+    stage: deploy
+    image: {TEST_IMAGE}
+    run: echo never
+"#
+    );
+    let commit = repo.commit("master", "Some fail", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-fail").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let got: BTreeMap<String, String> = statuses(&build).into_iter().collect();
+    let expect: BTreeMap<String, String> = [
+        ("after-broken", "skipped"),
+        ("broken", "failed"),
+        ("deploy", "skipped"),
+        ("flaky", "passed"),
+        ("independent", "passed"),
+        ("lint", "failed"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(got, expect);
+    let flaky = build["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "flaky"))
+        .expect("flaky");
+    assert_eq!(flaky["attempt"], 2, "{flaky}");
+    assert_eq!(log(&kiln, id, "flaky").await.trim(), "passed on attempt 2");
+
+    // Only the allowed failure: the build passes.
+    let spec = format!(
+        "steps:\n  lint: {{ image: {TEST_IMAGE}, allow_failure: true, run: exit 1 }}\n  ok: {{ image: {TEST_IMAGE}, needs: [lint], run: echo ran }}\n"
+    );
+    let commit = repo.commit("master", "Lint only", &[(".kiln.yml", &spec)]);
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-allowed")
+        .await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(
+        statuses(&build),
+        [
+            ("lint".to_owned(), "failed".to_owned()),
+            ("ok".to_owned(), "passed".to_owned())
+        ]
+    );
+    kiln.stop().await;
+}
+
+/// A wide graph: four tasks, a fan-in, then two more.
+fn wide_pipeline() -> String {
+    format!(
+        r#"stages: [one, two, three]
+steps:
+  a: {{ stage: one, image: {TEST_IMAGE}, run: echo a }}
+  b: {{ stage: one, image: {TEST_IMAGE}, run: echo b }}
+  c: {{ stage: one, image: {TEST_IMAGE}, run: echo c }}
+  d: {{ stage: one, image: {TEST_IMAGE}, run: echo d }}
+  join: {{ stage: two, image: {TEST_IMAGE}, run: echo join }}
+  e: {{ stage: three, image: {TEST_IMAGE}, run: echo e }}
+  f: {{ stage: three, image: {TEST_IMAGE}, run: echo f }}
+"#
+    )
+}
+
+/// How many times each task of build `id` started.
+fn starts(events: &[Event], id: u64) -> BTreeMap<String, usize> {
+    let mut starts = BTreeMap::new();
+    for event in events {
+        if let Event::TaskStarted(s) = event
+            && s.build.id.0 == id
+        {
+            *starts.entry(s.task.clone()).or_default() += 1;
+        }
+    }
+    starts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bots_at_once_run_every_task_once() {
+    let kiln = Kiln::start_with(&config(), 2).await;
+    let repo = TestRepo::new();
+    let mut events = subscribe(&kiln, "#").await;
+    let commit = repo.commit("master", "Wide", &[(".kiln.yml", &wide_pipeline())]);
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-two-bots")
+        .await;
+    let seen = events_until_finished(&mut events, id).await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let once: BTreeMap<String, usize> = ["a", "b", "c", "d", "e", "f", "join"]
+        .into_iter()
+        .map(|t| (t.to_owned(), 1))
+        .collect();
+    assert_eq!(starts(&seen, id), once);
+    let finished = seen
+        .iter()
+        .filter(|e| matches!(e, Event::BuildFinished(_)))
+        .count();
+    assert_eq!(finished, 1, "one build.passed");
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_events_change_nothing() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let mut events = subscribe(&kiln, "#").await;
+    let mut jobs = tap_jobs(&kiln, Platform::LinuxAmd64).await;
+    let commit = repo.commit("master", "Wide", &[(".kiln.yml", &wide_pipeline())]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-replay").await;
+    let first = events_until_finished(&mut events, id).await;
+    let before = kiln.finished_build(id).await;
+    let published = jobs_so_far(&mut jobs, Duration::from_millis(500)).await;
+    assert_eq!(published.len(), 7, "one job per task");
+
+    // Every event of the build, published again, twice over, as a broker redelivering
+    // after a crash would.
+    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    for event in first.iter().chain(&first) {
+        channel
+            .basic_publish(
+                format!("{}.events", kiln.prefix).into(),
+                event.routing_key().into(),
+                BasicPublishOptions::default(),
+                &wire::encode(event),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    // The bot handles events in order: once a later build has finished, the replays were
+    // handled before it.
+    let commit = repo.commit("master", "After", &[("README", "later\n")]);
+    let later = kiln.push(&repo, "master", &commit, "delivery-after").await;
+    let second = events_until_finished(&mut events, later).await;
+    let republished: Vec<String> = jobs_so_far(&mut jobs, Duration::from_millis(500))
+        .await
+        .into_iter()
+        .filter(|job| job.build.id.0 == id)
+        .map(|job| job.message_id())
+        .collect();
+    assert_eq!(republished, Vec::<String>::new(), "no job published again");
+    // The subscription sees the replayed copies themselves, and nothing more.
+    let replayed: BTreeMap<String, usize> = starts(&first, id)
+        .into_iter()
+        .map(|(task, n)| (task, 2 * n))
+        .collect();
+    assert_eq!(
+        starts(&second, id),
+        replayed,
+        "no task of the replayed build ran again"
+    );
+    let announced = second
+        .iter()
+        .filter(|e| matches!(e, Event::BuildFinished(f) if f.build.id.0 == id))
+        .count();
+    assert_eq!(
+        announced, 2,
+        "only the replayed copies of build.passed, none new"
+    );
+    let after = kiln.finished_build(id).await;
+    assert_eq!(before, after);
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_task_leaves_no_container_or_network() {
+    let mut kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        r#"steps:
+  long:
+    image: {TEST_IMAGE}
+    services: {{ db: {{ image: "{TEST_IMAGE}", command: "sleep 600" }} }}
+    run: [echo started, sleep 600]
+"#
+    );
+    let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-long").await;
+    wait_for("the long task to start", E2E_TIMEOUT, || async {
+        log(&kiln, id, "long")
+            .await
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let prefix = kiln.prefix.clone();
+    assert_eq!(
+        containers_named(&docker, &prefix).await.len(),
+        2,
+        "the task and its service"
+    );
+    assert_eq!(networks_named(&docker, &prefix).await.len(), 1);
+    kiln.halt().await;
+    assert_eq!(
+        containers_named(&docker, &prefix).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(networks_named(&docker, &prefix).await, Vec::<String>::new());
+}
