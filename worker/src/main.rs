@@ -21,7 +21,8 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Subcommand {
     /// Plans and runs the pipeline of the repository here (its `.kiln.yml`) on this machine:
-    /// in Docker if an engine answers, in the shell otherwise. Exits 1 if it fails.
+    /// in Docker if an engine answers, in the shell otherwise. Exits 1 if it fails, 2 if it
+    /// cannot run (no repository, a broken `.kiln.yml`).
     Run {
         /// A directory inside the repository.
         #[arg(long, default_value = ".")]
@@ -85,12 +86,16 @@ async fn main() -> anyhow::Result<()> {
             }),
             shell_only: shell,
         };
-        let report = kiln_worker::local::run(&options).await?;
-        std::process::exit(if report.status == BuildStatus::Passed {
-            0
-        } else {
-            1
-        });
+        // 0: the pipeline passed; 1: it did not; 2: it could not be run at all.
+        let code = match kiln_worker::local::run(&options).await {
+            Ok(report) if report.status == BuildStatus::Passed => 0,
+            Ok(_) => 1,
+            Err(error) => {
+                eprintln!("kiln-worker run: {error:#}");
+                2
+            }
+        };
+        std::process::exit(code);
     }
     let args = args.serve;
     let name = args.name.unwrap_or_else(|| {

@@ -204,3 +204,135 @@ impl Drop for ProcessTree {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use kiln_shared::build::BuildId;
+    use kiln_shared::platform::Platform;
+    use kiln_shared::spec::Runner;
+    use kiln_shared::wire::BuildRef;
+
+    use super::*;
+    use crate::lines::LogLine;
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<LogLine>>);
+
+    impl LogSink for Lines {
+        async fn write(&self, lines: &[LogLine]) {
+            self.0.lock().expect("lock").extend_from_slice(lines);
+        }
+    }
+
+    impl Lines {
+        fn texts(&self, fd: Fd) -> Vec<String> {
+            let lines = self.0.lock().expect("lock");
+            lines
+                .iter()
+                .filter(|l| l.fd == fd)
+                .map(|l| l.text.clone())
+                .collect()
+        }
+    }
+
+    fn job(commands: &[&str], timeout_secs: u64) -> JobRequested {
+        JobRequested {
+            build: BuildRef {
+                id: BuildId(1),
+                repo: "acme/api".into(),
+                branch: "master".into(),
+                commit: "abc".into(),
+            },
+            clone_url: String::new(),
+            task: "t".into(),
+            attempt: 1,
+            platform: Platform::LinuxAmd64,
+            runner: Runner::Shell,
+            image: None,
+            commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+            env: BTreeMap::from([("MINE".to_owned(), "yes".to_owned())]),
+            timeout_secs,
+            services: Vec::new(),
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        // A zombie is dead: its process is gone, only its exit status waits to be read.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+    }
+
+    #[tokio::test]
+    async fn runs_in_the_work_directory_with_a_clean_environment() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("input"), "from the checkout\n").expect("write");
+        // Cargo sets CARGO for tests: the clean environment must leave it behind.
+        let lines = Lines::default();
+        let outcome = run(
+            &job(
+                &[
+                    "cat input",
+                    "echo \"mine=$MINE task=$KILN_TASK home=${HOME:+set} secret=${CARGO:-unset}\"",
+                    "echo oops >&2",
+                    "exit 4",
+                    "echo never",
+                ],
+                30,
+            ),
+            dir.path(),
+            &lines,
+        )
+        .await;
+        assert_eq!(outcome, TaskOutcome::Failed { exit_code: 4 });
+        assert_eq!(
+            lines.texts(Fd::Out),
+            ["from the checkout", "mine=yes task=t home=set secret=unset"]
+        );
+        assert_eq!(lines.texts(Fd::Err), ["oops"]);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_tree() {
+        let dir = tempfile::tempdir().expect("dir");
+        let lines = Lines::default();
+        let outcome = run(
+            &job(&["sleep 300 & echo $! > background.pid", "sleep 300"], 1),
+            dir.path(),
+            &lines,
+        )
+        .await;
+        assert_eq!(outcome, TaskOutcome::TimedOut { after_secs: 1 });
+        let pid = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
+        let pid = pid.trim();
+        for _ in 0..50 {
+            if !alive(pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the background process {pid} outlived its task");
+    }
+
+    #[tokio::test]
+    async fn what_a_passing_task_leaves_running_is_stopped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let lines = Lines::default();
+        let outcome = run(
+            &job(&["sleep 300 & echo $! > background.pid", "echo done"], 30),
+            dir.path(),
+            &lines,
+        )
+        .await;
+        assert_eq!(outcome, TaskOutcome::Passed);
+        assert_eq!(lines.texts(Fd::Out), ["done"]);
+        let pid = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !alive(pid.trim()),
+            "the background process outlived its task"
+        );
+    }
+}
