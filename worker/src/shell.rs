@@ -262,7 +262,7 @@ mod tests {
     fn alive(pid: &str) -> bool {
         // A zombie is dead: its process is gone, only its exit status waits to be read.
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+            .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
     }
 
     #[tokio::test]
