@@ -36,7 +36,7 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     for (task, stored) in plan.tasks.iter().zip(&tasks) {
         if stored.status == TaskStatus::Queued {
             app.broker
-                .publish_job(&job(&record, task, stored.attempt))
+                .publish_job(&job(app, &record, task, stored.attempt).await?)
                 .await?;
         }
     }
@@ -97,19 +97,26 @@ async fn end_unrun(
     scheduler::end_build(app, record, status, Vec::new(), Some(reason)).await
 }
 
-/// The job that runs `task` of a build.
-pub fn job(record: &BuildRecord, task: &PlannedTask, attempt: u32) -> JobRequested {
-    JobRequested {
-        build: record.build.clone(),
-        clone_url: record.clone_url.clone(),
-        task: task.name.clone(),
+/// The job that runs attempt `attempt` of `task`, with the artifacts of the tasks it needs.
+pub async fn job(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> redis::RedisResult<JobRequested> {
+    let needs: Vec<&str> = task.needs.iter().map(String::as_str).collect();
+    let inputs = app
+        .store
+        .task_records(record.build.id, &needs)
+        .await?
+        .into_iter()
+        .flat_map(|t| t.artifacts)
+        .collect();
+    Ok(JobRequested::for_task(
+        &record.build,
+        &record.clone_url,
+        task,
         attempt,
-        platform: task.platform,
-        runner: task.runner,
-        image: task.image.clone(),
-        commands: task.commands.clone(),
-        env: task.env.clone(),
-        timeout_secs: task.timeout_secs,
-        services: task.services.clone(),
-    }
+        inputs,
+    ))
 }

@@ -59,7 +59,7 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         for task in stored.iter().filter(|t| t.status == TaskStatus::Queued) {
             if let Some(planned) = plan.dependents(&event.task).find(|p| p.name == task.name) {
                 app.broker
-                    .publish_job(&job(&record, planned, task.attempt))
+                    .publish_job(&job(app, &record, planned, task.attempt).await?)
                     .await?;
             }
         }
@@ -99,7 +99,9 @@ async fn retry(
     // earlier delivery of this event may have died between the two.
     let stored = app.store.task(id, &task.name).await?;
     if stored.is_some_and(|t| t.status == TaskStatus::Queued && t.attempt == next) {
-        app.broker.publish_job(&job(record, task, next)).await?;
+        app.broker
+            .publish_job(&job(app, record, task, next).await?)
+            .await?;
     }
     Ok(())
 }

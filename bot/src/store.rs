@@ -12,7 +12,7 @@ use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::trigger::TriggerKind;
-use kiln_shared::wire::{BuildRef, BuildRequested};
+use kiln_shared::wire::{Artifact, BuildRef, BuildRequested, ImageUse};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
 
@@ -57,7 +57,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 local attempt = redis.call('HGET', KEYS[1], 'attempt')
 if attempt ~= ARGV[1] or (status ~= 'failed' and status ~= 'errored') then return 0 end
 redis.call('HDEL', KEYS[1], 'outcome', 'outcome_json', 'exit_code', 'worker', 'started_ms',
-  'finished_ms')
+  'finished_ms', 'artifacts_json', 'images_json')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', tonumber(attempt) + 1)
 return 1
 ",
@@ -95,6 +95,10 @@ pub struct TaskRecord {
     pub exit_code: Option<i64>,
     /// The outcome in words, e.g. `failed with exit code 3`.
     pub outcome: Option<String>,
+    /// What the task kept for the tasks that need it.
+    pub artifacts: Vec<Artifact>,
+    /// The in-tree images it ran in.
+    pub images: Vec<ImageUse>,
 }
 
 /// What [`Store::settle`] found.
@@ -319,7 +323,11 @@ impl Store {
     }
 
     /// The records of the tasks named `names`, in that order; one read round trip.
-    async fn task_records(&self, id: BuildId, names: &[&str]) -> RedisResult<Vec<TaskRecord>> {
+    pub async fn task_records(&self, id: BuildId, names: &[&str]) -> RedisResult<Vec<TaskRecord>> {
+        if names.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for name in names {
             pipe.hgetall(self.keys.task(id, name));
@@ -338,6 +346,14 @@ impl Store {
                 worker: h.remove("worker"),
                 exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
                 outcome: h.remove("outcome"),
+                artifacts: h
+                    .get("artifacts_json")
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default(),
+                images: h
+                    .get("images_json")
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default(),
             })
             .collect())
     }

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod platform;
 pub mod routing;
 pub mod spec;
+pub mod template;
 pub mod trigger;
 pub mod view;
 pub mod walk;

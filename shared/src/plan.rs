@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::TaskOutcome;
 use crate::platform::Platform;
-use crate::spec::{Retry, Runner, Spec, SpecError, Step, Trigger};
+use crate::spec::{Cache, ImageSpec, Retry, Runner, Spec, SpecError, Step, Trigger};
 
 /// A sidecar container of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,15 @@ pub struct PlannedService {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// An image the worker builds from the checkout before running the task in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedImage {
+    /// Its name in `images:`.
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: ImageSpec,
 }
 
 /// One task of a build: what a worker needs to run it, and where it sits in the graph.
@@ -41,9 +50,12 @@ pub struct PlannedTask {
     pub platform: Platform,
     #[serde(default)]
     pub runner: Runner,
-    /// The container image (Docker runner).
+    /// The container image (Docker runner), when it comes from elsewhere.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image to build in-tree and run in (Docker runner).
+    #[serde(default)]
+    pub build_image: Option<PlannedImage>,
     /// Shell commands, run in order; the first failure ends the task.
     pub commands: Vec<String>,
     /// Environment variables for the commands, `KILN_SHARD` and `KILN_SHARDS` included.
@@ -58,6 +70,11 @@ pub struct PlannedTask {
     pub retry: Retry,
     #[serde(default)]
     pub allow_failure: bool,
+    /// Patterns of the files kept for the tasks that need this one.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    #[serde(default)]
+    pub cache: Option<Cache>,
 }
 
 impl PlannedTask {
@@ -255,16 +272,18 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
             env.insert("KILN_SHARD".into(), shard.to_string());
             env.insert("KILN_SHARDS".into(), step.shards.to_string());
             env.insert("KILN_PLATFORM".into(), platform.as_str().into());
+            let image = step.image.as_ref().and_then(|i| i.on(*platform));
+            let in_tree = image.and_then(|i| spec.images.get_key_value(i));
             tasks.push(PlannedTask {
                 name: task_name,
                 step: name.to_owned(),
                 platform: *platform,
                 runner: step.runner,
-                image: step
-                    .image
-                    .as_ref()
-                    .and_then(|i| i.on(*platform))
-                    .map(str::to_owned),
+                image: image.filter(|_| in_tree.is_none()).map(str::to_owned),
+                build_image: in_tree.map(|(name, image)| PlannedImage {
+                    name: name.clone(),
+                    spec: image.value.clone(),
+                }),
                 commands: step.run.0.clone(),
                 env,
                 timeout_secs: step.timeout().as_secs().max(1),
@@ -272,6 +291,8 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
                 services: services.clone(),
                 retry: step.retry.clone(),
                 allow_failure: step.allow_failure,
+                artifacts: step.artifacts.clone(),
+                cache: step.cache.clone(),
             });
         }
     }
@@ -412,6 +433,33 @@ steps:
         );
         assert_eq!(plan.task("notes").expect("notes").needs[0], "release");
         assert!(plan.downstream_of("smoke").contains("notes"));
+    }
+
+    #[test]
+    fn in_tree_images_artifacts_and_caches_reach_the_tasks() {
+        let plan = Plan::from_spec_text(
+            "images:\n  build: { context: ci, args: { A: b } }\nsteps:\n  a:\n    image: build\n    artifacts: [dist/*]\n    cache: { key: k, paths: [target] }\n    run: x\n  b: { image: kiln/busybox:latest, needs: [a], run: y }\n",
+            &push("master"),
+        )
+        .expect("valid");
+        let a = plan.task("a").expect("a");
+        assert_eq!(a.image, None);
+        let image = a.build_image.as_ref().expect("built in-tree");
+        assert_eq!(
+            (image.name.as_str(), image.spec.context.as_str()),
+            ("build", "ci")
+        );
+        assert_eq!(image.spec.dockerfile, "Dockerfile");
+        assert_eq!(a.artifacts, ["dist/*"]);
+        assert_eq!(
+            a.cache.as_ref().map(|c| c.paths.clone()),
+            Some(vec!["target".to_owned()])
+        );
+        let b = plan.task("b").expect("b");
+        assert_eq!(
+            (b.image.as_deref(), b.build_image.is_none()),
+            (Some("kiln/busybox:latest"), true)
+        );
     }
 
     #[test]

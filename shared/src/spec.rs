@@ -52,6 +52,12 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// The most retries a step may ask for.
 pub const MAX_RETRIES: u32 = 10;
 
+/// The variables an image's build arguments may use.
+pub const IMAGE_ARG_VARIABLES: [&str; 3] = ["repo", "branch", "branch_slug"];
+
+/// The variables a cache key may use, besides `hash('path')`.
+pub const CACHE_KEY_VARIABLES: [&str; 5] = ["repo", "branch", "branch_slug", "step", "platform"];
+
 /// A parsed `.kiln.yml`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,9 +68,51 @@ pub struct Spec {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub stages: Vec<Spanned<String>>,
+    /// Images built from the repository itself, by name; a step's `image` may name one.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ImageSpec>")]
+    pub images: BTreeMap<String, Spanned<ImageSpec>>,
     /// The steps by name: letters, digits, `-` and `_`.
     #[schemars(with = "BTreeMap<String, Step>")]
     pub steps: BTreeMap<String, Spanned<Step>>,
+}
+
+/// An image built in-tree. Its tag is the hash of its context, Dockerfile, build arguments
+/// and parent image, so an unchanged image is never built twice; a `VERSION` file in the
+/// context is the way to force a rebuild. It is also tagged per branch, and the next build
+/// of the branch (or of the default branch) uses that as its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// The build context: a directory of the repository.
+    pub context: String,
+    /// The Dockerfile, relative to the context.
+    #[serde(default = "dockerfile")]
+    pub dockerfile: String,
+    /// Build arguments; `{{ repo }}`, `{{ branch }}` and `{{ branch_slug }}` are replaced,
+    /// e.g. `SOURCE_IMAGE: "kiln/{{ repo }}/base:{{ branch_slug }}"`.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// The stage of a multi-stage Dockerfile to build.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+fn dockerfile() -> String {
+    "Dockerfile".into()
+}
+
+/// Directories kept from one build to the next, e.g. `{ key: "{{ hash('Cargo.lock') }}",
+/// paths: [target] }`: restored before the task when an entry with its key exists, saved
+/// after it passed when none did.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// A template: `{{ hash('path') }}` is the SHA-256 of a file of the checkout;
+    /// `{{ step }}`, `{{ platform }}` and `{{ branch_slug }}` are known too.
+    pub key: String,
+    /// Directories of the checkout to keep.
+    pub paths: Vec<String>,
 }
 
 /// One named step of the pipeline; it becomes one task per platform and shard.
@@ -117,6 +165,14 @@ pub struct Step {
     /// A failure of this step neither fails the build nor stops what comes after it.
     #[serde(default)]
     pub allow_failure: bool,
+    /// Files the task leaves for the tasks that need it (glob patterns in the checkout,
+    /// `**` across directories). They are stored by content: a file whose digest is stored
+    /// already is not stored again.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// Directories kept between builds.
+    #[serde(default)]
+    pub cache: Option<Cache>,
 }
 
 fn one() -> u32 {
@@ -423,6 +479,23 @@ pub fn json_schema() -> String {
     text
 }
 
+/// A path inside the checkout: relative, with no `..`.
+fn relative_path(path: &str) -> Result<(), String> {
+    let path = std::path::Path::new(path);
+    if path.as_os_str().is_empty() {
+        Err("is empty".into())
+    } else if path.is_absolute() || path.to_string_lossy().starts_with(['/', '\\']) {
+        Err("must be relative to the repository".into())
+    } else if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        Err("may not leave the repository (`..`)".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Letters, digits, `-` and `_`: safe in Redis keys, container names and URLs.
 fn is_name(name: &str) -> bool {
     !name.is_empty()
@@ -491,6 +564,27 @@ impl Spec {
                     stage.referenced,
                     format!("stage `{}` is listed twice", stage.value),
                 ));
+            }
+        }
+        for (name, image) in &self.images {
+            let here = |message: String| Err(SpecError::at(image.referenced, message));
+            if !is_name(name) || name.chars().any(|c| c.is_ascii_uppercase()) {
+                return here(format!(
+                    "image name `{name}` may only use lowercase letters, digits, `-` and `_`"
+                ));
+            }
+            for (what, path) in [
+                ("context", &image.value.context),
+                ("dockerfile", &image.value.dockerfile),
+            ] {
+                if let Err(why) = relative_path(path) {
+                    return here(format!("the {what} `{path}` of image `{name}` {why}"));
+                }
+            }
+            for (arg, value) in &image.value.args {
+                if let Err(why) = crate::template::check(value, &IMAGE_ARG_VARIABLES) {
+                    return here(format!("build argument `{arg}` of image `{name}`: {why}"));
+                }
             }
         }
         for (name, step) in &self.steps {
@@ -576,6 +670,19 @@ impl Spec {
                 if let Some(platform) = self.platforms(step).find(|p| image.on(*p).is_none()) {
                     return here(format!("step `{name}` has no `image` for {platform}"));
                 }
+                // With in-tree images declared, a bare name that is none of them is a typo
+                // far more often than an image from Docker Hub.
+                let bare = self
+                    .platforms(step)
+                    .filter_map(|p| image.on(p))
+                    .filter(|_| !self.images.is_empty())
+                    .find(|i| !i.contains(['/', ':', '@']) && !self.images.contains_key(*i));
+                if let Some(unknown) = bare {
+                    return here(format!(
+                        "step `{name}` runs in image `{unknown}`, which is not one of `images`; \
+                         name an image from elsewhere in full, e.g. `{unknown}:latest`"
+                    ));
+                }
             }
             (Runner::Shell, Some(_)) => {
                 return here(format!(
@@ -630,6 +737,31 @@ impl Spec {
                 return here(format!(
                     "step `{name}` sets `{variable}`; names starting with KILN_ are Kiln's"
                 ));
+            }
+        }
+        for pattern in &step.artifacts {
+            if let Err(why) = relative_path(pattern).and_then(|()| {
+                path_glob(pattern)
+                    .map(drop)
+                    .map_err(|e| format!("is not a pattern: {}", e.kind()))
+            }) {
+                return here(format!("artifact `{pattern}` of step `{name}` {why}"));
+            }
+        }
+        if let Some(cache) = &step.cache {
+            if cache.paths.is_empty() {
+                return here(format!("the `cache` of step `{name}` has no `paths`"));
+            }
+            for path in &cache.paths {
+                if let Err(why) = relative_path(path) {
+                    return here(format!("cache path `{path}` of step `{name}` {why}"));
+                }
+            }
+            if cache.key.trim().is_empty() {
+                return here(format!("the `cache` of step `{name}` has an empty `key`"));
+            }
+            if let Err(why) = crate::template::check(&cache.key, &CACHE_KEY_VARIABLES) {
+                return here(format!("the cache key of step `{name}`: {why}"));
             }
         }
         let patterns = step
@@ -1019,7 +1151,57 @@ steps:
                 "needs itself",
             ),
         ];
-        for (text, line, column, needle) in table {
+        let images: &[(&str, u64, u64, &str)] = &[
+            (
+                "images:\n  b: { context: ../x }\nsteps:\n  a: { image: b, run: x }\n",
+                2,
+                6,
+                "may not leave the repository",
+            ),
+            (
+                "images:\n  B: { context: x }\nsteps:\n  a: { image: i:1, run: x }\n",
+                2,
+                6,
+                "lowercase",
+            ),
+            (
+                "images:\n  b: { context: x, args: { A: '{{ nope }}' } }\nsteps:\n  a: { image: b, run: x }\n",
+                2,
+                6,
+                "unknown `{{ nope }}`",
+            ),
+            (
+                "images:\n  build: { context: x }\nsteps:\n  a: { image: biuld, run: x }\n",
+                4,
+                6,
+                "`biuld`, which is not one of `images`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, artifacts: [/etc/passwd] }\n",
+                2,
+                6,
+                "must be relative",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, artifacts: ['dist/[x'] }\n",
+                2,
+                6,
+                "is not a pattern",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, cache: { key: k, paths: [] } }\n",
+                2,
+                6,
+                "no `paths`",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, cache: { key: '{{ hash(Cargo.lock) }}', paths: [t] } }\n",
+                2,
+                6,
+                "quoted path",
+            ),
+        ];
+        for (text, line, column, needle) in table.iter().chain(images) {
             check(text, *line, *column, needle);
         }
     }

@@ -10,10 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
-use crate::plan::PlannedService;
+use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
-use crate::spec::Runner;
+use crate::spec::{Cache, Runner};
 use crate::trigger::TriggerKind;
 
 /// The version of the wire format this crate reads and writes.
@@ -54,14 +54,20 @@ pub struct JobRequested {
     pub build: BuildRef,
     pub clone_url: String,
     pub task: String,
+    /// The step the task comes from.
+    #[serde(default)]
+    pub step: String,
     /// Counts from 1; a retried task gets a new attempt.
     pub attempt: u32,
     pub platform: Platform,
     #[serde(default)]
     pub runner: Runner,
-    /// The container image (Docker runner).
+    /// The container image (Docker runner), when it comes from elsewhere.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image to build from the checkout and run in (Docker runner).
+    #[serde(default)]
+    pub build_image: Option<PlannedImage>,
     pub commands: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -69,9 +75,70 @@ pub struct JobRequested {
     /// Sidecars to start on the task's private network.
     #[serde(default)]
     pub services: Vec<PlannedService>,
+    /// Patterns of the files to keep as artifacts when the task passes.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    #[serde(default)]
+    pub cache: Option<Cache>,
+    /// The artifacts of the tasks this one needs, put into its checkout before it runs.
+    #[serde(default)]
+    pub inputs: Vec<Artifact>,
+}
+
+/// A file a task kept, stored by its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The task that made it.
+    pub task: String,
+    /// Its path in the checkout, `/`-separated.
+    pub path: String,
+    /// `sha256:<hex>` of its content.
+    pub digest: String,
+    pub size: u64,
+}
+
+/// An in-tree image a task ran in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUse {
+    /// Its name in `images:`.
+    pub name: String,
+    /// The content tag, `kiln/<repo>/<name>:<hash>`.
+    pub tag: String,
+    /// Docker's id of the image, `sha256:<hex>`.
+    pub id: String,
+    /// Whether this task built it; false when an image with the tag existed already.
+    pub built: bool,
 }
 
 impl JobRequested {
+    /// The job that runs attempt `attempt` of `task`, with the artifacts of what it needs.
+    pub fn for_task(
+        build: &BuildRef,
+        clone_url: &str,
+        task: &PlannedTask,
+        attempt: u32,
+        inputs: Vec<Artifact>,
+    ) -> Self {
+        Self {
+            build: build.clone(),
+            clone_url: clone_url.to_owned(),
+            task: task.name.clone(),
+            step: task.step.clone(),
+            attempt,
+            platform: task.platform,
+            runner: task.runner,
+            image: task.image.clone(),
+            build_image: task.build_image.clone(),
+            commands: task.commands.clone(),
+            env: task.env.clone(),
+            timeout_secs: task.timeout_secs,
+            services: task.services.clone(),
+            artifacts: task.artifacts.clone(),
+            cache: task.cache.clone(),
+            inputs,
+        }
+    }
+
     /// `build/task/attempt`: the AMQP message id, the same for every copy of this job.
     pub fn message_id(&self) -> String {
         format!("{}/{}/{}", self.build.id, self.task, self.attempt)
@@ -110,6 +177,12 @@ pub struct TaskFinished {
     pub task: String,
     pub attempt: u32,
     pub outcome: TaskOutcome,
+    /// What the task kept for the tasks that need it.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// The in-tree images it ran in.
+    #[serde(default)]
+    pub images: Vec<ImageUse>,
 }
 
 /// One task's end state, as listed in [`BuildFinished`].
@@ -232,6 +305,13 @@ mod tests {
             task: "test".into(),
             attempt: 1,
             outcome: TaskOutcome::Failed { exit_code: 3 },
+            artifacts: vec![Artifact {
+                task: "test".into(),
+                path: "dist/a.deb".into(),
+                digest: format!("sha256:{}", "0".repeat(64)),
+                size: 3,
+            }],
+            images: Vec::new(),
         });
         let bytes = encode(&event);
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");

@@ -63,6 +63,18 @@ where
     }
 }
 
+/// Sends Kiln's logs to the test's output (shown when a test fails): warnings by default,
+/// or what `KILN_TEST_LOG` asks for, e.g. `KILN_TEST_LOG=kiln_worker=debug`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Every test calls this; only the first call in a process installs the subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// A running Kiln: a bot and a worker in this process, on their own prefix.
 #[derive(Debug)]
 pub struct Kiln {
@@ -85,6 +97,7 @@ impl Kiln {
     /// Like [`Kiln::start`], with `bots` bots sharing the prefix: they take events from the
     /// same queue, as replicas of the bot would. Requests go to the first.
     pub async fn start_with(config: &str, bots: usize) -> Self {
+        init_logging();
         let services = Services::require().await;
         let prefix = services::unique_prefix();
         let state = tempfile::tempdir().expect("temp dir");
@@ -120,6 +133,7 @@ impl Kiln {
                 slots: 2,
                 name: format!("{prefix}-{}", platform.label()),
                 state_dir: state.path().join(format!("worker-{}", platform.label())),
+                store_dir: state.path().join("store"),
             };
             tasks.push(tokio::spawn(kiln_worker::run(settings, shutdown.clone())));
         }

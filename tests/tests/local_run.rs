@@ -30,6 +30,7 @@ fn git(dir: &Path, args: &[&str]) {
 async fn runs_a_pipeline_in_docker_with_no_server() {
     Services::require().await;
     let repo = tempfile::tempdir().expect("temp dir");
+    let store = tempfile::tempdir().expect("temp dir");
     let spec = format!(
         r#"stages: [build, test]
 steps:
@@ -64,6 +65,7 @@ steps:
         dir: repo.path().to_owned(),
         slots: 2,
         shell_only: false,
+        store_dir: store.path().to_owned(),
     })
     .await
     .expect("the pipeline runs");

@@ -10,10 +10,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
-use kiln_shared::spec::Runner;
-
+use crate::Worker;
 use crate::store::{Claim, RedisLog};
-use crate::{Worker, shell};
+use crate::task::{self, Ran, Tools};
 
 /// How long to wait before handing back a job that failed for a passing reason (Redis or
 /// RabbitMQ unreachable), so a persistent fault does not spin.
@@ -73,9 +72,9 @@ async fn run_job(
 ) -> anyhow::Result<Done> {
     match worker.store.claim(job, redelivered, &worker.name).await? {
         Claim::Taken => {}
-        Claim::Finished(outcome) => {
+        Claim::Finished(ran) => {
             // An earlier run recorded the end but may have died before announcing it.
-            announce_finished(worker, job, outcome).await?;
+            announce_finished(worker, job, ran).await?;
             return Ok(Done::Finished);
         }
         Claim::Elsewhere(status) => {
@@ -107,27 +106,31 @@ async fn run_job(
             .checkout(&job.clone_url, &job.build.commit, &workdir)
             .await
         {
-            Err(error) => TaskOutcome::Errored {
-                reason: format!("cannot check out {}: {error}", job.build.commit),
+            Err(error) => Ran {
+                outcome: TaskOutcome::Errored {
+                    reason: format!("cannot check out {}: {error}", job.build.commit),
+                },
+                artifacts: Vec::new(),
+                images: Vec::new(),
             },
             Ok(dir) => {
                 let log = RedisLog {
                     store: &worker.store,
                     job,
                 };
-                let outcome = match (job.runner, &worker.docker) {
-                    (Runner::Shell, _) => shell::run(job, &dir, &log).await,
-                    (Runner::Docker, Some(docker)) => docker.run(job, &dir, &log).await,
-                    (Runner::Docker, None) => TaskOutcome::Errored {
-                        reason: format!("worker {} has no Docker engine", worker.name),
-                    },
+                let tools = Tools {
+                    docker: worker.docker.as_ref(),
+                    blobs: &worker.blobs,
+                    caches: &worker.caches,
+                    shell_without_docker: false,
                 };
+                let ran = task::run(tools, job, &dir, &log).await;
                 worker.checkouts.remove(&dir).await;
-                outcome
+                ran
             }
         }
     };
-    let outcome = tokio::select! {
+    let ran = tokio::select! {
         outcome = run => outcome,
         () = shutdown.cancelled() => {
             // Dropping the run kills a shell task's processes; containers are removed here.
@@ -137,24 +140,22 @@ async fn run_job(
             return Ok(Done::Interrupted);
         }
     };
-    tracing::info!(%outcome, "task ended");
-    worker.store.finish(job, &outcome).await?;
-    announce_finished(worker, job, outcome).await?;
+    tracing::info!(outcome = %ran.outcome, "task ended");
+    worker.store.finish(job, &ran).await?;
+    announce_finished(worker, job, ran).await?;
     Ok(Done::Finished)
 }
 
-async fn announce_finished(
-    worker: &Worker,
-    job: &JobRequested,
-    outcome: TaskOutcome,
-) -> anyhow::Result<()> {
+async fn announce_finished(worker: &Worker, job: &JobRequested, ran: Ran) -> anyhow::Result<()> {
     worker
         .broker
         .publish_event(&Event::TaskFinished(TaskFinished {
             build: job.build.clone(),
             task: job.task.clone(),
             attempt: job.attempt,
-            outcome,
+            outcome: ran.outcome,
+            artifacts: ran.artifacts,
+            images: ran.images,
         }))
         .await
 }

@@ -8,6 +8,9 @@
 //! Invariant: the worker never talks to a chat API, and it has no inbound port.
 
 pub mod amqp;
+pub mod artifacts;
+pub mod blobs;
+pub mod cache;
 pub mod checkout;
 pub mod docker;
 pub mod job;
@@ -15,6 +18,7 @@ pub mod lines;
 pub mod local;
 pub mod shell;
 pub mod store;
+pub mod task;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +46,9 @@ pub struct Settings {
     pub name: String,
     /// Where mirrors and work directories are kept.
     pub state_dir: PathBuf,
+    /// Where artifacts and caches are kept: shared by every worker of an installation (a
+    /// network mount when they are on several hosts).
+    pub store_dir: PathBuf,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -54,6 +61,10 @@ pub struct Worker {
     pub checkouts: checkout::Checkouts,
     /// The Docker engine; a worker for a platform without containers may have none.
     pub docker: Option<docker::DockerRunner>,
+    /// The artifact store.
+    pub blobs: blobs::Blobs,
+    /// The cache entries.
+    pub caches: cache::Caches,
 }
 
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
@@ -88,6 +99,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         broker,
         checkouts: checkout::Checkouts::new(&settings.state_dir),
         docker,
+        blobs: blobs::Blobs::new(settings.store_dir.join("artifacts")),
+        caches: cache::Caches::new(settings.store_dir.join("cache")),
     });
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 

@@ -19,13 +19,15 @@ use kiln_shared::platform::Platform;
 use kiln_shared::spec::{Runner, SPEC_FILE, Trigger};
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::walk::Walk;
-use kiln_shared::wire::{BuildRef, JobRequested};
+use kiln_shared::wire::{Artifact, BuildRef, JobRequested};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
+use crate::blobs::Blobs;
+use crate::cache::Caches;
 use crate::docker::DockerRunner;
 use crate::lines::{LogLine, LogSink};
-use crate::shell;
+use crate::task::{self, Tools};
 
 /// The most lines of a failed task's log printed; the rest is summarised.
 const SHOWN_LOG_LINES: usize = 200;
@@ -39,6 +41,8 @@ pub struct Options {
     pub slots: usize,
     /// Run every task in the shell, even when Docker answers.
     pub shell_only: bool,
+    /// Where artifacts and caches are kept between runs.
+    pub store_dir: PathBuf,
 }
 
 /// How a local run ended.
@@ -104,6 +108,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .tempdir()
         .context("cannot make a scratch directory")?;
 
+    let store = options.store_dir.clone();
+    let blobs = Blobs::new(store.join("artifacts"));
+    let caches = Caches::new(store.join("cache"));
+    let mut kept: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     let mut statuses: BTreeMap<String, TaskStatus> = BTreeMap::new();
     let mut walk = Walk::new(&plan);
     let mut ready: Vec<(&PlannedTask, u32)> = plan.roots().map(|t| (t, 1)).collect();
@@ -117,39 +125,38 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 skip_rest(&mut walk, &view, &mut statuses, &task.name);
                 continue;
             }
-            let job = JobRequested {
-                build: build.clone(),
-                clone_url: String::new(),
-                task: task.name.clone(),
-                attempt,
-                platform: task.platform,
-                runner: task.runner,
-                image: task.image.clone(),
-                commands: task.commands.clone(),
-                env: task.env.clone(),
-                timeout_secs: task.timeout_secs,
-                services: task.services.clone(),
-            };
+            let inputs = task
+                .needs
+                .iter()
+                .filter_map(|need| kept.get(need))
+                .flatten()
+                .cloned()
+                .collect();
+            let job = JobRequested::for_task(&build, "", task, attempt, inputs);
             let workdir = scratch.path().join(format!("{}-{attempt}", task.name));
             copy_files(&root, &files, &workdir).await?;
-            let docker = docker.clone();
+            let (docker, blobs, caches) = (docker.clone(), blobs.clone(), caches.clone());
             let bar = view.started(&task.name, attempt);
             running.spawn(async move {
                 let started = Instant::now();
                 let log = MemoryLog::default();
-                let outcome = match (&docker, task_runner(&job, docker.is_some())) {
-                    (Some(docker), Runner::Docker) => docker.run(&job, &workdir, &log).await,
-                    _ => shell::run(&job, &workdir, &log).await,
+                let tools = Tools {
+                    docker: docker.as_ref(),
+                    blobs: &blobs,
+                    caches: &caches,
+                    shell_without_docker: true,
                 };
+                let ran = task::run(tools, &job, &workdir, &log).await;
                 let _ = tokio::fs::remove_dir_all(&workdir).await;
                 let lines = log.0.into_inner().unwrap_or_default();
-                (job.task, attempt, outcome, lines, started.elapsed(), bar)
+                (job.task, attempt, ran, lines, started.elapsed(), bar)
             });
         }
         let Some(ended) = running.join_next().await else {
             break;
         };
-        let (name, attempt, outcome, lines, took, bar) = ended.context("a task panicked")?;
+        let (name, attempt, ran, lines, took, bar) = ended.context("a task panicked")?;
+        let outcome = ran.outcome;
         let Some(task) = plan.task(&name) else {
             continue;
         };
@@ -162,6 +169,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             continue;
         }
         statuses.insert(name.clone(), outcome.status());
+        kept.insert(name.clone(), ran.artifacts);
         let unblocks = task.unblocks(&outcome);
         let advance = walk.finish(&name, unblocks);
         ready.extend(advance.ready.into_iter().map(|t| (t, 1)));
@@ -202,15 +210,6 @@ fn skip_rest(
     for skipped in walk.finish(name, false).skipped {
         view.skipped(&skipped.name, &format!("`{name}` did not run"));
         statuses.insert(skipped.name.clone(), TaskStatus::Skipped);
-    }
-}
-
-/// The runner a task gets here: its own, or the shell when Docker is not available.
-fn task_runner(job: &JobRequested, have_docker: bool) -> Runner {
-    if have_docker {
-        job.runner
-    } else {
-        Runner::Shell
     }
 }
 

@@ -33,6 +33,9 @@ enum Subcommand {
         /// Run every task in the shell, even if Docker answers.
         #[arg(long)]
         shell: bool,
+        /// Where artifacts and caches are kept between runs.
+        #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
+        store_dir: PathBuf,
     },
 }
 
@@ -68,6 +71,10 @@ struct Serve {
     /// Where mirrors and work directories are kept.
     #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/worker")]
     state_dir: PathBuf,
+    /// Where artifacts and caches are kept; every worker of an installation must see the
+    /// same directory (a network mount when they run on several hosts).
+    #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
+    store_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -78,13 +85,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if let Some(Subcommand::Run { dir, slots, shell }) = args.command {
+    if let Some(Subcommand::Run {
+        dir,
+        slots,
+        shell,
+        store_dir,
+    }) = args.command
+    {
         let options = kiln_worker::local::Options {
             dir,
             slots: slots.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
             shell_only: shell,
+            store_dir,
         };
         // 0: the pipeline passed; 1: it did not; 2: it could not be run at all.
         let code = match kiln_worker::local::run(&options).await {
@@ -110,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         slots: args.slots.max(1),
         name,
         state_dir: args.state_dir,
+        store_dir: args.store_dir,
     };
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

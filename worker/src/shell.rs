@@ -248,6 +248,7 @@ mod tests {
             },
             clone_url: String::new(),
             task: "t".into(),
+            step: "t".into(),
             attempt: 1,
             platform: Platform::LinuxAmd64,
             runner: Runner::Shell,
@@ -256,6 +257,10 @@ mod tests {
             env: BTreeMap::from([("MINE".to_owned(), "yes".to_owned())]),
             timeout_secs,
             services: Vec::new(),
+            build_image: None,
+            artifacts: Vec::new(),
+            cache: None,
+            inputs: Vec::new(),
         }
     }
 

@@ -5,11 +5,12 @@
 
 use std::sync::LazyLock;
 
-use kiln_shared::build::{TaskOutcome, TaskStatus};
+use kiln_shared::build::TaskStatus;
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::wire::JobRequested;
 
 use crate::lines::{LogLine, LogSink};
+use crate::task::Ran;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 
@@ -24,8 +25,8 @@ pub const MAX_LOG_LINES: usize = 100_000;
 pub enum Claim {
     /// This worker runs the task.
     Taken,
-    /// The task already ended with this outcome: this job is a copy of one already done.
-    Finished(TaskOutcome),
+    /// The task already ended so: this job is a copy of one already done.
+    Finished(Ran),
     /// Someone else has the task, or it no longer needs running.
     Elsewhere(Option<String>),
 }
@@ -102,22 +103,44 @@ impl Store {
         {
             return Ok(Claim::Taken);
         }
-        let (status, outcome): (Option<String>, Option<String>) = redis::pipe()
+        type Fields = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (status, outcome, artifacts, images): Fields = redis::pipe()
             .hget(&key, "status")
             .hget(&key, "outcome_json")
+            .hget(&key, "artifacts_json")
+            .hget(&key, "images_json")
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(
-            match outcome.and_then(|json| serde_json::from_str(&json).ok()) {
-                Some(outcome) => Claim::Finished(outcome),
-                None => Claim::Elsewhere(status),
-            },
-        )
+        fn parse<T: serde::de::DeserializeOwned>(json: Option<String>) -> Option<T> {
+            json.and_then(|j| serde_json::from_str(&j).ok())
+        }
+        Ok(match parse(outcome) {
+            Some(outcome) => Claim::Finished(Ran {
+                outcome,
+                artifacts: parse(artifacts).unwrap_or_default(),
+                images: parse(images).unwrap_or_default(),
+            }),
+            None => Claim::Elsewhere(status),
+        })
     }
 
     /// Records how the task ended. Returns false if it had already ended (cancelled, say).
-    pub async fn finish(&self, job: &JobRequested, outcome: &TaskOutcome) -> RedisResult<bool> {
+    pub async fn finish(&self, job: &JobRequested, ran: &Ran) -> RedisResult<bool> {
+        let outcome = &ran.outcome;
         let mut fields = vec![
+            (
+                "artifacts_json",
+                serde_json::to_string(&ran.artifacts).unwrap_or_default(),
+            ),
+            (
+                "images_json",
+                serde_json::to_string(&ran.images).unwrap_or_default(),
+            ),
             ("outcome", outcome.to_string()),
             (
                 "outcome_json",

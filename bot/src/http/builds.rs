@@ -39,6 +39,8 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
                 "exit_code": t.exit_code,
                 "outcome": t.outcome,
                 "worker": t.worker,
+                "artifacts": t.artifacts,
+                "images": t.images,
             })
         })
         .collect();
@@ -52,6 +54,35 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
         "status": record.status,
         "error": record.error,
         "tasks": tasks,
+    }))
+    .into_response()
+}
+
+/// The build's manifest: every artifact and in-tree image, with its digest.
+pub async fn handle_build_manifest(State(app): State<App>, Path(id): Path<u64>) -> Response {
+    let id = BuildId(id);
+    let record = match app.store.build(id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let tasks = match &record.plan {
+        Some(plan) => match app.store.tasks(id, plan).await {
+            Ok(tasks) => tasks,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => Vec::new(),
+    };
+    let artifacts: Vec<_> = tasks.iter().flat_map(|t| &t.artifacts).collect();
+    let mut images: Vec<_> = tasks.iter().flat_map(|t| &t.images).collect();
+    images.sort_by(|a, b| a.tag.cmp(&b.tag));
+    images.dedup_by(|a, b| a.tag == b.tag);
+    Json(json!({
+        "build": id,
+        "repo": record.build.repo,
+        "commit": record.build.commit,
+        "artifacts": artifacts,
+        "images": images,
     }))
     .into_response()
 }

@@ -26,6 +26,7 @@ pub fn router(app: App) -> Router {
         )
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
+        .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

@@ -27,6 +27,10 @@ use kiln_shared::wire::JobRequested;
 
 use crate::lines::{Fd, LineSplitter, LogSink};
 
+mod image;
+
+pub use image::image_repository;
+
 /// Where the checkout is mounted in a task's container, and its working directory.
 pub const WORKSPACE: &str = "/workspace";
 

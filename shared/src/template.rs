@@ -1,0 +1,141 @@
+//! The small templates of `.kiln.yml`: cache keys and image build arguments.
+//!
+//! Two forms only: `{{ name }}` (a variable: `repo`, `branch`, `branch_slug`, `step`,
+//! `platform`) and `{{ hash('path') }}` (the SHA-256 of a file of the checkout, computed by
+//! the caller, which has the files). Anything else is an error the spec reports. A template
+//! engine's functions take named arguments only, and `hash('Cargo.lock')` is the form people
+//! know from other CI systems, so this is its own few lines.
+
+use std::collections::BTreeMap;
+
+/// A variable's value, made safe for image tags and file names: lowercase letters, digits,
+/// `.`, `_` and `-`, at most 63 characters (`feature/Login` → `feature-login`).
+pub fn slug(text: &str) -> String {
+    let slug: String = text
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+            _ => '-',
+        })
+        .take(63)
+        .collect();
+    let slug = slug.trim_matches(['-', '.']);
+    if slug.is_empty() {
+        "x".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+/// Renders `text`, looking variables up in `vars` and file hashes up with `hash`.
+pub fn render(
+    text: &str,
+    vars: &BTreeMap<&str, String>,
+    hash: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`{{{{` without `}}}}` in `{text}`"))?;
+        let expression = after[..end].trim();
+        out.push_str(&evaluate(expression, vars, hash)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn evaluate(
+    expression: &str,
+    vars: &BTreeMap<&str, String>,
+    hash: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    if let Some(argument) = expression
+        .strip_prefix("hash(")
+        .and_then(|a| a.strip_suffix(')'))
+    {
+        let argument = argument.trim();
+        let path = argument
+            .strip_prefix('\'')
+            .and_then(|a| a.strip_suffix('\''))
+            .or_else(|| argument.strip_prefix('"').and_then(|a| a.strip_suffix('"')))
+            .ok_or_else(|| {
+                format!("`hash` takes a quoted path, as in hash('Cargo.lock'), not {argument}")
+            })?;
+        return hash(path);
+    }
+    vars.get(expression).cloned().ok_or_else(|| {
+        let known: Vec<&str> = vars.keys().copied().collect();
+        format!(
+            "unknown `{{{{ {expression} }}}}`; known are {} and hash('path')",
+            known.join(", ")
+        )
+    })
+}
+
+/// Checks a template's form without files: what [`crate::spec::Spec::parse`] does.
+pub fn check(text: &str, names: &[&str]) -> Result<(), String> {
+    let vars = names.iter().map(|n| (*n, String::new())).collect();
+    render(text, &vars, &mut |_| Ok(String::new())).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_variables_and_hashes() {
+        let vars = BTreeMap::from([
+            ("repo", "acme/api".to_owned()),
+            ("branch_slug", "main".into()),
+        ]);
+        let mut asked = Vec::new();
+        let text = render(
+            "kiln/{{ repo }}/base:{{branch_slug}}-{{ hash('Cargo.lock') }}-{{ hash(\"a b\") }}",
+            &vars,
+            &mut |path| {
+                asked.push(path.to_owned());
+                Ok("h".into())
+            },
+        )
+        .expect("renders");
+        assert_eq!(text, "kiln/acme/api/base:main-h-h");
+        assert_eq!(asked, ["Cargo.lock", "a b"]);
+        assert_eq!(
+            render("plain", &vars, &mut |_| Ok(String::new())),
+            Ok("plain".into())
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        let names = ["repo", "step"];
+        assert!(
+            check("{{ nope }}", &names)
+                .expect_err("unknown")
+                .contains("known are repo, step")
+        );
+        assert!(
+            check("{{ hash(Cargo.lock) }}", &names)
+                .expect_err("unquoted")
+                .contains("quoted")
+        );
+        assert!(
+            check("{{ repo", &names)
+                .expect_err("open")
+                .contains("without")
+        );
+        assert_eq!(check("{{ step }}", &names), Ok(()));
+    }
+
+    #[test]
+    fn slugs_are_safe_in_tags() {
+        assert_eq!(slug("feature/Login_2"), "feature-login_2");
+        assert_eq!(slug("..."), "x");
+        assert_eq!(slug(&"a".repeat(100)).len(), 63);
+    }
+}

@@ -1,0 +1,318 @@
+//! In-tree images: built from the checkout with Docker's classic builder, tagged by content.
+//!
+//! The tag is the hash of the context's files, the Dockerfile's place, the build arguments,
+//! the target, the platform and the ids of the parent images, so an image whose tag exists
+//! is never built again (a `VERSION` file in the context is the documented way to force a
+//! rebuild). The image is also tagged with the branch, and the next build of the branch, or
+//! of the default branch, uses that as its cache source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+use kiln_shared::plan::PlannedImage;
+use kiln_shared::template::{render, slug};
+use kiln_shared::wire::{ImageUse, JobRequested};
+use sha2::{Digest, Sha256};
+
+use super::DockerRunner;
+use crate::lines::{Fd, LineSplitter, LogSink};
+
+/// Branches whose images are the cache source of last resort.
+const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
+
+/// `kiln/<owner>/<name>/<image>`: where a repository's in-tree images are named.
+pub fn image_repository(repo: &str, image: &str) -> String {
+    let path: Vec<String> = repo.split('/').map(slug).collect();
+    format!("kiln/{}/{image}", path.join("/"))
+}
+
+impl DockerRunner {
+    /// Builds `image` of `job` from the checkout at `workdir`, unless an image with its
+    /// content tag exists; tags it with the branch either way. Build output goes to `log`.
+    pub async fn prepare_image(
+        &self,
+        job: &JobRequested,
+        image: &PlannedImage,
+        workdir: &Path,
+        log: &impl LogSink,
+    ) -> Result<ImageUse, String> {
+        let repository = image_repository(&job.build.repo, &image.name);
+        let vars = BTreeMap::from([
+            ("repo", repository_path(&job.build.repo)),
+            ("branch", job.build.branch.clone()),
+            ("branch_slug", slug(&job.build.branch)),
+        ]);
+        let mut args = BTreeMap::new();
+        for (name, value) in &image.spec.args {
+            let value = render(value, &vars, &mut |_| {
+                Err("build arguments cannot hash files".into())
+            })?;
+            args.insert(name.clone(), value);
+        }
+        let context = workdir.join(&image.spec.context);
+        let dockerfile_text = tokio::fs::read_to_string(context.join(&image.spec.dockerfile))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read {}/{} for image `{}`: {e}",
+                    image.spec.context, image.spec.dockerfile, image.name
+                )
+            })?;
+        let mut parents = Vec::new();
+        for parent in parent_images(&dockerfile_text, &args) {
+            let inspected = self.docker.inspect_image(&parent).await.map_err(|e| {
+                format!(
+                    "the parent image `{parent}` of `{}` is not on this worker: {e}",
+                    image.name
+                )
+            })?;
+            parents.push((parent, inspected.id.unwrap_or_default()));
+        }
+        let context_hash = hash_dir(&context)
+            .await
+            .map_err(|e| format!("cannot read the context of image `{}`: {e}", image.name))?;
+        let mut hasher = Sha256::new();
+        let fields = serde_json::json!({
+            "context": context_hash,
+            "dockerfile": image.spec.dockerfile,
+            "args": args,
+            "target": image.spec.target,
+            "platform": job.platform.as_str(),
+            "parents": parents,
+        });
+        hasher.update(fields.to_string().as_bytes());
+        let tag = format!("{repository}:{}", &hex::encode(hasher.finalize())[..20]);
+
+        let built = match self.docker.inspect_image(&tag).await {
+            Ok(_) => false,
+            Err(_) => {
+                self.build(job, image, &context, &tag, &args, log).await?;
+                true
+            }
+        };
+        let branch_tag = TagImageOptionsBuilder::new()
+            .repo(&repository)
+            .tag(&slug(&job.build.branch))
+            .build();
+        self.docker
+            .tag_image(&tag, Some(branch_tag))
+            .await
+            .map_err(|e| format!("cannot tag {tag} with the branch: {e}"))?;
+        let id = self
+            .docker
+            .inspect_image(&tag)
+            .await
+            .map_err(|e| format!("image {tag} vanished: {e}"))?
+            .id
+            .unwrap_or_default();
+        Ok(ImageUse {
+            name: image.name.clone(),
+            tag,
+            id,
+            built,
+        })
+    }
+
+    async fn build(
+        &self,
+        job: &JobRequested,
+        image: &PlannedImage,
+        context: &Path,
+        tag: &str,
+        args: &BTreeMap<String, String>,
+        log: &impl LogSink,
+    ) -> Result<(), String> {
+        let repository = image_repository(&job.build.repo, &image.name);
+        let mut cache_from = Vec::new();
+        let branches =
+            std::iter::once(slug(&job.build.branch)).chain(DEFAULT_BRANCHES.map(str::to_owned));
+        for branch in branches {
+            let candidate = format!("{repository}:{branch}");
+            if !cache_from.contains(&candidate)
+                && self.docker.inspect_image(&candidate).await.is_ok()
+            {
+                cache_from.push(candidate);
+            }
+        }
+        let context_tar = tar_dir(context)
+            .await
+            .map_err(|e| format!("cannot pack the context of image `{}`: {e}", image.name))?;
+        let args: HashMap<&str, &str> =
+            args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels = HashMap::from([
+            ("kiln.repo", job.build.repo.as_str()),
+            ("kiln.image", image.name.as_str()),
+        ]);
+        let mut options = BuildImageOptionsBuilder::new()
+            .dockerfile(&image.spec.dockerfile)
+            .t(tag)
+            .buildargs(&args)
+            .labels(&labels)
+            .cachefrom(&cache_from)
+            .platform(job.platform.as_str())
+            .rm(true)
+            .forcerm(true)
+            .version(BuilderVersion::BuilderV1);
+        if let Some(target) = &image.spec.target {
+            options = options.target(target);
+        }
+        let mut stream = self.docker.build_image(
+            options.build(),
+            None,
+            Some(bollard::body_full(context_tar.into())),
+        );
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        let mut failure = None;
+        while let Some(info) = stream.next().await {
+            match info {
+                Ok(info) => {
+                    if let Some(text) = info.stream {
+                        splitter.push(Fd::Out, text.as_bytes(), &mut lines);
+                    }
+                    if let Some(detail) = info.error_detail {
+                        failure = detail.message;
+                    }
+                }
+                Err(DockerError::DockerStreamError { error }) => failure = Some(error),
+                Err(error) => failure = Some(error.to_string()),
+            }
+            log.write(&lines).await;
+            lines.clear();
+        }
+        splitter.finish(&mut lines);
+        log.write(&lines).await;
+        match failure {
+            Some(message) => Err(format!("building image `{}` failed: {message}", image.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The repository's name as `{{ repo }}` gives it to build arguments: lowercase, one slug per
+/// path segment, the way [`image_repository`] names images.
+fn repository_path(repo: &str) -> String {
+    repo.split('/').map(slug).collect::<Vec<_>>().join("/")
+}
+
+/// The images a Dockerfile builds `FROM`, with `ARG`s substituted; `scratch` and earlier
+/// stages are not images.
+fn parent_images(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages = Vec::new();
+    let mut parents = Vec::new();
+    for line in dockerfile.lines() {
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        if instruction.eq_ignore_ascii_case("ARG") && parents.is_empty() && stages.is_empty() {
+            if let Some(declaration) = words.next() {
+                let (name, default) = declaration.split_once('=').unwrap_or((declaration, ""));
+                let value = args
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| default.to_owned());
+                values.insert(name.to_owned(), value);
+            }
+        } else if instruction.eq_ignore_ascii_case("FROM") {
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            let Some(image) = rest.first() else { continue };
+            let image = substitute(image, &values);
+            let earlier_stage = stages.contains(&image.to_ascii_lowercase());
+            if let [_, as_word, name] = rest.as_slice()
+                && as_word.eq_ignore_ascii_case("as")
+            {
+                stages.push(name.to_ascii_lowercase());
+            }
+            if image != "scratch" && !earlier_stage {
+                parents.push(image);
+            }
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    parents
+}
+
+/// Replaces `${NAME}` and `$NAME` with their values.
+fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_owned();
+    for (name, value) in values {
+        out = out.replace(&format!("${{{name}}}"), value);
+        out = out.replace(&format!("${name}"), value);
+    }
+    out
+}
+
+/// A hash of every file under `dir` (paths and contents), `.git` left out.
+async fn hash_dir(dir: &Path) -> io::Result<String> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let walk = walkdir::WalkDir::new(&dir)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".git");
+        for entry in walk {
+            let entry = entry.map_err(io::Error::other)?;
+            let relative = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
+            hasher.update(relative.to_string_lossy().as_bytes());
+            hasher.update([0]);
+            if entry.file_type().is_file() {
+                let (digest, _) = crate::blobs::sha256_file(entry.path())?;
+                hasher.update(digest.as_bytes());
+            } else if entry.file_type().is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                hasher.update(target.to_string_lossy().as_bytes());
+            }
+            hasher.update([0]);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// The build context as a tar archive.
+async fn tar_dir(dir: &Path) -> io::Result<Vec<u8>> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut archive = tar::Builder::new(Vec::new());
+        archive.follow_symlinks(false);
+        archive.append_dir_all(".", &dir)?;
+        archive.into_inner()
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_parent_images_with_their_arguments() {
+        let dockerfile = "ARG SOURCE_IMAGE=kiln/busybox:latest\nARG OTHER\nFROM ${SOURCE_IMAGE} AS base\nRUN true\nFROM --platform=linux/amd64 base\nFROM scratch\nCOPY --from=base /a /a\nFROM $OTHER\n";
+        let args = BTreeMap::from([("OTHER".to_owned(), "kiln/acme/api/base:main".to_owned())]);
+        assert_eq!(
+            parent_images(dockerfile, &args),
+            ["kiln/acme/api/base:main", "kiln/busybox:latest"]
+        );
+        let args = BTreeMap::from([("SOURCE_IMAGE".to_owned(), "x:1".to_owned())]);
+        assert_eq!(
+            parent_images("ARG SOURCE_IMAGE\nFROM ${SOURCE_IMAGE}\n", &args),
+            ["x:1"]
+        );
+    }
+
+    #[test]
+    fn names_images_under_the_repository() {
+        assert_eq!(image_repository("Acme/API", "build"), "kiln/acme/api/build");
+        assert_eq!(repository_path("Acme/My_API"), "acme/my_api");
+    }
+}

@@ -1,0 +1,143 @@
+//! A task's fixed lifecycle, the same on a worker and in `kiln-worker run`: prepare (the
+//! artifacts of what it needs, its cache, its in-tree image) → execute (Docker or shell,
+//! lines streamed) → collect (artifacts and cache, when it passed). Cleanup of containers
+//! and processes is the runners' own, and happens whatever the outcome.
+
+use std::path::Path;
+
+use kiln_shared::build::TaskOutcome;
+use kiln_shared::spec::Runner;
+use kiln_shared::wire::{Artifact, ImageUse, JobRequested};
+
+use crate::blobs::Blobs;
+use crate::cache::Caches;
+use crate::docker::DockerRunner;
+use crate::lines::{Fd, LogLine, LogSink};
+use crate::{artifacts, shell};
+
+/// What a task needs from its host.
+#[derive(Debug, Clone, Copy)]
+pub struct Tools<'a> {
+    /// The Docker engine, if the host has one.
+    pub docker: Option<&'a DockerRunner>,
+    pub blobs: &'a Blobs,
+    pub caches: &'a Caches,
+    /// Run Docker tasks in the shell when there is no engine (`kiln-worker run`), instead
+    /// of erroring them (a worker).
+    pub shell_without_docker: bool,
+}
+
+/// How a task ended and what it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub outcome: TaskOutcome,
+    pub artifacts: Vec<Artifact>,
+    pub images: Vec<ImageUse>,
+}
+
+impl Ran {
+    fn errored(reason: String) -> Self {
+        Self {
+            outcome: TaskOutcome::Errored { reason },
+            artifacts: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+}
+
+/// Writes a line of Kiln's own into the task's log.
+async fn note(log: &impl LogSink, text: String) {
+    log.write(&[LogLine {
+        fd: Fd::Err,
+        text: format!("[kiln] {text}"),
+    }])
+    .await;
+}
+
+/// Runs `job` in its checkout at `workdir`.
+pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Ran {
+    if let Err(error) = artifacts::restore(tools.blobs, workdir, &job.inputs).await {
+        return Ran::errored(format!("cannot fetch the artifacts it needs: {error}"));
+    }
+    if !job.inputs.is_empty() {
+        note(log, format!("fetched {} artifact(s)", job.inputs.len())).await;
+    }
+    let cache_key = match &job.cache {
+        None => None,
+        Some(_) => match tools.caches.restore(job, workdir).await {
+            Ok(restored) => {
+                let verb = if restored.hit {
+                    "restored"
+                } else {
+                    "no entry yet for"
+                };
+                note(log, format!("cache: {verb} key {}", restored.key)).await;
+                (!restored.hit).then_some(restored.key)
+            }
+            Err(error) => {
+                // A cache is an optimisation: without it the task still runs, only slower.
+                note(log, format!("cache not restored: {error}")).await;
+                None
+            }
+        },
+    };
+
+    let runner = match (job.runner, tools.docker) {
+        (Runner::Docker, None) if tools.shell_without_docker => Runner::Shell,
+        (runner, _) => runner,
+    };
+    let mut images = Vec::new();
+    let outcome = match (runner, tools.docker) {
+        (Runner::Shell, _) => shell::run(job, workdir, log).await,
+        (Runner::Docker, None) => {
+            return Ran::errored("this worker has no Docker engine".into());
+        }
+        (Runner::Docker, Some(docker)) => {
+            let mut job = job.clone();
+            if let Some(image) = &job.build_image {
+                match docker.prepare_image(&job, image, workdir, log).await {
+                    Ok(used) => {
+                        let verb = if used.built { "built" } else { "reused" };
+                        note(log, format!("image `{}`: {verb} {}", used.name, used.tag)).await;
+                        job.image = Some(used.tag.clone());
+                        images.push(used);
+                    }
+                    Err(reason) => return Ran::errored(reason),
+                }
+            }
+            docker.run(&job, workdir, log).await
+        }
+    };
+
+    let mut artifacts = Vec::new();
+    if outcome == TaskOutcome::Passed {
+        match artifacts::collect(tools.blobs, workdir, &job.task, &job.artifacts).await {
+            Ok((kept, uploaded)) => {
+                if !job.artifacts.is_empty() {
+                    note(
+                        log,
+                        format!(
+                            "kept {} artifact(s), {uploaded} new to the store",
+                            kept.len()
+                        ),
+                    )
+                    .await;
+                }
+                artifacts = kept;
+            }
+            Err(error) => return Ran::errored(format!("cannot keep its artifacts: {error}")),
+        }
+        if let Some(key) = cache_key {
+            match tools.caches.save(job, workdir, &key).await {
+                Ok(true) => note(log, format!("cache: saved key {key}")).await,
+                Ok(false) => {}
+                Err(error) => note(log, format!("cache not saved: {error}")).await,
+            }
+        }
+    }
+    Ran {
+        outcome,
+        artifacts,
+        images,
+    }
+}
