@@ -65,7 +65,11 @@ impl TestRepo {
             git(&self.work, &["checkout", "--quiet", "-B", branch]);
         }
         for (path, contents) in files {
-            std::fs::write(self.work.join(path), contents).expect("write file");
+            let file = self.work.join(path);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).expect("mkdir");
+            }
+            std::fs::write(file, contents).expect("write file");
             git(&self.work, &["add", path]);
         }
         git(

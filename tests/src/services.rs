@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kiln_shared::platform::Platform;
@@ -79,7 +80,8 @@ impl Services {
         services
     }
 
-    /// Removes every queue, exchange, Redis key and container a test made under `prefix`.
+    /// Removes every queue, exchange, Redis key, container and network a test made under
+    /// `prefix`, and the in-tree images built on its branches (named `<prefix>-…`).
     pub async fn remove_everything_under(&self, prefix: &str) {
         if let Ok(connection) =
             Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
@@ -130,8 +132,26 @@ impl Services {
             for name in networks_named(&docker, prefix).await {
                 let _ = docker.remove_network(&name).await;
             }
+            for id in images_of_branches(&docker, prefix).await {
+                let options = RemoveImageOptionsBuilder::new().force(true).build();
+                let _ = docker.remove_image(&id, Some(options), None).await;
+            }
         }
     }
+}
+
+/// Ids of the in-tree images tagged with a branch whose name starts with `prefix`.
+pub async fn images_of_branches(docker: &Docker, prefix: &str) -> Vec<String> {
+    let reference = format!("kiln/*/*/*:{prefix}*");
+    let filters = std::collections::HashMap::from([("reference", vec![reference.as_str()])]);
+    let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+    docker
+        .list_images(Some(options))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
 }
 
 /// Names of the networks whose name starts with `prefix`.

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
@@ -23,6 +24,23 @@ use crate::lines::{Fd, LineSplitter, LogSink};
 
 /// Branches whose images are the cache source of last resort.
 const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
+
+/// One lock per image tag, so concurrent tasks of this worker build an image once.
+#[derive(Debug, Clone, Default)]
+pub struct BuildLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl BuildLocks {
+    /// Holds `tag`'s lock until the guard drops.
+    async fn lock(&self, tag: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget locks nobody holds or waits for, so the map stays small.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(tag.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// `kiln/<owner>/<name>/<image>`: where a repository's in-tree images are named.
 pub fn image_repository(repo: &str, image: &str) -> String {
@@ -87,6 +105,7 @@ impl DockerRunner {
         hasher.update(fields.to_string().as_bytes());
         let tag = format!("{repository}:{}", &hex::encode(hasher.finalize())[..20]);
 
+        let building = self.building.lock(&tag).await;
         let built = match self.docker.inspect_image(&tag).await {
             Ok(_) => false,
             Err(_) => {
@@ -94,6 +113,7 @@ impl DockerRunner {
                 true
             }
         };
+        drop(building);
         let branch_tag = TagImageOptionsBuilder::new()
             .repo(&repository)
             .tag(&slug(&job.build.branch))

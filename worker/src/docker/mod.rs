@@ -49,6 +49,8 @@ pub struct DockerRunner {
     docker: Docker,
     /// Names every container this worker makes, so they can be told apart from others'.
     prefix: String,
+    /// One lock per image tag: two tasks wanting the same image build it once.
+    building: image::BuildLocks,
 }
 
 impl DockerRunner {
@@ -60,6 +62,7 @@ impl DockerRunner {
         Ok(Self {
             docker,
             prefix: prefix.to_owned(),
+            building: image::BuildLocks::default(),
         })
     }
 
