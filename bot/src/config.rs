@@ -11,6 +11,10 @@
 //! [discord]
 //! token = "…"
 //! channel_id = 123456789012345678
+//!
+//! [[operator]]                 # may cancel builds through the HTTP API
+//! name = "alice"
+//! token = "…"                  # sent as `Authorization: Bearer …`
 //! ```
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
@@ -35,6 +39,18 @@ pub struct Config {
     /// Where build results are posted on Discord; no section, no Discord.
     #[serde(default)]
     pub discord: Option<Discord>,
+    /// Who may act on builds through the HTTP API (cancel them).
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<Operator>,
+}
+
+/// Someone who may act on builds through the HTTP API, with the token they present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// Who they are, as build records and chat messages name them.
+    pub name: String,
+    pub token: SecretString,
 }
 
 /// Links must work on the machine itself when nothing else is configured.
@@ -91,7 +107,42 @@ impl Config {
                 repo.name
             );
         }
+        for (i, operator) in config.operators.iter().enumerate() {
+            use secrecy::ExposeSecret;
+            anyhow::ensure!(
+                operator.token.expose_secret().len() >= 16,
+                "operator `{}` needs a token of at least 16 characters",
+                operator.name
+            );
+            anyhow::ensure!(
+                !config.operators[..i]
+                    .iter()
+                    .any(|o| o.name == operator.name),
+                "operator `{}` is listed twice",
+                operator.name
+            );
+        }
         Ok(config)
+    }
+
+    /// The operator whose token is `token`. Every token is compared, in constant time, so
+    /// the answer's timing tells nothing about them.
+    pub fn operator(&self, token: &str) -> Option<&Operator> {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for operator in &self.operators {
+            if bool::from(
+                operator
+                    .token
+                    .expose_secret()
+                    .as_bytes()
+                    .ct_eq(token.as_bytes()),
+            ) {
+                found = Some(operator);
+            }
+        }
+        found
     }
 
     /// The repository called `name`, compared as forges do: without regard to case.
@@ -152,5 +203,21 @@ channel_id = 42
             "listed twice",
         );
         check("[[repository]]\nname = 'a/b'", "webhook_secret");
+        check("[[operator]]\nname = 'al'\ntoken = 'short'", "at least 16");
+    }
+
+    #[test]
+    fn finds_operators_by_token() {
+        let config = Config::parse(
+            "[[operator]]\nname = 'alice'\ntoken = 'alice-token-0123456789'\n\
+             [[operator]]\nname = 'bob'\ntoken = 'bob-token-0123456789ab'",
+        )
+        .expect("valid");
+        let name = |token: &str| config.operator(token).map(|o| o.name.as_str());
+        assert_eq!(name("bob-token-0123456789ab"), Some("bob"));
+        assert_eq!(name("alice-token-0123456789"), Some("alice"));
+        assert_eq!(name("alice-token-012345678"), None);
+        assert_eq!(name(""), None);
+        assert!(!format!("{config:?}").contains("alice-token"));
     }
 }

@@ -32,6 +32,13 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         },
     };
     app.store.store_plan(id, &plan).await?;
+    if let Some(now) = app.store.build(id).await?
+        && now.status.is_final()
+    {
+        // Cancelled while being planned: what was just stored is cancelled too.
+        scheduler::cancel_tasks(app, &now).await?;
+        return Ok(());
+    }
     let tasks = app.store.tasks(id, &plan).await?;
     for (task, stored) in plan.tasks.iter().zip(&tasks) {
         if stored.status == TaskStatus::Queued {

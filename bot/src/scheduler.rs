@@ -6,9 +6,12 @@
 //! of it is skipped, later stages included. When every task is accounted for, the build gets
 //! its final status and a `build.<status>` event. Each step is a compare-and-set in Redis, so
 //! a duplicate or replayed event changes nothing.
+//!
+//! A cancelled build ends at once: its unfinished tasks are marked cancelled, queued jobs are
+//! dropped by the worker that takes them, and a worker running one sees the mark and stops it.
 
-use kiln_shared::build::{BuildStatus, TaskStatus};
-use kiln_shared::plan::PlannedTask;
+use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::plan::{Plan, PlannedTask};
 use kiln_shared::wire::{BuildFinished, Event, TaskFinished, TaskStarted, TaskSummary};
 
 use crate::app::App;
@@ -112,8 +115,18 @@ async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
     let Some(plan) = record.plan.as_ref().filter(|_| !record.status.is_final()) else {
         return Ok(());
     };
+    let summaries = summaries(app, id, plan).await?;
+    let status =
+        BuildStatus::from_finished_tasks(summaries.iter().map(TaskSummary::counted_status));
+    end_build(app, record, status, summaries, None).await?;
+    tracing::info!(build = %id, %status, "build finished");
+    Ok(())
+}
+
+/// Every task of a build as it stands.
+async fn summaries(app: &App, id: BuildId, plan: &Plan) -> anyhow::Result<Vec<TaskSummary>> {
     let tasks = app.store.tasks(id, plan).await?;
-    let summaries: Vec<TaskSummary> = plan
+    Ok(plan
         .tasks
         .iter()
         .zip(&tasks)
@@ -123,12 +136,84 @@ async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
             exit_code: t.exit_code,
             allow_failure: planned.allow_failure,
         })
-        .collect();
-    let status =
-        BuildStatus::from_finished_tasks(summaries.iter().map(TaskSummary::counted_status));
-    end_build(app, record, status, summaries, None).await?;
-    tracing::info!(build = %id, %status, "build finished");
-    Ok(())
+        .collect())
+}
+
+/// What a request to cancel a build found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The build is cancelled now, and these tasks with it.
+    Cancelled {
+        tasks: Vec<String>,
+    },
+    /// It had ended already, with this status.
+    AlreadyEnded(BuildStatus),
+    NoSuchBuild,
+}
+
+/// Cancels build `id` on behalf of `by` and announces it (`build.cancelled`).
+///
+/// The build's compare-and-set decides: of a cancel and the build's natural end, the first
+/// wins, and a second cancel finds the build ended.
+pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Cancel> {
+    let Some(record) = app.store.build(id).await? else {
+        return Ok(Cancel::NoSuchBuild);
+    };
+    let reason = format!("cancelled by {by}");
+    let fields = [
+        ("finished_ms", now_ms().to_string()),
+        ("error", reason.clone()),
+    ];
+    if !app
+        .store
+        .transition_build(id, BuildStatus::Cancelled, &fields)
+        .await?
+    {
+        let now = app
+            .store
+            .build(id)
+            .await?
+            .map_or(record.status, |r| r.status);
+        return Ok(Cancel::AlreadyEnded(now));
+    }
+    // Read again: the plan may have been stored since.
+    let record = app.store.build(id).await?.unwrap_or(record);
+    let tasks = cancel_tasks(app, &record).await?;
+    let summaries = match &record.plan {
+        Some(plan) => summaries(app, id, plan).await?,
+        None => Vec::new(),
+    };
+    app.broker
+        .publish_event(&Event::BuildFinished(BuildFinished {
+            build: record.build.clone(),
+            status: BuildStatus::Cancelled,
+            author: record.author.clone(),
+            subject: record.subject.clone(),
+            tasks: summaries,
+            error: Some(reason),
+        }))
+        .await?;
+    tracing::info!(build = %id, by, cancelled = tasks.len(), "build cancelled");
+    Ok(Cancel::Cancelled { tasks })
+}
+
+/// Marks every task of a build that has not ended as cancelled; returns their names.
+pub async fn cancel_tasks(app: &App, record: &BuildRecord) -> anyhow::Result<Vec<String>> {
+    let Some(plan) = &record.plan else {
+        return Ok(Vec::new());
+    };
+    let mut cancelled = Vec::new();
+    for task in app.store.tasks(record.build.id, plan).await? {
+        if !task.status.is_final()
+            && app
+                .store
+                .transition_task(record.build.id, &task.name, TaskStatus::Cancelled, &[])
+                .await?
+        {
+            cancelled.push(task.name);
+        }
+    }
+    Ok(cancelled)
 }
 
 /// Announces a build's end (`build.<status>`), then stores its final status and `error`.

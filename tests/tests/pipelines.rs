@@ -1,6 +1,6 @@
 //! Pipelines as task graphs, end to end on the real services: stages, a platform matrix with
 //! arm64 under QEMU, shards, service sidecars, retries, failures that stop what comes after,
-//! replayed events and two bots at once.
+//! replayed events, two bots at once, interrupted workers and cancelled builds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -402,4 +402,100 @@ async fn an_interrupted_task_leaves_no_container_or_network() {
         Vec::<String>::new()
     );
     assert_eq!(networks_named(&docker, &prefix).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_build_stops_its_tasks_and_leaves_nothing_behind() {
+    const TOKEN: &str = "alice-token-0123456789";
+    let config = format!(
+        "{}\n[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n",
+        config()
+    );
+    let kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let mut builds = subscribe(&kiln, "build.#").await;
+    let spec = format!(
+        r#"steps:
+  long:
+    image: {TEST_IMAGE}
+    services: {{ db: {{ image: "{TEST_IMAGE}", command: "sleep 600" }} }}
+    run: [echo started, sleep 600]
+  after:
+    image: {TEST_IMAGE}
+    needs: [long]
+    run: echo never
+"#
+    );
+    let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-cancel").await;
+    wait_for("the long task to start", E2E_TIMEOUT, || async {
+        log(&kiln, id, "long")
+            .await
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    assert_eq!(containers_named(&docker, &kiln.prefix).await.len(), 2);
+
+    let cancel = |token: &'static str| {
+        kiln.http
+            .post(kiln.url(&format!("/builds/{id}/cancel")))
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = cancel("not-a-token").await.expect("the bot answers");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(kiln.build(id).await.expect("build")["status"], "running");
+
+    let answer = cancel(TOKEN).await.expect("the bot answers");
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(
+        answer["cancelled_tasks"],
+        serde_json::json!(["long", "after"])
+    );
+
+    // The worker sees the cancel, stops the task and removes what it made.
+    wait_for(
+        "the task's containers and network to go",
+        E2E_TIMEOUT,
+        || async {
+            (containers_named(&docker, &kiln.prefix).await.is_empty()
+                && networks_named(&docker, &kiln.prefix).await.is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    wait_for("the cancel note in the log", E2E_TIMEOUT, || async {
+        log(&kiln, id, "long")
+            .await
+            .contains("[kiln] cancelled")
+            .then_some(())
+    })
+    .await;
+    let build = kiln.build(id).await.expect("build");
+    assert_eq!(build["status"], "cancelled");
+    assert_eq!(
+        statuses(&build),
+        [
+            ("long".to_owned(), "cancelled".to_owned()),
+            ("after".to_owned(), "cancelled".to_owned())
+        ]
+    );
+    let finished = kiln_tests::events::next_build_finished(&mut builds).await;
+    assert_eq!(finished.build.id.0, id);
+    assert_eq!(finished.status, kiln_shared::build::BuildStatus::Cancelled);
+    assert_eq!(finished.error.as_deref(), Some("cancelled by alice"));
+
+    let again = cancel(TOKEN).await.expect("the bot answers");
+    assert_eq!(again.status(), 409, "a second cancel finds the build ended");
+    let missing = kiln
+        .http
+        .post(kiln.url("/builds/999/cancel"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the bot answers");
+    assert_eq!(missing.status(), 404);
 }

@@ -46,7 +46,7 @@ impl Checkouts {
         name: &str,
     ) -> Result<PathBuf, CheckoutError> {
         let mirror = self.mirror(clone_url, commit).await?;
-        let dir = self.root.join("work").join(name);
+        let dir = self.work_dir(name);
         if dir.exists() {
             tokio::fs::remove_dir_all(&dir).await?;
         }
@@ -70,6 +70,11 @@ impl Checkouts {
         )
         .await?;
         Ok(dir)
+    }
+
+    /// Where the work directory called `name` is.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        self.root.join("work").join(name)
     }
 
     /// Removes a work directory; a missing one is fine.

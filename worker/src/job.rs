@@ -14,6 +14,9 @@ use crate::Worker;
 use crate::store::{Claim, RedisLog};
 use crate::task::{self, Ran, Tools};
 
+/// How often a running task's record is read to see whether the bot cancelled it.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
 /// How long to wait before handing back a job that failed for a passing reason (Redis or
 /// RabbitMQ unreachable), so a persistent fault does not spin.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -130,20 +133,52 @@ async fn run_job(
             }
         }
     };
+    // Dropping the run stops it and kills a shell task's processes; what it leaves behind
+    // (containers, services, the network, the work directory) is removed here.
+    let stopped = async {
+        if let Some(docker) = &worker.docker {
+            docker.remove_for(job).await;
+        }
+        worker
+            .checkouts
+            .remove(&worker.checkouts.work_dir(&workdir))
+            .await;
+    };
     let ran = tokio::select! {
         outcome = run => outcome,
         () = shutdown.cancelled() => {
-            // Dropping the run kills a shell task's processes; containers are removed here.
-            if let Some(docker) = &worker.docker {
-                docker.remove_for(job).await;
-            }
+            stopped.await;
             return Ok(Done::Interrupted);
+        }
+        () = cancelled(worker, job) => {
+            stopped.await;
+            let log = RedisLog { store: &worker.store, job };
+            task::note(&log, "cancelled".into()).await;
+            tracing::info!("task cancelled");
+            return Ok(Done::Finished);
         }
     };
     tracing::info!(outcome = %ran.outcome, "task ended");
-    worker.store.finish(job, &ran).await?;
+    if !worker.store.finish(job, &ran).await? {
+        // Cancelled (or ended) meanwhile: the record says so, and nothing is to announce.
+        tracing::info!("the task's record moved on while it ran; its end is not announced");
+        return Ok(Done::Finished);
+    }
     announce_finished(worker, job, ran).await?;
     Ok(Done::Finished)
+}
+
+/// Resolves once the bot has cancelled the job's task; never while it has not.
+async fn cancelled(worker: &Worker, job: &JobRequested) {
+    let mut every = tokio::time::interval(CANCEL_POLL);
+    loop {
+        every.tick().await;
+        match worker.store.cancelled(job).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "cannot read whether the task was cancelled"),
+        }
+    }
 }
 
 async fn announce_finished(worker: &Worker, job: &JobRequested, ran: Ran) -> anyhow::Result<()> {

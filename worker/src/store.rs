@@ -79,6 +79,17 @@ impl Store {
         Ok(moved == 1)
     }
 
+    /// Whether the bot has cancelled this attempt of the task.
+    pub async fn cancelled(&self, job: &JobRequested) -> RedisResult<bool> {
+        let (status, attempt): (Option<String>, Option<u32>) = redis::pipe()
+            .hget(self.keys.task(job.build.id, &job.task), "status")
+            .hget(self.keys.task(job.build.id, &job.task), "attempt")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(status.as_deref() == Some(TaskStatus::Cancelled.as_str())
+            && attempt == Some(job.attempt))
+    }
+
     /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
     /// worker was running: that worker died without acknowledging it.
     pub async fn claim(

@@ -46,7 +46,7 @@ impl Ran {
 }
 
 /// Writes a line of Kiln's own into the task's log.
-async fn note(log: &impl LogSink, text: String) {
+pub async fn note(log: &impl LogSink, text: String) {
     log.write(&[LogLine {
         fd: Fd::Err,
         text: format!("[kiln] {text}"),

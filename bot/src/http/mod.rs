@@ -1,6 +1,8 @@
-//! The bot's HTTP surface: forge webhooks in, build status and logs out.
+//! The bot's HTTP surface: forge webhooks in, build status and logs out, cancels from
+//! operators.
 
 mod builds;
+mod cancel;
 mod github;
 
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +29,7 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
         .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
+        .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

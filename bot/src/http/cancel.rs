@@ -1,0 +1,50 @@
+//! `POST /builds/{id}/cancel`: an operator stops a build. The request carries the operator's
+//! token as `Authorization: Bearer …`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_shared::build::BuildId;
+use serde_json::json;
+
+use super::error;
+use crate::app::App;
+use crate::scheduler::{self, Cancel};
+
+pub async fn handle_cancel(
+    State(app): State<App>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(operator) = token.and_then(|t| app.config.operator(t.trim())) else {
+        let mut answer = error(
+            StatusCode::UNAUTHORIZED,
+            "cancelling needs an operator's token: Authorization: Bearer <token>",
+        );
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return answer;
+    };
+    let id = BuildId(id);
+    match scheduler::cancel_build(&app, id, &operator.name).await {
+        Ok(Cancel::Cancelled { tasks }) => Json(json!({
+            "build": id,
+            "status": "cancelled",
+            "cancelled_tasks": tasks,
+        }))
+        .into_response(),
+        Ok(Cancel::AlreadyEnded(status)) => error(
+            StatusCode::CONFLICT,
+            format!("build {id} has already ended: {status}"),
+        ),
+        Ok(Cancel::NoSuchBuild) => error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
