@@ -97,6 +97,39 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// Everything a build made, by digest: `GET /builds/{id}/manifest`, and the manifest in a
+/// tarball from `kiln-worker export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub build: BuildId,
+    pub repo: String,
+    pub commit: String,
+    /// Every task's artifacts, in plan order.
+    pub artifacts: Vec<Artifact>,
+    /// Each in-tree image once, by tag.
+    pub images: Vec<ImageUse>,
+}
+
+impl Manifest {
+    /// The manifest of `build`, from what its tasks recorded.
+    pub fn new<'a>(
+        build: &BuildRef,
+        artifacts: impl IntoIterator<Item = &'a Artifact>,
+        images: impl IntoIterator<Item = &'a ImageUse>,
+    ) -> Self {
+        let mut images: Vec<ImageUse> = images.into_iter().cloned().collect();
+        images.sort_by(|a, b| a.tag.cmp(&b.tag));
+        images.dedup_by(|a, b| a.tag == b.tag);
+        Self {
+            build: build.id,
+            repo: build.repo.clone(),
+            commit: build.commit.clone(),
+            artifacts: artifacts.into_iter().cloned().collect(),
+            images,
+        }
+    }
+}
+
 /// An in-tree image a task ran in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageUse {

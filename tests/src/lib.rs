@@ -84,7 +84,7 @@ pub struct Kiln {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Kiln {
@@ -133,7 +133,7 @@ impl Kiln {
                 slots: 2,
                 name: format!("{prefix}-{}", platform.label()),
                 state_dir: state.path().join(format!("worker-{}", platform.label())),
-                store_dir: state.path().join("store"),
+                store_dir: state.path().join("store"), // see Kiln::store_dir
             };
             tasks.push(tokio::spawn(kiln_worker::run(settings, shutdown.clone())));
         }
@@ -145,8 +145,13 @@ impl Kiln {
             http: reqwest::Client::new(),
             shutdown,
             tasks,
-            _state: state,
+            state,
         }
+    }
+
+    /// The artifact and cache store the workers share.
+    pub fn store_dir(&self) -> std::path::PathBuf {
+        self.state.path().join("store")
     }
 
     /// The bot's URL for `path`.

@@ -1,12 +1,23 @@
 //! In-tree images, artifacts and caches, end to end on the real services: an image is built
 //! once and reused by content, a branch-scoped base image keeps two branches apart, an
 //! artifact reaches the task that needs it and is listed in the build's manifest, and a
-//! cache is restored on the next build.
+//! cache is restored on the next build. A build exports to a tarball that loads back, and
+//! garbage collection keeps each branch's newest image only.
 
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{ImportImageOptionsBuilder, RemoveImageOptionsBuilder};
+use futures_util::StreamExt;
 use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
 use kiln_tests::forge::TestRepo;
 use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
+use kiln_worker::blobs::Blobs;
+use kiln_worker::export;
+use kiln_worker::gc::{self, Policy};
 use sha2::{Digest, Sha256};
 
 fn config() -> String {
@@ -229,4 +240,125 @@ async fn images_are_built_once_per_content_and_branch_bases_stay_apart() {
     let (notes, output) = log_and_notes(&kiln, third, "consume").await;
     assert_eq!(output, format!("base of {main}\npackaged"));
     assert!(notes.contains("image `build`: reused"), "{notes}");
+
+    // A new base on the first branch: its images move on, the old ones are no branch's newest.
+    let next_commit = {
+        let mut files = files(&main, &kiln.prefix);
+        files.retain(|(path, _)| path != "ci/base/id");
+        files.push(("ci/base/id".into(), format!("base of {main}, version 2\n")));
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        repo.commit(&main, "A new base", &files)
+    };
+    let fourth = kiln.push(&repo, &main, &next_commit, "images-4").await;
+    let build = kiln.finished_build(fourth).await;
+    let fourth_tasks = finished_tasks(&mut events, fourth, 3).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_ne!(tags(&fourth_tasks), tags(&first_tasks));
+
+    export_and_load(&kiln, first, &manifest, &tags(&first_tasks)).await;
+
+    // Garbage collection with no age allowed: the first build's images go, each branch's
+    // newest stays, and every artifact and cache entry goes.
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let policy = Policy {
+        max_age: Duration::ZERO,
+        max_bytes: u64::MAX,
+    };
+    let report = gc::collect(Some(&docker), &kiln.store_dir(), policy, false)
+        .await
+        .expect("gc runs");
+    for tag in tags(&first_tasks) {
+        assert!(
+            docker.inspect_image(&tag).await.is_err(),
+            "{tag} is no branch's newest and went: {report:?}"
+        );
+    }
+    for tag in tags(&fourth_tasks).iter().chain(&tags(&feature_tasks)) {
+        assert!(
+            docker.inspect_image(tag).await.is_ok(),
+            "{tag} is a branch's newest and stays: {report:?}"
+        );
+    }
+    assert!(report.images.removed >= 2, "{report:?}");
+    assert_eq!(
+        report.artifacts.removed, 3,
+        "three distinct outputs: {report:?}"
+    );
+    assert_eq!(report.artifacts.kept, 0, "{report:?}");
+    assert_eq!(report.caches.removed, 1, "one key: {report:?}");
+}
+
+/// Exports build `id`, checks the tarball against the manifest, then removes the images and
+/// loads them back from it, as a machine with no network would.
+async fn export_and_load(kiln: &Kiln, id: u64, manifest: &serde_json::Value, tags: &[String]) {
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let out = kiln.store_dir().join("export.tar");
+    let blobs = Blobs::new(kiln.store_dir().join("artifacts"));
+    let exported = export::export(&kiln.url(""), id, &docker, &blobs, &out)
+        .await
+        .expect("export");
+    assert_eq!(
+        serde_json::to_value(&exported.manifest).expect("json"),
+        *manifest
+    );
+
+    let mut entries = BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&out).expect("tarball"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        entries.insert(name, bytes);
+    }
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        [
+            "artifacts/package/dist/out.txt",
+            "images.tar",
+            "manifest.json"
+        ]
+    );
+    let in_tarball: serde_json::Value =
+        serde_json::from_slice(&entries["manifest.json"]).expect("manifest json");
+    assert_eq!(in_tarball, *manifest);
+    let expected = manifest["artifacts"][0]["digest"].as_str().expect("digest");
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(&entries["artifacts/package/dist/out.txt"]))
+    );
+    assert_eq!(digest, expected);
+
+    // Gone from the engine, then back from the tarball alone.
+    let ids: Vec<String> = exported
+        .manifest
+        .images
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    // The image built on the base goes first.
+    for name in ["build", "base"] {
+        let image = exported.manifest.images.iter().find(|i| i.name == name);
+        let options = RemoveImageOptionsBuilder::new().force(true).build();
+        docker
+            .remove_image(&image.expect("image").id, Some(options), None)
+            .await
+            .expect("remove");
+    }
+    let images_tar = entries.remove("images.tar").expect("images");
+    let mut loading = docker.import_image(
+        ImportImageOptionsBuilder::new().build(),
+        bollard::body_full(images_tar.into()),
+        None,
+    );
+    while let Some(progress) = loading.next().await {
+        progress.expect("docker load");
+    }
+    for tag in tags {
+        let loaded = docker.inspect_image(tag).await.expect("loaded back");
+        assert!(ids.contains(&loaded.id.unwrap_or_default()), "{tag}");
+    }
 }

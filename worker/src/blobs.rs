@@ -29,6 +29,20 @@ impl Blobs {
         Self { root: root.into() }
     }
 
+    /// The stored file holding `digest`'s content.
+    pub fn path(&self, digest: &str) -> io::Result<PathBuf> {
+        let path = self.path_of(digest).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad digest {digest}"))
+        })?;
+        if !path.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("artifact {digest} is not in the store"),
+            ));
+        }
+        Ok(path)
+    }
+
     /// Where the content of `digest` lives, if `digest` is well-formed.
     fn path_of(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
@@ -43,6 +57,7 @@ impl Blobs {
             .path_of(&digest)
             .ok_or_else(|| io::Error::other("bad digest"))?;
         if target.exists() {
+            touch(&target)?;
             return Ok(Stored {
                 digest,
                 size,
@@ -70,32 +85,49 @@ impl Blobs {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(&source, dest).map(drop).map_err(|e| {
+        std::fs::copy(&source, dest).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("artifact {digest} is not in the store: {e}"),
             )
-        })
+        })?;
+        touch(&source)
     }
 
     /// Every stored digest with its size and last modification, for the garbage collector.
     pub fn list(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
-        let mut found = Vec::new();
-        let root = self.root.join("sha256");
-        if !root.exists() {
-            return Ok(found);
-        }
-        for entry in walkdir::WalkDir::new(root).min_depth(2).max_depth(2) {
-            let entry = entry.map_err(io::Error::other)?;
-            if entry.file_type().is_file() {
-                found.push((
-                    entry.path().to_owned(),
-                    entry.metadata().map_err(io::Error::other)?,
-                ));
-            }
-        }
-        Ok(found)
+        files_at_depth(&self.root.join("sha256"), 2)
     }
+}
+
+/// The files exactly `depth` levels under `root`, with their metadata; none if `root` is
+/// missing.
+pub fn files_at_depth(root: &Path, depth: usize) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let mut found = Vec::new();
+    if !root.exists() {
+        return Ok(found);
+    }
+    for entry in walkdir::WalkDir::new(root)
+        .min_depth(depth)
+        .max_depth(depth)
+    {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_file() {
+            found.push((
+                entry.path().to_owned(),
+                entry.metadata().map_err(io::Error::other)?,
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Marks a stored file as used now (its modification time), for `kiln-worker gc`.
+pub fn touch(path: &Path) -> io::Result<()> {
+    File::options()
+        .append(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
 }
 
 /// `sha256:<hex>` of a file's content and its size.

@@ -11,7 +11,7 @@ use kiln_shared::template::{render, slug};
 use kiln_shared::wire::JobRequested;
 use sha2::{Digest, Sha256};
 
-use crate::blobs::sha256_file;
+use crate::blobs::{files_at_depth, sha256_file, touch};
 
 /// The cache entries under one root: `<repository>/<sha256 of the key>.tar`.
 #[derive(Debug, Clone)]
@@ -59,6 +59,11 @@ impl Caches {
             .join(format!("{name}.tar"))
     }
 
+    /// Every entry, with its metadata.
+    pub fn list(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        files_at_depth(&self.root, 2)
+    }
+
     /// Unpacks the job's cache entry into its checkout, if there is one.
     pub async fn restore(&self, job: &JobRequested, workdir: &Path) -> io::Result<Restored> {
         let key = Self::key(job, workdir).map_err(io::Error::other)?;
@@ -71,6 +76,7 @@ impl Caches {
                 Err(e) => return Err(e),
             };
             tar::Archive::new(file).unpack(&workdir)?;
+            touch(&entry)?;
             Ok(true)
         })
         .await

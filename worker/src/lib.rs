@@ -13,6 +13,8 @@ pub mod blobs;
 pub mod cache;
 pub mod checkout;
 pub mod docker;
+pub mod export;
+pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;

@@ -8,7 +8,8 @@ use kiln_shared::platform::Platform;
 use tokio_util::sync::CancellationToken;
 
 /// Kiln's worker: takes jobs for one platform from RabbitMQ and runs them in Docker or the
-/// shell; `kiln-worker run` runs a repository's pipeline right here, with no server.
+/// shell; `kiln-worker run` runs a repository's pipeline right here, with no server;
+/// `kiln-worker gc` frees disk; `kiln-worker export` packs a build for an offline machine.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -34,6 +35,36 @@ enum Subcommand {
         #[arg(long)]
         shell: bool,
         /// Where artifacts and caches are kept between runs.
+        #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
+        store_dir: PathBuf,
+    },
+    /// Removes in-tree images, artifacts and cache entries unused for longer than
+    /// `--max-age`, then the least recently used until each kind fits `--max-size-gib`.
+    /// Each branch's newest image stays.
+    Gc {
+        /// E.g. `14d`, `12h`.
+        #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+        max_age: std::time::Duration,
+        /// Per kind: images, artifacts, caches.
+        #[arg(long, default_value_t = 50)]
+        max_size_gib: u64,
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
+        store_dir: PathBuf,
+    },
+    /// Writes a build's manifest, in-tree images and artifacts to a tarball; on a machine
+    /// with no network, `tar -xf` it and `docker load -i images.tar`.
+    Export {
+        /// The build's number.
+        build: u64,
+        /// The tarball to write; default: `kiln-build-<build>.tar`.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The bot, whose `/builds/<build>/manifest` lists what to export.
+        #[arg(long, env = "KILN_BOT_URL", default_value = "http://127.0.0.1:8080")]
+        bot_url: String,
         #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
         store_dir: PathBuf,
     },
@@ -85,33 +116,90 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if let Some(Subcommand::Run {
-        dir,
-        slots,
-        shell,
-        store_dir,
-    }) = args.command
-    {
-        let options = kiln_worker::local::Options {
+    match args.command {
+        Some(Subcommand::Run {
             dir,
-            slots: slots.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-            }),
-            shell_only: shell,
+            slots,
+            shell,
             store_dir,
-        };
-        // 0: the pipeline passed; 1: it did not; 2: it could not be run at all.
-        let code = match kiln_worker::local::run(&options).await {
-            Ok(report) if report.status == BuildStatus::Passed => 0,
-            Ok(_) => 1,
-            Err(error) => {
-                eprintln!("kiln-worker run: {error:#}");
-                2
+        }) => run_here(dir, slots, shell, store_dir).await,
+        Some(Subcommand::Gc {
+            max_age,
+            max_size_gib,
+            dry_run,
+            store_dir,
+        }) => {
+            let docker = local_docker().await;
+            if docker.is_none() {
+                eprintln!("kiln-worker gc: no Docker engine answers; images are left alone");
             }
-        };
-        std::process::exit(code);
+            let policy = kiln_worker::gc::Policy {
+                max_age,
+                max_bytes: max_size_gib.saturating_mul(1 << 30),
+            };
+            let report =
+                kiln_worker::gc::collect(docker.as_ref(), &store_dir, policy, dry_run).await?;
+            let verb = if dry_run { "would be " } else { "" };
+            println!("images ({verb}{})", report.images);
+            println!("artifacts ({verb}{})", report.artifacts);
+            println!("caches ({verb}{})", report.caches);
+            Ok(())
+        }
+        Some(Subcommand::Export {
+            build,
+            output,
+            bot_url,
+            store_dir,
+        }) => {
+            let docker = local_docker()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("exporting images needs a Docker engine"))?;
+            let out = output.unwrap_or_else(|| format!("kiln-build-{build}.tar").into());
+            let blobs = kiln_worker::blobs::Blobs::new(store_dir.join("artifacts"));
+            let exported =
+                kiln_worker::export::export(&bot_url, build, &docker, &blobs, &out).await?;
+            println!(
+                "{}: build {build}, {} image(s), {} artifact(s), {:.1} MiB",
+                out.display(),
+                exported.manifest.images.len(),
+                exported.manifest.artifacts.len(),
+                exported.bytes as f64 / (1024.0 * 1024.0)
+            );
+            Ok(())
+        }
+        None => serve(args.serve).await,
     }
-    let args = args.serve;
+}
+
+/// The local Docker engine, if one answers.
+async fn local_docker() -> Option<bollard::Docker> {
+    let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+    docker.negotiate_version().await.ok()
+}
+
+/// `kiln-worker run`; exits 0 if the pipeline passed, 1 if it did not, 2 if it could not be
+/// run at all.
+async fn run_here(dir: PathBuf, slots: Option<usize>, shell: bool, store_dir: PathBuf) -> ! {
+    let options = kiln_worker::local::Options {
+        dir,
+        slots: slots.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        }),
+        shell_only: shell,
+        store_dir,
+    };
+    let code = match kiln_worker::local::run(&options).await {
+        Ok(report) if report.status == BuildStatus::Passed => 0,
+        Ok(_) => 1,
+        Err(error) => {
+            eprintln!("kiln-worker run: {error:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn serve(args: Serve) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
         format!("{}-{}", host.trim(), std::process::id())

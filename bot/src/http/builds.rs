@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
+use kiln_shared::wire::Manifest;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -73,17 +74,11 @@ pub async fn handle_build_manifest(State(app): State<App>, Path(id): Path<u64>) 
         },
         None => Vec::new(),
     };
-    let artifacts: Vec<_> = tasks.iter().flat_map(|t| &t.artifacts).collect();
-    let mut images: Vec<_> = tasks.iter().flat_map(|t| &t.images).collect();
-    images.sort_by(|a, b| a.tag.cmp(&b.tag));
-    images.dedup_by(|a, b| a.tag == b.tag);
-    Json(json!({
-        "build": id,
-        "repo": record.build.repo,
-        "commit": record.build.commit,
-        "artifacts": artifacts,
-        "images": images,
-    }))
+    Json(Manifest::new(
+        &record.build,
+        tasks.iter().flat_map(|t| &t.artifacts),
+        tasks.iter().flat_map(|t| &t.images),
+    ))
     .into_response()
 }
 
