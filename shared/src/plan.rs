@@ -325,6 +325,28 @@ mod tests {
 ";
 
     #[test]
+    fn the_readme_example_plans() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme
+            .find("## The pipeline")
+            .expect("the pipeline section")..];
+        let start = section.find("```yaml\n").expect("a yaml example") + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").expect("its end")];
+        let plan = Plan::from_spec_text(example, &push("master")).expect("the example is valid");
+        assert!(
+            names(&plan).contains(&"unit.linux-arm64.2"),
+            "{:?}",
+            names(&plan)
+        );
+        let package = plan.task("package").expect("package");
+        assert!(package.image.is_none(), "in-tree: built by the worker");
+        assert_eq!(
+            package.build_image.as_ref().map(|i| i.name.as_str()),
+            Some("build")
+        );
+    }
+
+    #[test]
     fn orders_tasks_after_what_they_need() {
         let plan = Plan::from_spec_text(DIAMOND, &push("master")).expect("valid");
         assert_eq!(names(&plan), ["build", "lint", "test", "ship"]);
