@@ -7,6 +7,8 @@
 //! name = "acme/api"
 //! webhook_secret = "…"
 //! # clone_url = "https://git.example.com/acme/api.git"   # default: the webhook's
+//! # Which branches may use each secret a step names; the values are on the workers.
+//! secrets = { DEPLOY_TOKEN = ["master"], NPM_TOKEN = ["*", "release/**"] }
 //!
 //! [discord]
 //! token = "…"
@@ -20,9 +22,12 @@
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
+use kiln_shared::plan::Plan;
+use kiln_shared::spec::branch_matches;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -69,6 +74,38 @@ pub struct Repository {
     /// Where to fetch commits from; when absent, the clone URL the webhook names.
     #[serde(default)]
     pub clone_url: Option<String>,
+    /// For each secret a step may name, the branches (patterns, as in `when`) whose builds
+    /// may use it. A secret not listed here is refused on every branch.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Vec<String>>,
+}
+
+impl Repository {
+    /// Why a build of `branch` may not run `plan`, if a task uses a secret the branch may not.
+    pub fn refuse_secrets(&self, plan: &Plan, branch: &str) -> Option<String> {
+        let task = plan.tasks.iter().find_map(|task| {
+            let refused = task.secrets.iter().find(|secret| {
+                !self
+                    .secrets
+                    .get(*secret)
+                    .is_some_and(|branches| branches.iter().any(|p| branch_matches(p, branch)))
+            })?;
+            Some((task, refused))
+        });
+        let (task, secret) = task?;
+        Some(match self.secrets.get(secret) {
+            None => format!(
+                "step `{}` uses the secret `{secret}`, which Kiln's configuration does not \
+                 list for {}",
+                task.step, self.name
+            ),
+            Some(_) => format!(
+                "step `{}` uses the secret `{secret}`, which Kiln's configuration does not \
+                 allow on branch `{branch}`",
+                task.step
+            ),
+        })
+    }
 }
 
 /// Discord, through its REST API.
@@ -204,6 +241,34 @@ channel_id = 42
         );
         check("[[repository]]\nname = 'a/b'", "webhook_secret");
         check("[[operator]]\nname = 'al'\ntoken = 'short'", "at least 16");
+    }
+
+    #[test]
+    fn secrets_are_refused_unless_allowed_on_the_branch() {
+        let config = Config::parse(
+            "[[repository]]\nname = 'acme/api'\nwebhook_secret = 's'\n\
+             secrets = { DEPLOY = ['master'], NPM = ['release/**'] }",
+        )
+        .expect("valid");
+        let repo = config.repository("acme/api").expect("repo");
+        let plan = |secrets: &str| {
+            let spec = format!("steps:\n  ship: {{ image: i, run: x, secrets: [{secrets}] }}\n");
+            let trigger = kiln_shared::spec::Trigger {
+                branch: "x",
+                kind: kiln_shared::trigger::TriggerKind::Push,
+                changed_paths: None,
+            };
+            Plan::from_spec_text(&spec, &trigger).expect("valid")
+        };
+        assert_eq!(repo.refuse_secrets(&plan("DEPLOY"), "master"), None);
+        assert_eq!(repo.refuse_secrets(&plan("NPM"), "release/1/2"), None);
+        let refused = |secrets: &str, branch: &str| {
+            repo.refuse_secrets(&plan(secrets), branch)
+                .expect("refused")
+        };
+        assert!(refused("DEPLOY", "feature").contains("not allow on branch `feature`"));
+        assert!(refused("DEPLOY, NPM", "master").contains("`NPM`"));
+        assert!(refused("OTHER", "master").contains("does not list for acme/api"));
     }
 
     #[test]

@@ -84,6 +84,18 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
     };
     let plan =
         Plan::from_spec_text(text, &trigger).map_err(|e| (BuildStatus::Failed, e.to_string()))?;
+    // Policy comes from Kiln's configuration, never from the commit.
+    let refused = match app.config.repository(&record.build.repo) {
+        Some(repository) => repository.refuse_secrets(&plan, &record.build.branch),
+        None => plan
+            .tasks
+            .iter()
+            .find(|t| !t.secrets.is_empty())
+            .map(|t| format!("step `{}` uses secrets; this repository has none", t.step)),
+    };
+    if let Some(reason) = refused {
+        return Err((BuildStatus::Failed, reason));
+    }
     if plan.tasks.is_empty() {
         return Err((
             BuildStatus::Passed,

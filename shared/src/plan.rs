@@ -75,6 +75,9 @@ pub struct PlannedTask {
     pub artifacts: Vec<String>,
     #[serde(default)]
     pub cache: Option<Cache>,
+    /// Names of the secrets its commands get.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl PlannedTask {
@@ -293,6 +296,7 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
                 allow_failure: step.allow_failure,
                 artifacts: step.artifacts.clone(),
                 cache: step.cache.clone(),
+                secrets: step.secrets.clone(),
             });
         }
     }

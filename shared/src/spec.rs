@@ -173,6 +173,11 @@ pub struct Step {
     /// Directories kept between builds.
     #[serde(default)]
     pub cache: Option<Cache>,
+    /// Names of secrets the commands get as environment variables. Their values are on the
+    /// workers; Kiln's own configuration says which branches may use each, and their values
+    /// are masked in logs.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -418,12 +423,10 @@ impl When {
     /// Whether a step with these conditions is part of a build of `trigger`. The patterns
     /// were checked by [`Spec::parse`]; one that does not compile matches nothing.
     pub fn holds(&self, trigger: &Trigger) -> bool {
-        let branch = self.branch.as_ref().is_none_or(|patterns| {
-            patterns
-                .0
-                .iter()
-                .any(|p| branch_glob(p).is_ok_and(|g| g.compile_matcher().is_match(trigger.branch)))
-        });
+        let branch = self
+            .branch
+            .as_ref()
+            .is_none_or(|patterns| patterns.0.iter().any(|p| branch_matches(p, trigger.branch)));
         let event = self
             .event
             .as_ref()
@@ -439,6 +442,12 @@ impl When {
         };
         branch && event && changes
     }
+}
+
+/// Whether `branch` matches `pattern`, as `when: { branch: … }` matches branches (`*` within
+/// a path segment, `**` across them).
+pub fn branch_matches(pattern: &str, branch: &str) -> bool {
+    branch_glob(pattern).is_ok_and(|g| g.compile_matcher().is_match(branch))
 }
 
 fn branch_glob(pattern: &str) -> Result<Glob, globset::Error> {
@@ -695,6 +704,24 @@ impl Spec {
             return here(format!(
                 "step `{name}` runs in the shell; `services` need the Docker runner"
             ));
+        }
+        for (i, secret) in step.secrets.iter().enumerate() {
+            let env_name = secret.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !env_name || secret.starts_with("KILN_") {
+                return here(format!(
+                    "secret `{secret}` of step `{name}` must be an environment variable's name \
+                     in capitals (A-Z, 0-9, _), not starting with KILN_"
+                ));
+            }
+            if step.secrets[..i].contains(secret) || step.env.contains_key(secret) {
+                return here(format!(
+                    "step `{name}` sets `{secret}` twice (in `secrets` and `env`, or twice in \
+                     `secrets`)"
+                ));
+            }
         }
         if !(1..=MAX_SHARDS).contains(&step.shards) {
             return here(format!(
@@ -1199,6 +1226,24 @@ steps:
                 2,
                 6,
                 "quoted path",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, secrets: [deploy_token] }\n",
+                2,
+                6,
+                "in capitals",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, secrets: [KILN_TOKEN] }\n",
+                2,
+                6,
+                "not starting with KILN_",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, secrets: [TOKEN], env: { TOKEN: x } }\n",
+                2,
+                6,
+                "sets `TOKEN` twice",
             ),
         ];
         for (text, line, column, needle) in table.iter().chain(images) {

@@ -83,6 +83,9 @@ pub struct JobRequested {
     /// The artifacts of the tasks this one needs, put into its checkout before it runs.
     #[serde(default)]
     pub inputs: Vec<Artifact>,
+    /// Names of the secrets its commands get; the worker has their values.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// A file a task kept, stored by its content.
@@ -169,6 +172,7 @@ impl JobRequested {
             artifacts: task.artifacts.clone(),
             cache: task.cache.clone(),
             inputs,
+            secrets: task.secrets.clone(),
         }
     }
 

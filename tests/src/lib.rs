@@ -134,6 +134,7 @@ impl Kiln {
                 name: format!("{prefix}-{}", platform.label()),
                 state_dir: state.path().join(format!("worker-{}", platform.label())),
                 store_dir: state.path().join("store"), // see Kiln::store_dir
+                secrets_dir: Some(state.path().join("secrets")), // see Kiln::secrets_dir
             };
             tasks.push(tokio::spawn(kiln_worker::run(settings, shutdown.clone())));
         }
@@ -152,6 +153,11 @@ impl Kiln {
     /// The artifact and cache store the workers share.
     pub fn store_dir(&self) -> std::path::PathBuf {
         self.state.path().join("store")
+    }
+
+    /// Where the workers read secret values, one file per name.
+    pub fn secrets_dir(&self) -> std::path::PathBuf {
+        self.state.path().join("secrets")
     }
 
     /// The bot's URL for `path`.

@@ -1,6 +1,6 @@
 //! Pipelines as task graphs, end to end on the real services: stages, a platform matrix with
 //! arm64 under QEMU, shards, service sidecars, retries, failures that stop what comes after,
-//! replayed events, two bots at once, interrupted workers and cancelled builds.
+//! replayed events, two bots at once, interrupted workers, cancelled builds and secrets.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -498,4 +498,51 @@ async fn a_cancelled_build_stops_its_tasks_and_leaves_nothing_behind() {
         .await
         .expect("the bot answers");
     assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_allowed_branches_only_and_are_masked_in_logs() {
+    const VALUE: &str = "s3cr3t-value";
+    let config = format!("{}secrets = {{ DEPLOY_TOKEN = [\"master\"] }}\n", config());
+    let kiln = Kiln::start(&config).await;
+    std::fs::create_dir_all(kiln.secrets_dir()).expect("mkdir");
+    std::fs::write(
+        kiln.secrets_dir().join("DEPLOY_TOKEN"),
+        format!("{VALUE}\n"),
+    )
+    .expect("write");
+    let repo = TestRepo::new();
+    let spec = format!(
+        r#"steps:
+  deploy:
+    image: {TEST_IMAGE}
+    secrets: [DEPLOY_TOKEN]
+    run:
+      - test "$DEPLOY_TOKEN" = "{VALUE}"
+      - echo "token is $DEPLOY_TOKEN"
+"#
+    );
+    let commit = repo.commit("master", "Deploy", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-secret").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(
+        build["status"], "passed",
+        "the task got the value: {build:#}"
+    );
+    let text = log(&kiln, id, "deploy").await;
+    assert!(text.contains("token is ***"), "{text}");
+    assert!(!text.contains(VALUE), "{text}");
+
+    // Policy is Kiln's, not the commit's: another branch may not use the secret.
+    let commit = repo.commit("feature", "Deploy from a branch", &[]);
+    let id = kiln
+        .push(&repo, "feature", &commit, "delivery-secret-2")
+        .await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let error = build["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("secret `DEPLOY_TOKEN`") && error.contains("branch `feature`"),
+        "{build:#}"
+    );
 }

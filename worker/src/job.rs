@@ -125,6 +125,7 @@ async fn run_job(
                     docker: worker.docker.as_ref(),
                     blobs: &worker.blobs,
                     caches: &worker.caches,
+                    secrets: &worker.secrets,
                     shell_without_docker: false,
                 };
                 let ran = task::run(tools, job, &dir, &log).await;

@@ -18,6 +18,7 @@ pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;
+pub mod secrets;
 pub mod shell;
 pub mod store;
 pub mod task;
@@ -51,6 +52,9 @@ pub struct Settings {
     /// Where artifacts and caches are kept: shared by every worker of an installation (a
     /// network mount when they are on several hosts).
     pub store_dir: PathBuf,
+    /// Where secret values are, one file per name; the worker's environment
+    /// (`KILN_SECRET_<NAME>`) is read when a file is missing.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -67,6 +71,7 @@ pub struct Worker {
     pub blobs: blobs::Blobs,
     /// The cache entries.
     pub caches: cache::Caches,
+    pub secrets: secrets::Secrets,
 }
 
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
@@ -103,6 +108,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         docker,
         blobs: blobs::Blobs::new(settings.store_dir.join("artifacts")),
         caches: cache::Caches::new(settings.store_dir.join("cache")),
+        secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
     });
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 

@@ -27,6 +27,7 @@ use crate::blobs::Blobs;
 use crate::cache::Caches;
 use crate::docker::DockerRunner;
 use crate::lines::{LogLine, LogSink};
+use crate::secrets::Secrets;
 use crate::task::{self, Tools};
 
 /// The most lines of a failed task's log printed; the rest is summarised.
@@ -111,6 +112,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let store = options.store_dir.clone();
     let blobs = Blobs::new(store.join("artifacts"));
     let caches = Caches::new(store.join("cache"));
+    // On a laptop, secrets come from the environment: KILN_SECRET_<NAME>.
+    let secrets = Secrets::new(None);
     let mut kept: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     let mut statuses: BTreeMap<String, TaskStatus> = BTreeMap::new();
     let mut walk = Walk::new(&plan);
@@ -135,7 +138,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             let job = JobRequested::for_task(&build, "", task, attempt, inputs);
             let workdir = scratch.path().join(format!("{}-{attempt}", task.name));
             copy_files(&root, &files, &workdir).await?;
-            let (docker, blobs, caches) = (docker.clone(), blobs.clone(), caches.clone());
+            let (docker, blobs, caches, secrets) = (
+                docker.clone(),
+                blobs.clone(),
+                caches.clone(),
+                secrets.clone(),
+            );
             let bar = view.started(&task.name, attempt);
             running.spawn(async move {
                 let started = Instant::now();
@@ -144,6 +152,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                     docker: docker.as_ref(),
                     blobs: &blobs,
                     caches: &caches,
+                    secrets: &secrets,
                     shell_without_docker: true,
                 };
                 let ran = task::run(tools, &job, &workdir, &log).await;

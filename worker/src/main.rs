@@ -106,6 +106,10 @@ struct Serve {
     /// same directory (a network mount when they run on several hosts).
     #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
     store_dir: PathBuf,
+    /// Where secret values are, one file per name (e.g. `/etc/kiln/secrets/DEPLOY_TOKEN`);
+    /// a secret with no file is read from `KILN_SECRET_<NAME>` in the worker's environment.
+    #[arg(long, env = "KILN_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -213,6 +217,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         name,
         state_dir: args.state_dir,
         store_dir: args.store_dir,
+        secrets_dir: args.secrets_dir,
     };
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -261,6 +261,7 @@ mod tests {
             artifacts: Vec::new(),
             cache: None,
             inputs: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::blobs::Blobs;
 use crate::cache::Caches;
 use crate::docker::DockerRunner;
 use crate::lines::{Fd, LogLine, LogSink};
+use crate::secrets::{Masked, Secrets};
 use crate::{artifacts, shell};
 
 /// What a task needs from its host.
@@ -22,6 +23,7 @@ pub struct Tools<'a> {
     pub docker: Option<&'a DockerRunner>,
     pub blobs: &'a Blobs,
     pub caches: &'a Caches,
+    pub secrets: &'a Secrets,
     /// Run Docker tasks in the shell when there is no engine (`kiln-worker run`), instead
     /// of erroring them (a worker).
     pub shell_without_docker: bool,
@@ -56,6 +58,14 @@ pub async fn note(log: &impl LogSink, text: String) {
 
 /// Runs `job` in its checkout at `workdir`.
 pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Ran {
+    let secrets = match tools.secrets.resolve(&job.secrets) {
+        Ok(secrets) => secrets,
+        Err(reason) => return Ran::errored(reason),
+    };
+    let log = &Masked::new(log, secrets.values().cloned());
+    let mut job = job.clone();
+    job.env.extend(secrets);
+    let job = &job;
     if let Err(error) = artifacts::restore(tools.blobs, workdir, &job.inputs).await {
         return Ran::errored(format!("cannot fetch the artifacts it needs: {error}"));
     }
