@@ -1,0 +1,97 @@
+//! `kiln-worker` serving jobs, as systemd or `docker stop` runs it: on SIGTERM it stops
+//! taking jobs, hands back what it had, and exits cleanly. Needs RabbitMQ and Redis
+//! (`deploy/dev/services`); without them the worker cannot start and the test fails.
+
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn amqp_url() -> String {
+    std::env::var("KILN_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+#[tokio::test]
+async fn stops_cleanly_on_sigterm() {
+    let prefix = format!("ktsig{}", std::process::id());
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_kiln-worker"))
+        .args(["--prefix", &prefix, "--state-dir"])
+        .arg(dirs.path().join("state"))
+        .arg("--store-dir")
+        .arg(dirs.path().join("store"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kiln-worker starts");
+
+    // Its log, line by line, read on a thread of its own.
+    let (lines, log) = mpsc::channel();
+    let stdout = worker.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("worker ready")) {
+        match log.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the worker did not get ready: {seen:#?}"),
+        }
+    }
+
+    let pid = Pid::from_raw(i32::try_from(worker.id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("signal");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(exited) = worker.try_wait().expect("wait") {
+            status = Some(exited);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = worker.kill();
+        panic!("still running 10 s after SIGTERM");
+    };
+    seen.extend(log.try_iter());
+    assert!(status.success(), "{status}: {seen:#?}");
+
+    // The queues and exchanges this worker declared.
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let topology = Topology::new(&prefix);
+    for queue in [
+        topology.jobs_queue(Platform::LinuxAmd64),
+        topology.dead_jobs_queue(),
+    ] {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        topology.jobs_exchange(),
+        topology.events_exchange(),
+        topology.dead_exchange(),
+    ] {
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
