@@ -133,16 +133,18 @@ impl Broker {
             durable: true,
             ..Default::default()
         };
-        ch.queue_declare(t.dead_jobs_queue().into(), queue, quorum())
+        for dead in [t.dead_jobs_queue(), t.bot_dead_jobs_queue()] {
+            ch.queue_declare(dead.as_str().into(), queue, quorum())
+                .await?;
+            ch.queue_bind(
+                dead.into(),
+                t.dead_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
-        ch.queue_bind(
-            t.dead_jobs_queue().into(),
-            t.dead_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        }
         for platform in platforms {
             ch.queue_declare(
                 t.jobs_queue(*platform).into(),
@@ -236,13 +238,31 @@ impl Broker {
 
     /// Starts consuming the bot's events queue on a channel of its own.
     pub async fn consume_events(&self, consumer_tag: &str) -> lapin::Result<(Channel, Consumer)> {
+        self.consume(self.topology.bot_events_queue(), consumer_tag)
+            .await
+    }
+
+    /// Starts consuming the bot's copy of dead-lettered jobs on a channel of its own.
+    pub async fn consume_dead_jobs(
+        &self,
+        consumer_tag: &str,
+    ) -> lapin::Result<(Channel, Consumer)> {
+        self.consume(self.topology.bot_dead_jobs_queue(), consumer_tag)
+            .await
+    }
+
+    async fn consume(
+        &self,
+        queue: String,
+        consumer_tag: &str,
+    ) -> lapin::Result<(Channel, Consumer)> {
         let channel = self.connection.create_channel().await?;
         channel
             .basic_qos(EVENTS_PREFETCH, BasicQosOptions { global: false })
             .await?;
         let consumer = channel
             .basic_consume(
-                self.topology.bot_events_queue().into(),
+                queue.into(),
                 consumer_tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),

@@ -1,23 +1,68 @@
-//! The bot's event loop: every event on its queue goes to the planner, the scheduler or the
-//! notifier, and is acknowledged only once handled.
+//! The bot's event loops: every event on its queue goes to the planner, the scheduler or the
+//! notifier, and every dead-lettered job to the scheduler; each message is acknowledged only
+//! once handled.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kiln_shared::wire::{self, Event};
+use kiln_shared::wire::{self, Event, JobRequested};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::{Channel, Consumer};
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::{notify, planner, scheduler};
 
-/// How long to wait before handing back an event whose handling failed (Redis or RabbitMQ
+/// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Consumes the bot's events queue until `shutdown` is cancelled.
+/// Consumes the bot's events queue and its dead-letter queue until `shutdown` is cancelled.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (channel, mut consumer) = app.broker.consume_events("kiln-bot").await?;
+    let events = app.broker.consume_events("kiln-bot").await?;
+    let dead = app.broker.consume_dead_jobs("kiln-bot-dead").await?;
+    tokio::try_join!(
+        serve(events, shutdown.clone(), |event: Event| {
+            let span =
+                tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
+            let app = app.clone();
+            tracing::Instrument::instrument(async move { handle(&app, &event).await }, span)
+        }),
+        serve(dead, shutdown.clone(), |job: JobRequested| {
+            let span = tracing::info_span!("dead job", build = %job.build.id, task = %job.task);
+            let app = app.clone();
+            tracing::Instrument::instrument(
+                async move { scheduler::handle_dead_job(&app, &job).await },
+                span,
+            )
+        }),
+    )?;
+    Ok(())
+}
+
+async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
+    match event {
+        Event::BuildRequested(e) => planner::handle_build_requested(app, e).await,
+        Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await,
+        Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await,
+        Event::BuildFinished(e) => notify::handle_build_finished(app, e).await,
+    }
+}
+
+/// Takes messages from `consumer` until `shutdown` is cancelled, one at a time: each is
+/// decoded and handled, then acknowledged; one whose handling failed is handed back after a
+/// pause; an unreadable one is refused for good.
+async fn serve<T, F, Fut>(
+    (channel, mut consumer): (Channel, Consumer),
+    shutdown: CancellationToken,
+    mut handle: F,
+) -> anyhow::Result<()>
+where
+    T: DeserializeOwned,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -31,23 +76,20 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let event = match wire::decode::<Event>(&delivery.data) {
-            Ok(event) => event,
+        let message = match wire::decode::<T>(&delivery.data) {
+            Ok(message) => message,
             Err(error) => {
-                tracing::error!(%error, "unreadable event dropped");
+                tracing::error!(%error, "unreadable message dropped");
                 delivery.nack(BasicNackOptions::default()).await?;
                 continue;
             }
         };
-        let span =
-            tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
-        let handled = tracing::Instrument::instrument(handle(&app, &event), span).await;
-        match handled {
+        match handle(message).await {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
             }
             Err(error) => {
-                tracing::error!(build = %event.build().id, error = format!("{error:#}"), "event handling failed; will retry");
+                tracing::error!(error = format!("{error:#}"), "handling failed; will retry");
                 tokio::time::sleep(RETRY_PAUSE).await;
                 let requeue = BasicNackOptions {
                     requeue: true,
@@ -58,13 +100,4 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
-    match event {
-        Event::BuildRequested(e) => planner::handle_build_requested(app, e).await,
-        Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await,
-        Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await,
-        Event::BuildFinished(e) => notify::handle_build_finished(app, e).await,
-    }
 }

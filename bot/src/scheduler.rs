@@ -10,9 +10,12 @@
 //! A cancelled build ends at once: its unfinished tasks are marked cancelled, queued jobs are
 //! dropped by the worker that takes them, and a worker running one sees the mark and stops it.
 
-use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
-use kiln_shared::wire::{BuildFinished, Event, TaskFinished, TaskStarted, TaskSummary};
+use kiln_shared::routing::JOB_DELIVERY_LIMIT;
+use kiln_shared::wire::{
+    BuildFinished, Event, JobRequested, TaskFinished, TaskStarted, TaskSummary,
+};
 
 use crate::app::App;
 use crate::planner::job;
@@ -83,6 +86,50 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
     if settled.remaining <= 0 {
         finish_build(app, &record).await?;
     }
+    Ok(())
+}
+
+/// A job RabbitMQ dead-lettered: it was delivered [`JOB_DELIVERY_LIMIT`] times and never
+/// finished (its workers kept dying or could not reach Redis). Its attempt ends errored and
+/// the build moves on as after any errored task: a retry if it has one left.
+pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()> {
+    let reason = format!(
+        "no worker finished it in {JOB_DELIVERY_LIMIT} deliveries; it is kept in the \
+         dead-letter queue"
+    );
+    let outcome = TaskOutcome::Errored { reason };
+    let fields = [
+        ("outcome", outcome.to_string()),
+        ("outcome_json", serde_json::to_string(&outcome)?),
+        ("finished_ms", now_ms().to_string()),
+    ];
+    let errored = app
+        .store
+        .transition_attempt(
+            job.build.id,
+            &job.task,
+            job.attempt,
+            TaskStatus::Errored,
+            &fields,
+        )
+        .await?;
+    if !errored {
+        // It finished after all, or a later attempt exists, or the build was cancelled.
+        tracing::info!("dead-lettered job's task has moved on; nothing to do");
+        return Ok(());
+    }
+    tracing::warn!(%outcome, "dead-lettered job errored");
+    // Announced like a worker's result, so the scheduler and subscribers see the same thing.
+    app.broker
+        .publish_event(&Event::TaskFinished(TaskFinished {
+            build: job.build.clone(),
+            task: job.task.clone(),
+            attempt: job.attempt,
+            outcome,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+        }))
+        .await?;
     Ok(())
 }
 

@@ -271,6 +271,22 @@ impl Store {
             .await
     }
 
+    /// Like [`Store::transition_task`], only if the task is at attempt `attempt`.
+    pub async fn transition_attempt(
+        &self,
+        id: BuildId,
+        task: &str,
+        attempt: u32,
+        to: TaskStatus,
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let from = TaskStatus::sources_of(to);
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let guard = ("attempt", attempt.to_string());
+        self.transition_if(self.keys.task(id, task), to.as_str(), &from, guard, fields)
+            .await
+    }
+
     /// Moves a build to `to` if its status allows it; sets `fields` with it.
     pub async fn transition_build(
         &self,
@@ -291,8 +307,26 @@ impl Store {
         from: &[&str],
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
+        self.transition_if(key, to, from, ("", String::new()), fields)
+            .await
+    }
+
+    /// The compare-and-set, also requiring `guard` (field, value) to hold unless its field
+    /// is empty.
+    async fn transition_if(
+        &self,
+        key: String,
+        to: &str,
+        from: &[&str],
+        guard: (&str, String),
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
         let mut invocation = TRANSITION.key(key);
-        invocation.arg(to).arg(from.join(",")).arg("").arg("");
+        invocation
+            .arg(to)
+            .arg(from.join(","))
+            .arg(guard.0)
+            .arg(guard.1);
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
         }

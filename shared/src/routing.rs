@@ -86,6 +86,11 @@ impl Topology {
     pub fn dead_jobs_queue(&self) -> String {
         format!("{}.dead.jobs", self.prefix)
     }
+
+    /// The bot's own copy of dead-lettered jobs: it errors their tasks, so builds move on.
+    pub fn bot_dead_jobs_queue(&self) -> String {
+        format!("{}.bot.dead.jobs", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ impl Services {
                 .chain([
                     topology.bot_events_queue(),
                     topology.dead_jobs_queue(),
+                    topology.bot_dead_jobs_queue(),
                     format!("{prefix}.test.events"),
                 ]);
             for queue in queues {

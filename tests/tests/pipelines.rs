@@ -546,3 +546,85 @@ async fn secrets_reach_allowed_branches_only_and_are_masked_in_logs() {
         "{build:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_no_worker_can_finish_is_dead_lettered_and_its_task_errors() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    // The harness has no Windows worker: this test plays one that keeps failing the job.
+    let spec = r#"steps:
+  win:
+    platforms: [windows/amd64]
+    runner: shell
+    retry: { max: 0 }
+    run: ci\test.cmd
+  after:
+    needs: [win]
+    image: kiln/busybox:latest
+    run: echo never
+"#;
+    let commit = repo.commit("master", "Windows", &[(".kiln.yml", spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-dead").await;
+
+    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let topology = kiln_shared::routing::Topology::new(&kiln.prefix);
+    let mut consumer = channel
+        .basic_consume(
+            topology.jobs_queue(Platform::WindowsAmd64).into(),
+            "flaky-windows".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    // Every delivery handed back, as by a worker that dies: RabbitMQ gives up after its
+    // delivery limit and dead-letters the job.
+    let mut deliveries = 0;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(
+        Duration::from_secs(3),
+        futures_util::StreamExt::next(&mut consumer),
+    )
+    .await
+    {
+        deliveries += 1;
+        let requeue = lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        delivery.nack(requeue).await.expect("nack");
+        assert!(deliveries <= 20, "RabbitMQ never dead-lettered the job");
+    }
+    assert_eq!(
+        deliveries,
+        kiln_shared::routing::JOB_DELIVERY_LIMIT + 1,
+        "delivered until the limit, then dead-lettered"
+    );
+
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "errored", "{build:#}");
+    assert_eq!(
+        statuses(&build),
+        [
+            ("win".to_owned(), "errored".to_owned()),
+            ("after".to_owned(), "skipped".to_owned())
+        ]
+    );
+    let outcome = build["tasks"][0]["outcome"].as_str().unwrap_or_default();
+    assert!(outcome.contains("dead-letter queue"), "{build:#}");
+    // The job itself stays where people can look at it.
+    let kept = channel
+        .queue_declare(
+            topology.dead_jobs_queue().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("the dead-letter queue exists");
+    assert_eq!(kept.message_count(), 1);
+}
