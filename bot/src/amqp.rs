@@ -37,6 +37,8 @@ pub struct Broker {
     connection: std::sync::Arc<Connection>,
     publisher: Channel,
     topology: Topology,
+    /// The platforms whose job queues exist.
+    platforms: Vec<Platform>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -95,6 +97,7 @@ impl Broker {
             connection: std::sync::Arc::new(connection),
             publisher,
             topology,
+            platforms: platforms.to_vec(),
         };
         broker.declare(platforms).await?;
         Ok(broker)
@@ -234,6 +237,11 @@ impl Broker {
             return Err(PublishError::Unroutable(routing_key));
         }
         Ok(())
+    }
+
+    /// Whether jobs for `platform` have a queue to go to.
+    pub fn serves(&self, platform: Platform) -> bool {
+        self.platforms.contains(&platform)
     }
 
     /// Starts consuming the bot's events queue on a channel of its own.

@@ -43,7 +43,7 @@ struct Args {
         long,
         env = "KILN_PLATFORMS",
         value_delimiter = ',',
-        default_value = "linux/amd64"
+        default_value = "linux/amd64,linux/arm64,windows/amd64,macos/arm64"
     )]
     platforms: Vec<Platform>,
 }

@@ -84,6 +84,15 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
     };
     let plan =
         Plan::from_spec_text(text, &trigger).map_err(|e| (BuildStatus::Failed, e.to_string()))?;
+    if let Some(task) = plan.tasks.iter().find(|t| !app.broker.serves(t.platform)) {
+        return Err((
+            BuildStatus::Failed,
+            format!(
+                "step `{}` runs on {}, which this Kiln does not serve (see kiln-bot --platforms)",
+                task.step, task.platform
+            ),
+        ));
+    }
     // Policy comes from Kiln's configuration, never from the commit.
     let refused = match app.config.repository(&record.build.repo) {
         Some(repository) => repository.refuse_secrets(&plan, &record.build.branch),

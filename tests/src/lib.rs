@@ -97,6 +97,15 @@ impl Kiln {
     /// Like [`Kiln::start`], with `bots` bots sharing the prefix: they take events from the
     /// same queue, as replicas of the bot would. Requests go to the first.
     pub async fn start_with(config: &str, bots: usize) -> Self {
+        Self::launch(config, bots, &Platform::ALL).await
+    }
+
+    /// Like [`Kiln::start`], with a bot that serves only `platforms` (`kiln-bot --platforms`).
+    pub async fn start_serving(config: &str, platforms: &[Platform]) -> Self {
+        Self::launch(config, 1, platforms).await
+    }
+
+    async fn launch(config: &str, bots: usize, platforms: &[Platform]) -> Self {
         init_logging();
         let services = Services::require().await;
         let prefix = services::unique_prefix();
@@ -112,7 +121,7 @@ impl Kiln {
                 redis_url: services.redis_url.clone(),
                 prefix: prefix.clone(),
                 state_dir: state.path().join(format!("bot-{n}")),
-                platforms: Platform::ALL.to_vec(),
+                platforms: platforms.to_vec(),
             };
             let app = kiln_bot::connect(config.clone(), &connections)
                 .await

@@ -628,3 +628,23 @@ async fn a_job_no_worker_can_finish_is_dead_lettered_and_its_task_errors() {
         .expect("the dead-letter queue exists");
     assert_eq!(kept.message_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_the_installation_does_not_serve_fails_the_build_and_says_so() {
+    let kiln = Kiln::start_serving(&config(), &[Platform::LinuxAmd64]).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE_ARM64}\n    platforms: [linux/arm64]\n    run: uname -m\n"
+    );
+    let commit = repo.commit("master", "Arm", &[(".kiln.yml", &spec)]);
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-unserved")
+        .await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let error = build["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("runs on linux/arm64, which this Kiln does not serve"),
+        "{build:#}"
+    );
+}
