@@ -251,12 +251,8 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
         .map(|(service, s)| PlannedService {
             name: service.clone(),
             image: s.image.clone(),
-            command: match s.command.as_ref().map(|c| c.0.as_slice()) {
-                // `command: redis-server --port 7000` is split on spaces; a list is kept.
-                Some([line]) => line.split_whitespace().map(str::to_owned).collect(),
-                Some(list) => list.to_vec(),
-                None => Vec::new(),
-            },
+            // Checked when the spec was read.
+            command: s.command_words().unwrap_or_default(),
             env: s.env.clone(),
         })
         .collect();
@@ -402,7 +398,7 @@ steps:
     image: { linux/amd64: i, linux/arm64: i-arm }
     platforms: [linux/amd64, linux/arm64]
     shards: 2
-    services: { db: { image: r, command: serve } }
+    services: { db: { image: r, command: \"sh -c 'echo up; serve --port 7000'\" } }
     env: { MODE: fast }
     run: t
   win: { stage: test, platforms: [windows/amd64], runner: shell, run: w }
@@ -443,7 +439,11 @@ steps:
         assert_eq!(unit.env["KILN_PLATFORM"], "linux/arm64");
         assert_eq!(unit.env["MODE"], "fast");
         assert_eq!(unit.services[0].name, "db");
-        assert_eq!(unit.services[0].command, ["serve"]);
+        assert_eq!(
+            unit.services[0].command,
+            ["sh", "-c", "echo up; serve --port 7000"],
+            "a line is split as a shell would"
+        );
         let win = plan.task("win").expect("win");
         assert_eq!((win.runner, win.image.as_deref()), (Runner::Shell, None));
         let package = plan.task("package").expect("package");

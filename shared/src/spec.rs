@@ -201,11 +201,24 @@ pub enum Runner {
 pub struct Service {
     /// Its image; it must exist on the worker.
     pub image: String,
-    /// Overrides the image's command: a list of arguments, or one line split on spaces.
+    /// Overrides the image's command: a list of arguments, or one line split into words as
+    /// a shell would (quotes group words; no variables or globs).
     #[serde(default)]
     pub command: Option<Commands>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+impl Service {
+    /// The command's words: a list as written, a line split as a shell would; `None` for a
+    /// line with an unclosed quote.
+    pub fn command_words(&self) -> Option<Vec<String>> {
+        match self.command.as_ref().map(|c| c.0.as_slice()) {
+            Some([line]) => shlex::split(line),
+            Some(list) => Some(list.to_vec()),
+            None => Some(Vec::new()),
+        }
+    }
 }
 
 /// `image: name` or `image: { linux/amd64: name, linux/arm64: other }`.
@@ -753,6 +766,11 @@ impl Spec {
                     "service `{service}` of step `{name}` has no `image`"
                 ));
             }
+            if spec.command_words().is_none() {
+                return here(format!(
+                    "service `{service}` of step `{name}` has a `command` with an unclosed quote"
+                ));
+            }
         }
         for variable in step.env.keys() {
             if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
@@ -1226,6 +1244,12 @@ steps:
                 2,
                 6,
                 "quoted path",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, services: { db: { image: r, command: \"sh -c 'x\" } } }\n",
+                2,
+                6,
+                "unclosed quote",
             ),
             (
                 "steps:\n  a: { image: i, run: x, secrets: [deploy_token] }\n",

@@ -648,3 +648,34 @@ async fn a_platform_the_installation_does_not_serve_fails_the_build_and_says_so(
         "{build:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_builds_services_on_one_port_do_not_collide() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec = |word: &str| {
+        format!(
+            r#"steps:
+  web:
+    image: {TEST_IMAGE}
+    timeout: 30s
+    services:
+      api: {{ image: "{TEST_IMAGE}", command: "sh -c 'echo {word} > /tmp/id; httpd -f -p 8080 -h /tmp'" }}
+    run:
+      - for i in $(seq 1 100); do wget -q -O /dev/null http://api:8080/id && break; sleep 0.1; done
+      - sleep 1
+      - echo "service says $(wget -q -O - http://api:8080/id)"
+"#
+        )
+    };
+    let one = repo.commit("one", "One", &[(".kiln.yml", &spec("one"))]);
+    let two = repo.commit("two", "Two", &[(".kiln.yml", &spec("two"))]);
+    let first = kiln.push(&repo, "one", &one, "delivery-port-1").await;
+    let second = kiln.push(&repo, "two", &two, "delivery-port-2").await;
+    for (id, word) in [(first, "one"), (second, "two")] {
+        let build = kiln.finished_build(id).await;
+        assert_eq!(build["status"], "passed", "{build:#}");
+        let text = log(&kiln, id, "web").await;
+        assert!(text.contains(&format!("service says {word}")), "{text}");
+    }
+}
