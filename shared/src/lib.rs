@@ -6,6 +6,7 @@
 //! holds can be tested as plain data.
 
 pub mod build;
+pub mod command;
 pub mod keys;
 pub mod plan;
 pub mod platform;

@@ -1,0 +1,573 @@
+//! The one command grammar of every front end (Discord, Slack, the web console, PR comments):
+//! text in, a typed [`Command`] out, or a [`CommandError`] that says what was wrong and, for a
+//! misspelt command, which one was meant.
+//!
+//! ```text
+//! build <owner/repo> [branch | commit]     status [owner/repo] [branch]
+//! logs <build> [task] [--lines N]          cancel <build>
+//! retry <build> [--failed]                 help [command]
+//! subscribe <owner/repo>[@branch] [passed|failed|errored|cancelled|requested …]
+//! unsubscribe <owner/repo>[@branch]        subscriptions      workers      queue
+//! ```
+//!
+//! A leading `/`, and a leading `kiln` (as in a PR comment, `/kiln build …`), are optional. A
+//! build is written `12` or `#12`.
+
+use std::fmt;
+
+use crate::build::BuildId;
+
+/// Every command, its usage and what it does: the source of `help` and of suggestions.
+pub const COMMANDS: [(&str, &str, &str); 11] = [
+    (
+        "build",
+        "build <owner/repo> [branch | commit]",
+        "builds a branch (default `master`) or a commit",
+    ),
+    (
+        "status",
+        "status [owner/repo] [branch]",
+        "shows the latest builds, of a repository or a branch",
+    ),
+    (
+        "logs",
+        "logs <build> [task] [--lines N]",
+        "shows the last lines of a build's log, or of one task's",
+    ),
+    ("cancel", "cancel <build>", "stops a build and its tasks"),
+    (
+        "retry",
+        "retry <build> [--failed]",
+        "builds the same commit again; with --failed, only what failed",
+    ),
+    (
+        "subscribe",
+        "subscribe <owner/repo>[@branch] [events…]",
+        "sends a repository's build events to this channel",
+    ),
+    (
+        "unsubscribe",
+        "unsubscribe <owner/repo>[@branch]",
+        "stops sending them",
+    ),
+    (
+        "subscriptions",
+        "subscriptions",
+        "lists this channel's subscriptions",
+    ),
+    ("workers", "workers", "lists the workers and what they run"),
+    ("queue", "queue", "shows the jobs waiting, per platform"),
+    ("help", "help [command]", "explains the commands"),
+];
+
+/// The build events a subscription may ask for.
+pub const SUBSCRIBABLE_EVENTS: [&str; 5] =
+    ["requested", "passed", "failed", "errored", "cancelled"];
+
+/// The most lines `logs --lines` shows: chat messages are short.
+pub const MAX_LOG_LINES: u32 = 500;
+
+/// What a build command builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Branch(String),
+    /// A commit id, 7 to 40 hexadecimal digits.
+    Commit(String),
+}
+
+/// A command, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Build {
+        repo: String,
+        target: Target,
+    },
+    Status {
+        repo: Option<String>,
+        branch: Option<String>,
+    },
+    Logs {
+        build: BuildId,
+        task: Option<String>,
+        lines: Option<u32>,
+    },
+    Cancel {
+        build: BuildId,
+    },
+    Retry {
+        build: BuildId,
+        failed_only: bool,
+    },
+    Subscribe {
+        repo: String,
+        branch: Option<String>,
+        /// Empty: every event.
+        events: Vec<String>,
+    },
+    Unsubscribe {
+        repo: String,
+        branch: Option<String>,
+    },
+    Subscriptions,
+    Workers,
+    Queue,
+    Help {
+        command: Option<String>,
+    },
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Build { .. } => "build",
+            Self::Status { .. } => "status",
+            Self::Logs { .. } => "logs",
+            Self::Cancel { .. } => "cancel",
+            Self::Retry { .. } => "retry",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Subscriptions => "subscriptions",
+            Self::Workers => "workers",
+            Self::Queue => "queue",
+            Self::Help { .. } => "help",
+        }
+    }
+
+    /// The repository the command acts on, if it names one: what permissions are checked
+    /// against.
+    pub fn repo(&self) -> Option<&str> {
+        match self {
+            Self::Build { repo, .. }
+            | Self::Subscribe { repo, .. }
+            | Self::Unsubscribe { repo, .. } => Some(repo),
+            Self::Status { repo, .. } => repo.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a text is not a command; the message is for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError(pub String);
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Parses a command as someone typed it.
+pub fn parse(text: &str) -> Result<Command, CommandError> {
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    if let Some(first) = words.first_mut() {
+        *first = first.strip_prefix('/').unwrap_or(first);
+    }
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("kiln"))
+    {
+        words.remove(0);
+    }
+    let Some((&name, args)) = words.split_first() else {
+        return Err(CommandError(
+            "no command given; try `help` for the list".into(),
+        ));
+    };
+    let name = name.to_ascii_lowercase();
+    let mut args = Args::new(&name, args);
+    let command = match name.as_str() {
+        "build" => {
+            let repo = args.repo()?;
+            let target = match args.optional() {
+                None => Target::Branch("master".into()),
+                Some(word) if is_commit(word) => Target::Commit(word.to_ascii_lowercase()),
+                Some(word) => Target::Branch(branch(word)?),
+            };
+            Command::Build { repo, target }
+        }
+        "status" => {
+            let repo = args.optional().map(checked_repo).transpose()?;
+            let branch = args.optional().map(branch).transpose()?;
+            Command::Status { repo, branch }
+        }
+        "logs" => {
+            let lines = args.option_value("--lines")?;
+            let lines = lines
+                .map(|n| match n.parse::<u32>() {
+                    Ok(n) if (1..=MAX_LOG_LINES).contains(&n) => Ok(n),
+                    _ => Err(CommandError(format!(
+                        "`--lines` takes a number from 1 to {MAX_LOG_LINES}, not `{n}`"
+                    ))),
+                })
+                .transpose()?;
+            let build = args.build()?;
+            let task = args.optional().map(str::to_owned);
+            Command::Logs { build, task, lines }
+        }
+        "cancel" => Command::Cancel {
+            build: args.build()?,
+        },
+        "retry" => {
+            let failed_only = args.flag("--failed");
+            Command::Retry {
+                build: args.build()?,
+                failed_only,
+            }
+        }
+        "subscribe" => {
+            let (repo, branch) = args.repo_and_branch()?;
+            let mut events = Vec::new();
+            while let Some(event) = args.optional() {
+                let event = event.to_ascii_lowercase();
+                if !SUBSCRIBABLE_EVENTS.contains(&event.as_str()) {
+                    return Err(CommandError(format!(
+                        "`{event}` is not an event; choose from {}",
+                        SUBSCRIBABLE_EVENTS.join(", ")
+                    )));
+                }
+                if !events.contains(&event) {
+                    events.push(event);
+                }
+            }
+            Command::Subscribe {
+                repo,
+                branch,
+                events,
+            }
+        }
+        "unsubscribe" => {
+            let (repo, branch) = args.repo_and_branch()?;
+            Command::Unsubscribe { repo, branch }
+        }
+        "subscriptions" => Command::Subscriptions,
+        "workers" => Command::Workers,
+        "queue" => Command::Queue,
+        "help" => {
+            let command = args
+                .optional()
+                .map(|c| c.trim_start_matches('/').to_ascii_lowercase());
+            Command::Help { command }
+        }
+        unknown => return Err(unknown_command(unknown)),
+    };
+    args.done()?;
+    Ok(command)
+}
+
+/// The usage line and summary of `name`, if it is a command.
+pub fn usage(name: &str) -> Option<(&'static str, &'static str)> {
+    COMMANDS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, usage, summary)| (*usage, *summary))
+}
+
+fn unknown_command(word: &str) -> CommandError {
+    let names = COMMANDS.iter().map(|(name, _, _)| *name);
+    // A command it begins (`sub`), else the nearest by edits (`canel`), if near enough.
+    let meant = names
+        .clone()
+        .find(|name| word.len() >= 2 && name.starts_with(word))
+        .or_else(|| {
+            names
+                .map(|name| (strsim::damerau_levenshtein(word, name), name))
+                .min()
+                .filter(|(distance, _)| *distance <= 2)
+                .map(|(_, name)| name)
+        });
+    let shown: String = word.chars().take(40).collect();
+    match meant {
+        Some(name) => CommandError(format!(
+            "`{shown}` is not a command; did you mean `{name}`? Try `help {name}`"
+        )),
+        None => CommandError(format!(
+            "`{shown}` is not a command; try `help` for the list"
+        )),
+    }
+}
+
+/// The words after the command's name, taken in order.
+struct Args<'a> {
+    command: &'a str,
+    words: Vec<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    fn new(command: &'a str, words: &[&'a str]) -> Self {
+        Self {
+            command,
+            words: words.to_vec(),
+        }
+    }
+
+    fn usage_error(&self, what: &str) -> CommandError {
+        let usage = usage(self.command).map_or("", |(usage, _)| usage);
+        CommandError(format!("{what}; usage: `{usage}`"))
+    }
+
+    /// Takes `--name` if present.
+    fn flag(&mut self, name: &str) -> bool {
+        let before = self.words.len();
+        self.words.retain(|w| *w != name);
+        self.words.len() != before
+    }
+
+    /// Takes `--name value` (or `--name=value`) if present.
+    fn option_value(&mut self, name: &str) -> Result<Option<&'a str>, CommandError> {
+        let prefix = format!("{name}=");
+        if let Some(i) = self.words.iter().position(|w| w.starts_with(&prefix)) {
+            let word = self.words.remove(i);
+            return Ok(Some(&word[prefix.len()..]));
+        }
+        let Some(i) = self.words.iter().position(|w| *w == name) else {
+            return Ok(None);
+        };
+        if i + 1 >= self.words.len() {
+            return Err(self.usage_error(&format!("`{name}` needs a value")));
+        }
+        let value = self.words.remove(i + 1);
+        self.words.remove(i);
+        Ok(Some(value))
+    }
+
+    fn optional(&mut self) -> Option<&'a str> {
+        (!self.words.is_empty()).then(|| self.words.remove(0))
+    }
+
+    fn required(&mut self, what: &str) -> Result<&'a str, CommandError> {
+        self.optional()
+            .ok_or_else(|| self.usage_error(&format!("`{}` needs {what}", self.command)))
+    }
+
+    fn repo(&mut self) -> Result<String, CommandError> {
+        checked_repo(self.required("a repository")?)
+    }
+
+    fn repo_and_branch(&mut self) -> Result<(String, Option<String>), CommandError> {
+        let word = self.required("a repository")?;
+        match word.split_once('@') {
+            Some((repo, branch_name)) => Ok((checked_repo(repo)?, Some(branch(branch_name)?))),
+            None => Ok((checked_repo(word)?, None)),
+        }
+    }
+
+    fn build(&mut self) -> Result<BuildId, CommandError> {
+        let word = self.required("a build number")?;
+        word.trim_start_matches('#')
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(BuildId)
+            .ok_or_else(|| self.usage_error(&format!("`{word}` is not a build number")))
+    }
+
+    fn done(&self) -> Result<(), CommandError> {
+        if let Some(extra) = self.words.first() {
+            let shown: String = extra.chars().take(40).collect();
+            return Err(self.usage_error(&format!("`{shown}` is one word too many")));
+        }
+        Ok(())
+    }
+}
+
+fn checked_repo(word: &str) -> Result<String, CommandError> {
+    let mut parts = word.split('/');
+    let ok = matches!((parts.next(), parts.next(), parts.next()), (Some(owner), Some(name), None)
+        if !owner.is_empty() && !name.is_empty()
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)));
+    if ok {
+        Ok(word.to_owned())
+    } else {
+        let shown: String = word.chars().take(60).collect();
+        Err(CommandError(format!(
+            "`{shown}` is not a repository; write it owner/name, e.g. acme/api"
+        )))
+    }
+}
+
+/// A branch name as git allows it (the common rules: no spaces, control characters, `..`,
+/// `~^:?*[\`, or a leading `-`).
+fn branch(word: &str) -> Result<String, CommandError> {
+    let ok = !word.is_empty()
+        && word.len() <= 255
+        && !word.starts_with('-')
+        && !word.contains("..")
+        && !word.ends_with('/')
+        && !word.ends_with(".lock")
+        && word
+            .chars()
+            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
+    if ok {
+        Ok(word.to_owned())
+    } else {
+        let shown: String = word.chars().take(60).collect();
+        Err(CommandError(format!("`{shown}` is not a branch name")))
+    }
+}
+
+fn is_commit(word: &str) -> bool {
+    (7..=40).contains(&word.len()) && word.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Command {
+        parse(text).unwrap_or_else(|e| panic!("`{text}`: {e}"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err(text).0
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let table: Vec<(&str, Command)> = vec![
+            (
+                "/build acme/api",
+                Command::Build {
+                    repo: "acme/api".into(),
+                    target: Target::Branch("master".into()),
+                },
+            ),
+            (
+                "/kiln build acme/api feature/x",
+                Command::Build {
+                    repo: "acme/api".into(),
+                    target: Target::Branch("feature/x".into()),
+                },
+            ),
+            (
+                "build acme/api 1A2B3C4D",
+                Command::Build {
+                    repo: "acme/api".into(),
+                    target: Target::Commit("1a2b3c4d".into()),
+                },
+            ),
+            (
+                "status",
+                Command::Status {
+                    repo: None,
+                    branch: None,
+                },
+            ),
+            (
+                "STATUS acme/api master",
+                Command::Status {
+                    repo: Some("acme/api".into()),
+                    branch: Some("master".into()),
+                },
+            ),
+            (
+                "logs #12 unit.linux-amd64.1 --lines 20",
+                Command::Logs {
+                    build: BuildId(12),
+                    task: Some("unit.linux-amd64.1".into()),
+                    lines: Some(20),
+                },
+            ),
+            (
+                "logs --lines=5 3",
+                Command::Logs {
+                    build: BuildId(3),
+                    task: None,
+                    lines: Some(5),
+                },
+            ),
+            ("cancel 7", Command::Cancel { build: BuildId(7) }),
+            (
+                "retry --failed #7",
+                Command::Retry {
+                    build: BuildId(7),
+                    failed_only: true,
+                },
+            ),
+            (
+                "subscribe acme/api@master failed errored failed",
+                Command::Subscribe {
+                    repo: "acme/api".into(),
+                    branch: Some("master".into()),
+                    events: vec!["failed".into(), "errored".into()],
+                },
+            ),
+            (
+                "unsubscribe acme/api",
+                Command::Unsubscribe {
+                    repo: "acme/api".into(),
+                    branch: None,
+                },
+            ),
+            ("subscriptions", Command::Subscriptions),
+            ("workers", Command::Workers),
+            ("queue", Command::Queue),
+            (
+                "help /cancel",
+                Command::Help {
+                    command: Some("cancel".into()),
+                },
+            ),
+        ];
+        for (text, expected) in table {
+            assert_eq!(ok(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn says_what_is_wrong_and_what_was_meant() {
+        let table = [
+            ("", "no command given"),
+            ("/biuld acme/api", "did you mean `build`?"),
+            ("canel 3", "did you mean `cancel`?"),
+            ("sub acme/api", "did you mean `subscribe`?"),
+            ("deploy everything", "try `help` for the list"),
+            (
+                "build",
+                "`build` needs a repository; usage: `build <owner/repo>",
+            ),
+            ("build api", "write it owner/name"),
+            ("build acme/api two words", "`words` is one word too many"),
+            ("build acme/api ../etc", "not a branch name"),
+            ("cancel twelve", "`twelve` is not a build number"),
+            ("cancel #0", "not a build number"),
+            ("logs 3 --lines", "`--lines` needs a value"),
+            ("logs 3 --lines 100000", "from 1 to 500"),
+            (
+                "subscribe acme/api everything",
+                "`everything` is not an event",
+            ),
+        ];
+        for (text, needle) in table {
+            let message = err(text);
+            assert!(
+                message.contains(needle),
+                "`{text}`: `{message}` lacks `{needle}`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for (name, usage_line, _) in COMMANDS {
+            assert!(usage_line.starts_with(name));
+            assert!(usage(name).is_some());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,120}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn never_panics_on_commandish_input(
+            text in "(/|kiln |build |logs |retry |subscribe |--lines|--failed|#|[0-9]{1,3}|acme/api|@|=| ){0,12}"
+        ) {
+            let _ = parse(&text);
+        }
+    }
+}
