@@ -9,6 +9,7 @@
 
 pub mod amqp;
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod events;
 pub mod github;

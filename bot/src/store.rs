@@ -20,6 +20,9 @@ use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOp
 /// ample and keeps the set bounded.
 const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// About how many entries the audit stream keeps; older ones are trimmed.
+pub const MAX_AUDIT_ENTRIES: usize = 100_000;
+
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(STATUS_TRANSITION_SCRIPT));
 
 /// Accounts for a task's end in the build's graph, once. See [`Store::settle`].
@@ -132,6 +135,27 @@ impl Store {
     /// The key layout.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The newest build's id, if there is any build.
+    pub async fn latest_build_id(&self) -> RedisResult<Option<BuildId>> {
+        let id: Option<u64> = self.conn.clone().get(self.keys.build_sequence()).await?;
+        Ok(id.filter(|id| *id > 0).map(BuildId))
+    }
+
+    /// Appends one entry to the audit stream (capped at about [`MAX_AUDIT_ENTRIES`]).
+    pub async fn audit(&self, fields: &[(&str, &str)]) -> RedisResult<()> {
+        let _: String = self
+            .conn
+            .clone()
+            .xadd_maxlen(
+                self.keys.audit(),
+                redis::streams::StreamMaxlen::Approx(MAX_AUDIT_ENTRIES),
+                "*",
+                fields,
+            )
+            .await?;
+        Ok(())
     }
 
     /// A new build id.

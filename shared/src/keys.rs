@@ -83,6 +83,11 @@ impl Keys {
         format!("{}:logs:{id}:{task}", self.prefix)
     }
 
+    /// Every command anyone gave, and what came of it (stream).
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

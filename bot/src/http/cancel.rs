@@ -3,12 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
 use serde_json::json;
 
-use super::error;
+use super::{error, operator, unauthorized};
 use crate::app::App;
 use crate::scheduler::{self, Cancel};
 
@@ -17,20 +17,8 @@ pub async fn handle_cancel(
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(operator) = token.and_then(|t| app.config.operator(t.trim())) else {
-        let mut answer = error(
-            StatusCode::UNAUTHORIZED,
-            "cancelling needs an operator's token: Authorization: Bearer <token>",
-        );
-        answer.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return answer;
+    let Some(operator) = operator(&app, &headers) else {
+        return unauthorized();
     };
     let id = BuildId(id);
     match scheduler::cancel_build(&app, id, &operator.name).await {

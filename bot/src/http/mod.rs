@@ -1,12 +1,13 @@
-//! The bot's HTTP surface: forge webhooks in, build status and logs out, cancels from
-//! operators.
+//! The bot's HTTP surface: forge webhooks in, build status and logs out, cancels and
+//! commands from operators.
 
 mod builds;
 mod cancel;
+mod commands;
 mod github;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+use crate::config::Operator;
 
 /// The largest webhook body accepted. GitHub caps payloads at 25 MB and drops larger ones.
 pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
@@ -30,6 +32,7 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
         .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
+        .route("/api/commands", post(commands::handle_command))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
@@ -44,6 +47,28 @@ pub async fn serve(
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// The operator whose token the request carries (`Authorization: Bearer …`), if any.
+fn operator<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a Operator> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    app.config.operator(token.trim())
+}
+
+/// The answer to a request that needs an operator and carries no known token.
+fn unauthorized() -> Response {
+    let mut answer = error(
+        StatusCode::UNAUTHORIZED,
+        "this needs an operator's token: Authorization: Bearer <token>",
+    );
+    answer.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    answer
 }
 
 /// A JSON error answer: `{"error": "..."}` with `status`.

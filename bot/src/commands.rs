@@ -1,0 +1,226 @@
+//! Commands, whatever front end they came through: parsed by [`kiln_shared::command`],
+//! carried out, and recorded in the audit stream with who gave them and what came of it.
+
+use kiln_shared::build::{BuildId, TaskStatus};
+use kiln_shared::command::{COMMANDS, Command, parse, usage};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::scheduler::{self, Cancel};
+
+/// Builds `status` looks back over, newest first, to find the ones asked for.
+const STATUS_LOOKBACK: u64 = 200;
+/// Builds `status` shows.
+const STATUS_SHOWN: usize = 10;
+/// Lines `logs` shows unless told otherwise.
+const DEFAULT_LOG_LINES: usize = 20;
+
+/// Who gave a command, and through what.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub name: &'a str,
+    /// `api`, `slack`, `discord`, …
+    pub via: &'a str,
+}
+
+/// What came of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Carried out.
+    Done,
+    /// Not a command, or not a valid one.
+    Invalid,
+    /// A command this Kiln cannot carry out yet.
+    Unavailable,
+    /// Kiln could not carry it out (Redis or RabbitMQ unreachable, say).
+    Failed,
+}
+
+/// The answer to a command, as text for the person who gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reply {
+    pub outcome: Outcome,
+    pub text: String,
+}
+
+impl Reply {
+    fn done(text: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Done,
+            text: text.into(),
+        }
+    }
+
+    fn invalid(text: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Invalid,
+            text: text.into(),
+        }
+    }
+}
+
+/// Carries out `text` for `actor`, records it in the audit stream, and answers.
+pub async fn run(app: &App, actor: Actor<'_>, text: &str) -> Reply {
+    let reply = match parse(text) {
+        Err(error) => Reply::invalid(error.0),
+        Ok(command) => carry_out(app, actor, &command)
+            .await
+            .unwrap_or_else(|error| Reply {
+                outcome: Outcome::Failed,
+                text: format!("Kiln could not do that just now: {error:#}"),
+            }),
+    };
+    let outcome = serde_json::to_value(reply.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let entry = [
+        ("actor", actor.name),
+        ("via", actor.via),
+        ("command", text),
+        ("outcome", outcome.as_str()),
+        ("reply", reply.text.as_str()),
+    ];
+    if let Err(error) = app.store.audit(&entry).await {
+        tracing::error!(%error, actor = actor.name, command = text, "cannot audit a command");
+    }
+    tracing::info!(actor = actor.name, via = actor.via, command = text, %outcome, "command");
+    reply
+}
+
+async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Result<Reply> {
+    Ok(match command {
+        Command::Help { command } => help(command.as_deref()),
+        Command::Status { repo, branch } => status(app, repo.as_deref(), branch.as_deref()).await?,
+        Command::Logs { build, task, lines } => {
+            let lines = lines.map_or(DEFAULT_LOG_LINES, |n| n as usize);
+            logs(app, *build, task.as_deref(), lines).await?
+        }
+        Command::Cancel { build } => {
+            match scheduler::cancel_build(app, *build, actor.name).await? {
+                Cancel::Cancelled { tasks } => Reply::done(format!(
+                    "Build #{build} cancelled, with {} unfinished task(s).",
+                    tasks.len()
+                )),
+                Cancel::AlreadyEnded(status) => {
+                    Reply::invalid(format!("Build #{build} has already ended: {status}."))
+                }
+                Cancel::NoSuchBuild => Reply::invalid(format!("There is no build #{build}.")),
+            }
+        }
+        other => Reply {
+            outcome: Outcome::Unavailable,
+            text: format!(
+                "`{}` is not available in this Kiln yet; `help` lists what is.",
+                other.name()
+            ),
+        },
+    })
+}
+
+fn help(command: Option<&str>) -> Reply {
+    match command {
+        None => {
+            let mut text = String::from("Kiln's commands:\n");
+            for (_, usage, summary) in COMMANDS {
+                text.push_str(&format!("`{usage}`: {summary}\n"));
+            }
+            Reply::done(text.trim_end())
+        }
+        Some(name) => match usage(name) {
+            Some((usage, summary)) => Reply::done(format!("`{usage}`: {summary}")),
+            None => match parse(name) {
+                // The grammar's own message names the command that was meant.
+                Err(error) => Reply::invalid(error.0),
+                Ok(_) => Reply::invalid(format!("`{name}` is not a command")),
+            },
+        },
+    }
+}
+
+async fn status(app: &App, repo: Option<&str>, branch: Option<&str>) -> anyhow::Result<Reply> {
+    let Some(latest) = app.store.latest_build_id().await? else {
+        return Ok(Reply::done("No builds yet."));
+    };
+    let mut lines = Vec::new();
+    let oldest = latest.0.saturating_sub(STATUS_LOOKBACK);
+    for id in (oldest + 1..=latest.0).rev() {
+        let Some(record) = app.store.build(BuildId(id)).await? else {
+            continue;
+        };
+        let b = &record.build;
+        if repo.is_some_and(|r| !r.eq_ignore_ascii_case(&b.repo))
+            || branch.is_some_and(|br| br != b.branch)
+        {
+            continue;
+        }
+        let commit: String = b.commit.chars().take(8).collect();
+        lines.push(format!(
+            "#{id} {} {} {commit} {}: {}",
+            b.repo, b.branch, record.status, record.subject
+        ));
+        if lines.len() == STATUS_SHOWN {
+            break;
+        }
+    }
+    if lines.is_empty() {
+        let what = match (repo, branch) {
+            (Some(repo), Some(branch)) => format!(" of {repo} {branch}"),
+            (Some(repo), None) => format!(" of {repo}"),
+            _ => String::new(),
+        };
+        return Ok(Reply::done(format!("No recent builds{what}.")));
+    }
+    Ok(Reply::done(lines.join("\n")))
+}
+
+async fn logs(
+    app: &App,
+    build: BuildId,
+    task: Option<&str>,
+    lines: usize,
+) -> anyhow::Result<Reply> {
+    let Some(record) = app.store.build(build).await? else {
+        return Ok(Reply::invalid(format!("There is no build #{build}.")));
+    };
+    let Some(plan) = &record.plan else {
+        let why = record
+            .error
+            .as_deref()
+            .unwrap_or("it has not been planned yet");
+        return Ok(Reply::done(format!("Build #{build} has no tasks: {why}")));
+    };
+    let tasks = app.store.tasks(build, plan).await?;
+    // Without a task named: the first that did not pass, else the last to run.
+    let chosen = match task {
+        Some(name) => tasks.iter().find(|t| t.name == name),
+        None => tasks
+            .iter()
+            .find(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Errored))
+            .or_else(|| tasks.iter().rev().find(|t| t.status != TaskStatus::Waiting)),
+    };
+    let Some(chosen) = chosen else {
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        return Ok(Reply::invalid(match task {
+            Some(name) => format!(
+                "Build #{build} has no task `{name}`; its tasks: {}",
+                names.join(", ")
+            ),
+            None => format!("No task of build #{build} has started yet."),
+        }));
+    };
+    let all = app.store.log_lines(build, &chosen.name).await?;
+    let tail = &all[all.len().saturating_sub(lines)..];
+    let state = chosen
+        .outcome
+        .clone()
+        .unwrap_or_else(|| chosen.status.to_string());
+    Ok(Reply::done(format!(
+        "Build #{build}, task `{}` ({state}), last {} of {} line(s):\n{}",
+        chosen.name,
+        tail.len(),
+        all.len(),
+        tail.join("\n")
+    )))
+}

@@ -1,0 +1,145 @@
+//! Commands through the API (`POST /api/commands`), end to end on the real services: the
+//! same grammar as chat, an operator's token, clear answers to mistakes, and every command
+//! in the audit stream.
+
+use kiln_tests::forge::TestRepo;
+use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
+
+const TOKEN: &str = "alice-token-0123456789";
+
+fn config() -> String {
+    format!(
+        r#"
+public_url = "http://kiln.test"
+[[repository]]
+name = "{REPO}"
+webhook_secret = "{TEST_SECRET}"
+[[operator]]
+name = "alice"
+token = "{TOKEN}"
+"#
+    )
+}
+
+/// Sends `command` with `token`; the status and the answer.
+async fn command(kiln: &Kiln, token: &str, command: &str) -> (u16, serde_json::Value) {
+    let response = kiln
+        .http
+        .post(kiln.url("/api/commands"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "command": command }))
+        .send()
+        .await
+        .expect("the bot answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_answer_in_words_and_are_audited() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE}\n    run: ['echo compiling', 'echo \"assertion failed: 2 == 3\"', 'exit 3']\n"
+    );
+    let commit = repo.commit("master", "Break it", &[(".kiln.yml", &spec)]);
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-commands")
+        .await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+
+    let (status, _) = command(&kiln, "not-a-token", "status").await;
+    assert_eq!(status, 401, "no operator, no command");
+
+    let (status, reply) = command(&kiln, TOKEN, "/help").await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`cancel <build>`")
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, "stauts acme/api").await;
+    assert_eq!((status, reply["outcome"].as_str()), (422, Some("invalid")));
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did you mean `status`?"),
+        "{reply}"
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, &format!("status {REPO} master")).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = reply["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("#{id} {REPO} master {}", &commit[..8])),
+        "{text}"
+    );
+    assert!(
+        text.contains("failed: A commit"),
+        "the subject the push named: {text}"
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, &format!("logs #{id} --lines 1")).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = reply["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("task `unit` (failed with exit code 3)"),
+        "{text}"
+    );
+    assert!(text.ends_with("assertion failed: 2 == 3"), "{text}");
+    assert!(
+        text.contains("last 1 of 2 line(s)") && !text.contains("compiling"),
+        "{text}"
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, &format!("cancel {id}")).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already ended: failed")
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, "workers").await;
+    assert_eq!(
+        (status, reply["outcome"].as_str()),
+        (422, Some("unavailable"))
+    );
+
+    // Every command an operator gave, in order, with its outcome; the refused request is
+    // not in it, as nobody could be named.
+    let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let audit: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{}:audit", kiln.prefix))
+        .arg("-")
+        .arg("+")
+        .query(&mut redis)
+        .expect("audit stream");
+    let entries: Vec<(String, String, String)> = audit
+        .ids
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e.get::<String>(name).unwrap_or_default();
+            (field("actor"), field("command"), field("outcome"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("/help".to_owned(), "done"),
+        ("stauts acme/api".to_owned(), "invalid"),
+        (format!("status {REPO} master"), "done"),
+        (format!("logs #{id} --lines 1"), "done"),
+        (format!("cancel {id}"), "invalid"),
+        ("workers".to_owned(), "unavailable"),
+    ]
+    .into_iter()
+    .map(|(command, outcome)| ("alice".to_owned(), command, outcome.to_owned()))
+    .collect();
+    assert_eq!(entries, expected);
+}
