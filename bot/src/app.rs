@@ -18,6 +18,8 @@ pub struct App {
     pub mirrors: Mirrors,
     pub templates: Arc<Templates>,
     pub discord: Option<Arc<DiscordChannel>>,
+    /// For answers to chat front ends (Slack's `response_url`).
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -39,6 +41,9 @@ impl App {
             mirrors,
             templates: Arc::new(Templates::new()?),
             discord,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?,
         })
     }
 }

@@ -15,12 +15,27 @@ const STATUS_SHOWN: usize = 10;
 /// Lines `logs` shows unless told otherwise.
 const DEFAULT_LOG_LINES: usize = 20;
 
+/// Commands anyone who can reach Kiln may give: they change nothing.
+const OPEN_COMMANDS: [&str; 6] = [
+    "help",
+    "status",
+    "logs",
+    "subscriptions",
+    "workers",
+    "queue",
+];
+
 /// Who gave a command, and through what.
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
+    /// Their name, for messages and the audit stream.
     pub name: &'a str,
     /// `api`, `slack`, `discord`, …
     pub via: &'a str,
+    /// What permissions know them as: `<front end>:<user id>`.
+    pub id: &'a str,
+    /// An operator of this Kiln, who may do anything.
+    pub operator: bool,
 }
 
 /// What came of a command.
@@ -33,6 +48,8 @@ pub enum Outcome {
     Invalid,
     /// A command this Kiln cannot carry out yet.
     Unavailable,
+    /// The person may not give it.
+    Refused,
     /// Kiln could not carry it out (Redis or RabbitMQ unreachable, say).
     Failed,
 }
@@ -89,7 +106,39 @@ pub async fn run(app: &App, actor: Actor<'_>, text: &str) -> Reply {
     reply
 }
 
+/// Why `actor` may not give `command`, if they may not.
+async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Result<Option<String>> {
+    if actor.operator || OPEN_COMMANDS.contains(&command.name()) {
+        return Ok(None);
+    }
+    let repo = match command {
+        Command::Cancel { build } | Command::Retry { build, .. } => {
+            match app.store.build(*build).await? {
+                Some(record) => record.build.repo,
+                // Nothing to refuse: carrying it out says there is no such build.
+                None => return Ok(None),
+            }
+        }
+        other => other.repo().unwrap_or_default().to_owned(),
+    };
+    if app.config.may(actor.id, command.name(), &repo) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} may not `{}` on {repo}; a `[[permission]]` in Kiln's configuration must name `{}`.",
+        actor.name,
+        command.name(),
+        actor.id
+    )))
+}
+
 async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Result<Reply> {
+    if let Some(why) = refusal(app, actor, command).await? {
+        return Ok(Reply {
+            outcome: Outcome::Refused,
+            text: why,
+        });
+    }
     Ok(match command {
         Command::Help { command } => help(command.as_deref()),
         Command::Status { repo, branch } => status(app, repo.as_deref(), branch.as_deref()).await?,

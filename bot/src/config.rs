@@ -14,9 +14,17 @@
 //! token = "…"
 //! channel_id = 123456789012345678
 //!
-//! [[operator]]                 # may cancel builds through the HTTP API
+//! [[operator]]                 # may do anything through the HTTP API
 //! name = "alice"
 //! token = "…"                  # sent as `Authorization: Bearer …`
+//!
+//! [slack]
+//! signing_secret = "…"         # the Slack app's, for its slash commands
+//!
+//! [[permission]]               # who may give commands that change things, and where
+//! users = ["slack:U2CERLKJA"]  # <front end>:<user id>
+//! commands = ["cancel"]        # or ["*"]; help, status and logs need no permission
+//! repos = ["acme/*"]           # default: every repository
 //! ```
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
@@ -47,6 +55,37 @@ pub struct Config {
     /// Who may act on builds through the HTTP API (cancel them).
     #[serde(default, rename = "operator")]
     pub operators: Vec<Operator>,
+    /// Slack's slash commands; no section, no Slack.
+    #[serde(default)]
+    pub slack: Option<Slack>,
+    /// Who may give which commands that change things, on which repositories.
+    #[serde(default, rename = "permission")]
+    pub permissions: Vec<Permission>,
+}
+
+/// Slack, through its slash commands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slack {
+    /// The app's signing secret: every request from Slack is signed with it.
+    pub signing_secret: SecretString,
+}
+
+/// Some people's right to give some commands on some repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permission {
+    /// `<front end>:<user id>`, e.g. `slack:U2CERLKJA`.
+    pub users: Vec<String>,
+    /// Command names, or `*` for all.
+    pub commands: Vec<String>,
+    /// Repository patterns (`acme/*`); every repository when absent.
+    #[serde(default = "every_repository")]
+    pub repos: Vec<String>,
+}
+
+fn every_repository() -> Vec<String> {
+    vec!["*/*".into()]
 }
 
 /// Someone who may act on builds through the HTTP API, with the token they present.
@@ -144,6 +183,21 @@ impl Config {
                 repo.name
             );
         }
+        for permission in &config.permissions {
+            for command in &permission.commands {
+                anyhow::ensure!(
+                    command == "*" || kiln_shared::command::usage(command).is_some(),
+                    "a permission names `{command}`, which is not a command"
+                );
+            }
+            for user in &permission.users {
+                anyhow::ensure!(
+                    user.split_once(':')
+                        .is_some_and(|(f, id)| !f.is_empty() && !id.is_empty()),
+                    "a permission names user `{user}`; write it <front end>:<id>, e.g. slack:U2CERLKJA"
+                );
+            }
+        }
         for (i, operator) in config.operators.iter().enumerate() {
             use secrecy::ExposeSecret;
             anyhow::ensure!(
@@ -180,6 +234,18 @@ impl Config {
             }
         }
         found
+    }
+
+    /// Whether `user` (`<front end>:<id>`) may give `command` on `repo`.
+    pub fn may(&self, user: &str, command: &str, repo: &str) -> bool {
+        let repo = repo.to_ascii_lowercase();
+        self.permissions.iter().any(|p| {
+            p.users.iter().any(|u| u == user)
+                && p.commands.iter().any(|c| c == "*" || c == command)
+                && p.repos
+                    .iter()
+                    .any(|pattern| branch_matches(&pattern.to_ascii_lowercase(), &repo))
+        })
     }
 
     /// The repository called `name`, compared as forges do: without regard to case.
@@ -269,6 +335,30 @@ channel_id = 42
         assert!(refused("DEPLOY", "feature").contains("not allow on branch `feature`"));
         assert!(refused("DEPLOY, NPM", "master").contains("`NPM`"));
         assert!(refused("OTHER", "master").contains("does not list for acme/api"));
+    }
+
+    #[test]
+    fn permissions_name_users_commands_and_repositories() {
+        let config = Config::parse(
+            "[[permission]]\nusers = ['slack:U1']\ncommands = ['cancel']\nrepos = ['acme/*']\n\
+             [[permission]]\nusers = ['slack:U2']\ncommands = ['*']",
+        )
+        .expect("valid");
+        assert!(config.may("slack:U1", "cancel", "acme/api"));
+        assert!(config.may("slack:U1", "cancel", "Acme/API"));
+        assert!(!config.may("slack:U1", "cancel", "other/api"));
+        assert!(!config.may("slack:U1", "build", "acme/api"));
+        assert!(!config.may("discord:U1", "cancel", "acme/api"));
+        assert!(config.may("slack:U2", "build", "any/where"));
+        let refused = |text: &str| format!("{:#}", Config::parse(text).expect_err("refused"));
+        assert!(
+            refused("[[permission]]\nusers = ['slack:U1']\ncommands = ['deploy']")
+                .contains("`deploy`, which is not a command")
+        );
+        assert!(
+            refused("[[permission]]\nusers = ['U1']\ncommands = ['cancel']")
+                .contains("<front end>:<id>")
+        );
     }
 
     #[test]

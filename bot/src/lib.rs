@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod notify;
 pub mod planner;
 pub mod scheduler;
+pub mod slack;
 pub mod store;
 
 use std::path::PathBuf;

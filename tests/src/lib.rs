@@ -9,6 +9,7 @@ pub mod discord;
 pub mod events;
 pub mod forge;
 pub mod services;
+pub mod slack;
 
 use std::net::SocketAddr;
 use std::time::Duration;

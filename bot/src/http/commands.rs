@@ -29,14 +29,18 @@ pub async fn handle_command(
     let Some(operator) = operator(&app, &headers) else {
         return unauthorized();
     };
+    let id = format!("operator:{}", operator.name);
     let actor = Actor {
         name: &operator.name,
         via: "api",
+        id: &id,
+        operator: true,
     };
     let reply = commands::run(&app, actor, &request.command).await;
     let status = match reply.outcome {
         Outcome::Done => StatusCode::OK,
         Outcome::Invalid | Outcome::Unavailable => StatusCode::UNPROCESSABLE_ENTITY,
+        Outcome::Refused => StatusCode::FORBIDDEN,
         Outcome::Failed => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(reply)).into_response()

@@ -5,6 +5,7 @@ mod builds;
 mod cancel;
 mod commands;
 mod github;
+mod slack;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,6 +34,7 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
+        .route("/slack/commands", post(slack::handle_slack_command))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

@@ -1,0 +1,59 @@
+//! Slack: what only Slack's formats know. Slash commands arrive signed
+//! ([`signature`]) as a form ([`SlashCommand`]); answers are mrkdwn, escaped by [`escape`].
+
+pub mod signature;
+
+use serde::Deserialize;
+
+/// A slash command as Slack posts it (`application/x-www-form-urlencoded`); the fields Kiln
+/// uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlashCommand {
+    /// The command typed, e.g. `/kiln`.
+    pub command: String,
+    /// What followed it, e.g. `cancel 12`.
+    #[serde(default)]
+    pub text: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub user_name: String,
+    #[serde(default)]
+    pub team_id: String,
+    /// Where to post the answer, within 30 minutes, up to five times.
+    pub response_url: String,
+}
+
+/// `text` as Slack mrkdwn shows it literally: `&`, `<` and `>` are Slack's only control
+/// characters, so escaped text can neither mention `<!channel>` nor make a link.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_slacks_example_command() {
+        let body = include_bytes!("../../../tests/fixtures/slack-slash-command.txt");
+        let command: SlashCommand = serde_urlencoded::from_bytes(body).expect("a command");
+        assert_eq!(command.command, "/weather");
+        assert_eq!(command.text, "94070");
+        assert_eq!(command.user_id, "U2147483697");
+        assert_eq!(command.user_name, "Steve");
+        assert_eq!(
+            command.response_url,
+            "https://hooks.slack.com/commands/1234/5678"
+        );
+    }
+
+    #[test]
+    fn escaped_text_cannot_mention_or_link() {
+        assert_eq!(
+            escape("<!channel> & <https://evil|click>"),
+            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
+        );
+    }
+}

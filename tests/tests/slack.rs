@@ -1,0 +1,140 @@
+//! Slack's slash commands, end to end on the real services: a signed command is acknowledged
+//! at once and answered through its `response_url`; permissions come from Kiln's
+//! configuration; a request without Slack's signature, or too old, changes nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kiln_bot::slack::signature::sign;
+use kiln_tests::forge::TestRepo;
+use kiln_tests::slack::{FakeSlack, slash_command};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+
+const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
+
+fn config() -> String {
+    format!(
+        r#"
+public_url = "http://kiln.test"
+[[repository]]
+name = "{REPO}"
+webhook_secret = "{TEST_SECRET}"
+[slack]
+signing_secret = "{SIGNING_SECRET}"
+[[permission]]
+users = ["slack:UALICE"]
+commands = ["cancel"]
+repos = ["acme/*"]
+"#
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Posts `body` to the bot as Slack would, signed at `timestamp` with `secret`.
+async fn post(kiln: &Kiln, body: &str, secret: &str, timestamp: u64) -> (u16, serde_json::Value) {
+    let response = kiln
+        .http
+        .post(kiln.url("/slack/commands"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp.to_string())
+        .header(
+            "x-slack-signature",
+            sign(secret.as_bytes(), timestamp, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the bot answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Waits for the answer number `n` (from 1) to reach the fake's `response_url`.
+async fn answer(slack: &FakeSlack, n: usize) -> String {
+    wait_for("an answer through response_url", E2E_TIMEOUT, || async {
+        slack
+            .answers()
+            .get(n - 1)
+            .map(|a| a["text"].as_str().unwrap_or_default().to_owned())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_commands_are_verified_permitted_and_answered() {
+    let kiln = Kiln::start(&config()).await;
+    let slack = FakeSlack::start().await;
+    let repo = TestRepo::new();
+    let spec =
+        format!("steps:\n  long:\n    image: {TEST_IMAGE}\n    run: [echo started, sleep 600]\n");
+    let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-slack").await;
+    wait_for("the build to run", E2E_TIMEOUT, || async {
+        let build = kiln.build(id).await?;
+        (build["status"] == "running").then_some(())
+    })
+    .await;
+
+    // Not Slack: a wrong secret, or a request replayed after five minutes.
+    let cancel = slash_command(
+        "UALICE",
+        "alice",
+        &format!("cancel {id}"),
+        &slack.response_url(1),
+    );
+    let (status, _) = post(&kiln, &cancel, "not-the-secret", now()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&kiln, &cancel, SIGNING_SECRET, now() - 6 * 60).await;
+    assert_eq!(status, 401);
+
+    // Bob may look, not cancel.
+    let status_command = slash_command("UBOB", "bob", "status", &slack.response_url(2));
+    let (code, ack) = post(&kiln, &status_command, SIGNING_SECRET, now()).await;
+    assert_eq!(
+        (code, ack["response_type"].as_str()),
+        (200, Some("ephemeral"))
+    );
+    assert!(
+        answer(&slack, 1)
+            .await
+            .starts_with(&format!("#{id} {REPO} master"))
+    );
+    let refused = slash_command(
+        "UBOB",
+        "bob",
+        &format!("/cancel #{id}"),
+        &slack.response_url(3),
+    );
+    let (code, _) = post(&kiln, &refused, SIGNING_SECRET, now()).await;
+    assert_eq!(code, 200);
+    let text = answer(&slack, 2).await;
+    assert!(text.contains("bob may not `cancel` on acme/api"), "{text}");
+    assert_eq!(kiln.build(id).await.expect("build")["status"], "running");
+
+    // Alice may.
+    let (code, ack) = post(&kiln, &cancel, SIGNING_SECRET, now()).await;
+    assert_eq!(code, 200);
+    assert_eq!(ack["text"], format!("Working on `cancel {id}`…"));
+    let text = answer(&slack, 3).await;
+    assert_eq!(
+        text,
+        format!("Build #{id} cancelled, with 1 unfinished task(s).")
+    );
+    assert_eq!(kiln.build(id).await.expect("build")["status"], "cancelled");
+
+    // Slack's answers are escaped: nothing in them can mention a channel.
+    let hostile = slash_command("UBOB", "bob", "<!channel>", &slack.response_url(4));
+    post(&kiln, &hostile, SIGNING_SECRET, now()).await;
+    let text = answer(&slack, 4).await;
+    assert!(
+        text.contains("&lt;!channel&gt;") && !text.contains("<!channel>"),
+        "{text}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(slack.answers().len(), 4, "one answer per verified command");
+}
