@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::amqp::Broker;
 use crate::config::Config;
+use crate::interactions::Interactions;
 use crate::mirror::Mirrors;
 use crate::notify::discord::DiscordChannel;
 use crate::notify::render::Templates;
@@ -18,6 +19,8 @@ pub struct App {
     pub mirrors: Mirrors,
     pub templates: Arc<Templates>,
     pub discord: Option<Arc<DiscordChannel>>,
+    /// Discord's slash commands, when configured.
+    pub interactions: Option<Arc<Interactions>>,
     /// For answers to chat front ends (Slack's `response_url`).
     pub http: reqwest::Client,
 }
@@ -34,6 +37,10 @@ impl App {
             .discord
             .as_ref()
             .map(|d| Arc::new(DiscordChannel::new(d)));
+        let interactions = match &config.discord {
+            Some(d) => Interactions::new(d)?.map(Arc::new),
+            None => None,
+        };
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -41,6 +48,7 @@ impl App {
             mirrors,
             templates: Arc::new(Templates::new()?),
             discord,
+            interactions,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()?,

@@ -158,6 +158,13 @@ pub struct Discord {
     /// Replaces `https://discord.com` in every request; for a proxy, or a fake in tests.
     #[serde(default)]
     pub api_url: Option<String>,
+    /// The application's public key (hex, from the Developer Portal): with it, Kiln takes
+    /// slash commands at `/discord/interactions`.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The application's id, needed to answer slash commands.
+    #[serde(default)]
+    pub application_id: Option<u64>,
 }
 
 impl Config {
@@ -182,6 +189,19 @@ impl Config {
                 "repository `{}` is listed twice",
                 repo.name
             );
+        }
+        if let Some(discord) = &config.discord {
+            anyhow::ensure!(
+                discord.public_key.is_some() == discord.application_id.is_some(),
+                "[discord] needs both `public_key` and `application_id` to take slash commands"
+            );
+            if let Some(key) = &discord.public_key {
+                anyhow::ensure!(
+                    key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "[discord] `public_key` must be the 64 hexadecimal digits the Developer \
+                     Portal shows"
+                );
+            }
         }
         for permission in &config.permissions {
             for command in &permission.commands {

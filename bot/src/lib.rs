@@ -15,6 +15,7 @@ pub mod events;
 pub mod github;
 pub mod http;
 pub mod ingress;
+pub mod interactions;
 pub mod mirror;
 pub mod notify;
 pub mod planner;

@@ -23,12 +23,19 @@ pub struct FakeDiscord {
     posted: Arc<Mutex<Vec<PostedMessage>>>,
 }
 
+/// The channel or interaction a message went to, and the message.
+type Posted = Arc<Mutex<Vec<PostedMessage>>>;
+
 impl FakeDiscord {
     /// Starts the fake on `127.0.0.1:0`; it stops with the test's runtime.
     pub async fn start() -> Self {
         let posted: Arc<Mutex<Vec<PostedMessage>>> = Arc::default();
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .route(
+                "/api/v10/webhooks/{application}/{token}/messages/@original",
+                axum::routing::patch(edit_original),
+            )
             .with_state(posted.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -43,26 +50,55 @@ impl FakeDiscord {
         format!("http://{}", self.addr)
     }
 
+    /// The edits of interaction responses received so far, by interaction token (in
+    /// `channel_id`).
+    pub fn interaction_answers(&self) -> Vec<PostedMessage> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.channel_id.starts_with("interaction:"))
+            .collect()
+    }
+
     /// Every message received so far.
     pub fn messages(&self) -> Vec<PostedMessage> {
         self.posted.lock().expect("not poisoned").clone()
     }
 }
 
+/// Answers like Discord's Edit Original Interaction Response.
+async fn edit_original(
+    State(posted): State<Posted>,
+    Path((_application, token)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&posted, format!("interaction:{token}"), body)
+}
+
 /// Answers like Discord's Create Message: the message object it created.
 async fn create_message(
-    State(posted): State<Arc<Mutex<Vec<PostedMessage>>>>,
+    State(posted): State<Posted>,
     Path(channel): Path<String>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
+    record(&posted, channel, body)
+}
+
+/// Keeps a message and answers with the message object Discord would return.
+fn record(posted: &Posted, channel: String, body: Value) -> Json<Value> {
     let content = body["content"].clone();
+    // An interaction's answer lives in some channel; any snowflake will do.
+    let channel_id = if channel.parse::<u64>().is_ok() {
+        channel.clone()
+    } else {
+        "1100000000000000003".to_owned()
+    };
     posted.lock().expect("not poisoned").push(PostedMessage {
         channel_id: channel.clone(),
         body,
     });
     Json(json!({
         "id": "1100000000000000001",
-        "channel_id": channel,
+        "channel_id": channel_id,
         "author": { "id": "1100000000000000002", "username": "kiln", "discriminator": "0",
                     "global_name": null, "avatar": null, "bot": true },
         "content": content,

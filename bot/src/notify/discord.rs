@@ -1,12 +1,29 @@
 //! Discord, through serenity's REST client. Only this module knows Discord's API.
 
 use secrecy::ExposeSecret;
-use serenity::all::{ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder};
+use serenity::all::{
+    ApplicationId, ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder,
+};
 
 use crate::config;
 
 /// Discord's limit on a message's content, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// serenity's REST client for `config`; `api_url`, when set, replaces `https://discord.com`.
+pub fn http_client(config: &config::Discord) -> Http {
+    let mut builder = HttpBuilder::new(config.token.expose_secret());
+    if let Some(api_url) = &config.api_url {
+        // A proxy (or a test's fake) has no rate limits of Discord's to mirror.
+        builder = builder
+            .proxy(api_url.trim_end_matches('/'))
+            .ratelimiter_disabled(true);
+    }
+    if let Some(id) = config.application_id {
+        builder = builder.application_id(ApplicationId::new(id));
+    }
+    builder.build()
+}
 
 /// Posts messages to one Discord channel.
 pub struct DiscordChannel {
@@ -26,15 +43,8 @@ impl DiscordChannel {
     /// A client for the configured channel; `api_url`, when set, replaces
     /// `https://discord.com` in every request.
     pub fn new(config: &config::Discord) -> Self {
-        let mut builder = HttpBuilder::new(config.token.expose_secret());
-        if let Some(api_url) = &config.api_url {
-            // A proxy (or a test's fake) has no rate limits of Discord's to mirror.
-            builder = builder
-                .proxy(api_url.trim_end_matches('/'))
-                .ratelimiter_disabled(true);
-        }
         Self {
-            http: builder.build(),
+            http: http_client(config),
             channel: ChannelId::new(config.channel_id),
         }
     }

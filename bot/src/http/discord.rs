@@ -1,0 +1,90 @@
+//! `POST /discord/interactions`: Discord's slash commands. The request is verified (Ed25519
+//! over timestamp and body, five minutes) before anything else; a PING is answered PONG; a
+//! command is answered at once with a deferred, private response, which the command's result
+//! then replaces.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error;
+use crate::app::App;
+use crate::commands::{self, Actor};
+use crate::interactions::{APPLICATION_COMMAND, Interaction, Interactions, PING};
+
+/// Discord's interaction callback types and message flags Kiln answers with.
+const PONG: u8 = 1;
+const DEFERRED_CHANNEL_MESSAGE: u8 = 5;
+const EPHEMERAL: u64 = 1 << 6;
+
+pub async fn handle_interaction(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(discord) = app.interactions.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Discord slash commands are not configured",
+        );
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(why) = discord.verify(
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+        &body,
+        now,
+    ) {
+        tracing::warn!(why, "refused a Discord request");
+        return error(StatusCode::UNAUTHORIZED, why);
+    }
+    let interaction: Interaction = match serde_json::from_slice(&body) {
+        Ok(interaction) => interaction,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an interaction: {e}")),
+    };
+    match interaction.kind {
+        PING => Json(json!({ "type": PONG })).into_response(),
+        APPLICATION_COMMAND => {
+            tokio::spawn(answer(app, discord, interaction));
+            Json(json!({ "type": DEFERRED_CHANNEL_MESSAGE, "data": { "flags": EPHEMERAL } }))
+                .into_response()
+        }
+        other => error(
+            StatusCode::BAD_REQUEST,
+            format!("Kiln does not take interactions of type {other}"),
+        ),
+    }
+}
+
+/// Carries the command out and puts its result in place of the deferred response.
+async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) {
+    let (id, name) = match interaction.user() {
+        Some(user) => (format!("discord:{}", user.id), user.username.clone()),
+        None => ("discord:unknown".to_owned(), "someone".to_owned()),
+    };
+    let actor = Actor {
+        name: &name,
+        via: "discord",
+        id: &id,
+        operator: false,
+    };
+    let text = interaction.command_text().unwrap_or_default();
+    let reply = commands::run(&app, actor, &text).await;
+    if let Err(error) = discord.answer(&interaction.token, &reply.text).await {
+        tracing::error!(%error, user = %id, "cannot answer a Discord command");
+    }
+}

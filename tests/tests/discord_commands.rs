@@ -1,0 +1,160 @@
+//! Discord's slash commands over the interactions endpoint, end to end on the real services:
+//! Ed25519-signed requests (a test key pair), PING answered, a command deferred at once and
+//! its result edited in through the fake Discord API; unsigned or stale requests refused.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{Signer, SigningKey};
+use kiln_tests::discord::FakeDiscord;
+use kiln_tests::forge::TestRepo;
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+use serde_json::json;
+
+/// RFC 8032 section 7.1, TEST 1: a published key pair, for tests only.
+const SECRET_KEY: [u8; 32] = [
+    0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec, 0x2c, 0xc4,
+    0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
+];
+const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const APPLICATION_ID: u64 = 1_100_000_000_000_000_010;
+
+fn config(discord: &FakeDiscord) -> String {
+    format!(
+        r#"
+public_url = "http://kiln.test"
+[[repository]]
+name = "{REPO}"
+webhook_secret = "{TEST_SECRET}"
+[discord]
+token = "test-token"
+channel_id = 1100000000000000099
+api_url = "{}"
+public_key = "{PUBLIC_KEY}"
+application_id = {APPLICATION_ID}
+[[permission]]
+users = ["discord:42"]
+commands = ["cancel"]
+"#,
+        discord.url()
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Posts `body` as Discord would, signed with `key` at `timestamp`.
+async fn post(
+    kiln: &Kiln,
+    body: &serde_json::Value,
+    key: &SigningKey,
+    timestamp: u64,
+) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let mut signed = timestamp.to_string().into_bytes();
+    signed.extend_from_slice(body.as_bytes());
+    let signature = hex::encode(key.sign(&signed).to_bytes());
+    let response = kiln
+        .http
+        .post(kiln.url("/discord/interactions"))
+        .header("content-type", "application/json")
+        .header("x-signature-ed25519", signature)
+        .header("x-signature-timestamp", timestamp.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("the bot answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn command(token: &str, user: &str, name: &str, options: serde_json::Value) -> serde_json::Value {
+    json!({
+        "id": "1100000000000000100", "application_id": APPLICATION_ID.to_string(),
+        "type": 2, "token": token, "version": 1,
+        "member": { "user": { "id": user, "username": format!("user{user}") } },
+        "data": { "id": "1100000000000000101", "name": name, "options": options }
+    })
+}
+
+/// Waits for the answer to the interaction with `token`.
+async fn answer(discord: &FakeDiscord, token: &str) -> serde_json::Value {
+    let key = format!("interaction:{token}");
+    wait_for("the command's answer", E2E_TIMEOUT, || async {
+        discord
+            .interaction_answers()
+            .into_iter()
+            .find(|m| m.channel_id == key)
+            .map(|m| m.body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_commands_are_verified_deferred_and_answered() {
+    let discord = FakeDiscord::start().await;
+    let kiln = Kiln::start(&config(&discord)).await;
+    let key = SigningKey::from_bytes(&SECRET_KEY);
+    let repo = TestRepo::new();
+    let spec =
+        format!("steps:\n  long:\n    image: {TEST_IMAGE}\n    run: [echo started, sleep 600]\n");
+    let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-discord")
+        .await;
+
+    let (status, pong) = post(&kiln, &json!({ "type": 1 }), &key, now()).await;
+    assert_eq!((status, pong), (200, json!({ "type": 1 })));
+
+    // Not Discord: another key, or a replay after five minutes. Nothing is answered.
+    let cancel = command(
+        "t-cancel",
+        "42",
+        "cancel",
+        json!([{ "name": "build", "type": 4, "value": id }]),
+    );
+    let stranger = SigningKey::from_bytes(&[7; 32]);
+    assert_eq!(post(&kiln, &cancel, &stranger, now()).await.0, 401);
+    assert_eq!(post(&kiln, &cancel, &key, now() - 6 * 60).await.0, 401);
+
+    // Someone without permission is refused, in words.
+    let refused = command(
+        "t-refused",
+        "7",
+        "kiln",
+        json!([{ "name": "command", "type": 3, "value": format!("cancel {id}") }]),
+    );
+    let (status, deferred) = post(&kiln, &refused, &key, now()).await;
+    assert_eq!(
+        (status, deferred),
+        (200, json!({ "type": 5, "data": { "flags": 64 } }))
+    );
+    let text = answer(&discord, "t-refused").await["content"].clone();
+    assert!(
+        text.as_str()
+            .unwrap_or_default()
+            .contains("user7 may not `cancel`"),
+        "{text}"
+    );
+
+    // The permitted user cancels; the answer carries no mentions.
+    let (status, _) = post(&kiln, &cancel, &key, now()).await;
+    assert_eq!(status, 200);
+    let answered = answer(&discord, "t-cancel").await;
+    assert_eq!(
+        answered["content"],
+        format!("Build #{id} cancelled, with 1 unfinished task(s).")
+    );
+    assert_eq!(answered["allowed_mentions"]["parse"], json!([]));
+    wait_for("the build to be cancelled", E2E_TIMEOUT, || async {
+        (kiln.build(id).await?["status"] == "cancelled").then_some(())
+    })
+    .await;
+    assert_eq!(
+        discord.interaction_answers().len(),
+        2,
+        "only verified commands are answered"
+    );
+}
