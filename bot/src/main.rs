@@ -68,33 +68,33 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, "kiln-bot listening");
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
+    let stop = stop_requested();
     tokio::spawn(async move {
-        stop_requested().await;
+        stop.await;
         on_signal.cancel();
     });
+    tracing::info!(address = %args.listen, "kiln-bot listening");
     kiln_bot::run(listener, app, shutdown).await
 }
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM: what `kill`, systemd and `docker stop` send.
-async fn stop_requested() {
+/// The handlers are installed when this is called, not when the future is first polled, so
+/// a signal right after start-up is not lost.
+fn stop_requested() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let interrupt = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = interrupt => {}
                 _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = interrupt.await;
     }
 }

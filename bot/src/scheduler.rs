@@ -44,6 +44,11 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         tracing::warn!(build = %id, task = %event.task, "finished task is not in the plan; dropped");
         return Ok(());
     };
+    if record.status.is_final() {
+        // Ended meanwhile (cancelled): nothing more may start. (The one to finish it
+        // announced it.)
+        return Ok(());
+    }
     if task.retries(&event.outcome, event.attempt) {
         return retry(app, &record, task, event.attempt).await;
     }
@@ -216,12 +221,13 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
         .transition_build(id, BuildStatus::Cancelled, &fields)
         .await?
     {
-        let now = app
-            .store
-            .build(id)
-            .await?
-            .map_or(record.status, |r| r.status);
-        return Ok(Cancel::AlreadyEnded(now));
+        let now = app.store.build(id).await?.unwrap_or(record);
+        if now.status == BuildStatus::Cancelled {
+            // A cancel that stopped half-way (Redis or RabbitMQ gone) is finished by the
+            // next: marking tasks cancelled again changes nothing.
+            cancel_tasks(app, &now).await?;
+        }
+        return Ok(Cancel::AlreadyEnded(now.status));
     }
     // Read again: the plan may have been stored since.
     let record = app.store.build(id).await?.unwrap_or(record);

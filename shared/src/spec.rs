@@ -604,7 +604,7 @@ impl Spec {
                 }
             }
             for (arg, value) in &image.value.args {
-                if let Err(why) = crate::template::check(value, &IMAGE_ARG_VARIABLES) {
+                if let Err(why) = crate::template::check(value, &IMAGE_ARG_VARIABLES, false) {
                     return here(format!("build argument `{arg}` of image `{name}`: {why}"));
                 }
             }
@@ -805,7 +805,7 @@ impl Spec {
             if cache.key.trim().is_empty() {
                 return here(format!("the `cache` of step `{name}` has an empty `key`"));
             }
-            if let Err(why) = crate::template::check(&cache.key, &CACHE_KEY_VARIABLES) {
+            if let Err(why) = crate::template::check(&cache.key, &CACHE_KEY_VARIABLES, true) {
                 return here(format!("the cache key of step `{name}`: {why}"));
             }
         }

@@ -77,10 +77,26 @@ fn evaluate(
     })
 }
 
-/// Checks a template's form without files: what [`crate::spec::Spec::parse`] does.
-pub fn check(text: &str, names: &[&str]) -> Result<(), String> {
+/// Checks a template's form without files: what [`crate::spec::Spec::parse`] does. `hash()`
+/// is allowed only with `hashes`, and only of a path inside the repository.
+pub fn check(text: &str, names: &[&str], hashes: bool) -> Result<(), String> {
     let vars = names.iter().map(|n| (*n, String::new())).collect();
-    render(text, &vars, &mut |_| Ok(String::new())).map(drop)
+    render(text, &vars, &mut |path| {
+        if !hashes {
+            return Err("`hash()` cannot be used here".into());
+        }
+        let inside = !path.is_empty()
+            && !path.starts_with('/')
+            && !path.split(['/', '\\']).any(|part| part == "..");
+        if inside {
+            Ok(String::new())
+        } else {
+            Err(format!(
+                "`hash('{path}')` must name a file inside the repository"
+            ))
+        }
+    })
+    .map(drop)
 }
 
 #[cfg(test)]
@@ -115,21 +131,32 @@ mod tests {
     fn refuses_what_it_does_not_know() {
         let names = ["repo", "step"];
         assert!(
-            check("{{ nope }}", &names)
+            check("{{ nope }}", &names, true)
                 .expect_err("unknown")
                 .contains("known are repo, step")
         );
         assert!(
-            check("{{ hash(Cargo.lock) }}", &names)
+            check("{{ hash(Cargo.lock) }}", &names, true)
                 .expect_err("unquoted")
                 .contains("quoted")
         );
         assert!(
-            check("{{ repo", &names)
+            check("{{ repo", &names, true)
                 .expect_err("open")
                 .contains("without")
         );
-        assert_eq!(check("{{ step }}", &names), Ok(()));
+        assert_eq!(check("{{ step }}", &names, true), Ok(()));
+        assert_eq!(check("{{ hash('a/Cargo.lock') }}", &names, true), Ok(()));
+        for outside in ["/etc/kiln/secrets/TOKEN", "../x", "a/../../x", ""] {
+            let text = format!("{{{{ hash('{outside}') }}}}");
+            let why = check(&text, &names, true).expect_err(outside);
+            assert!(why.contains("inside the repository"), "{why}");
+        }
+        assert!(
+            check("{{ hash('a') }}", &names, false)
+                .expect_err("no hashes here")
+                .contains("cannot be used here")
+        );
     }
 
     #[test]

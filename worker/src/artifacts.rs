@@ -2,13 +2,15 @@
 //! content-addressed store; before a task runs, the artifacts of the tasks it needs are put
 //! back into its checkout at their paths.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use globset::{GlobBuilder, GlobSetBuilder};
 use kiln_shared::wire::Artifact;
 
 use crate::blobs::Blobs;
+use crate::confine;
 
 /// Stores the files of `workdir` matching `patterns` as artifacts of `task`. Returns them,
 /// and how many were new to the store.
@@ -90,19 +92,22 @@ pub async fn restore(blobs: &Blobs, workdir: &Path, inputs: &[Artifact]) -> io::
     }
     let (blobs, workdir, inputs) = (blobs.clone(), workdir.to_owned(), inputs.to_vec());
     tokio::task::spawn_blocking(move || {
+        let mut placed: BTreeMap<&str, &Artifact> = BTreeMap::new();
         for artifact in &inputs {
-            let relative = Path::new(&artifact.path);
-            if relative.is_absolute()
-                || relative
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_)))
+            // Two needed tasks leaving different files at one path: which one is meant?
+            if let Some(other) = placed.insert(&artifact.path, artifact)
+                && other.digest != artifact.digest
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("artifact path `{}` leaves the checkout", artifact.path),
+                    format!(
+                        "`{}` and `{}` both leave a different `{}`",
+                        other.task, artifact.task, artifact.path
+                    ),
                 ));
             }
-            blobs.get(&artifact.digest, &workdir.join(relative))?;
+            let destination = confine::destination(&workdir, Path::new(&artifact.path))?;
+            blobs.get(&artifact.digest, &destination)?;
         }
         Ok(())
     })

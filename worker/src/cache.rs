@@ -1,7 +1,11 @@
-//! `cache:` directories kept between builds, per repository, under a key rendered from the
-//! step's template (`{{ hash('Cargo.lock') }}`): restored before the task when an entry with
-//! the key exists, saved after the task passed when none did. An entry is never rewritten:
-//! a new key is how the content changes.
+//! `cache:` directories kept between builds, per repository and branch, under a key rendered
+//! from the step's template (`{{ hash('Cargo.lock') }}`): restored before the task when an
+//! entry with the key exists, saved after the task passed when none did. An entry is never
+//! rewritten: a new key is how the content changes.
+//!
+//! A branch reads its own entries, then those of the default branch; the default branch
+//! reads only its own. So no branch can put something into a build of another, and what a
+//! build with secrets left is seen by no other branch.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,8 +16,12 @@ use kiln_shared::wire::JobRequested;
 use sha2::{Digest, Sha256};
 
 use crate::blobs::{files_at_depth, sha256_file, touch};
+use crate::confine;
 
-/// The cache entries under one root: `<repository>/<sha256 of the key>.tar`.
+/// Branches whose entries every branch of the repository may read.
+const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
+
+/// The cache entries under one root: `<owner>/<name>/<branch>/<sha256 of the key>.tar`.
 #[derive(Debug, Clone)]
 pub struct Caches {
     root: PathBuf,
@@ -46,38 +54,61 @@ impl Caches {
             ("platform", job.platform.label().to_owned()),
         ]);
         render(&cache.key, &vars, &mut |path| {
-            sha256_file(&workdir.join(path))
+            let file = confine::existing(workdir, Path::new(path))
+                .map_err(|e| format!("cannot hash {e}"))?
+                .filter(|f| f.is_file())
+                .ok_or_else(|| format!("cannot hash `{path}`: no such file in the checkout"))?;
+            sha256_file(&file)
                 .map(|(digest, _)| digest.trim_start_matches("sha256:").to_owned())
                 .map_err(|e| format!("cannot hash `{path}`: {e}"))
         })
     }
 
-    fn entry(&self, job: &JobRequested, key: &str) -> PathBuf {
+    /// Where `branch`'s entry for `key` is.
+    fn entry(&self, job: &JobRequested, branch: &str, key: &str) -> PathBuf {
         let name = hex::encode(Sha256::digest(key.as_bytes()));
-        self.root
-            .join(slug(&job.build.repo))
-            .join(format!("{name}.tar"))
+        let mut path = self.root.clone();
+        for part in job.build.repo.split('/') {
+            path.push(slug(part));
+        }
+        path.join(slug(branch)).join(format!("{name}.tar"))
+    }
+
+    /// The entries the job may restore, in order: its branch's, then the default branch's.
+    fn readable(&self, job: &JobRequested, key: &str) -> Vec<PathBuf> {
+        let own = slug(&job.build.branch);
+        let mut branches = vec![own.clone()];
+        if !DEFAULT_BRANCHES.contains(&own.as_str()) {
+            branches.extend(DEFAULT_BRANCHES.map(str::to_owned));
+        }
+        branches
+            .iter()
+            .map(|branch| self.entry(job, branch, key))
+            .collect()
     }
 
     /// Every entry, with its metadata.
     pub fn list(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
-        files_at_depth(&self.root, 2)
+        files_at_depth(&self.root, 4)
     }
 
     /// Unpacks the job's cache entry into its checkout, if there is one.
     pub async fn restore(&self, job: &JobRequested, workdir: &Path) -> io::Result<Restored> {
         let key = Self::key(job, workdir).map_err(io::Error::other)?;
-        let entry = self.entry(job, &key);
+        let entries = self.readable(job, &key);
         let workdir = workdir.to_owned();
         let hit = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            let file = match std::fs::File::open(&entry) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            tar::Archive::new(file).unpack(&workdir)?;
-            touch(&entry)?;
-            Ok(true)
+            for entry in entries {
+                let file = match std::fs::File::open(&entry) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                tar::Archive::new(file).unpack(&workdir)?;
+                touch(&entry)?;
+                return Ok(true);
+            }
+            Ok(false)
         })
         .await
         .map_err(io::Error::other)??;
@@ -90,7 +121,7 @@ impl Caches {
         let Some(cache) = &job.cache else {
             return Ok(false);
         };
-        let entry = self.entry(job, key);
+        let entry = self.entry(job, &job.build.branch, key);
         let (paths, workdir) = (cache.paths.clone(), workdir.to_owned());
         tokio::task::spawn_blocking(move || -> io::Result<bool> {
             if entry.exists() {
@@ -102,7 +133,10 @@ impl Caches {
             let mut archive = tar::Builder::new(partial.as_file());
             archive.follow_symlinks(false);
             for path in &paths {
-                let source = workdir.join(path);
+                // Not through a link: a task could point one at the worker's own files.
+                let Some(source) = confine::existing(&workdir, Path::new(path))? else {
+                    continue;
+                };
                 if source.is_dir() {
                     archive.append_dir_all(path, &source)?;
                 } else if source.is_file() {
@@ -191,5 +225,93 @@ mod tests {
             !caches.restore(&job, &second).await.expect("restore").hit,
             "a new key"
         );
+    }
+
+    #[tokio::test]
+    async fn branches_read_the_default_branchs_entries_and_never_the_reverse() {
+        let dir = tempfile::tempdir().expect("dir");
+        let caches = Caches::new(dir.path().join("cache"));
+        let mut job = job();
+        job.cache = Some(Cache {
+            key: "k".into(),
+            paths: vec!["target".into()],
+        });
+        let checkout = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.join("target")).expect("mkdir");
+            std::fs::write(path.join("target/out"), content).expect("write");
+            path
+        };
+        let on = |branch: &str| {
+            let mut job = job.clone();
+            job.build.branch = branch.into();
+            job
+        };
+
+        let feature = checkout("feature", "from feature");
+        assert!(
+            caches
+                .save(&on("feature/x"), &feature, "k")
+                .await
+                .expect("save")
+        );
+        let master = dir.path().join("master");
+        std::fs::create_dir_all(&master).expect("mkdir");
+        assert!(
+            !caches
+                .restore(&on("master"), &master)
+                .await
+                .expect("restore")
+                .hit,
+            "master never restores what a branch saved"
+        );
+
+        let saved = checkout("master-saved", "from master");
+        assert!(caches.save(&on("master"), &saved, "k").await.expect("save"));
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        assert!(
+            caches
+                .restore(&on("other"), &other)
+                .await
+                .expect("restore")
+                .hit
+        );
+        assert_eq!(
+            std::fs::read_to_string(other.join("target/out")).expect("read"),
+            "from master"
+        );
+        let again = dir.path().join("again");
+        std::fs::create_dir_all(&again).expect("mkdir");
+        assert!(
+            caches
+                .restore(&on("feature/x"), &again)
+                .await
+                .expect("restore")
+                .hit
+        );
+        assert_eq!(
+            std::fs::read_to_string(again.join("target/out")).expect("read"),
+            "from feature",
+            "a branch's own entry comes first"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn never_saves_through_a_link() {
+        let dir = tempfile::tempdir().expect("dir");
+        let caches = Caches::new(dir.path().join("cache"));
+        let mut job = job();
+        job.cache = Some(Cache {
+            key: "k".into(),
+            paths: vec!["target".into()],
+        });
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(dir.path().join("secrets")).expect("mkdir");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        std::os::unix::fs::symlink(dir.path().join("secrets"), work.join("target")).expect("link");
+        let error = caches.save(&job, &work, "k").await.expect_err("refused");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
     }
 }

@@ -51,12 +51,13 @@ impl Checkouts {
             tokio::fs::remove_dir_all(&dir).await?;
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
-        // A local clone hard-links the mirror's objects: as cheap as `--shared`, but
-        // self-contained, so git works inside a container that sees only the checkout.
+        // A self-contained clone, so git works inside a container that sees only the
+        // checkout; copied, not hard-linked, so a task (root in its container) that rewrites
+        // its objects cannot corrupt the mirror every later checkout comes from.
         run(
             "clone",
             Command::new("git")
-                .args(["clone", "--quiet", "--no-checkout"])
+                .args(["clone", "--quiet", "--no-checkout", "--no-hardlinks"])
                 .arg(&mirror)
                 .arg(&dir),
         )

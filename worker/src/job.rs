@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use kiln_shared::build::TaskOutcome;
 use kiln_shared::wire::{self, Event, JobRequested, TaskFinished, TaskStarted};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -109,13 +108,7 @@ async fn run_job(
             .checkout(&job.clone_url, &job.build.commit, &workdir)
             .await
         {
-            Err(error) => Ran {
-                outcome: TaskOutcome::Errored {
-                    reason: format!("cannot check out {}: {error}", job.build.commit),
-                },
-                artifacts: Vec::new(),
-                images: Vec::new(),
-            },
+            Err(error) => Ran::errored(format!("cannot check out {}: {error}", job.build.commit)),
             Ok(dir) => {
                 let log = RedisLog {
                     store: &worker.store,

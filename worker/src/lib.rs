@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod blobs;
 pub mod cache;
 pub mod checkout;
+pub mod confine;
 pub mod docker;
 pub mod export;
 pub mod gc;

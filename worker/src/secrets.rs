@@ -34,7 +34,7 @@ impl Secrets {
             let from_file = self.dir.as_ref().and_then(|dir| {
                 std::fs::read_to_string(dir.join(name))
                     .ok()
-                    .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_owned())
+                    .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
             });
             let value = from_file
                 .or_else(|| std::env::var(format!("KILN_SECRET_{name}")).ok())
@@ -61,9 +61,18 @@ pub struct Masked<'a, L> {
 }
 
 impl<'a, L: LogSink> Masked<'a, L> {
+    /// A value of several lines (a key in PEM form) is masked line by line, as logs hold
+    /// lines.
     pub fn new(inner: &'a L, values: impl IntoIterator<Item = String>) -> Self {
         let mut values: Vec<String> = values
             .into_iter()
+            .flat_map(|v| {
+                let lines: Vec<String> = v
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').to_owned())
+                    .collect();
+                std::iter::once(v).chain(lines)
+            })
             .filter(|v| v.len() >= MIN_MASKED_LEN)
             .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -116,7 +125,12 @@ mod tests {
         let kept = Kept::default();
         let masked = Masked::new(
             &kept,
-            ["hunter2".into(), "hunter2-extra".into(), "ab".into()],
+            [
+                "hunter2".into(),
+                "hunter2-extra".into(),
+                "ab".into(),
+                "-----BEGIN KEY-----\r\nc2VjcmV0IGtleQ==\n-----END KEY-----".into(),
+            ],
         );
         let line = |text: &str| LogLine {
             fd: Fd::Out,
@@ -126,18 +140,23 @@ mod tests {
             .write(&[
                 line("token=hunter2-extra and hunter2"),
                 line("ab stays: a short value is not masked"),
+                line("key line c2VjcmV0IGtleQ=="),
             ])
             .await;
         assert_eq!(
             *kept.0.lock().expect("lock"),
-            ["token=*** and ***", "ab stays: a short value is not masked"]
+            [
+                "token=*** and ***",
+                "ab stays: a short value is not masked",
+                "key line ***",
+            ]
         );
     }
 
     #[test]
     fn reads_values_from_files_then_the_environment() {
         let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("FROM_FILE"), "file-value\n").expect("write");
+        std::fs::write(dir.path().join("FROM_FILE"), "file-value\r\n").expect("write");
         let secrets = Secrets::new(Some(dir.path().to_owned()));
         let values = secrets.resolve(&["FROM_FILE".into()]).expect("found");
         assert_eq!(values["FROM_FILE"], "file-value");

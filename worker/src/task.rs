@@ -38,7 +38,8 @@ pub struct Ran {
 }
 
 impl Ran {
-    fn errored(reason: String) -> Self {
+    /// Kiln could not run it, for `reason`.
+    pub fn errored(reason: String) -> Self {
         Self {
             outcome: TaskOutcome::Errored { reason },
             artifacts: Vec::new(),
@@ -105,7 +106,18 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
         (Runner::Docker, Some(docker)) => {
             let mut job = job.clone();
             if let Some(image) = &job.build_image {
-                match docker.prepare_image(&job, image, workdir, log).await {
+                // Building counts against the task's time, like running it.
+                let limit = std::time::Duration::from_secs(job.timeout_secs);
+                let prepared =
+                    tokio::time::timeout(limit, docker.prepare_image(&job, image, workdir, log))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "building image `{}` took longer than the task may",
+                                image.name
+                            ))
+                        });
+                match prepared {
                     Ok(used) => {
                         let verb = if used.built { "built" } else { "reused" };
                         note(log, format!("image `{}`: {verb} {}", used.name, used.tag)).await;

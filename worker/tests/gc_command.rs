@@ -29,8 +29,8 @@ fn removes_what_was_not_used_for_longer_than_the_maximum_age() {
             .join(name)
     };
     let (old_blob, new_blob) = (blob('a'), blob('b'));
-    let old_cache = store.path().join("cache/acme-api/old.tar");
-    let new_cache = store.path().join("cache/acme-api/new.tar");
+    let old_cache = store.path().join("cache/acme/api/master/old.tar");
+    let new_cache = store.path().join("cache/acme/api/master/new.tar");
     file(&old_blob, 1000, 30);
     file(&new_blob, 1000, 1);
     file(&old_cache, 1000, 30);

@@ -20,6 +20,7 @@ use kiln_shared::wire::{ImageUse, JobRequested};
 use sha2::{Digest, Sha256};
 
 use super::DockerRunner;
+use crate::confine;
 use crate::lines::{Fd, LineSplitter, LogSink};
 
 /// Branches whose images are the cache source of last resort.
@@ -71,15 +72,25 @@ impl DockerRunner {
             })?;
             args.insert(name.clone(), value);
         }
-        let context = workdir.join(&image.spec.context);
-        let dockerfile_text = tokio::fs::read_to_string(context.join(&image.spec.dockerfile))
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot read {}/{} for image `{}`: {e}",
-                    image.spec.context, image.spec.dockerfile, image.name
-                )
+        // Neither may be reached through a link: the context is packed and sent to Docker.
+        let context = Path::new(&image.spec.context);
+        let dockerfile = context.join(&image.spec.dockerfile);
+        let cannot = |e: String| format!("image `{}`: {e}", image.name);
+        let context = confine::existing(workdir, context)
+            .map_err(|e| cannot(e.to_string()))?
+            .filter(|c| c.is_dir())
+            .ok_or_else(|| {
+                cannot(format!(
+                    "no directory {} in the checkout",
+                    image.spec.context
+                ))
             })?;
+        let dockerfile = confine::existing(workdir, &dockerfile)
+            .map_err(|e| cannot(e.to_string()))?
+            .ok_or_else(|| cannot(format!("no file {} in the checkout", dockerfile.display())))?;
+        let dockerfile_text = tokio::fs::read_to_string(&dockerfile)
+            .await
+            .map_err(|e| cannot(format!("cannot read {}: {e}", dockerfile.display())))?;
         let mut parents = Vec::new();
         for parent in parent_images(&dockerfile_text, &args) {
             let inspected = self.docker.inspect_image(&parent).await.map_err(|e| {
@@ -259,10 +270,13 @@ fn parent_images(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<Strin
     parents
 }
 
-/// Replaces `${NAME}` and `$NAME` with their values.
+/// Replaces `${NAME}` and `$NAME` with their values, longest names first (so `$SOURCE`
+/// does not eat the start of `$SOURCE_IMAGE`).
 fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
     let mut out = text.to_owned();
-    for (name, value) in values {
+    let mut names: Vec<(&String, &String)> = values.iter().collect();
+    names.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    for (name, value) in names {
         out = out.replace(&format!("${{{name}}}"), value);
         out = out.replace(&format!("${name}"), value);
     }
@@ -327,6 +341,14 @@ mod tests {
         assert_eq!(
             parent_images("ARG SOURCE_IMAGE\nFROM ${SOURCE_IMAGE}\n", &args),
             ["x:1"]
+        );
+        let args = BTreeMap::from([
+            ("SOURCE".to_owned(), "wrong".to_owned()),
+            ("SOURCE_IMAGE".to_owned(), "right:1".to_owned()),
+        ]);
+        assert_eq!(
+            parent_images("ARG SOURCE\nARG SOURCE_IMAGE\nFROM $SOURCE_IMAGE\n", &args),
+            ["right:1"]
         );
     }
 
