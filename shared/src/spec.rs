@@ -43,6 +43,10 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// How long a step may run when its spec gives no `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// The longest a step may run. RabbitMQ's `consumer_timeout` must be longer: a job is
+/// acknowledged when its task ends, and the broker takes back a job held longer than that.
+pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The most shards one step may ask for.
 pub const MAX_SHARDS: u32 = 64;
 
@@ -742,6 +746,12 @@ impl Spec {
                 step.shards
             ));
         }
+        if step.timeout() > MAX_STEP_TIMEOUT || step.timeout().is_zero() {
+            return here(format!(
+                "step `{name}` asks for a timeout of {}; it may be from 1s to 24h",
+                humantime::format_duration(step.timeout())
+            ));
+        }
         if step.retry.max > MAX_RETRIES {
             return here(format!(
                 "step `{name}` asks for {} retries; the most is {MAX_RETRIES}",
@@ -1250,6 +1260,12 @@ steps:
                 2,
                 6,
                 "unclosed quote",
+            ),
+            (
+                "steps:\n  a: { image: i, run: x, timeout: 2d }\n",
+                2,
+                6,
+                "from 1s to 24h",
             ),
             (
                 "steps:\n  a: { image: i, run: x, secrets: [deploy_token] }\n",
