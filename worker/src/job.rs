@@ -16,9 +16,12 @@ use crate::task::{self, Ran, Tools};
 /// How often a running task's record is read to see whether the bot cancelled it.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
-/// How long to wait before handing back a job that failed for a passing reason (Redis or
-/// RabbitMQ unreachable), so a persistent fault does not spin.
+/// How long to wait before trying a job again that failed for a passing reason (Redis or
+/// RabbitMQ unreachable); the pause doubles up to [`MAX_RETRY_PAUSE`], then the job is handed
+/// back. A handed-back job counts against the queue's delivery limit, so a short outage must
+/// not hand it back at once.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(32);
 
 /// Handles one delivery to the end, acknowledging or handing it back.
 pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: CancellationToken) {
@@ -33,20 +36,31 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     };
     let span =
         tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
-    let done = tracing::Instrument::instrument(
-        run_job(worker, &job, delivery.redelivered, shutdown),
-        span,
-    )
-    .await;
+    let mut redelivered = delivery.redelivered;
+    let mut pause = RETRY_PAUSE;
+    let done = loop {
+        let tried = run_job(worker, &job, redelivered, shutdown.clone());
+        match tracing::Instrument::instrument(tried, span.clone()).await {
+            Err(error) if pause <= MAX_RETRY_PAUSE => {
+                tracing::warn!(parent: &span, error = format!("{error:#}"), ?pause,
+                    "job failed for a passing reason; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => break Ok(Done::Interrupted),
+                }
+                pause *= 2;
+                // Whatever the failed try claimed is this worker's to take again.
+                redelivered = true;
+            }
+            other => break other,
+        }
+    };
     let acked = match done {
         Ok(Done::Finished) => delivery.ack(BasicAckOptions::default()).await,
         Ok(Done::Interrupted) => return, // unacked: redelivered once the channel closes
         Err(error) => {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "job failed for a passing reason; handed back"
-            );
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tracing::error!(parent: &span, error = format!("{error:#}"),
+                "job failed for a passing reason, again and again; handed back");
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..Default::default()
