@@ -2,10 +2,13 @@
 //! carried out, and recorded in the audit stream with who gave them and what came of it.
 
 use kiln_shared::build::{BuildId, TaskStatus};
-use kiln_shared::command::{COMMANDS, Command, parse, usage};
+use kiln_shared::command::{COMMANDS, Command, Target, parse, usage};
+use kiln_shared::trigger::TriggerKind;
+use kiln_shared::wire::{BuildRef, BuildRequested};
 use serde::Serialize;
 
 use crate::app::App;
+use crate::ingress;
 use crate::scheduler::{self, Cancel};
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
@@ -158,6 +161,19 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
                 Cancel::NoSuchBuild => Reply::invalid(format!("There is no build #{build}.")),
             }
         }
+        Command::Build { repo, target } => build(app, actor, repo, target).await?,
+        Command::Retry {
+            build,
+            failed_only: false,
+        } => retry(app, actor, *build).await?,
+        Command::Retry {
+            failed_only: true, ..
+        } => Reply {
+            outcome: Outcome::Unavailable,
+            text: "`retry --failed` is not available in this Kiln yet; `retry <build>` builds \
+                   it again from the start."
+                .into(),
+        },
         other => Reply {
             outcome: Outcome::Unavailable,
             text: format!(
@@ -166,6 +182,105 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             ),
         },
     })
+}
+
+/// `build <repo> [branch | commit]`: the branch's head, or the commit on a branch that holds
+/// it (the default branch first): a build always has a branch, which decides its caches,
+/// images and secrets.
+async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyhow::Result<Reply> {
+    let Some(repository) = app.config.repository(repo) else {
+        return Ok(Reply::invalid(format!("Kiln does not build {repo}.")));
+    };
+    let clone_url = match &repository.clone_url {
+        Some(url) => url.clone(),
+        None => match recent_clone_url(app, &repository.name).await? {
+            Some(url) => url,
+            None => {
+                return Ok(Reply::invalid(format!(
+                    "Kiln does not know where to fetch {repo} from yet: push to it once, or \
+                     set its `clone_url` in Kiln's configuration."
+                )));
+            }
+        },
+    };
+    let Some(resolved) = app.mirrors.resolve(&clone_url, target).await? else {
+        return Ok(Reply::invalid(match target {
+            Target::Branch(branch) => format!("{repo} has no branch `{branch}`."),
+            Target::Commit(commit) => format!("{repo} has no commit `{commit}`."),
+        }));
+    };
+    let branch = ["master", "main"]
+        .into_iter()
+        .find(|default| resolved.branches.iter().any(|b| b == default))
+        .map(str::to_owned)
+        .or_else(|| resolved.branches.first().cloned());
+    let Some(branch) = branch else {
+        return Ok(Reply::invalid(format!(
+            "Commit {} is on no branch of {repo}; Kiln builds branches.",
+            resolved.commit
+        )));
+    };
+    let name = repository.name.clone();
+    let commit = resolved.commit.clone();
+    let id = ingress::accept_command(app, |id| BuildRequested {
+        build: BuildRef {
+            id,
+            repo: name,
+            branch: branch.clone(),
+            commit: commit.clone(),
+        },
+        clone_url,
+        author: resolved.author,
+        subject: resolved.subject,
+        kind: TriggerKind::Command,
+        changed_paths: None,
+    })
+    .await?;
+    let short: String = commit.chars().take(8).collect();
+    Ok(Reply::done(format!(
+        "Build #{id} of {repo} {branch} ({short}) is queued, for {}.",
+        actor.name
+    )))
+}
+
+/// `retry <build>`: the same commit of the same branch, built again from the start.
+async fn retry(app: &App, actor: Actor<'_>, build: BuildId) -> anyhow::Result<Reply> {
+    let Some(record) = app.store.build(build).await? else {
+        return Ok(Reply::invalid(format!("There is no build #{build}.")));
+    };
+    let id = ingress::accept_command(app, |id| BuildRequested {
+        build: BuildRef {
+            id,
+            ..record.build.clone()
+        },
+        clone_url: record.clone_url.clone(),
+        author: record.author.clone(),
+        subject: record.subject.clone(),
+        kind: TriggerKind::Command,
+        changed_paths: None,
+    })
+    .await?;
+    Ok(Reply::done(format!(
+        "Build #{id} runs build #{build} again ({} {}), for {}.",
+        record.build.repo, record.build.branch, actor.name
+    )))
+}
+
+/// Where the newest of `repo`'s recent builds fetched it from.
+async fn recent_clone_url(app: &App, repo: &str) -> anyhow::Result<Option<String>> {
+    let Some(latest) = app.store.latest_build_id().await? else {
+        return Ok(None);
+    };
+    let oldest = latest.0.saturating_sub(STATUS_LOOKBACK);
+    for id in (oldest + 1..=latest.0).rev() {
+        if let Some(record) = app.store.build(BuildId(id)).await?
+            && record.build.repo.eq_ignore_ascii_case(repo)
+            && !record.clone_url.is_empty()
+        {
+            return Ok(Some(record.clone_url));
+        }
+    }
+    Ok(None)
 }
 
 fn help(command: Option<&str>) -> Reply {

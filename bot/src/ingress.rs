@@ -55,8 +55,31 @@ pub async fn accept_push(
         kind: TriggerKind::Push,
         changed_paths: push.changed_paths,
     };
+    if let Err(error) = record_and_announce(app, &request).await {
+        // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,
+        // this may fail too; the delivery key then expires on its own.
+        let _ = store.forget_delivery(forge, delivery).await;
+        return Err(error);
+    }
+    Ok(Accepted::New(id))
+}
+
+/// Accepts a build someone asked for with a command; `request` is given the new build's id.
+pub async fn accept_command(
+    app: &App,
+    request: impl FnOnce(BuildId) -> BuildRequested,
+) -> Result<BuildId, Unavailable> {
+    let id = app.store.next_build_id().await?;
+    let request = request(id);
+    record_and_announce(app, &request).await?;
+    Ok(id)
+}
+
+/// Records a queued build and publishes `build.requested`, confirmed; removes the record
+/// again if that fails.
+async fn record_and_announce(app: &App, request: &BuildRequested) -> Result<(), Unavailable> {
     let accepted = async {
-        store.create_build(&request).await?;
+        app.store.create_build(request).await?;
         app.broker
             .publish_event(&Event::BuildRequested(request.clone()))
             .await?;
@@ -64,13 +87,11 @@ pub async fn accept_push(
     }
     .await;
     if let Err(error) = accepted {
-        // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,
-        // this may fail too; the delivery key then expires on its own.
-        let _ = store.delete_build(id).await;
-        let _ = store.forget_delivery(forge, delivery).await;
+        let _ = app.store.delete_build(request.build.id).await;
         return Err(error);
     }
-    tracing::info!(build = %id, repo = %request.build.repo, branch = %request.build.branch,
-        commit = %request.build.commit, "build accepted");
-    Ok(Accepted::New(id))
+    tracing::info!(build = %request.build.id, repo = %request.build.repo,
+        branch = %request.build.branch, commit = %request.build.commit, kind = ?request.kind,
+        "build accepted");
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 
+use kiln_shared::command::Target;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio::sync::Mutex;
@@ -16,6 +17,18 @@ pub enum MirrorError {
     Git { action: String, detail: String },
     #[error("cannot run git: {0}")]
     Spawn(#[from] std::io::Error),
+}
+
+/// A branch or commit, as it is in a repository now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The full commit id.
+    pub commit: String,
+    /// The commit's author and subject line.
+    pub author: String,
+    pub subject: String,
+    /// The branch asked for, or for a commit, the branches that contain it.
+    pub branches: Vec<String>,
 }
 
 /// Bare mirrors under one directory, one per clone URL.
@@ -42,7 +55,7 @@ impl Mirrors {
         commit: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, MirrorError> {
-        let mirror = self.update(clone_url, commit).await?;
+        let mirror = self.update(clone_url, Some(commit)).await?;
         if !has_commit(&mirror, commit).await? {
             return Err(MirrorError::Git {
                 action: "fetch".into(),
@@ -56,8 +69,56 @@ impl Mirrors {
         Ok(output.status.success().then_some(output.stdout))
     }
 
-    /// Makes sure the mirror of `clone_url` has `commit`, fetching only when it does not.
-    async fn update(&self, clone_url: &str, commit: &str) -> Result<PathBuf, MirrorError> {
+    /// What `target` (a branch, or a commit id or its prefix) is in `clone_url` now, after a
+    /// fetch: `None` if there is no such branch or commit.
+    pub async fn resolve(
+        &self,
+        clone_url: &str,
+        target: &Target,
+    ) -> Result<Option<Resolved>, MirrorError> {
+        let mirror = self.update(clone_url, None).await?;
+        let reference = match target {
+            Target::Branch(branch) => format!("refs/heads/{branch}^{{commit}}"),
+            Target::Commit(commit) => format!("{commit}^{{commit}}"),
+        };
+        let output = git(&mirror)
+            .args(["rev-parse", "--verify", "--quiet", &reference])
+            .output()
+            .await?;
+        if !output.status.success() {
+            return Ok(None);
+        }
+        let commit = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let log = git(&mirror)
+            .args(["log", "-1", "--format=%an%x00%s", &commit])
+            .output()
+            .await?;
+        let log = String::from_utf8_lossy(&log.stdout);
+        let (author, subject) = log.trim_end().split_once('\0').unwrap_or(("", ""));
+        let branches = match target {
+            Target::Branch(branch) => vec![branch.clone()],
+            Target::Commit(_) => {
+                let output = git(&mirror)
+                    .args(["branch", "--contains", &commit, "--format=%(refname:short)"])
+                    .output()
+                    .await?;
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            }
+        };
+        Ok(Some(Resolved {
+            commit,
+            author: author.to_owned(),
+            subject: subject.to_owned(),
+            branches,
+        }))
+    }
+
+    /// Makes sure the mirror of `clone_url` is there and has `commit`, fetching only when it
+    /// does not; with no commit, fetches always (branch heads move).
+    async fn update(&self, clone_url: &str, commit: Option<&str>) -> Result<PathBuf, MirrorError> {
         let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
         let mirror = self.root.join(format!("{}.git", &digest[..16]));
         let lock = {
@@ -74,12 +135,18 @@ impl Mirrors {
                     .arg(&mirror),
             )
             .await?;
-        } else if !has_commit(&mirror, commit).await? {
-            run(
-                "fetch",
-                git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
-            )
-            .await?;
+        } else {
+            let present = match commit {
+                Some(commit) => has_commit(&mirror, commit).await?,
+                None => false,
+            };
+            if !present {
+                run(
+                    "fetch",
+                    git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
+                )
+                .await?;
+            }
         }
         Ok(mirror)
     }

@@ -143,3 +143,72 @@ async fn commands_answer_in_words_and_are_audited() {
     .collect();
     assert_eq!(entries, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_retry_start_builds_of_a_branch_or_commit() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec =
+        format!("steps:\n  unit:\n    image: {TEST_IMAGE}\n    run: echo \"on $KILN_BRANCH\"\n");
+    let first = repo.commit("master", "First", &[(".kiln.yml", &spec)]);
+    let pushed = kiln.push(&repo, "master", &first, "delivery-build-1").await;
+    kiln.finished_build(pushed).await;
+    let second = repo.commit("master", "Second", &[]);
+
+    // The branch's head now, fetched by Kiln itself: the push only told it where from.
+    let (status, reply) = command(&kiln, TOKEN, &format!("build {REPO}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = reply["text"].as_str().unwrap_or_default();
+    let id = pushed + 1;
+    assert_eq!(
+        text,
+        format!(
+            "Build #{id} of {REPO} master ({}) is queued, for alice.",
+            &second[..8]
+        )
+    );
+    let build = kiln.finished_build(id).await;
+    assert_eq!(
+        (build["status"].as_str(), build["commit"].as_str()),
+        (Some("passed"), Some(second.as_str())),
+        "{build:#}"
+    );
+
+    // A commit is built on a branch that holds it.
+    let (status, reply) = command(&kiln, TOKEN, &format!("build {REPO} {}", &first[..10])).await;
+    assert_eq!(status, 200, "{reply}");
+    let build = kiln.finished_build(id + 1).await;
+    assert_eq!(
+        (build["branch"].as_str(), build["commit"].as_str()),
+        (Some("master"), Some(first.as_str())),
+        "{build:#}"
+    );
+
+    let (status, reply) = command(&kiln, TOKEN, &format!("retry #{pushed}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let build = kiln.finished_build(id + 2).await;
+    assert_eq!(build["commit"].as_str(), Some(first.as_str()), "{build:#}");
+
+    for (text, answer) in [
+        (
+            format!("build {REPO} no-such-branch"),
+            "has no branch `no-such-branch`",
+        ),
+        (
+            "build other/repo".to_owned(),
+            "Kiln does not build other/repo",
+        ),
+        ("retry 999".to_owned(), "There is no build #999"),
+        (
+            format!("retry --failed {pushed}"),
+            "`retry --failed` is not available",
+        ),
+    ] {
+        let (status, reply) = command(&kiln, TOKEN, &text).await;
+        assert_eq!(status, 422, "{text}: {reply}");
+        assert!(
+            reply["text"].as_str().unwrap_or_default().contains(answer),
+            "{text}: {reply}"
+        );
+    }
+}
