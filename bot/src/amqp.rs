@@ -239,6 +239,30 @@ impl Broker {
         Ok(())
     }
 
+    /// For each platform served: how many jobs wait in its queue, and how many workers take
+    /// from it.
+    pub async fn job_queues(&self) -> lapin::Result<Vec<(Platform, u32, u32)>> {
+        // A channel of its own: a failed passive declare closes the channel it ran on.
+        let channel = self.connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let mut depths = Vec::new();
+        for platform in &self.platforms {
+            let queue = channel
+                .queue_declare(
+                    self.topology.jobs_queue(*platform).into(),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await?;
+            depths.push((*platform, queue.message_count(), queue.consumer_count()));
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(depths)
+    }
+
     /// Whether jobs for `platform` have a queue to go to.
     pub fn serves(&self, platform: Platform) -> bool {
         self.platforms.contains(&platform)

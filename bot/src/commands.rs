@@ -162,6 +162,15 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             }
         }
         Command::Build { repo, target } => build(app, actor, repo, target).await?,
+        Command::Queue => {
+            let mut text = String::from("Jobs waiting, per platform:");
+            for (platform, waiting, workers) in app.broker.job_queues().await? {
+                text.push_str(&format!(
+                    "\n{platform}: {waiting} waiting, {workers} worker(s) taking jobs"
+                ));
+            }
+            Reply::done(text)
+        }
         Command::Retry {
             build,
             failed_only: false,

@@ -189,6 +189,17 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
     let build = kiln.finished_build(id + 2).await;
     assert_eq!(build["commit"].as_str(), Some(first.as_str()), "{build:#}");
 
+    let (status, reply) = command(&kiln, TOKEN, "queue").await;
+    assert_eq!(status, 200, "{reply}");
+    let text = reply["text"].as_str().unwrap_or_default();
+    for line in [
+        "linux/amd64: 0 waiting, 1 worker(s) taking jobs",
+        "linux/arm64: 0 waiting, 1 worker(s) taking jobs",
+        "windows/amd64: 0 waiting, 0 worker(s) taking jobs",
+    ] {
+        assert!(text.contains(line), "{text}");
+    }
+
     for (text, answer) in [
         (
             format!("build {REPO} no-such-branch"),
