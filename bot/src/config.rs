@@ -21,6 +21,10 @@
 //! [slack]
 //! signing_secret = "…"         # the Slack app's, for its slash commands
 //!
+//! [[person]]                   # commit authors in chat: mentioned when their build fails
+//! names = ["octocat", "Mona Lisa Octocat"]
+//! discord = 123456789012345678
+//!
 //! [[permission]]               # who may give commands that change things, and where
 //! users = ["slack:U2CERLKJA"]  # <front end>:<user id>
 //! commands = ["cancel"]        # or ["*"]; help, status and logs need no permission
@@ -61,6 +65,20 @@ pub struct Config {
     /// Who may give which commands that change things, on which repositories.
     #[serde(default, rename = "permission")]
     pub permissions: Vec<Permission>,
+    /// Commit authors and who they are in chat, for failure notifications.
+    #[serde(default, rename = "person")]
+    pub people: Vec<Person>,
+}
+
+/// A commit author, and their chat accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Person {
+    /// The names the forge gives as a commit's author (a GitHub login, a git author name).
+    pub names: Vec<String>,
+    /// Their Discord user id.
+    #[serde(default)]
+    pub discord: Option<u64>,
 }
 
 /// Slack, through its slash commands.
@@ -266,6 +284,14 @@ impl Config {
                     .iter()
                     .any(|pattern| branch_matches(&pattern.to_ascii_lowercase(), &repo))
         })
+    }
+
+    /// The Discord user a commit `author` is, if Kiln's configuration says.
+    pub fn discord_user(&self, author: &str) -> Option<u64> {
+        self.people
+            .iter()
+            .find(|p| p.names.iter().any(|n| n.eq_ignore_ascii_case(author)))
+            .and_then(|p| p.discord)
     }
 
     /// The repository called `name`, compared as forges do: without regard to case.

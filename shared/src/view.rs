@@ -38,6 +38,61 @@ pub struct BuildFinishedMessage {
     pub url: String,
     pub tasks: Vec<TaskLine>,
     pub error: Option<String>,
+    /// The person to notify, as the dialect writes a mention (Discord's `<@id>`): set on a
+    /// failure whose author Kiln's configuration maps to a chat user. Written as is.
+    pub mention: Option<String>,
+    /// The first task that failed, with the end of its log.
+    pub failure: Option<FailureExcerpt>,
+}
+
+/// The end of a failed task's log, ready for a code block.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureExcerpt {
+    pub task: String,
+    /// The last lines, as made by [`log_excerpt`]: safe inside a code block as they are.
+    pub lines: String,
+}
+
+/// The lines a failure notification shows: the last of `lines` that fit in `max_lines` and
+/// `max_chars`, terminal escape sequences removed, and nothing that could close the code
+/// block they are shown in.
+pub fn log_excerpt(lines: &[String], max_lines: usize, max_chars: usize) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    let mut used = 0;
+    for line in lines.iter().rev().take(max_lines) {
+        let clean = strip_ansi(line).replace("```", "'''");
+        let clean = truncate(&clean, max_chars.min(200));
+        used += clean.chars().count() + 1;
+        if used > max_chars {
+            break;
+        }
+        kept.push(clean);
+    }
+    kept.reverse();
+    kept.join("\n")
+}
+
+/// `text` without terminal escape sequences (colours, cursor moves) and control characters.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final byte in @..~; other escapes: ESC and one char.
+            if chars.next_if_eq(&'[').is_some() {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One task in a [`BuildFinishedMessage`].
@@ -79,13 +134,45 @@ impl BuildFinishedMessage {
                 })
                 .collect(),
             error: event.error.clone(),
+            mention: None,
+            failure: None,
         }
+    }
+
+    /// The first task that failed and was not allowed to, if any.
+    pub fn failed_task(event: &BuildFinished) -> Option<&str> {
+        use crate::build::TaskStatus;
+        event
+            .tasks
+            .iter()
+            .find(|t| {
+                !t.allow_failure && matches!(t.status, TaskStatus::Failed | TaskStatus::Errored)
+            })
+            .map(|t| t.name.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_excerpts_keep_the_end_and_cannot_escape_their_block() {
+        let lines: Vec<String> = [
+            "compiling",
+            "\u{1b}[31merror\u{1b}[0m: expected `;`",
+            "```@everyone",
+            "test result: FAILED\u{7}",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            log_excerpt(&lines, 3, 1000),
+            "error: expected `;`\n'''@everyone\ntest result: FAILED"
+        );
+        assert_eq!(log_excerpt(&lines, 10, 25), "test result: FAILED");
+        assert_eq!(log_excerpt(&[], 10, 100), "");
+    }
 
     #[test]
     fn truncates_on_characters() {

@@ -9,6 +9,9 @@ use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
 const CHANNEL: u64 = 4242;
 
+/// The Discord user the fixture's commit author (`baxterthehacker`) is, per the config.
+const AUTHOR_ON_DISCORD: u64 = 1_100_000_000_000_000_777;
+
 fn config(discord: &FakeDiscord) -> String {
     format!(
         r#"
@@ -20,6 +23,9 @@ webhook_secret = "{TEST_SECRET}"
 token = "test-token"
 channel_id = {CHANNEL}
 api_url = "{}"
+[[person]]
+names = ["baxterthehacker"]
+discord = {AUTHOR_ON_DISCORD}
 "#,
         discord.url()
     )
@@ -186,9 +192,26 @@ async fn passing_and_failing_pipelines_end_to_end() {
     ] {
         assert!(failed.contains(needle), "`{needle}` missing from {failed}");
     }
+    // The failure names its author, who alone may be pinged, and shows the failing lines.
+    assert!(
+        failed.starts_with(&format!("<@{AUTHOR_ON_DISCORD}> ❌")),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("Last lines of test:\n```\nhello from the repository\n```"),
+        "{failed}"
+    );
     assert_eq!(
         messages[1].body["allowed_mentions"]["parse"],
         serde_json::json!([])
+    );
+    assert_eq!(
+        messages[1].body["allowed_mentions"]["users"],
+        serde_json::json!([AUTHOR_ON_DISCORD.to_string()])
+    );
+    assert!(
+        !passed.contains("<@"),
+        "a build that passed mentions nobody: {passed}"
     );
 
     // Every container was removed.

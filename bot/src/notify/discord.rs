@@ -2,7 +2,7 @@
 
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ApplicationId, ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder,
+    ApplicationId, ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder, UserId,
 };
 
 use crate::config;
@@ -54,13 +54,14 @@ impl DiscordChannel {
         format!("discord:{}", self.channel)
     }
 
-    /// Posts `text`, cut to Discord's limit, with every mention disabled: nothing a commit
-    /// author wrote can ping a channel.
-    pub async fn post(&self, text: &str) -> serenity::Result<()> {
+    /// Posts `text`, cut to Discord's limit, with every mention disabled but that of
+    /// `notify`: nothing a commit author wrote can ping a channel.
+    pub async fn post(&self, text: &str, notify: Option<u64>) -> serenity::Result<()> {
         let content: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        let mentions = CreateAllowedMentions::new().users(notify.map(UserId::new));
         let message = CreateMessage::new()
             .content(content)
-            .allowed_mentions(CreateAllowedMentions::new());
+            .allowed_mentions(mentions);
         self.channel.send_message(&self.http, message).await?;
         Ok(())
     }

@@ -6,17 +6,33 @@
 pub mod discord;
 pub mod render;
 
-use kiln_shared::view::BuildFinishedMessage;
+use kiln_shared::view::{BuildFinishedMessage, FailureExcerpt, log_excerpt};
 use kiln_shared::wire::BuildFinished;
 
 use crate::app::App;
 
-/// Posts a finished build's message to every configured channel.
+/// How much of a failed task's log a notification shows: its last lines, within a share of
+/// Discord's 2,000 characters that leaves room for the rest of the message.
+const FAILURE_LINES: usize = 15;
+const FAILURE_CHARS: usize = 900;
+
+/// Posts a finished build's message to every configured channel; a failure shows the end of
+/// the failed task's log and mentions its author, when Kiln knows who they are in chat.
 pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::Result<()> {
     let Some(discord) = &app.discord else {
         return Ok(());
     };
-    let message = BuildFinishedMessage::new(event, &app.config.public_url);
+    let mut message = BuildFinishedMessage::new(event, &app.config.public_url);
+    let mut notify = None;
+    if let Some(task) = BuildFinishedMessage::failed_task(event) {
+        let lines = app.store.log_lines(event.build.id, task).await?;
+        message.failure = Some(FailureExcerpt {
+            task: task.to_owned(),
+            lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),
+        });
+        notify = app.config.discord_user(&event.author);
+        message.mention = notify.map(|id| format!("<@{id}>"));
+    }
     if !app
         .store
         .first_notification(event.build.id, &discord.channel_key())
@@ -25,7 +41,7 @@ pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::
         return Ok(());
     }
     let text = app.templates.build_finished(&message)?;
-    if let Err(e) = discord.post(&text).await {
+    if let Err(e) = discord.post(&text, notify).await {
         // Chat being down must not stop builds; the result stays readable at the build's URL.
         tracing::error!(build = %event.build.id, error = %e, "cannot post to Discord");
     }

@@ -113,6 +113,51 @@ mod tests {
     }
 
     #[test]
+    fn build_finished_discord_failure_mentions_the_author_and_shows_the_log() {
+        let event = BuildFinished {
+            build: BuildRef {
+                id: BuildId(7),
+                repo: "acme/api".into(),
+                branch: "master".into(),
+                commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+            },
+            status: BuildStatus::Failed,
+            author: "octocat".into(),
+            subject: "Break it".into(),
+            tasks: vec![TaskSummary {
+                name: "test".into(),
+                status: TaskStatus::Failed,
+                exit_code: Some(3),
+                allow_failure: false,
+            }],
+            error: None,
+        };
+        let mut message = BuildFinishedMessage::new(&event, "http://kiln.test");
+        let lines = ["ok 1", "```@everyone", "assertion failed: 2 == 3"].map(str::to_owned);
+        message.failure = Some(kiln_shared::view::FailureExcerpt {
+            task: "test".into(),
+            lines: kiln_shared::view::log_excerpt(&lines, 15, 900),
+        });
+        message.mention = Some("<@123>".into());
+        let text = Templates::new()
+            .expect("templates compile")
+            .build_finished(&message)
+            .expect("renders");
+        insta::assert_snapshot!(text, @"
+        <@123> ❌ **acme/api** on master: build #7 **failed**
+        0d1a26e67d Break it (by octocat)
+        • test: failed (exit code 3)
+        Last lines of test:
+        ```
+        ok 1
+        '''@everyone
+        assertion failed: 2 == 3
+        ```
+        http://kiln.test/builds/7
+        ");
+    }
+
+    #[test]
     fn build_finished_discord_hostile() {
         let subject = format!(
             "@everyone **bold** `code` <script>alert(1)</script> {}",
