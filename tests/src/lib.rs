@@ -37,6 +37,15 @@ pub const TEST_IMAGE: &str = "kiln/busybox:latest";
 /// The same for `linux/arm64`, run under QEMU emulation on x86_64.
 pub const TEST_IMAGE_ARM64: &str = "kiln/busybox-arm64:latest";
 
+/// The bot's configuration the tests share: the test repository, followed by `extra` (more
+/// of the repository's keys, or further sections).
+pub fn config(extra: &str) -> String {
+    format!(
+        "public_url = \"http://kiln.test\"\n[[repository]]\nname = \"{REPO}\"\n\
+         webhook_secret = \"{TEST_SECRET}\"\n{extra}"
+    )
+}
+
 /// `sha256=<hex>` of `body` under `secret`, as GitHub signs deliveries.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
@@ -212,6 +221,18 @@ impl Kiln {
         let (status, answer) = self.send_github("push", delivery, &body, TEST_SECRET).await;
         assert_eq!(status, 202, "{answer}");
         answer["build_id"].as_u64().expect("a build id")
+    }
+
+    /// One task's log, as plain text (`GET /builds/{id}/logs?task=…`).
+    pub async fn task_log(&self, id: u64, task: &str) -> String {
+        self.http
+            .get(self.url(&format!("/builds/{id}/logs?task={task}")))
+            .send()
+            .await
+            .expect("logs answer")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// `GET /builds/{id}` as JSON, or `None` when there is no such build.

@@ -3,22 +3,14 @@
 //! in the audit stream.
 
 use kiln_tests::forge::TestRepo;
-use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
+use kiln_tests::{Kiln, REPO, TEST_IMAGE};
 
 const TOKEN: &str = "alice-token-0123456789";
 
 fn config() -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-[[operator]]
-name = "alice"
-token = "{TOKEN}"
-"#
-    )
+    kiln_tests::config(&format!(
+        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    ))
 }
 
 /// Sends `command` with `token`; the status and the answer.

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ed25519_dalek::{Signer, SigningKey};
 use kiln_tests::discord::FakeDiscord;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
 use serde_json::json;
 
 /// RFC 8032 section 7.1, TEST 1: a published key pair, for tests only.
@@ -19,13 +19,8 @@ const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a
 const APPLICATION_ID: u64 = 1_100_000_000_000_000_010;
 
 fn config(discord: &FakeDiscord) -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-[discord]
+    kiln_tests::config(&format!(
+        r#"[discord]
 token = "test-token"
 channel_id = 1100000000000000099
 api_url = "{}"
@@ -36,7 +31,7 @@ users = ["discord:42"]
 commands = ["cancel"]
 "#,
         discord.url()
-    )
+    ))
 }
 
 fn now() -> u64 {

@@ -14,21 +14,14 @@ use futures_util::StreamExt;
 use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
 use kiln_tests::forge::TestRepo;
-use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
+use kiln_tests::{Kiln, TEST_IMAGE};
 use kiln_worker::blobs::Blobs;
 use kiln_worker::export;
 use kiln_worker::gc::{self, Policy};
 use sha2::{Digest, Sha256};
 
 fn config() -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-"#
-    )
+    kiln_tests::config("")
 }
 
 /// A pipeline whose `build` image is built on the branch's own `base` image.
@@ -92,21 +85,10 @@ async fn log(kiln: &Kiln, id: u64, task: &str) -> String {
 }
 
 async fn log_and_notes(kiln: &Kiln, id: u64, task: &str) -> (String, String) {
-    let text = raw_log(kiln, id, task).await;
+    let text = kiln.task_log(id, task).await;
     let (notes, output): (Vec<&str>, Vec<&str>) =
         text.lines().partition(|l| l.starts_with("[kiln] "));
     (notes.join("\n"), output.join("\n"))
-}
-
-async fn raw_log(kiln: &Kiln, id: u64, task: &str) -> String {
-    kiln.http
-        .get(kiln.url(&format!("/builds/{id}/logs?task={task}")))
-        .send()
-        .await
-        .expect("logs answer")
-        .text()
-        .await
-        .expect("text")
 }
 
 /// The `task.finished` events of build `id`, until it has `tasks` of them.

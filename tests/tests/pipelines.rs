@@ -10,19 +10,12 @@ use kiln_shared::wire::{self, Event};
 use kiln_tests::events::{jobs_so_far, next_event, subscribe, tap_jobs};
 use kiln_tests::forge::TestRepo;
 use kiln_tests::services::{containers_named, networks_named};
-use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_IMAGE_ARM64, TEST_SECRET, wait_for};
+use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, TEST_IMAGE_ARM64, wait_for};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 fn config() -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-"#
-    )
+    kiln_tests::config("")
 }
 
 /// Each task's name and status, in plan order.
@@ -40,14 +33,7 @@ fn statuses(build: &serde_json::Value) -> Vec<(String, String)> {
 
 /// One task's log, as plain text.
 async fn log(kiln: &Kiln, id: u64, task: &str) -> String {
-    kiln.http
-        .get(kiln.url(&format!("/builds/{id}/logs?task={task}")))
-        .send()
-        .await
-        .expect("logs answer")
-        .text()
-        .await
-        .expect("text")
+    kiln.task_log(id, task).await
 }
 
 /// Every event until build `id`'s `build.<status>`, in the order they arrived.

@@ -13,13 +13,8 @@ const CHANNEL: u64 = 4242;
 const AUTHOR_ON_DISCORD: u64 = 1_100_000_000_000_000_777;
 
 fn config(discord: &FakeDiscord) -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-[discord]
+    kiln_tests::config(&format!(
+        r#"[discord]
 token = "test-token"
 channel_id = {CHANNEL}
 api_url = "{}"
@@ -28,7 +23,7 @@ names = ["baxterthehacker"]
 discord = {AUTHOR_ON_DISCORD}
 "#,
         discord.url()
-    )
+    ))
 }
 
 /// A two-step pipeline; `test` exits with `exit_code`, and `ship` needs it.

@@ -7,25 +7,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
 use kiln_tests::slack::{FakeSlack, slash_command};
-use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
 
 fn config() -> String {
-    format!(
-        r#"
-public_url = "http://kiln.test"
-[[repository]]
-name = "{REPO}"
-webhook_secret = "{TEST_SECRET}"
-[slack]
+    kiln_tests::config(&format!(
+        r#"[slack]
 signing_secret = "{SIGNING_SECRET}"
 [[permission]]
 users = ["slack:UALICE"]
 commands = ["cancel"]
 repos = ["acme/*"]
 "#
-    )
+    ))
 }
 
 fn now() -> u64 {

@@ -4,7 +4,6 @@
 //! then replaces.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error;
+use super::{error, header, unix_now};
 use crate::app::App;
 use crate::commands::{self, Actor};
 use crate::interactions::{APPLICATION_COMMAND, Interaction, Interactions, PING};
@@ -34,15 +33,8 @@ pub async fn handle_interaction(
             "Discord slash commands are not configured",
         );
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let header = |name: &str| header(&headers, name);
+    let now = unix_now();
     if let Err(why) = discord.verify(
         header("x-signature-ed25519"),
         header("x-signature-timestamp"),

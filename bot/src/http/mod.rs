@@ -62,6 +62,21 @@ fn operator<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a Operator> {
     app.config.operator(token.trim())
 }
 
+/// A header's value as text; empty when it is missing or not text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Seconds since the Unix epoch: the clock signed requests are checked against.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The answer to a request that needs an operator and carries no known token.
 fn unauthorized() -> Response {
     let mut answer = error(

@@ -2,8 +2,6 @@
 //! minutes) before anything else; it is answered at once, privately, and the command's
 //! result follows through the `response_url` Slack gave.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::error;
+use super::{error, header, unix_now};
 use crate::app::App;
 use crate::commands::{self, Actor};
 use crate::slack::{SlashCommand, escape, signature};
@@ -25,15 +23,8 @@ pub async fn handle_slack_command(
     let Some(slack) = &app.config.slack else {
         return error(StatusCode::NOT_FOUND, "Slack is not configured");
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let header = |name: &str| header(&headers, name);
+    let now = unix_now();
     if let Err(why) = signature::verify(
         slack.signing_secret.expose_secret().as_bytes(),
         header("x-slack-request-timestamp"),
