@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
-use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::keys::{ATTEMPT_FIELDS, Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::{Artifact, BuildRef, BuildRequested, ImageUse};
@@ -52,15 +52,15 @@ return {tonumber(redis.call('HGET', KEYS[3], 'remaining') or '0'), ready}
 });
 
 /// Reopens a failed or errored task as its next attempt, if `ARGV[1]` is still its attempt:
-/// a duplicate of the event that asked for the retry finds the attempt moved on.
+/// a duplicate of the event that asked for the retry finds the attempt moved on. The fields
+/// to clear ([`ATTEMPT_FIELDS`]) follow in `ARGV`.
 static RETRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('HGET', KEYS[1], 'status')
 local attempt = redis.call('HGET', KEYS[1], 'attempt')
 if attempt ~= ARGV[1] or (status ~= 'failed' and status ~= 'errored') then return 0 end
-redis.call('HDEL', KEYS[1], 'outcome', 'outcome_json', 'exit_code', 'worker', 'started_ms',
-  'finished_ms', 'artifacts_json', 'images_json')
+redis.call('HDEL', KEYS[1], unpack(ARGV, 2))
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', tonumber(attempt) + 1)
 return 1
 ",
@@ -364,6 +364,7 @@ impl Store {
         let moved: i64 = RETRY
             .key(self.keys.task(id, task))
             .arg(attempt)
+            .arg(&ATTEMPT_FIELDS[..])
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(moved == 1)

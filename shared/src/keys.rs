@@ -28,6 +28,19 @@ end
 return 0
 ";
 
+/// The fields of a task's record that belong to one attempt (who ran it, when, how it
+/// ended, what it left): a retry clears them. Whoever writes a new such field lists it here.
+pub const ATTEMPT_FIELDS: [&str; 8] = [
+    "worker",
+    "started_ms",
+    "finished_ms",
+    "outcome",
+    "outcome_json",
+    "exit_code",
+    "artifacts_json",
+    "images_json",
+];
+
 /// Names of one installation's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
