@@ -4,6 +4,7 @@
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::command::{COMMANDS, Command, Target, parse, usage};
 use kiln_shared::trigger::TriggerKind;
+use kiln_shared::view::{log_excerpt, truncate};
 use kiln_shared::wire::{BuildRef, BuildRequested};
 use serde::Serialize;
 
@@ -17,6 +18,10 @@ const STATUS_LOOKBACK: u64 = 200;
 const STATUS_SHOWN: usize = 10;
 /// Lines `logs` shows unless told otherwise.
 const DEFAULT_LOG_LINES: usize = 20;
+/// How much of a log `logs` shows, in characters: Discord's messages hold 2,000.
+const MAX_LOG_CHARS: usize = 1_600;
+/// How much of an answer the audit stream keeps, in characters.
+const MAX_AUDITED_REPLY_CHARS: usize = 300;
 
 /// Commands anyone who can reach Kiln may give: they change nothing.
 const OPEN_COMMANDS: [&str; 6] = [
@@ -39,6 +44,18 @@ pub struct Actor<'a> {
     pub id: &'a str,
     /// An operator of this Kiln, who may do anything.
     pub operator: bool,
+}
+
+impl Actor<'_> {
+    /// How records name them: their name and, unless they are an operator, the id a chat
+    /// front end vouches for (names can be changed by their owner; ids cannot).
+    pub fn signature(&self) -> String {
+        if self.operator {
+            self.name.to_owned()
+        } else {
+            format!("{} ({})", self.name, self.id)
+        }
+    }
 }
 
 /// What came of a command.
@@ -95,12 +112,15 @@ pub async fn run(app: &App, actor: Actor<'_>, text: &str) -> Reply {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
+    let command: String = text.chars().take(MAX_AUDITED_REPLY_CHARS).collect();
+    let answer = truncate(&reply.text, MAX_AUDITED_REPLY_CHARS);
     let entry = [
         ("actor", actor.name),
+        ("actor_id", actor.id),
         ("via", actor.via),
-        ("command", text),
+        ("command", command.as_str()),
         ("outcome", outcome.as_str()),
-        ("reply", reply.text.as_str()),
+        ("reply", answer.as_str()),
     ];
     if let Err(error) = app.store.audit(&entry).await {
         tracing::error!(%error, actor = actor.name, command = text, "cannot audit a command");
@@ -118,8 +138,8 @@ async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Resu
         Command::Cancel { build } | Command::Retry { build, .. } => {
             match app.store.build(*build).await? {
                 Some(record) => record.build.repo,
-                // Nothing to refuse: carrying it out says there is no such build.
-                None => return Ok(None),
+                // Not "allowed" either: the build may be created meanwhile.
+                None => return Ok(Some(format!("There is no build #{build}."))),
             }
         }
         other => other.repo().unwrap_or_default().to_owned(),
@@ -150,7 +170,7 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             logs(app, *build, task.as_deref(), lines).await?
         }
         Command::Cancel { build } => {
-            match scheduler::cancel_build(app, *build, actor.name).await? {
+            match scheduler::cancel_build(app, *build, &actor.signature()).await? {
                 Cancel::Cancelled { tasks } => Reply::done(format!(
                     "Build #{build} cancelled, with {} unfinished task(s).",
                     tasks.len()
@@ -265,8 +285,9 @@ async fn retry(app: &App, actor: Actor<'_>, build: BuildId) -> anyhow::Result<Re
         clone_url: record.clone_url.clone(),
         author: record.author.clone(),
         subject: record.subject.clone(),
-        kind: TriggerKind::Command,
-        changed_paths: None,
+        // As the build it repeats: the same steps apply (`when: { event: … }`).
+        kind: record.kind,
+        changed_paths: record.changed_paths.clone(),
     })
     .await?;
     Ok(Reply::done(format!(
@@ -383,17 +404,16 @@ async fn logs(
             None => format!("No task of build #{build} has started yet."),
         }));
     };
-    let all = app.store.log_lines(build, &chosen.name).await?;
-    let tail = &all[all.len().saturating_sub(lines)..];
+    let (tail, total) = app.store.log_tail(build, &chosen.name, lines).await?;
+    // In a code block, within what a chat message holds: the end is what matters.
+    let excerpt = log_excerpt(&tail, lines, MAX_LOG_CHARS);
+    let shown = excerpt.lines().count();
     let state = chosen
         .outcome
         .clone()
         .unwrap_or_else(|| chosen.status.to_string());
     Ok(Reply::done(format!(
-        "Build #{build}, task `{}` ({state}), last {} of {} line(s):\n{}",
+        "Build #{build}, task `{}` ({state}), last {shown} of {total} line(s):\n```\n{excerpt}\n```",
         chosen.name,
-        tail.len(),
-        all.len(),
-        tail.join("\n")
     )))
 }

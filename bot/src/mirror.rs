@@ -82,13 +82,25 @@ impl Mirrors {
             Target::Commit(commit) => format!("{commit}^{{commit}}"),
         };
         let output = git(&mirror)
-            .args(["rev-parse", "--verify", "--quiet", &reference])
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &reference,
+            ])
             .output()
             .await?;
         if !output.status.success() {
             return Ok(None);
         }
         let commit = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        // git prefers a branch named like a short commit id over the commit.
+        if let Target::Commit(prefix) = target
+            && !commit.starts_with(prefix.as_str())
+        {
+            return Ok(None);
+        }
         let log = git(&mirror)
             .args(["log", "-1", "--format=%an%x00%s", &commit])
             .output()

@@ -454,6 +454,29 @@ impl Store {
         Ok(set.is_some())
     }
 
+    /// The last `count` lines of one task's log, in order, and how many lines it has: one
+    /// round trip, whatever the log's length.
+    pub async fn log_tail(
+        &self,
+        id: BuildId,
+        task: &str,
+        count: usize,
+    ) -> RedisResult<(Vec<String>, usize)> {
+        let key = self.keys.logs(id, task);
+        let (newest, total): (redis::streams::StreamRangeReply, usize) = redis::pipe()
+            .xrevrange_count(&key, "+", "-", count)
+            .xlen(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut lines: Vec<String> = newest
+            .ids
+            .iter()
+            .filter_map(|entry| entry.get::<String>("line"))
+            .collect();
+        lines.reverse();
+        Ok((lines, total))
+    }
+
     /// Every log line of one task, in order.
     pub async fn log_lines(&self, id: BuildId, task: &str) -> RedisResult<Vec<String>> {
         let reply: redis::streams::StreamRangeReply = self

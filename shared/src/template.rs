@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
+
 /// A variable's value, made safe for image tags and file names: lowercase letters, digits,
 /// `.`, `_` and `-`, at most 63 characters (`feature/Login` → `feature-login`).
 pub fn slug(text: &str) -> String {
@@ -25,6 +27,15 @@ pub fn slug(text: &str) -> String {
     } else {
         slug.to_owned()
     }
+}
+
+/// A branch's name as image tags and cache directories use it (`{{ branch_slug }}`): its
+/// [`slug`] and the start of the SHA-256 of the name itself (`feature/x` →
+/// `feature-x-5f1e2a9c0b7d`). The slug alone would be shared by `Master`, `master-` and
+/// `master`, letting one branch write where another reads.
+pub fn branch_slug(branch: &str) -> String {
+    let hash = hex::encode(Sha256::digest(branch.as_bytes()));
+    format!("{}-{}", slug(branch), &hash[..12])
 }
 
 /// Renders `text`, looking variables up in `vars` and file hashes up with `hash`.
@@ -164,5 +175,12 @@ mod tests {
         assert_eq!(slug("feature/Login_2"), "feature-login_2");
         assert_eq!(slug("..."), "x");
         assert_eq!(slug(&"a".repeat(100)).len(), 63);
+        let master = branch_slug("master");
+        assert!(master.starts_with("master-") && master.len() == "master-".len() + 12);
+        for other in ["Master", "master-", "master@", "MASTER"] {
+            assert_ne!(branch_slug(other), master, "{other}");
+        }
+        assert_ne!(branch_slug("feature/x"), branch_slug("feature-x"));
+        assert!(branch_slug(&"b".repeat(200)).len() <= 63 + 13);
     }
 }

@@ -82,7 +82,10 @@ async fn commands_answer_in_words_and_are_audited() {
         text.contains("task `unit` (failed with exit code 3)"),
         "{text}"
     );
-    assert!(text.ends_with("assertion failed: 2 == 3"), "{text}");
+    assert!(
+        text.ends_with("```\nassertion failed: 2 == 3\n```"),
+        "{text}"
+    );
     assert!(
         text.contains("last 1 of 2 line(s)") && !text.contains("compiling"),
         "{text}"

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use kiln_shared::template::{render, slug};
+use kiln_shared::template::{branch_slug, render, slug};
 use kiln_shared::wire::JobRequested;
 use sha2::{Digest, Sha256};
 
@@ -49,7 +49,7 @@ impl Caches {
         let vars = BTreeMap::from([
             ("repo", job.build.repo.clone()),
             ("branch", job.build.branch.clone()),
-            ("branch_slug", slug(&job.build.branch)),
+            ("branch_slug", branch_slug(&job.build.branch)),
             ("step", job.step.clone()),
             ("platform", job.platform.label().to_owned()),
         ]);
@@ -71,12 +71,12 @@ impl Caches {
         for part in job.build.repo.split('/') {
             path.push(slug(part));
         }
-        path.join(slug(branch)).join(format!("{name}.tar"))
+        path.join(branch_slug(branch)).join(format!("{name}.tar"))
     }
 
     /// The entries the job may restore, in order: its branch's, then the default branch's.
     fn readable(&self, job: &JobRequested, key: &str) -> Vec<PathBuf> {
-        let own = slug(&job.build.branch);
+        let own = job.build.branch.clone();
         let mut branches = vec![own.clone()];
         if !DEFAULT_BRANCHES.contains(&own.as_str()) {
             branches.extend(DEFAULT_BRANCHES.map(str::to_owned));

@@ -41,7 +41,8 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     let done = loop {
         let tried = run_job(worker, &job, redelivered, shutdown.clone());
         match tracing::Instrument::instrument(tried, span.clone()).await {
-            Err(error) if pause <= MAX_RETRY_PAUSE => {
+            // Before the task ran, trying again is safe; after, it would run it twice.
+            Err(Failure::BeforeRun(error)) if pause <= MAX_RETRY_PAUSE => {
                 tracing::warn!(parent: &span, error = format!("{error:#}"), ?pause,
                     "job failed for a passing reason; trying again");
                 tokio::select! {
@@ -58,7 +59,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     let acked = match done {
         Ok(Done::Finished) => delivery.ack(BasicAckOptions::default()).await,
         Ok(Done::Interrupted) => return, // unacked: redelivered once the channel closes
-        Err(error) => {
+        Err(Failure::BeforeRun(error) | Failure::AfterRun(error)) => {
             tracing::error!(parent: &span, error = format!("{error:#}"),
                 "job failed for a passing reason, again and again; handed back");
             let requeue = BasicNackOptions {
@@ -80,17 +81,52 @@ enum Done {
     Interrupted,
 }
 
+/// Why a job could not be taken to its end, for a passing reason (Redis or RabbitMQ away).
+enum Failure {
+    /// Before its task ran: the job may be tried again.
+    BeforeRun(anyhow::Error),
+    /// After: its result could not be recorded or announced, even with pauses.
+    AfterRun(anyhow::Error),
+}
+
+/// Runs `step` until it succeeds, pausing [`RETRY_PAUSE`], doubled each time, up to
+/// [`MAX_RETRY_PAUSE`]; then, or on shutdown, gives its error.
+async fn with_pauses<T, F, Fut>(shutdown: &CancellationToken, mut step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut pause = RETRY_PAUSE;
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) if pause > MAX_RETRY_PAUSE || shutdown.is_cancelled() => return Err(error),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), ?pause, "trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return Err(error),
+                }
+                pause *= 2;
+            }
+        }
+    }
+}
+
 async fn run_job(
     worker: &Worker,
     job: &JobRequested,
     redelivered: bool,
     shutdown: CancellationToken,
-) -> anyhow::Result<Done> {
-    match worker.store.claim(job, redelivered, &worker.name).await? {
+) -> Result<Done, Failure> {
+    let claim = worker.store.claim(job, redelivered, &worker.name).await;
+    match claim.map_err(|e| Failure::BeforeRun(e.into()))? {
         Claim::Taken => {}
         Claim::Finished(ran) => {
             // An earlier run recorded the end but may have died before announcing it.
-            announce_finished(worker, job, ran).await?;
+            announce_finished(worker, job, ran)
+                .await
+                .map_err(Failure::BeforeRun)?;
             return Ok(Done::Finished);
         }
         Claim::Elsewhere(status) => {
@@ -109,8 +145,13 @@ async fn run_job(
             attempt: job.attempt,
             worker: worker.name.clone(),
         }))
-        .await?;
-    worker.store.clear_log(job).await?;
+        .await
+        .map_err(Failure::BeforeRun)?;
+    worker
+        .store
+        .clear_log(job)
+        .await
+        .map_err(|e| Failure::BeforeRun(e.into()))?;
 
     let workdir = format!(
         "{}-{}-{}-{}",
@@ -167,12 +208,19 @@ async fn run_job(
         }
     };
     tracing::info!(outcome = %ran.outcome, "task ended");
-    if !worker.store.finish(job, &ran).await? {
+    let recorded = with_pauses(&shutdown, || async {
+        Ok(worker.store.finish(job, &ran).await?)
+    })
+    .await
+    .map_err(Failure::AfterRun)?;
+    if !recorded {
         // Cancelled (or ended) meanwhile: the record says so, and nothing is to announce.
         tracing::info!("the task's record moved on while it ran; its end is not announced");
         return Ok(Done::Finished);
     }
-    announce_finished(worker, job, ran).await?;
+    with_pauses(&shutdown, || announce_finished(worker, job, ran.clone()))
+        .await
+        .map_err(Failure::AfterRun)?;
     Ok(Done::Finished)
 }
 

@@ -234,17 +234,26 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
 /// a signal right after start-up is not lost.
 fn stop_requested() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let interrupt = tokio::signal::ctrl_c();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut term) = term {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = term.recv() => {}
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = signal(SignalKind::terminate())
+            .and_then(|term| signal(SignalKind::interrupt()).map(|interrupt| (term, interrupt)));
+        async move {
+            match signals {
+                Ok((mut term, mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            return;
         }
-        let _ = interrupt.await;
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -105,6 +105,7 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
         }
         (Runner::Docker, Some(docker)) => {
             let mut job = job.clone();
+            let started = std::time::Instant::now();
             if let Some(image) = &job.build_image {
                 // Building counts against the task's time, like running it.
                 let limit = std::time::Duration::from_secs(job.timeout_secs);
@@ -127,6 +128,9 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
                     Err(reason) => return Ran::errored(reason),
                 }
             }
+            // One budget for both: the run gets what the build left.
+            let spent = started.elapsed().as_secs();
+            job.timeout_secs = job.timeout_secs.saturating_sub(spent).max(1);
             docker.run(&job, workdir, log).await
         }
     };

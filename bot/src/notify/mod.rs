@@ -25,7 +25,10 @@ pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::
     let mut message = BuildFinishedMessage::new(event, &app.config.public_url);
     let mut notify = None;
     if let Some(task) = BuildFinishedMessage::failed_task(event) {
-        let lines = app.store.log_lines(event.build.id, task).await?;
+        let (lines, _) = app
+            .store
+            .log_tail(event.build.id, task, FAILURE_LINES)
+            .await?;
         message.failure = Some(FailureExcerpt {
             task: task.to_owned(),
             lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),

@@ -15,7 +15,7 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use kiln_shared::plan::PlannedImage;
-use kiln_shared::template::{render, slug};
+use kiln_shared::template::{branch_slug, render, slug};
 use kiln_shared::wire::{ImageUse, JobRequested};
 use sha2::{Digest, Sha256};
 
@@ -63,7 +63,7 @@ impl DockerRunner {
         let vars = BTreeMap::from([
             ("repo", repository_path(&job.build.repo)),
             ("branch", job.build.branch.clone()),
-            ("branch_slug", slug(&job.build.branch)),
+            ("branch_slug", branch_slug(&job.build.branch)),
         ]);
         let mut args = BTreeMap::new();
         for (name, value) in &image.spec.args {
@@ -127,7 +127,7 @@ impl DockerRunner {
         drop(building);
         let branch_tag = TagImageOptionsBuilder::new()
             .repo(&repository)
-            .tag(&slug(&job.build.branch))
+            .tag(&branch_slug(&job.build.branch))
             .build();
         self.docker
             .tag_image(&tag, Some(branch_tag))
@@ -159,8 +159,9 @@ impl DockerRunner {
     ) -> Result<(), String> {
         let repository = image_repository(&job.build.repo, &image.name);
         let mut cache_from = Vec::new();
-        let branches =
-            std::iter::once(slug(&job.build.branch)).chain(DEFAULT_BRANCHES.map(str::to_owned));
+        let branches = std::iter::once(job.build.branch.as_str())
+            .chain(DEFAULT_BRANCHES)
+            .map(branch_slug);
         for branch in branches {
             let candidate = format!("{repository}:{branch}");
             if !cache_from.contains(&candidate)
