@@ -20,6 +20,7 @@
 //!
 //! [slack]
 //! signing_secret = "…"         # the Slack app's, for its slash commands
+//! teams = ["T0001"]            # the workspaces it takes commands from; default: any
 //!
 //! [[person]]                   # commit authors in chat: mentioned when their build fails
 //! names = ["octocat", "Mona Lisa Octocat"]
@@ -87,6 +88,9 @@ pub struct Person {
 pub struct Slack {
     /// The app's signing secret: every request from Slack is signed with it.
     pub signing_secret: SecretString,
+    /// The workspaces (team ids) whose commands Kiln takes; any, when empty.
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 /// Some people's right to give some commands on some repositories.
@@ -183,6 +187,10 @@ pub struct Discord {
     /// The application's id, needed to answer slash commands.
     #[serde(default)]
     pub application_id: Option<u64>,
+    /// The servers (guild ids) whose slash commands Kiln takes, direct messages never; any
+    /// server and direct messages, when empty.
+    #[serde(default)]
+    pub guilds: Vec<u64>,
 }
 
 impl Config {

@@ -94,6 +94,9 @@ pub struct Interaction {
     /// Who, in a direct message.
     #[serde(default)]
     pub user: Option<User>,
+    /// The server it came from; none in a direct message.
+    #[serde(default)]
+    pub guild_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,6 +17,7 @@ const SECRET_KEY: [u8; 32] = [
 ];
 const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 const APPLICATION_ID: u64 = 1_100_000_000_000_000_010;
+const GUILD: u64 = 1_100_000_000_000_000_020;
 
 fn config(discord: &FakeDiscord) -> String {
     kiln_tests::config(&format!(
@@ -26,6 +27,7 @@ channel_id = 1100000000000000099
 api_url = "{}"
 public_key = "{PUBLIC_KEY}"
 application_id = {APPLICATION_ID}
+guilds = [{GUILD}]
 [[permission]]
 users = ["discord:42"]
 commands = ["cancel"]
@@ -68,7 +70,7 @@ async fn post(
 fn command(token: &str, user: &str, name: &str, options: serde_json::Value) -> serde_json::Value {
     json!({
         "id": "1100000000000000100", "application_id": APPLICATION_ID.to_string(),
-        "type": 2, "token": token, "version": 1,
+        "type": 2, "token": token, "version": 1, "guild_id": GUILD.to_string(),
         "member": { "user": { "id": user, "username": format!("user{user}") } },
         "data": { "id": "1100000000000000101", "name": name, "options": options }
     })
@@ -147,6 +149,17 @@ async fn slash_commands_are_verified_deferred_and_answered() {
         (kiln.build(id).await?["status"] == "cancelled").then_some(())
     })
     .await;
+    // A direct message, or another server: turned away at once, nothing run.
+    let mut direct = command("t-direct", "42", "status", json!([]));
+    direct.as_object_mut().expect("object").remove("guild_id");
+    let (status, refused) = post(&kiln, &direct, &key, now()).await;
+    assert_eq!(status, 200);
+    assert_eq!(refused["type"], 4);
+    assert_eq!(
+        refused["data"]["content"],
+        "Kiln does not take commands from here."
+    );
+
     assert_eq!(
         discord.interaction_answers().len(),
         2,

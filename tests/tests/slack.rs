@@ -15,6 +15,7 @@ fn config() -> String {
     kiln_tests::config(&format!(
         r#"[slack]
 signing_secret = "{SIGNING_SECRET}"
+teams = ["T1"]
 [[permission]]
 users = ["slack:UALICE"]
 commands = ["cancel"]
@@ -128,6 +129,16 @@ async fn slash_commands_are_verified_permitted_and_answered() {
     assert!(
         text.contains("&lt;!channel&gt;") && !text.contains("<!channel>"),
         "{text}"
+    );
+
+    // Another workspace, however well signed, is turned away and nothing is run.
+    let elsewhere = slash_command("UALICE", "alice", "status", &slack.response_url(5))
+        .replace("team_id=T1", "team_id=T2");
+    let (code, ack) = post(&kiln, &elsewhere, SIGNING_SECRET, now()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ack["text"],
+        "Kiln does not take commands from this workspace."
     );
 
     tokio::time::sleep(Duration::from_millis(200)).await;

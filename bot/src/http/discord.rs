@@ -19,6 +19,7 @@ use crate::interactions::{APPLICATION_COMMAND, Interaction, Interactions, PING};
 
 /// Discord's interaction callback types and message flags Kiln answers with.
 const PONG: u8 = 1;
+const CHANNEL_MESSAGE: u8 = 4;
 const DEFERRED_CHANNEL_MESSAGE: u8 = 5;
 const EPHEMERAL: u64 = 1 << 6;
 
@@ -50,6 +51,11 @@ pub async fn handle_interaction(
     };
     match interaction.kind {
         PING => Json(json!({ "type": PONG })).into_response(),
+        APPLICATION_COMMAND if !allowed_here(&app, &interaction) => Json(json!({
+            "type": CHANNEL_MESSAGE,
+            "data": { "content": "Kiln does not take commands from here.", "flags": EPHEMERAL }
+        }))
+        .into_response(),
         APPLICATION_COMMAND => {
             tokio::spawn(answer(app, discord, interaction));
             Json(json!({ "type": DEFERRED_CHANNEL_MESSAGE, "data": { "flags": EPHEMERAL } }))
@@ -60,6 +66,21 @@ pub async fn handle_interaction(
             format!("Kiln does not take interactions of type {other}"),
         ),
     }
+}
+
+/// Whether the configuration lets the interaction's server (or a direct message) use Kiln.
+fn allowed_here(app: &App, interaction: &Interaction) -> bool {
+    let guilds = app
+        .config
+        .discord
+        .as_ref()
+        .map_or(&[][..], |d| &d.guilds[..]);
+    guilds.is_empty()
+        || interaction
+            .guild_id
+            .as_deref()
+            .and_then(|g| g.parse::<u64>().ok())
+            .is_some_and(|g| guilds.contains(&g))
 }
 
 /// Carries the command out and puts its result in place of the deferred response.

@@ -41,6 +41,10 @@ pub async fn handle_slack_command(
             return error(StatusCode::BAD_REQUEST, format!("not a slash command: {e}"));
         }
     };
+    if !slack.teams.is_empty() && !slack.teams.contains(&command.team_id) {
+        let refusal = "Kiln does not take commands from this workspace.";
+        return Json(json!({ "response_type": "ephemeral", "text": refusal })).into_response();
+    }
     let text = command.text.trim().to_owned();
     let ack = format!("Working on `{}`…", escape(&text));
     tokio::spawn(answer(app.clone(), command));

@@ -17,6 +17,7 @@ pub struct SlashCommand {
     pub user_id: String,
     #[serde(default)]
     pub user_name: String,
+    /// The workspace.
     #[serde(default)]
     pub team_id: String,
     /// Where to post the answer, within 30 minutes, up to five times.
