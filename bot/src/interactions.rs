@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serenity::all::{CreateAllowedMentions, EditInteractionResponse, Http};
+use serenity::all::{
+    Command, CommandOptionType, CreateAllowedMentions, CreateCommand, CreateCommandOption,
+    EditInteractionResponse, Http,
+};
 use serenity::builder::Builder as _;
 use serenity::interactions_endpoint::Verifier;
 
@@ -66,6 +69,13 @@ impl Interactions {
             .map_err(|()| "the signature does not match")
     }
 
+    /// Registers Kiln's slash command with Discord, replacing the application's global
+    /// commands; returns their names.
+    pub async fn register(&self) -> serenity::Result<Vec<String>> {
+        let registered = Command::set_global_commands(&self.http, slash_commands()).await?;
+        Ok(registered.into_iter().map(|c| c.name).collect())
+    }
+
     /// Replaces the deferred answer to the interaction with `token` by `text`, cut to
     /// Discord's limit, with every mention disabled.
     pub async fn answer(&self, token: &str, text: &str) -> serenity::Result<()> {
@@ -77,6 +87,22 @@ impl Interactions {
             .await?;
         Ok(())
     }
+}
+
+/// Kiln's slash command: `/kiln` and the command as typed anywhere else (`cancel 12`), so
+/// every command of the grammar works without a registration of its own.
+pub fn slash_commands() -> Vec<CreateCommand> {
+    let command = CreateCommandOption::new(
+        CommandOptionType::String,
+        "command",
+        "e.g. status acme/api, logs 12, cancel 12 (try help)",
+    )
+    .required(true);
+    vec![
+        CreateCommand::new("kiln")
+            .description("Kiln: build, look at and cancel builds")
+            .add_option(command),
+    ]
 }
 
 /// An interaction, the fields Kiln uses.

@@ -46,6 +46,10 @@ struct Args {
         default_value = "linux/amd64,linux/arm64,windows/amd64,macos/arm64"
     )]
     platforms: Vec<Platform>,
+    /// Register Kiln's slash command (`/kiln`) with the Discord application in the
+    /// configuration, then exit.
+    #[arg(long)]
+    register_discord_commands: bool,
 }
 
 #[tokio::main]
@@ -57,6 +61,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = kiln_bot::Config::load(&args.config)?;
+    if args.register_discord_commands {
+        let discord = config
+            .discord
+            .as_ref()
+            .and_then(|d| kiln_bot::interactions::Interactions::new(d).transpose())
+            .context("[discord] needs `public_key` and `application_id` to register commands")??;
+        let names = discord.register().await?;
+        println!("registered with Discord: /{}", names.join(", /"));
+        return Ok(());
+    }
     let connections = kiln_bot::Connections {
         amqp_url: args.amqp_url,
         redis_url: args.redis_url,

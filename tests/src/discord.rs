@@ -36,6 +36,10 @@ impl FakeDiscord {
                 "/api/v10/webhooks/{application}/{token}/messages/@original",
                 axum::routing::patch(edit_original),
             )
+            .route(
+                "/api/v10/applications/{application}/commands",
+                axum::routing::put(set_commands),
+            )
             .with_state(posted.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -72,6 +76,39 @@ async fn edit_original(
     Json(body): Json<Value>,
 ) -> Json<Value> {
     record(&posted, format!("interaction:{token}"), body)
+}
+
+/// Answers like Discord's Bulk Overwrite Global Application Commands: the commands, with
+/// the ids and version Discord gives them. Recorded as a message to `commands:<app>`.
+async fn set_commands(
+    State(posted): State<Posted>,
+    Path(application): Path<String>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    posted.lock().expect("not poisoned").push(PostedMessage {
+        channel_id: format!("commands:{application}"),
+        body: body.clone(),
+    });
+    let commands = body
+        .as_array()
+        .map(|commands| {
+            commands
+                .iter()
+                .enumerate()
+                .map(|(i, command)| {
+                    let mut command = command.clone();
+                    command["id"] = format!("110000000000000{i:04}").into();
+                    command["application_id"] = application.clone().into();
+                    command["version"] = "1100000000000000001".into();
+                    if command.get("type").is_none() {
+                        command["type"] = 1.into(); // CHAT_INPUT, Discord's default
+                    }
+                    command
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(Value::Array(commands))
 }
 
 /// Answers like Discord's Create Message: the message object it created.

@@ -166,3 +166,23 @@ async fn slash_commands_are_verified_deferred_and_answered() {
         "only verified commands are answered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_the_kiln_slash_command() {
+    let discord = FakeDiscord::start().await;
+    let config = kiln_bot::Config::parse(&config(&discord)).expect("config");
+    let interactions =
+        kiln_bot::interactions::Interactions::new(config.discord.as_ref().expect("discord"))
+            .expect("valid")
+            .expect("configured");
+    assert_eq!(interactions.register().await.expect("registered"), ["kiln"]);
+    let sent = discord
+        .messages()
+        .into_iter()
+        .find(|m| m.channel_id == format!("commands:{APPLICATION_ID}"))
+        .expect("the commands were sent");
+    assert_eq!(sent.body[0]["name"], "kiln");
+    assert_eq!(sent.body[0]["options"][0]["name"], "command");
+    assert_eq!(sent.body[0]["options"][0]["type"], 3, "a string");
+    assert_eq!(sent.body[0]["options"][0]["required"], true);
+}
