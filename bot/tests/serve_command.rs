@@ -12,6 +12,9 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// How long it may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[test]
 fn stops_cleanly_on_sigterm() {
     let dirs = tempfile::tempdir().expect("temp dir");
@@ -51,19 +54,16 @@ fn stops_cleanly_on_sigterm() {
     }
 
     let pid = Pid::from_raw(i32::try_from(bot.id()).expect("pid"));
+    let (exited, exit) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(bot.wait());
+    });
     kill(pid, Signal::SIGTERM).expect("signal");
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(exited) = bot.try_wait().expect("wait") {
-            status = Some(exited);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let Some(status) = status else {
-        let _ = bot.kill();
-        panic!("still running 10 s after SIGTERM");
+    let Ok(status) = exit.recv_timeout(STOP_TIMEOUT) else {
+        let _ = kill(pid, Signal::SIGKILL);
+        panic!("still running {STOP_TIMEOUT:?} after SIGTERM");
     };
+    let status = status.expect("wait");
     seen.extend(log.try_iter());
     assert!(status.success(), "{status}: {seen:#?}");
 }

@@ -271,6 +271,21 @@ mod tests {
             .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
     }
 
+    /// How long a killed process may take to be gone.
+    const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// Whether the process `pid` is gone within [`EXIT_TIMEOUT`].
+    async fn gone(pid: &str) -> bool {
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        tokio::time::timeout(EXIT_TIMEOUT, async {
+            while alive(pid) {
+                every.tick().await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     #[tokio::test]
     async fn runs_in_the_work_directory_with_a_clean_environment() {
         let dir = tempfile::tempdir().expect("dir");
@@ -313,13 +328,10 @@ mod tests {
         assert_eq!(outcome, TaskOutcome::TimedOut { after_secs: 1 });
         let pid = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
         let pid = pid.trim();
-        for _ in 0..50 {
-            if !alive(pid) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the background process {pid} outlived its task");
+        assert!(
+            gone(pid).await,
+            "the background process {pid} outlived its task"
+        );
     }
 
     #[tokio::test]
@@ -335,9 +347,8 @@ mod tests {
         assert_eq!(outcome, TaskOutcome::Passed);
         assert_eq!(lines.texts(Fd::Out), ["done"]);
         let pid = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            !alive(pid.trim()),
+            gone(pid.trim()).await,
             "the background process outlived its task"
         );
     }

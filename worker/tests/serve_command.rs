@@ -16,6 +16,9 @@ use lapin::{Connection, ConnectionProperties};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// How long it may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn amqp_url() -> String {
     std::env::var("KILN_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -55,19 +58,16 @@ async fn stops_cleanly_on_sigterm() {
     }
 
     let pid = Pid::from_raw(i32::try_from(worker.id()).expect("pid"));
+    let (exited, exit) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(worker.wait());
+    });
     kill(pid, Signal::SIGTERM).expect("signal");
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(exited) = worker.try_wait().expect("wait") {
-            status = Some(exited);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let Some(status) = status else {
-        let _ = worker.kill();
-        panic!("still running 10 s after SIGTERM");
+    let Ok(status) = exit.recv_timeout(STOP_TIMEOUT) else {
+        let _ = kill(pid, Signal::SIGKILL);
+        panic!("still running {STOP_TIMEOUT:?} after SIGTERM");
     };
+    let status = status.expect("wait");
     seen.extend(log.try_iter());
     assert!(status.success(), "{status}: {seen:#?}");
 
