@@ -298,19 +298,11 @@ async fn retry(app: &App, actor: Actor<'_>, build: BuildId) -> anyhow::Result<Re
 
 /// Where the newest of `repo`'s recent builds fetched it from.
 async fn recent_clone_url(app: &App, repo: &str) -> anyhow::Result<Option<String>> {
-    let Some(latest) = app.store.latest_build_id().await? else {
-        return Ok(None);
-    };
-    let oldest = latest.0.saturating_sub(STATUS_LOOKBACK);
-    for id in (oldest + 1..=latest.0).rev() {
-        if let Some(record) = app.store.build(BuildId(id)).await?
-            && record.build.repo.eq_ignore_ascii_case(repo)
-            && !record.clone_url.is_empty()
-        {
-            return Ok(Some(record.clone_url));
-        }
-    }
-    Ok(None)
+    let recent = app.store.recent_builds(STATUS_LOOKBACK).await?;
+    Ok(recent
+        .into_iter()
+        .find(|r| r.build.repo.eq_ignore_ascii_case(repo) && !r.clone_url.is_empty())
+        .map(|r| r.clone_url))
 }
 
 fn help(command: Option<&str>) -> Reply {
@@ -334,16 +326,14 @@ fn help(command: Option<&str>) -> Reply {
 }
 
 async fn status(app: &App, repo: Option<&str>, branch: Option<&str>) -> anyhow::Result<Reply> {
-    let Some(latest) = app.store.latest_build_id().await? else {
+    let recent = app.store.recent_builds(STATUS_LOOKBACK).await?;
+    if recent.is_empty() {
         return Ok(Reply::done("No builds yet."));
-    };
+    }
     let mut lines = Vec::new();
-    let oldest = latest.0.saturating_sub(STATUS_LOOKBACK);
-    for id in (oldest + 1..=latest.0).rev() {
-        let Some(record) = app.store.build(BuildId(id)).await? else {
-            continue;
-        };
+    for record in recent {
         let b = &record.build;
+        let id = b.id;
         if repo.is_some_and(|r| !r.eq_ignore_ascii_case(&b.repo))
             || branch.is_some_and(|br| br != b.branch)
         {

@@ -67,6 +67,28 @@ return 1
     )
 });
 
+/// A build's record from its hash; `None` when there is no such build.
+fn build_record(id: BuildId, mut h: HashMap<String, String>) -> Option<BuildRecord> {
+    let status = h.get("status").and_then(|s| BuildStatus::parse(s))?;
+    let mut take = |field: &str| h.remove(field).unwrap_or_default();
+    Some(BuildRecord {
+        build: BuildRef {
+            id,
+            repo: take("repo"),
+            branch: take("branch"),
+            commit: take("commit"),
+        },
+        clone_url: take("clone_url"),
+        author: take("author"),
+        subject: take("subject"),
+        kind: serde_json::from_str(&take("kind")).unwrap_or_default(),
+        changed_paths: serde_json::from_str(&take("changed_paths")).unwrap_or_default(),
+        status,
+        error: Some(take("error")).filter(|e| !e.is_empty()),
+        plan: serde_json::from_str(&take("plan")).ok(),
+    })
+}
+
 /// Milliseconds since the Unix epoch, as stored in records.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -234,27 +256,29 @@ impl Store {
 
     /// The build `id`, if there is one.
     pub async fn build(&self, id: BuildId) -> RedisResult<Option<BuildRecord>> {
-        let mut h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.build(id)).await?;
-        let Some(status) = h.get("status").and_then(|s| BuildStatus::parse(s)) else {
-            return Ok(None);
+        let h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.build(id)).await?;
+        Ok(build_record(id, h))
+    }
+
+    /// Up to `count` of the newest builds, newest first; two round trips.
+    pub async fn recent_builds(&self, count: u64) -> RedisResult<Vec<BuildRecord>> {
+        let Some(latest) = self.latest_build_id().await? else {
+            return Ok(Vec::new());
         };
-        let mut take = |field: &str| h.remove(field).unwrap_or_default();
-        Ok(Some(BuildRecord {
-            build: BuildRef {
-                id,
-                repo: take("repo"),
-                branch: take("branch"),
-                commit: take("commit"),
-            },
-            clone_url: take("clone_url"),
-            author: take("author"),
-            subject: take("subject"),
-            kind: serde_json::from_str(&take("kind")).unwrap_or_default(),
-            changed_paths: serde_json::from_str(&take("changed_paths")).unwrap_or_default(),
-            status,
-            error: Some(take("error")).filter(|e| !e.is_empty()),
-            plan: serde_json::from_str(&take("plan")).ok(),
-        }))
+        let ids: Vec<BuildId> = (latest.0.saturating_sub(count) + 1..=latest.0)
+            .rev()
+            .map(BuildId)
+            .collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.build(*id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(ids
+            .into_iter()
+            .zip(hashes)
+            .filter_map(|(id, h)| build_record(id, h))
+            .collect())
     }
 
     /// Stores a build's plan and its tasks' records, once: planning the same build again

@@ -12,7 +12,9 @@ pub struct TestRepo {
     _dir: tempfile::TempDir,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// Runs git in `dir` as the tests' committer, fails the test if it fails, and returns what
+/// it printed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)

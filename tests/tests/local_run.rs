@@ -1,30 +1,11 @@
 //! `kiln-worker run` with Docker: the same engine as the servers' on one machine, containers,
 //! services and arm64 emulation included.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use kiln_shared::build::{BuildStatus, TaskStatus};
+use kiln_tests::forge::git;
 use kiln_tests::services::{containers_named, networks_named};
 use kiln_tests::{Services, TEST_IMAGE, TEST_IMAGE_ARM64};
 use kiln_worker::local::{Options, Report, run};
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Kiln Test",
-            "-c",
-            "user.email=test@kiln.invalid",
-        ])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_a_pipeline_in_docker_with_no_server() {

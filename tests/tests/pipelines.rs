@@ -36,6 +36,17 @@ async fn log(kiln: &Kiln, id: u64, task: &str) -> String {
     kiln.task_log(id, task).await
 }
 
+/// Waits until build `id`'s task `long` has printed `started`.
+async fn long_task_started(kiln: &Kiln, id: u64) {
+    wait_for("the long task to start", E2E_TIMEOUT, || async {
+        log(kiln, id, "long")
+            .await
+            .contains("started")
+            .then_some(())
+    })
+    .await;
+}
+
 /// Every event until build `id`'s `build.<status>`, in the order they arrived.
 async fn events_until_finished(consumer: &mut lapin::Consumer, id: u64) -> Vec<Event> {
     let mut seen = Vec::new();
@@ -367,13 +378,7 @@ async fn an_interrupted_task_leaves_no_container_or_network() {
     );
     let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
     let id = kiln.push(&repo, "master", &commit, "delivery-long").await;
-    wait_for("the long task to start", E2E_TIMEOUT, || async {
-        log(&kiln, id, "long")
-            .await
-            .contains("started")
-            .then_some(())
-    })
-    .await;
+    long_task_started(&kiln, id).await;
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let prefix = kiln.prefix.clone();
     assert_eq!(
@@ -414,13 +419,7 @@ async fn a_cancelled_build_stops_its_tasks_and_leaves_nothing_behind() {
     );
     let commit = repo.commit("master", "Long", &[(".kiln.yml", &spec)]);
     let id = kiln.push(&repo, "master", &commit, "delivery-cancel").await;
-    wait_for("the long task to start", E2E_TIMEOUT, || async {
-        log(&kiln, id, "long")
-            .await
-            .contains("started")
-            .then_some(())
-    })
-    .await;
+    long_task_started(&kiln, id).await;
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     assert_eq!(containers_named(&docker, &kiln.prefix).await.len(), 2);
 

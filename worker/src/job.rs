@@ -37,24 +37,23 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     let span =
         tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;
-    let mut pause = RETRY_PAUSE;
-    let done = loop {
-        let tried = run_job(worker, &job, redelivered, shutdown.clone());
-        match tracing::Instrument::instrument(tried, span.clone()).await {
+    let tries = with_pauses(&shutdown, || {
+        let claim_again = redelivered;
+        // Whatever a failed try claimed is this worker's to take again.
+        redelivered = true;
+        let tried = run_job(worker, &job, claim_again, shutdown.clone());
+        async move {
             // Before the task ran, trying again is safe; after, it would run it twice.
-            Err(Failure::BeforeRun(error)) if pause <= MAX_RETRY_PAUSE => {
-                tracing::warn!(parent: &span, error = format!("{error:#}"), ?pause,
-                    "job failed for a passing reason; trying again");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.cancelled() => break Ok(Done::Interrupted),
-                }
-                pause *= 2;
-                // Whatever the failed try claimed is this worker's to take again.
-                redelivered = true;
+            match tried.await {
+                Err(Failure::BeforeRun(error)) => Err(error),
+                other => Ok(other),
             }
-            other => break other,
         }
+    });
+    let done = match tracing::Instrument::instrument(tries, span.clone()).await {
+        Ok(done) => done,
+        Err(_) if shutdown.is_cancelled() => Ok(Done::Interrupted),
+        Err(error) => Err(Failure::BeforeRun(error)),
     };
     let acked = match done {
         Ok(Done::Finished) => delivery.ack(BasicAckOptions::default()).await,

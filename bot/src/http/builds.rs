@@ -14,21 +14,33 @@ use serde_json::json;
 
 use super::error;
 use crate::app::App;
+use crate::store::{BuildRecord, TaskRecord};
+
+/// Build `id` and its tasks' records (none before it is planned), or the error to answer.
+async fn build_and_tasks(
+    app: &App,
+    id: BuildId,
+) -> Result<(BuildRecord, Vec<TaskRecord>), (StatusCode, String)> {
+    let unavailable = |e: redis::RedisError| (StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let record = app
+        .store
+        .build(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("there is no build {id}")))?;
+    let tasks = match &record.plan {
+        Some(plan) => app.store.tasks(id, plan).await.map_err(unavailable)?,
+        None => Vec::new(),
+    };
+    Ok((record, tasks))
+}
 
 /// The build's status and each task's.
 pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Response {
     let id = BuildId(id);
-    let record = match app.store.build(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let tasks = match &record.plan {
-        Some(plan) => match app.store.tasks(id, plan).await {
-            Ok(tasks) => tasks,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        },
-        None => Vec::new(),
+    let (record, tasks) = match build_and_tasks(&app, id).await {
+        Ok(found) => found,
+        Err((status, message)) => return error(status, message),
     };
     let tasks: Vec<_> = tasks
         .iter()
@@ -62,17 +74,9 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
 /// The build's manifest: every artifact and in-tree image, with its digest.
 pub async fn handle_build_manifest(State(app): State<App>, Path(id): Path<u64>) -> Response {
     let id = BuildId(id);
-    let record = match app.store.build(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let tasks = match &record.plan {
-        Some(plan) => match app.store.tasks(id, plan).await {
-            Ok(tasks) => tasks,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        },
-        None => Vec::new(),
+    let (record, tasks) = match build_and_tasks(&app, id).await {
+        Ok(found) => found,
+        Err((status, message)) => return error(status, message),
     };
     Json(Manifest::new(
         &record.build,
@@ -95,22 +99,14 @@ pub async fn handle_build_logs(
     Query(query): Query<LogsQuery>,
 ) -> Response {
     let id = BuildId(id);
-    let record = match app.store.build(id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build {id}")),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let (record, tasks) = match build_and_tasks(&app, id).await {
+        Ok(found) => found,
+        Err((status, message)) => return error(status, message),
     };
     let mut text = String::new();
     if let Some(reason) = &record.error {
         let _ = writeln!(text, "{reason}");
     }
-    let plan = record
-        .plan
-        .unwrap_or_else(|| kiln_shared::plan::Plan { tasks: Vec::new() });
-    let tasks = match app.store.tasks(id, &plan).await {
-        Ok(tasks) => tasks,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
     for task in tasks {
         if query.task.as_ref().is_some_and(|only| *only != task.name) {
             continue;
