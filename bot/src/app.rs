@@ -6,7 +6,8 @@ use crate::amqp::Broker;
 use crate::config::Config;
 use crate::interactions::Interactions;
 use crate::mirror::Mirrors;
-use crate::notify::discord::DiscordChannel;
+use crate::notify::Chat;
+use crate::notify::cards::Cards;
 use crate::notify::render::Templates;
 use crate::store::Store;
 
@@ -18,10 +19,13 @@ pub struct App {
     pub broker: Broker,
     pub mirrors: Mirrors,
     pub templates: Arc<Templates>,
-    pub discord: Option<Arc<DiscordChannel>>,
+    /// The chat vendors cards and notifications are posted to.
+    pub chat: Arc<Chat>,
+    /// The builds whose cards are being kept up to date.
+    pub cards: Cards,
     /// Discord's slash commands, when configured.
     pub interactions: Option<Arc<Interactions>>,
-    /// For answers to chat front ends (Slack's `response_url`).
+    /// For answers to chat front ends (Slack's `response_url`) and Slack's Web API.
     pub http: reqwest::Client,
 }
 
@@ -33,25 +37,23 @@ impl App {
         broker: Broker,
         mirrors: Mirrors,
     ) -> anyhow::Result<Self> {
-        let discord = config
-            .discord
-            .as_ref()
-            .map(|d| Arc::new(DiscordChannel::new(d)));
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
         let interactions = match &config.discord {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
         };
         Ok(Self {
+            chat: Arc::new(Chat::new(&config, &http)),
+            cards: Cards::default(),
             config: Arc::new(config),
             store,
             broker,
             mirrors,
             templates: Arc::new(Templates::new()?),
-            discord,
             interactions,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?,
+            http,
         })
     }
 }

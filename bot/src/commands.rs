@@ -3,14 +3,15 @@
 
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::command::{COMMANDS, Command, Target, parse, usage};
+use kiln_shared::subscription::Subscription;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::{log_excerpt, truncate};
 use kiln_shared::wire::{BuildRef, BuildRequested};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::ingress;
 use crate::scheduler::{self, Cancel};
+use crate::{ingress, notify};
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -44,6 +45,9 @@ pub struct Actor<'a> {
     pub id: &'a str,
     /// An operator of this Kiln, who may do anything.
     pub operator: bool,
+    /// The chat channel the command was given in (`discord:<id>`, `slack:<id>`), where
+    /// `subscribe` sends events.
+    pub channel: Option<&'a str>,
 }
 
 impl Actor<'_> {
@@ -195,6 +199,47 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             build,
             failed_only: false,
         } => retry(app, actor, *build).await?,
+        Command::Subscribe {
+            repo,
+            branch,
+            events,
+        } => subscribe(app, actor, repo, branch.as_deref(), events).await?,
+        Command::Unsubscribe { repo, branch } => {
+            let Some(channel) = actor.channel else {
+                return Ok(Reply::invalid(NO_CHANNEL));
+            };
+            let gone = app
+                .store
+                .unsubscribe(channel, repo, branch.as_deref())
+                .await?;
+            if gone.is_empty() {
+                Reply::invalid(format!(
+                    "This channel has no subscription to {repo}{}.",
+                    at(branch.as_deref())
+                ))
+            } else {
+                let names: Vec<String> = gone.iter().map(Subscription::describe).collect();
+                Reply::done(format!(
+                    "This channel no longer follows {}.",
+                    names.join(", ")
+                ))
+            }
+        }
+        Command::Subscriptions => {
+            let Some(channel) = actor.channel else {
+                return Ok(Reply::invalid(NO_CHANNEL));
+            };
+            let all = app.store.channel_subscriptions(channel).await?;
+            if all.is_empty() {
+                Reply::done(
+                    "This channel follows no repository; `subscribe <owner/repo>` makes it.",
+                )
+            } else {
+                let names: Vec<String> =
+                    all.iter().map(|s| format!("• {}", s.describe())).collect();
+                Reply::done(format!("This channel follows:\n{}", names.join("\n")))
+            }
+        }
         Command::Retry {
             failed_only: true, ..
         } => Reply {
@@ -269,6 +314,53 @@ async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyh
     Ok(Reply::done(format!(
         "Build #{id} of {repo} {branch} ({short}) is queued, for {}.",
         actor.name
+    )))
+}
+
+/// What `subscribe` and its kin answer outside a chat channel.
+const NO_CHANNEL: &str = "Subscriptions belong to chat channels: give this command in the Discord or Slack channel \
+     that is to receive the events.";
+
+/// `@branch`, or nothing.
+fn at(branch: Option<&str>) -> String {
+    branch.map(|b| format!("@{b}")).unwrap_or_default()
+}
+
+/// `subscribe <repo>[@branch] [events…]`: the channel the command was given in gets the
+/// repository's build cards.
+async fn subscribe(
+    app: &App,
+    actor: Actor<'_>,
+    repo: &str,
+    branch: Option<&str>,
+    events: &[String],
+) -> anyhow::Result<Reply> {
+    let Some(channel) = actor.channel else {
+        return Ok(Reply::invalid(NO_CHANNEL));
+    };
+    if let Some(why) = notify::unreachable(app, channel) {
+        return Ok(Reply::invalid(why));
+    }
+    let Some(repository) = app.config.repository(repo) else {
+        return Ok(Reply::invalid(format!("Kiln does not build {repo}.")));
+    };
+    let subscription = Subscription::new(
+        channel,
+        &repository.name,
+        branch.map(str::to_owned),
+        events.to_vec(),
+    );
+    let new = app.store.subscribe(&subscription).await?;
+    let what = if subscription.events.is_empty() {
+        "every build, its card edited as it runs".to_owned()
+    } else {
+        format!("builds that are {}", subscription.events.join(" or "))
+    };
+    Ok(Reply::done(format!(
+        "This channel {} {}{}: {what}.",
+        if new { "now follows" } else { "follows" },
+        subscription.repo,
+        at(branch)
     )))
 }
 

@@ -80,6 +80,9 @@ pub struct Person {
     /// Their Discord user id.
     #[serde(default)]
     pub discord: Option<u64>,
+    /// Their Slack member id (`U…`).
+    #[serde(default)]
+    pub slack: Option<String>,
 }
 
 /// Slack, through its slash commands.
@@ -91,6 +94,13 @@ pub struct Slack {
     /// The workspaces (team ids) whose commands Kiln takes; any, when empty.
     #[serde(default)]
     pub teams: Vec<String>,
+    /// The app's bot token (`xoxb-…`): with it, Kiln posts build cards to the channels that
+    /// subscribe.
+    #[serde(default)]
+    pub bot_token: Option<SecretString>,
+    /// Replaces `https://slack.com/api` in every Web API call; for a proxy, or a fake in tests.
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 /// Some people's right to give some commands on some repositories.
@@ -294,12 +304,11 @@ impl Config {
         })
     }
 
-    /// The Discord user a commit `author` is, if Kiln's configuration says.
-    pub fn discord_user(&self, author: &str) -> Option<u64> {
+    /// The person a commit `author` is, if Kiln's configuration says.
+    pub fn person(&self, author: &str) -> Option<&Person> {
         self.people
             .iter()
             .find(|p| p.names.iter().any(|n| n.eq_ignore_ascii_case(author)))
-            .and_then(|p| p.discord)
     }
 
     /// The repository called `name`, compared as forges do: without regard to case.

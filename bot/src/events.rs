@@ -43,11 +43,13 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
 
 async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
     match event {
-        Event::BuildRequested(e) => planner::handle_build_requested(app, e).await,
-        Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await,
-        Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await,
-        Event::BuildFinished(e) => notify::handle_build_finished(app, e).await,
+        Event::BuildRequested(e) => planner::handle_build_requested(app, e).await?,
+        Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await?,
+        Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await?,
+        Event::BuildFinished(e) => notify::handle_build_finished(app, e).await?,
     }
+    app.cards.refresh(app, event.build().id);
+    Ok(())
 }
 
 /// Takes messages from `consumer` until `shutdown` is cancelled, one at a time: each is

@@ -21,6 +21,8 @@ pub const REPLAY_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Interaction types Kiln takes (Discord's numbering).
 pub const PING: u8 = 1;
 pub const APPLICATION_COMMAND: u8 = 2;
+/// A click on a button of a message: Kiln's buttons carry the command they give.
+pub const MESSAGE_COMPONENT: u8 = 3;
 
 /// Verifies interactions and answers them, for one application.
 pub struct Interactions {
@@ -123,13 +125,21 @@ pub struct Interaction {
     /// The server it came from; none in a direct message.
     #[serde(default)]
     pub guild_id: Option<String>,
+    /// The channel it came from.
+    #[serde(default)]
+    pub channel_id: Option<String>,
 }
 
+/// A command's name and options, or a button's id.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CommandData {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub options: Vec<CommandOption>,
+    /// A button's: for Kiln's, the command it gives, e.g. `logs 12`.
+    #[serde(default)]
+    pub custom_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +167,7 @@ pub struct User {
 impl Interaction {
     /// The command as one line of Kiln's grammar: its name, then each option's value in
     /// order (a subcommand by its name). `/kiln command:"cancel 12"` and `/cancel build:12`
-    /// both read `… cancel 12`.
+    /// both read `… cancel 12`; a button gives the command it carries.
     pub fn command_text(&self) -> Option<String> {
         fn words(options: &[CommandOption], out: &mut Vec<String>) {
             for option in options {
@@ -172,6 +182,9 @@ impl Interaction {
             }
         }
         let data = self.data.as_ref()?;
+        if self.kind == MESSAGE_COMPONENT {
+            return data.custom_id.clone();
+        }
         let mut out = vec![data.name.clone()];
         words(&data.options, &mut out);
         Some(out.join(" "))

@@ -96,6 +96,26 @@ impl Keys {
         format!("{}:logs:{id}:{task}", self.prefix)
     }
 
+    /// The card of a build in one chat channel: the id of the message that is edited as the
+    /// build runs.
+    pub fn card(&self, id: BuildId, channel: &str) -> String {
+        format!("{}:build:{id}:card:{channel}", self.prefix)
+    }
+
+    /// The channels following one repository (hash: subscription field to subscription).
+    pub fn subscriptions(&self, repo: &str) -> String {
+        format!(
+            "{}:subscriptions:{}",
+            self.prefix,
+            repo.to_ascii_lowercase()
+        )
+    }
+
+    /// The repositories one channel follows (set).
+    pub fn channel_subscriptions(&self, channel: &str) -> String {
+        format!("{}:channel:{channel}:subscriptions", self.prefix)
+    }
+
     /// Every command anyone gave, and what came of it (stream).
     pub fn audit(&self) -> String {
         format!("{}:audit", self.prefix)
@@ -119,6 +139,8 @@ mod tests {
         assert_eq!(keys.task(id, "unit"), "t9:build:4:task:unit");
         assert_eq!(keys.logs(id, "unit"), "t9:logs:4:unit");
         assert_eq!(keys.delivery("github", "abc"), "t9:delivery:github:abc");
+        assert_eq!(keys.subscriptions("Acme/API"), "t9:subscriptions:acme/api");
+        assert_eq!(keys.card(id, "slack:C1"), "t9:build:4:card:slack:C1");
         assert_eq!(Keys::default().build_sequence(), "kiln:build:seq");
     }
 }

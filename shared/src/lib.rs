@@ -12,6 +12,7 @@ pub mod plan;
 pub mod platform;
 pub mod routing;
 pub mod spec;
+pub mod subscription;
 pub mod template;
 pub mod trigger;
 pub mod view;

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::wire::BuildFinished;
+use crate::build::BuildStatus;
+use crate::wire::{BuildFinished, BuildRef};
 
 /// A commit id shortened the way people read it.
 pub fn short_commit(commit: &str) -> &str {
@@ -21,17 +22,22 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// The message posted when a build reaches its final status.
+/// What chat says of a build: its card, edited in place as it runs, and the notification
+/// of its failure.
 #[derive(Debug, Clone, Serialize)]
-pub struct BuildFinishedMessage {
+pub struct BuildMessage {
     pub build_id: u64,
     pub repo: String,
     pub branch: String,
     pub commit: String,
     pub short_commit: String,
     pub status: String,
-    /// Whether the build passed: templates pick their wording and emoji from it.
+    /// The status at a glance, the same in every dialect.
+    pub icon: &'static str,
+    /// Whether the build passed: templates pick their wording from it.
     pub passed: bool,
+    /// Whether the build has ended.
+    pub finished: bool,
     pub author: String,
     pub subject: String,
     /// Where a person reads the build's tasks and logs without chat.
@@ -95,7 +101,7 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// One task in a [`BuildFinishedMessage`].
+/// One task in a [`BuildMessage`].
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskLine {
     pub name: String,
@@ -105,38 +111,73 @@ pub struct TaskLine {
     pub allow_failure: bool,
 }
 
-impl BuildFinishedMessage {
-    /// The message for `event`, linking to the build under `base_url`.
-    pub fn new(event: &BuildFinished, base_url: &str) -> Self {
-        let build = &event.build;
+/// A build's status at a glance.
+pub fn status_icon(status: BuildStatus) -> &'static str {
+    match status {
+        BuildStatus::Queued => "⏳",
+        BuildStatus::Running => "🔄",
+        BuildStatus::Passed => "✅",
+        BuildStatus::Failed => "❌",
+        BuildStatus::Errored => "⚠️",
+        BuildStatus::Cancelled => "🚫",
+    }
+}
+
+impl BuildMessage {
+    /// The message for a build now `status`, linking to it under `base_url`.
+    pub fn new(
+        build: &BuildRef,
+        status: BuildStatus,
+        author: &str,
+        subject: &str,
+        tasks: Vec<TaskLine>,
+        error: Option<String>,
+        base_url: &str,
+    ) -> Self {
         Self {
             build_id: build.id.0,
             repo: build.repo.clone(),
             branch: build.branch.clone(),
             commit: build.commit.clone(),
             short_commit: short_commit(&build.commit).to_owned(),
-            status: event.status.as_str().to_owned(),
-            passed: event.status == crate::build::BuildStatus::Passed,
-            author: event.author.clone(),
+            status: status.as_str().to_owned(),
+            icon: status_icon(status),
+            passed: status == BuildStatus::Passed,
+            finished: status.is_final(),
+            author: author.to_owned(),
             subject: truncate(
-                event.subject.lines().next().unwrap_or_default(),
+                subject.lines().next().unwrap_or_default(),
                 MAX_SUBJECT_CHARS,
             ),
             url: format!("{}/builds/{}", base_url.trim_end_matches('/'), build.id),
-            tasks: event
-                .tasks
-                .iter()
-                .map(|t| TaskLine {
-                    name: t.name.clone(),
-                    status: t.status.as_str().to_owned(),
-                    exit_code: t.exit_code.filter(|code| *code != 0),
-                    allow_failure: t.allow_failure,
-                })
-                .collect(),
-            error: event.error.clone(),
+            tasks,
+            error,
             mention: None,
             failure: None,
         }
+    }
+
+    /// The message for a finished build's event.
+    pub fn finished(event: &BuildFinished, base_url: &str) -> Self {
+        let tasks = event
+            .tasks
+            .iter()
+            .map(|t| TaskLine {
+                name: t.name.clone(),
+                status: t.status.as_str().to_owned(),
+                exit_code: t.exit_code.filter(|code| *code != 0),
+                allow_failure: t.allow_failure,
+            })
+            .collect();
+        Self::new(
+            &event.build,
+            event.status,
+            &event.author,
+            &event.subject,
+            tasks,
+            event.error.clone(),
+            base_url,
+        )
     }
 
     /// The first task that failed and was not allowed to, if any.

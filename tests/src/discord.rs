@@ -1,5 +1,5 @@
-//! A fake Discord REST API on loopback: it records the messages serenity posts, so tests see
-//! exactly what Discord would have received.
+//! A fake Discord REST API on loopback: it records the messages serenity posts and edits,
+//! so tests see exactly what Discord would have received.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,10 +9,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-/// One message posted to a channel.
+/// One message posted to a channel, or an edit of one.
 #[derive(Debug, Clone)]
 pub struct PostedMessage {
     pub channel_id: String,
+    /// The id the fake gave the message (of a post), or the id edited (of an edit).
+    pub message_id: String,
+    /// An edit of an earlier message.
+    pub edit: bool,
     pub body: Value,
 }
 
@@ -20,11 +24,14 @@ pub struct PostedMessage {
 #[derive(Debug, Clone)]
 pub struct FakeDiscord {
     pub addr: SocketAddr,
-    posted: Arc<Mutex<Vec<PostedMessage>>>,
+    posted: Posted,
 }
 
-/// The channel or interaction a message went to, and the message.
+/// Every post and edit, in order.
 type Posted = Arc<Mutex<Vec<PostedMessage>>>;
+
+/// The first message id the fake gives; the next ones count up.
+const FIRST_MESSAGE_ID: u64 = 1_100_000_000_000_000_100;
 
 impl FakeDiscord {
     /// Starts the fake on `127.0.0.1:0`; it stops with the test's runtime.
@@ -32,6 +39,10 @@ impl FakeDiscord {
         let posted: Arc<Mutex<Vec<PostedMessage>>> = Arc::default();
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .route(
+                "/api/v10/channels/{channel}/messages/{message}",
+                axum::routing::patch(edit_message),
+            )
             .route(
                 "/api/v10/webhooks/{application}/{token}/messages/@original",
                 axum::routing::patch(edit_original),
@@ -63,9 +74,39 @@ impl FakeDiscord {
             .collect()
     }
 
-    /// Every message received so far.
+    /// Every message posted and edit received so far.
     pub fn messages(&self) -> Vec<PostedMessage> {
         self.posted.lock().expect("not poisoned").clone()
+    }
+
+    /// The messages posted to `channel`, in order, each as its latest edit left it.
+    pub fn channel(&self, channel: u64) -> Vec<PostedMessage> {
+        let channel = channel.to_string();
+        let mut shown: Vec<PostedMessage> = Vec::new();
+        for message in self.messages() {
+            if message.channel_id != channel {
+                continue;
+            }
+            if !message.edit {
+                shown.push(message);
+            } else if let Some(old) = shown
+                .iter_mut()
+                .find(|m| m.message_id == message.message_id)
+                .and_then(|m| m.body.as_object_mut())
+                && let Some(new) = message.body.as_object()
+            {
+                old.extend(new.clone());
+            }
+        }
+        shown
+    }
+
+    /// How many times the message `message_id` was edited.
+    pub fn edits_of(&self, message_id: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.edit && m.message_id == message_id)
+            .count()
     }
 }
 
@@ -75,7 +116,16 @@ async fn edit_original(
     Path((_application, token)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    record(&posted, format!("interaction:{token}"), body)
+    record(&posted, format!("interaction:{token}"), None, body)
+}
+
+/// Answers like Discord's Edit Message: the message as edited.
+async fn edit_message(
+    State(posted): State<Posted>,
+    Path((channel, message)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    record(&posted, channel, Some(message), body)
 }
 
 /// Answers like Discord's Bulk Overwrite Global Application Commands: the commands, with
@@ -87,6 +137,8 @@ async fn set_commands(
 ) -> Json<Value> {
     posted.lock().expect("not poisoned").push(PostedMessage {
         channel_id: format!("commands:{application}"),
+        message_id: String::new(),
+        edit: false,
         body: body.clone(),
     });
     let commands = body
@@ -117,11 +169,12 @@ async fn create_message(
     Path(channel): Path<String>,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    record(&posted, channel, body)
+    record(&posted, channel, None, body)
 }
 
-/// Keeps a message and answers with the message object Discord would return.
-fn record(posted: &Posted, channel: String, body: Value) -> Json<Value> {
+/// Keeps a message, or the edit of message `edited`, and answers with the message object
+/// Discord would return.
+fn record(posted: &Posted, channel: String, edited: Option<String>, body: Value) -> Json<Value> {
     let content = body["content"].clone();
     // An interaction's answer lives in some channel; any snowflake will do.
     let channel_id = if channel.parse::<u64>().is_ok() {
@@ -129,12 +182,19 @@ fn record(posted: &Posted, channel: String, body: Value) -> Json<Value> {
     } else {
         "1100000000000000003".to_owned()
     };
-    posted.lock().expect("not poisoned").push(PostedMessage {
+    let mut posted = posted.lock().expect("not poisoned");
+    let message_id = edited.clone().unwrap_or_else(|| {
+        let posts = posted.iter().filter(|m| !m.edit).count() as u64;
+        (FIRST_MESSAGE_ID + posts).to_string()
+    });
+    posted.push(PostedMessage {
         channel_id: channel.clone(),
+        message_id: message_id.clone(),
+        edit: edited.is_some(),
         body,
     });
     Json(json!({
-        "id": "1100000000000000001",
+        "id": message_id,
         "channel_id": channel_id,
         "author": { "id": "1100000000000000002", "username": "kiln", "discriminator": "0",
                     "global_name": null, "avatar": null, "bot": true },

@@ -1,6 +1,7 @@
 //! Discord's slash commands over the interactions endpoint, end to end on the real services:
 //! Ed25519-signed requests (a test key pair), PING answered, a command deferred at once and
-//! its result edited in through the fake Discord API; unsigned or stale requests refused.
+//! its result edited in through the fake Discord API; unsigned or stale requests refused. A
+//! build started from Discord gets a card edited to its end, whose buttons give commands.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,19 +19,27 @@ const SECRET_KEY: [u8; 32] = [
 const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 const APPLICATION_ID: u64 = 1_100_000_000_000_000_010;
 const GUILD: u64 = 1_100_000_000_000_000_020;
+/// The channel that follows every repository.
+const CHANNEL: u64 = 1_100_000_000_000_000_099;
 
 fn config(discord: &FakeDiscord) -> String {
+    config_with(discord, "")
+}
+
+/// The configuration, with `repository` lines added to the repository's section.
+fn config_with(discord: &FakeDiscord, repository: &str) -> String {
     kiln_tests::config(&format!(
-        r#"[discord]
+        r#"{repository}
+[discord]
 token = "test-token"
-channel_id = 1100000000000000099
+channel_id = {CHANNEL}
 api_url = "{}"
 public_key = "{PUBLIC_KEY}"
 application_id = {APPLICATION_ID}
 guilds = [{GUILD}]
 [[permission]]
 users = ["discord:42"]
-commands = ["cancel"]
+commands = ["cancel", "build"]
 "#,
         discord.url()
     ))
@@ -71,8 +80,20 @@ fn command(token: &str, user: &str, name: &str, options: serde_json::Value) -> s
     json!({
         "id": "1100000000000000100", "application_id": APPLICATION_ID.to_string(),
         "type": 2, "token": token, "version": 1, "guild_id": GUILD.to_string(),
+        "channel_id": "1100000000000000030",
         "member": { "user": { "id": user, "username": format!("user{user}") } },
         "data": { "id": "1100000000000000101", "name": name, "options": options }
+    })
+}
+
+/// A click on the button with `custom_id` of a message Kiln posted.
+fn click(token: &str, user: &str, custom_id: &str) -> serde_json::Value {
+    json!({
+        "id": "1100000000000000102", "application_id": APPLICATION_ID.to_string(),
+        "type": 3, "token": token, "version": 1, "guild_id": GUILD.to_string(),
+        "channel_id": CHANNEL.to_string(),
+        "member": { "user": { "id": user, "username": format!("user{user}") } },
+        "data": { "custom_id": custom_id, "component_type": 2 }
     })
 }
 
@@ -185,4 +206,74 @@ async fn registers_the_kiln_slash_command() {
     assert_eq!(sent.body[0]["options"][0]["name"], "command");
     assert_eq!(sent.body[0]["options"][0]["type"], 3, "a string");
     assert_eq!(sent.body[0]["options"][0]["required"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_from_discord_gets_a_card_edited_to_its_end_whose_buttons_give_commands() {
+    let discord = FakeDiscord::start().await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  first:\n    image: {TEST_IMAGE}\n    run: echo one\n  \
+         second:\n    image: {TEST_IMAGE}\n    needs: [first]\n    run: echo two\n"
+    );
+    repo.commit("master", "Two steps", &[(".kiln.yml", &spec)]);
+    let clone_url = format!("clone_url = \"{}\"", repo.clone_url());
+    let kiln = Kiln::start(&config_with(&discord, &clone_url)).await;
+    let key = SigningKey::from_bytes(&SECRET_KEY);
+
+    let build = command(
+        "t-build",
+        "42",
+        "kiln",
+        json!([{ "name": "command", "type": 3, "value": "build acme/api" }]),
+    );
+    let (status, deferred) = post(&kiln, &build, &key, now()).await;
+    assert_eq!((status, deferred["type"].as_u64()), (200, Some(5)));
+    let text = answer(&discord, "t-build").await["content"].clone();
+    let text = text.as_str().unwrap_or_default();
+    assert!(text.starts_with("Build #1 of acme/api master ("), "{text}");
+    assert_eq!(kiln.finished_build(1).await["status"], "passed");
+
+    // One card in the channel that follows every repository, edited to the end.
+    let card = wait_for("the card to show the end", E2E_TIMEOUT, || async {
+        let shown = discord.channel(CHANNEL);
+        let content = shown.first()?.body["content"].as_str()?.to_owned();
+        content.contains("**passed**").then_some((shown, content))
+    })
+    .await;
+    let (shown, content) = card;
+    assert_eq!(
+        shown.len(),
+        1,
+        "one card, not a message per event: {shown:#?}"
+    );
+    assert!(
+        content.contains("• first: passed\n• second: passed"),
+        "{content}"
+    );
+    assert!(discord.edits_of(&shown[0].message_id) >= 1);
+
+    // Its Logs button, clicked by anyone: the logs, privately.
+    let (status, deferred) = post(&kiln, &click("t-click", "7", "logs 1"), &key, now()).await;
+    assert_eq!(
+        (status, deferred),
+        (200, json!({ "type": 5, "data": { "flags": 64 } }))
+    );
+    let logs = answer(&discord, "t-click").await["content"].clone();
+    let logs = logs.as_str().unwrap_or_default();
+    assert!(
+        logs.starts_with("Build #1, task `second` (passed"),
+        "{logs}"
+    );
+    assert!(logs.contains("two"), "{logs}");
+    // Its Retry button gives `retry`, with the permissions that takes.
+    post(&kiln, &click("t-retry", "7", "retry 1"), &key, now()).await;
+    let refused = answer(&discord, "t-retry").await["content"].clone();
+    assert!(
+        refused
+            .as_str()
+            .unwrap_or_default()
+            .contains("user7 may not `retry`"),
+        "{refused}"
+    );
 }

@@ -166,19 +166,45 @@ async fn passing_and_failing_pipelines_end_to_end() {
     assert_eq!(finished.status, kiln_shared::build::BuildStatus::Failed);
     assert_eq!(finished.tasks[1].exit_code, Some(3));
 
-    // Discord got one message per build, naming repository, branch, commit and result.
-    let messages = wait_for("two Discord messages", E2E_TIMEOUT, || async {
-        let messages = discord.messages();
-        (messages.len() >= 2).then_some(messages)
-    })
+    // Discord: each build's card, edited in place as it ran, then one notification of the
+    // failure.
+    let content = |m: &kiln_tests::discord::PostedMessage| {
+        m.body["content"].as_str().unwrap_or_default().to_owned()
+    };
+    let shown = wait_for(
+        "two final cards and a notification",
+        E2E_TIMEOUT,
+        || async {
+            let shown = discord.channel(CHANNEL);
+            let done = shown.len() == 3
+                && content(&shown[0]).contains("**passed**")
+                && content(&shown[1]).contains("**failed**");
+            done.then_some(shown)
+        },
+    )
     .await;
-    assert_eq!(messages.len(), 2, "{messages:#?}");
-    let passed = messages[0].body["content"].as_str().expect("content");
-    assert_eq!(messages[0].channel_id, CHANNEL.to_string());
-    for needle in ["acme/api", "master", &format!("#{id}"), "passed"] {
+    let passed = content(&shown[0]);
+    for needle in ["acme/api", "master", &format!("#{id}"), "• ship: passed"] {
         assert!(passed.contains(needle), "`{needle}` missing from {passed}");
     }
-    let failed = messages[1].body["content"].as_str().expect("content");
+    assert!(
+        discord.edits_of(&shown[0].message_id) >= 1,
+        "the card was posted once and edited as the build ran"
+    );
+    let buttons = &shown[0].body["components"][0]["components"];
+    assert_eq!(buttons[0]["custom_id"], format!("logs {id}"), "{buttons:#}");
+    assert_eq!(
+        buttons[1]["custom_id"],
+        format!("retry {id}"),
+        "{buttons:#}"
+    );
+    assert_eq!(buttons[2]["url"], format!("http://kiln.test/builds/{id}"));
+    let failed_card = content(&shown[1]);
+    assert!(
+        failed_card.contains("• test: failed (exit code 3)") && !failed_card.contains("<@"),
+        "{failed_card}"
+    );
+    let failed = content(&shown[2]);
     for needle in [
         "acme/api",
         &commit[..10],
@@ -197,11 +223,11 @@ async fn passing_and_failing_pipelines_end_to_end() {
         "{failed}"
     );
     assert_eq!(
-        messages[1].body["allowed_mentions"]["parse"],
+        shown[2].body["allowed_mentions"]["parse"],
         serde_json::json!([])
     );
     assert_eq!(
-        messages[1].body["allowed_mentions"]["users"],
+        shown[2].body["allowed_mentions"]["users"],
         serde_json::json!([AUTHOR_ON_DISCORD.to_string()])
     );
     assert!(

@@ -1,12 +1,13 @@
-//! Slack's slash commands, end to end on the real services: a signed command is acknowledged
-//! at once and answered through its `response_url`; permissions come from Kiln's
-//! configuration; a request without Slack's signature, or too old, changes nothing.
+//! Slack, end to end on the real services: a signed slash command is acknowledged at once and
+//! answered through its `response_url`; permissions come from Kiln's configuration; a
+//! request without Slack's signature, or too old, changes nothing. A channel that subscribes
+//! gets each build's card, updated as it runs, and a notification of a failure.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::slack::{FakeSlack, slash_command};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, slash_command};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
@@ -21,6 +22,24 @@ users = ["slack:UALICE"]
 commands = ["cancel"]
 repos = ["acme/*"]
 "#
+    ))
+}
+
+/// Slack with a bot token, pointed at `slack`'s Web API; Alice may subscribe channels.
+fn config_with_bot(slack: &FakeSlack) -> String {
+    kiln_tests::config(&format!(
+        r#"[slack]
+signing_secret = "{SIGNING_SECRET}"
+bot_token = "{BOT_TOKEN}"
+api_url = "{}"
+[[permission]]
+users = ["slack:UALICE"]
+commands = ["subscribe", "unsubscribe"]
+[[person]]
+names = ["baxterthehacker"]
+slack = "UBAXTER"
+"#,
+        slack.api_url()
     ))
 }
 
@@ -146,4 +165,108 @@ async fn slash_commands_are_verified_permitted_and_answered() {
     post(&kiln, &later, SIGNING_SECRET, now()).await;
     assert!(answer(&slack, 5).await.starts_with("Kiln's commands"));
     assert_eq!(slack.answers().len(), 5, "one answer per verified command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
+    let slack = FakeSlack::start().await;
+    let kiln = Kiln::start(&config_with_bot(&slack)).await;
+    let repo = TestRepo::new();
+    let command =
+        |user: &str, text: &str, n: u32| slash_command(user, user, text, &slack.response_url(n));
+
+    // Bob may not subscribe a channel; Alice may, to master.
+    post(
+        &kiln,
+        &command("UBOB", "subscribe acme/api", 1),
+        SIGNING_SECRET,
+        now(),
+    )
+    .await;
+    let refused = answer(&slack, 1).await;
+    assert!(refused.contains("UBOB may not `subscribe`"), "{refused}");
+    let subscribe = command("UALICE", "subscribe acme/api@master", 2);
+    post(&kiln, &subscribe, SIGNING_SECRET, now()).await;
+    assert_eq!(
+        answer(&slack, 2).await,
+        "This channel now follows acme/api@master: every build, its card edited as it runs."
+    );
+    post(
+        &kiln,
+        &command("UBOB", "subscriptions", 3),
+        SIGNING_SECRET,
+        now(),
+    )
+    .await;
+    assert_eq!(
+        answer(&slack, 3).await,
+        "This channel follows:\n• acme/api@master"
+    );
+
+    // A build of another branch: not for this channel.
+    let spec = format!("steps:\n  only:\n    image: {TEST_IMAGE}\n    run: echo fine\n");
+    let other = repo.commit("feature/x", "Elsewhere", &[(".kiln.yml", &spec)]);
+    let elsewhere = kiln.push(&repo, "feature/x", &other, "d-slack-other").await;
+    kiln.finished_build(elsewhere).await;
+
+    // A failing build of master: its card, updated to the end, then the notification.
+    let spec = format!(
+        "steps:\n  test:\n    image: {TEST_IMAGE}\n    run: [echo '<!channel> expected 2', exit 4]\n"
+    );
+    let commit = repo.commit("master", "Break it", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "d-slack-fail").await;
+    assert_eq!(kiln.finished_build(id).await["status"], "failed");
+    let shown = wait_for(
+        "the final card and the notification",
+        E2E_TIMEOUT,
+        || async {
+            let shown = slack.channel("C1");
+            let done = shown.len() == 2 && shown[0]["text"].as_str()?.contains("*failed*");
+            done.then_some(shown)
+        },
+    )
+    .await;
+    let card = shown[0]["text"].as_str().expect("text");
+    assert!(
+        card.starts_with(&format!("❌ *acme/api* on master: build #{id} *failed*")),
+        "{card}"
+    );
+    assert!(card.contains("• test: failed (exit code 4)"), "{card}");
+    assert!(
+        slack.updates_of(shown[0]["ts"].as_str().expect("ts")) >= 1,
+        "the card was updated in place"
+    );
+    let actions = &shown[0]["blocks"][1]["elements"];
+    assert_eq!(actions[0]["value"], format!("logs {id}"), "{actions:#}");
+    assert_eq!(actions[1]["value"], format!("retry {id}"), "{actions:#}");
+    assert_eq!(actions[2]["url"], format!("http://kiln.test/builds/{id}"));
+    let notification = shown[1]["text"].as_str().expect("text");
+    assert!(notification.starts_with("<@UBAXTER> ❌"), "{notification}");
+    assert!(
+        notification.contains("Last lines of test:\n```\n&lt;!channel&gt; expected 2\n```"),
+        "{notification}"
+    );
+
+    // Unsubscribed, the channel hears no more.
+    let unsubscribe = command("UALICE", "unsubscribe acme/api", 4);
+    post(&kiln, &unsubscribe, SIGNING_SECRET, now()).await;
+    assert_eq!(
+        answer(&slack, 4).await,
+        "This channel no longer follows acme/api@master."
+    );
+    let again = kiln.push(&repo, "master", &commit, "d-slack-again").await;
+    kiln.finished_build(again).await;
+    post(
+        &kiln,
+        &command("UBOB", "subscriptions", 5),
+        SIGNING_SECRET,
+        now(),
+    )
+    .await;
+    assert!(
+        answer(&slack, 5)
+            .await
+            .starts_with("This channel follows no repository")
+    );
+    assert_eq!(slack.channel("C1").len(), 2, "{:#?}", slack.channel("C1"));
 }

@@ -35,6 +35,7 @@ pub async fn handle_command(
         via: "api",
         id: &id,
         operator: true,
+        channel: None,
     };
     let reply = commands::run(&app, actor, &request.command).await;
     let status = match reply.outcome {

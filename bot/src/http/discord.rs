@@ -1,7 +1,7 @@
-//! `POST /discord/interactions`: Discord's slash commands. The request is verified (Ed25519
-//! over timestamp and body, five minutes) before anything else; a PING is answered PONG; a
-//! command is answered at once with a deferred, private response, which the command's result
-//! then replaces.
+//! `POST /discord/interactions`: Discord's slash commands and the buttons of Kiln's build
+//! cards. The request is verified (Ed25519 over timestamp and body, five minutes) before
+//! anything else; a PING is answered PONG; a command or a click is answered at once with a
+//! deferred, private response, which the command's result then replaces.
 
 use std::sync::Arc;
 
@@ -15,7 +15,9 @@ use serde_json::json;
 use super::{error, header, unix_now};
 use crate::app::App;
 use crate::commands::{self, Actor};
-use crate::interactions::{APPLICATION_COMMAND, Interaction, Interactions, PING};
+use crate::interactions::{
+    APPLICATION_COMMAND, Interaction, Interactions, MESSAGE_COMPONENT, PING,
+};
 
 /// Discord's interaction callback types and message flags Kiln answers with.
 const PONG: u8 = 1;
@@ -51,12 +53,14 @@ pub async fn handle_interaction(
     };
     match interaction.kind {
         PING => Json(json!({ "type": PONG })).into_response(),
-        APPLICATION_COMMAND if !allowed_here(&app, &interaction) => Json(json!({
-            "type": CHANNEL_MESSAGE,
-            "data": { "content": "Kiln does not take commands from here.", "flags": EPHEMERAL }
-        }))
-        .into_response(),
-        APPLICATION_COMMAND => {
+        APPLICATION_COMMAND | MESSAGE_COMPONENT if !allowed_here(&app, &interaction) => {
+            Json(json!({
+                "type": CHANNEL_MESSAGE,
+                "data": { "content": "Kiln does not take commands from here.", "flags": EPHEMERAL }
+            }))
+            .into_response()
+        }
+        APPLICATION_COMMAND | MESSAGE_COMPONENT => {
             tokio::spawn(answer(app, discord, interaction));
             Json(json!({ "type": DEFERRED_CHANNEL_MESSAGE, "data": { "flags": EPHEMERAL } }))
                 .into_response()
@@ -89,11 +93,16 @@ async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) 
         Some(user) => (format!("discord:{}", user.id), user.username.clone()),
         None => ("discord:unknown".to_owned(), "someone".to_owned()),
     };
+    let channel = interaction
+        .channel_id
+        .as_ref()
+        .map(|c| format!("discord:{c}"));
     let actor = Actor {
         name: &name,
         via: "discord",
         id: &id,
         operator: false,
+        channel: channel.as_deref(),
     };
     let text = interaction.command_text().unwrap_or_default();
     let reply = commands::run(&app, actor, &text).await;

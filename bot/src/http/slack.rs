@@ -59,11 +59,13 @@ async fn answer(app: App, command: SlashCommand) {
     } else {
         command.user_name.clone()
     };
+    let channel = format!("slack:{}", command.channel_id);
     let actor = Actor {
         name: &name,
         via: "slack",
         id: &id,
         operator: false,
+        channel: (!command.channel_id.is_empty()).then_some(channel.as_str()),
     };
     let reply = commands::run(&app, actor, &command.text).await;
     let message = json!({ "response_type": "ephemeral", "text": escape(&reply.text) });

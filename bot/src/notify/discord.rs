@@ -1,10 +1,13 @@
-//! Discord, through serenity's REST client. Only this module knows Discord's API.
+//! Discord, through serenity's REST client. Only this module and [`crate::interactions`] know
+//! Discord's API.
 
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ApplicationId, ChannelId, CreateAllowedMentions, CreateMessage, Http, HttpBuilder, UserId,
+    ApplicationId, ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateButton,
+    CreateMessage, EditMessage, Http, HttpBuilder, MessageId, UserId,
 };
 
+use super::Buttons;
 use crate::config;
 
 /// Discord's limit on a message's content, in characters.
@@ -25,44 +28,84 @@ pub fn http_client(config: &config::Discord) -> Http {
     builder.build()
 }
 
-/// Posts messages to one Discord channel.
-pub struct DiscordChannel {
+/// Posts and edits messages in Discord channels, as the bot user.
+pub struct Discord {
     http: Http,
-    channel: ChannelId,
 }
 
-impl std::fmt::Debug for DiscordChannel {
+impl std::fmt::Debug for Discord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiscordChannel")
-            .field("channel", &self.channel)
-            .finish()
+        f.debug_struct("Discord").finish_non_exhaustive()
     }
 }
 
-impl DiscordChannel {
-    /// A client for the configured channel; `api_url`, when set, replaces
-    /// `https://discord.com` in every request.
+/// A message's content: cut to Discord's limit.
+fn content(text: &str) -> String {
+    text.chars().take(MAX_MESSAGE_CHARS).collect()
+}
+
+/// The buttons as one row of Discord components: each command button carries its command
+/// as its id, which a click sends back as an interaction.
+fn components(buttons: &Buttons) -> Vec<CreateActionRow> {
+    let mut row: Vec<CreateButton> = buttons
+        .commands
+        .iter()
+        .map(|(label, command)| {
+            CreateButton::new(command.clone())
+                .label(*label)
+                .style(ButtonStyle::Secondary)
+        })
+        .collect();
+    row.push(CreateButton::new_link(buttons.link.1.clone()).label(buttons.link.0));
+    vec![CreateActionRow::Buttons(row)]
+}
+
+impl Discord {
+    /// A client for the configured bot.
     pub fn new(config: &config::Discord) -> Self {
         Self {
             http: http_client(config),
-            channel: ChannelId::new(config.channel_id),
         }
     }
 
-    /// Names the channel for the once-per-channel notification guard.
-    pub fn channel_key(&self) -> String {
-        format!("discord:{}", self.channel)
+    /// Posts `text` with `buttons`; every mention is disabled but that of `notify`, so
+    /// nothing a commit author wrote can ping a channel. Returns the message's id.
+    pub async fn post(
+        &self,
+        channel: ChannelId,
+        text: &str,
+        buttons: Option<&Buttons>,
+        notify: Option<u64>,
+    ) -> serenity::Result<String> {
+        let mentions = CreateAllowedMentions::new().users(notify.map(UserId::new));
+        let mut message = CreateMessage::new()
+            .content(content(text))
+            .allowed_mentions(mentions);
+        if let Some(buttons) = buttons {
+            message = message.components(components(buttons));
+        }
+        Ok(channel
+            .send_message(&self.http, message)
+            .await?
+            .id
+            .to_string())
     }
 
-    /// Posts `text`, cut to Discord's limit, with every mention disabled but that of
-    /// `notify`: nothing a commit author wrote can ping a channel.
-    pub async fn post(&self, text: &str, notify: Option<u64>) -> serenity::Result<()> {
-        let content: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-        let mentions = CreateAllowedMentions::new().users(notify.map(UserId::new));
-        let message = CreateMessage::new()
-            .content(content)
-            .allowed_mentions(mentions);
-        self.channel.send_message(&self.http, message).await?;
+    /// Replaces a message's text and buttons; mentions stay disabled.
+    pub async fn edit(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> serenity::Result<()> {
+        let mut edit = EditMessage::new()
+            .content(content(text))
+            .allowed_mentions(CreateAllowedMentions::new());
+        if let Some(buttons) = buttons {
+            edit = edit.components(components(buttons));
+        }
+        channel.edit_message(&self.http, message, edit).await?;
         Ok(())
     }
 }

@@ -1,30 +1,218 @@
-//! The notifier: final build events become chat messages.
+//! The notifier: a build's card in every channel that follows it, edited in place as the
+//! build runs ([`cards`]), and a notification of its failure that names the author.
 //!
-//! Rendering is pure ([`render`]); posting is per vendor ([`discord`]). A build's message goes
-//! to a channel once, however often its event is delivered.
+//! Rendering is pure ([`render`]); posting is per vendor ([`discord`], [`slack`]). A channel
+//! is named `discord:<id>` or `slack:<id>`; the configured Discord channel follows every
+//! repository, other channels what they `subscribe` to.
 
+pub mod cards;
 pub mod discord;
 pub mod render;
+pub mod slack;
 
-use kiln_shared::view::{BuildFinishedMessage, FailureExcerpt, log_excerpt};
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow};
+use kiln_shared::build::BuildStatus;
+use kiln_shared::subscription::Subscription;
+use kiln_shared::view::{BuildMessage, FailureExcerpt, log_excerpt};
 use kiln_shared::wire::BuildFinished;
+use serenity::all::{ChannelId, MessageId};
 
 use crate::app::App;
+use crate::config::Config;
+use render::Dialect;
 
 /// How much of a failed task's log a notification shows: its last lines, within a share of
 /// Discord's 2,000 characters that leaves room for the rest of the message.
 const FAILURE_LINES: usize = 15;
 const FAILURE_CHARS: usize = 900;
 
-/// Posts a finished build's message to every configured channel; a failure shows the end of
-/// the failed task's log and mentions its author, when Kiln knows who they are in chat.
+/// What the configured Discord channel's implicit subscription names as its repository.
+const EVERY_REPOSITORY: &str = "*";
+
+/// A card's buttons: commands a click gives, as `(label, command)`, and a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buttons {
+    pub commands: Vec<(&'static str, String)>,
+    pub link: (&'static str, String),
+}
+
+impl Buttons {
+    /// A build card's: its logs, a retry once it has ended, and its page.
+    pub fn card(message: &BuildMessage) -> Self {
+        let id = message.build_id;
+        let mut commands = vec![("Logs", format!("logs {id}"))];
+        if message.finished {
+            commands.push(("Retry", format!("retry {id}")));
+        }
+        Self {
+            commands,
+            link: ("Open", message.url.clone()),
+        }
+    }
+}
+
+/// A channel, parsed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel<'a> {
+    Discord(ChannelId),
+    Slack(&'a str),
+}
+
+impl<'a> Channel<'a> {
+    fn parse(name: &'a str) -> Option<Self> {
+        match name.split_once(':')? {
+            ("discord", id) => id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| *id != 0)
+                .map(|id| Self::Discord(ChannelId::new(id))),
+            ("slack", id) if !id.is_empty() => Some(Self::Slack(id)),
+            _ => None,
+        }
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Self::Discord(_) => Dialect::Discord,
+            Self::Slack(_) => Dialect::Slack,
+        }
+    }
+}
+
+/// The chat vendors Kiln posts to, as configured.
+#[derive(Debug)]
+pub struct Chat {
+    discord: Option<discord::Discord>,
+    /// The Discord channel that follows every repository.
+    discord_channel: Option<u64>,
+    slack: Option<slack::Slack>,
+}
+
+impl Chat {
+    pub fn new(config: &Config, http: &reqwest::Client) -> Self {
+        Self {
+            discord: config.discord.as_ref().map(discord::Discord::new),
+            discord_channel: config.discord.as_ref().map(|d| d.channel_id),
+            slack: config
+                .slack
+                .as_ref()
+                .and_then(|s| slack::Slack::new(s, http.clone())),
+        }
+    }
+
+    /// Why Kiln cannot post to `channel`, if it cannot.
+    pub fn unreachable(&self, channel: &str) -> Option<String> {
+        match Channel::parse(channel) {
+            None => Some(format!(
+                "`{channel}` is not a channel Kiln knows how to post to."
+            )),
+            Some(Channel::Discord(_)) if self.discord.is_none() => {
+                Some("Kiln has no Discord bot token: it cannot post to Discord channels.".into())
+            }
+            Some(Channel::Slack(_)) if self.slack.is_none() => Some(
+                "Kiln has no Slack bot token (`[slack] bot_token`): it cannot post to Slack \
+                 channels."
+                    .into(),
+            ),
+            Some(_) => None,
+        }
+    }
+
+    /// The dialect `channel` is written in.
+    pub fn dialect(channel: &str) -> Option<Dialect> {
+        Channel::parse(channel).map(Channel::dialect)
+    }
+
+    /// Posts `text` to `channel`, mentioning `notify` (a Discord user id: Slack mentions
+    /// are in the text); returns the message's id.
+    pub async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+        notify: Option<u64>,
+    ) -> anyhow::Result<String> {
+        match Channel::parse(channel) {
+            Some(Channel::Discord(id)) => {
+                let discord = self.discord.as_ref().context("Discord is not configured")?;
+                Ok(discord.post(id, text, buttons, notify).await?)
+            }
+            Some(Channel::Slack(id)) => {
+                let slack = self.slack.as_ref().context("Slack has no bot token")?;
+                slack.post(id, text, buttons).await
+            }
+            None => Err(anyhow!("no such channel: {channel}")),
+        }
+    }
+
+    /// Replaces the text and buttons of `message` in `channel`.
+    pub async fn edit(
+        &self,
+        channel: &str,
+        message: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> anyhow::Result<()> {
+        match Channel::parse(channel) {
+            Some(Channel::Discord(id)) => {
+                let discord = self.discord.as_ref().context("Discord is not configured")?;
+                let message = MessageId::new(message.parse().context("a Discord message id")?);
+                Ok(discord.edit(id, message, text, buttons).await?)
+            }
+            Some(Channel::Slack(id)) => {
+                let slack = self.slack.as_ref().context("Slack has no bot token")?;
+                slack.update(id, message, text, buttons).await
+            }
+            None => Err(anyhow!("no such channel: {channel}")),
+        }
+    }
+}
+
+/// Whether a build that ended so is announced by a notification of its own.
+fn is_alarm(status: BuildStatus) -> bool {
+    matches!(status, BuildStatus::Failed | BuildStatus::Errored)
+}
+
+/// Why Kiln cannot post to `channel`, if it cannot.
+pub fn unreachable(app: &App, channel: &str) -> Option<String> {
+    app.chat.unreachable(channel)
+}
+
+/// The channels that follow `repo`, each with its subscriptions to it.
+pub async fn followers(
+    app: &App,
+    repo: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
+    let mut all = app.store.subscribers(repo).await?;
+    if let Some(id) = app.chat.discord_channel {
+        all.push(Subscription::new(
+            format!("discord:{id}"),
+            EVERY_REPOSITORY,
+            None,
+            Vec::new(),
+        ));
+    }
+    let mut by_channel: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
+    for subscription in all {
+        by_channel
+            .entry(subscription.channel.clone())
+            .or_default()
+            .push(subscription);
+    }
+    Ok(by_channel)
+}
+
+/// Notifies a build's failure (or error) once in each channel that asked for it: the
+/// failed task's last lines, and a mention of its author when Kiln knows who they are in
+/// that chat. An edited card pings no one; this message does.
 pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::Result<()> {
-    let Some(discord) = &app.discord else {
+    if !is_alarm(event.status) {
         return Ok(());
-    };
-    let mut message = BuildFinishedMessage::new(event, &app.config.public_url);
-    let mut notify = None;
-    if let Some(task) = BuildFinishedMessage::failed_task(event) {
+    }
+    let mut message = BuildMessage::finished(event, &app.config.public_url);
+    if let Some(task) = BuildMessage::failed_task(event) {
         let (lines, _) = app
             .store
             .log_tail(event.build.id, task, FAILURE_LINES)
@@ -33,20 +221,41 @@ pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::
             task: task.to_owned(),
             lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),
         });
-        notify = app.config.discord_user(&event.author);
-        message.mention = notify.map(|id| format!("<@{id}>"));
     }
-    if !app
-        .store
-        .first_notification(event.build.id, &discord.channel_key())
-        .await?
-    {
-        return Ok(());
-    }
-    let text = app.templates.build_finished(&message)?;
-    if let Err(e) = discord.post(&text, notify).await {
-        // Chat being down must not stop builds; the result stays readable at the build's URL.
-        tracing::error!(build = %event.build.id, error = %e, "cannot post to Discord");
+    let person = app.config.person(&event.author);
+    for (channel, subscriptions) in followers(app, &event.build.repo).await? {
+        let Some(dialect) = Chat::dialect(&channel) else {
+            continue;
+        };
+        if !subscriptions
+            .iter()
+            .any(|s| s.wants(&event.build.branch, event.status))
+            || !app
+                .store
+                .first_notification(event.build.id, &channel)
+                .await?
+        {
+            continue;
+        }
+        let (mention, notify) = match dialect {
+            Dialect::Discord => {
+                let id = person.and_then(|p| p.discord);
+                (id.map(|id| format!("<@{id}>")), id)
+            }
+            Dialect::Slack => (
+                person
+                    .and_then(|p| p.slack.as_ref())
+                    .map(|id| format!("<@{id}>")),
+                None,
+            ),
+        };
+        message.mention = mention;
+        let text = app.templates.failure(dialect, &message)?;
+        let buttons = Buttons::card(&message);
+        if let Err(e) = app.chat.post(&channel, &text, Some(&buttons), notify).await {
+            // Chat being down must not stop builds; the result stays readable at the build's URL.
+            tracing::error!(build = %event.build.id, %channel, error = format!("{e:#}"), "cannot post a failure notification");
+        }
     }
     Ok(())
 }

@@ -1,14 +1,24 @@
 //! Chat messages rendered by tera: one `Tera` per dialect, each escaping user text its own way.
 
-use kiln_shared::view::BuildFinishedMessage;
+use kiln_shared::view::BuildMessage;
 use tera::{Context, Tera};
 
-const BUILD_FINISHED: &str = "build_finished.discord.md";
+use crate::slack;
+
+/// The chat dialects Kiln writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Discord's markdown.
+    Discord,
+    /// Slack's mrkdwn.
+    Slack,
+}
 
 /// The message templates, compiled once at start-up.
 #[derive(Debug)]
 pub struct Templates {
     discord: Tera,
+    slack: Tera,
 }
 
 /// Escapes text for Discord markdown: every formatting character gets a backslash, and an
@@ -27,26 +37,73 @@ fn escape_discord(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<
     Ok(())
 }
 
+/// Escapes text for Slack mrkdwn: `&`, `<` and `>` are its only control characters, so
+/// escaped text can neither mention `<!channel>`, make a link nor start a quote. (Slack has
+/// no escape for `*`, `_` or `` ` ``: a subject can still make itself bold.)
+fn escape_slack(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    write!(out, "{}", slack::escape(input))
+}
+
+/// One dialect's templates: a build's card, and the notification of its failure.
+fn dialect(
+    suffix: &'static str,
+    escape: fn(&str, &mut dyn std::io::Write) -> std::io::Result<()>,
+    card: &str,
+    failed: &str,
+) -> tera::TeraResult<Tera> {
+    let mut tera = Tera::new();
+    tera.autoescape_on([suffix]);
+    tera.set_escape_fn(escape);
+    tera.add_raw_templates([
+        (format!("build{suffix}"), card),
+        (format!("build_failed{suffix}"), failed),
+    ])?;
+    Ok(tera)
+}
+
 impl Templates {
     /// Compiles every template; a broken template stops the bot at start-up, not at the
     /// first build.
     pub fn new() -> tera::TeraResult<Self> {
-        let mut discord = Tera::new();
-        discord.autoescape_on([".discord.md"]);
-        discord.set_escape_fn(escape_discord);
-        discord.add_raw_template(
-            BUILD_FINISHED,
-            include_str!("../../templates/discord/build_finished.discord.md"),
-        )?;
-        Ok(Self { discord })
+        Ok(Self {
+            discord: dialect(
+                ".discord.md",
+                escape_discord,
+                include_str!("../../templates/discord/build.discord.md"),
+                include_str!("../../templates/discord/build_failed.discord.md"),
+            )?,
+            slack: dialect(
+                ".slack.md",
+                escape_slack,
+                include_str!("../../templates/slack/build.slack.md"),
+                include_str!("../../templates/slack/build_failed.slack.md"),
+            )?,
+        })
     }
 
-    /// The Discord message for a finished build.
-    pub fn build_finished(&self, message: &BuildFinishedMessage) -> tera::TeraResult<String> {
+    /// A build's card, as it is now.
+    pub fn card(&self, dialect: Dialect, message: &BuildMessage) -> tera::TeraResult<String> {
+        self.render(dialect, "build", message)
+    }
+
+    /// The notification of a build's failure.
+    pub fn failure(&self, dialect: Dialect, message: &BuildMessage) -> tera::TeraResult<String> {
+        self.render(dialect, "build_failed", message)
+    }
+
+    fn render(
+        &self,
+        dialect: Dialect,
+        name: &str,
+        message: &BuildMessage,
+    ) -> tera::TeraResult<String> {
+        let (tera, suffix) = match dialect {
+            Dialect::Discord => (&self.discord, ".discord.md"),
+            Dialect::Slack => (&self.slack, ".slack.md"),
+        };
         let context = Context::from_serialize(message)?;
-        Ok(self
-            .discord
-            .render(BUILD_FINISHED, &context)?
+        Ok(tera
+            .render(&format!("{name}{suffix}"), &context)?
             .trim_end()
             .to_owned())
     }
@@ -56,9 +113,24 @@ impl Templates {
 mod tests {
     use super::*;
     use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+    use kiln_shared::view::{FailureExcerpt, log_excerpt};
     use kiln_shared::wire::{BuildFinished, BuildRef, TaskSummary};
 
-    fn finished(status: BuildStatus, branch: &str, subject: &str, error: Option<&str>) -> String {
+    fn task(name: &str, status: TaskStatus, code: i64, allow_failure: bool) -> TaskSummary {
+        TaskSummary {
+            name: name.into(),
+            status,
+            exit_code: Some(code),
+            allow_failure,
+        }
+    }
+
+    fn message(
+        status: BuildStatus,
+        branch: &str,
+        subject: &str,
+        error: Option<&str>,
+    ) -> BuildMessage {
         let event = BuildFinished {
             build: BuildRef {
                 id: BuildId(42),
@@ -70,110 +142,162 @@ mod tests {
             author: "octocat".into(),
             subject: subject.into(),
             tasks: vec![
-                TaskSummary {
-                    name: "build".into(),
-                    status: TaskStatus::Passed,
-                    exit_code: Some(0),
-                    allow_failure: false,
-                },
-                TaskSummary {
-                    name: "lint".into(),
-                    status: TaskStatus::Failed,
-                    exit_code: Some(1),
-                    allow_failure: true,
-                },
-                TaskSummary {
-                    name: "test".into(),
-                    status: TaskStatus::Failed,
-                    exit_code: Some(3),
-                    allow_failure: false,
-                },
+                task("build", TaskStatus::Passed, 0, false),
+                task("lint", TaskStatus::Failed, 1, true),
+                task("test", TaskStatus::Failed, 3, false),
             ],
             error: error.map(Into::into),
         };
-        let message = BuildFinishedMessage::new(&event, "http://kiln.test/");
-        let text = Templates::new()
-            .expect("templates compile")
-            .build_finished(&message)
-            .expect("renders");
-        // Shown by name: an invisible character in a snapshot would hide what is tested.
+        BuildMessage::finished(&event, "http://kiln.test/")
+    }
+
+    /// A failure's message: the end of a log that tries to break out of its block, and a
+    /// mention.
+    fn failure(dialect: Dialect) -> String {
+        let mut message = message(BuildStatus::Failed, "master", "Break it", None);
+        let lines = [
+            "ok 1",
+            "```@everyone <!channel>",
+            "assertion failed: 2 == 3",
+        ]
+        .map(str::to_owned);
+        message.failure = Some(FailureExcerpt {
+            task: "test".into(),
+            lines: log_excerpt(&lines, 15, 900),
+        });
+        message.mention = Some("<@123>".into());
+        shown(
+            Templates::new()
+                .expect("compiles")
+                .failure(dialect, &message)
+                .expect("renders"),
+        )
+    }
+
+    fn card(dialect: Dialect, message: &BuildMessage) -> String {
+        shown(
+            Templates::new()
+                .expect("compiles")
+                .card(dialect, message)
+                .expect("renders"),
+        )
+    }
+
+    /// Shown by name: an invisible character in a snapshot would hide what is tested.
+    fn shown(text: String) -> String {
         text.replace('\u{200B}', "{ZWSP}")
     }
 
-    #[test]
-    fn build_finished_discord() {
-        insta::assert_snapshot!(finished(BuildStatus::Failed, "master", "Fix the parser", None), @"
-    ❌ **acme/api** on master: build #42 **failed**
-    0d1a26e67d Fix the parser (by octocat)
-    • build: passed
-    • lint: failed (exit code 1), allowed to fail
-    • test: failed (exit code 3)
-    http://kiln.test/builds/42
-    ");
+    /// User text that tries to mention everyone, format, link and break lines.
+    fn hostile() -> BuildMessage {
+        let subject = format!(
+            "@everyone <!here> **bold** `code` <script>alert(1)</script> & {}",
+            "x".repeat(300)
+        );
+        message(
+            BuildStatus::Passed,
+            "feat/@here_[x](http://evil)",
+            &subject,
+            Some("line 1:\n> quote"),
+        )
     }
 
     #[test]
-    fn build_finished_discord_failure_mentions_the_author_and_shows_the_log() {
-        let event = BuildFinished {
-            build: BuildRef {
-                id: BuildId(7),
-                repo: "acme/api".into(),
-                branch: "master".into(),
-                commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
-            },
-            status: BuildStatus::Failed,
-            author: "octocat".into(),
-            subject: "Break it".into(),
-            tasks: vec![TaskSummary {
-                name: "test".into(),
-                status: TaskStatus::Failed,
-                exit_code: Some(3),
-                allow_failure: false,
-            }],
-            error: None,
-        };
-        let mut message = BuildFinishedMessage::new(&event, "http://kiln.test");
-        let lines = ["ok 1", "```@everyone", "assertion failed: 2 == 3"].map(str::to_owned);
-        message.failure = Some(kiln_shared::view::FailureExcerpt {
-            task: "test".into(),
-            lines: kiln_shared::view::log_excerpt(&lines, 15, 900),
-        });
-        message.mention = Some("<@123>".into());
-        let text = Templates::new()
-            .expect("templates compile")
-            .build_finished(&message)
-            .expect("renders");
-        insta::assert_snapshot!(text, @"
-        <@123> ❌ **acme/api** on master: build #7 **failed**
-        0d1a26e67d Break it (by octocat)
+    fn card_discord() {
+        insta::assert_snapshot!(card(Dialect::Discord, &message(BuildStatus::Failed, "master", "Fix the parser", None)), @"
+        ❌ **acme/api** on master: build #42 **failed**
+        0d1a26e67d Fix the parser (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
         • test: failed (exit code 3)
-        Last lines of test:
-        ```
-        ok 1
-        '''@everyone
-        assertion failed: 2 == 3
-        ```
-        http://kiln.test/builds/7
         ");
     }
 
     #[test]
-    fn build_finished_discord_hostile() {
-        let subject = format!(
-            "@everyone **bold** `code` <script>alert(1)</script> {}",
-            "x".repeat(300)
-        );
-        insta::assert_snapshot!(
-            finished(BuildStatus::Passed, "feat/@here_[x](http://evil)", &subject, Some("line 1:\n> quote")),
-            @r"
-    ✅ **acme/api** on feat/@{ZWSP}here\_\[x\]\(http\://evil\): build #42 **passed**
-    0d1a26e67d @{ZWSP}everyone \*\*bold\*\* \`code\` \<script\>alert\(1\)\</script\> xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
-    • build: passed
-    • lint: failed (exit code 1), allowed to fail
-    • test: failed (exit code 3)
-    line 1\: \> quote
-    http://kiln.test/builds/42
-    "
-        );
+    fn card_discord_running() {
+        let mut running = message(BuildStatus::Running, "master", "Fix the parser", None);
+        running.tasks[1].status = "running".into();
+        running.tasks[1].exit_code = None;
+        running.tasks[2].status = "waiting".into();
+        running.tasks[2].exit_code = None;
+        insta::assert_snapshot!(card(Dialect::Discord, &running), @"
+        🔄 **acme/api** on master: build #42 **running**
+        0d1a26e67d Fix the parser (by octocat)
+        • build: passed
+        • lint: running
+        • test: waiting
+        ");
+    }
+
+    #[test]
+    fn card_discord_hostile() {
+        insta::assert_snapshot!(card(Dialect::Discord, &hostile()), @r"
+        ✅ **acme/api** on feat/@{ZWSP}here\_\[x\]\(http\://evil\): build #42 **passed**
+        0d1a26e67d @{ZWSP}everyone \<!here\> \*\*bold\*\* \`code\` \<script\>alert\(1\)\</script\> & xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        line 1\: \> quote
+        ");
+    }
+
+    #[test]
+    fn card_slack() {
+        insta::assert_snapshot!(card(Dialect::Slack, &message(BuildStatus::Failed, "master", "Fix the parser", None)), @"
+        ❌ *acme/api* on master: build #42 *failed*
+        `0d1a26e67d` Fix the parser (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        ");
+    }
+
+    #[test]
+    fn card_slack_hostile() {
+        insta::assert_snapshot!(card(Dialect::Slack, &hostile()), @"
+        ✅ *acme/api* on feat/@here_[x](http://evil): build #42 *passed*
+        `0d1a26e67d` @everyone &lt;!here&gt; **bold** `code` &lt;script&gt;alert(1)&lt;/script&gt; &amp; xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        line 1:
+        &gt; quote
+        ");
+    }
+
+    #[test]
+    fn failure_discord() {
+        insta::assert_snapshot!(failure(Dialect::Discord), @"
+        <@123> ❌ **acme/api** on master: build #42 **failed**
+        0d1a26e67d Break it (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        Last lines of test:
+        ```
+        ok 1
+        '''@everyone <!channel>
+        assertion failed: 2 == 3
+        ```
+        http://kiln.test/builds/42
+        ");
+    }
+
+    #[test]
+    fn failure_slack() {
+        insta::assert_snapshot!(failure(Dialect::Slack), @"
+        <@123> ❌ *acme/api* on master: build #42 *failed*
+        `0d1a26e67d` Break it (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        Last lines of test:
+        ```
+        ok 1
+        '''@everyone &lt;!channel&gt;
+        assertion failed: 2 == 3
+        ```
+        <http://kiln.test/builds/42|Build #42>
+        ");
     }
 }

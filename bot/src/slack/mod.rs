@@ -20,6 +20,9 @@ pub struct SlashCommand {
     /// The workspace.
     #[serde(default)]
     pub team_id: String,
+    /// The channel it was typed in.
+    #[serde(default)]
+    pub channel_id: String,
     /// Where to post the answer, within 30 minutes, up to five times.
     pub response_url: String,
 }
@@ -44,6 +47,7 @@ mod tests {
         assert_eq!(command.text, "94070");
         assert_eq!(command.user_id, "U2147483697");
         assert_eq!(command.user_name, "Steve");
+        assert_eq!(command.channel_id, "C2147483705");
         assert_eq!(
             command.response_url,
             "https://hooks.slack.com/commands/1234/5678"

@@ -4,6 +4,8 @@
 //! Every status change goes through [`STATUS_TRANSITION_SCRIPT`], a compare-and-set, so a
 //! duplicate or late message changes nothing. The key layout is [`Keys`], shared with workers.
 
+mod chat;
+
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

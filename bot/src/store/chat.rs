@@ -1,0 +1,137 @@
+//! What chat needs kept: the channels' subscriptions and the id of each build's card in each
+//! channel.
+
+use kiln_shared::build::BuildId;
+use kiln_shared::subscription::Subscription;
+use redis::{AsyncCommands, ExistenceCheck, RedisResult, SetExpiry, SetOptions};
+
+use super::{DELIVERY_MEMORY, Store};
+
+/// What a card's key holds while its message is being posted.
+const POSTING: &str = "";
+
+impl Store {
+    /// Adds or replaces a channel's subscription to a repository (or branch); true if it is
+    /// new.
+    pub async fn subscribe(&self, subscription: &Subscription) -> RedisResult<bool> {
+        let json = serde_json::to_string(subscription).unwrap_or_default();
+        let (added, _): (usize, usize) = redis::pipe()
+            .atomic()
+            .hset(
+                self.keys.subscriptions(&subscription.repo),
+                subscription.field(),
+                json,
+            )
+            .sadd(
+                self.keys.channel_subscriptions(&subscription.channel),
+                &subscription.repo,
+            )
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// Removes a channel's subscription to one branch of a repository, or with no branch
+    /// all its subscriptions to the repository; returns those removed.
+    pub async fn unsubscribe(
+        &self,
+        channel: &str,
+        repo: &str,
+        branch: Option<&str>,
+    ) -> RedisResult<Vec<Subscription>> {
+        let repo = repo.to_ascii_lowercase();
+        let (gone, kept): (Vec<Subscription>, Vec<Subscription>) = self
+            .subscribers(&repo)
+            .await?
+            .into_iter()
+            .filter(|s| s.channel == channel)
+            .partition(|s| branch.is_none_or(|b| s.branch.as_deref() == Some(b)));
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic().hdel(
+            self.keys.subscriptions(&repo),
+            gone.iter().map(Subscription::field).collect::<Vec<_>>(),
+        );
+        if kept.is_empty() {
+            pipe.srem(self.keys.channel_subscriptions(channel), &repo);
+        }
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(gone)
+    }
+
+    /// Every subscription to `repo`.
+    pub async fn subscribers(&self, repo: &str) -> RedisResult<Vec<Subscription>> {
+        let values: Vec<String> = self
+            .conn
+            .clone()
+            .hvals(self.keys.subscriptions(repo))
+            .await?;
+        Ok(values
+            .iter()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect())
+    }
+
+    /// Every subscription of `channel`, by repository and branch.
+    pub async fn channel_subscriptions(&self, channel: &str) -> RedisResult<Vec<Subscription>> {
+        let repos: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.keys.channel_subscriptions(channel))
+            .await?;
+        let mut found = Vec::new();
+        for repo in repos {
+            found.extend(
+                self.subscribers(&repo)
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.channel == channel),
+            );
+        }
+        found.sort_by(|a, b| (&a.repo, &a.branch).cmp(&(&b.repo, &b.branch)));
+        Ok(found)
+    }
+
+    /// The message that is a build's card in `channel`: `Some(None)` while it is being posted.
+    pub async fn card(&self, id: BuildId, channel: &str) -> RedisResult<Option<Option<String>>> {
+        let value: Option<String> = self.conn.clone().get(self.keys.card(id, channel)).await?;
+        Ok(value.map(|v| Some(v).filter(|v| v != POSTING)))
+    }
+
+    /// Claims the posting of a build's card in `channel`: true for the one caller that is to
+    /// post it.
+    pub async fn claim_card(&self, id: BuildId, channel: &str) -> RedisResult<bool> {
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
+        let set: Option<String> = self
+            .conn
+            .clone()
+            .set_options(self.keys.card(id, channel), POSTING, options)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Records the message a claimed card was posted as; `None` gives up the claim (the post
+    /// failed), so a later update posts it.
+    pub async fn posted_card(
+        &self,
+        id: BuildId,
+        channel: &str,
+        message: Option<&str>,
+    ) -> RedisResult<()> {
+        let key = self.keys.card(id, channel);
+        let mut conn = self.conn.clone();
+        match message {
+            Some(message) => {
+                let _: () = conn.set_ex(key, message, DELIVERY_MEMORY.as_secs()).await?;
+            }
+            None => {
+                let _: usize = conn.del(key).await?;
+            }
+        }
+        Ok(())
+    }
+}
