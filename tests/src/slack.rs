@@ -160,3 +160,24 @@ pub fn slash_command(user_id: &str, user_name: &str, text: &str, response_url: &
     ];
     serde_urlencoded::to_string(fields).expect("a form")
 }
+
+/// A click on a button whose value is `value`, as Slack form-encodes a `block_actions`
+/// payload (the fields of Slack's documented example that Kiln reads, and some it does not),
+/// from channel `C1`.
+pub fn block_action(user_id: &str, value: &str, response_url: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": user_id, "username": user_id.to_lowercase(), "team_id": "T1" },
+        "api_app_id": "A1",
+        "token": "unused",
+        "team": { "id": "T1", "domain": "acme" },
+        "channel": { "id": "C1", "name": "builds" },
+        "trigger_id": "1.2.3",
+        "response_url": response_url,
+        "actions": [{
+            "action_id": "logs", "block_id": "b1", "type": "button", "value": value,
+            "text": { "type": "plain_text", "text": "Logs" }, "action_ts": "1700000000.000001"
+        }]
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).expect("a form")
+}

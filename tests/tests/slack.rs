@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::slack::{BOT_TOKEN, FakeSlack, slash_command};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
@@ -49,11 +49,23 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Posts `body` to the bot as Slack would, signed at `timestamp` with `secret`.
+/// Posts the slash command `body` to the bot as Slack would, signed at `timestamp` with
+/// `secret`.
 async fn post(kiln: &Kiln, body: &str, secret: &str, timestamp: u64) -> (u16, serde_json::Value) {
+    post_to(kiln, "/slack/commands", body, secret, timestamp).await
+}
+
+/// Posts `body` to the bot's `path` as Slack would, signed at `timestamp` with `secret`.
+async fn post_to(
+    kiln: &Kiln,
+    path: &str,
+    body: &str,
+    secret: &str,
+    timestamp: u64,
+) -> (u16, serde_json::Value) {
     let response = kiln
         .http
-        .post(kiln.url("/slack/commands"))
+        .post(kiln.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", timestamp.to_string())
         .header(
@@ -247,11 +259,25 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
         "{notification}"
     );
 
+    // The card's Logs button, clicked by Bob: the logs, privately. Unsigned clicks do nothing.
+    let click = block_action("UBOB", &format!("logs {id}"), &slack.response_url(9));
+    let (code, _) = post_to(&kiln, "/slack/actions", &click, "not-the-secret", now()).await;
+    assert_eq!(code, 401);
+    let (code, _) = post_to(&kiln, "/slack/actions", &click, SIGNING_SECRET, now()).await;
+    assert_eq!(code, 200);
+    let logs = answer(&slack, 4).await;
+    assert!(
+        logs.starts_with(&format!(
+            "Build #{id}, task `test` (failed with exit code 4)"
+        )),
+        "{logs}"
+    );
+
     // Unsubscribed, the channel hears no more.
     let unsubscribe = command("UALICE", "unsubscribe acme/api", 4);
     post(&kiln, &unsubscribe, SIGNING_SECRET, now()).await;
     assert_eq!(
-        answer(&slack, 4).await,
+        answer(&slack, 5).await,
         "This channel no longer follows acme/api@master."
     );
     let again = kiln.push(&repo, "master", &commit, "d-slack-again").await;
@@ -264,7 +290,7 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
     )
     .await;
     assert!(
-        answer(&slack, 5)
+        answer(&slack, 6)
             .await
             .starts_with("This channel follows no repository")
     );

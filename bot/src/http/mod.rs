@@ -36,6 +36,7 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
         .route("/slack/commands", post(slack::handle_slack_command))
+        .route("/slack/actions", post(slack::handle_slack_action))
         .route("/discord/interactions", post(discord::handle_interaction))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())

@@ -1,6 +1,7 @@
-//! `POST /slack/commands`: Slack's slash commands. The request is verified (signature, five
-//! minutes) before anything else; it is answered at once, privately, and the command's
-//! result follows through the `response_url` Slack gave.
+//! `POST /slack/commands` and `POST /slack/actions`: Slack's slash commands, and clicks on the
+//! buttons of Kiln's cards. The request is verified (signature, five minutes) before anything
+//! else; it is answered at once, privately, and the command's result follows through the
+//! `response_url` Slack gave.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,28 +14,30 @@ use serde_json::json;
 use super::{error, header, unix_now};
 use crate::app::App;
 use crate::commands::{self, Actor};
-use crate::slack::{SlashCommand, escape, signature};
+use crate::config;
+use crate::slack::{ActionForm, BlockActions, SlashCommand, escape, signature};
+
+/// What Kiln answers a workspace it does not serve.
+const OTHER_WORKSPACE: &str = "Kiln does not take commands from this workspace.";
+
+/// A command to carry out, from a slash command or a click.
+struct Request {
+    user_id: String,
+    user_name: String,
+    channel_id: String,
+    text: String,
+    response_url: String,
+}
 
 pub async fn handle_slack_command(
     State(app): State<App>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(slack) = &app.config.slack else {
-        return error(StatusCode::NOT_FOUND, "Slack is not configured");
+    let slack = match verified(&app, &headers, &body) {
+        Ok(slack) => slack,
+        Err((status, why)) => return error(status, why),
     };
-    let header = |name: &str| header(&headers, name);
-    let now = unix_now();
-    if let Err(why) = signature::verify(
-        slack.signing_secret.expose_secret().as_bytes(),
-        header("x-slack-request-timestamp"),
-        &body,
-        header("x-slack-signature"),
-        now,
-    ) {
-        tracing::warn!(%why, "refused a Slack request");
-        return error(StatusCode::UNAUTHORIZED, why.to_string());
-    }
     let command: SlashCommand = match serde_urlencoded::from_bytes(&body) {
         Ok(command) => command,
         Err(e) => {
@@ -42,36 +45,112 @@ pub async fn handle_slack_command(
         }
     };
     if !slack.teams.is_empty() && !slack.teams.contains(&command.team_id) {
-        let refusal = "Kiln does not take commands from this workspace.";
-        return Json(json!({ "response_type": "ephemeral", "text": refusal })).into_response();
+        return Json(json!({ "response_type": "ephemeral", "text": OTHER_WORKSPACE }))
+            .into_response();
     }
     let text = command.text.trim().to_owned();
     let ack = format!("Working on `{}`…", escape(&text));
-    tokio::spawn(answer(app.clone(), command));
+    tokio::spawn(answer(
+        app.clone(),
+        Request {
+            user_name: command.user_name,
+            user_id: command.user_id,
+            channel_id: command.channel_id,
+            text,
+            response_url: command.response_url,
+        },
+    ));
     Json(json!({ "response_type": "ephemeral", "text": ack })).into_response()
 }
 
-/// Carries the command out and posts the answer to its `response_url`.
-async fn answer(app: App, command: SlashCommand) {
-    let id = format!("slack:{}", command.user_id);
-    let name = if command.user_name.is_empty() {
-        command.user_id.clone()
-    } else {
-        command.user_name.clone()
+/// A click on a card's button: the command it carries, for the person who clicked. A link
+/// button's click, which carries none, is acknowledged and nothing more.
+pub async fn handle_slack_action(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let slack = match verified(&app, &headers, &body) {
+        Ok(slack) => slack,
+        Err((status, why)) => return error(status, why),
     };
-    let channel = format!("slack:{}", command.channel_id);
+    let click: BlockActions = match serde_urlencoded::from_bytes::<ActionForm>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|form| serde_json::from_str(&form.payload).map_err(|e| e.to_string()))
+    {
+        Ok(click) => click,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a block action: {e}")),
+    };
+    let team = click
+        .team
+        .as_ref()
+        .map(|t| t.id.as_str())
+        .unwrap_or_default();
+    if !slack.teams.is_empty() && !slack.teams.iter().any(|t| t == team) {
+        return error(StatusCode::FORBIDDEN, OTHER_WORKSPACE);
+    }
+    let command = click.actions.iter().find_map(|a| a.value.clone());
+    if click.kind != "block_actions" || command.is_none() {
+        return StatusCode::OK.into_response();
+    }
+    tokio::spawn(answer(
+        app.clone(),
+        Request {
+            user_name: click.user.username,
+            user_id: click.user.id,
+            channel_id: click.channel.map(|c| c.id).unwrap_or_default(),
+            text: command.unwrap_or_default(),
+            response_url: click.response_url,
+        },
+    ));
+    StatusCode::OK.into_response()
+}
+
+/// Slack's configuration, if the request is signed with its secret within five minutes;
+/// otherwise why it is refused.
+fn verified<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'a config::Slack, (StatusCode, String)> {
+    let Some(slack) = &app.config.slack else {
+        return Err((StatusCode::NOT_FOUND, "Slack is not configured".into()));
+    };
+    let header = |name: &str| header(headers, name);
+    if let Err(why) = signature::verify(
+        slack.signing_secret.expose_secret().as_bytes(),
+        header("x-slack-request-timestamp"),
+        body,
+        header("x-slack-signature"),
+        unix_now(),
+    ) {
+        tracing::warn!(%why, "refused a Slack request");
+        return Err((StatusCode::UNAUTHORIZED, why.to_string()));
+    }
+    Ok(slack)
+}
+
+/// Carries the command out and posts the answer, privately, to its `response_url`.
+async fn answer(app: App, request: Request) {
+    let id = format!("slack:{}", request.user_id);
+    let name = if request.user_name.is_empty() {
+        request.user_id.clone()
+    } else {
+        request.user_name.clone()
+    };
+    let channel = format!("slack:{}", request.channel_id);
     let actor = Actor {
         name: &name,
         via: "slack",
         id: &id,
         operator: false,
-        channel: (!command.channel_id.is_empty()).then_some(channel.as_str()),
+        channel: (!request.channel_id.is_empty()).then_some(channel.as_str()),
     };
-    let reply = commands::run(&app, actor, &command.text).await;
+    let reply = commands::run(&app, actor, &request.text).await;
     let message = json!({ "response_type": "ephemeral", "text": escape(&reply.text) });
     let posted = app
         .http
-        .post(&command.response_url)
+        .post(&request.response_url)
         .json(&message)
         .send()
         .await

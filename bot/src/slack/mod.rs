@@ -1,5 +1,6 @@
 //! Slack: what only Slack's formats know. Slash commands arrive signed
-//! ([`signature`]) as a form ([`SlashCommand`]); answers are mrkdwn, escaped by [`escape`].
+//! ([`signature`]) as a form ([`SlashCommand`]), clicks on a message's buttons as a form
+//! holding a JSON `payload` ([`BlockActions`]); answers are mrkdwn, escaped by [`escape`].
 
 pub mod signature;
 
@@ -25,6 +26,49 @@ pub struct SlashCommand {
     pub channel_id: String,
     /// Where to post the answer, within 30 minutes, up to five times.
     pub response_url: String,
+}
+
+/// A click on a button of a message (`"type": "block_actions"`); the fields Kiln uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BlockActions {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: ActionUser,
+    #[serde(default)]
+    pub team: Option<Id>,
+    #[serde(default)]
+    pub channel: Option<Id>,
+    /// Where to post the answer, as for a slash command.
+    pub response_url: String,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActionUser {
+    pub id: String,
+    #[serde(default)]
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Id {
+    pub id: String,
+}
+
+/// One button clicked: Kiln's carry the command they give as their value; a link button has
+/// none.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    pub action_id: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// The form Slack posts a click as: one field, `payload`, holding JSON.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActionForm {
+    pub payload: String,
 }
 
 /// `text` as Slack mrkdwn shows it literally: `&`, `<` and `>` are Slack's only control
