@@ -199,6 +199,18 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             build,
             failed_only: false,
         } => retry(app, actor, *build).await?,
+        Command::Workers => {
+            let workers = app.store.workers().await?;
+            if workers.is_empty() {
+                Reply::done("No worker is taking jobs.")
+            } else {
+                let lines: Vec<String> = workers
+                    .iter()
+                    .map(|w| format!("• {}", w.describe()))
+                    .collect();
+                Reply::done(format!("Workers:\n{}", lines.join("\n")))
+            }
+        }
         Command::Subscribe {
             repo,
             branch,
@@ -247,13 +259,6 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             text: "`retry --failed` is not available in this Kiln yet; `retry <build>` builds \
                    it again from the start."
                 .into(),
-        },
-        other => Reply {
-            outcome: Outcome::Unavailable,
-            text: format!(
-                "`{}` is not available in this Kiln yet; `help` lists what is.",
-                other.name()
-            ),
         },
     })
 }

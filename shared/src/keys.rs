@@ -116,6 +116,11 @@ impl Keys {
         format!("{}:channel:{channel}:subscriptions", self.prefix)
     }
 
+    /// The workers' presence (hash: worker name to what it last said of itself).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
     /// Every command anyone gave, and what came of it (stream).
     pub fn audit(&self) -> String {
         format!("{}:audit", self.prefix)

@@ -10,6 +10,7 @@ pub mod command;
 pub mod keys;
 pub mod plan;
 pub mod platform;
+pub mod presence;
 pub mod routing;
 pub mod spec;
 pub mod subscription;

@@ -34,6 +34,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
             return;
         }
     };
+    let _held = worker.running.hold(job.build.id, &job.task);
     let span =
         tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;

@@ -19,6 +19,7 @@ pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;
+pub mod presence;
 pub mod secrets;
 pub mod shell;
 pub mod store;
@@ -73,6 +74,8 @@ pub struct Worker {
     /// The cache entries.
     pub caches: cache::Caches,
     pub secrets: secrets::Secrets,
+    /// The jobs it holds now, for its presence.
+    pub running: presence::Running,
 }
 
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
@@ -110,10 +113,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         blobs: blobs::Blobs::new(settings.store_dir.join("artifacts")),
         caches: cache::Caches::new(settings.store_dir.join("cache")),
         secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
+        running: presence::Running::default(),
     });
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 
     let jobs = TaskTracker::new();
+    let heartbeat = {
+        let worker = worker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            presence::beat(&worker, settings.platform, settings.slots, shutdown).await;
+        })
+    };
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -137,5 +148,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     jobs.close();
     jobs.wait().await;
+    // The worker has stopped taking jobs: it is no longer there, whatever ended the loop.
+    heartbeat.abort();
+    let _ = heartbeat.await;
+    if let Err(error) = worker.store.say_gone(&worker.name).await {
+        tracing::warn!(%error, "cannot take this worker's presence back");
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use kiln_shared::build::TaskStatus;
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::presence::Presence;
 use kiln_shared::wire::JobRequested;
 
 use crate::lines::{LogLine, LogSink};
@@ -44,11 +45,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn milliseconds() -> String {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-        .to_string()
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn milliseconds() -> String {
+    now_ms().to_string()
 }
 
 impl Store {
@@ -77,6 +82,20 @@ impl Store {
         }
         let moved: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(moved == 1)
+    }
+
+    /// Records what this worker says of itself, for `workers`.
+    pub async fn say_present(&self, presence: &Presence) -> RedisResult<()> {
+        let json = serde_json::to_string(presence).unwrap_or_default();
+        self.conn
+            .clone()
+            .hset(self.keys.workers(), &presence.name, json)
+            .await
+    }
+
+    /// Takes a stopping worker's presence back.
+    pub async fn say_gone(&self, name: &str) -> RedisResult<()> {
+        self.conn.clone().hdel(self.keys.workers(), name).await
     }
 
     /// Whether the bot has cancelled this attempt of the task.

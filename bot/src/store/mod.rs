@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::keys::{ATTEMPT_FIELDS, Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
+use kiln_shared::presence::Presence;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::{Artifact, BuildRef, BuildRequested, ImageUse};
 use redis::aio::ConnectionManager;
@@ -180,6 +181,25 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// The workers heard from lately, by platform and name; entries of workers silent for
+    /// longer (a worker killed outright says nothing) are removed.
+    pub async fn workers(&self) -> RedisResult<Vec<Presence>> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.keys.workers()).await?;
+        let now = now_ms();
+        let mut there = Vec::new();
+        for (name, json) in all {
+            match serde_json::from_str::<Presence>(&json) {
+                Ok(presence) if presence.is_there(now) => there.push(presence),
+                _ => {
+                    let _: usize = conn.hdel(self.keys.workers(), name).await?;
+                }
+            }
+        }
+        there.sort_by(|a, b| (&a.platform, &a.name).cmp(&(&b.platform, &b.name)));
+        Ok(there)
     }
 
     /// A new build id.

@@ -1,0 +1,97 @@
+//! The worker's presence: every heartbeat it tells Redis who it is, what it runs and which
+//! jobs it holds, so `workers` in chat can say.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use kiln_shared::build::BuildId;
+use kiln_shared::platform::Platform;
+use kiln_shared::presence::{HEARTBEAT, Presence};
+use tokio_util::sync::CancellationToken;
+
+use crate::Worker;
+use crate::store::now_ms;
+
+/// The jobs a worker holds now.
+#[derive(Debug, Default)]
+pub struct Running {
+    jobs: Mutex<BTreeSet<String>>,
+}
+
+/// A job held; dropping it lets go.
+#[derive(Debug)]
+pub struct Held<'a> {
+    running: &'a Running,
+    job: String,
+}
+
+impl Running {
+    /// Notes that the job of `build`'s `task` is held until the returned guard is dropped.
+    pub fn hold(&self, build: BuildId, task: &str) -> Held<'_> {
+        let job = format!("#{build} {task}");
+        self.jobs.lock().expect("not poisoned").insert(job.clone());
+        Held { running: self, job }
+    }
+
+    /// The jobs held, in order.
+    pub fn now(&self) -> Vec<String> {
+        self.jobs
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.running
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.job);
+    }
+}
+
+/// Tells Redis every [`HEARTBEAT`] that `worker` is there, until `shutdown`. A Redis outage
+/// only makes the worker look gone for a while.
+pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: CancellationToken) {
+    let started_ms = now_ms();
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let presence = Presence {
+            name: worker.name.clone(),
+            platform: platform.to_string(),
+            slots,
+            running: worker.running.now(),
+            started_ms,
+            seen_ms: now_ms(),
+        };
+        if let Err(error) = worker.store.say_present(&presence).await {
+            tracing::warn!(%error, "cannot record this worker's presence");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_held_until_its_guard_goes() {
+        let running = Running::default();
+        let first = running.hold(BuildId(12), "unit");
+        {
+            let _second = running.hold(BuildId(3), "lint");
+            assert_eq!(running.now(), ["#12 unit", "#3 lint"]);
+        }
+        assert_eq!(running.now(), ["#12 unit"]);
+        drop(first);
+        assert!(running.now().is_empty());
+    }
+}
