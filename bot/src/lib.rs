@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod events;
 pub mod github;
+pub mod gitlab;
 pub mod http;
 pub mod ingress;
 pub mod interactions;

@@ -105,6 +105,28 @@ impl Default for TestRepo {
 
 /// GitHub's published push payload (tests/fixtures/github-push.json), pointed at `repo`'s
 /// `branch` and `commit`.
+/// GitLab's push payload (the captured fixture) rewritten to announce `commit` on `branch` of
+/// `repo_name`, cloneable from `clone_url`, by `author`.
+pub fn gitlab_push_payload(
+    repo_name: &str,
+    branch: &str,
+    commit: &str,
+    clone_url: &str,
+    author: &str,
+) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/gitlab-push-capture.json"))
+            .expect("fixture is JSON");
+    payload["ref"] = format!("refs/heads/{branch}").into();
+    payload["after"] = commit.into();
+    payload["checkout_sha"] = commit.into();
+    payload["commits"][0]["id"] = commit.into();
+    payload["commits"][0]["author"]["name"] = author.into();
+    payload["project"]["path_with_namespace"] = repo_name.into();
+    payload["project"]["git_http_url"] = clone_url.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}
+
 pub fn push_payload(
     repo_name: &str,
     branch: &str,

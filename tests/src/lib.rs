@@ -208,6 +208,34 @@ impl Kiln {
         (status, json)
     }
 
+    /// Sends a GitLab webhook delivery with `token` in `X-Gitlab-Token` and, unless empty,
+    /// `key` as its `Idempotency-Key`; returns the status and the JSON answer.
+    pub async fn send_gitlab(
+        &self,
+        event: &str,
+        key: &str,
+        body: &[u8],
+        token: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .post(self.url("/hooks/gitlab"))
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-token", token);
+        if !key.is_empty() {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the bot answers");
+        let status = response.status().as_u16();
+        let json = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
     /// Announces `commit` of `repo`'s `branch` with GitHub's push payload, signed with the
     /// test secret, checks that the bot accepted it (202), and returns the new build's id.
     pub async fn push(

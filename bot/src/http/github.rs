@@ -1,18 +1,14 @@
 //! `POST /hooks/github`: verify, translate, accept; nothing else happens at the door.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use kiln_shared::trigger::ForgeEvent;
 use secrecy::ExposeSecret;
-use serde_json::json;
 
-use super::error;
+use super::{error, forge};
 use crate::app::App;
 use crate::github;
-use crate::ingress::{self, Accepted};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -62,36 +58,5 @@ pub async fn handle_github_hook(
         Ok(translated) => translated,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match translated {
-        ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
-        ForgeEvent::Ignored { reason } => {
-            tracing::info!(repo = %name, delivery, event, %reason, "webhook ignored");
-            (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
-        }
-        ForgeEvent::Push(push) => {
-            match ingress::accept_push(&app, repo, "github", delivery, push).await {
-                Ok(Accepted::New(id)) => (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "build_id": id, "url": build_url(&app, id) })),
-                )
-                    .into_response(),
-                Ok(Accepted::Duplicate(id)) => (
-                    StatusCode::OK,
-                    Json(json!({ "build_id": id, "url": build_url(&app, id), "duplicate": true })),
-                )
-                    .into_response(),
-                Err(e) => {
-                    tracing::error!(repo = %name, delivery, error = %e, "cannot accept a build");
-                    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
-                }
-            }
-        }
-    }
-}
-
-fn build_url(app: &App, id: kiln_shared::build::BuildId) -> String {
-    format!(
-        "{}/builds/{id}",
-        app.config.public_url.trim_end_matches('/')
-    )
+    forge::accept(&app, repo, "github", delivery, translated).await
 }

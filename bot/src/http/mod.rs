@@ -5,7 +5,9 @@ mod builds;
 mod cancel;
 mod commands;
 mod discord;
+mod forge;
 mod github;
+mod gitlab;
 mod slack;
 
 use axum::extract::DefaultBodyLimit;
@@ -20,7 +22,8 @@ use tower_http::trace::TraceLayer;
 use crate::app::App;
 use crate::config::Operator;
 
-/// The largest webhook body accepted. GitHub caps payloads at 25 MB and drops larger ones.
+/// The largest webhook body accepted. GitHub caps payloads at 25 MB and drops larger ones;
+/// GitLab's default limit is the same.
 pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 
 /// The bot's routes.
@@ -29,6 +32,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/hooks/github",
             post(github::handle_github_hook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
+        .route(
+            "/hooks/gitlab",
+            post(gitlab::handle_gitlab_hook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))

@@ -1,0 +1,274 @@
+//! GitLab: webhook verification and translation. Only this module knows GitLab's payloads.
+//!
+//! GitLab does not sign a webhook's body: it sends the hook's secret token as is in
+//! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
+//! translated into a [`ForgeEvent`], reading only the few fields Kiln uses.
+
+use kiln_shared::trigger::{ForgeEvent, Push};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The commit id GitLab sends as `after` when a branch was deleted, and as `before` when
+/// one was created.
+const NULL_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+/// GitLab lists at most this many commits in a push payload.
+const MAX_LISTED_COMMITS: usize = 20;
+
+/// Whether `token` (`X-Gitlab-Token`) is the hook's `secret`. Both are hashed first, so the
+/// comparison takes the same time whatever their lengths and contents.
+pub fn verify_token(secret: &[u8], token: &str) -> bool {
+    Sha256::digest(secret)
+        .ct_eq(&Sha256::digest(token.as_bytes()))
+        .into()
+}
+
+/// Just enough of any project event to find its project before it is verified.
+#[derive(Debug, Deserialize)]
+struct AnyProjectEvent {
+    project: Project,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    path_with_namespace: String,
+    #[serde(default)]
+    git_http_url: String,
+}
+
+/// <https://docs.gitlab.com/user/project/integrations/webhook_events/#push-events>
+#[derive(Debug, Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: String,
+    after: String,
+    #[serde(default)]
+    user_username: String,
+    project: Project,
+    #[serde(default)]
+    commits: Vec<Commit>,
+    #[serde(default)]
+    total_commits_count: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct Commit {
+    id: String,
+    message: String,
+    author: Author,
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Author {
+    name: String,
+}
+
+/// Why a delivery could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the {event} payload is not what GitLab sends: {source}")]
+pub struct PayloadError {
+    event: String,
+    source: serde_path_to_error::Error<serde_json::Error>,
+}
+
+fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|source| PayloadError {
+        event: event.to_owned(),
+        source,
+    })
+}
+
+/// The project a delivery is about (`group/name`), read before the token is checked because
+/// the token to check is the project's. Nothing else is trusted until then.
+pub fn project_name(event: &str, body: &[u8]) -> Result<String, PayloadError> {
+    parse::<AnyProjectEvent>(event, body).map(|e| e.project.path_with_namespace)
+}
+
+/// A delivery's identity for deduplication: GitLab's `Idempotency-Key` (17.4 and later, the
+/// same across retries), else its `X-Gitlab-Event-UUID`, else what a retry of a push would
+/// repeat: its ref and the commits before and after.
+pub fn delivery_id(idempotency_key: &str, event_uuid: &str, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Identity {
+        #[serde(rename = "ref")]
+        git_ref: String,
+        before: String,
+        after: String,
+    }
+    [idempotency_key, event_uuid]
+        .into_iter()
+        .find(|id| !id.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            let push: Identity = serde_json::from_slice(body).ok()?;
+            Some(format!("{}:{}:{}", push.git_ref, push.before, push.after))
+        })
+}
+
+/// Translates a verified delivery of event type `event` (`X-Gitlab-Event`, e.g. `Push Hook`).
+pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
+    match event {
+        "Push Hook" => translate_push(parse(event, body)?),
+        "Tag Push Hook" => Ok(ForgeEvent::Ignored {
+            reason: "a tag was pushed; Kiln builds branches".into(),
+        }),
+        "Merge Request Hook" => Ok(ForgeEvent::Ignored {
+            reason: "Kiln builds a merge request's source branch when it is pushed to".into(),
+        }),
+        other => Ok(ForgeEvent::Ignored {
+            reason: format!("Kiln does not act on `{other}` events"),
+        }),
+    }
+}
+
+fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
+    let ignored = |reason: String| Ok(ForgeEvent::Ignored { reason });
+    let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
+        return ignored(format!("`{}` is not a branch", push.git_ref));
+    };
+    if push.after == NULL_COMMIT {
+        return ignored(format!("branch `{branch}` was deleted"));
+    }
+    // A new branch lists only its new commits, a long push only some: then what changed is
+    // not known.
+    let complete = push.before != NULL_COMMIT
+        && push.commits.len() == push.total_commits_count
+        && push.total_commits_count < MAX_LISTED_COMMITS;
+    let head = push.commits.iter().find(|c| c.id == push.after);
+    let (author, subject) = match head {
+        Some(c) => (
+            c.author.name.clone(),
+            c.message.lines().next().unwrap_or_default().to_owned(),
+        ),
+        None => (push.user_username.clone(), String::new()),
+    };
+    let changed_paths = complete.then(|| {
+        let mut paths: Vec<String> = push
+            .commits
+            .into_iter()
+            .flat_map(|c| c.added.into_iter().chain(c.modified).chain(c.removed))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    });
+    Ok(ForgeEvent::Push(Push {
+        repo: push.project.path_with_namespace,
+        branch: branch.to_owned(),
+        commit: push.after,
+        clone_url: push.project.git_http_url,
+        author,
+        subject,
+        changed_paths,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real payloads; see tests/fixtures/SOURCES.md at the repository root.
+    const PUSH: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-push-capture.json");
+    const DOCS_PUSH: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-push.json");
+    const DELETE: &[u8] =
+        include_bytes!("../../../tests/fixtures/gitlab-push-branch-delete-capture.json");
+    const TAG: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-tag_push.json");
+    const MERGE_REQUEST: &[u8] =
+        include_bytes!("../../../tests/fixtures/gitlab-merge_request.json");
+    const NOTE: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-note-merge_request.json");
+
+    #[test]
+    fn translates_a_branch_push() {
+        assert_eq!(
+            translate("Push Hook", PUSH).expect("valid"),
+            ForgeEvent::Push(Push {
+                repo: "gitlab-org/hello-world".into(),
+                branch: "master".into(),
+                commit: "2adc9465c4edfc33834e173fe89436a7cb899a1d".into(),
+                clone_url: "https://gitlab.com/gitlab-org/hello-world.git".into(),
+                author: "Sid Sijbrandij".into(),
+                subject: "added readme".into(),
+                changed_paths: Some(vec!["README.md".into()]),
+            })
+        );
+        assert_eq!(
+            project_name("Push Hook", PUSH).expect("valid"),
+            "gitlab-org/hello-world"
+        );
+    }
+
+    #[test]
+    fn a_push_listing_some_of_its_commits_has_no_changed_paths() {
+        let ForgeEvent::Push(push) = translate("Push Hook", DOCS_PUSH).expect("valid") else {
+            panic!("a push");
+        };
+        assert_eq!(push.repo, "mike/diaspora");
+        assert_eq!(push.commit, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+        assert_eq!(push.author, "GitLab dev user");
+        assert_eq!(push.changed_paths, None, "4 commits pushed, 2 listed");
+    }
+
+    #[test]
+    fn ignores_deletions_tags_and_the_rest_with_a_reason() {
+        let reason = |event: &str, body: &[u8]| match translate(event, body).expect("valid") {
+            ForgeEvent::Ignored { reason } => reason,
+            other => panic!("expected Ignored, got {other:?}"),
+        };
+        assert_eq!(reason("Push Hook", DELETE), "branch `feature` was deleted");
+        assert_eq!(
+            reason("Tag Push Hook", TAG),
+            "a tag was pushed; Kiln builds branches"
+        );
+        assert!(reason("Merge Request Hook", MERGE_REQUEST).contains("source branch"));
+        assert_eq!(
+            reason("Note Hook", NOTE),
+            "Kiln does not act on `Note Hook` events"
+        );
+        for body in [TAG, MERGE_REQUEST, NOTE] {
+            assert!(project_name("any", body).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        assert!(verify_token(b"s3cret", "s3cret"));
+        assert!(!verify_token(b"s3cret", "s3cre"));
+        assert!(!verify_token(b"s3cret", "s3cret "));
+        assert!(!verify_token(b"s3cret", ""));
+    }
+
+    #[test]
+    fn a_delivery_is_known_by_its_key_else_by_what_a_retry_repeats() {
+        assert_eq!(delivery_id("k1", "u1", PUSH).as_deref(), Some("k1"));
+        assert_eq!(delivery_id("", "u1", PUSH).as_deref(), Some("u1"));
+        assert_eq!(
+            delivery_id("", "", PUSH).as_deref(),
+            Some(
+                "refs/heads/master:9217710ce8c7e1eae7a5d1c45f6e43e1c769f866:\
+                 2adc9465c4edfc33834e173fe89436a7cb899a1d"
+            )
+        );
+        assert_eq!(delivery_id("", "", b"{}"), None);
+    }
+
+    #[test]
+    fn says_where_a_payload_is_wrong() {
+        let e = translate(
+            "Push Hook",
+            br#"{"ref": "refs/heads/x", "before": "a", "after": 7}"#,
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("after"), "{e}");
+        assert!(project_name("Push Hook", b"[]").is_err());
+    }
+}

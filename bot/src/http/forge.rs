@@ -1,0 +1,57 @@
+//! What every forge's webhook door does once a delivery is verified and translated: a push
+//! becomes a build (`202`, or `200` for a delivery seen before), anything else is answered
+//! with why nothing happened.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kiln_shared::trigger::ForgeEvent;
+use serde_json::json;
+
+use super::error;
+use crate::app::App;
+use crate::config::Repository;
+use crate::ingress::{self, Accepted};
+
+/// Answers the verified delivery `delivery` of `forge`, translated to `event`.
+pub async fn accept(
+    app: &App,
+    repo: &Repository,
+    forge: &str,
+    delivery: &str,
+    event: ForgeEvent,
+) -> Response {
+    let name = &repo.name;
+    match event {
+        ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
+        ForgeEvent::Ignored { reason } => {
+            tracing::info!(repo = %name, forge, delivery, %reason, "webhook ignored");
+            (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
+        }
+        ForgeEvent::Push(push) => {
+            match ingress::accept_push(app, repo, forge, delivery, push).await {
+                Ok(Accepted::New(id)) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "build_id": id, "url": build_url(app, id) })),
+                )
+                    .into_response(),
+                Ok(Accepted::Duplicate(id)) => (
+                    StatusCode::OK,
+                    Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
+                )
+                    .into_response(),
+                Err(e) => {
+                    tracing::error!(repo = %name, forge, delivery, error = %e, "cannot accept a build");
+                    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+                }
+            }
+        }
+    }
+}
+
+fn build_url(app: &App, id: kiln_shared::build::BuildId) -> String {
+    format!(
+        "{}/builds/{id}",
+        app.config.public_url.trim_end_matches('/')
+    )
+}
