@@ -70,8 +70,6 @@ pub enum Outcome {
     Done,
     /// Not a command, or not a valid one.
     Invalid,
-    /// A command this Kiln cannot carry out yet.
-    Unavailable,
     /// The person may not give it.
     Refused,
     /// Kiln could not carry it out (Redis or RabbitMQ unreachable, say).
@@ -195,10 +193,7 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             }
             Reply::done(text)
         }
-        Command::Retry {
-            build,
-            failed_only: false,
-        } => retry(app, actor, *build).await?,
+        Command::Retry { build, failed_only } => retry(app, actor, *build, *failed_only).await?,
         Command::Workers => {
             let workers = app.store.workers().await?;
             if workers.is_empty() {
@@ -252,14 +247,6 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
                 Reply::done(format!("This channel follows:\n{}", names.join("\n")))
             }
         }
-        Command::Retry {
-            failed_only: true, ..
-        } => Reply {
-            outcome: Outcome::Unavailable,
-            text: "`retry --failed` is not available in this Kiln yet; `retry <build>` builds \
-                   it again from the start."
-                .into(),
-        },
     })
 }
 
@@ -313,6 +300,7 @@ async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyh
         subject: resolved.subject,
         kind: TriggerKind::Command,
         changed_paths: None,
+        reuse: None,
     })
     .await?;
     let short: String = commit.chars().take(8).collect();
@@ -369,11 +357,36 @@ async fn subscribe(
     )))
 }
 
-/// `retry <build>`: the same commit of the same branch, built again from the start.
-async fn retry(app: &App, actor: Actor<'_>, build: BuildId) -> anyhow::Result<Reply> {
+/// `retry <build> [--failed]`: the same commit of the same branch, built again from the
+/// start, or (`--failed`) with the tasks that passed taken as they are.
+async fn retry(
+    app: &App,
+    actor: Actor<'_>,
+    build: BuildId,
+    failed_only: bool,
+) -> anyhow::Result<Reply> {
     let Some(record) = app.store.build(build).await? else {
         return Ok(Reply::invalid(format!("There is no build #{build}.")));
     };
+    if failed_only {
+        if !record.status.is_final() {
+            return Ok(Reply::invalid(format!(
+                "Build #{build} is still {}: `retry --failed` re-runs what an ended build did \
+                 not pass.",
+                record.status
+            )));
+        }
+        let tasks = match &record.plan {
+            Some(plan) => app.store.tasks(build, plan).await?,
+            None => Vec::new(),
+        };
+        if tasks.is_empty() || tasks.iter().all(|t| t.status == TaskStatus::Passed) {
+            return Ok(Reply::invalid(format!(
+                "Build #{build} has no task that did not pass; `retry {build}` builds it \
+                 again from the start."
+            )));
+        }
+    }
     let id = ingress::accept_command(app, |id| BuildRequested {
         build: BuildRef {
             id,
@@ -385,10 +398,16 @@ async fn retry(app: &App, actor: Actor<'_>, build: BuildId) -> anyhow::Result<Re
         // As the build it repeats: the same steps apply (`when: { event: … }`).
         kind: record.kind,
         changed_paths: record.changed_paths.clone(),
+        reuse: failed_only.then_some(build),
     })
     .await?;
+    let what = if failed_only {
+        format!("what did not pass in build #{build}")
+    } else {
+        format!("build #{build}")
+    };
     Ok(Reply::done(format!(
-        "Build #{id} runs build #{build} again ({} {}), for {}.",
+        "Build #{id} runs {what} again ({} {}), for {}.",
         record.build.repo, record.build.branch, actor.name
     )))
 }

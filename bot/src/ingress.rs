@@ -54,6 +54,7 @@ pub async fn accept_push(
         subject: push.subject,
         kind: TriggerKind::Push,
         changed_paths: push.changed_paths,
+        reuse: None,
     };
     if let Err(error) = record_and_announce(app, &request).await {
         // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,

@@ -4,7 +4,7 @@
 //! A spec that cannot be used ends the build as failed with the reason, line and column; a
 //! repository that cannot be fetched ends it as errored. Neither is an error of the bot's.
 
-use kiln_shared::build::{BuildStatus, TaskStatus};
+use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
 use kiln_shared::spec::{SPEC_FILE, Trigger};
 use kiln_shared::wire::{BuildRequested, JobRequested};
@@ -39,6 +39,11 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         scheduler::cancel_tasks(app, &now).await?;
         return Ok(());
     }
+    if let Some(from) = record.reuse
+        && reuse_passed(app, &record, &plan, from).await?
+    {
+        return Ok(());
+    }
     let tasks = app.store.tasks(id, &plan).await?;
     for (task, stored) in plan.tasks.iter().zip(&tasks) {
         if stored.status == TaskStatus::Queued {
@@ -49,6 +54,59 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     }
     tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())
+}
+
+/// Takes the tasks that passed in build `from` (the same commit) as passed in this one, and
+/// accounts for them in the graph as if they had just passed, so only the others run; the
+/// tasks all of whose needs were taken are queued. Returns true if nothing is left to run
+/// and the build has ended. Idempotent, as planning must be.
+async fn reuse_passed(
+    app: &App,
+    record: &BuildRecord,
+    plan: &Plan,
+    from: BuildId,
+) -> anyhow::Result<bool> {
+    let id = record.build.id;
+    let names: Vec<&str> = plan.tasks.iter().map(|t| t.name.as_str()).collect();
+    let earlier = app.store.task_records(from, &names).await?;
+    let passed: Vec<&str> = earlier
+        .iter()
+        .filter(|t| t.status == TaskStatus::Passed)
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut remaining = plan.tasks.len() as i64;
+    for task in earlier.iter().filter(|t| t.status == TaskStatus::Passed) {
+        app.store.reuse_task(id, from, task).await?;
+        let dependents: Vec<&str> = plan
+            .dependents(&task.name)
+            .map(|t| t.name.as_str())
+            .collect();
+        remaining = app
+            .store
+            .settle(id, &task.name, true, &dependents)
+            .await?
+            .remaining;
+    }
+    for task in &plan.tasks {
+        if !passed.contains(&task.name.as_str())
+            && !task.needs.is_empty()
+            && task
+                .needs
+                .iter()
+                .all(|need| passed.contains(&need.as_str()))
+        {
+            app.store
+                .transition_task(id, &task.name, TaskStatus::Queued, &[])
+                .await?;
+        }
+    }
+    tracing::info!(build = %id, %from, reused = passed.len(), "passed tasks taken from an earlier build");
+    if remaining <= 0 {
+        let record = app.store.build(id).await?.unwrap_or_else(|| record.clone());
+        scheduler::finish_build(app, &record).await?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Reads and plans `.kiln.yml` at the build's commit; on failure, the status the build ends

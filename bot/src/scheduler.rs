@@ -162,7 +162,7 @@ async fn retry(
 }
 
 /// Gives a build whose tasks are all accounted for its final status and announces it.
-async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
+pub async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()> {
     let id = record.build.id;
     let Some(plan) = record.plan.as_ref().filter(|_| !record.status.is_final()) else {
         return Ok(());

@@ -46,6 +46,10 @@ pub struct BuildRequested {
     /// The files the build's commits changed, when the forge said (for `when: changes`).
     #[serde(default)]
     pub changed_paths: Option<Vec<String>>,
+    /// An earlier build of the same commit whose passed tasks this one takes as they are,
+    /// running only the others (`retry --failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<BuildId>,
 }
 
 /// One task for a worker: published to the jobs exchange with its platform as key.

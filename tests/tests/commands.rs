@@ -3,7 +3,7 @@
 //! in the audit stream.
 
 use kiln_tests::forge::TestRepo;
-use kiln_tests::{Kiln, REPO, TEST_IMAGE};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const TOKEN: &str = "alice-token-0123456789";
 
@@ -100,17 +100,18 @@ async fn commands_answer_in_words_and_are_audited() {
             .contains("already ended: failed")
     );
 
-    // The test's workers, as they last said: a heartbeat comes as each starts.
-    let (status, reply) = command(&kiln, TOKEN, "workers").await;
-    assert_eq!(status, 200, "{reply}");
+    // The test's workers, as they last said: each says so as it starts, and as it takes or
+    // lets go of a job.
     let prefix = &kiln.prefix;
-    assert_eq!(
-        reply["text"],
-        format!(
-            "Workers:\n• {prefix}-linux-amd64 (linux/amd64, 0 of 2 slot(s) busy)\n\
-             • {prefix}-linux-arm64 (linux/arm64, 0 of 2 slot(s) busy)"
-        )
+    let idle = format!(
+        "Workers:\n• {prefix}-linux-amd64 (linux/amd64, 0 of 2 slot(s) busy)\n\
+         • {prefix}-linux-arm64 (linux/arm64, 0 of 2 slot(s) busy)"
     );
+    wait_for("both workers idle", E2E_TIMEOUT, || async {
+        let (status, reply) = command(&kiln, TOKEN, "workers").await;
+        (status == 200 && reply["text"] == idle.as_str()).then_some(())
+    })
+    .await;
 
     // Every command an operator gave, in order, with its outcome; the refused request is
     // not in it, as nobody could be named.
@@ -213,7 +214,7 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
         ("retry 999".to_owned(), "There is no build #999"),
         (
             format!("retry --failed {pushed}"),
-            "`retry --failed` is not available",
+            "has no task that did not pass",
         ),
     ] {
         let (status, reply) = command(&kiln, TOKEN, &text).await;
@@ -223,4 +224,82 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
             "{text}: {reply}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_runs_only_what_did_not_pass_with_the_artifacts_of_what_did() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        r#"steps:
+  make:
+    image: {TEST_IMAGE}
+    run: echo made > out.txt
+    artifacts: [out.txt]
+  lint:
+    image: {TEST_IMAGE}
+    run: echo linted
+  check:
+    image: {TEST_IMAGE}
+    needs: [make]
+    run: ['cat out.txt', 'exit 5']
+  ship:
+    image: {TEST_IMAGE}
+    needs: [check]
+    run: echo shipped
+"#
+    );
+    let commit = repo.commit("master", "Flaky", &[(".kiln.yml", &spec)]);
+    let first = kiln
+        .push(&repo, "master", &commit, "delivery-retry-failed")
+        .await;
+    assert_eq!(kiln.finished_build(first).await["status"], "failed");
+
+    let (status, reply) = command(&kiln, TOKEN, &format!("retry --failed {first}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let id = first + 1;
+    assert_eq!(
+        reply["text"],
+        format!(
+            "Build #{id} runs what did not pass in build #{first} again ({REPO} master), for alice."
+        )
+    );
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let tasks: Vec<(String, String, String)> = build["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            let field = |f: &str| t[f].as_str().unwrap_or_default().to_owned();
+            (field("name"), field("status"), field("outcome"))
+        })
+        .collect();
+    let taken = format!("passed in build #{first}");
+    assert_eq!(
+        tasks,
+        [
+            ("lint".to_owned(), "passed".to_owned(), taken.clone()),
+            ("make".to_owned(), "passed".to_owned(), taken),
+            (
+                "check".to_owned(),
+                "failed".to_owned(),
+                "failed with exit code 5".to_owned()
+            ),
+            ("ship".to_owned(), "skipped".to_owned(), String::new()),
+        ]
+    );
+    // What passed did not run again; what failed ran with the artifact of what passed.
+    assert_eq!(kiln.task_log(id, "make").await, "");
+    assert!(kiln.task_log(id, "check").await.contains("made\n"));
+
+    // A retry of that retry takes over what it took over, artifacts included.
+    let (status, reply) = command(&kiln, TOKEN, &format!("retry --failed {id}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let again = kiln.finished_build(id + 1).await;
+    assert_eq!(
+        again["tasks"][1]["outcome"],
+        format!("passed in build #{id}")
+    );
+    assert!(kiln.task_log(id + 1, "check").await.contains("made\n"));
 }

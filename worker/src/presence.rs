@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use tokio::sync::Notify;
+
 use kiln_shared::build::BuildId;
 use kiln_shared::platform::Platform;
 use kiln_shared::presence::{HEARTBEAT, Presence};
@@ -16,6 +18,8 @@ use crate::store::now_ms;
 #[derive(Debug, Default)]
 pub struct Running {
     jobs: Mutex<BTreeSet<String>>,
+    /// Told when a job is taken or let go, so the presence says so at once.
+    changed: Notify,
 }
 
 /// A job held; dropping it lets go.
@@ -30,6 +34,7 @@ impl Running {
     pub fn hold(&self, build: BuildId, task: &str) -> Held<'_> {
         let job = format!("#{build} {task}");
         self.jobs.lock().expect("not poisoned").insert(job.clone());
+        self.changed.notify_one();
         Held { running: self, job }
     }
 
@@ -51,11 +56,12 @@ impl Drop for Held<'_> {
             .lock()
             .expect("not poisoned")
             .remove(&self.job);
+        self.running.changed.notify_one();
     }
 }
 
-/// Tells Redis every [`HEARTBEAT`] that `worker` is there, until `shutdown`. A Redis outage
-/// only makes the worker look gone for a while.
+/// Tells Redis every [`HEARTBEAT`], and whenever it takes or lets go of a job, that `worker`
+/// is there, until `shutdown`. A Redis outage only makes the worker look gone for a while.
 pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: CancellationToken) {
     let started_ms = now_ms();
     let mut ticks = tokio::time::interval(HEARTBEAT);
@@ -63,6 +69,7 @@ pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: Can
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
+            () = worker.running.changed.notified() => {}
         }
         let presence = Presence {
             name: worker.name.clone(),

@@ -40,7 +40,7 @@ pub async fn handle_command(
     let reply = commands::run(&app, actor, &request.command).await;
     let status = match reply.outcome {
         Outcome::Done => StatusCode::OK,
-        Outcome::Invalid | Outcome::Unavailable => StatusCode::UNPROCESSABLE_ENTITY,
+        Outcome::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         Outcome::Refused => StatusCode::FORBIDDEN,
         Outcome::Failed => StatusCode::SERVICE_UNAVAILABLE,
     };

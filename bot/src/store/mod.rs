@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::keys::{ATTEMPT_FIELDS, Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
@@ -89,6 +89,7 @@ fn build_record(id: BuildId, mut h: HashMap<String, String>) -> Option<BuildReco
         status,
         error: Some(take("error")).filter(|e| !e.is_empty()),
         plan: serde_json::from_str(&take("plan")).ok(),
+        reuse: take("reuse").parse().ok().map(BuildId),
     })
 }
 
@@ -111,6 +112,8 @@ pub struct BuildRecord {
     pub status: BuildStatus,
     pub error: Option<String>,
     pub plan: Option<Plan>,
+    /// The earlier build whose passed tasks this one takes as they are.
+    pub reuse: Option<BuildId>,
 }
 
 /// A task as stored.
@@ -263,11 +266,50 @@ impl Store {
                 "changed_paths",
                 &serde_json::to_string(&request.changed_paths).unwrap_or_default(),
             ),
+            (
+                "reuse",
+                &request.reuse.map(|r| r.0.to_string()).unwrap_or_default(),
+            ),
         ];
         self.conn
             .clone()
             .hset_multiple(self.keys.build(b.id), &fields)
             .await
+    }
+
+    /// Takes task `task` of build `id`, not yet started, as passed with what `passed` (the
+    /// same task of build `from`) left; returns whether it moved.
+    pub async fn reuse_task(
+        &self,
+        id: BuildId,
+        from: BuildId,
+        passed: &TaskRecord,
+    ) -> RedisResult<bool> {
+        let fields = [
+            ("outcome", format!("passed in build #{from}")),
+            (
+                "outcome_json",
+                serde_json::to_string(&TaskOutcome::Passed).unwrap_or_default(),
+            ),
+            ("exit_code", "0".to_owned()),
+            (
+                "artifacts_json",
+                serde_json::to_string(&passed.artifacts).unwrap_or_default(),
+            ),
+            (
+                "images_json",
+                serde_json::to_string(&passed.images).unwrap_or_default(),
+            ),
+            ("reused_from", from.0.to_string()),
+        ];
+        let from = [TaskStatus::Waiting.as_str(), TaskStatus::Queued.as_str()];
+        self.transition(
+            self.keys.task(id, &passed.name),
+            TaskStatus::Passed.as_str(),
+            &from,
+            &fields,
+        )
+        .await
     }
 
     /// Removes a build that was never accepted.
