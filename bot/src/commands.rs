@@ -237,7 +237,17 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
                 return Ok(Reply::invalid(NO_CHANNEL));
             };
             let all = app.store.channel_subscriptions(channel).await?;
-            if all.is_empty() {
+            let configured = app
+                .config
+                .discord
+                .as_ref()
+                .is_some_and(|d| channel == format!("discord:{}", d.channel_id));
+            if configured {
+                Reply::done(
+                    "This channel follows every repository: Kiln's configuration names it \
+                     (`[discord] channel_id`).",
+                )
+            } else if all.is_empty() {
                 Reply::done(
                     "This channel follows no repository; `subscribe <owner/repo>` makes it.",
                 )

@@ -1,6 +1,6 @@
-//! The bot's event loops: every event on its queue goes to the planner, the scheduler or the
-//! notifier, and every dead-lettered job to the scheduler; each message is acknowledged only
-//! once handled.
+//! The bot's event loops: every event on its queue goes to the planner or the scheduler, then
+//! pokes its build's card keeper; every dead-lettered job goes to the scheduler; each message
+//! is acknowledged only once handled.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::{notify, planner, scheduler};
+use crate::{planner, scheduler};
 
 /// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
@@ -46,7 +46,8 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
         Event::BuildRequested(e) => planner::handle_build_requested(app, e).await?,
         Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await?,
         Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await?,
-        Event::BuildFinished(e) => notify::handle_build_finished(app, e).await?,
+        // Its card and any notification of a failure: the keeper's, poked below.
+        Event::BuildFinished(_) => {}
     }
     app.cards.refresh(app, event.build().id);
     Ok(())

@@ -6,7 +6,7 @@
 //! build <owner/repo> [branch | commit]     status [owner/repo] [branch]
 //! logs <build> [task] [--lines N]          cancel <build>
 //! retry <build> [--failed]                 help [command]
-//! subscribe <owner/repo>[@branch] [passed|failed|errored|cancelled|requested …]
+//! subscribe <owner/repo>[@branch or pattern] [passed|failed|errored|cancelled|requested …]
 //! unsubscribe <owner/repo>[@branch]        subscriptions      workers      queue
 //! ```
 //!
@@ -16,6 +16,7 @@
 use std::fmt;
 
 use crate::build::BuildId;
+use crate::spec::is_branch_pattern;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
 pub const COMMANDS: [(&str, &str, &str); 11] = [
@@ -346,10 +347,11 @@ impl<'a> Args<'a> {
         checked_repo(self.required("a repository")?)
     }
 
+    /// `owner/repo` or `owner/repo@branch`, where the branch may be a pattern (`release/*`).
     fn repo_and_branch(&mut self) -> Result<(String, Option<String>), CommandError> {
         let word = self.required("a repository")?;
         match word.split_once('@') {
-            Some((repo, branch_name)) => Ok((checked_repo(repo)?, Some(branch(branch_name)?))),
+            Some((repo, pattern)) => Ok((checked_repo(repo)?, Some(branch_pattern(pattern)?))),
             None => Ok((checked_repo(word)?, None)),
         }
     }
@@ -405,6 +407,27 @@ fn branch(word: &str) -> Result<String, CommandError> {
     } else {
         let shown: String = word.chars().take(60).collect();
         Err(CommandError(format!("`{shown}` is not a branch name")))
+    }
+}
+
+/// A branch name, or a pattern of them as `when: { branch: … }` takes (`*`, `**`, `?`,
+/// `[…]`).
+fn branch_pattern(word: &str) -> Result<String, CommandError> {
+    let wild = |c: char| "*?[]".contains(c);
+    if !word.contains(wild) {
+        return branch(word);
+    }
+    let literal: String = word
+        .chars()
+        .map(|c| if wild(c) { 'x' } else { c })
+        .collect();
+    if branch(&literal).is_ok() && is_branch_pattern(word) {
+        Ok(word.to_owned())
+    } else {
+        let shown: String = word.chars().take(60).collect();
+        Err(CommandError(format!(
+            "`{shown}` is not a branch name or pattern"
+        )))
     }
 }
 
@@ -495,6 +518,14 @@ mod tests {
                 },
             ),
             (
+                "subscribe acme/api@release/** failed",
+                Command::Subscribe {
+                    repo: "acme/api".into(),
+                    branch: Some("release/**".into()),
+                    events: vec!["failed".into()],
+                },
+            ),
+            (
                 "unsubscribe acme/api",
                 Command::Unsubscribe {
                     repo: "acme/api".into(),
@@ -539,6 +570,8 @@ mod tests {
                 "subscribe acme/api everything",
                 "`everything` is not an event",
             ),
+            ("subscribe acme/api@rel[", "not a branch name or pattern"),
+            ("subscribe acme/api@../*", "not a branch name or pattern"),
         ];
         for (text, needle) in table {
             let message = err(text);

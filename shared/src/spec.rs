@@ -467,6 +467,11 @@ pub fn branch_matches(pattern: &str, branch: &str) -> bool {
     branch_glob(pattern).is_ok_and(|g| g.compile_matcher().is_match(branch))
 }
 
+/// Whether `pattern` is a pattern [`branch_matches`] can use.
+pub fn is_branch_pattern(pattern: &str) -> bool {
+    branch_glob(pattern).is_ok()
+}
+
 fn branch_glob(pattern: &str) -> Result<Glob, globset::Error> {
     Glob::new(pattern)
 }

@@ -148,10 +148,21 @@ async fn update(
 
 /// A slash-command body, as Slack form-encodes it, typed in channel `C1`.
 pub fn slash_command(user_id: &str, user_name: &str, text: &str, response_url: &str) -> String {
+    slash_command_in("C1", user_id, user_name, text, response_url)
+}
+
+/// A slash-command body, as Slack form-encodes it, typed in `channel`.
+pub fn slash_command_in(
+    channel: &str,
+    user_id: &str,
+    user_name: &str,
+    text: &str,
+    response_url: &str,
+) -> String {
     let fields = [
         ("token", "unused"),
         ("team_id", "T1"),
-        ("channel_id", "C1"),
+        ("channel_id", channel),
         ("user_id", user_id),
         ("user_name", user_name),
         ("command", "/kiln"),

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command, slash_command_in};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
@@ -214,6 +214,19 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
         answer(&slack, 3).await,
         "This channel follows:\n• acme/api@master"
     );
+    // Another channel wants only failures, of every branch.
+    let failures = slash_command_in(
+        "C2",
+        "UALICE",
+        "alice",
+        "subscribe acme/api failed",
+        &slack.response_url(4),
+    );
+    post(&kiln, &failures, SIGNING_SECRET, now()).await;
+    assert_eq!(
+        answer(&slack, 4).await,
+        "This channel now follows acme/api: builds that are failed."
+    );
 
     // A build of another branch: not for this channel.
     let spec = format!("steps:\n  only:\n    image: {TEST_IMAGE}\n    run: echo fine\n");
@@ -258,6 +271,18 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
         notification.contains("Last lines of test:\n```\n&lt;!channel&gt; expected 2\n```"),
         "{notification}"
     );
+    // The failures channel: that notification alone, no card.
+    let alone = wait_for(
+        "the failures channel's notification",
+        E2E_TIMEOUT,
+        || async {
+            let shown = slack.channel("C2");
+            (!shown.is_empty()).then_some(shown)
+        },
+    )
+    .await;
+    assert_eq!(alone.len(), 1, "{alone:#?}");
+    assert_eq!(alone[0]["text"], shown[1]["text"]);
 
     // The card's Logs button, clicked by Bob: the logs, privately. Unsigned clicks do nothing.
     let click = block_action("UBOB", &format!("logs {id}"), &slack.response_url(9));
@@ -265,7 +290,7 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
     assert_eq!(code, 401);
     let (code, _) = post_to(&kiln, "/slack/actions", &click, SIGNING_SECRET, now()).await;
     assert_eq!(code, 200);
-    let logs = answer(&slack, 4).await;
+    let logs = answer(&slack, 5).await;
     assert!(
         logs.starts_with(&format!(
             "Build #{id}, task `test` (failed with exit code 4)"
@@ -274,25 +299,30 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
     );
 
     // Unsubscribed, the channel hears no more.
-    let unsubscribe = command("UALICE", "unsubscribe acme/api", 4);
+    let unsubscribe = command("UALICE", "unsubscribe acme/api", 6);
     post(&kiln, &unsubscribe, SIGNING_SECRET, now()).await;
     assert_eq!(
-        answer(&slack, 5).await,
+        answer(&slack, 6).await,
         "This channel no longer follows acme/api@master."
     );
-    let again = kiln.push(&repo, "master", &commit, "d-slack-again").await;
-    kiln.finished_build(again).await;
     post(
         &kiln,
-        &command("UBOB", "subscriptions", 5),
+        &command("UBOB", "subscriptions", 7),
         SIGNING_SECRET,
         now(),
     )
     .await;
     assert!(
-        answer(&slack, 6)
+        answer(&slack, 7)
             .await
             .starts_with("This channel follows no repository")
     );
+    // The next failure reaches the failures channel, and not this one.
+    let again = kiln.push(&repo, "master", &commit, "d-slack-again").await;
+    kiln.finished_build(again).await;
+    wait_for("the second failure's notification", E2E_TIMEOUT, || async {
+        (slack.channel("C2").len() == 2).then_some(())
+    })
+    .await;
     assert_eq!(slack.channel("C1").len(), 2, "{:#?}", slack.channel("C1"));
 }

@@ -1,70 +1,103 @@
-//! Build cards: one message per build per channel, edited in place as the build runs.
+//! Build cards: one message per build per channel, edited in place as the build runs, and the
+//! notification of a failure.
 //!
-//! Every event of a build pokes its card keeper, a task that renders the build as Redis has
-//! it now and posts or edits the card in each following channel. Pokes that arrive while it
-//! works fold into one more pass, so a burst of task events (or Discord's rate limits) makes
-//! a few edits, never a queue of stale ones, and the bot's event loop never waits for chat.
+//! Every event of a build pokes its keeper, a task that renders the build as Redis has it now
+//! and posts or edits the card in each following channel. Pokes that arrive while it works
+//! fold into one more pass, so a burst of task events (or a chat vendor's rate limits) makes a
+//! few edits, never a queue of stale ones, and the bot's event loop never waits for chat.
+//! A keeper also looks again every [`RECHECK`] while its build runs or a post failed, so a card
+//! that another bot rendered from an older state, or that chat refused, is put right.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_shared::build::BuildId;
-use kiln_shared::view::{BuildMessage, TaskLine};
-use tokio::sync::Notify;
+use kiln_shared::build::{BuildId, TaskStatus};
+use kiln_shared::subscription::Subscription;
+use kiln_shared::view::{BuildMessage, FailureExcerpt, TaskLine, log_excerpt};
 
+use super::render::Dialect;
 use super::{Buttons, Chat, followers, is_alarm};
 use crate::app::App;
+use crate::store::BuildRecord;
 
-/// How long a keeper waits for its build's next event before it stops; the next event
-/// starts another.
+/// How often a keeper looks at its build again without being poked.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// How long a keeper goes on without a poke before it stops; the next event starts another.
 const IDLE: Duration = Duration::from_secs(10 * 60);
+
+/// How much of a failed task's log a notification shows: its last lines, within a share of
+/// Discord's 2,000 characters that leaves room for the rest of the message.
+const FAILURE_LINES: usize = 15;
+const FAILURE_CHARS: usize = 900;
 
 /// The builds whose cards are being kept, each with the way to poke its keeper.
 #[derive(Debug, Clone, Default)]
 pub struct Cards {
-    live: Arc<Mutex<HashMap<BuildId, Arc<Notify>>>>,
+    live: Arc<Mutex<HashMap<BuildId, Arc<Keeper>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Keeper {
+    poke: tokio::sync::Notify,
+    /// Set by every poke, cleared as a pass starts: a keeper leaves only when it is clear.
+    dirty: AtomicBool,
 }
 
 impl Cards {
     /// Brings build `id`'s cards up to date, soon: pokes its keeper, or starts one.
     pub fn refresh(&self, app: &App, id: BuildId) {
         let mut live = self.live.lock().expect("not poisoned");
-        if let Some(poke) = live.get(&id) {
-            poke.notify_one();
+        if let Some(keeper) = live.get(&id) {
+            keeper.dirty.store(true, Ordering::SeqCst);
+            keeper.poke.notify_one();
             return;
         }
-        let poke = Arc::new(Notify::new());
-        live.insert(id, poke.clone());
-        let app = app.clone();
-        let cards = self.clone();
-        tokio::spawn(async move {
-            let mut shown = HashMap::new();
-            loop {
-                let ended = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
-                    tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
-                    false
-                });
-                if ended || tokio::time::timeout(IDLE, poke.notified()).await.is_err() {
-                    break;
+        let keeper = Arc::new(Keeper::default());
+        live.insert(id, keeper.clone());
+        tokio::spawn(self.clone().keep(app.clone(), id, keeper));
+    }
+
+    /// Keeps build `id`'s cards until the build has ended and every card and notification is
+    /// out, or nothing happened for [`IDLE`].
+    async fn keep(self, app: App, id: BuildId, keeper: Arc<Keeper>) {
+        let mut shown = HashMap::new();
+        let mut quiet = Duration::ZERO;
+        loop {
+            keeper.dirty.store(false, Ordering::SeqCst);
+            let done = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
+                tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
+                false
+            });
+            if !done {
+                tokio::select! {
+                    () = keeper.poke.notified() => quiet = Duration::ZERO,
+                    () = tokio::time::sleep(RECHECK) => quiet += RECHECK,
+                }
+                if quiet < IDLE {
+                    continue;
                 }
             }
-            cards.live.lock().expect("not poisoned").remove(&id);
-            // A poke that came after the last pass and before the removal found this keeper:
-            // one more pass shows what it announced. Later pokes start a new keeper.
-            if let Err(error) = update(&app, id, &mut shown).await {
-                tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
+            // Leave only if no poke came since the pass began; decided under the lock that
+            // `refresh` takes, so a poke either finds this keeper going on or starts a new one.
+            let mut live = self.live.lock().expect("not poisoned");
+            if keeper.dirty.load(Ordering::SeqCst) {
+                continue;
             }
-        });
+            live.remove(&id);
+            return;
+        }
     }
 }
 
 /// Posts or edits build `id`'s card in every channel that follows it, unless the card
-/// already reads as `shown` remembers (by channel); true once the build has ended and every
-/// card shows it.
+/// already reads as `shown` remembers (by channel), and notifies a failure once per channel;
+/// true once the build has ended and all of it is out.
 ///
 /// A channel that follows only a build's end gets no card of a failed build: the failure
-/// notification ([`super::handle_build_finished`]) is its one message.
+/// notification is its one message.
 async fn update(
     app: &App,
     id: BuildId,
@@ -73,10 +106,75 @@ async fn update(
     let Some(record) = app.store.build(id).await? else {
         return Ok(true);
     };
+    let mut message = message(app, &record).await?;
+    let buttons = Buttons::card(&message);
+    let mut all_out = true;
+    let followers = followers(app, &record.build.repo).await?;
+    for (channel, subscriptions) in &followers {
+        let Some(dialect) = Chat::dialect(channel) else {
+            continue;
+        };
+        let text = app.templates.card(dialect, &message)?;
+        if shown.get(channel) == Some(&text) {
+            continue;
+        }
+        let wanted = wants(subscriptions, &record);
+        let result = match app.store.card(id, channel).await? {
+            Some(Some(card)) => app.chat.edit(channel, &card, &text, Some(&buttons)).await,
+            // Another keeper is posting it; a later pass edits it.
+            Some(None) => {
+                all_out = false;
+                continue;
+            }
+            None if is_alarm(record.status) || !wanted => continue,
+            None if !app.store.claim_card(id, channel).await? => {
+                all_out = false;
+                continue;
+            }
+            None => {
+                let posted = app.chat.post(channel, &text, Some(&buttons), None).await;
+                let card = posted.as_ref().ok().map(String::as_str);
+                app.store.posted_card(id, channel, card).await?;
+                posted.map(drop)
+            }
+        };
+        match result {
+            Ok(()) => {
+                shown.insert(channel.clone(), text);
+            }
+            Err(error) => {
+                // Chat being down must not stop builds; a later pass tries again.
+                tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot show a build's card");
+                all_out = false;
+            }
+        }
+    }
+    if is_alarm(record.status) {
+        add_failure(app, &record, &mut message).await?;
+        for (channel, subscriptions) in &followers {
+            if wants(subscriptions, &record)
+                && !notify_failure(app, &record, channel, &mut message).await?
+            {
+                all_out = false;
+            }
+        }
+    }
+    Ok(record.status.is_final() && all_out)
+}
+
+/// Whether a channel with `subscriptions` asks to see `record` as it is now.
+fn wants(subscriptions: &[Subscription], record: &BuildRecord) -> bool {
+    subscriptions
+        .iter()
+        .any(|s| s.wants(&record.build.branch, record.status))
+}
+
+/// What chat says of the build as it is now.
+async fn message(app: &App, record: &BuildRecord) -> anyhow::Result<BuildMessage> {
     let tasks = match &record.plan {
         Some(plan) => app
             .store
-            .tasks(id, plan)
+            .tasks(record.build.id, plan)
             .await?
             .into_iter()
             .zip(&plan.tasks)
@@ -89,7 +187,7 @@ async fn update(
             .collect(),
         None => Vec::new(),
     };
-    let message = BuildMessage::new(
+    Ok(BuildMessage::new(
         &record.build,
         record.status,
         &record.author,
@@ -97,52 +195,72 @@ async fn update(
         tasks,
         record.error.clone(),
         &app.config.public_url,
-    );
-    let buttons = Buttons::card(&message);
-    let mut all_shown = true;
-    for (channel, subscriptions) in followers(app, &record.build.repo).await? {
-        let Some(dialect) = Chat::dialect(&channel) else {
-            continue;
-        };
-        let text = app.templates.card(dialect, &message)?;
-        if shown.get(&channel) == Some(&text) {
-            continue;
+    ))
+}
+
+/// Adds the end of the log of the first task that failed (and was not allowed to).
+async fn add_failure(
+    app: &App,
+    record: &BuildRecord,
+    message: &mut BuildMessage,
+) -> anyhow::Result<()> {
+    let failed = message.tasks.iter().find(|t| {
+        !t.allow_failure
+            && [TaskStatus::Failed, TaskStatus::Errored]
+                .iter()
+                .any(|s| s.as_str() == t.status)
+    });
+    if let Some(task) = failed {
+        let (lines, _) = app
+            .store
+            .log_tail(record.build.id, &task.name, FAILURE_LINES)
+            .await?;
+        message.failure = Some(FailureExcerpt {
+            task: task.name.clone(),
+            lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),
+        });
+    }
+    Ok(())
+}
+
+/// Notifies the failure in `channel`, once: the failed task's last lines, and a mention of
+/// its author when Kiln knows who they are in that chat. An edited card pings no one; this
+/// message does. False if it could not be posted (it will be, by a later pass).
+async fn notify_failure(
+    app: &App,
+    record: &BuildRecord,
+    channel: &str,
+    message: &mut BuildMessage,
+) -> anyhow::Result<bool> {
+    let Some(dialect) = Chat::dialect(channel) else {
+        return Ok(true);
+    };
+    let id = record.build.id;
+    if !app.store.first_notification(id, channel).await? {
+        return Ok(true);
+    }
+    let person = app.config.person(&record.author);
+    let (mention, notify) = match dialect {
+        Dialect::Discord => {
+            let user = person.and_then(|p| p.discord);
+            (user.map(|user| format!("<@{user}>")), user)
         }
-        let result = match app.store.card(id, &channel).await? {
-            Some(Some(card)) => app.chat.edit(&channel, &card, &text, Some(&buttons)).await,
-            // Another keeper is posting it; the next pass edits it.
-            Some(None) => {
-                all_shown = false;
-                continue;
-            }
-            None if is_alarm(record.status)
-                || !subscriptions
-                    .iter()
-                    .any(|s| s.wants(&record.build.branch, record.status)) =>
-            {
-                continue;
-            }
-            None if !app.store.claim_card(id, &channel).await? => {
-                all_shown = false;
-                continue;
-            }
-            None => {
-                let posted = app.chat.post(&channel, &text, Some(&buttons), None).await;
-                let card = posted.as_ref().ok().map(String::as_str);
-                app.store.posted_card(id, &channel, card).await?;
-                posted.map(drop)
-            }
-        };
-        match result {
-            Ok(()) => {
-                shown.insert(channel, text);
-            }
-            Err(error) => {
-                // Chat being down must not stop builds; the next event tries again.
-                tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot show a build's card");
-                all_shown = false;
-            }
+        Dialect::Slack => (
+            person
+                .and_then(|p| p.slack.as_ref())
+                .map(|user| format!("<@{user}>")),
+            None,
+        ),
+    };
+    message.mention = mention;
+    let text = app.templates.failure(dialect, message)?;
+    let buttons = Buttons::card(message);
+    match app.chat.post(channel, &text, Some(&buttons), notify).await {
+        Ok(_) => Ok(true),
+        Err(error) => {
+            tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot post a failure notification");
+            app.store.forget_notification(id, channel).await?;
+            Ok(false)
         }
     }
-    Ok(record.status.is_final() && all_shown)
 }

@@ -1,6 +1,8 @@
 //! Discord, through serenity's REST client. Only this module and [`crate::interactions`] know
 //! Discord's API.
 
+use std::time::Duration;
+
 use secrecy::ExposeSecret;
 use serenity::all::{
     ApplicationId, ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateButton,
@@ -13,9 +15,15 @@ use crate::config;
 /// Discord's limit on a message's content, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 
+/// How long one request to Discord may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// serenity's REST client for `config`; `api_url`, when set, replaces `https://discord.com`.
 pub fn http_client(config: &config::Discord) -> Http {
     let mut builder = HttpBuilder::new(config.token.expose_secret());
+    if let Ok(client) = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+        builder = builder.client(client);
+    }
     if let Some(api_url) = &config.api_url {
         // A proxy (or a test's fake) has no rate limits of Discord's to mirror.
         builder = builder

@@ -1,5 +1,5 @@
 //! The notifier: a build's card in every channel that follows it, edited in place as the
-//! build runs ([`cards`]), and a notification of its failure that names the author.
+//! build runs, and a notification of its failure that names the author ([`cards`]).
 //!
 //! Rendering is pure ([`render`]); posting is per vendor ([`discord`], [`slack`]). A channel
 //! is named `discord:<id>` or `slack:<id>`; the configured Discord channel follows every
@@ -11,22 +11,21 @@ pub mod render;
 pub mod slack;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use kiln_shared::build::BuildStatus;
 use kiln_shared::subscription::Subscription;
-use kiln_shared::view::{BuildMessage, FailureExcerpt, log_excerpt};
-use kiln_shared::wire::BuildFinished;
+use kiln_shared::view::BuildMessage;
 use serenity::all::{ChannelId, MessageId};
 
 use crate::app::App;
 use crate::config::Config;
 use render::Dialect;
 
-/// How much of a failed task's log a notification shows: its last lines, within a share of
-/// Discord's 2,000 characters that leaves room for the rest of the message.
-const FAILURE_LINES: usize = 15;
-const FAILURE_CHARS: usize = 900;
+/// The longest Kiln waits for a chat vendor to take one message, rate limits included; a
+/// message it could not take is tried again by a later pass of the card keeper.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the configured Discord channel's implicit subscription names as its repository.
 const EVERY_REPOSITORY: &str = "*";
@@ -134,6 +133,20 @@ impl Chat {
         buttons: Option<&Buttons>,
         notify: Option<u64>,
     ) -> anyhow::Result<String> {
+        let posted =
+            tokio::time::timeout(CHAT_TIMEOUT, self.post_now(channel, text, buttons, notify));
+        posted
+            .await
+            .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+    }
+
+    async fn post_now(
+        &self,
+        channel: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+        notify: Option<u64>,
+    ) -> anyhow::Result<String> {
         match Channel::parse(channel) {
             Some(Channel::Discord(id)) => {
                 let discord = self.discord.as_ref().context("Discord is not configured")?;
@@ -149,6 +162,20 @@ impl Chat {
 
     /// Replaces the text and buttons of `message` in `channel`.
     pub async fn edit(
+        &self,
+        channel: &str,
+        message: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> anyhow::Result<()> {
+        let edited =
+            tokio::time::timeout(CHAT_TIMEOUT, self.edit_now(channel, message, text, buttons));
+        edited
+            .await
+            .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+    }
+
+    async fn edit_now(
         &self,
         channel: &str,
         message: &str,
@@ -202,60 +229,4 @@ pub async fn followers(
             .push(subscription);
     }
     Ok(by_channel)
-}
-
-/// Notifies a build's failure (or error) once in each channel that asked for it: the
-/// failed task's last lines, and a mention of its author when Kiln knows who they are in
-/// that chat. An edited card pings no one; this message does.
-pub async fn handle_build_finished(app: &App, event: &BuildFinished) -> anyhow::Result<()> {
-    if !is_alarm(event.status) {
-        return Ok(());
-    }
-    let mut message = BuildMessage::finished(event, &app.config.public_url);
-    if let Some(task) = BuildMessage::failed_task(event) {
-        let (lines, _) = app
-            .store
-            .log_tail(event.build.id, task, FAILURE_LINES)
-            .await?;
-        message.failure = Some(FailureExcerpt {
-            task: task.to_owned(),
-            lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),
-        });
-    }
-    let person = app.config.person(&event.author);
-    for (channel, subscriptions) in followers(app, &event.build.repo).await? {
-        let Some(dialect) = Chat::dialect(&channel) else {
-            continue;
-        };
-        if !subscriptions
-            .iter()
-            .any(|s| s.wants(&event.build.branch, event.status))
-            || !app
-                .store
-                .first_notification(event.build.id, &channel)
-                .await?
-        {
-            continue;
-        }
-        let (mention, notify) = match dialect {
-            Dialect::Discord => {
-                let id = person.and_then(|p| p.discord);
-                (id.map(|id| format!("<@{id}>")), id)
-            }
-            Dialect::Slack => (
-                person
-                    .and_then(|p| p.slack.as_ref())
-                    .map(|id| format!("<@{id}>")),
-                None,
-            ),
-        };
-        message.mention = mention;
-        let text = app.templates.failure(dialect, &message)?;
-        let buttons = Buttons::card(&message);
-        if let Err(e) = app.chat.post(&channel, &text, Some(&buttons), notify).await {
-            // Chat being down must not stop builds; the result stays readable at the build's URL.
-            tracing::error!(build = %event.build.id, %channel, error = format!("{e:#}"), "cannot post a failure notification");
-        }
-    }
-    Ok(())
 }

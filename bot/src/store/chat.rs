@@ -1,6 +1,8 @@
 //! What chat needs kept: the channels' subscriptions and the id of each build's card in each
 //! channel.
 
+use std::time::Duration;
+
 use kiln_shared::build::BuildId;
 use kiln_shared::subscription::Subscription;
 use redis::{AsyncCommands, ExistenceCheck, RedisResult, SetExpiry, SetOptions};
@@ -9,6 +11,10 @@ use super::{DELIVERY_MEMORY, Store};
 
 /// What a card's key holds while its message is being posted.
 const POSTING: &str = "";
+
+/// How long a claim to post a card holds: longer than a post may take, so a bot that died
+/// while posting leaves the card to the next pass, not to nobody.
+const POSTING_CLAIM: Duration = Duration::from_secs(2 * 60);
 
 impl Store {
     /// Adds or replaces a channel's subscription to a repository (or branch); true if it is
@@ -105,7 +111,7 @@ impl Store {
     pub async fn claim_card(&self, id: BuildId, channel: &str) -> RedisResult<bool> {
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
-            .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
+            .with_expiration(SetExpiry::EX(POSTING_CLAIM.as_secs()));
         let set: Option<String> = self
             .conn
             .clone()

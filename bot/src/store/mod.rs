@@ -542,6 +542,16 @@ impl Store {
         Ok(set.is_some())
     }
 
+    /// Forgets that a build's message went out to a channel: posting it failed.
+    pub async fn forget_notification(&self, id: BuildId, channel: &str) -> RedisResult<()> {
+        let _: usize = self
+            .conn
+            .clone()
+            .del(self.keys.notified(id, channel))
+            .await?;
+        Ok(())
+    }
+
     /// The last `count` lines of one task's log, in order, and how many lines it has: one
     /// round trip, whatever the log's length.
     pub async fn log_tail(
