@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::amqp::Broker;
 use crate::config::Config;
+use crate::forges::Forges;
 use crate::interactions::Interactions;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
@@ -23,6 +24,8 @@ pub struct App {
     pub chat: Arc<Chat>,
     /// The builds whose cards are being kept up to date.
     pub cards: Cards,
+    /// The forges commit statuses are set on.
+    pub forges: Arc<Forges>,
     /// Discord's slash commands, when configured.
     pub interactions: Option<Arc<Interactions>>,
     /// For answers to chat front ends (Slack's `response_url`) and Slack's Web API.
@@ -46,6 +49,7 @@ impl App {
         };
         Ok(Self {
             chat: Arc::new(Chat::new(&config, &http)),
+            forges: Arc::new(Forges::new(config.github.as_ref(), config.gitlab.as_ref())?),
             cards: Cards::default(),
             config: Arc::new(config),
             store,

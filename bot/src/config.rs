@@ -6,6 +6,7 @@
 //! [[repository]]
 //! name = "acme/api"
 //! webhook_secret = "…"
+//! # forge = "gitlab"                                     # default: github
 //! # clone_url = "https://git.example.com/acme/api.git"   # default: the webhook's
 //! # Which branches may use each secret a step names; the values are on the workers.
 //! secrets = { DEPLOY_TOKEN = ["master"], NPM_TOKEN = ["*", "release/**"] }
@@ -13,6 +14,13 @@
 //! [discord]
 //! token = "…"
 //! channel_id = 123456789012345678
+//!
+//! [github]                     # commit statuses; GitHub Enterprise: api_url = "https://…/api/v3"
+//! token = "…"
+//!
+//! [gitlab]                     # commit statuses
+//! token = "…"
+//! url = "https://gitlab.example.com"   # default: https://gitlab.com
 //!
 //! [[operator]]                 # may do anything through the HTTP API
 //! name = "alice"
@@ -69,6 +77,47 @@ pub struct Config {
     /// Commit authors and who they are in chat, for failure notifications.
     #[serde(default, rename = "person")]
     pub people: Vec<Person>,
+    /// GitHub's REST API, for commit statuses; no section, no statuses on GitHub.
+    #[serde(default)]
+    pub github: Option<GitHub>,
+    /// GitLab's REST API, for commit statuses; no section, no statuses on GitLab.
+    #[serde(default)]
+    pub gitlab: Option<GitLab>,
+}
+
+/// The forge a repository lives on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forge {
+    #[default]
+    GitHub,
+    GitLab,
+}
+
+/// GitHub's REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHub {
+    /// A token that may write commit statuses on the repositories.
+    pub token: SecretString,
+    /// Replaces `https://api.github.com`: GitHub Enterprise, a proxy, a fake in tests.
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+/// GitLab's REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitLab {
+    /// A token with the `api` scope on the projects.
+    pub token: SecretString,
+    /// The instance; `http://` only for tests.
+    #[serde(default = "default_gitlab_url")]
+    pub url: String,
+}
+
+fn default_gitlab_url() -> String {
+    "https://gitlab.com".into()
 }
 
 /// A commit author, and their chat accounts.
@@ -145,6 +194,9 @@ pub struct Repository {
     /// Where to fetch commits from; when absent, the clone URL the webhook names.
     #[serde(default)]
     pub clone_url: Option<String>,
+    /// The forge it lives on, where its commit statuses go.
+    #[serde(default)]
+    pub forge: Forge,
     /// For each secret a step may name, the branches (patterns, as in `when`) whose builds
     /// may use it. A secret not listed here is refused on every branch.
     #[serde(default)]

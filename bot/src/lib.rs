@@ -12,6 +12,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod forges;
 pub mod github;
 pub mod gitlab;
 pub mod http;

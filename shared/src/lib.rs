@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod command;
+pub mod commit_status;
 pub mod keys;
 pub mod plan;
 pub mod platform;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod forge;
 pub mod services;
 pub mod slack;
+pub mod statuses;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Build cards: one message per build per channel, edited in place as the build runs, and the
-//! notification of a failure.
+//! Build cards: one message per build per channel, edited in place as the build runs, the
+//! notification of a failure, and the build's commit statuses on its forge.
 //!
 //! Every event of a build pokes its keeper, a task that renders the build as Redis has it now
 //! and posts or edits the card in each following channel. Pokes that arrive while it works
@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, TaskStatus};
+use kiln_shared::commit_status::statuses;
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, TaskLine, log_excerpt};
 
 use super::render::Dialect;
 use super::{Buttons, Chat, followers, is_alarm};
 use crate::app::App;
-use crate::store::BuildRecord;
+use crate::store::{BuildRecord, TaskRecord};
 
 /// How often a keeper looks at its build again without being poked.
 const RECHECK: Duration = Duration::from_secs(30);
@@ -106,7 +107,11 @@ async fn update(
     let Some(record) = app.store.build(id).await? else {
         return Ok(true);
     };
-    let mut message = message(app, &record).await?;
+    let tasks = match &record.plan {
+        Some(plan) => app.store.tasks(id, plan).await?,
+        None => Vec::new(),
+    };
+    let mut message = message(app, &record, &tasks);
     let buttons = Buttons::card(&message);
     let mut all_out = true;
     let followers = followers(app, &record.build.repo).await?;
@@ -159,7 +164,60 @@ async fn update(
             }
         }
     }
+    if !set_statuses(app, &record, &tasks, &message.url, shown).await {
+        all_out = false;
+    }
     Ok(record.status.is_final() && all_out)
+}
+
+/// Sets the build's and its tasks' commit statuses on its forge, those that changed since
+/// `shown`; false if the forge refused one.
+async fn set_statuses(
+    app: &App,
+    record: &BuildRecord,
+    tasks: &[TaskRecord],
+    url: &str,
+    shown: &mut HashMap<String, String>,
+) -> bool {
+    let Some(repository) = app.config.repository(&record.build.repo) else {
+        return true;
+    };
+    if !app.forges.serves(repository.forge) {
+        return true;
+    }
+    let tasks: Vec<(&str, TaskStatus, Option<&str>)> = tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.status, t.outcome.as_deref()))
+        .collect();
+    let mut all_set = true;
+    for status in statuses(record.build.id.0, record.status, &tasks) {
+        // Keyed apart from the channels' cards, which share the map.
+        let key = format!("forge status {}", status.context);
+        let value = format!("{:?} {}", status.state, status.description);
+        if shown.get(&key) == Some(&value) {
+            continue;
+        }
+        let set = app
+            .forges
+            .set(
+                repository.forge,
+                &repository.name,
+                &record.build.commit,
+                &status,
+                url,
+            )
+            .await;
+        match set {
+            Ok(()) => {
+                shown.insert(key, value);
+            }
+            Err(error) => {
+                tracing::error!(build = %record.build.id, context = %status.context, error = format!("{error:#}"), "cannot set a commit status");
+                all_set = false;
+            }
+        }
+    }
+    all_set
 }
 
 /// Whether a channel with `subscriptions` asks to see `record` as it is now.
@@ -169,33 +227,28 @@ fn wants(subscriptions: &[Subscription], record: &BuildRecord) -> bool {
         .any(|s| s.wants(&record.build.branch, record.status))
 }
 
-/// What chat says of the build as it is now.
-async fn message(app: &App, record: &BuildRecord) -> anyhow::Result<BuildMessage> {
-    let tasks = match &record.plan {
-        Some(plan) => app
-            .store
-            .tasks(record.build.id, plan)
-            .await?
-            .into_iter()
-            .zip(&plan.tasks)
-            .map(|(task, planned)| TaskLine {
-                name: task.name,
-                status: task.status.as_str().to_owned(),
-                exit_code: task.exit_code.filter(|code| *code != 0),
-                allow_failure: planned.allow_failure,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Ok(BuildMessage::new(
+/// What chat says of the build as it is now, with `tasks` as stored.
+fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessage {
+    let planned = record.plan.as_ref().map_or(&[][..], |p| &p.tasks[..]);
+    let lines = tasks
+        .iter()
+        .zip(planned)
+        .map(|(task, planned)| TaskLine {
+            name: task.name.clone(),
+            status: task.status.as_str().to_owned(),
+            exit_code: task.exit_code.filter(|code| *code != 0),
+            allow_failure: planned.allow_failure,
+        })
+        .collect();
+    BuildMessage::new(
         &record.build,
         record.status,
         &record.author,
         &record.subject,
-        tasks,
+        lines,
         record.error.clone(),
         &app.config.public_url,
-    ))
+    )
 }
 
 /// Adds the end of the log of the first task that failed (and was not allowed to).
