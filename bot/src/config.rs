@@ -85,6 +85,16 @@ pub struct Config {
     pub gitlab: Option<GitLab>,
 }
 
+/// Another team's job that reports its verdict on a repository's builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reporter {
+    /// How cards name its verdicts, e.g. `security-scan`.
+    pub name: String,
+    /// Sent as `Authorization: Bearer …`; good for this repository only.
+    pub token: SecretString,
+}
+
 /// The forge a repository lives on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,6 +207,9 @@ pub struct Repository {
     /// The forge it lives on, where its commit statuses go.
     #[serde(default)]
     pub forge: Forge,
+    /// Who may report their verdict on its builds (`POST /api/reports`).
+    #[serde(default, rename = "reporter")]
+    pub reporters: Vec<Reporter>,
     /// For each secret a step may name, the branches (patterns, as in `when`) whose builds
     /// may use it. A secret not listed here is refused on every branch.
     #[serde(default)]
@@ -204,6 +217,25 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// The reporter whose token is `token`. Every token is compared, in constant time.
+    pub fn reporter(&self, token: &str) -> Option<&Reporter> {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for reporter in &self.reporters {
+            if bool::from(
+                reporter
+                    .token
+                    .expose_secret()
+                    .as_bytes()
+                    .ct_eq(token.as_bytes()),
+            ) {
+                found = Some(reporter);
+            }
+        }
+        found
+    }
+
     /// Why a build of `branch` may not run `plan`, if a task uses a secret the branch may not.
     pub fn refuse_secrets(&self, plan: &Plan, branch: &str) -> Option<String> {
         let task = plan.tasks.iter().find_map(|task| {
@@ -277,6 +309,32 @@ impl Config {
                 "repository `{}` is listed twice",
                 repo.name
             );
+            for (j, reporter) in repo.reporters.iter().enumerate() {
+                use secrecy::ExposeSecret;
+                anyhow::ensure!(
+                    !reporter.name.is_empty()
+                        && reporter.name.len() <= 40
+                        && reporter
+                            .name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                    "reporter `{}` of {}: a name is letters, digits, `-`, `_` and `.`",
+                    reporter.name,
+                    repo.name
+                );
+                anyhow::ensure!(
+                    reporter.token.expose_secret().len() >= 16,
+                    "reporter `{}` of {} needs a token of at least 16 characters",
+                    reporter.name,
+                    repo.name
+                );
+                anyhow::ensure!(
+                    !repo.reporters[..j].iter().any(|r| r.name == reporter.name),
+                    "reporter `{}` of {} is listed twice",
+                    reporter.name,
+                    repo.name
+                );
+            }
         }
         if let Some(discord) = &config.discord {
             anyhow::ensure!(

@@ -86,6 +86,11 @@ impl Keys {
         format!("{}:build:{id}:pending", self.prefix)
     }
 
+    /// What subscribers reported of a build (hash: reporter to report).
+    pub fn reports(&self, id: BuildId) -> String {
+        format!("{}:build:{id}:reports", self.prefix)
+    }
+
     /// Marks that a build's final message went out to a channel, so it goes out once.
     pub fn notified(&self, id: BuildId, channel: &str) -> String {
         format!("{}:build:{id}:notified:{channel}", self.prefix)

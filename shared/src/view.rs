@@ -49,6 +49,55 @@ pub struct BuildMessage {
     pub mention: Option<String>,
     /// The first task that failed, with the end of its log.
     pub failure: Option<FailureExcerpt>,
+    /// What subscribers reported of the build.
+    pub reports: Vec<ReportLine>,
+}
+
+/// A subscriber's verdict on a build, reported back (`POST /api/reports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Report {
+    /// The reporter's name in Kiln's configuration.
+    pub reporter: String,
+    pub verdict: Verdict,
+    /// One line: what it found.
+    pub summary: String,
+}
+
+/// What a reporter concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Neutral,
+}
+
+/// The longest summary a report keeps, in characters.
+pub const MAX_REPORT_SUMMARY_CHARS: usize = 200;
+
+/// One report on a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportLine {
+    pub icon: &'static str,
+    pub reporter: String,
+    pub summary: String,
+}
+
+impl From<&Report> for ReportLine {
+    fn from(report: &Report) -> Self {
+        Self {
+            icon: match report.verdict {
+                Verdict::Passed => "✅",
+                Verdict::Failed => "❌",
+                Verdict::Neutral => "➖",
+            },
+            reporter: report.reporter.clone(),
+            summary: truncate(
+                report.summary.lines().next().unwrap_or_default(),
+                MAX_REPORT_SUMMARY_CHARS,
+            ),
+        }
+    }
 }
 
 /// The end of a failed task's log, ready for a code block.
@@ -154,6 +203,7 @@ impl BuildMessage {
             error,
             mention: None,
             failure: None,
+            reports: Vec::new(),
         }
     }
 

@@ -57,6 +57,10 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
             })
         })
         .collect();
+    let reports = match app.store.reports(id).await {
+        Ok(reports) => reports,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     Json(json!({
         "id": id,
         "repo": record.build.repo,
@@ -67,6 +71,7 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
         "status": record.status,
         "error": record.error,
         "tasks": tasks,
+        "reports": reports,
     }))
     .into_response()
 }

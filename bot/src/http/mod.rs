@@ -8,6 +8,7 @@ mod discord;
 mod forge;
 mod github;
 mod gitlab;
+mod reports;
 mod slack;
 
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +43,7 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
+        .route("/api/reports", post(reports::handle_report))
         .route("/slack/commands", post(slack::handle_slack_command))
         .route("/slack/actions", post(slack::handle_slack_action))
         .route("/discord/interactions", post(discord::handle_interaction))

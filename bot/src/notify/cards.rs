@@ -16,7 +16,7 @@ use std::time::Duration;
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::commit_status::statuses;
 use kiln_shared::subscription::Subscription;
-use kiln_shared::view::{BuildMessage, FailureExcerpt, TaskLine, log_excerpt};
+use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
 
 use super::render::Dialect;
 use super::{Buttons, Chat, followers, is_alarm};
@@ -112,6 +112,13 @@ async fn update(
         None => Vec::new(),
     };
     let mut message = message(app, &record, &tasks);
+    message.reports = app
+        .store
+        .reports(id)
+        .await?
+        .iter()
+        .map(ReportLine::from)
+        .collect();
     let buttons = Buttons::card(&message);
     let mut all_out = true;
     let followers = followers(app, &record.build.repo).await?;

@@ -242,6 +242,43 @@ mod tests {
     }
 
     #[test]
+    fn card_with_reports() {
+        use kiln_shared::view::{Report, ReportLine, Verdict};
+        let mut message = message(BuildStatus::Passed, "master", "Ship it", None);
+        message.reports = [
+            ("security-scan", Verdict::Failed, "2 known <!here> @everyone vulnerabilities"),
+            ("perf", Verdict::Neutral, "p99 unchanged\nsecond line dropped"),
+        ]
+        .iter()
+        .map(|(reporter, verdict, summary)| {
+            ReportLine::from(&Report {
+                reporter: (*reporter).into(),
+                verdict: *verdict,
+                summary: (*summary).into(),
+            })
+        })
+        .collect();
+        insta::assert_snapshot!(card(Dialect::Discord, &message), @r"
+        ✅ **acme/api** on master: build #42 **passed**
+        0d1a26e67d Ship it (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        ❌ security\-scan: 2 known \<!here\> @{ZWSP}everyone vulnerabilities
+        ➖ perf: p99 unchanged
+        ");
+        insta::assert_snapshot!(card(Dialect::Slack, &message), @"
+        ✅ *acme/api* on master: build #42 *passed*
+        `0d1a26e67d` Ship it (by octocat)
+        • build: passed
+        • lint: failed (exit code 1), allowed to fail
+        • test: failed (exit code 3)
+        ❌ security-scan: 2 known &lt;!here&gt; @everyone vulnerabilities
+        ➖ perf: p99 unchanged
+        ");
+    }
+
+    #[test]
     fn card_slack() {
         insta::assert_snapshot!(card(Dialect::Slack, &message(BuildStatus::Failed, "master", "Fix the parser", None)), @"
         ❌ *acme/api* on master: build #42 *failed*

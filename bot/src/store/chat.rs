@@ -1,10 +1,11 @@
-//! What chat needs kept: the channels' subscriptions and the id of each build's card in each
-//! channel.
+//! What chat needs kept: the channels' subscriptions, the id of each build's card in each
+//! channel, and what subscribers reported of builds.
 
 use std::time::Duration;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::subscription::Subscription;
+use kiln_shared::view::Report;
 use redis::{AsyncCommands, ExistenceCheck, RedisResult, SetExpiry, SetOptions};
 
 use super::{DELIVERY_MEMORY, Store};
@@ -98,6 +99,25 @@ impl Store {
         }
         found.sort_by(|a, b| (&a.repo, &a.branch).cmp(&(&b.repo, &b.branch)));
         Ok(found)
+    }
+
+    /// Records a subscriber's report on a build, replacing its earlier one.
+    pub async fn report(&self, id: BuildId, report: &Report) -> RedisResult<()> {
+        let json = serde_json::to_string(report).unwrap_or_default();
+        self.conn
+            .clone()
+            .hset(self.keys.reports(id), &report.reporter, json)
+            .await
+    }
+
+    /// Every report on a build, by reporter.
+    pub async fn reports(&self, id: BuildId) -> RedisResult<Vec<Report>> {
+        let all: std::collections::BTreeMap<String, String> =
+            self.conn.clone().hgetall(self.keys.reports(id)).await?;
+        Ok(all
+            .values()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect())
     }
 
     /// The message that is a build's card in `channel`: `Some(None)` while it is being posted.
