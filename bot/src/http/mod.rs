@@ -4,6 +4,7 @@
 mod builds;
 mod cancel;
 mod commands;
+mod console;
 mod discord;
 mod forge;
 mod github;
@@ -44,6 +45,9 @@ pub fn router(app: App) -> Router {
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
         .route("/api/reports", post(reports::handle_report))
+        .route("/console", get(console::show).post(console::command))
+        .route("/console/login", post(console::sign_in))
+        .route("/console/logout", post(console::sign_out))
         .route("/slack/commands", post(slack::handle_slack_command))
         .route("/slack/actions", post(slack::handle_slack_action))
         .route("/discord/interactions", post(discord::handle_interaction))

@@ -107,18 +107,7 @@ async fn update(
     let Some(record) = app.store.build(id).await? else {
         return Ok(true);
     };
-    let tasks = match &record.plan {
-        Some(plan) => app.store.tasks(id, plan).await?,
-        None => Vec::new(),
-    };
-    let mut message = message(app, &record, &tasks);
-    message.reports = app
-        .store
-        .reports(id)
-        .await?
-        .iter()
-        .map(ReportLine::from)
-        .collect();
+    let (mut message, tasks) = current(app, &record).await?;
     let buttons = Buttons::card(&message);
     let mut all_out = true;
     let followers = followers(app, &record.build.repo).await?;
@@ -234,7 +223,28 @@ fn wants(subscriptions: &[Subscription], record: &BuildRecord) -> bool {
         .any(|s| s.wants(&record.build.branch, record.status))
 }
 
-/// What chat says of the build as it is now, with `tasks` as stored.
+/// What a card says of the build as Redis has it now, and its tasks as stored.
+pub async fn current(
+    app: &App,
+    record: &BuildRecord,
+) -> anyhow::Result<(BuildMessage, Vec<TaskRecord>)> {
+    let id = record.build.id;
+    let tasks = match &record.plan {
+        Some(plan) => app.store.tasks(id, plan).await?,
+        None => Vec::new(),
+    };
+    let mut message = message(app, record, &tasks);
+    message.reports = app
+        .store
+        .reports(id)
+        .await?
+        .iter()
+        .map(ReportLine::from)
+        .collect();
+    Ok((message, tasks))
+}
+
+/// What chat says of the build, with `tasks` as stored.
 fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessage {
     let planned = record.plan.as_ref().map_or(&[][..], |p| &p.tasks[..]);
     let lines = tasks

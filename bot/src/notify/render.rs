@@ -19,6 +19,8 @@ pub enum Dialect {
 pub struct Templates {
     discord: Tera,
     slack: Tera,
+    /// The web console's page, HTML-escaped.
+    html: Tera,
 }
 
 /// Escapes text for Discord markdown: every formatting character gets a backslash, and an
@@ -78,7 +80,28 @@ impl Templates {
                 include_str!("../../templates/slack/build.slack.md"),
                 include_str!("../../templates/slack/build_failed.slack.md"),
             )?,
+            html: {
+                // tera escapes `.html` templates for HTML by default.
+                let mut html = Tera::new();
+                html.add_raw_templates([
+                    (
+                        "build.html",
+                        include_str!("../../templates/html/build.html"),
+                    ),
+                    (
+                        "console.html",
+                        include_str!("../../templates/html/console.html"),
+                    ),
+                ])?;
+                html
+            },
         })
+    }
+
+    /// The web console's page for `page`.
+    pub fn console(&self, page: &impl serde::Serialize) -> tera::TeraResult<String> {
+        self.html
+            .render("console.html", &Context::from_serialize(page)?)
     }
 
     /// A build's card, as it is now.
@@ -246,8 +269,16 @@ mod tests {
         use kiln_shared::view::{Report, ReportLine, Verdict};
         let mut message = message(BuildStatus::Passed, "master", "Ship it", None);
         message.reports = [
-            ("security-scan", Verdict::Failed, "2 known <!here> @everyone vulnerabilities"),
-            ("perf", Verdict::Neutral, "p99 unchanged\nsecond line dropped"),
+            (
+                "security-scan",
+                Verdict::Failed,
+                "2 known <!here> @everyone vulnerabilities",
+            ),
+            (
+                "perf",
+                Verdict::Neutral,
+                "p99 unchanged\nsecond line dropped",
+            ),
         ]
         .iter()
         .map(|(reporter, verdict, summary)| {
