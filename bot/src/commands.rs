@@ -48,6 +48,9 @@ pub struct Actor<'a> {
     /// The chat channel the command was given in (`discord:<id>`, `slack:<id>`), where
     /// `subscribe` sends events.
     pub channel: Option<&'a str>,
+    /// The repository the forge says they may push to (a commenter on a pull request):
+    /// there they may give any command.
+    pub writes: Option<&'a str>,
 }
 
 impl Actor<'_> {
@@ -146,13 +149,21 @@ async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Resu
         }
         other => other.repo().unwrap_or_default().to_owned(),
     };
-    if app.config.may(actor.id, command.name(), &repo) {
+    if app.config.may(actor.id, command.name(), &repo)
+        || actor.writes.is_some_and(|r| r.eq_ignore_ascii_case(&repo))
+    {
         return Ok(None);
     }
+    let forge_user = matches!(actor.via, "github" | "gitlab");
     Ok(Some(format!(
-        "{} may not `{}` on {repo}; a `[[permission]]` in Kiln's configuration must name `{}`.",
+        "{} may not `{}` on {repo}; {}a `[[permission]]` in Kiln's configuration must name `{}`.",
         actor.name,
         command.name(),
+        if forge_user {
+            "they need push access to it, or "
+        } else {
+            ""
+        },
         actor.id
     )))
 }

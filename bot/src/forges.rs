@@ -1,11 +1,19 @@
-//! Commit statuses on the forges, through their REST clients: octocrab for GitHub, the
-//! `gitlab` crate for GitLab. Only this module knows how each spells a status.
+//! The forges' REST APIs, through their clients (octocrab for GitHub, the `gitlab` crate for
+//! GitLab): commit statuses, and for commands in pull request comments the pull request's
+//! branch, the commenter's permission and the answering comment. Only this module knows how
+//! each forge spells them.
+//!
+//! Reads use the clients' plain JSON calls and take the few fields Kiln needs, as webhook
+//! payloads do: the clients' full models break on fields a forge leaves out.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use gitlab::api::AsyncQuery;
+use gitlab::api::projects::members::AllProjectMember;
+use gitlab::api::projects::merge_requests::MergeRequest;
+use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
 use gitlab::api::projects::repository::commits::{CommitStatusState, CreateCommitStatus};
+use gitlab::api::{ApiError, AsyncQuery};
 use kiln_shared::commit_status::{CommitState, CommitStatus};
 use octocrab::Octocrab;
 use octocrab::models::StatusState;
@@ -16,6 +24,15 @@ use crate::config::{self, Forge};
 
 /// The longest Kiln waits for a forge to take one status.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A pull request's (or merge request's) source, as Kiln builds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The branch it asks to merge.
+    pub branch: String,
+    /// Whether that branch is in another repository (a fork).
+    pub from_fork: bool,
+}
 
 /// The forges Kiln reports commit statuses to, as configured.
 pub struct Forges {
@@ -92,9 +109,101 @@ impl Forges {
                 Forge::GitLab => self.set_on_gitlab(repo, commit, status, url).await,
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, set)
-            .await
-            .map_err(|_| anyhow!("{forge:?} took longer than {REQUEST_TIMEOUT:?}"))?
+        within(forge, set).await
+    }
+
+    /// The source of pull request `number` of `repo`.
+    pub async fn pull_request(
+        &self,
+        forge: Forge,
+        repo: &str,
+        number: u64,
+    ) -> anyhow::Result<PullRequest> {
+        let read = async {
+            match forge {
+                Forge::GitHub => {
+                    let pull: serde_json::Value = self
+                        .github()?
+                        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+                        .await
+                        .with_context(|| format!("cannot read pull request #{number} of {repo}"))?;
+                    let head = &pull["head"];
+                    Ok(PullRequest {
+                        branch: text(&head["ref"], "head.ref")?,
+                        from_fork: !head["repo"]["full_name"]
+                            .as_str()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(repo)),
+                    })
+                }
+                Forge::GitLab => self.merge_request_on_gitlab(repo, number).await,
+            }
+        };
+        within(forge, read).await
+    }
+
+    /// Whether the forge's user `user` may push to `repo` (GitHub: write, maintain or admin;
+    /// GitLab: developer or more).
+    pub async fn may_write(&self, forge: Forge, repo: &str, user: &str) -> anyhow::Result<bool> {
+        let read = async {
+            match forge {
+                Forge::GitHub => {
+                    let answer: Result<serde_json::Value, _> = self
+                        .github()?
+                        .get(
+                            format!("/repos/{repo}/collaborators/{user}/permission"),
+                            None::<&()>,
+                        )
+                        .await;
+                    match answer {
+                        Ok(permission) => Ok(matches!(
+                            permission["permission"].as_str(),
+                            Some("admin" | "maintain" | "write")
+                        )),
+                        // Not a collaborator at all.
+                        Err(octocrab::Error::GitHub { source, .. })
+                            if source.status_code.as_u16() == 404 =>
+                        {
+                            Ok(false)
+                        }
+                        Err(e) => Err(anyhow::Error::new(e)
+                            .context(format!("cannot read {user}'s permission on {repo}"))),
+                    }
+                }
+                Forge::GitLab => self.may_write_on_gitlab(repo, user).await,
+            }
+        };
+        within(forge, read).await
+    }
+
+    /// Comments `text` (markdown) on pull request `number` of `repo`.
+    pub async fn comment(
+        &self,
+        forge: Forge,
+        repo: &str,
+        number: u64,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let post = async {
+            match forge {
+                Forge::GitHub => {
+                    let _: serde_json::Value = self
+                        .github()?
+                        .post(
+                            format!("/repos/{repo}/issues/{number}/comments"),
+                            Some(&serde_json::json!({ "body": text })),
+                        )
+                        .await
+                        .with_context(|| format!("cannot comment on #{number} of {repo}"))?;
+                    Ok(())
+                }
+                Forge::GitLab => self.comment_on_gitlab(repo, number, text).await,
+            }
+        };
+        within(forge, post).await
+    }
+
+    fn github(&self) -> anyhow::Result<&Octocrab> {
+        self.github.as_ref().context("[github] is not configured")
     }
 
     async fn set_on_github(
@@ -104,7 +213,7 @@ impl Forges {
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()> {
-        let github = self.github.as_ref().context("[github] is not configured")?;
+        let github = self.github()?;
         let (owner, name) = repo
             .split_once('/')
             .with_context(|| format!("`{repo}` is not owner/name"))?;
@@ -135,8 +244,7 @@ impl Forges {
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()> {
-        let gitlab = self.gitlab.as_ref().context("[gitlab] is not configured")?;
-        let client = gitlab.client.get_or_try_init(|| gitlab.connect()).await?;
+        let client = self.gitlab()?.client().await?;
         let state = match status.state {
             CommitState::Pending => CommitStatusState::Pending,
             CommitState::Running => CommitStatusState::Running,
@@ -162,7 +270,91 @@ impl Forges {
     }
 }
 
+impl Forges {
+    fn gitlab(&self) -> anyhow::Result<&GitLab> {
+        self.gitlab.as_ref().context("[gitlab] is not configured")
+    }
+
+    async fn merge_request_on_gitlab(&self, repo: &str, iid: u64) -> anyhow::Result<PullRequest> {
+        let gitlab = self.gitlab()?;
+        let endpoint = MergeRequest::builder()
+            .project(repo)
+            .merge_request(iid)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        let merge_request: serde_json::Value =
+            endpoint
+                .query_async(gitlab.client().await?)
+                .await
+                .with_context(|| format!("cannot read merge request !{iid} of {repo}"))?;
+        Ok(PullRequest {
+            branch: text(&merge_request["source_branch"], "source_branch")?,
+            from_fork: merge_request["source_project_id"] != merge_request["target_project_id"],
+        })
+    }
+
+    async fn may_write_on_gitlab(&self, repo: &str, user: &str) -> anyhow::Result<bool> {
+        /// GitLab's access level of a developer, who may push.
+        const DEVELOPER: u64 = 30;
+        let gitlab = self.gitlab()?;
+        let user: u64 = user
+            .parse()
+            .with_context(|| format!("`{user}` is not a GitLab user id"))?;
+        let endpoint = AllProjectMember::builder()
+            .project(repo)
+            .user(user)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        let member: Result<serde_json::Value, _> =
+            endpoint.query_async(gitlab.client().await?).await;
+        match member {
+            Ok(member) => Ok(member["access_level"].as_u64().unwrap_or(0) >= DEVELOPER),
+            Err(ApiError::GitlabWithStatus { status, .. }) if status.as_u16() == 404 => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("cannot read user {user}'s access to {repo}"))),
+        }
+    }
+
+    async fn comment_on_gitlab(&self, repo: &str, iid: u64, text: &str) -> anyhow::Result<()> {
+        let gitlab = self.gitlab()?;
+        let endpoint = CreateMergeRequestNote::builder()
+            .project(repo)
+            .merge_request(iid)
+            .body(text)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        gitlab::api::ignore(endpoint)
+            .query_async(gitlab.client().await?)
+            .await
+            .with_context(|| format!("cannot comment on !{iid} of {repo}"))?;
+        Ok(())
+    }
+}
+
+/// `call`, given at most [`REQUEST_TIMEOUT`].
+async fn within<T>(
+    forge: Forge,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow!("{forge:?} took longer than {REQUEST_TIMEOUT:?}"))?
+}
+
+/// A JSON string the forge must have given.
+fn text(value: &serde_json::Value, field: &str) -> anyhow::Result<String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the forge's answer has no `{field}`"))
+}
+
 impl GitLab {
+    /// The client, connected now if it was not yet.
+    async fn client(&self) -> anyhow::Result<&gitlab::AsyncGitlab> {
+        self.client.get_or_try_init(|| self.connect()).await
+    }
+
     async fn connect(&self) -> anyhow::Result<gitlab::AsyncGitlab> {
         let url = &self.config.url;
         let (insecure, host) = match url.split_once("://") {

@@ -10,6 +10,7 @@
 pub mod amqp;
 pub mod app;
 pub mod commands;
+pub mod comments;
 pub mod config;
 pub mod events;
 pub mod forges;

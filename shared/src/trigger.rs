@@ -8,6 +8,8 @@ pub enum ForgeEvent {
     Ping,
     /// Commits pushed to a branch: build the newest.
     Push(Push),
+    /// A command in a comment on a pull or merge request (`/kiln build`).
+    Comment(Comment),
     /// Something Kiln does not build (a tag, a deleted branch, an event it has no use for).
     Ignored {
         /// Said back to the forge and logged, so people see why nothing happened.
@@ -34,6 +36,36 @@ pub struct Push {
     pub changed_paths: Option<Vec<String>>,
 }
 
+/// A command someone wrote in a comment on a pull request (GitHub) or merge request (GitLab).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// `owner/name`.
+    pub repo: String,
+    /// The pull request's number (GitLab: the merge request's `iid`).
+    pub number: u64,
+    /// The commenter's login on the forge.
+    pub author: String,
+    /// The forge's id of the commenter (GitLab's numeric user id; GitHub's login).
+    pub author_id: String,
+    /// What followed `/kiln`, e.g. `build` or `logs 12`.
+    pub command: String,
+}
+
+/// The word a comment starts with to speak to Kiln.
+pub const COMMENT_PREFIX: &str = "/kiln";
+
+/// The command in a comment's text, if its first line speaks to Kiln: `/kiln retry 12`
+/// gives `retry 12`; `/kiln` alone gives `help`.
+pub fn comment_command(text: &str) -> Option<String> {
+    let first = text.trim_start().lines().next()?.trim();
+    let rest = first.strip_prefix(COMMENT_PREFIX)?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return None; // `/kilnx` is not for Kiln
+    }
+    let command = rest.trim();
+    Some(if command.is_empty() { "help" } else { command }.to_owned())
+}
+
 /// What started a build, as `.kiln.yml`'s `when: { event: [...] }` names it.
 #[derive(
     Debug,
@@ -57,4 +89,23 @@ pub enum TriggerKind {
     MergeRequest,
     /// Someone asked in chat or the web console.
     Command,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comment_speaks_to_kiln_on_its_first_line() {
+        assert_eq!(comment_command("/kiln build").as_deref(), Some("build"));
+        assert_eq!(
+            comment_command("  /kiln   logs 12  \nthanks").as_deref(),
+            Some("logs 12")
+        );
+        assert_eq!(comment_command("/kiln").as_deref(), Some("help"));
+        assert_eq!(comment_command("/kilnx build"), None);
+        assert_eq!(comment_command("please /kiln build"), None);
+        assert_eq!(comment_command("LGTM\n/kiln build"), None);
+        assert_eq!(comment_command(""), None);
+    }
 }

@@ -127,6 +127,40 @@ pub fn gitlab_push_payload(
     serde_json::to_vec(&payload).expect("serialises")
 }
 
+/// GitHub's `issue_comment` payload on a pull request (the captured fixture), rewritten:
+/// `login` wrote `body` on pull request `number` of `repo_name`.
+pub fn github_comment_payload(repo_name: &str, number: u64, login: &str, body: &str) -> Vec<u8> {
+    let mut payload: serde_json::Value = serde_json::from_str(include_str!(
+        "../fixtures/github-issue_comment-created-on-pr.json"
+    ))
+    .expect("fixture is JSON");
+    payload["repository"]["full_name"] = repo_name.into();
+    payload["issue"]["number"] = number.into();
+    payload["comment"]["user"]["login"] = login.into();
+    payload["comment"]["body"] = body.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}
+
+/// GitLab's Note Hook payload on a merge request (the docs' example), rewritten: user
+/// `user_id` (`username`) wrote `note` on merge request `iid` of `repo_name`.
+pub fn gitlab_note_payload(
+    repo_name: &str,
+    iid: u64,
+    user_id: u64,
+    username: &str,
+    note: &str,
+) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/gitlab-note-merge_request.json"))
+            .expect("fixture is JSON");
+    payload["project"]["path_with_namespace"] = repo_name.into();
+    payload["merge_request"]["iid"] = iid.into();
+    payload["user"]["id"] = user_id.into();
+    payload["user"]["username"] = username.into();
+    payload["object_attributes"]["note"] = note.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}
+
 pub fn push_payload(
     repo_name: &str,
     branch: &str,

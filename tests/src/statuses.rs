@@ -1,5 +1,6 @@
-//! Fake GitHub and GitLab REST APIs on loopback: they take commit statuses as the real ones
-//! do, so octocrab and the `gitlab` crate run as in production, and record them.
+//! Fake GitHub and GitLab REST APIs on loopback: they take commit statuses and comments as
+//! the real ones do, and answer for pull requests and permissions what the test set, so
+//! octocrab and the `gitlab` crate run as in production.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,42 +29,79 @@ pub struct Posted {
     pub target_url: String,
 }
 
-/// A fake forge and the statuses it took, in order.
+/// A fake forge, what it took and what it answers.
 #[derive(Debug, Clone)]
 pub struct FakeForge {
     pub addr: SocketAddr,
-    posted: Arc<Mutex<Vec<Posted>>>,
+    state: Shared,
 }
 
-type Shared = Arc<Mutex<Vec<Posted>>>;
+#[derive(Debug, Default)]
+struct Forge {
+    statuses: Vec<Posted>,
+    /// `(repo, number, body)` of each comment, in order.
+    comments: Vec<(String, u64, String)>,
+    /// Pull (merge) requests by number: their branch, and whether it comes from a fork.
+    pulls: HashMap<u64, (String, bool)>,
+    /// Users' permissions: GitHub's names (`write`), GitLab's access levels (`30`).
+    permissions: HashMap<String, String>,
+}
+
+type Shared = Arc<Mutex<Forge>>;
 
 impl FakeForge {
     /// A fake of GitHub's API, at `http://<addr>` (what `[github] api_url` takes).
     pub async fn github() -> Self {
         Self::serve(
-            Router::new().route("/repos/{owner}/{name}/statuses/{sha}", post(github_status)),
+            Router::new()
+                .route("/repos/{owner}/{name}/statuses/{sha}", post(github_status))
+                .route("/repos/{owner}/{name}/pulls/{number}", get(github_pull))
+                .route(
+                    "/repos/{owner}/{name}/collaborators/{user}/permission",
+                    get(github_permission),
+                )
+                .route(
+                    "/repos/{owner}/{name}/issues/{number}/comments",
+                    post(github_comment),
+                ),
         )
         .await
     }
 
     /// A fake of GitLab's API, at `http://<addr>` (what `[gitlab] url` takes).
     pub async fn gitlab() -> Self {
-        Self::serve(Router::new().route("/api/v4/user", get(gitlab_user)).route(
-            "/api/v4/projects/{project}/statuses/{sha}",
-            post(gitlab_status),
-        ))
+        Self::serve(
+            Router::new()
+                .route("/api/v4/user", get(gitlab_user))
+                .route(
+                    "/api/v4/projects/{project}/statuses/{sha}",
+                    post(gitlab_status),
+                )
+                .route(
+                    "/api/v4/projects/{project}/merge_requests/{iid}",
+                    get(gitlab_merge_request),
+                )
+                .route(
+                    "/api/v4/projects/{project}/members/all/{user}",
+                    get(gitlab_member),
+                )
+                .route(
+                    "/api/v4/projects/{project}/merge_requests/{iid}/notes",
+                    post(gitlab_note),
+                ),
+        )
         .await
     }
 
     async fn serve(routes: Router<Shared>) -> Self {
-        let posted: Shared = Arc::default();
-        let app = routes.with_state(posted.clone());
+        let state: Shared = Arc::default();
+        let app = routes.with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, posted }
+        Self { addr, state }
     }
 
     pub fn url(&self) -> String {
@@ -72,7 +110,26 @@ impl FakeForge {
 
     /// Every status taken so far.
     pub fn statuses(&self) -> Vec<Posted> {
-        self.posted.lock().expect("not poisoned").clone()
+        self.state.lock().expect("not poisoned").statuses.clone()
+    }
+
+    /// Every comment taken so far: `(repo, number, body)`.
+    pub fn comments(&self) -> Vec<(String, u64, String)> {
+        self.state.lock().expect("not poisoned").comments.clone()
+    }
+
+    /// Makes pull (merge) request `number` ask to merge `branch`, from a fork or not.
+    pub fn open_pull(&self, number: u64, branch: &str, from_fork: bool) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.pulls.insert(number, (branch.to_owned(), from_fork));
+    }
+
+    /// Gives `user` `permission` on every repository (GitHub: `write`; GitLab: `30`).
+    pub fn grant(&self, user: &str, permission: &str) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state
+            .permissions
+            .insert(user.to_owned(), permission.to_owned());
     }
 
     /// The latest state of each context on `commit`, as the forge would show them.
@@ -106,7 +163,7 @@ async fn github_status(
         );
     }
     let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
-    posted.lock().expect("not poisoned").push(Posted {
+    posted.lock().expect("not poisoned").statuses.push(Posted {
         repo: format!("{owner}/{name}"),
         commit: sha,
         context: field("context"),
@@ -158,7 +215,7 @@ async fn gitlab_status(
     }
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let field = |name: &str| form.get(name).cloned().unwrap_or_default();
-    posted.lock().expect("not poisoned").push(Posted {
+    posted.lock().expect("not poisoned").statuses.push(Posted {
         repo: project,
         commit: sha.clone(),
         context: field("name"),
@@ -170,4 +227,126 @@ async fn gitlab_status(
         StatusCode::CREATED,
         Json(json!({ "id": 1, "sha": sha, "status": field("state"), "name": field("name") })),
     )
+}
+
+fn not_found() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        Json(
+            json!({ "message": "Not Found", "documentation_url": "https://docs.github.com/rest" }),
+        ),
+    )
+}
+
+/// Like GitHub's Get a pull request: the fields of its head Kiln reads.
+async fn github_pull(
+    State(state): State<Shared>,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+) -> (StatusCode, Json<Value>) {
+    let state = state.lock().expect("not poisoned");
+    let Some((branch, from_fork)) = state.pulls.get(&number) else {
+        return not_found();
+    };
+    let head_repo = if *from_fork {
+        format!("someone/{name}")
+    } else {
+        format!("{owner}/{name}")
+    };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "number": number,
+            "head": { "ref": branch, "sha": "0000000", "repo": { "full_name": head_repo } }
+        })),
+    )
+}
+
+/// Like GitHub's Get repository permissions for a user: `404` for a stranger.
+async fn github_permission(
+    State(state): State<Shared>,
+    Path((_owner, _name, user)): Path<(String, String, String)>,
+) -> (StatusCode, Json<Value>) {
+    let state = state.lock().expect("not poisoned");
+    match state.permissions.get(&user) {
+        Some(permission) => (
+            StatusCode::OK,
+            Json(json!({ "permission": permission, "user": { "login": user } })),
+        ),
+        None => not_found(),
+    }
+}
+
+/// Like GitHub's Create an issue comment.
+async fn github_comment(
+    State(state): State<Shared>,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    state.lock().expect("not poisoned").comments.push((
+        format!("{owner}/{name}"),
+        number,
+        text.clone(),
+    ));
+    (StatusCode::CREATED, Json(json!({ "id": 1, "body": text })))
+}
+
+/// Like GitLab's Get single merge request: the fields Kiln reads.
+async fn gitlab_merge_request(
+    State(state): State<Shared>,
+    Path((_project, iid)): Path<(String, u64)>,
+) -> (StatusCode, Json<Value>) {
+    let state = state.lock().expect("not poisoned");
+    let Some((branch, from_fork)) = state.pulls.get(&iid) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "404 Not found" })),
+        );
+    };
+    let source = if *from_fork { 99 } else { 5 };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "iid": iid, "source_branch": branch, "source_project_id": source,
+            "target_project_id": 5
+        })),
+    )
+}
+
+/// Like GitLab's Get a member of a project, including inherited members.
+async fn gitlab_member(
+    State(state): State<Shared>,
+    Path((_project, user)): Path<(String, String)>,
+) -> (StatusCode, Json<Value>) {
+    let state = state.lock().expect("not poisoned");
+    match state
+        .permissions
+        .get(&user)
+        .and_then(|l| l.parse::<u64>().ok())
+    {
+        Some(level) => (
+            StatusCode::OK,
+            Json(json!({ "id": user.parse::<u64>().unwrap_or(0), "access_level": level })),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "404 Not found" })),
+        ),
+    }
+}
+
+/// Like GitLab's Create new merge request note.
+async fn gitlab_note(
+    State(state): State<Shared>,
+    Path((project, iid)): Path<(String, u64)>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let text = form.get("body").cloned().unwrap_or_default();
+    state
+        .lock()
+        .expect("not poisoned")
+        .comments
+        .push((project, iid, text.clone()));
+    (StatusCode::CREATED, Json(json!({ "id": 1, "body": text })))
 }

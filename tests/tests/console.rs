@@ -90,8 +90,7 @@ async fn an_operator_signs_in_and_gives_commands() {
     assert!(page.contains("Signed in as carol"), "{page}");
     assert!(page.contains(&format!("build #{id} passed")), "{page}");
     assert!(
-        page.contains("Add &lt;script&gt;alert(1)&lt;/script&gt;")
-            && !page.contains("<script>"),
+        page.contains("Add &lt;script&gt;alert(1)&lt;/script&gt;") && !page.contains("<script>"),
         "the subject is escaped: {page}"
     );
 

@@ -3,7 +3,7 @@
 //! Hand-written and minimal on purpose: every field GitHub adds or changes elsewhere in the
 //! payload cannot break us. Parse errors say where the payload was wrong.
 
-use kiln_shared::trigger::{ForgeEvent, Push};
+use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -67,6 +67,34 @@ struct Person {
     username: Option<String>,
 }
 
+/// <https://docs.github.com/en/webhooks/webhook-events-and-payloads#issue_comment>
+#[derive(Debug, Deserialize)]
+struct IssueCommentPayload {
+    action: String,
+    issue: Issue,
+    comment: IssueComment,
+    repository: RepositoryName,
+}
+
+#[derive(Debug, Deserialize)]
+struct Issue {
+    number: u64,
+    /// Present when the issue is a pull request.
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IssueComment {
+    body: String,
+    user: User,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    login: String,
+}
+
 /// Why a delivery could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the {event} payload is not what GitHub sends: {source}")]
@@ -94,10 +122,33 @@ pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
     match event {
         "ping" => Ok(ForgeEvent::Ping),
         "push" => translate_push(parse(event, body)?),
+        "issue_comment" => Ok(translate_comment(parse(event, body)?)),
         other => Ok(ForgeEvent::Ignored {
             reason: format!("Kiln does not act on `{other}` events"),
         }),
     }
+}
+
+fn translate_comment(payload: IssueCommentPayload) -> ForgeEvent {
+    let ignored = |reason: &str| ForgeEvent::Ignored {
+        reason: reason.to_owned(),
+    };
+    if payload.action != "created" {
+        return ignored("only new comments are read");
+    }
+    if payload.issue.pull_request.is_none() {
+        return ignored("a comment on an issue, not a pull request");
+    }
+    let Some(command) = comment_command(&payload.comment.body) else {
+        return ignored("the comment does not start with /kiln");
+    };
+    ForgeEvent::Comment(Comment {
+        repo: payload.repository.full_name,
+        number: payload.issue.number,
+        author: payload.comment.user.login.clone(),
+        author_id: payload.comment.user.login,
+        command,
+    })
 }
 
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
@@ -148,6 +199,41 @@ mod tests {
     const DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-branch-delete.json");
     const TAG_DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag-delete.json");
     const PING: &[u8] = include_bytes!("../../../tests/fixtures/github-ping.json");
+    const PR_COMMENT: &[u8] =
+        include_bytes!("../../../tests/fixtures/github-issue_comment-created-on-pr.json");
+    const ISSUE_COMMENT: &[u8] =
+        include_bytes!("../../../tests/fixtures/github-issue_comment-created-on-issue.json");
+
+    #[test]
+    fn reads_kiln_commands_in_pull_request_comments_only() {
+        let mut payload: serde_json::Value = serde_json::from_slice(PR_COMMENT).expect("JSON");
+        // The fixture's comment is not for Kiln: as is, it is ignored.
+        assert!(matches!(
+            translate("issue_comment", PR_COMMENT).expect("valid"),
+            ForgeEvent::Ignored { .. }
+        ));
+        payload["comment"]["body"] = "/kiln build\r\nplease".into();
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        assert_eq!(
+            translate("issue_comment", &body).expect("valid"),
+            ForgeEvent::Comment(Comment {
+                repo: "abc/def-ci-webhook-test".into(),
+                number: 2,
+                author: "lts-def".into(),
+                author_id: "lts-def".into(),
+                command: "build".into(),
+            })
+        );
+        let mut on_issue: serde_json::Value = serde_json::from_slice(ISSUE_COMMENT).expect("JSON");
+        on_issue["comment"]["body"] = "/kiln build".into();
+        let body = serde_json::to_vec(&on_issue).expect("JSON");
+        assert_eq!(
+            translate("issue_comment", &body).expect("valid"),
+            ForgeEvent::Ignored {
+                reason: "a comment on an issue, not a pull request".into()
+            }
+        );
+    }
 
     #[test]
     fn translates_a_branch_push() {

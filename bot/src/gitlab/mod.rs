@@ -4,7 +4,7 @@
 //! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
 //! translated into a [`ForgeEvent`], reading only the few fields Kiln uses.
 
-use kiln_shared::trigger::{ForgeEvent, Push};
+use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -72,6 +72,36 @@ struct Author {
     name: String,
 }
 
+/// <https://docs.gitlab.com/user/project/integrations/webhook_events/#comment-events>
+#[derive(Debug, Deserialize)]
+struct NotePayload {
+    user: User,
+    project: Project,
+    object_attributes: Note,
+    #[serde(default)]
+    merge_request: Option<MergeRequestRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: u64,
+    username: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Note {
+    note: String,
+    noteable_type: String,
+    /// `create` or `update` (GitLab 15.2 and later); older ones send none.
+    #[serde(default)]
+    action: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeRequestRef {
+    iid: u64,
+}
+
 /// Why a delivery could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the {event} payload is not what GitLab sends: {source}")]
@@ -122,6 +152,7 @@ pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
         "Tag Push Hook" => Ok(ForgeEvent::Ignored {
             reason: "a tag was pushed; Kiln builds branches".into(),
         }),
+        "Note Hook" => Ok(translate_note(parse(event, body)?)),
         "Merge Request Hook" => Ok(ForgeEvent::Ignored {
             reason: "Kiln builds a merge request's source branch when it is pushed to".into(),
         }),
@@ -129,6 +160,36 @@ pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
             reason: format!("Kiln does not act on `{other}` events"),
         }),
     }
+}
+
+fn translate_note(payload: NotePayload) -> ForgeEvent {
+    let ignored = |reason: &str| ForgeEvent::Ignored {
+        reason: reason.to_owned(),
+    };
+    if payload
+        .object_attributes
+        .action
+        .as_deref()
+        .is_some_and(|a| a != "create")
+    {
+        return ignored("only new comments are read");
+    }
+    let (Some(merge_request), "MergeRequest") = (
+        payload.merge_request,
+        payload.object_attributes.noteable_type.as_str(),
+    ) else {
+        return ignored("a comment on something other than a merge request");
+    };
+    let Some(command) = comment_command(&payload.object_attributes.note) else {
+        return ignored("the comment does not start with /kiln");
+    };
+    ForgeEvent::Comment(Comment {
+        repo: payload.project.path_with_namespace,
+        number: merge_request.iid,
+        author: payload.user.username,
+        author_id: payload.user.id.to_string(),
+        command,
+    })
 }
 
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
@@ -232,11 +293,34 @@ mod tests {
         assert!(reason("Merge Request Hook", MERGE_REQUEST).contains("source branch"));
         assert_eq!(
             reason("Note Hook", NOTE),
-            "Kiln does not act on `Note Hook` events"
+            "the comment does not start with /kiln"
         );
         for body in [TAG, MERGE_REQUEST, NOTE] {
             assert!(project_name("any", body).is_ok());
         }
+    }
+
+    #[test]
+    fn reads_kiln_commands_in_merge_request_notes() {
+        let mut payload: serde_json::Value = serde_json::from_slice(NOTE).expect("JSON");
+        payload["object_attributes"]["note"] = "/kiln build".into();
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        assert_eq!(
+            translate("Note Hook", &body).expect("valid"),
+            ForgeEvent::Comment(Comment {
+                repo: "gitlab-org/gitlab-test".into(),
+                number: 1,
+                author: "root".into(),
+                author_id: "1".into(),
+                command: "build".into(),
+            })
+        );
+        payload["object_attributes"]["noteable_type"] = "Issue".into();
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        assert!(matches!(
+            translate("Note Hook", &body).expect("valid"),
+            ForgeEvent::Ignored { .. }
+        ));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn handle_command(
         id: &id,
         operator: true,
         channel: None,
+        writes: None,
     };
     let reply = commands::run(&app, actor, &request.command).await;
     let status = match reply.outcome {

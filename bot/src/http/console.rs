@@ -102,6 +102,7 @@ pub async fn command(
         id: &id,
         operator: true,
         channel: None,
+        writes: None,
     };
     let reply = commands::run(&app, actor, &form.command).await;
     page(&app, operator, form.command, Some(reply)).await

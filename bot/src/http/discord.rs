@@ -103,6 +103,7 @@ async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) 
         id: &id,
         operator: false,
         channel: channel.as_deref(),
+        writes: None,
     };
     let text = interaction.command_text().unwrap_or_default();
     let reply = commands::run(&app, actor, &text).await;

@@ -5,25 +5,44 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kiln_shared::build::BuildId;
 use kiln_shared::trigger::ForgeEvent;
 use serde_json::json;
 
 use super::error;
 use crate::app::App;
-use crate::config::Repository;
+use crate::comments;
+use crate::config::{Forge, Repository};
 use crate::ingress::{self, Accepted};
 
-/// Answers the verified delivery `delivery` of `forge`, translated to `event`.
+/// Answers the verified delivery `delivery` from `door`, translated to `event`.
 pub async fn accept(
     app: &App,
     repo: &Repository,
-    forge: &str,
+    door: Forge,
     delivery: &str,
     event: ForgeEvent,
 ) -> Response {
     let name = &repo.name;
+    let forge = forge_name(door);
     match event {
         ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
+        ForgeEvent::Comment(comment) => {
+            // A retried delivery must not give the command twice.
+            match app.store.claim_delivery(forge, delivery, BuildId(0)).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response();
+                }
+                Err(e) => {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"));
+                }
+            }
+            tracing::info!(repo = %name, forge, delivery, command = %comment.command, "command in a comment");
+            let command = comment.command.clone();
+            tokio::spawn(comments::answer(app.clone(), door, comment));
+            (StatusCode::ACCEPTED, Json(json!({ "command": command }))).into_response()
+        }
         ForgeEvent::Ignored { reason } => {
             tracing::info!(repo = %name, forge, delivery, %reason, "webhook ignored");
             (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
@@ -46,6 +65,13 @@ pub async fn accept(
                 }
             }
         }
+    }
+}
+
+fn forge_name(forge: Forge) -> &'static str {
+    match forge {
+        Forge::GitHub => "github",
+        Forge::GitLab => "gitlab",
     }
 }
 

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 
 use super::{error, forge};
 use crate::app::App;
+use crate::config::Forge;
 use crate::github;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -58,5 +59,5 @@ pub async fn handle_github_hook(
         Ok(translated) => translated,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    forge::accept(&app, repo, "github", delivery, translated).await
+    forge::accept(&app, repo, Forge::GitHub, delivery, translated).await
 }

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 
 use super::{error, forge, header};
 use crate::app::App;
+use crate::config::Forge;
 use crate::gitlab;
 
 /// Handles one GitLab delivery.
@@ -57,5 +58,5 @@ pub async fn handle_gitlab_hook(
         &body,
     )
     .unwrap_or_default();
-    forge::accept(&app, repo, "gitlab", &delivery, translated).await
+    forge::accept(&app, repo, Forge::GitLab, &delivery, translated).await
 }

@@ -1,0 +1,86 @@
+//! Commands in pull request (GitHub) and merge request (GitLab) comments: `/kiln build` builds
+//! the request's branch; every other command is given as in chat. The forge says who may:
+//! a commenter who may push to the repository may do there what Kiln's `[[permission]]`s
+//! would let them. The answer is a comment on the request.
+
+use kiln_shared::trigger::Comment;
+
+use crate::app::App;
+use crate::commands::{self, Actor};
+use crate::config::Forge;
+
+/// Carries out `comment`'s command and answers it on the request; failures are logged.
+pub async fn answer(app: App, forge: Forge, comment: Comment) {
+    let text = match carry_out(&app, forge, &comment).await {
+        Ok(text) => text,
+        Err(error) => format!("Kiln could not do that just now: {error:#}"),
+    };
+    let posted = app
+        .forges
+        .comment(forge, &comment.repo, comment.number, &as_comment(&text))
+        .await;
+    if let Err(error) = posted {
+        tracing::error!(repo = %comment.repo, number = comment.number, error = format!("{error:#}"), "cannot answer a comment");
+    }
+}
+
+async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result<String> {
+    let via = match forge {
+        Forge::GitHub => "github",
+        Forge::GitLab => "gitlab",
+    };
+    let writer = app
+        .forges
+        .may_write(forge, &comment.repo, &comment.author_id)
+        .await?;
+    let mut text = comment.command.clone();
+    if text == "build" {
+        let request = app
+            .forges
+            .pull_request(forge, &comment.repo, comment.number)
+            .await?;
+        if request.from_fork {
+            return Ok(format!(
+                "Kiln builds requests from branches of {}; this one comes from a fork. Push \
+                 its branch to {} to have it built.",
+                comment.repo, comment.repo
+            ));
+        }
+        text = format!("build {} {}", comment.repo, request.branch);
+    }
+    let id = format!("{via}:{}", comment.author_id);
+    let actor = Actor {
+        name: &comment.author,
+        via,
+        id: &id,
+        operator: false,
+        channel: None,
+        writes: writer.then_some(comment.repo.as_str()),
+    };
+    Ok(commands::run(app, actor, &text).await.text)
+}
+
+/// `text` as a comment that shows it as it is: in one code block, so that nothing in it (a
+/// branch name, a commit subject, a log line) can mention anyone or make markup.
+fn as_comment(text: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|line| line.trim() != "```")
+        .map(|line| line.replace("```", "'''"))
+        .collect();
+    format!("```text\n{}\n```", lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_one_code_block() {
+        let reply = "Build #3, task `unit` (failed):\n```\n@org/team <img src=x> ```\n```";
+        assert_eq!(
+            as_comment(reply),
+            "```text\nBuild #3, task `unit` (failed):\n@org/team <img src=x> '''\n```"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Commands in pull request and merge request comments, end to end on the real services:
+//! `/kiln build` builds the request's branch for someone the forge lets push; others are
+//! refused; the answer is a comment, through octocrab or the `gitlab` crate pointed at a fake
+//! of the forge's API.
+
+use kiln_tests::forge::{TestRepo, github_comment_payload, gitlab_note_payload};
+use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+
+/// Waits for comment number `n` (from 1) and returns its body.
+async fn comment(forge: &FakeForge, n: usize) -> String {
+    wait_for("Kiln's comment", E2E_TIMEOUT, || async {
+        forge.comments().get(n - 1).map(|(_, _, body)| body.clone())
+    })
+    .await
+}
+
+fn spec() -> String {
+    format!("steps:\n  unit:\n    image: {TEST_IMAGE}\n    run: echo \"on $KILN_BRANCH\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_comments_build_for_those_who_may_push() {
+    let github = FakeForge::github().await;
+    let repo = TestRepo::new();
+    repo.commit("feature/x", "The feature", &[(".kiln.yml", &spec())]);
+    let kiln = Kiln::start(&kiln_tests::config(&format!(
+        "clone_url = \"{}\"\n[github]\ntoken = \"{FORGE_TOKEN}\"\napi_url = \"{}\"\n",
+        repo.clone_url(),
+        github.url()
+    )))
+    .await;
+    github.open_pull(7, "feature/x", false);
+    github.open_pull(8, "feature/x", true);
+    github.grant("alice", "write");
+    github.grant("bob", "read");
+
+    // Alice may push: `/kiln build` builds the pull request's branch, and says so on it.
+    let body = github_comment_payload(REPO, 7, "alice", "/kiln build");
+    let (status, answer) = kiln
+        .send_github("issue_comment", "c-1", &body, TEST_SECRET)
+        .await;
+    assert_eq!(
+        (status, answer["command"].as_str()),
+        (202, Some("build")),
+        "{answer}"
+    );
+    let said = comment(&github, 1).await;
+    assert!(
+        said.starts_with("```text\nBuild #1 of acme/api feature/x (")
+            && said.ends_with("for alice.\n```"),
+        "{said}"
+    );
+    assert_eq!(github.comments()[0].1, 7);
+    assert_eq!(kiln.finished_build(1).await["branch"], "feature/x");
+    assert_eq!(
+        kiln.task_log(1, "unit").await.lines().last(),
+        Some("on feature/x")
+    );
+
+    // The same delivery again gives nothing twice.
+    let (status, again) = kiln
+        .send_github("issue_comment", "c-1", &body, TEST_SECRET)
+        .await;
+    assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)));
+
+    // Bob may read, not push: looking is open, retrying is not.
+    let look = github_comment_payload(REPO, 7, "bob", "/kiln status acme/api");
+    kiln.send_github("issue_comment", "c-2", &look, TEST_SECRET)
+        .await;
+    assert!(comment(&github, 2).await.contains("#1 acme/api feature/x"));
+    let retry = github_comment_payload(REPO, 7, "bob", "/kiln retry 1");
+    kiln.send_github("issue_comment", "c-3", &retry, TEST_SECRET)
+        .await;
+    let refused = comment(&github, 3).await;
+    assert!(
+        refused.contains("bob may not `retry` on acme/api"),
+        "{refused}"
+    );
+
+    // A pull request from a fork is not built, whoever asks.
+    let fork = github_comment_payload(REPO, 8, "alice", "/kiln build");
+    kiln.send_github("issue_comment", "c-4", &fork, TEST_SECRET)
+        .await;
+    assert!(comment(&github, 4).await.contains("comes from a fork"));
+
+    // A comment that is not for Kiln is acknowledged and ignored.
+    let chat = github_comment_payload(REPO, 7, "alice", "Looks good to me");
+    let (status, ignored) = kiln
+        .send_github("issue_comment", "c-5", &chat, TEST_SECRET)
+        .await;
+    assert_eq!(status, 200, "{ignored}");
+    assert!(ignored["ignored"].is_string());
+
+    let all = github.comments();
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert!(kiln.build(2).await.is_none(), "nothing but build #1 ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_request_notes_build_for_developers() {
+    let gitlab = FakeForge::gitlab().await;
+    let repo = TestRepo::new();
+    repo.commit("topic", "The topic", &[(".kiln.yml", &spec())]);
+    let kiln = Kiln::start(&kiln_tests::config(&format!(
+        "clone_url = \"{}\"\nforge = \"gitlab\"\n[gitlab]\ntoken = \"{FORGE_TOKEN}\"\nurl = \"{}\"\n",
+        repo.clone_url(),
+        gitlab.url()
+    )))
+    .await;
+    gitlab.open_pull(3, "topic", false);
+    gitlab.grant("41", "30");
+    gitlab.grant("42", "20");
+
+    let body = gitlab_note_payload(REPO, 3, 41, "dev", "/kiln build");
+    let (status, answer) = kiln
+        .send_gitlab("Note Hook", "n-1", &body, TEST_SECRET)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let said = comment(&gitlab, 1).await;
+    assert!(said.contains("Build #1 of acme/api topic ("), "{said}");
+    assert_eq!(gitlab.comments()[0].0, REPO);
+    assert_eq!(kiln.finished_build(1).await["status"], "passed");
+
+    // A reporter (access level 20) may not push, so may not build.
+    let body = gitlab_note_payload(REPO, 3, 42, "reporter", "/kiln build");
+    kiln.send_gitlab("Note Hook", "n-2", &body, TEST_SECRET)
+        .await;
+    let refused = comment(&gitlab, 2).await;
+    assert!(
+        refused.contains("reporter may not `build` on acme/api"),
+        "{refused}"
+    );
+    assert!(kiln.build(2).await.is_none());
+}
