@@ -43,13 +43,14 @@ impl App {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
+        let forges = Arc::new(Forges::new(config.github.as_ref(), config.gitlab.as_ref())?);
         let interactions = match &config.discord {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
         };
         Ok(Self {
-            chat: Arc::new(Chat::new(&config, &http)),
-            forges: Arc::new(Forges::new(config.github.as_ref(), config.gitlab.as_ref())?),
+            chat: Arc::new(Chat::new(&config, &http, forges.clone())),
+            forges,
             cards: Cards::default(),
             config: Arc::new(config),
             store,

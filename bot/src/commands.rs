@@ -309,7 +309,7 @@ async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyh
     };
     let name = repository.name.clone();
     let commit = resolved.commit.clone();
-    let id = ingress::accept_command(app, |id| BuildRequested {
+    let id = ingress::accept_command(app, actor.channel, |id| BuildRequested {
         build: BuildRef {
             id,
             repo: name,
@@ -408,7 +408,7 @@ async fn retry(
             )));
         }
     }
-    let id = ingress::accept_command(app, |id| BuildRequested {
+    let id = ingress::accept_command(app, actor.channel, |id| BuildRequested {
         build: BuildRef {
             id,
             ..record.build.clone()

@@ -8,6 +8,7 @@ use kiln_shared::trigger::Comment;
 use crate::app::App;
 use crate::commands::{self, Actor};
 use crate::config::Forge;
+use crate::notify::request_channel;
 
 /// Carries out `comment`'s command and answers it on the request; failures are logged.
 pub async fn answer(app: App, forge: Forge, comment: Comment) {
@@ -18,7 +19,8 @@ pub async fn answer(app: App, forge: Forge, comment: Comment) {
     let posted = app
         .forges
         .comment(forge, &comment.repo, comment.number, &as_comment(&text))
-        .await;
+        .await
+        .map(drop);
     if let Err(error) = posted {
         tracing::error!(repo = %comment.repo, number = comment.number, error = format!("{error:#}"), "cannot answer a comment");
     }
@@ -49,12 +51,14 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         text = format!("build {} {}", comment.repo, request.branch);
     }
     let id = format!("{via}:{}", comment.author_id);
+    // The request follows the builds asked for in it: their cards are comments there.
+    let channel = request_channel(forge, &comment.repo, comment.number);
     let actor = Actor {
         name: &comment.author,
         via,
         id: &id,
         operator: false,
-        channel: None,
+        channel: Some(&channel),
         writes: writer.then_some(comment.repo.as_str()),
     };
     Ok(commands::run(app, actor, &text).await.text)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use gitlab::api::projects::members::AllProjectMember;
 use gitlab::api::projects::merge_requests::MergeRequest;
-use gitlab::api::projects::merge_requests::notes::CreateMergeRequestNote;
+use gitlab::api::projects::merge_requests::notes::{CreateMergeRequestNote, EditMergeRequestNote};
 use gitlab::api::projects::repository::commits::{CommitStatusState, CreateCommitStatus};
 use gitlab::api::{ApiError, AsyncQuery};
 use kiln_shared::commit_status::{CommitState, CommitStatus};
@@ -175,18 +175,19 @@ impl Forges {
         within(forge, read).await
     }
 
-    /// Comments `text` (markdown) on pull request `number` of `repo`.
+    /// Comments `text` (markdown) on pull request `number` of `repo`; returns the comment's
+    /// id.
     pub async fn comment(
         &self,
         forge: Forge,
         repo: &str,
         number: u64,
         text: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<String> {
         let post = async {
             match forge {
                 Forge::GitHub => {
-                    let _: serde_json::Value = self
+                    let comment: serde_json::Value = self
                         .github()?
                         .post(
                             format!("/repos/{repo}/issues/{number}/comments"),
@@ -194,12 +195,53 @@ impl Forges {
                         )
                         .await
                         .with_context(|| format!("cannot comment on #{number} of {repo}"))?;
-                    Ok(())
+                    id(&comment)
                 }
                 Forge::GitLab => self.comment_on_gitlab(repo, number, text).await,
             }
         };
         within(forge, post).await
+    }
+
+    /// Replaces the text of comment `comment` on pull request `number` of `repo`.
+    pub async fn edit_comment(
+        &self,
+        forge: Forge,
+        repo: &str,
+        number: u64,
+        comment: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let edit = async {
+            match forge {
+                Forge::GitHub => {
+                    let _: serde_json::Value = self
+                        .github()?
+                        .patch(
+                            format!("/repos/{repo}/issues/comments/{comment}"),
+                            Some(&serde_json::json!({ "body": text })),
+                        )
+                        .await
+                        .with_context(|| format!("cannot edit a comment on #{number} of {repo}"))?;
+                    Ok(())
+                }
+                Forge::GitLab => {
+                    let endpoint = EditMergeRequestNote::builder()
+                        .project(repo)
+                        .merge_request(number)
+                        .note(comment.parse::<u64>().context("a GitLab note id")?)
+                        .body(text)
+                        .build()
+                        .map_err(|e| anyhow!("{e}"))?;
+                    gitlab::api::ignore(endpoint)
+                        .query_async(self.gitlab()?.client().await?)
+                        .await
+                        .with_context(|| format!("cannot edit a note on !{number} of {repo}"))?;
+                    Ok(())
+                }
+            }
+        };
+        within(forge, edit).await
     }
 
     fn github(&self) -> anyhow::Result<&Octocrab> {
@@ -315,7 +357,7 @@ impl Forges {
         }
     }
 
-    async fn comment_on_gitlab(&self, repo: &str, iid: u64, text: &str) -> anyhow::Result<()> {
+    async fn comment_on_gitlab(&self, repo: &str, iid: u64, text: &str) -> anyhow::Result<String> {
         let gitlab = self.gitlab()?;
         let endpoint = CreateMergeRequestNote::builder()
             .project(repo)
@@ -323,11 +365,11 @@ impl Forges {
             .body(text)
             .build()
             .map_err(|e| anyhow!("{e}"))?;
-        gitlab::api::ignore(endpoint)
+        let note: serde_json::Value = endpoint
             .query_async(gitlab.client().await?)
             .await
             .with_context(|| format!("cannot comment on !{iid} of {repo}"))?;
-        Ok(())
+        id(&note)
     }
 }
 
@@ -339,6 +381,14 @@ async fn within<T>(
     tokio::time::timeout(REQUEST_TIMEOUT, call)
         .await
         .map_err(|_| anyhow!("{forge:?} took longer than {REQUEST_TIMEOUT:?}"))?
+}
+
+/// The `id` of something the forge made.
+fn id(made: &serde_json::Value) -> anyhow::Result<String> {
+    made["id"]
+        .as_u64()
+        .map(|id| id.to_string())
+        .context("the forge's answer has no `id`")
 }
 
 /// A JSON string the forge must have given.

@@ -65,12 +65,17 @@ pub async fn accept_push(
     Ok(Accepted::New(id))
 }
 
-/// Accepts a build someone asked for with a command; `request` is given the new build's id.
+/// Accepts a build someone asked for with a command given in `channel` (which then follows
+/// the build, if Kiln can post there); `request` is given the new build's id.
 pub async fn accept_command(
     app: &App,
+    channel: Option<&str>,
     request: impl FnOnce(BuildId) -> BuildRequested,
 ) -> Result<BuildId, Unavailable> {
     let id = app.store.next_build_id().await?;
+    if let Some(channel) = channel.filter(|c| app.chat.can_post(c)) {
+        app.store.follow_build(id, channel).await?;
+    }
     let request = request(id);
     record_and_announce(app, &request).await?;
     Ok(id)

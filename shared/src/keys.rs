@@ -107,6 +107,11 @@ impl Keys {
         format!("{}:build:{id}:card:{channel}", self.prefix)
     }
 
+    /// The channels a build was asked for in, which follow it (set).
+    pub fn build_followers(&self, id: BuildId) -> String {
+        format!("{}:build:{id}:followers", self.prefix)
+    }
+
     /// The channels following one repository (hash: subscription field to subscription).
     pub fn subscriptions(&self, repo: &str) -> String {
         format!(

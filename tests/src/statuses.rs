@@ -39,8 +39,11 @@ pub struct FakeForge {
 #[derive(Debug, Default)]
 struct Forge {
     statuses: Vec<Posted>,
-    /// `(repo, number, body)` of each comment, in order.
+    /// `(repo, number, body)` of each comment, in order, as last edited; a comment's id is
+    /// its place in this list, from 1.
     comments: Vec<(String, u64, String)>,
+    /// How many edits comments took.
+    edits: usize,
     /// Pull (merge) requests by number: their branch, and whether it comes from a fork.
     pulls: HashMap<u64, (String, bool)>,
     /// Users' permissions: GitHub's names (`write`), GitLab's access levels (`30`).
@@ -63,6 +66,10 @@ impl FakeForge {
                 .route(
                     "/repos/{owner}/{name}/issues/{number}/comments",
                     post(github_comment),
+                )
+                .route(
+                    "/repos/{owner}/{name}/issues/comments/{id}",
+                    axum::routing::patch(github_edit_comment),
                 ),
         )
         .await
@@ -88,6 +95,10 @@ impl FakeForge {
                 .route(
                     "/api/v4/projects/{project}/merge_requests/{iid}/notes",
                     post(gitlab_note),
+                )
+                .route(
+                    "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
+                    axum::routing::put(gitlab_edit_note),
                 ),
         )
         .await
@@ -113,9 +124,14 @@ impl FakeForge {
         self.state.lock().expect("not poisoned").statuses.clone()
     }
 
-    /// Every comment taken so far: `(repo, number, body)`.
+    /// Every comment taken so far, as last edited: `(repo, number, body)`.
     pub fn comments(&self) -> Vec<(String, u64, String)> {
         self.state.lock().expect("not poisoned").comments.clone()
+    }
+
+    /// How many edits of comments the forge took.
+    pub fn edits(&self) -> usize {
+        self.state.lock().expect("not poisoned").edits
     }
 
     /// Makes pull (merge) request `number` ask to merge `branch`, from a fork or not.
@@ -283,12 +299,56 @@ async fn github_comment(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     let text = body["body"].as_str().unwrap_or_default().to_owned();
-    state.lock().expect("not poisoned").comments.push((
-        format!("{owner}/{name}"),
-        number,
-        text.clone(),
-    ));
-    (StatusCode::CREATED, Json(json!({ "id": 1, "body": text })))
+    let id = keep_comment(&state, format!("{owner}/{name}"), number, &text);
+    (StatusCode::CREATED, Json(json!({ "id": id, "body": text })))
+}
+
+/// Keeps a new comment; returns its id.
+fn keep_comment(state: &Shared, repo: String, number: u64, text: &str) -> usize {
+    let mut state = state.lock().expect("not poisoned");
+    state.comments.push((repo, number, text.to_owned()));
+    state.comments.len()
+}
+
+/// Replaces comment `id`'s text; false if there is no such comment.
+fn edit_comment(state: &Shared, id: usize, text: &str) -> bool {
+    let mut state = state.lock().expect("not poisoned");
+    let Some(comment) = id.checked_sub(1).and_then(|i| state.comments.get_mut(i)) else {
+        return false;
+    };
+    comment.2 = text.to_owned();
+    state.edits += 1;
+    true
+}
+
+/// Like GitHub's Update an issue comment.
+async fn github_edit_comment(
+    State(state): State<Shared>,
+    Path((_owner, _name, id)): Path<(String, String, usize)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let text = body["body"].as_str().unwrap_or_default();
+    if !edit_comment(&state, id, text) {
+        return not_found();
+    }
+    (StatusCode::OK, Json(json!({ "id": id, "body": text })))
+}
+
+/// Like GitLab's Modify existing merge request note.
+async fn gitlab_edit_note(
+    State(state): State<Shared>,
+    Path((_project, _iid, id)): Path<(String, u64, usize)>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let text = form.get("body").cloned().unwrap_or_default();
+    if !edit_comment(&state, id, &text) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "404 Not found" })),
+        );
+    }
+    (StatusCode::OK, Json(json!({ "id": id, "body": text })))
 }
 
 /// Like GitLab's Get single merge request: the fields Kiln reads.
@@ -343,10 +403,6 @@ async fn gitlab_note(
 ) -> (StatusCode, Json<Value>) {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let text = form.get("body").cloned().unwrap_or_default();
-    state
-        .lock()
-        .expect("not poisoned")
-        .comments
-        .push((project, iid, text.clone()));
-    (StatusCode::CREATED, Json(json!({ "id": 1, "body": text })))
+    let id = keep_comment(&state, project, iid, &text);
+    (StatusCode::CREATED, Json(json!({ "id": id, "body": text })))
 }

@@ -252,6 +252,13 @@ async fn a_build_from_discord_gets_a_card_edited_to_its_end_whose_buttons_give_c
         "{content}"
     );
     assert!(discord.edits_of(&shown[0].message_id) >= 1);
+    // And one in the channel the command was given in.
+    wait_for("the card where /build was typed", E2E_TIMEOUT, || async {
+        let shown = discord.channel(1_100_000_000_000_000_030);
+        let content = shown.first()?.body["content"].as_str()?.to_owned();
+        (shown.len() == 1 && content.contains("**passed**")).then_some(())
+    })
+    .await;
 
     // Its Logs button, clicked by anyone: the logs, privately.
     let (status, deferred) = post(&kiln, &click("t-click", "7", "logs 1"), &key, now()).await;

@@ -1,17 +1,25 @@
 //! Commands in pull request and merge request comments, end to end on the real services:
-//! `/kiln build` builds the request's branch for someone the forge lets push; others are
-//! refused; the answer is a comment, through octocrab or the `gitlab` crate pointed at a fake
-//! of the forge's API.
+//! `/kiln build` builds the request's branch for someone the forge lets push, and the build's
+//! card is a comment edited as it runs; others are refused; the answer is a comment, through
+//! octocrab or the `gitlab` crate pointed at a fake of the forge's API.
 
 use kiln_tests::forge::{TestRepo, github_comment_payload, gitlab_note_payload};
 use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
-/// Waits for comment number `n` (from 1) and returns its body.
-async fn comment(forge: &FakeForge, n: usize) -> String {
-    wait_for("Kiln's comment", E2E_TIMEOUT, || async {
-        forge.comments().get(n - 1).map(|(_, _, body)| body.clone())
-    })
+/// Waits for a comment that contains `needle` and returns it.
+async fn comment(forge: &FakeForge, needle: &str) -> String {
+    wait_for(
+        &format!("a comment with `{needle}`"),
+        E2E_TIMEOUT,
+        || async {
+            forge
+                .comments()
+                .into_iter()
+                .map(|(_, _, body)| body)
+                .find(|body| body.contains(needle))
+        },
+    )
     .await
 }
 
@@ -45,18 +53,25 @@ async fn pull_request_comments_build_for_those_who_may_push() {
         (202, Some("build")),
         "{answer}"
     );
-    let said = comment(&github, 1).await;
+    let said = comment(&github, "Build #1 of").await;
     assert!(
         said.starts_with("```text\nBuild #1 of acme/api feature/x (")
             && said.ends_with("for alice.\n```"),
         "{said}"
     );
-    assert_eq!(github.comments()[0].1, 7);
     assert_eq!(kiln.finished_build(1).await["branch"], "feature/x");
     assert_eq!(
         kiln.task_log(1, "unit").await.lines().last(),
         Some("on feature/x")
     );
+    // The build's card: a comment on the request, edited to the end, linking to the build.
+    let card = comment(&github, "build #1 **passed**").await;
+    assert!(card.contains("\n- unit: passed\n"), "{card}");
+    assert!(
+        card.contains("[Build #1](http://kiln.test/builds/1)"),
+        "{card}"
+    );
+    assert!(github.edits() >= 1, "the card was edited in place");
 
     // The same delivery again gives nothing twice.
     let (status, again) = kiln
@@ -68,21 +83,17 @@ async fn pull_request_comments_build_for_those_who_may_push() {
     let look = github_comment_payload(REPO, 7, "bob", "/kiln status acme/api");
     kiln.send_github("issue_comment", "c-2", &look, TEST_SECRET)
         .await;
-    assert!(comment(&github, 2).await.contains("#1 acme/api feature/x"));
+    comment(&github, "#1 acme/api feature/x").await;
     let retry = github_comment_payload(REPO, 7, "bob", "/kiln retry 1");
     kiln.send_github("issue_comment", "c-3", &retry, TEST_SECRET)
         .await;
-    let refused = comment(&github, 3).await;
-    assert!(
-        refused.contains("bob may not `retry` on acme/api"),
-        "{refused}"
-    );
+    comment(&github, "bob may not `retry` on acme/api").await;
 
     // A pull request from a fork is not built, whoever asks.
     let fork = github_comment_payload(REPO, 8, "alice", "/kiln build");
     kiln.send_github("issue_comment", "c-4", &fork, TEST_SECRET)
         .await;
-    assert!(comment(&github, 4).await.contains("comes from a fork"));
+    comment(&github, "comes from a fork").await;
 
     // A comment that is not for Kiln is acknowledged and ignored.
     let chat = github_comment_payload(REPO, 7, "alice", "Looks good to me");
@@ -93,7 +104,12 @@ async fn pull_request_comments_build_for_those_who_may_push() {
     assert!(ignored["ignored"].is_string());
 
     let all = github.comments();
-    assert_eq!(all.len(), 4, "{all:#?}");
+    assert_eq!(all.len(), 5, "four answers and one card: {all:#?}");
+    assert!(
+        all.iter()
+            .all(|(repo, number, _)| repo == REPO && [7, 8].contains(number)),
+        "{all:#?}"
+    );
     assert!(kiln.build(2).await.is_none(), "nothing but build #1 ran");
 }
 
@@ -117,19 +133,20 @@ async fn merge_request_notes_build_for_developers() {
         .send_gitlab("Note Hook", "n-1", &body, TEST_SECRET)
         .await;
     assert_eq!(status, 202, "{answer}");
-    let said = comment(&gitlab, 1).await;
-    assert!(said.contains("Build #1 of acme/api topic ("), "{said}");
-    assert_eq!(gitlab.comments()[0].0, REPO);
+    comment(&gitlab, "Build #1 of acme/api topic (").await;
     assert_eq!(kiln.finished_build(1).await["status"], "passed");
+    comment(&gitlab, "build #1 **passed**").await;
+    assert!(
+        gitlab
+            .comments()
+            .iter()
+            .all(|(repo, iid, _)| repo == REPO && *iid == 3)
+    );
 
     // A reporter (access level 20) may not push, so may not build.
     let body = gitlab_note_payload(REPO, 3, 42, "reporter", "/kiln build");
     kiln.send_gitlab("Note Hook", "n-2", &body, TEST_SECRET)
         .await;
-    let refused = comment(&gitlab, 2).await;
-    assert!(
-        refused.contains("reporter may not `build` on acme/api"),
-        "{refused}"
-    );
+    comment(&gitlab, "reporter may not `build` on acme/api").await;
     assert!(kiln.build(2).await.is_none());
 }

@@ -110,7 +110,7 @@ async fn update(
     let (mut message, tasks) = current(app, &record).await?;
     let buttons = Buttons::card(&message);
     let mut all_out = true;
-    let followers = followers(app, &record.build.repo).await?;
+    let followers = followers(app, id, &record.build.repo).await?;
     for (channel, subscriptions) in &followers {
         let Some(dialect) = Chat::dialect(channel) else {
             continue;
@@ -321,6 +321,8 @@ async fn notify_failure(
                 .map(|user| format!("<@{user}>")),
             None,
         ),
+        // Whoever asked for the build in the request is told by the forge already.
+        Dialect::Forge => (None, None),
     };
     message.mention = mention;
     let text = app.templates.failure(dialect, message)?;

@@ -11,16 +11,18 @@ pub mod render;
 pub mod slack;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use kiln_shared::build::BuildStatus;
+use kiln_shared::build::{BuildId, BuildStatus};
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::BuildMessage;
 use serenity::all::{ChannelId, MessageId};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, Forge};
+use crate::forges::Forges;
 use render::Dialect;
 
 /// The longest Kiln waits for a chat vendor to take one message, rate limits included; a
@@ -57,10 +59,25 @@ impl Buttons {
 enum Channel<'a> {
     Discord(ChannelId),
     Slack(&'a str),
+    /// The comments of a pull request (`github:owner/name#7`) or merge request
+    /// (`gitlab:group/name!7`).
+    Request {
+        forge: Forge,
+        repo: &'a str,
+        number: u64,
+    },
 }
 
 impl<'a> Channel<'a> {
     fn parse(name: &'a str) -> Option<Self> {
+        let request = |forge, rest: &'a str, mark| {
+            let (repo, number) = rest.rsplit_once(mark)?;
+            Some(Self::Request {
+                forge,
+                repo,
+                number: number.parse().ok()?,
+            })
+        };
         match name.split_once(':')? {
             ("discord", id) => id
                 .parse::<u64>()
@@ -68,6 +85,8 @@ impl<'a> Channel<'a> {
                 .filter(|id| *id != 0)
                 .map(|id| Self::Discord(ChannelId::new(id))),
             ("slack", id) if !id.is_empty() => Some(Self::Slack(id)),
+            ("github", rest) => request(Forge::GitHub, rest, '#'),
+            ("gitlab", rest) => request(Forge::GitLab, rest, '!'),
             _ => None,
         }
     }
@@ -76,21 +95,31 @@ impl<'a> Channel<'a> {
         match self {
             Self::Discord(_) => Dialect::Discord,
             Self::Slack(_) => Dialect::Slack,
+            Self::Request { .. } => Dialect::Forge,
         }
     }
 }
 
-/// The chat vendors Kiln posts to, as configured.
+/// The channel of pull (merge) request `number` of `repo` on `forge`.
+pub fn request_channel(forge: Forge, repo: &str, number: u64) -> String {
+    match forge {
+        Forge::GitHub => format!("github:{repo}#{number}"),
+        Forge::GitLab => format!("gitlab:{repo}!{number}"),
+    }
+}
+
+/// The chat vendors Kiln posts to, as configured, and the forges' request comments.
 #[derive(Debug)]
 pub struct Chat {
     discord: Option<discord::Discord>,
     /// The Discord channel that follows every repository.
     discord_channel: Option<u64>,
     slack: Option<slack::Slack>,
+    forges: Arc<Forges>,
 }
 
 impl Chat {
-    pub fn new(config: &Config, http: &reqwest::Client) -> Self {
+    pub fn new(config: &Config, http: &reqwest::Client, forges: Arc<Forges>) -> Self {
         Self {
             discord: config.discord.as_ref().map(discord::Discord::new),
             discord_channel: config.discord.as_ref().map(|d| d.channel_id),
@@ -98,10 +127,21 @@ impl Chat {
                 .slack
                 .as_ref()
                 .and_then(|s| slack::Slack::new(s, http.clone())),
+            forges,
         }
     }
 
-    /// Why Kiln cannot post to `channel`, if it cannot.
+    /// Whether Kiln can post to `channel`: it is one Kiln knows, and configured.
+    pub fn can_post(&self, channel: &str) -> bool {
+        match Channel::parse(channel) {
+            None => false,
+            Some(Channel::Discord(_)) => self.discord.is_some(),
+            Some(Channel::Slack(_)) => self.slack.is_some(),
+            Some(Channel::Request { forge, .. }) => self.forges.serves(forge),
+        }
+    }
+
+    /// Why `channel` cannot subscribe, if it cannot.
     pub fn unreachable(&self, channel: &str) -> Option<String> {
         match Channel::parse(channel) {
             None => Some(format!(
@@ -113,6 +153,11 @@ impl Chat {
             Some(Channel::Slack(_)) if self.slack.is_none() => Some(
                 "Kiln has no Slack bot token (`[slack] bot_token`): it cannot post to Slack \
                  channels."
+                    .into(),
+            ),
+            Some(Channel::Request { .. }) => Some(
+                "Subscriptions are for chat channels; a pull request hears of the builds it \
+                 asks for."
                     .into(),
             ),
             Some(_) => None,
@@ -156,6 +201,12 @@ impl Chat {
                 let slack = self.slack.as_ref().context("Slack has no bot token")?;
                 slack.post(id, text, buttons).await
             }
+            // A comment has no buttons: its text links to the build.
+            Some(Channel::Request {
+                forge,
+                repo,
+                number,
+            }) => self.forges.comment(forge, repo, number, text).await,
             None => Err(anyhow!("no such channel: {channel}")),
         }
     }
@@ -192,6 +243,15 @@ impl Chat {
                 let slack = self.slack.as_ref().context("Slack has no bot token")?;
                 slack.update(id, message, text, buttons).await
             }
+            Some(Channel::Request {
+                forge,
+                repo,
+                number,
+            }) => {
+                self.forges
+                    .edit_comment(forge, repo, number, message, text)
+                    .await
+            }
             None => Err(anyhow!("no such channel: {channel}")),
         }
     }
@@ -207,12 +267,17 @@ pub fn unreachable(app: &App, channel: &str) -> Option<String> {
     app.chat.unreachable(channel)
 }
 
-/// The channels that follow `repo`, each with its subscriptions to it.
+/// The channels that follow build `id` of `repo`, each with its subscriptions: those that
+/// subscribe to the repository, and those the build was asked for in.
 pub async fn followers(
     app: &App,
+    id: BuildId,
     repo: &str,
 ) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
     let mut all = app.store.subscribers(repo).await?;
+    for channel in app.store.build_followers(id).await? {
+        all.push(Subscription::new(channel, repo, None, Vec::new()));
+    }
     if let Some(id) = app.chat.discord_channel {
         all.push(Subscription::new(
             format!("discord:{id}"),

@@ -12,6 +12,8 @@ pub enum Dialect {
     Discord,
     /// Slack's mrkdwn.
     Slack,
+    /// GitHub's and GitLab's markdown, in request comments.
+    Forge,
 }
 
 /// The message templates, compiled once at start-up.
@@ -19,6 +21,7 @@ pub enum Dialect {
 pub struct Templates {
     discord: Tera,
     slack: Tera,
+    forge: Tera,
     /// The web console's page, HTML-escaped.
     html: Tera,
 }
@@ -44,6 +47,25 @@ fn escape_discord(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<
 /// no escape for `*`, `_` or `` ` ``: a subject can still make itself bold.)
 fn escape_slack(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     write!(out, "{}", slack::escape(input))
+}
+
+/// Escapes text for GitHub's and GitLab's markdown: every punctuation character markdown
+/// reads gets a backslash, `<`, `>` and `&` become entities (no HTML), and an `@` gets a
+/// zero-width space after it, so no user, team or group is mentioned.
+fn escape_forge(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    for c in input.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '#' | '[' | ']' | '(' | ')' | ':' | '-' | '+'
+            | '!' => write!(out, "\\{c}")?,
+            '<' => write!(out, "&lt;")?,
+            '>' => write!(out, "&gt;")?,
+            '&' => write!(out, "&amp;")?,
+            '@' => write!(out, "@\u{200B}")?,
+            '\n' | '\r' => write!(out, " ")?,
+            c => write!(out, "{c}")?,
+        }
+    }
+    Ok(())
 }
 
 /// One dialect's templates: a build's card, and the notification of its failure.
@@ -79,6 +101,12 @@ impl Templates {
                 escape_slack,
                 include_str!("../../templates/slack/build.slack.md"),
                 include_str!("../../templates/slack/build_failed.slack.md"),
+            )?,
+            forge: dialect(
+                ".forge.md",
+                escape_forge,
+                include_str!("../../templates/forge/build.forge.md"),
+                include_str!("../../templates/forge/build_failed.forge.md"),
             )?,
             html: {
                 // tera escapes `.html` templates for HTML by default.
@@ -123,6 +151,7 @@ impl Templates {
         let (tera, suffix) = match dialect {
             Dialect::Discord => (&self.discord, ".discord.md"),
             Dialect::Slack => (&self.slack, ".slack.md"),
+            Dialect::Forge => (&self.forge, ".forge.md"),
         };
         let context = Context::from_serialize(message)?;
         Ok(tera
@@ -349,6 +378,90 @@ mod tests {
         ```
         http://kiln.test/builds/42
         ");
+    }
+
+    #[test]
+    fn card_forge_hostile() {
+        insta::assert_snapshot!(card(Dialect::Forge, &hostile()), @r"
+        ✅ **acme/api** on feat/@{ZWSP}here\_\[x\]\(http\://evil\): build #42 **passed**
+        0d1a26e67d @{ZWSP}everyone &lt;\!here&gt; \*\*bold\*\* \`code\` &lt;script&gt;alert\(1\)&lt;/script&gt; &amp; xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)
+        - build: passed
+        - lint: failed (exit code 1), allowed to fail
+        - test: failed (exit code 3)
+        line 1\: &gt; quote
+
+        [Build #42](http://kiln.test/builds/42) · [logs](http://kiln.test/builds/42/logs)
+        ");
+    }
+
+    #[test]
+    fn failure_forge() {
+        insta::assert_snapshot!(failure(Dialect::Forge), @"
+        <@123> ❌ **acme/api** on master: build #42 **failed**
+        0d1a26e67d Break it (by octocat)
+        - build: passed
+        - lint: failed (exit code 1), allowed to fail
+        - test: failed (exit code 3)
+
+        [Build #42](http://kiln.test/builds/42) · [logs](http://kiln.test/builds/42/logs)
+
+        Last lines of test:
+        ```
+        ok 1
+        '''@everyone <!channel>
+        assertion failed: 2 == 3
+        ```
+        ");
+    }
+
+    #[test]
+    fn console_hostile() {
+        #[derive(serde::Serialize)]
+        struct Page {
+            operator: &'static str,
+            command: &'static str,
+            builds: Vec<BuildMessage>,
+        }
+        let page = Page {
+            operator: "carol",
+            command: "\"><script>",
+            builds: vec![hostile()],
+        };
+        let html = Templates::new()
+            .expect("compiles")
+            .console(&page)
+            .expect("renders");
+        let body = html.split("<body>").nth(1).expect("a body");
+        insta::assert_snapshot!(body, @r#"
+
+        <h1>Kiln</h1>
+
+        <p>Signed in as carol.
+        <form class="inline" method="post" action="/console/logout"><button>Sign out</button></form>
+        <a href="/console">Refresh</a></p>
+        <form class="command" method="post" action="/console">
+        <input name="command" value="&quot;&gt;&lt;script&gt;" placeholder="status acme/api" autofocus aria-label="command">
+        <button>Run</button>
+        </form>
+
+        <h2>Recent builds</h2>
+        <section class="card passed">
+        <h3>✅ acme/api on feat/@here_[x](http://evil): build #42 passed</h3>
+        <p><code>0d1a26e67d</code> @everyone &lt;!here&gt; **bold** `code` &lt;script&gt;alert(1)&lt;/script&gt; &amp; xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… (by octocat)</p>
+        <ul>
+        <li>build: passed</li>
+        <li>lint: failed (exit code 1), allowed to fail</li>
+        <li>test: failed (exit code 3)</li>
+        </ul>
+        <p class="error">line 1:
+        &gt; quote</p>
+        <p><a href="http://kiln.test/builds/42">the build's record</a> · <a href="http://kiln.test/builds/42/logs">its logs</a></p>
+        </section>
+
+
+        </body>
+        </html>
+        "#);
     }
 
     #[test]

@@ -68,6 +68,27 @@ impl Store {
         Ok(gone)
     }
 
+    /// Makes `channel` follow build `id`: it asked for it.
+    pub async fn follow_build(&self, id: BuildId, channel: &str) -> RedisResult<()> {
+        let key = self.keys.build_followers(id);
+        let _: () = redis::pipe()
+            .sadd(&key, channel)
+            .ignore()
+            .expire(&key, DELIVERY_MEMORY.as_secs() as i64)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The channels build `id` was asked for in.
+    pub async fn build_followers(&self, id: BuildId) -> RedisResult<Vec<String>> {
+        self.conn
+            .clone()
+            .smembers(self.keys.build_followers(id))
+            .await
+    }
+
     /// Every subscription to `repo`.
     pub async fn subscribers(&self, repo: &str) -> RedisResult<Vec<Subscription>> {
         let values: Vec<String> = self
