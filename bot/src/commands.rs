@@ -51,6 +51,8 @@ pub struct Actor<'a> {
     /// The repository the forge says they may push to (a commenter on a pull request):
     /// there they may give any command.
     pub writes: Option<&'a str>,
+    /// Their roles, as permissions name them (`discord:<role id>`).
+    pub roles: &'a [String],
 }
 
 impl Actor<'_> {
@@ -149,7 +151,7 @@ async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Resu
         }
         other => other.repo().unwrap_or_default().to_owned(),
     };
-    if app.config.may(actor.id, command.name(), &repo)
+    if app.config.may(actor.id, actor.roles, command.name(), &repo)
         || actor.writes.is_some_and(|r| r.eq_ignore_ascii_case(&repo))
     {
         return Ok(None);

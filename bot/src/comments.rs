@@ -60,6 +60,7 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         operator: false,
         channel: Some(&channel),
         writes: writer.then_some(comment.repo.as_str()),
+        roles: &[],
     };
     Ok(commands::run(app, actor, &text).await.text)
 }

@@ -36,6 +36,7 @@
 //!
 //! [[permission]]               # who may give commands that change things, and where
 //! users = ["slack:U2CERLKJA"]  # <front end>:<user id>
+//! roles = ["discord:1100000000000000050"]   # everyone with a Discord role
 //! commands = ["cancel"]        # or ["*"]; help, status and logs need no permission
 //! repos = ["acme/*"]           # default: every repository
 //! ```
@@ -167,7 +168,11 @@ pub struct Slack {
 #[serde(deny_unknown_fields)]
 pub struct Permission {
     /// `<front end>:<user id>`, e.g. `slack:U2CERLKJA`.
+    #[serde(default)]
     pub users: Vec<String>,
+    /// `<front end>:<role id>`: everyone with the role, e.g. `discord:1100000000000000050`.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// Command names, or `*` for all.
     pub commands: Vec<String>,
     /// Repository patterns (`acme/*`); every repository when absent.
@@ -363,6 +368,17 @@ impl Config {
                     "a permission names user `{user}`; write it <front end>:<id>, e.g. slack:U2CERLKJA"
                 );
             }
+            for role in &permission.roles {
+                anyhow::ensure!(
+                    role.strip_prefix("discord:")
+                        .is_some_and(|id| id.parse::<u64>().is_ok()),
+                    "a permission names role `{role}`; write it discord:<role id>"
+                );
+            }
+            anyhow::ensure!(
+                !permission.users.is_empty() || !permission.roles.is_empty(),
+                "a permission names neither users nor roles"
+            );
         }
         for (i, operator) in config.operators.iter().enumerate() {
             use secrecy::ExposeSecret;
@@ -403,10 +419,10 @@ impl Config {
     }
 
     /// Whether `user` (`<front end>:<id>`) may give `command` on `repo`.
-    pub fn may(&self, user: &str, command: &str, repo: &str) -> bool {
+    pub fn may(&self, user: &str, roles: &[String], command: &str, repo: &str) -> bool {
         let repo = repo.to_ascii_lowercase();
         self.permissions.iter().any(|p| {
-            p.users.iter().any(|u| u == user)
+            (p.users.iter().any(|u| u == user) || p.roles.iter().any(|r| roles.contains(r)))
                 && p.commands.iter().any(|c| c == "*" || c == command)
                 && p.repos
                     .iter()
@@ -511,22 +527,35 @@ channel_id = 42
     }
 
     #[test]
-    fn permissions_name_users_commands_and_repositories() {
+    fn permissions_name_users_roles_commands_and_repositories() {
         let config = Config::parse(
             "[[permission]]\nusers = ['slack:U1']\ncommands = ['cancel']\nrepos = ['acme/*']\n\
-             [[permission]]\nusers = ['slack:U2']\ncommands = ['*']",
+             [[permission]]\nusers = ['slack:U2']\ncommands = ['*']\n\
+             [[permission]]\nroles = ['discord:77']\ncommands = ['retry']",
         )
         .expect("valid");
-        assert!(config.may("slack:U1", "cancel", "acme/api"));
-        assert!(config.may("slack:U1", "cancel", "Acme/API"));
-        assert!(!config.may("slack:U1", "cancel", "other/api"));
-        assert!(!config.may("slack:U1", "build", "acme/api"));
-        assert!(!config.may("discord:U1", "cancel", "acme/api"));
-        assert!(config.may("slack:U2", "build", "any/where"));
+        let none: &[String] = &[];
+        assert!(config.may("slack:U1", none, "cancel", "acme/api"));
+        assert!(config.may("slack:U1", none, "cancel", "Acme/API"));
+        assert!(!config.may("slack:U1", none, "cancel", "other/api"));
+        assert!(!config.may("slack:U1", none, "build", "acme/api"));
+        assert!(!config.may("discord:U1", none, "cancel", "acme/api"));
+        assert!(config.may("slack:U2", none, "build", "any/where"));
+        let moderator = ["discord:77".to_owned()];
+        assert!(config.may("discord:5", &moderator, "retry", "acme/api"));
+        assert!(!config.may("discord:5", &moderator, "cancel", "acme/api"));
+        assert!(!config.may("discord:5", &["discord:78".to_owned()], "retry", "acme/api"));
         let refused = |text: &str| format!("{:#}", Config::parse(text).expect_err("refused"));
         assert!(
             refused("[[permission]]\nusers = ['slack:U1']\ncommands = ['deploy']")
                 .contains("`deploy`, which is not a command")
+        );
+        assert!(
+            refused("[[permission]]\nroles = ['admins']\ncommands = ['cancel']")
+                .contains("write it discord:<role id>")
+        );
+        assert!(
+            refused("[[permission]]\ncommands = ['cancel']").contains("neither users nor roles")
         );
         assert!(
             refused("[[permission]]\nusers = ['U1']\ncommands = ['cancel']")

@@ -155,6 +155,9 @@ pub struct CommandOption {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Member {
     pub user: User,
+    /// The member's roles in the server (ids).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +191,16 @@ impl Interaction {
         let mut out = vec![data.name.clone()];
         words(&data.options, &mut out);
         Some(out.join(" "))
+    }
+
+    /// The sender's roles, as permissions name them (`discord:<role id>`); none in a direct
+    /// message.
+    pub fn roles(&self) -> Vec<String> {
+        self.member
+            .iter()
+            .flat_map(|m| &m.roles)
+            .map(|role| format!("discord:{role}"))
+            .collect()
     }
 
     /// Who sent it.

@@ -19,6 +19,8 @@ const SECRET_KEY: [u8; 32] = [
 const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 const APPLICATION_ID: u64 = 1_100_000_000_000_000_010;
 const GUILD: u64 = 1_100_000_000_000_000_020;
+/// A role whose members may retry builds.
+const MAINTAINERS: u64 = 1_100_000_000_000_000_050;
 /// The channel that follows every repository.
 const CHANNEL: u64 = 1_100_000_000_000_000_099;
 
@@ -40,6 +42,9 @@ guilds = [{GUILD}]
 [[permission]]
 users = ["discord:42"]
 commands = ["cancel", "build"]
+[[permission]]
+roles = ["discord:{MAINTAINERS}"]
+commands = ["retry"]
 "#,
         discord.url()
     ))
@@ -86,13 +91,14 @@ fn command(token: &str, user: &str, name: &str, options: serde_json::Value) -> s
     })
 }
 
-/// A click on the button with `custom_id` of a message Kiln posted.
-fn click(token: &str, user: &str, custom_id: &str) -> serde_json::Value {
+/// A click on the button with `custom_id` of a message Kiln posted, by `user` with `roles`.
+fn click(token: &str, user: &str, roles: &[u64], custom_id: &str) -> serde_json::Value {
+    let roles: Vec<String> = roles.iter().map(u64::to_string).collect();
     json!({
         "id": "1100000000000000102", "application_id": APPLICATION_ID.to_string(),
         "type": 3, "token": token, "version": 1, "guild_id": GUILD.to_string(),
         "channel_id": CHANNEL.to_string(),
-        "member": { "user": { "id": user, "username": format!("user{user}") } },
+        "member": { "user": { "id": user, "username": format!("user{user}") }, "roles": roles },
         "data": { "custom_id": custom_id, "component_type": 2 }
     })
 }
@@ -261,7 +267,7 @@ async fn a_build_from_discord_gets_a_card_edited_to_its_end_whose_buttons_give_c
     .await;
 
     // Its Logs button, clicked by anyone: the logs, privately.
-    let (status, deferred) = post(&kiln, &click("t-click", "7", "logs 1"), &key, now()).await;
+    let (status, deferred) = post(&kiln, &click("t-click", "7", &[], "logs 1"), &key, now()).await;
     assert_eq!(
         (status, deferred),
         (200, json!({ "type": 5, "data": { "flags": 64 } }))
@@ -274,7 +280,7 @@ async fn a_build_from_discord_gets_a_card_edited_to_its_end_whose_buttons_give_c
     );
     assert!(logs.contains("two"), "{logs}");
     // Its Retry button gives `retry`, with the permissions that takes.
-    post(&kiln, &click("t-retry", "7", "retry 1"), &key, now()).await;
+    post(&kiln, &click("t-retry", "7", &[], "retry 1"), &key, now()).await;
     let refused = answer(&discord, "t-retry").await["content"].clone();
     assert!(
         refused
@@ -283,4 +289,13 @@ async fn a_build_from_discord_gets_a_card_edited_to_its_end_whose_buttons_give_c
             .contains("user7 may not `retry`"),
         "{refused}"
     );
+    // A maintainer (by role) may.
+    let retry = click("t-retry-2", "8", &[MAINTAINERS], "retry 1");
+    post(&kiln, &retry, &key, now()).await;
+    let done = answer(&discord, "t-retry-2").await["content"].clone();
+    assert_eq!(
+        done,
+        "Build #2 runs build #1 again (acme/api master), for user8."
+    );
+    assert_eq!(kiln.finished_build(2).await["status"], "passed");
 }

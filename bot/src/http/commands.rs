@@ -37,6 +37,7 @@ pub async fn handle_command(
         operator: true,
         channel: None,
         writes: None,
+        roles: &[],
     };
     let reply = commands::run(&app, actor, &request.command).await;
     let status = match reply.outcome {

@@ -103,6 +103,7 @@ pub async fn command(
         operator: true,
         channel: None,
         writes: None,
+        roles: &[],
     };
     let reply = commands::run(&app, actor, &form.command).await;
     page(&app, operator, form.command, Some(reply)).await

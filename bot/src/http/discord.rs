@@ -97,6 +97,7 @@ async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) 
         .channel_id
         .as_ref()
         .map(|c| format!("discord:{c}"));
+    let roles = interaction.roles();
     let actor = Actor {
         name: &name,
         via: "discord",
@@ -104,6 +105,7 @@ async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) 
         operator: false,
         channel: channel.as_deref(),
         writes: None,
+        roles: &roles,
     };
     let text = interaction.command_text().unwrap_or_default();
     let reply = commands::run(&app, actor, &text).await;

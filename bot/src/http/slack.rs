@@ -146,6 +146,7 @@ async fn answer(app: App, request: Request) {
         operator: false,
         channel: (!request.channel_id.is_empty()).then_some(channel.as_str()),
         writes: None,
+        roles: &[],
     };
     let reply = commands::run(&app, actor, &request.text).await;
     let message = json!({ "response_type": "ephemeral", "text": escape(&reply.text) });
