@@ -1,11 +1,14 @@
 //! Commands in pull request (GitHub) and merge request (GitLab) comments: `/kiln build` builds
-//! the request's branch; every other command is given as in chat. The forge says who may:
-//! a commenter who may push to the repository may do there what Kiln's `[[permission]]`s
-//! would let them. The answer is a comment on the request.
+//! the request's branch; the other commands about the request's repository and its builds
+//! work as in chat. The forge says who may: a commenter who may push to the repository may
+//! give any of them; anyone else only what Kiln's `[[permission]]`s grant them, looking
+//! included, since the answer is public. The answer is a comment on the request.
 
 use kiln_shared::trigger::Comment;
 
 use crate::app::App;
+use kiln_shared::command::{Command, parse};
+
 use crate::commands::{self, Actor};
 use crate::config::Forge;
 use crate::notify::request_channel;
@@ -31,11 +34,56 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         Forge::GitHub => "github",
         Forge::GitLab => "gitlab",
     };
-    let writer = app
-        .forges
-        .may_write(forge, &comment.repo, &comment.author_id)
-        .await?;
+    // GitHub looks permissions up by login, GitLab by user id.
+    let user = match forge {
+        Forge::GitHub => &comment.author,
+        Forge::GitLab => &comment.author_id,
+    };
+    let writer = app.forges.may_write(forge, &comment.repo, user).await?;
+    let id = format!("{via}:{}", comment.author_id);
     let mut text = comment.command.clone();
+    if text == "status" {
+        text = format!("status {}", comment.repo);
+    }
+    // Only about the request's repository, and, without push access, only what Kiln's
+    // permissions grant: a public request must not show another repository's builds.
+    // `build` alone is the request's branch, found below.
+    let probe = if text == "build" {
+        format!("build {}", comment.repo)
+    } else {
+        text.clone()
+    };
+    let command = match parse(&probe) {
+        Ok(command) => command,
+        Err(error) => return Ok(error.0),
+    };
+    if !matches!(command, Command::Help { .. }) {
+        let about = match &command {
+            Command::Cancel { build }
+            | Command::Retry { build, .. }
+            | Command::Logs { build, .. } => app
+                .store
+                .build(*build)
+                .await?
+                .map(|record| record.build.repo),
+            other => other.repo().map(str::to_owned),
+        };
+        if !about.is_some_and(|repo| repo.eq_ignore_ascii_case(&comment.repo)) {
+            return Ok(format!(
+                "Here Kiln takes commands about {} and its builds only.",
+                comment.repo
+            ));
+        }
+        if !writer && !app.config.may(&id, &[], command.name(), &comment.repo) {
+            return Ok(format!(
+                "{} may not `{}` on {}; they need push access to it, or a `[[permission]]` \
+                 in Kiln's configuration must name `{id}`.",
+                comment.author,
+                command.name(),
+                comment.repo
+            ));
+        }
+    }
     if text == "build" {
         let request = app
             .forges
@@ -50,7 +98,6 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         }
         text = format!("build {} {}", comment.repo, request.branch);
     }
-    let id = format!("{via}:{}", comment.author_id);
     // The request follows the builds asked for in it: their cards are comments there.
     let channel = request_channel(forge, &comment.repo, comment.number);
     let actor = Actor {

@@ -45,7 +45,8 @@ pub struct Comment {
     pub number: u64,
     /// The commenter's login on the forge.
     pub author: String,
-    /// The forge's id of the commenter (GitLab's numeric user id; GitHub's login).
+    /// The forge's permanent id of the commenter (a number on both forges; a login can be
+    /// changed and taken by someone else).
     pub author_id: String,
     /// What followed `/kiln`, e.g. `build` or `logs 12`.
     pub command: String,

@@ -128,8 +128,14 @@ pub fn gitlab_push_payload(
 }
 
 /// GitHub's `issue_comment` payload on a pull request (the captured fixture), rewritten:
-/// `login` wrote `body` on pull request `number` of `repo_name`.
-pub fn github_comment_payload(repo_name: &str, number: u64, login: &str, body: &str) -> Vec<u8> {
+/// `login` (user id `user_id`) wrote `body` on pull request `number` of `repo_name`.
+pub fn github_comment_payload(
+    repo_name: &str,
+    number: u64,
+    login: &str,
+    user_id: u64,
+    body: &str,
+) -> Vec<u8> {
     let mut payload: serde_json::Value = serde_json::from_str(include_str!(
         "../fixtures/github-issue_comment-created-on-pr.json"
     ))
@@ -137,6 +143,7 @@ pub fn github_comment_payload(repo_name: &str, number: u64, login: &str, body: &
     payload["repository"]["full_name"] = repo_name.into();
     payload["issue"]["number"] = number.into();
     payload["comment"]["user"]["login"] = login.into();
+    payload["comment"]["user"]["id"] = user_id.into();
     payload["comment"]["body"] = body.into();
     serde_json::to_vec(&payload).expect("serialises")
 }

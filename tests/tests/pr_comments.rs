@@ -44,7 +44,7 @@ async fn pull_request_comments_build_for_those_who_may_push() {
     github.grant("bob", "read");
 
     // Alice may push: `/kiln build` builds the pull request's branch, and says so on it.
-    let body = github_comment_payload(REPO, 7, "alice", "/kiln build");
+    let body = github_comment_payload(REPO, 7, "alice", 101, "/kiln build");
     let (status, answer) = kiln
         .send_github("issue_comment", "c-1", &body, TEST_SECRET)
         .await;
@@ -79,24 +79,29 @@ async fn pull_request_comments_build_for_those_who_may_push() {
         .await;
     assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)));
 
-    // Bob may read, not push: looking is open, retrying is not.
-    let look = github_comment_payload(REPO, 7, "bob", "/kiln status acme/api");
+    // Bob may read the repository, not push: the answers are public, so even looking is
+    // not his; nor is retrying. Alice's commands are about this repository only.
+    let look = github_comment_payload(REPO, 7, "bob", 102, "/kiln status");
     kiln.send_github("issue_comment", "c-2", &look, TEST_SECRET)
         .await;
-    comment(&github, "#1 acme/api feature/x").await;
-    let retry = github_comment_payload(REPO, 7, "bob", "/kiln retry 1");
+    comment(&github, "bob may not `status` on acme/api").await;
+    let elsewhere = github_comment_payload(REPO, 7, "alice", 101, "/kiln workers");
+    kiln.send_github("issue_comment", "c-6", &elsewhere, TEST_SECRET)
+        .await;
+    comment(&github, "commands about acme/api and its builds only").await;
+    let retry = github_comment_payload(REPO, 7, "bob", 102, "/kiln retry 1");
     kiln.send_github("issue_comment", "c-3", &retry, TEST_SECRET)
         .await;
     comment(&github, "bob may not `retry` on acme/api").await;
 
     // A pull request from a fork is not built, whoever asks.
-    let fork = github_comment_payload(REPO, 8, "alice", "/kiln build");
+    let fork = github_comment_payload(REPO, 8, "alice", 101, "/kiln build");
     kiln.send_github("issue_comment", "c-4", &fork, TEST_SECRET)
         .await;
     comment(&github, "comes from a fork").await;
 
     // A comment that is not for Kiln is acknowledged and ignored.
-    let chat = github_comment_payload(REPO, 7, "alice", "Looks good to me");
+    let chat = github_comment_payload(REPO, 7, "alice", 101, "Looks good to me");
     let (status, ignored) = kiln
         .send_github("issue_comment", "c-5", &chat, TEST_SECRET)
         .await;
@@ -104,7 +109,7 @@ async fn pull_request_comments_build_for_those_who_may_push() {
     assert!(ignored["ignored"].is_string());
 
     let all = github.comments();
-    assert_eq!(all.len(), 5, "four answers and one card: {all:#?}");
+    assert_eq!(all.len(), 6, "five answers and one card: {all:#?}");
     assert!(
         all.iter()
             .all(|(repo, number, _)| repo == REPO && [7, 8].contains(number)),

@@ -92,6 +92,8 @@ struct IssueComment {
 
 #[derive(Debug, Deserialize)]
 struct User {
+    /// Permanent, unlike the login, which its owner can change and someone else then take.
+    id: u64,
     login: String,
 }
 
@@ -145,8 +147,8 @@ fn translate_comment(payload: IssueCommentPayload) -> ForgeEvent {
     ForgeEvent::Comment(Comment {
         repo: payload.repository.full_name,
         number: payload.issue.number,
-        author: payload.comment.user.login.clone(),
-        author_id: payload.comment.user.login,
+        author: payload.comment.user.login,
+        author_id: payload.comment.user.id.to_string(),
         command,
     })
 }
@@ -220,7 +222,7 @@ mod tests {
                 repo: "abc/def-ci-webhook-test".into(),
                 number: 2,
                 author: "lts-def".into(),
-                author_id: "lts-def".into(),
+                author_id: "10278482".into(),
                 command: "build".into(),
             })
         );
