@@ -20,6 +20,9 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Consumes the bot's events queue and its dead-letter queue until `shutdown` is cancelled.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
+    for id in app.store.cards_pending().await? {
+        app.cards.refresh(&app, id);
+    }
     let events = app.broker.consume_events("kiln-bot").await?;
     let dead = app.broker.consume_dead_jobs("kiln-bot-dead").await?;
     tokio::try_join!(
@@ -49,6 +52,9 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
         // Its card and any notification of a failure: the keeper's, poked below.
         Event::BuildFinished(_) => {}
     }
+    // Recorded before the event is acknowledged: a bot that stops before the keeper is done
+    // takes the build up again when it starts.
+    app.store.cards_due(event.build().id).await?;
     app.cards.refresh(app, event.build().id);
     Ok(())
 }

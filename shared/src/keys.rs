@@ -112,6 +112,12 @@ impl Keys {
         format!("{}:build:{id}:followers", self.prefix)
     }
 
+    /// The builds whose cards, notifications or statuses may not all be out yet (set): a
+    /// restarted bot takes them up again.
+    pub fn cards_pending(&self) -> String {
+        format!("{}:cards:pending", self.prefix)
+    }
+
     /// The channels following one repository (hash: subscription field to subscription).
     pub fn subscriptions(&self, repo: &str) -> String {
         format!(

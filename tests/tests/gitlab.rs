@@ -8,7 +8,7 @@ use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitlab_pushes_are_verified_and_built_once() {
-    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let kiln = Kiln::start(&kiln_tests::config("forge = \"gitlab\"\n")).await;
     let repo = TestRepo::new();
     let spec =
         format!("steps:\n  hello:\n    image: {TEST_IMAGE}\n    run: echo \"from $KILN_BRANCH\"\n");

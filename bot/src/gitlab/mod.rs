@@ -125,24 +125,44 @@ pub fn project_name(event: &str, body: &[u8]) -> Result<String, PayloadError> {
 }
 
 /// A delivery's identity for deduplication: GitLab's `Idempotency-Key` (17.4 and later, the
-/// same across retries), else its `X-Gitlab-Event-UUID`, else what a retry of a push would
-/// repeat: its ref and the commits before and after.
+/// same across retries), else its `X-Gitlab-Event-UUID`, else what a retry would repeat: a
+/// push's project, ref and commits before and after, or a comment's project and id.
 pub fn delivery_id(idempotency_key: &str, event_uuid: &str, body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
-    struct Identity {
+    struct Push {
+        project: Project,
         #[serde(rename = "ref")]
         git_ref: String,
         before: String,
         after: String,
     }
-    [idempotency_key, event_uuid]
+    #[derive(Deserialize)]
+    struct Note {
+        project: Project,
+        object_attributes: NoteId,
+    }
+    #[derive(Deserialize)]
+    struct NoteId {
+        id: u64,
+    }
+    if let Some(key) = [idempotency_key, event_uuid]
         .into_iter()
         .find(|id| !id.is_empty())
-        .map(str::to_owned)
-        .or_else(|| {
-            let push: Identity = serde_json::from_slice(body).ok()?;
-            Some(format!("{}:{}:{}", push.git_ref, push.before, push.after))
-        })
+    {
+        return Some(key.to_owned());
+    }
+    if let Ok(push) = serde_json::from_slice::<Push>(body) {
+        let project = push.project.path_with_namespace;
+        return Some(format!(
+            "{project}:{}:{}:{}",
+            push.git_ref, push.before, push.after
+        ));
+    }
+    let note: Note = serde_json::from_slice(body).ok()?;
+    Some(format!(
+        "{}:note:{}",
+        note.project.path_with_namespace, note.object_attributes.id
+    ))
 }
 
 /// Translates a verified delivery of event type `event` (`X-Gitlab-Event`, e.g. `Push Hook`).
@@ -338,9 +358,13 @@ mod tests {
         assert_eq!(
             delivery_id("", "", PUSH).as_deref(),
             Some(
-                "refs/heads/master:9217710ce8c7e1eae7a5d1c45f6e43e1c769f866:\
-                 2adc9465c4edfc33834e173fe89436a7cb899a1d"
+                "gitlab-org/hello-world:refs/heads/master:\
+                 9217710ce8c7e1eae7a5d1c45f6e43e1c769f866:2adc9465c4edfc33834e173fe89436a7cb899a1d"
             )
+        );
+        assert_eq!(
+            delivery_id("", "", NOTE).as_deref(),
+            Some("gitlab-org/gitlab-test:note:1244")
         );
         assert_eq!(delivery_id("", "", b"{}"), None);
     }

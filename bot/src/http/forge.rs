@@ -27,6 +27,10 @@ pub async fn accept(
     let forge = forge_name(door);
     match event {
         ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
+        ForgeEvent::Comment(_) if delivery.is_empty() => error(
+            StatusCode::BAD_REQUEST,
+            "a comment without a delivery id cannot be told from its retries",
+        ),
         ForgeEvent::Comment(comment) => {
             // A retried delivery must not give the command twice.
             match app.store.claim_delivery(forge, delivery, BuildId(0)).await {

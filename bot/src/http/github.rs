@@ -44,6 +44,12 @@ pub async fn handle_github_hook(
             format!("repository `{name}` is not configured in Kiln"),
         );
     };
+    if repo.forge != Forge::GitHub {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("repository `{name}` is not configured as a GitHub repository (`forge`)"),
+        );
+    }
     if !github::verify_signature(
         repo.webhook_secret.expose_secret().as_bytes(),
         &body,

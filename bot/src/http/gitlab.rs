@@ -40,6 +40,12 @@ pub async fn handle_gitlab_hook(
             format!("repository `{name}` is not configured in Kiln"),
         );
     };
+    if repo.forge != Forge::GitLab {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("repository `{name}` is not configured as a GitLab project (`forge`)"),
+        );
+    }
     if !gitlab::verify_token(repo.webhook_secret.expose_secret().as_bytes(), token) {
         tracing::warn!(repo = %name, event, "webhook with a wrong token refused");
         return error(

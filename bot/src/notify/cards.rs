@@ -81,14 +81,26 @@ impl Cards {
                     continue;
                 }
             }
+            // Everything is out: a restarted bot need not take the build up again.
+            if done && let Err(error) = app.store.cards_out(id).await {
+                tracing::warn!(build = %id, %error, "cannot note a build's cards out");
+            }
             // Leave only if no poke came since the pass began; decided under the lock that
             // `refresh` takes, so a poke either finds this keeper going on or starts a new one.
-            let mut live = self.live.lock().expect("not poisoned");
-            if keeper.dirty.load(Ordering::SeqCst) {
-                continue;
+            let leave = {
+                let mut live = self.live.lock().expect("not poisoned");
+                let leave = !keeper.dirty.load(Ordering::SeqCst);
+                if leave {
+                    live.remove(&id);
+                }
+                leave
+            };
+            if leave {
+                return;
             }
-            live.remove(&id);
-            return;
+            if done && let Err(error) = app.store.cards_due(id).await {
+                tracing::warn!(build = %id, %error, "cannot note a build's cards due");
+            }
         }
     }
 }

@@ -68,6 +68,32 @@ impl Store {
         Ok(gone)
     }
 
+    /// Notes that build `id`'s cards may have to change, until [`Store::cards_out`].
+    pub async fn cards_due(&self, id: BuildId) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .sadd(self.keys.cards_pending(), id.0)
+            .await
+    }
+
+    /// Notes that build `id`'s cards, notifications and statuses are all out.
+    pub async fn cards_out(&self, id: BuildId) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .srem(self.keys.cards_pending(), id.0)
+            .await
+    }
+
+    /// The builds whose cards may not all be out.
+    pub async fn cards_pending(&self) -> RedisResult<Vec<BuildId>> {
+        let ids: Vec<u64> = self
+            .conn
+            .clone()
+            .smembers(self.keys.cards_pending())
+            .await?;
+        Ok(ids.into_iter().map(BuildId).collect())
+    }
+
     /// Makes `channel` follow build `id`: it asked for it.
     pub async fn follow_build(&self, id: BuildId, channel: &str) -> RedisResult<()> {
         let key = self.keys.build_followers(id);
