@@ -304,11 +304,20 @@ impl Forges {
             .target_url(url)
             .build()
             .map_err(|e| anyhow!("{e}"))?;
-        gitlab::api::ignore(endpoint)
-            .query_async(client)
-            .await
-            .with_context(|| format!("GitLab refused the status {} of {repo}", status.context))?;
-        Ok(())
+        match gitlab::api::ignore(endpoint).query_async(client).await {
+            Ok(()) => Ok(()),
+            // The status already has this state (set by an earlier pass, or another bot):
+            // GitLab answers 400 "Cannot transition status via :run from :running".
+            Err(ApiError::GitlabWithStatus { status: code, msg })
+                if code.as_u16() == 400 && msg.contains("Cannot transition status") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "GitLab refused the status {} of {repo}",
+                status.context
+            ))),
+        }
     }
 }
 

@@ -231,6 +231,23 @@ async fn gitlab_status(
     }
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    // Like GitLab, refuse a status that keeps the state it has.
+    let current = posted
+        .lock()
+        .expect("not poisoned")
+        .statuses
+        .iter()
+        .rev()
+        .find(|s| s.commit == sha && s.context == field("name"))
+        .map(|s| s.state.clone());
+    if current.as_deref() == Some(field("state").as_str()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({ "message": format!("Cannot transition status via :run from :{}", field("state")) }),
+            ),
+        );
+    }
     posted.lock().expect("not poisoned").statuses.push(Posted {
         repo: project,
         commit: sha.clone(),

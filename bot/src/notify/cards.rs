@@ -21,6 +21,7 @@ use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_
 use super::render::Dialect;
 use super::{Buttons, Chat, followers, is_alarm};
 use crate::app::App;
+use crate::config::Forge;
 use crate::store::{BuildRecord, TaskRecord};
 
 /// How often a keeper looks at its build again without being poked.
@@ -201,7 +202,11 @@ async fn set_statuses(
     for status in statuses(record.build.id.0, record.status, &tasks) {
         // Keyed apart from the channels' cards, which share the map.
         let key = format!("forge status {}", status.context);
-        let value = format!("{:?} {}", status.state, status.description);
+        // GitLab refuses a status that keeps its state, so only a new state goes there.
+        let value = match repository.forge {
+            Forge::GitHub => format!("{:?} {}", status.state, status.description),
+            Forge::GitLab => format!("{:?}", status.state),
+        };
         if shown.get(&key) == Some(&value) {
             continue;
         }
