@@ -108,6 +108,16 @@ async fn an_operator_signs_in_and_gives_commands() {
         answered.contains(&format!("<pre class=\"done\">#{id} acme/api master")),
         "{answered}"
     );
+    // A form another site makes the browser send, cookie and all, is refused.
+    let forged = browser
+        .post(kiln.url("/console"))
+        .header("cookie", &pair)
+        .header("sec-fetch-site", "same-site")
+        .form(&[("command", format!("retry {id}"))])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(forged.status(), 403);
     let build = kiln.build(id + 1).await;
-    assert!(build.is_none(), "the refused retry ran nothing");
+    assert!(build.is_none(), "the refused retries ran nothing");
 }

@@ -5,7 +5,7 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use kiln_shared::view::BuildMessage;
@@ -44,6 +44,19 @@ pub struct CommandForm {
     command: String,
 }
 
+/// A refusal of a form another site made the browser send: browsers say where a request
+/// comes from in `Sec-Fetch-Site`, and `SameSite=Strict` alone lets a sibling subdomain in.
+fn from_elsewhere(headers: &HeaderMap) -> Option<Response> {
+    let site = headers.get("sec-fetch-site")?.to_str().unwrap_or_default();
+    (site != "same-origin" && site != "none").then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            "the console takes forms from its own pages only",
+        )
+            .into_response()
+    })
+}
+
 /// The operator whose token the cookie holds.
 fn signed_in<'a>(app: &'a App, jar: &CookieJar) -> Option<&'a Operator> {
     app.config.operator(jar.get(COOKIE)?.value())
@@ -58,7 +71,15 @@ pub async fn show(State(app): State<App>, jar: CookieJar) -> Response {
 }
 
 /// `POST /console/login`: a known token is kept in the cookie; another is refused.
-pub async fn sign_in(State(app): State<App>, jar: CookieJar, Form(form): Form<SignIn>) -> Response {
+pub async fn sign_in(
+    State(app): State<App>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<SignIn>,
+) -> Response {
+    if let Some(refusal) = from_elsewhere(&headers) {
+        return refusal;
+    }
     let token = form.token.trim();
     if app.config.operator(token).is_none() {
         let page = Page {
@@ -77,7 +98,10 @@ pub async fn sign_in(State(app): State<App>, jar: CookieJar, Form(form): Form<Si
 }
 
 /// `POST /console/logout`.
-pub async fn sign_out(jar: CookieJar) -> Response {
+pub async fn sign_out(headers: HeaderMap, jar: CookieJar) -> Response {
+    if let Some(refusal) = from_elsewhere(&headers) {
+        return refusal;
+    }
     let cookie = Cookie::build(COOKIE).path("/console").build();
     (jar.remove(cookie), Redirect::to("/console")).into_response()
 }
@@ -85,9 +109,13 @@ pub async fn sign_out(jar: CookieJar) -> Response {
 /// `POST /console`: the command, as the signed-in operator.
 pub async fn command(
     State(app): State<App>,
+    headers: HeaderMap,
     jar: CookieJar,
     Form(form): Form<CommandForm>,
 ) -> Response {
+    if let Some(refusal) = from_elsewhere(&headers) {
+        return refusal;
+    }
     let Some(operator) = signed_in(&app, &jar) else {
         let page = Page {
             error: Some("Sign in first.".into()),
