@@ -193,6 +193,29 @@ pub struct Operator {
     pub token: SecretString,
 }
 
+/// The one of `holders` whose token is `token`. Every token is compared, in constant time,
+/// so the answer's timing tells nothing about them.
+fn holder_of<'a, T>(
+    holders: &'a [T],
+    token: &str,
+    token_of: impl Fn(&T) -> &SecretString,
+) -> Option<&'a T> {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let mut found = None;
+    for holder in holders {
+        if bool::from(
+            token_of(holder)
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(token.as_bytes()),
+        ) {
+            found = Some(holder);
+        }
+    }
+    found
+}
+
 /// Links must work on the machine itself when nothing else is configured.
 fn default_public_url() -> String {
     "http://127.0.0.1:8080".into()
@@ -224,21 +247,7 @@ pub struct Repository {
 impl Repository {
     /// The reporter whose token is `token`. Every token is compared, in constant time.
     pub fn reporter(&self, token: &str) -> Option<&Reporter> {
-        use secrecy::ExposeSecret;
-        use subtle::ConstantTimeEq;
-        let mut found = None;
-        for reporter in &self.reporters {
-            if bool::from(
-                reporter
-                    .token
-                    .expose_secret()
-                    .as_bytes()
-                    .ct_eq(token.as_bytes()),
-            ) {
-                found = Some(reporter);
-            }
-        }
-        found
+        holder_of(&self.reporters, token, |r| &r.token)
     }
 
     /// Why a build of `branch` may not run `plan`, if a task uses a secret the branch may not.
@@ -401,21 +410,7 @@ impl Config {
     /// The operator whose token is `token`. Every token is compared, in constant time, so
     /// the answer's timing tells nothing about them.
     pub fn operator(&self, token: &str) -> Option<&Operator> {
-        use secrecy::ExposeSecret;
-        use subtle::ConstantTimeEq;
-        let mut found = None;
-        for operator in &self.operators {
-            if bool::from(
-                operator
-                    .token
-                    .expose_secret()
-                    .as_bytes()
-                    .ct_eq(token.as_bytes()),
-            ) {
-                found = Some(operator);
-            }
-        }
-        found
+        holder_of(&self.operators, token, |o| &o.token)
     }
 
     /// Whether `user` (`<front end>:<id>`) may give `command` on `repo`.

@@ -21,6 +21,7 @@ pub mod ingress;
 pub mod interactions;
 pub mod mirror;
 pub mod notify;
+pub mod payload;
 pub mod planner;
 pub mod scheduler;
 pub mod slack;

@@ -7,6 +7,8 @@ use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::payload::{self, PayloadError};
+
 /// The commit id GitHub sends as `after` when a branch was deleted.
 const NULL_COMMIT: &str = "0000000000000000000000000000000000000000";
 
@@ -97,20 +99,8 @@ struct User {
     login: String,
 }
 
-/// Why a delivery could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("the {event} payload is not what GitHub sends: {source}")]
-pub struct PayloadError {
-    event: String,
-    source: serde_path_to_error::Error<serde_json::Error>,
-}
-
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
-    let mut json = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut json).map_err(|source| PayloadError {
-        event: event.to_owned(),
-        source,
-    })
+    payload::parse("GitHub", event, body)
 }
 
 /// The repository a delivery is about, read before the signature is checked because the

@@ -7,6 +7,8 @@
 use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+use crate::payload::{self, PayloadError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -102,20 +104,8 @@ struct MergeRequestRef {
     iid: u64,
 }
 
-/// Why a delivery could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("the {event} payload is not what GitLab sends: {source}")]
-pub struct PayloadError {
-    event: String,
-    source: serde_path_to_error::Error<serde_json::Error>,
-}
-
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
-    let mut json = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut json).map_err(|source| PayloadError {
-        event: event.to_owned(),
-        source,
-    })
+    payload::parse("GitLab", event, body)
 }
 
 /// The project a delivery is about (`group/name`), read before the token is checked because
