@@ -10,8 +10,8 @@ use kiln_shared::wire::{BuildRef, BuildRequested};
 use serde::Serialize;
 
 use crate::app::App;
+use crate::ingress;
 use crate::scheduler::{self, Cancel};
-use crate::{ingress, notify};
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -354,7 +354,7 @@ async fn subscribe(
     let Some(channel) = actor.channel else {
         return Ok(Reply::invalid(NO_CHANNEL));
     };
-    if let Some(why) = notify::unreachable(app, channel) {
+    if let Some(why) = app.chat.unreachable(channel) {
         return Ok(Reply::invalid(why));
     }
     let Some(repository) = app.config.repository(repo) else {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::build::BuildStatus;
-use crate::wire::{BuildFinished, BuildRef};
+use crate::wire::BuildRef;
 
 /// A commit id shortened the way people read it.
 pub fn short_commit(commit: &str) -> &str {
@@ -207,39 +207,15 @@ impl BuildMessage {
         }
     }
 
-    /// The message for a finished build's event.
-    pub fn finished(event: &BuildFinished, base_url: &str) -> Self {
-        let tasks = event
-            .tasks
-            .iter()
-            .map(|t| TaskLine {
-                name: t.name.clone(),
-                status: t.status.as_str().to_owned(),
-                exit_code: t.exit_code.filter(|code| *code != 0),
-                allow_failure: t.allow_failure,
-            })
-            .collect();
-        Self::new(
-            &event.build,
-            event.status,
-            &event.author,
-            &event.subject,
-            tasks,
-            event.error.clone(),
-            base_url,
-        )
-    }
-
     /// The first task that failed and was not allowed to, if any.
-    pub fn failed_task(event: &BuildFinished) -> Option<&str> {
+    pub fn failed_task(&self) -> Option<&TaskLine> {
         use crate::build::TaskStatus;
-        event
-            .tasks
-            .iter()
-            .find(|t| {
-                !t.allow_failure && matches!(t.status, TaskStatus::Failed | TaskStatus::Errored)
-            })
-            .map(|t| t.name.as_str())
+        self.tasks.iter().find(|t| {
+            !t.allow_failure
+                && [TaskStatus::Failed, TaskStatus::Errored]
+                    .iter()
+                    .any(|s| s.as_str() == t.status)
+        })
     }
 }
 

@@ -74,9 +74,9 @@ impl Cards {
                 false
             });
             if !done {
-                tokio::select! {
-                    () = keeper.poke.notified() => quiet = Duration::ZERO,
-                    () = tokio::time::sleep(RECHECK) => quiet += RECHECK,
+                match tokio::time::timeout(RECHECK, keeper.poke.notified()).await {
+                    Ok(()) => quiet = Duration::ZERO,
+                    Err(_) => quiet += RECHECK,
                 }
                 if quiet < IDLE {
                     continue;
@@ -291,19 +291,13 @@ async fn add_failure(
     record: &BuildRecord,
     message: &mut BuildMessage,
 ) -> anyhow::Result<()> {
-    let failed = message.tasks.iter().find(|t| {
-        !t.allow_failure
-            && [TaskStatus::Failed, TaskStatus::Errored]
-                .iter()
-                .any(|s| s.as_str() == t.status)
-    });
-    if let Some(task) = failed {
+    if let Some(task) = message.failed_task().map(|t| t.name.clone()) {
         let (lines, _) = app
             .store
-            .log_tail(record.build.id, &task.name, FAILURE_LINES)
+            .log_tail(record.build.id, &task, FAILURE_LINES)
             .await?;
         message.failure = Some(FailureExcerpt {
-            task: task.name.clone(),
+            task,
             lines: log_excerpt(&lines, FAILURE_LINES, FAILURE_CHARS),
         });
     }

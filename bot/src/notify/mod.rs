@@ -178,11 +178,7 @@ impl Chat {
         buttons: Option<&Buttons>,
         notify: Option<u64>,
     ) -> anyhow::Result<String> {
-        let posted =
-            tokio::time::timeout(CHAT_TIMEOUT, self.post_now(channel, text, buttons, notify));
-        posted
-            .await
-            .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+        in_time(channel, self.post_now(channel, text, buttons, notify)).await
     }
 
     async fn post_now(
@@ -219,11 +215,7 @@ impl Chat {
         text: &str,
         buttons: Option<&Buttons>,
     ) -> anyhow::Result<()> {
-        let edited =
-            tokio::time::timeout(CHAT_TIMEOUT, self.edit_now(channel, message, text, buttons));
-        edited
-            .await
-            .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+        in_time(channel, self.edit_now(channel, message, text, buttons)).await
     }
 
     async fn edit_now(
@@ -257,14 +249,19 @@ impl Chat {
     }
 }
 
+/// `call` to `channel`, given at most [`CHAT_TIMEOUT`].
+async fn in_time<T>(
+    channel: &str,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(CHAT_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+}
+
 /// Whether a build that ended so is announced by a notification of its own.
 fn is_alarm(status: BuildStatus) -> bool {
     matches!(status, BuildStatus::Failed | BuildStatus::Errored)
-}
-
-/// Why Kiln cannot post to `channel`, if it cannot.
-pub fn unreachable(app: &App, channel: &str) -> Option<String> {
-    app.chat.unreachable(channel)
 }
 
 /// The channels that follow build `id` of `repo`, each with its subscriptions: those that

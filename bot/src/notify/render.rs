@@ -165,14 +165,14 @@ impl Templates {
 mod tests {
     use super::*;
     use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
-    use kiln_shared::view::{FailureExcerpt, log_excerpt};
-    use kiln_shared::wire::{BuildFinished, BuildRef, TaskSummary};
+    use kiln_shared::view::{FailureExcerpt, TaskLine, log_excerpt};
+    use kiln_shared::wire::BuildRef;
 
-    fn task(name: &str, status: TaskStatus, code: i64, allow_failure: bool) -> TaskSummary {
-        TaskSummary {
+    fn task(name: &str, status: TaskStatus, code: i64, allow_failure: bool) -> TaskLine {
+        TaskLine {
             name: name.into(),
-            status,
-            exit_code: Some(code),
+            status: status.as_str().into(),
+            exit_code: (code != 0).then_some(code),
             allow_failure,
         }
     }
@@ -183,24 +183,26 @@ mod tests {
         subject: &str,
         error: Option<&str>,
     ) -> BuildMessage {
-        let event = BuildFinished {
-            build: BuildRef {
-                id: BuildId(42),
-                repo: "acme/api".into(),
-                branch: branch.into(),
-                commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
-            },
-            status,
-            author: "octocat".into(),
-            subject: subject.into(),
-            tasks: vec![
-                task("build", TaskStatus::Passed, 0, false),
-                task("lint", TaskStatus::Failed, 1, true),
-                task("test", TaskStatus::Failed, 3, false),
-            ],
-            error: error.map(Into::into),
+        let build = BuildRef {
+            id: BuildId(42),
+            repo: "acme/api".into(),
+            branch: branch.into(),
+            commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
         };
-        BuildMessage::finished(&event, "http://kiln.test/")
+        let tasks = vec![
+            task("build", TaskStatus::Passed, 0, false),
+            task("lint", TaskStatus::Failed, 1, true),
+            task("test", TaskStatus::Failed, 3, false),
+        ];
+        BuildMessage::new(
+            &build,
+            status,
+            "octocat",
+            subject,
+            tasks,
+            error.map(Into::into),
+            "http://kiln.test/",
+        )
     }
 
     /// A failure's message: the end of a log that tries to break out of its block, and a
