@@ -3,9 +3,11 @@
 //!
 //! Every message is persistent, `mandatory`, and waits for the broker's confirm: a publish
 //! returns `Ok` only once RabbitMQ has taken responsibility for the message and routed it to
-//! at least one queue. That is what lets ingress answer 202 and mean it.
+//! at least one queue. That is what lets ingress answer 202 and mean it. Promotion events
+//! are the exception: the bot does not consume them, so no queue may be bound for them.
 
 use kiln_shared::platform::Platform;
+use kiln_shared::promotion::PromotionEvent;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
 use kiln_shared::wire::{self, Event, JobRequested};
 use lapin::options::{
@@ -166,11 +168,22 @@ impl Broker {
         }
         ch.queue_declare(t.bot_events_queue().into(), queue, quorum())
             .await?;
-        ch.queue_bind(
+        // Builds and tasks; not promotions, which are for other teams.
+        for key in ["build.#", "task.#"] {
+            ch.queue_bind(
+                t.bot_events_queue().into(),
+                t.events_exchange().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        // The binding of every event that earlier versions made (a no-op when absent).
+        ch.queue_unbind(
             t.bot_events_queue().into(),
             t.events_exchange().into(),
             "#".into(),
-            QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
@@ -186,6 +199,23 @@ impl Broker {
             event.routing_key(),
             &wire::encode(event),
             properties,
+        )
+        .await
+    }
+
+    /// Publishes what happened to a promotion and waits for the broker to confirm it; no
+    /// queue need be bound for it.
+    pub async fn publish_promotion(&self, event: &PromotionEvent) -> Result<(), PublishError> {
+        let mut properties = BasicProperties::default();
+        if let Some(id) = event.promotion {
+            properties = properties.with_correlation_id(format!("promotion-{id}").into());
+        }
+        self.publish_with(
+            self.topology.events_exchange(),
+            event.routing_key(),
+            &wire::encode(event),
+            properties,
+            false,
         )
         .await
     }
@@ -211,11 +241,23 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        self.publish_with(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: String,
+        routing_key: String,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         let properties = properties
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
         let options = BasicPublishOptions {
-            mandatory: true,
+            mandatory,
             ..Default::default()
         };
         let confirm = self

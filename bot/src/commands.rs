@@ -10,8 +10,9 @@ use kiln_shared::wire::{BuildRef, BuildRequested};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::ingress;
+use crate::config::Repository;
 use crate::scheduler::{self, Cancel};
+use crate::{ingress, promotion};
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -89,16 +90,30 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn done(text: impl Into<String>) -> Self {
+    pub(crate) fn done(text: impl Into<String>) -> Self {
         Self {
             outcome: Outcome::Done,
             text: text.into(),
         }
     }
 
-    fn invalid(text: impl Into<String>) -> Self {
+    pub(crate) fn invalid(text: impl Into<String>) -> Self {
         Self {
             outcome: Outcome::Invalid,
+            text: text.into(),
+        }
+    }
+
+    pub(crate) fn refused(text: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Refused,
+            text: text.into(),
+        }
+    }
+
+    pub(crate) fn failed(text: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Failed,
             text: text.into(),
         }
     }
@@ -138,7 +153,8 @@ pub async fn run(app: &App, actor: Actor<'_>, text: &str) -> Reply {
 
 /// Why `actor` may not give `command`, if they may not.
 async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Result<Option<String>> {
-    if actor.operator || OPEN_COMMANDS.contains(&command.name()) {
+    // Approvals have their own gate, the repository's approvers, which binds operators too.
+    if actor.operator || OPEN_COMMANDS.contains(&command.name()) || command.name() == "approve" {
         return Ok(None);
     }
     let repo = match command {
@@ -207,6 +223,12 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             Reply::done(text)
         }
         Command::Retry { build, failed_only } => retry(app, actor, *build, *failed_only).await?,
+        Command::Promote {
+            repo,
+            commit,
+            rollback,
+        } => promotion::promote(app, actor, repo, commit.as_deref(), *rollback).await?,
+        Command::Approve { promotion } => promotion::approve(app, actor, *promotion).await?,
         Command::Workers => {
             let workers = app.store.workers().await?;
             if workers.is_empty() {
@@ -280,17 +302,11 @@ async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyh
     let Some(repository) = app.config.repository(repo) else {
         return Ok(Reply::invalid(format!("Kiln does not build {repo}.")));
     };
-    let clone_url = match &repository.clone_url {
-        Some(url) => url.clone(),
-        None => match recent_clone_url(app, &repository.name).await? {
-            Some(url) => url,
-            None => {
-                return Ok(Reply::invalid(format!(
-                    "Kiln does not know where to fetch {repo} from yet: push to it once, or \
-                     set its `clone_url` in Kiln's configuration."
-                )));
-            }
-        },
+    let Some(clone_url) = clone_url_of(app, repository).await? else {
+        return Ok(Reply::invalid(format!(
+            "Kiln does not know where to fetch {repo} from yet: push to it once, or set its \
+             `clone_url` in Kiln's configuration."
+        )));
     };
     let Some(resolved) = app.mirrors.resolve(&clone_url, target).await? else {
         return Ok(Reply::invalid(match target {
@@ -435,12 +451,19 @@ async fn retry(
     )))
 }
 
-/// Where the newest of `repo`'s recent builds fetched it from.
-async fn recent_clone_url(app: &App, repo: &str) -> anyhow::Result<Option<String>> {
+/// Where to fetch `repository` from: its configured clone URL, else where the newest of its
+/// recent builds fetched it from.
+pub(crate) async fn clone_url_of(
+    app: &App,
+    repository: &Repository,
+) -> anyhow::Result<Option<String>> {
+    if let Some(url) = &repository.clone_url {
+        return Ok(Some(url.clone()));
+    }
     let recent = app.store.recent_builds(STATUS_LOOKBACK).await?;
     Ok(recent
         .into_iter()
-        .find(|r| r.build.repo.eq_ignore_ascii_case(repo) && !r.clone_url.is_empty())
+        .find(|r| r.build.repo.eq_ignore_ascii_case(&repository.name) && !r.clone_url.is_empty())
         .map(|r| r.clone_url))
 }
 

@@ -11,6 +11,13 @@
 //! # Which branches may use each secret a step names; the values are on the workers.
 //! secrets = { DEPLOY_TOKEN = ["master"], NPM_TOKEN = ["*", "release/**"] }
 //!
+//! [repository.promote]         # `promote`: fast-forwards production to a passed master commit
+//! approvals = 2                # from approvers other than the one who asked
+//! approvers = ["slack:U2CERLKJA", "discord:1100000000000000050"]   # users or roles
+//! requires = ["deploy-staging"]   # steps that must have passed, besides the whole build
+//! # approval_ttl = "24h"  from = "master"  to = "production"
+//! # push_url = "git@github.com:acme/api.git"   # default: the clone URL; the bot's git pushes
+//!
 //! [discord]
 //! token = "…"
 //! channel_id = 123456789012345678
@@ -46,6 +53,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use kiln_shared::plan::Plan;
@@ -242,6 +250,50 @@ pub struct Repository {
     /// may use it. A secret not listed here is refused on every branch.
     #[serde(default)]
     pub secrets: BTreeMap<String, Vec<String>>,
+    /// How its production branch is promoted; no section, no `promote`.
+    #[serde(default)]
+    pub promote: Option<Promote>,
+}
+
+/// The gates of a repository's promotions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// The branch whose passed commits may be promoted.
+    #[serde(default = "default_from")]
+    pub from: String,
+    /// The branch that is moved, by fast-forward only.
+    #[serde(default = "default_to")]
+    pub to: String,
+    /// Approvals needed from people other than the one who asked.
+    #[serde(default)]
+    pub approvals: u32,
+    /// Who may approve: `<front end>:<user id>`, or a role as permissions name it.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Steps that must have passed in the commit's build (a step allowed to fail counts
+    /// only if it passed).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// How long an approval counts, and how long a promotion waits for the next one.
+    #[serde(default = "default_approval_ttl", with = "humantime_serde")]
+    pub approval_ttl: Duration,
+    /// Where the bot pushes the branch; the clone URL when absent. Its credentials are the
+    /// bot's git's (an SSH key, a credential helper), never in this file.
+    #[serde(default)]
+    pub push_url: Option<String>,
+}
+
+fn default_from() -> String {
+    "master".into()
+}
+
+fn default_to() -> String {
+    "production".into()
+}
+
+fn default_approval_ttl() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
 }
 
 impl Repository {
@@ -323,6 +375,24 @@ impl Config {
                 "repository `{}` is listed twice",
                 repo.name
             );
+            if let Some(promote) = &repo.promote {
+                anyhow::ensure!(
+                    promote.from != promote.to,
+                    "[repository.promote] of {}: `from` and `to` are the same branch",
+                    repo.name
+                );
+                anyhow::ensure!(
+                    promote.approvals == 0 || !promote.approvers.is_empty(),
+                    "[repository.promote] of {} needs {} approval(s) but names no approvers",
+                    repo.name,
+                    promote.approvals,
+                );
+                anyhow::ensure!(
+                    promote.approval_ttl >= Duration::from_secs(1),
+                    "[repository.promote] of {}: `approval_ttl` is at least a second",
+                    repo.name
+                );
+            }
             for (j, reporter) in repo.reporters.iter().enumerate() {
                 use secrecy::ExposeSecret;
                 anyhow::ensure!(
@@ -556,6 +626,33 @@ channel_id = 42
             refused("[[permission]]\nusers = ['U1']\ncommands = ['cancel']")
                 .contains("<front end>:<id>")
         );
+    }
+
+    #[test]
+    fn promotions_have_defaults_and_sane_gates() {
+        let config = Config::parse(
+            "[[repository]]\nname = 'acme/api'\nwebhook_secret = 's'\n\
+             [repository.promote]\napprovals = 1\napprovers = ['slack:U1']\napproval_ttl = '2h'",
+        )
+        .expect("valid");
+        let promote = config
+            .repository("acme/api")
+            .and_then(|r| r.promote.as_ref())
+            .expect("promote");
+        assert_eq!(
+            (promote.from.as_str(), promote.to.as_str()),
+            ("master", "production")
+        );
+        assert_eq!(promote.approval_ttl, Duration::from_secs(7200));
+        let refused = |promote: &str| {
+            let text = format!(
+                "[[repository]]\nname = 'acme/api'\nwebhook_secret = 's'\n[repository.promote]\n{promote}"
+            );
+            format!("{:#}", Config::parse(&text).expect_err("refused"))
+        };
+        assert!(refused("approvals = 2").contains("names no approvers"));
+        assert!(refused("to = 'master'").contains("the same branch"));
+        assert!(refused("approval_ttl = 'soon'").contains("approval_ttl"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! RabbitMQ cannot take it, nothing is half-recorded and the caller is told to retry.
 
 use kiln_shared::build::BuildId;
+use kiln_shared::promotion::PromotionId;
 use kiln_shared::trigger::{Push, TriggerKind};
 use kiln_shared::wire::{BuildRef, BuildRequested, Event};
 
@@ -18,6 +19,8 @@ pub enum Accepted {
     New(BuildId),
     /// The same delivery was accepted before, as this build.
     Duplicate(BuildId),
+    /// The push was a promotion's, which builds it.
+    Promoted(PromotionId),
 }
 
 /// Kiln could not take the build now; the sender should retry.
@@ -38,6 +41,14 @@ pub async fn accept_push(
     push: Push,
 ) -> Result<Accepted, Unavailable> {
     let store = &app.store;
+    if let Some(promote) = &repo.promote
+        && push.branch == promote.to
+        && let Some(promotion) = store
+            .pushed_by(&repo.name, &push.branch, &push.commit)
+            .await?
+    {
+        return Ok(Accepted::Promoted(promotion));
+    }
     let id = store.next_build_id().await?;
     if let Some(existing) = store.claim_delivery(forge, delivery, id).await? {
         return Ok(Accepted::Duplicate(existing));

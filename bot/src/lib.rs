@@ -23,6 +23,7 @@ pub mod mirror;
 pub mod notify;
 pub mod payload;
 pub mod planner;
+pub mod promotion;
 pub mod scheduler;
 pub mod slack;
 pub mod store;

@@ -31,6 +31,15 @@ pub struct Resolved {
     pub branches: Vec<String>,
 }
 
+/// What came of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// The branch moved.
+    Moved,
+    /// The remote refused: not a fast-forward, or the branch was not where it was expected.
+    Rejected(String),
+}
+
 /// Bare mirrors under one directory, one per clone URL.
 #[derive(Debug, Clone)]
 pub struct Mirrors {
@@ -128,15 +137,115 @@ impl Mirrors {
         }))
     }
 
+    /// Where each of `branches` is in `clone_url` now, after a fetch (`None`: no such
+    /// branch).
+    pub async fn heads(
+        &self,
+        clone_url: &str,
+        branches: &[&str],
+    ) -> Result<Vec<Option<String>>, MirrorError> {
+        let mirror = self.update(clone_url, None).await?;
+        let mut heads = Vec::with_capacity(branches.len());
+        for branch in branches {
+            let output = git(&mirror)
+                .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+                .arg(format!("refs/heads/{branch}^{{commit}}"))
+                .output()
+                .await?;
+            heads.push(
+                output
+                    .status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+            );
+        }
+        Ok(heads)
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors, in the mirror of
+    /// `clone_url` as last fetched.
+    pub async fn is_ancestor(
+        &self,
+        clone_url: &str,
+        ancestor: &str,
+        descendant: &str,
+    ) -> Result<bool, MirrorError> {
+        let output = git(&self.path(clone_url))
+            .args(["merge-base", "--is-ancestor", ancestor, descendant])
+            .output()
+            .await?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(MirrorError::Git {
+                action: "merge-base".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            }),
+        }
+    }
+
+    /// Sets `branch` of `push_url` to `commit`, which the mirror of `clone_url` holds: a
+    /// plain push, so the remote refuses anything but a fast-forward; or, with `lease`, a
+    /// push that may move the branch back but only from exactly `lease`. Fetches afterwards.
+    pub async fn push(
+        &self,
+        clone_url: &str,
+        push_url: &str,
+        commit: &str,
+        branch: &str,
+        lease: Option<&str>,
+    ) -> Result<Pushed, MirrorError> {
+        let mirror = self.path(clone_url);
+        let refname = format!("refs/heads/{branch}");
+        let output = {
+            let lock = self.lock(&mirror);
+            let _guard = lock.lock().await;
+            let mut push = git(&mirror);
+            push.args(["push", "--porcelain"]);
+            if let Some(lease) = lease {
+                push.arg(format!("--force-with-lease={refname}:{lease}"));
+            }
+            push.args(["--end-of-options", push_url, &format!("{commit}:{refname}")])
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .output()
+                .await?
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // `--porcelain`: a line `!<tab><from>:<to><tab>[rejected] (why)` per refused ref.
+        let refused = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix('!'))
+            .map(|line| line.rsplit('\t').next().unwrap_or(line).trim().to_owned());
+        if let Some(why) = refused {
+            return Ok(Pushed::Rejected(why));
+        }
+        if !output.status.success() {
+            return Err(MirrorError::Git {
+                action: "push".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        self.update(clone_url, None).await?;
+        Ok(Pushed::Moved)
+    }
+
+    /// Where the mirror of `clone_url` lives.
+    fn path(&self, clone_url: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
+        self.root.join(format!("{}.git", &digest[..16]))
+    }
+
+    /// The lock of one mirror.
+    fn lock(&self, mirror: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(mirror.to_owned()).or_default().clone()
+    }
+
     /// Makes sure the mirror of `clone_url` is there and has `commit`, fetching only when it
     /// does not; with no commit, fetches always (branch heads move).
     async fn update(&self, clone_url: &str, commit: Option<&str>) -> Result<PathBuf, MirrorError> {
-        let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
-        let mirror = self.root.join(format!("{}.git", &digest[..16]));
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(mirror.clone()).or_default().clone()
-        };
+        let mirror = self.path(clone_url);
+        let lock = self.lock(&mirror);
         let _guard = lock.lock().await;
         if !mirror.exists() {
             tokio::fs::create_dir_all(&self.root).await?;

@@ -8,6 +8,7 @@
 //! retry <build> [--failed]                 help [command]
 //! subscribe <owner/repo>[@branch or pattern] [passed|failed|errored|cancelled|requested …]
 //! unsubscribe <owner/repo>[@branch]        subscriptions      workers      queue
+//! promote <owner/repo> [commit] [--rollback]                    approve <promotion>
 //! ```
 //!
 //! A leading `/`, and a leading `kiln` (as in a PR comment, `/kiln build …`), are optional. A
@@ -16,10 +17,11 @@
 use std::fmt;
 
 use crate::build::BuildId;
+use crate::promotion::PromotionId;
 use crate::spec::is_branch_pattern;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
-pub const COMMANDS: [(&str, &str, &str); 11] = [
+pub const COMMANDS: [(&str, &str, &str); 13] = [
     (
         "build",
         "build <owner/repo> [branch | commit]",
@@ -55,6 +57,17 @@ pub const COMMANDS: [(&str, &str, &str); 11] = [
         "subscriptions",
         "subscriptions",
         "lists this channel's subscriptions",
+    ),
+    (
+        "promote",
+        "promote <owner/repo> [commit] [--rollback]",
+        "fast-forwards `production` to the newest passed commit of `master` (or the one \
+         named), once approved; with --rollback, back to the commit promoted before",
+    ),
+    (
+        "approve",
+        "approve <promotion>",
+        "approves someone else's promotion",
     ),
     ("workers", "workers", "lists the workers and what they run"),
     ("queue", "queue", "shows the jobs waiting, per platform"),
@@ -110,6 +123,15 @@ pub enum Command {
         branch: Option<String>,
     },
     Subscriptions,
+    Promote {
+        repo: String,
+        /// A commit id or its prefix; the newest that may be promoted when absent.
+        commit: Option<String>,
+        rollback: bool,
+    },
+    Approve {
+        promotion: PromotionId,
+    },
     Workers,
     Queue,
     Help {
@@ -129,6 +151,8 @@ impl Command {
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Subscriptions => "subscriptions",
+            Self::Promote { .. } => "promote",
+            Self::Approve { .. } => "approve",
             Self::Workers => "workers",
             Self::Queue => "queue",
             Self::Help { .. } => "help",
@@ -141,7 +165,8 @@ impl Command {
         match self {
             Self::Build { repo, .. }
             | Self::Subscribe { repo, .. }
-            | Self::Unsubscribe { repo, .. } => Some(repo),
+            | Self::Unsubscribe { repo, .. }
+            | Self::Promote { repo, .. } => Some(repo),
             Self::Status { repo, .. } => repo.as_deref(),
             _ => None,
         }
@@ -244,6 +269,41 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
             Command::Unsubscribe { repo, branch }
         }
         "subscriptions" => Command::Subscriptions,
+        "promote" => {
+            let rollback = args.flag("--rollback");
+            let repo = args.repo()?;
+            let commit = match args.optional() {
+                None => None,
+                Some(_) if rollback => {
+                    return Err(args.usage_error(
+                        "`--rollback` goes to the commit promoted before; it takes no commit",
+                    ));
+                }
+                Some(word) if is_commit(word) => Some(word.to_ascii_lowercase()),
+                Some(word) => {
+                    return Err(args.usage_error(&format!(
+                        "`{}` is not a commit id (7 to 40 hexadecimal digits)",
+                        word.chars().take(40).collect::<String>()
+                    )));
+                }
+            };
+            Command::Promote {
+                repo,
+                commit,
+                rollback,
+            }
+        }
+        "approve" => {
+            let word = args.required("a promotion number")?;
+            let promotion = word
+                .trim_start_matches('#')
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(PromotionId)
+                .ok_or_else(|| args.usage_error(&format!("`{word}` is not a promotion number")))?;
+            Command::Approve { promotion }
+        }
         "workers" => Command::Workers,
         "queue" => Command::Queue,
         "help" => {
@@ -448,6 +508,15 @@ mod tests {
     }
 
     #[test]
+    fn promotions_name_commits_and_numbers() {
+        assert!(err("promote acme/api master").contains("`master` is not a commit id"));
+        assert!(err("promote acme/api abcdef1 --rollback").contains("takes no commit"));
+        assert!(err("approve").contains("needs a promotion number"));
+        assert!(err("approve P3").contains("`P3` is not a promotion number"));
+        assert!(err("aprove 3").contains("did you mean `approve`?"));
+    }
+
+    #[test]
     fn parses_every_command() {
         let table: Vec<(&str, Command)> = vec![
             (
@@ -476,6 +545,36 @@ mod tests {
                 Command::Status {
                     repo: None,
                     branch: None,
+                },
+            ),
+            (
+                "/promote acme/api",
+                Command::Promote {
+                    repo: "acme/api".into(),
+                    commit: None,
+                    rollback: false,
+                },
+            ),
+            (
+                "promote acme/api 1A2B3C4D",
+                Command::Promote {
+                    repo: "acme/api".into(),
+                    commit: Some("1a2b3c4d".into()),
+                    rollback: false,
+                },
+            ),
+            (
+                "promote --rollback acme/api",
+                Command::Promote {
+                    repo: "acme/api".into(),
+                    commit: None,
+                    rollback: true,
+                },
+            ),
+            (
+                "approve #4",
+                Command::Approve {
+                    promotion: PromotionId(4),
                 },
             ),
             (

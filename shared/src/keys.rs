@@ -5,6 +5,7 @@
 //! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
 
 use crate::build::BuildId;
+use crate::promotion::PromotionId;
 
 /// Sets a hash's `status` field to `ARGV[1]` only if it is currently one of the
 /// comma-separated `ARGV[2]` and, unless `ARGV[3]` is empty, its field `ARGV[3]` holds
@@ -140,6 +141,41 @@ impl Keys {
     /// Every command anyone gave, and what came of it (stream).
     pub fn audit(&self) -> String {
         format!("{}:audit", self.prefix)
+    }
+
+    /// The last promotion number handed out (integer).
+    pub fn promotion_sequence(&self) -> String {
+        format!("{}:promotion:seq", self.prefix)
+    }
+
+    /// A promotion's record (hash).
+    pub fn promotion(&self, id: PromotionId) -> String {
+        format!("{}:promotion:{id}", self.prefix)
+    }
+
+    /// A promotion's approvals (hash: approver to `<milliseconds> <name>`).
+    pub fn promotion_approvals(&self, id: PromotionId) -> String {
+        format!("{}:promotion:{id}:approvals", self.prefix)
+    }
+
+    /// The promotion that holds a repository (string, with an expiry): one at a time.
+    pub fn promoting(&self, repo: &str) -> String {
+        format!("{}:promoting:{}", self.prefix, repo.to_ascii_lowercase())
+    }
+
+    /// The commits Kiln promoted in a repository, newest first (list): where rollbacks go.
+    pub fn promoted(&self, repo: &str) -> String {
+        format!("{}:promoted:{}", self.prefix, repo.to_ascii_lowercase())
+    }
+
+    /// A push a promotion made and builds itself, so the forge's webhook for it builds
+    /// nothing (string: the promotion id, with an expiry).
+    pub fn pushed(&self, repo: &str, branch: &str, commit: &str) -> String {
+        format!(
+            "{}:pushed:{}:{branch}:{commit}",
+            self.prefix,
+            repo.to_ascii_lowercase()
+        )
     }
 
     /// A forge delivery already accepted, for deduplication; holds the build id.

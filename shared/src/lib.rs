@@ -12,6 +12,7 @@ pub mod keys;
 pub mod plan;
 pub mod platform;
 pub mod presence;
+pub mod promotion;
 pub mod routing;
 pub mod spec;
 pub mod subscription;

@@ -86,6 +86,11 @@ pub async fn next_build_finished(
 }
 
 pub async fn next_event(consumer: &mut lapin::Consumer) -> Event {
+    next_message(consumer).await
+}
+
+/// The next message of a [`subscribe`] queue, whatever its kind (a `PromotionEvent`, say).
+pub async fn next_message<T: serde::de::DeserializeOwned>(consumer: &mut lapin::Consumer) -> T {
     let delivery = tokio::time::timeout(E2E_TIMEOUT, consumer.next())
         .await
         .expect("an event arrives in time")

@@ -91,6 +91,37 @@ impl TestRepo {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// Moves `branch` to `commit`, in the working clone and the bare repository (forced):
+    /// the next [`TestRepo::commit`] on it builds on `commit`.
+    pub fn reset(&self, branch: &str, commit: &str) {
+        git(&self.work, &["checkout", "--quiet", "-B", branch, commit]);
+        git(
+            &self.work,
+            &[
+                "push",
+                "--quiet",
+                "--force",
+                "origin",
+                &format!("{commit}:refs/heads/{branch}"),
+            ],
+        );
+    }
+
+    /// Where `branch` of the bare repository is, if it exists.
+    pub fn head(&self, branch: &str) -> Option<String> {
+        let output = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.bare)
+            .args(["rev-parse", "--verify", "--quiet"])
+            .arg(format!("refs/heads/{branch}"))
+            .output()
+            .expect("git runs");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
     /// The clone URL the payload names: the bare repository's path.
     pub fn clone_url(&self) -> String {
         self.bare.display().to_string()

@@ -63,6 +63,14 @@ pub async fn accept(
                     Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
                 )
                     .into_response(),
+                Ok(Accepted::Promoted(promotion)) => (
+                    StatusCode::OK,
+                    Json(json!({
+                        "promotion": promotion,
+                        "message": format!("promotion #{promotion} made this push and builds it"),
+                    })),
+                )
+                    .into_response(),
                 Err(e) => {
                     tracing::error!(repo = %name, forge, delivery, error = %e, "cannot accept a build");
                     error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))

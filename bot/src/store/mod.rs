@@ -5,6 +5,9 @@
 //! duplicate or late message changes nothing. The key layout is [`Keys`], shared with workers.
 
 mod chat;
+mod promotion;
+
+pub use promotion::{Approval, Approved, PromotionRecord};
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
