@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use crate::amqp::Broker;
-use crate::config::Config;
+use crate::config::{Config, PoolKind};
 use crate::forges::Forges;
 use crate::interactions::Interactions;
+use crate::leases::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::cards::Cards;
@@ -26,6 +27,8 @@ pub struct App {
     pub cards: Cards,
     /// The forges commit statuses are set on.
     pub forges: Arc<Forges>,
+    /// The Docker engine `docker` pools' environments run on, when there is such a pool.
+    pub containers: Option<Arc<Containers>>,
     /// Discord's slash commands, when configured.
     pub interactions: Option<Arc<Interactions>>,
     /// For answers to chat front ends (Slack's `response_url`) and Slack's Web API.
@@ -48,7 +51,15 @@ impl App {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
         };
+        let containers = config
+            .pools
+            .iter()
+            .any(|p| p.kind == PoolKind::Docker)
+            .then(|| Containers::connect(store.keys().prefix()))
+            .transpose()?
+            .map(Arc::new);
         Ok(Self {
+            containers,
             chat: Arc::new(Chat::new(&config, &http, forges.clone())),
             forges,
             cards: Cards::default(),

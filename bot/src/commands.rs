@@ -2,7 +2,7 @@
 //! carried out, and recorded in the audit stream with who gave them and what came of it.
 
 use kiln_shared::build::{BuildId, TaskStatus};
-use kiln_shared::command::{COMMANDS, Command, Target, parse, usage};
+use kiln_shared::command::{COMMANDS, Command, Env, Target, parse, usage};
 use kiln_shared::subscription::Subscription;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::{log_excerpt, truncate};
@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::config::Repository;
 use crate::scheduler::{self, Cancel};
-use crate::{ingress, promotion};
+use crate::{ingress, leases, promotion};
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -154,8 +154,22 @@ pub async fn run(app: &App, actor: Actor<'_>, text: &str) -> Reply {
 /// Why `actor` may not give `command`, if they may not.
 async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Result<Option<String>> {
     // Approvals have their own gate, the repository's approvers, which binds operators too.
-    if actor.operator || OPEN_COMMANDS.contains(&command.name()) || command.name() == "approve" {
+    if actor.operator
+        || OPEN_COMMANDS.contains(&command.name())
+        || matches!(command, Command::Approve { .. } | Command::Env(Env::List))
+    {
         return Ok(None);
+    }
+    // Environments belong to no repository: any permission that names `env` will do.
+    if let Command::Env(_) = command {
+        if app.config.may_anywhere(actor.id, actor.roles, "env") {
+            return Ok(None);
+        }
+        return Ok(Some(format!(
+            "{} may not lease environments; a `[[permission]]` in Kiln's configuration must \
+             give `{}` the command `env`.",
+            actor.name, actor.id
+        )));
     }
     let repo = match command {
         Command::Cancel { build } | Command::Retry { build, .. } => {
@@ -229,6 +243,7 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             rollback,
         } => promotion::promote(app, actor, repo, commit.as_deref(), *rollback).await?,
         Command::Approve { promotion } => promotion::approve(app, actor, *promotion).await?,
+        Command::Env(env) => leases::run(app, actor, env).await?,
         Command::Workers => {
             let workers = app.store.workers().await?;
             if workers.is_empty() {

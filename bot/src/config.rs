@@ -48,6 +48,20 @@
 //! repos = ["acme/*"]           # default: every repository
 //! ```
 //!
+//! [[pool]]                     # test environments: `env request <pool>`
+//! name = "device-lab"
+//! kind = "static"              # hosts Kiln only hands out
+//! hosts = ["lab-1.example.com", "lab-2.example.com"]
+//! # default_ttl = "2h"  max_ttl = "8h"
+//!
+//! [[pool]]
+//! name = "review"
+//! kind = "docker"              # a container per lease, its ports published on loopback
+//! image = "registry.example.com/acme/api:{{ branch_slug }}"   # the branch's image
+//! capacity = 3
+//! ports = [8080]
+//! # command = ["serve", "--port", "8080"]
+//!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
 
@@ -92,6 +106,67 @@ pub struct Config {
     /// GitLab's REST API, for commit statuses; no section, no statuses on GitLab.
     #[serde(default)]
     pub gitlab: Option<GitLab>,
+    /// The pools test environments are leased from.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<Pool>,
+}
+
+/// What a pool lends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Hosts that exist already; Kiln hands them out and takes them back.
+    Static,
+    /// A container per lease, started by the bot's Docker engine.
+    Docker,
+}
+
+/// A pool of test environments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub name: String,
+    pub kind: PoolKind,
+    /// `static`: the hosts, one per lease.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `docker`: how many containers at once.
+    #[serde(default)]
+    pub capacity: u32,
+    /// `docker`: the image, where `{{ branch }}` and `{{ branch_slug }}` are the branch asked
+    /// for (the default branch when none is).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// `docker`: the command, when not the image's.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `docker`: the container's TCP ports, each published on a free port of 127.0.0.1.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// How long a lease runs unless asked otherwise.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest a lease runs, asked for or extended.
+    #[serde(default = "max_lease", with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Pool {
+    /// How many leases it holds at once.
+    pub fn capacity(&self) -> u32 {
+        match self.kind {
+            PoolKind::Static => u32::try_from(self.hosts.len()).unwrap_or(u32::MAX),
+            PoolKind::Docker => self.capacity,
+        }
+    }
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(2 * 60 * 60)
+}
+
+fn max_lease() -> Duration {
+    Duration::from_secs(8 * 60 * 60)
 }
 
 /// Another team's job that reports its verdict on a repository's builds.
@@ -459,6 +534,31 @@ impl Config {
                 "a permission names neither users nor roles"
             );
         }
+        for (i, pool) in config.pools.iter().enumerate() {
+            let name = &pool.name;
+            anyhow::ensure!(
+                kiln_shared::command::is_name(name),
+                "pool `{name}`: a name is letters, digits, `-`, `_` and `.`"
+            );
+            anyhow::ensure!(
+                !config.pools[..i].iter().any(|p| &p.name == name),
+                "pool `{name}` is listed twice"
+            );
+            anyhow::ensure!(
+                pool.default_ttl <= pool.max_ttl,
+                "pool `{name}`: `default_ttl` is longer than `max_ttl`"
+            );
+            match pool.kind {
+                PoolKind::Static => anyhow::ensure!(
+                    !pool.hosts.is_empty() && pool.image.is_none() && pool.capacity == 0,
+                    "pool `{name}` is static: it names `hosts`, and no `image` or `capacity`"
+                ),
+                PoolKind::Docker => anyhow::ensure!(
+                    pool.hosts.is_empty() && pool.image.is_some() && pool.capacity > 0,
+                    "pool `{name}` is docker: it names an `image` and a `capacity`, and no `hosts`"
+                ),
+            }
+        }
         for (i, operator) in config.operators.iter().enumerate() {
             use secrecy::ExposeSecret;
             anyhow::ensure!(
@@ -495,11 +595,25 @@ impl Config {
         })
     }
 
+    /// Whether `user` may give `command` on some repository or other: for commands that
+    /// concern none.
+    pub fn may_anywhere(&self, user: &str, roles: &[String], command: &str) -> bool {
+        self.permissions.iter().any(|p| {
+            (p.users.iter().any(|u| u == user) || p.roles.iter().any(|r| roles.contains(r)))
+                && p.commands.iter().any(|c| c == "*" || c == command)
+        })
+    }
+
     /// The person a commit `author` is, if Kiln's configuration says.
     pub fn person(&self, author: &str) -> Option<&Person> {
         self.people
             .iter()
             .find(|p| p.names.iter().any(|n| n.eq_ignore_ascii_case(author)))
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
     }
 
     /// The repository called `name`, compared as forges do: without regard to case.

@@ -1,6 +1,6 @@
 //! The bot's event loops: every event on its queue goes to the planner or the scheduler, then
 //! pokes its build's card keeper; every dead-lettered job goes to the scheduler; each message
-//! is acknowledged only once handled.
+//! is acknowledged only once handled. Beside them runs the leases' reaper.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::{planner, scheduler};
+use crate::{leases, planner, scheduler};
 
 /// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
@@ -26,6 +26,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     let events = app.broker.consume_events("kiln-bot").await?;
     let dead = app.broker.consume_dead_jobs("kiln-bot-dead").await?;
     tokio::try_join!(
+        leases::reap(app.clone(), shutdown.clone()),
         serve(events, shutdown.clone(), |event: Event| {
             let span =
                 tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());

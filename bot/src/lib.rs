@@ -19,6 +19,7 @@ pub mod gitlab;
 pub mod http;
 pub mod ingress;
 pub mod interactions;
+pub mod leases;
 pub mod mirror;
 pub mod notify;
 pub mod payload;

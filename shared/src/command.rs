@@ -9,6 +9,8 @@
 //! subscribe <owner/repo>[@branch or pattern] [passed|failed|errored|cancelled|requested …]
 //! unsubscribe <owner/repo>[@branch]        subscriptions      workers      queue
 //! promote <owner/repo> [commit] [--rollback]                    approve <promotion>
+//! env request <pool> [branch] [for 2h]     env list    env extend <lease> [1h]
+//! env release <lease>
 //! ```
 //!
 //! A leading `/`, and a leading `kiln` (as in a PR comment, `/kiln build …`), are optional. A
@@ -16,12 +18,15 @@
 
 use std::fmt;
 
+use std::time::Duration;
+
 use crate::build::BuildId;
+use crate::lease::LeaseId;
 use crate::promotion::PromotionId;
 use crate::spec::is_branch_pattern;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
-pub const COMMANDS: [(&str, &str, &str); 13] = [
+pub const COMMANDS: [(&str, &str, &str); 14] = [
     (
         "build",
         "build <owner/repo> [branch | commit]",
@@ -68,6 +73,11 @@ pub const COMMANDS: [(&str, &str, &str); 13] = [
         "approve",
         "approve <promotion>",
         "approves someone else's promotion",
+    ),
+    (
+        "env",
+        "env request <pool> [branch] [for 2h] | list | extend <lease> [1h] | release <lease>",
+        "leases a test environment from a pool, lists leases, extends or releases one",
     ),
     ("workers", "workers", "lists the workers and what they run"),
     ("queue", "queue", "shows the jobs waiting, per platform"),
@@ -132,6 +142,7 @@ pub enum Command {
     Approve {
         promotion: PromotionId,
     },
+    Env(Env),
     Workers,
     Queue,
     Help {
@@ -153,6 +164,7 @@ impl Command {
             Self::Subscriptions => "subscriptions",
             Self::Promote { .. } => "promote",
             Self::Approve { .. } => "approve",
+            Self::Env(_) => "env",
             Self::Workers => "workers",
             Self::Queue => "queue",
             Self::Help { .. } => "help",
@@ -172,6 +184,29 @@ impl Command {
         }
     }
 }
+
+/// What `env` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Env {
+    Request {
+        pool: String,
+        /// The branch whose image a `docker` pool starts; its default when absent.
+        branch: Option<String>,
+        /// The pool's default when absent.
+        length: Option<Duration>,
+    },
+    List,
+    Extend {
+        lease: LeaseId,
+        by: Duration,
+    },
+    Release {
+        lease: LeaseId,
+    },
+}
+
+/// How much `env extend` adds unless told.
+pub const DEFAULT_EXTENSION: Duration = Duration::from_secs(60 * 60);
 
 /// Why a text is not a command; the message is for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +328,7 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 rollback,
             }
         }
+        "env" => Command::Env(env(&mut args)?),
         "approve" => {
             let word = args.required("a promotion number")?;
             let promotion = word
@@ -316,6 +352,82 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
     };
     args.done()?;
     Ok(command)
+}
+
+/// `env …`, after its name.
+fn env(args: &mut Args<'_>) -> Result<Env, CommandError> {
+    let verb = args.required("`request`, `list`, `extend` or `release`")?;
+    Ok(match verb.to_ascii_lowercase().as_str() {
+        "request" => {
+            let pool = args.required("a pool")?;
+            if !is_name(pool) {
+                return Err(args.usage_error(&format!("`{pool}` is not a pool's name")));
+            }
+            let mut branch_word = None;
+            let mut length = None;
+            while let Some(word) = args.optional() {
+                if word.eq_ignore_ascii_case("for") {
+                    let text = args.required("a length after `for`, e.g. `for 2h`")?;
+                    length = Some(duration(args, text)?);
+                } else if branch_word.is_none() && length.is_none() {
+                    branch_word = Some(branch(word)?);
+                } else {
+                    return Err(args.usage_error(&format!("`{word}` is one word too many")));
+                }
+            }
+            Env::Request {
+                pool: pool.to_owned(),
+                branch: branch_word,
+                length,
+            }
+        }
+        "list" => Env::List,
+        "extend" => {
+            let lease = lease(args)?;
+            let by = match args.optional() {
+                Some(text) => duration(args, text)?,
+                None => DEFAULT_EXTENSION,
+            };
+            Env::Extend { lease, by }
+        }
+        "release" => Env::Release {
+            lease: lease(args)?,
+        },
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(args.usage_error(&format!("`env {shown}` is not something env does")));
+        }
+    })
+}
+
+fn lease(args: &mut Args<'_>) -> Result<LeaseId, CommandError> {
+    let word = args.required("a lease number")?;
+    word.trim_start_matches('#')
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(LeaseId)
+        .ok_or_else(|| args.usage_error(&format!("`{word}` is not a lease number")))
+}
+
+/// A length such as `2h`, `90m` or `1h30m`: at least a second.
+fn duration(args: &Args<'_>, text: &str) -> Result<Duration, CommandError> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .ok_or_else(|| {
+            let shown: String = text.chars().take(40).collect();
+            args.usage_error(&format!("`{shown}` is not a length such as `2h` or `30m`"))
+        })
+}
+
+/// A pool's name: letters, digits, `-`, `_` and `.`.
+pub fn is_name(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= 64
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The usage line and summary of `name`, if it is a command.
@@ -505,6 +617,54 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err(text).0
+    }
+
+    #[test]
+    fn env_leases_name_pools_branches_and_lengths() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            ok("env request device-lab"),
+            Command::Env(Env::Request {
+                pool: "device-lab".into(),
+                branch: None,
+                length: None,
+            })
+        );
+        assert_eq!(
+            ok("/env request review feature/x for 2h"),
+            Command::Env(Env::Request {
+                pool: "review".into(),
+                branch: Some("feature/x".into()),
+                length: Some(2 * hour),
+            })
+        );
+        assert_eq!(
+            ok("env request review for 90m"),
+            Command::Env(Env::Request {
+                pool: "review".into(),
+                branch: None,
+                length: Some(Duration::from_secs(90 * 60)),
+            })
+        );
+        assert_eq!(ok("env list"), Command::Env(Env::List));
+        assert_eq!(
+            ok("env extend #3"),
+            Command::Env(Env::Extend {
+                lease: LeaseId(3),
+                by: DEFAULT_EXTENSION,
+            })
+        );
+        assert_eq!(
+            ok("env release 3"),
+            Command::Env(Env::Release { lease: LeaseId(3) })
+        );
+        assert!(err("env").contains("needs `request`"));
+        assert!(err("env request lab for soon").contains("`soon` is not a length"));
+        assert!(err("env request lab for").contains("a length after `for`"));
+        assert!(err("env request lab for 2h extra").contains("one word too many"));
+        assert!(err("env request l@b").contains("not a pool's name"));
+        assert!(err("env borrow lab").contains("`env borrow` is not something env does"));
+        assert!(err("env extend x").contains("`x` is not a lease number"));
     }
 
     #[test]

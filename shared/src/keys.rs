@@ -5,6 +5,7 @@
 //! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
 
 use crate::build::BuildId;
+use crate::lease::LeaseId;
 use crate::promotion::PromotionId;
 
 /// Sets a hash's `status` field to `ARGV[1]` only if it is currently one of the
@@ -176,6 +177,36 @@ impl Keys {
             self.prefix,
             repo.to_ascii_lowercase()
         )
+    }
+
+    /// The installation's prefix, which its containers' names start with too.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The last lease number handed out (integer).
+    pub fn lease_sequence(&self) -> String {
+        format!("{}:lease:seq", self.prefix)
+    }
+
+    /// A lease's record (hash).
+    pub fn lease(&self, id: LeaseId) -> String {
+        format!("{}{id}", self.lease_prefix())
+    }
+
+    /// What every lease's record key starts with, for the script that numbers leases.
+    pub fn lease_prefix(&self) -> String {
+        format!("{}:lease:", self.prefix)
+    }
+
+    /// A pool's taken slots (hash: slot number to lease id).
+    pub fn pool_slots(&self, pool: &str) -> String {
+        format!("{}:pool:{pool}:slots", self.prefix)
+    }
+
+    /// Every lease, by when it ends (sorted set of lease ids, scored in milliseconds).
+    pub fn leases(&self) -> String {
+        format!("{}:leases", self.prefix)
     }
 
     /// A forge delivery already accepted, for deduplication; holds the build id.

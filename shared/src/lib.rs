@@ -9,6 +9,7 @@ pub mod build;
 pub mod command;
 pub mod commit_status;
 pub mod keys;
+pub mod lease;
 pub mod plan;
 pub mod platform;
 pub mod presence;

@@ -5,8 +5,10 @@
 //! duplicate or late message changes nothing. The key layout is [`Keys`], shared with workers.
 
 mod chat;
+mod lease;
 mod promotion;
 
+pub use lease::LeaseRecord;
 pub use promotion::{Approval, Approved, PromotionRecord};
 
 use std::collections::HashMap;

@@ -1,0 +1,238 @@
+//! What leases keep: each lease's record, each pool's taken slots, and every lease by when it
+//! ends (what the reaper reads). Taking a slot and giving it back are Lua scripts, so two
+//! requests for the last slot never both get it.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use kiln_shared::lease::LeaseId;
+use redis::{AsyncCommands, RedisResult, Script};
+
+use super::Store;
+
+/// Takes the lowest free slot of a pool, numbers the lease and records it; returns the slot
+/// and the lease's number, or nothing when every slot is taken (and no number is used up).
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: pool slots, lease sequence, leases by end. ARGV: capacity, end (ms), the lease key
+-- prefix, then the record's field/value pairs.
+for slot = 0, tonumber(ARGV[1]) - 1 do
+  if redis.call('HEXISTS', KEYS[1], slot) == 0 then
+    local id = redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[1], slot, id)
+    redis.call('HSET', ARGV[3] .. id, 'slot', slot, unpack(ARGV, 4))
+    redis.call('ZADD', KEYS[3], ARGV[2], id)
+    return {slot, id}
+  end
+end
+return false
+",
+    )
+});
+
+/// Ends a lease: frees its slot, forgets it; 1 for the caller that ended it, 0 if it had
+/// ended already.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: lease record, leases by end, pool slots. ARGV: lease id.
+local slot = redis.call('HGET', KEYS[1], 'slot')
+if not slot then return 0 end
+if redis.call('HGET', KEYS[3], slot) == ARGV[1] then redis.call('HDEL', KEYS[3], slot) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// Sets fields of a lease's record only while the lease runs.
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+",
+    )
+});
+
+/// Clears a lease's reminder if it is still `ARGV[1]`: two bots never both remind.
+static REMINDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'remind_ms') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'remind_ms', 0)
+return 1
+",
+    )
+});
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: LeaseId,
+    pub pool: String,
+    /// Which of the pool's slots it holds (a static pool's host, by position).
+    pub slot: u32,
+    /// Who holds it, as permissions know them, and their name.
+    pub holder: String,
+    pub holder_name: String,
+    /// Where it was asked for: reminders and its end are posted there.
+    pub channel: Option<String>,
+    pub branch: Option<String>,
+    pub started_ms: u64,
+    pub expires_ms: u64,
+    /// When its holder is reminded that it ends; 0 once they were.
+    pub remind_ms: u64,
+    /// How to reach it.
+    pub details: String,
+    /// Whether the environment is a container (a `docker` pool's).
+    pub container: bool,
+}
+
+impl Store {
+    /// Records `lease` in a free slot of its pool, of `capacity`, under a new number; the
+    /// lease as recorded, or `None` when every slot is taken. The lease's own `id` and
+    /// `slot` are ignored.
+    pub async fn take_slot(
+        &self,
+        lease: &LeaseRecord,
+        capacity: u32,
+    ) -> RedisResult<Option<LeaseRecord>> {
+        let l = lease;
+        let fields = [
+            ("pool", l.pool.clone()),
+            ("holder", l.holder.clone()),
+            ("holder_name", l.holder_name.clone()),
+            ("channel", l.channel.clone().unwrap_or_default()),
+            ("branch", l.branch.clone().unwrap_or_default()),
+            ("started_ms", l.started_ms.to_string()),
+            ("expires_ms", l.expires_ms.to_string()),
+            ("remind_ms", l.remind_ms.to_string()),
+            ("details", l.details.clone()),
+            ("container", if l.container { "1" } else { "" }.to_owned()),
+        ];
+        let mut invocation = TAKE.key(self.keys.pool_slots(&l.pool));
+        invocation
+            .key(self.keys.lease_sequence())
+            .key(self.keys.leases())
+            .arg(capacity)
+            .arg(l.expires_ms)
+            .arg(self.keys.lease_prefix());
+        for (field, value) in fields {
+            invocation.arg(field).arg(value);
+        }
+        let taken: Option<(u32, u64)> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(taken.map(|(slot, id)| LeaseRecord {
+            id: LeaseId(id),
+            slot,
+            ..lease.clone()
+        }))
+    }
+
+    /// Sets how to reach a lease's environment, once it is up; false if the lease ended
+    /// meanwhile.
+    pub async fn lease_details(&self, id: LeaseId, details: &str) -> RedisResult<bool> {
+        let set: i64 = UPDATE
+            .key(self.keys.lease(id))
+            .arg("details")
+            .arg(details)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(set == 1)
+    }
+
+    /// The lease `id`, if it runs.
+    pub async fn lease(&self, id: LeaseId) -> RedisResult<Option<LeaseRecord>> {
+        let h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.lease(id)).await?;
+        Ok(lease_record(id, h))
+    }
+
+    /// Every running lease, the soonest to end first.
+    pub async fn leases(&self) -> RedisResult<Vec<LeaseRecord>> {
+        let ids: Vec<u64> = self.conn.clone().zrange(self.keys.leases(), 0, -1).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.lease(LeaseId(*id)));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(ids
+            .into_iter()
+            .zip(hashes)
+            .filter_map(|(id, h)| lease_record(LeaseId(id), h))
+            .collect())
+    }
+
+    /// Moves a running lease's end (and its reminder) to `expires_ms`; false if it ended.
+    pub async fn extend_lease(
+        &self,
+        id: LeaseId,
+        expires_ms: u64,
+        remind_ms: u64,
+    ) -> RedisResult<bool> {
+        let set: i64 = UPDATE
+            .key(self.keys.lease(id))
+            .arg("expires_ms")
+            .arg(expires_ms)
+            .arg("remind_ms")
+            .arg(remind_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if set == 1 {
+            let _: usize = self
+                .conn
+                .clone()
+                .zadd(self.keys.leases(), id.0, expires_ms)
+                .await?;
+        }
+        Ok(set == 1)
+    }
+
+    /// Marks a lease's holder reminded (of the reminder due at `remind_ms`); true for the
+    /// caller that marked it.
+    pub async fn reminded(&self, id: LeaseId, remind_ms: u64) -> RedisResult<bool> {
+        let moved: i64 = REMINDED
+            .key(self.keys.lease(id))
+            .arg(remind_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Ends a lease and frees its slot; true for the caller that ended it.
+    pub async fn end_lease(&self, lease: &LeaseRecord) -> RedisResult<bool> {
+        let ended: i64 = GIVE_BACK
+            .key(self.keys.lease(lease.id))
+            .key(self.keys.leases())
+            .key(self.keys.pool_slots(&lease.pool))
+            .arg(lease.id.0)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ended == 1)
+    }
+}
+
+fn lease_record(id: LeaseId, mut h: HashMap<String, String>) -> Option<LeaseRecord> {
+    let pool = h.remove("pool")?;
+    let mut take = |field: &str| h.remove(field).unwrap_or_default();
+    let optional = |text: String| Some(text).filter(|t| !t.is_empty());
+    Some(LeaseRecord {
+        id,
+        pool,
+        slot: take("slot").parse().unwrap_or(0),
+        holder: take("holder"),
+        holder_name: take("holder_name"),
+        channel: optional(take("channel")),
+        branch: optional(take("branch")),
+        started_ms: take("started_ms").parse().unwrap_or(0),
+        expires_ms: take("expires_ms").parse().unwrap_or(0),
+        remind_ms: take("remind_ms").parse().unwrap_or(0),
+        details: take("details"),
+        container: !take("container").is_empty(),
+    })
+}

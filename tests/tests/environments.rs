@@ -1,0 +1,156 @@
+//! Test environments leased from pools, end to end on the real Redis and Docker: a slot is
+//! never given twice, a `docker` pool's environment is a container reachable on loopback, and
+//! the reaper removes it when its lease ends.
+
+use bollard::Docker;
+use kiln_tests::services::containers_named;
+use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
+
+const TOKENS: [&str; 4] = [
+    "alice-token-0123456789",
+    "bob-token-0123456789ab",
+    "carol-token-0123456789",
+    "dave-token-0123456789a",
+];
+
+fn config() -> String {
+    let mut text = format!(
+        "[[pool]]\nname = \"device-lab\"\nkind = \"static\"\nhosts = [\"lab-1.test\", \"lab-2.test\"]\n\
+         [[pool]]\nname = \"review\"\nkind = \"docker\"\nimage = \"{TEST_IMAGE}\"\ncapacity = 1\n\
+         command = [\"httpd\", \"-f\", \"-p\", \"8000\"]\nports = [8000]\ndefault_ttl = \"30m\"\nmax_ttl = \"1h\"\n"
+    );
+    for (name, token) in ["alice", "bob", "carol", "dave"].into_iter().zip(TOKENS) {
+        text.push_str(&format!(
+            "[[operator]]\nname = \"{name}\"\ntoken = \"{token}\"\n"
+        ));
+    }
+    kiln_tests::config(&text)
+}
+
+/// Sends `command` with `token`: the HTTP status and the answer's text.
+async fn command(kiln: &Kiln, token: &str, command: &str) -> (u16, String) {
+    let response = kiln
+        .http
+        .post(kiln.url("/api/commands"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "command": command }))
+        .send()
+        .await
+        .expect("the bot answers");
+    let status = response.status().as_u16();
+    let reply: serde_json::Value = response.json().await.expect("json");
+    (
+        status,
+        reply["text"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
+    let kiln = Kiln::start(&config()).await;
+    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab for 2h").await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply.contains("Lease #1 of pool `device-lab`: lab-1.test, for 2h"),
+        "{reply}"
+    );
+
+    let requests = TOKENS[1..]
+        .iter()
+        .map(|token| command(&kiln, token, "env request device-lab"));
+    let answers = futures_util::future::join_all(requests).await;
+    let won: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(won[0].1.contains("lab-2.test"), "{answers:?}");
+    for (status, reply) in answers.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 422, "{reply}");
+        assert!(
+            reply.contains("Every slot of pool `device-lab` is taken"),
+            "{reply}"
+        );
+    }
+
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `device-lab` (static): 2 of 2 taken"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("#1 lab-1.test, held by alice, ends in 1h 59m"),
+        "{listed}"
+    );
+
+    let (status, reply) = command(&kiln, TOKENS[0], "env release 1").await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab for 9h").await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply.contains("lends for at most 8h"), "{reply}");
+    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab").await;
+    assert_eq!(status, 200, "a released slot is free again: {reply}");
+    assert!(reply.contains("lab-1.test"), "{reply}");
+    let (status, reply) = command(&kiln, TOKENS[0], "env request nowhere").await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply.contains("the pools: device-lab, review"), "{reply}");
+    kiln.stop().await;
+}
+
+/// The host port a lease's answer says its environment's port 8000 is published on.
+fn published_port(reply: &str) -> u16 {
+    let (before, _) = reply.split_once(" → 8000").expect("a published port");
+    before
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_environment_is_reachable_then_reaped_when_its_lease_ends() {
+    let kiln = Kiln::start(&config()).await;
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let containers = format!("{}-lease-", kiln.prefix);
+
+    let (status, reply) = command(&kiln, TOKENS[0], "env request review feature/x for 3s").await;
+    assert_eq!(status, 200, "{reply}");
+    let port = published_port(&reply);
+    assert_eq!(containers_named(&docker, &containers).await.len(), 1);
+    let answer = wait_for("the environment to answer", E2E_TIMEOUT, || async {
+        let url = format!("http://127.0.0.1:{port}/");
+        reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+    })
+    .await;
+    assert!(answer >= 200, "busybox httpd answered {answer}");
+    let (status, reply) = command(&kiln, TOKENS[1], "env request review").await;
+    assert_eq!(status, 422, "one container at most: {reply}");
+
+    wait_for(
+        "the lease's container to be removed",
+        E2E_TIMEOUT,
+        || async {
+            containers_named(&docker, &containers)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `review` (docker): 0 of 1 taken"),
+        "{listed}"
+    );
+
+    // Released by hand: gone at once.
+    let (status, reply) = command(&kiln, TOKENS[1], "env request review").await;
+    assert_eq!(status, 200, "the reaped slot is free: {reply}");
+    let (status, reply) = command(&kiln, TOKENS[1], "env extend 2 45m").await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply.contains("Lease #2 now ends in 1h, the most pool `review` lends for"),
+        "{reply}"
+    );
+    let (status, reply) = command(&kiln, TOKENS[1], "env release 2").await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(containers_named(&docker, &containers).await.is_empty());
+    kiln.stop().await;
+}
