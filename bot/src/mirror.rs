@@ -163,14 +163,19 @@ impl Mirrors {
     }
 
     /// Whether `ancestor` is `descendant` or one of its ancestors, in the mirror of
-    /// `clone_url` as last fetched.
+    /// `clone_url` as last fetched; a commit the mirror lacks (gone in a force push) is no
+    /// one's ancestor.
     pub async fn is_ancestor(
         &self,
         clone_url: &str,
         ancestor: &str,
         descendant: &str,
     ) -> Result<bool, MirrorError> {
-        let output = git(&self.path(clone_url))
+        let mirror = self.path(clone_url);
+        if !has_commit(&mirror, ancestor).await? || !has_commit(&mirror, descendant).await? {
+            return Ok(false);
+        }
+        let output = git(&mirror)
             .args(["merge-base", "--is-ancestor", ancestor, descendant])
             .output()
             .await?;
@@ -225,7 +230,10 @@ impl Mirrors {
                 detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
-        self.update(clone_url, None).await?;
+        // The push happened; a mirror behind it is brought up to date by the next fetch.
+        if let Err(error) = self.update(clone_url, None).await {
+            tracing::warn!(%error, "cannot fetch after a push");
+        }
         Ok(Pushed::Moved)
     }
 

@@ -238,8 +238,8 @@ async fn choose(
             resolved.commit
         }
         None => {
-            // The newest commit of the source branch that passed, unless it is in
-            // production already.
+            // The newest build of the source branch that passed, of a commit production
+            // lacks.
             let mut newest = None;
             for (record, _) in &builds {
                 let candidate = &record.build.commit;
@@ -257,7 +257,8 @@ async fn choose(
                         .is_ancestor(clone_url, candidate, production)
                         .await?
                 {
-                    break;
+                    // In production already (a build of an older commit, say, retried).
+                    continue;
                 }
                 if passing_build(candidate, &summaries(candidate), &gates.requires).is_ok() {
                     newest = Some(candidate.clone());
@@ -339,6 +340,28 @@ async fn builds_of(
 /// Pushes an approved promotion (already moved to `pushing`), starts the build of the moved
 /// branch, and ends the promotion.
 async fn push(
+    app: &App,
+    record: &PromotionRecord,
+    gates: &Promote,
+    approvals: u32,
+) -> anyhow::Result<Reply> {
+    let pushed = push_now(app, record, gates, approvals).await;
+    if let Err(error) = &pushed {
+        // Whatever failed (a fetch, Redis), the promotion ends rather than hold its
+        // repository's slot; one that ended already is left as it is.
+        let why = format!("{error:#}");
+        let _ = app
+            .store
+            .end_promotion(record, PromotionStatus::Failed, Some(&why), None)
+            .await;
+        let mut failed = event(record, "failed", None, approvals);
+        failed.reason = Some(why);
+        announce(app, failed).await;
+    }
+    pushed
+}
+
+async fn push_now(
     app: &App,
     record: &PromotionRecord,
     gates: &Promote,

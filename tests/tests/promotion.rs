@@ -114,7 +114,8 @@ async fn approved_promotions_fast_forward_production_and_a_rollback_moves_it_bac
     let (status, reply) = command(&kiln, CAROL, "approve #1").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(repo.head("production").as_deref(), Some(first.as_str()));
-    let build = kiln.finished_build(started_build(&reply)).await;
+    let production_build = started_build(&reply);
+    let build = kiln.finished_build(production_build).await;
     assert_eq!(
         (&build["branch"], &build["commit"], &build["status"]),
         (
@@ -135,6 +136,10 @@ async fn approved_promotions_fast_forward_production_and_a_rollback_moves_it_bac
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["promotion"], 1, "{answer}");
+    assert!(
+        kiln.build(production_build + 1).await.is_none(),
+        "built once"
+    );
 
     // A newer commit, named, by fast-forward.
     let second = built(&kiln, &repo, "master", "echo ok again", "passed").await;

@@ -7,7 +7,11 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
 use kiln_shared::lease::LeaseId;
 
 /// The Docker engine environments run on.
@@ -44,6 +48,7 @@ impl Containers {
     ) -> Result<String, DockerError> {
         let name = self.name(id);
         self.remove(&name).await?;
+        self.pull_if_missing(image).await?;
         let exposed: Vec<String> = ports.iter().map(|p| format!("{p}/tcp")).collect();
         let bindings = exposed
             .iter()
@@ -92,6 +97,43 @@ impl Containers {
             details.push(format!("container {name}"));
         }
         Ok(details.join(", "))
+    }
+
+    /// Pulls `image` unless the engine has it (a branch's image from a registry).
+    async fn pull_if_missing(&self, image: &str) -> Result<(), DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// The containers of this installation's leases, by lease.
+    pub async fn leased(&self) -> Result<Vec<(LeaseId, String)>, DockerError> {
+        let stem = format!("{}-lease-", self.prefix);
+        let filters = HashMap::from([("label", vec!["kiln.lease"]), ("name", vec![stem.as_str()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| c.names?.into_iter().next())
+            .filter_map(|name| {
+                let name = name.trim_start_matches('/').to_owned();
+                let id = name.strip_prefix(&stem)?.parse().ok()?;
+                Some((LeaseId(id), name))
+            })
+            .collect())
     }
 
     /// Removes a container, running or not; a missing one is fine.

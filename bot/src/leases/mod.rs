@@ -72,7 +72,7 @@ pub async fn run(app: &App, actor: Actor<'_>, env: &Env) -> anyhow::Result<Reply
                 Ok(lease) => lease,
                 Err(reply) => return Ok(reply),
             };
-            end(app, &lease).await?;
+            end(app, &lease, None).await?;
             Ok(Reply::done(format!(
                 "Lease #{} of pool `{}` is released; its environment is gone.",
                 lease.id, lease.pool
@@ -143,7 +143,7 @@ async fn request(
         (PoolKind::Docker, Some(containers)) => match start(containers, pool, id, branch).await {
             Ok(details) => details,
             Err(why) => {
-                end(app, &lease).await?;
+                end(app, &lease, None).await?;
                 return Ok(Reply::failed(format!(
                     "Kiln could not start an environment of pool `{name}`: {why}"
                 )));
@@ -248,8 +248,18 @@ async fn held(
     Ok(Ok(lease))
 }
 
-/// Tears a lease's environment down and frees its slot; true for the caller that ended it.
-async fn end(app: &App, lease: &LeaseRecord) -> anyhow::Result<bool> {
+/// Ends a lease (with `expired_by`, only if it has not been extended past then), frees its
+/// slot and tears its environment down; true for the caller that ended it.
+async fn end(app: &App, lease: &LeaseRecord, expired_by: Option<u64>) -> anyhow::Result<bool> {
+    if !app.store.end_lease(lease, expired_by).await? {
+        return Ok(false);
+    }
+    remove_container(app, lease).await?;
+    Ok(true)
+}
+
+/// Removes a lease's container, if it has one.
+async fn remove_container(app: &App, lease: &LeaseRecord) -> anyhow::Result<()> {
     if lease.container {
         let containers = app
             .containers
@@ -257,7 +267,7 @@ async fn end(app: &App, lease: &LeaseRecord) -> anyhow::Result<bool> {
             .context("the lease's pool is no longer a docker pool; remove its container by hand")?;
         containers.remove(&containers.name(lease.id)).await?;
     }
-    Ok(app.store.end_lease(lease).await?)
+    Ok(())
 }
 
 /// Reminds holders before their leases end, and ends the leases whose time is up, until
@@ -281,36 +291,46 @@ pub async fn reap(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
 async fn reap_once(app: &App) -> anyhow::Result<()> {
     let now = now_ms();
     for lease in app.store.leases().await? {
-        let id = lease.id;
-        if lease.expires_ms <= now {
-            if end(app, &lease).await? {
-                tracing::info!(lease = %id, pool = %lease.pool, "lease ended");
-                tell(
-                    app,
-                    &lease,
-                    &format!(
-                        "Lease #{id} of pool `{}` has ended; its environment is gone.",
-                        lease.pool
-                    ),
-                )
-                .await;
-            }
-        } else if lease.remind_ms != 0
-            && lease.remind_ms <= now
-            && app.store.reminded(id, lease.remind_ms).await?
-        {
-            tell(
-                app,
-                &lease,
-                &format!(
-                    "{}: lease #{id} of pool `{}` ends in {}; `env extend {id}` keeps it longer.",
-                    lease.holder_name,
-                    lease.pool,
-                    remaining(now, lease.expires_ms)
-                ),
-            )
-            .await;
+        // One lease that cannot be reaped (its Docker engine down) holds up no other.
+        if let Err(error) = reap_lease(app, &lease, now).await {
+            tracing::warn!(lease = %lease.id, error = format!("{error:#}"), "cannot reap a lease");
         }
+    }
+    // Containers whose lease is gone: released while starting, or whose removal failed.
+    if let Some(containers) = &app.containers {
+        for (id, name) in containers.leased().await? {
+            if app.store.lease(id).await?.is_none() {
+                tracing::info!(lease = %id, container = %name, "removing a lease's leftover container");
+                containers.remove(&name).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends `lease` if its time is up, or reminds its holder if that is due.
+async fn reap_lease(app: &App, lease: &LeaseRecord, now: u64) -> anyhow::Result<()> {
+    let id = lease.id;
+    if lease.expires_ms <= now {
+        if end(app, lease, Some(now)).await? {
+            tracing::info!(lease = %id, pool = %lease.pool, "lease ended");
+            let text = format!(
+                "Lease #{id} of pool `{}` has ended; its environment is gone.",
+                lease.pool
+            );
+            tell(app, lease, &text).await;
+        }
+    } else if lease.remind_ms != 0
+        && lease.remind_ms <= now
+        && app.store.reminded(id, lease.remind_ms).await?
+    {
+        let text = format!(
+            "{}: lease #{id} of pool `{}` ends in {}; `env extend {id}` keeps it longer.",
+            lease.holder_name,
+            lease.pool,
+            remaining(now, lease.expires_ms)
+        );
+        tell(app, lease, &text).await;
     }
     Ok(())
 }

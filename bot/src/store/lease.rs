@@ -36,9 +36,13 @@ return false
 static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: lease record, leases by end, pool slots. ARGV: lease id.
+-- KEYS: lease record, leases by end, pool slots. ARGV: lease id, and unless empty a moment
+-- (ms) the lease must have ended by: an extension meanwhile keeps it.
 local slot = redis.call('HGET', KEYS[1], 'slot')
 if not slot then return 0 end
+if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires_ms')) > tonumber(ARGV[2]) then
+  return 0
+end
 if redis.call('HGET', KEYS[3], slot) == ARGV[1] then redis.call('HDEL', KEYS[3], slot) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
@@ -53,6 +57,19 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+",
+    )
+});
+
+/// Moves a running lease's end and reminder, in its record and in the leases by end.
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: lease record, leases by end. ARGV: lease id, end (ms), reminder (ms).
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'expires_ms', ARGV[2], 'remind_ms', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 ",
     )
@@ -175,21 +192,14 @@ impl Store {
         expires_ms: u64,
         remind_ms: u64,
     ) -> RedisResult<bool> {
-        let set: i64 = UPDATE
+        let set: i64 = EXTEND
             .key(self.keys.lease(id))
-            .arg("expires_ms")
+            .key(self.keys.leases())
+            .arg(id.0)
             .arg(expires_ms)
-            .arg("remind_ms")
             .arg(remind_ms)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        if set == 1 {
-            let _: usize = self
-                .conn
-                .clone()
-                .zadd(self.keys.leases(), id.0, expires_ms)
-                .await?;
-        }
         Ok(set == 1)
     }
 
@@ -204,13 +214,19 @@ impl Store {
         Ok(moved == 1)
     }
 
-    /// Ends a lease and frees its slot; true for the caller that ended it.
-    pub async fn end_lease(&self, lease: &LeaseRecord) -> RedisResult<bool> {
+    /// Ends a lease and frees its slot, or with `expired_by`, only if the lease has ended
+    /// by then (not extended meanwhile); true for the caller that ended it.
+    pub async fn end_lease(
+        &self,
+        lease: &LeaseRecord,
+        expired_by: Option<u64>,
+    ) -> RedisResult<bool> {
         let ended: i64 = GIVE_BACK
             .key(self.keys.lease(lease.id))
             .key(self.keys.leases())
             .key(self.keys.pool_slots(&lease.pool))
             .arg(lease.id.0)
+            .arg(expired_by.map(|ms| ms.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(ended == 1)

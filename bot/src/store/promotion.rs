@@ -356,7 +356,8 @@ impl Store {
         Ok(())
     }
 
-    /// The promotion that pushed `commit` to `repo`'s `branch` lately, if one did.
+    /// The promotion that pushed `commit` to `repo`'s `branch` lately, if one did; asked
+    /// once per push (a later push of the same commit, by hand, is built).
     pub async fn pushed_by(
         &self,
         repo: &str,
@@ -366,7 +367,7 @@ impl Store {
         let id: Option<u64> = self
             .conn
             .clone()
-            .get(self.keys.pushed(repo, branch, commit))
+            .get_del(self.keys.pushed(repo, branch, commit))
             .await?;
         Ok(id.map(PromotionId))
     }
