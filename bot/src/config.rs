@@ -604,6 +604,27 @@ impl Config {
         })
     }
 
+    /// Who is behind `id` (`discord:<user id>`, `slack:<member id>`): `person:<first name>`
+    /// when a `[[person]]` names that account, so one person's accounts count as one; the id
+    /// itself otherwise.
+    pub fn person_key(&self, id: &str) -> String {
+        let person = match id.split_once(':') {
+            Some(("discord", user)) => self
+                .people
+                .iter()
+                .find(|p| p.discord.is_some_and(|d| d.to_string() == user)),
+            Some(("slack", user)) => self
+                .people
+                .iter()
+                .find(|p| p.slack.as_deref() == Some(user)),
+            _ => None,
+        };
+        match person.and_then(|p| p.names.first()) {
+            Some(name) => format!("person:{name}"),
+            None => id.to_owned(),
+        }
+    }
+
     /// The person a commit `author` is, if Kiln's configuration says.
     pub fn person(&self, author: &str) -> Option<&Person> {
         self.people
@@ -767,6 +788,17 @@ channel_id = 42
         assert!(refused("approvals = 2").contains("names no approvers"));
         assert!(refused("to = 'master'").contains("the same branch"));
         assert!(refused("approval_ttl = 'soon'").contains("approval_ttl"));
+    }
+
+    #[test]
+    fn one_persons_accounts_are_one_person() {
+        let config =
+            Config::parse("[[person]]\nnames = ['ann', 'Ann Lee']\ndiscord = 42\nslack = 'U1'")
+                .expect("valid");
+        assert_eq!(config.person_key("discord:42"), "person:ann");
+        assert_eq!(config.person_key("slack:U1"), "person:ann");
+        assert_eq!(config.person_key("slack:U2"), "slack:U2");
+        assert_eq!(config.person_key("operator:ann"), "operator:ann");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use kiln_shared::build::{BuildId, BuildStatus};
 use kiln_shared::command::Target;
 use kiln_shared::promotion::{
-    BuildSummary, PromotionEvent, PromotionId, PromotionStatus, Refusal, may_approve,
+    Approver, BuildSummary, PromotionEvent, PromotionId, PromotionStatus, Refusal, may_approve,
     passing_build, rollback_target,
 };
 use kiln_shared::trigger::TriggerKind;
@@ -147,14 +147,20 @@ pub async fn approve(app: &App, actor: Actor<'_>, id: PromotionId) -> anyhow::Re
             record.repo
         )));
     };
-    if let Err(refusal) = may_approve(&record.requester, actor.id, actor.roles, &gates.approvers) {
+    let approver = Approver {
+        id: actor.id,
+        roles: actor.roles,
+        person: &app.config.person_key(actor.id),
+    };
+    let requester = app.config.person_key(&record.requester);
+    if let Err(refusal) = may_approve(&requester, approver, &gates.approvers) {
         let about = (Some(id), Some(record.commit.as_str()));
         let reply = refuse(app, actor, &record.repo, gates, about, &refusal).await;
         return Ok(Reply::refused(reply.text));
     }
     let approved = app
         .store
-        .approve_promotion(&record, actor.id, actor.name, gates.approval_ttl)
+        .approve_promotion(&record, approver.person, actor.name, gates.approval_ttl)
         .await?;
     match approved {
         Approved::Ended => Ok(Reply::invalid(format!(

@@ -234,15 +234,29 @@ fn missing_requirement(build: &BuildSummary, requires: &[String]) -> Option<Refu
     })
 }
 
-/// Whether someone known to permissions as `who` (with `roles`) may approve a promotion that
-/// `requester` asked for, given the repository's `approvers` (user ids and role ids).
+/// Who approves, and who asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Approver<'a> {
+    /// As permissions know them (`slack:U1`), with their roles.
+    pub id: &'a str,
+    pub roles: &'a [String],
+    /// The person behind the id: the same for each of one person's accounts.
+    pub person: &'a str,
+}
+
+/// Whether `approver` may approve a promotion that the person `requester` asked for, given
+/// the repository's `approvers` (user ids and role ids).
 pub fn may_approve(
     requester: &str,
-    who: &str,
-    roles: &[String],
+    approver: Approver<'_>,
     approvers: &[String],
 ) -> Result<(), Refusal> {
-    if who == requester {
+    let Approver {
+        id: who,
+        roles,
+        person,
+    } = approver;
+    if person == requester {
         return Err(Refusal::SelfApproval);
     }
     if approvers
@@ -390,18 +404,33 @@ mod tests {
     #[test]
     fn approvers_are_others_named_by_id_or_role() {
         let approvers = vec!["slack:U2".to_owned(), "discord:77".to_owned()];
+        let user = |id| Approver {
+            id,
+            roles: &[],
+            person: id,
+        };
         assert_eq!(
-            may_approve("slack:U2", "slack:U2", &[], &approvers),
+            may_approve("slack:U2", user("slack:U2"), &approvers),
             Err(Refusal::SelfApproval)
         );
-        assert_eq!(may_approve("slack:U1", "slack:U2", &[], &approvers), Ok(()));
-        let role = ["discord:77".to_owned()];
         assert_eq!(
-            may_approve("slack:U1", "discord:5", &role, &approvers),
+            may_approve("slack:U1", user("slack:U2"), &approvers),
             Ok(())
         );
+        let role = ["discord:77".to_owned()];
+        let moderator = Approver {
+            id: "discord:5",
+            roles: &role,
+            person: "person:ann",
+        };
+        assert_eq!(may_approve("slack:U1", moderator, &approvers), Ok(()));
+        // The same person through another front end is still the one who asked.
+        assert_eq!(
+            may_approve("person:ann", moderator, &approvers),
+            Err(Refusal::SelfApproval)
+        );
         assert!(matches!(
-            may_approve("slack:U1", "slack:U3", &[], &approvers),
+            may_approve("slack:U1", user("slack:U3"), &approvers),
             Err(Refusal::NotApprover { .. })
         ));
     }
