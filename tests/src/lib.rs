@@ -297,6 +297,37 @@ impl Kiln {
         }
     }
 
+    /// Starts a bot on this Kiln's prefix, as a bot restarted after [`Kiln::halt`] would be
+    /// (with a fresh state directory); requests go to it from then on.
+    pub async fn start_bot(&mut self, config: &str) {
+        if self.shutdown.is_cancelled() {
+            self.shutdown = CancellationToken::new();
+        }
+        let connections = kiln_bot::Connections {
+            amqp_url: self.services.amqp_url.clone(),
+            redis_url: self.services.redis_url.clone(),
+            prefix: self.prefix.clone(),
+            state_dir: self
+                .state
+                .path()
+                .join(format!("bot-again-{}", self.tasks.len())),
+            platforms: Platform::ALL.to_vec(),
+        };
+        let config = kiln_bot::Config::parse(config).expect("test config is valid");
+        let app = kiln_bot::connect(config, &connections)
+            .await
+            .expect("bot connects");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.bot_addr = listener.local_addr().expect("address");
+        self.tasks.push(tokio::spawn(kiln_bot::run(
+            listener,
+            app,
+            self.shutdown.clone(),
+        )));
+    }
+
     /// Halts everything, then cleans up.
     pub async fn stop(mut self) {
         self.halt().await;

@@ -94,6 +94,39 @@ async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
     kiln.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ends_while_the_bot_is_down_is_reaped_when_it_is_back() {
+    let mut kiln = Kiln::start(&config()).await;
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let containers = format!("{}-lease-", kiln.prefix);
+    let (status, reply) = command(&kiln, TOKENS[0], "env request review for 8s").await;
+    assert_eq!(status, 200, "{reply}");
+    kiln.halt().await;
+    assert_eq!(
+        containers_named(&docker, &containers).await.len(),
+        1,
+        "nothing removes an environment while the bot is down"
+    );
+    kiln.start_bot(&config()).await;
+    wait_for(
+        "the restarted bot to reap the lease",
+        E2E_TIMEOUT,
+        || async {
+            containers_named(&docker, &containers)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `review` (docker): 0 of 1 taken"),
+        "{listed}"
+    );
+    kiln.stop().await;
+}
+
 /// The host port a lease's answer says its environment's port 8000 is published on.
 fn published_port(reply: &str) -> u16 {
     let (before, _) = reply.split_once(" → 8000").expect("a published port");
