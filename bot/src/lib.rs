@@ -25,6 +25,7 @@ pub mod notify;
 pub mod payload;
 pub mod planner;
 pub mod promotion;
+pub mod review;
 pub mod scheduler;
 pub mod slack;
 pub mod store;

@@ -19,6 +19,7 @@ use kiln_shared::wire::{
 
 use crate::app::App;
 use crate::planner::job;
+use crate::review;
 use crate::store::{BuildRecord, now_ms};
 
 /// A task started: its build is running.
@@ -51,6 +52,11 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
     }
     if task.retries(&event.outcome, event.attempt) {
         return retry(app, &record, task, event.attempt).await;
+    }
+    if event.outcome == TaskOutcome::Passed
+        && let (Some(environment), Some(_)) = (&task.environment, &task.on_stop)
+    {
+        review::deployed(app, &record, environment).await?;
     }
     let settled = if task.unblocks(&event.outcome) {
         let dependents: Vec<&str> = plan

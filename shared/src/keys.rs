@@ -209,6 +209,15 @@ impl Keys {
         format!("{}:leases", self.prefix)
     }
 
+    /// The environments a branch deployed (hash: environment name to what deployed it).
+    pub fn environments(&self, repo: &str, branch: &str) -> String {
+        format!(
+            "{}:environments:{}:{branch}",
+            self.prefix,
+            repo.to_ascii_lowercase()
+        )
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

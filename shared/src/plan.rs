@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::build::TaskOutcome;
 use crate::platform::Platform;
 use crate::spec::{Cache, ImageSpec, Retry, Runner, Spec, SpecError, Step, Trigger};
+use crate::trigger::TriggerKind;
 
 /// A sidecar container of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +79,12 @@ pub struct PlannedTask {
     /// Names of the secrets its commands get.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The environment it deploys, its name rendered for the build's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The step that stops that environment when the branch goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stop: Option<String>,
 }
 
 impl PlannedTask {
@@ -129,7 +136,7 @@ impl Plan {
                     }
                 }
             }
-            let expanded = expand(spec, name, step, &needs);
+            let expanded = expand(spec, name, step, &needs, trigger.branch);
             let names: Vec<String> = expanded.iter().map(|t| t.name.clone()).collect();
             stage_tasks.entry(stage).or_default().extend(names.clone());
             tasks_of.insert(name, names);
@@ -177,10 +184,14 @@ impl Plan {
 
 /// The steps whose `when` holds for `trigger` and whose needs are all included too.
 fn included_steps<'a>(spec: &'a Spec, trigger: &Trigger) -> BTreeSet<&'a str> {
+    let stops = spec.stop_steps();
+    let stopping = trigger.kind == TriggerKind::Stop;
     let mut included: BTreeSet<&str> = spec
         .steps
         .iter()
-        .filter(|(_, step)| step.value.when.holds(trigger))
+        .filter(|(name, step)| {
+            stops.contains(name.as_str()) == stopping && step.value.when.holds(trigger)
+        })
         .map(|(name, _)| name.as_str())
         .collect();
     loop {
@@ -243,7 +254,13 @@ fn step_order<'a>(spec: &'a Spec, included: &BTreeSet<&'a str>) -> Result<Vec<&'
 }
 
 /// One step's tasks: one per platform and shard.
-fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<PlannedTask> {
+fn expand(
+    spec: &Spec,
+    name: &str,
+    step: &Step,
+    needs: &[String],
+    branch: &str,
+) -> Vec<PlannedTask> {
     let platforms: Vec<Platform> = spec.platforms(step).collect();
     let services: Vec<PlannedService> = step
         .services
@@ -256,6 +273,15 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
             env: s.env.clone(),
         })
         .collect();
+    let environment = step.environment.as_deref().map(|text| {
+        let vars = BTreeMap::from([
+            ("branch", branch.to_owned()),
+            ("branch_slug", crate::template::branch_slug(branch)),
+        ]);
+        // Checked when the spec was read: only these variables, no hashes.
+        crate::template::render(text, &vars, &mut |_| Err(String::new()))
+            .unwrap_or_else(|_| text.to_owned())
+    });
     let mut tasks = Vec::with_capacity(platforms.len() * step.shards as usize);
     for platform in &platforms {
         for shard in 1..=step.shards {
@@ -293,6 +319,8 @@ fn expand(spec: &Spec, name: &str, step: &Step, needs: &[String]) -> Vec<Planned
                 artifacts: step.artifacts.clone(),
                 cache: step.cache.clone(),
                 secrets: step.secrets.clone(),
+                environment: environment.clone(),
+                on_stop: step.on_stop.as_ref().map(|s| s.value.clone()),
             });
         }
     }
@@ -323,6 +351,35 @@ mod tests {
   build: { image: i, run: b }
   ship: { image: i, run: s, needs: [test, lint] }
 ";
+
+    #[test]
+    fn stop_steps_run_only_when_the_branch_goes() {
+        let text = "steps:
+  deploy: { image: i, run: d, environment: 'review/{{ branch_slug }}', on_stop: teardown }
+  test: { image: i, run: t }
+  teardown: { image: i, run: s }
+";
+        let plan = Plan::from_spec_text(text, &push("feature/x")).expect("valid");
+        assert_eq!(names(&plan), ["deploy", "test"]);
+        assert_eq!(
+            plan.task("deploy").and_then(|t| t.environment.as_deref()),
+            Some(format!("review/{}", crate::template::branch_slug("feature/x")).as_str())
+        );
+        assert_eq!(
+            plan.task("deploy").and_then(|t| t.on_stop.as_deref()),
+            Some("teardown")
+        );
+        assert_eq!(
+            plan.task("test").and_then(|t| t.environment.as_deref()),
+            None
+        );
+        let stop = Trigger {
+            kind: TriggerKind::Stop,
+            ..push("feature/x")
+        };
+        let plan = Plan::from_spec_text(text, &stop).expect("valid");
+        assert_eq!(names(&plan), ["teardown"]);
+    }
 
     #[test]
     fn the_readme_example_plans() {

@@ -59,6 +59,9 @@ pub const MAX_RETRIES: u32 = 10;
 /// The variables an image's build arguments may use.
 pub const IMAGE_ARG_VARIABLES: [&str; 3] = ["repo", "branch", "branch_slug"];
 
+/// The variables an `environment` may use.
+pub const ENVIRONMENT_VARIABLES: [&str; 2] = ["branch", "branch_slug"];
+
 /// The variables a cache key may use, besides `hash('path')`.
 pub const CACHE_KEY_VARIABLES: [&str; 5] = ["repo", "branch", "branch_slug", "step", "platform"];
 
@@ -182,6 +185,16 @@ pub struct Step {
     /// are masked in logs.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The environment the step deploys, e.g. `review/{{ branch_slug }}`: Kiln remembers it
+    /// when the step passes, and stops it when the branch is deleted or its pull or merge
+    /// request closed.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The step that stops the environment: it runs in a build of its own, at the commit
+    /// last deployed, when the branch goes; never in other builds.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub on_stop: Option<Spanned<String>>,
 }
 
 fn one() -> u32 {
@@ -563,6 +576,16 @@ impl Spec {
         Ok(spec)
     }
 
+    /// The steps that stop an environment (named by an `on_stop`): they run only when a
+    /// branch goes.
+    pub fn stop_steps(&self) -> BTreeSet<&str> {
+        self.steps
+            .values()
+            .filter_map(|s| s.value.on_stop.as_ref())
+            .map(|s| s.value.as_str())
+            .collect()
+    }
+
     /// The position of a step's stage in `stages`; 0 when there are none.
     pub fn stage_of(&self, step: &Step) -> usize {
         step.stage
@@ -620,6 +643,60 @@ impl Spec {
         }
         for (name, step) in &self.steps {
             self.validate_step(name, step)?;
+            self.validate_environment(name, step)?;
+        }
+        Ok(())
+    }
+
+    /// `environment` and `on_stop`: a stop step is another step, one that needs nothing and
+    /// that nothing needs (it runs alone, when the branch goes).
+    fn validate_environment(&self, name: &str, spanned: &Spanned<Step>) -> Result<(), SpecError> {
+        let step = &spanned.value;
+        let here = |message: String| Err(SpecError::at(spanned.referenced, message));
+        if let Some(environment) = &step.environment {
+            if let Err(why) = crate::template::check(environment, &ENVIRONMENT_VARIABLES, false) {
+                return here(format!("the environment of step `{name}`: {why}"));
+            }
+            if environment.trim().is_empty() {
+                return here(format!("step `{name}` names an empty environment"));
+            }
+        }
+        let stops = self.stop_steps();
+        if let Some(need) = step.needs.iter().find(|n| stops.contains(n.value.as_str())) {
+            return Err(SpecError::at(
+                need.referenced,
+                format!(
+                    "step `{name}` needs `{}`, which stops an environment and runs only when \
+                     its branch goes",
+                    need.value
+                ),
+            ));
+        }
+        let Some(on_stop) = &step.on_stop else {
+            return Ok(());
+        };
+        let at = |message: String| Err(SpecError::at(on_stop.referenced, message));
+        if step.environment.is_none() {
+            return at(format!(
+                "step `{name}` has an `on_stop` but no `environment` to stop"
+            ));
+        }
+        let Some(stop) = self.steps.get(&on_stop.value) else {
+            return at(format!(
+                "the `on_stop` of step `{name}`, `{}`, is not a step",
+                on_stop.value
+            ));
+        };
+        if on_stop.value == name || stop.value.environment.is_some() {
+            return at(format!(
+                "the `on_stop` of step `{name}` must be another step, one with no `environment`"
+            ));
+        }
+        if !stop.value.needs.is_empty() {
+            return at(format!(
+                "`{}` stops an environment and runs alone: it may not have `needs`",
+                on_stop.value
+            ));
         }
         Ok(())
     }
@@ -881,6 +958,37 @@ mod tests {
 
     fn error(text: &str) -> SpecError {
         Spec::parse(text).expect_err("the spec should be refused")
+    }
+
+    #[test]
+    fn environments_name_a_stop_step_that_runs_alone() {
+        let refused = |steps: &str| error(&format!("steps:\n{steps}")).message;
+        let ok = "  d: { image: i, run: x, environment: 'review/{{ branch }}', on_stop: s }\n  \
+                  s: { image: i, run: y }\n";
+        assert!(Spec::parse(&format!("steps:\n{ok}")).is_ok());
+        assert!(
+            refused("  d: { image: i, run: x, on_stop: s }\n  s: { image: i, run: y }\n")
+                .contains("no `environment` to stop")
+        );
+        assert!(
+            refused("  d: { image: i, run: x, environment: e, on_stop: nope }\n")
+                .contains("`nope`, is not a step")
+        );
+        assert!(
+            refused(&format!("{ok}  t: {{ image: i, run: z, needs: [s] }}\n"))
+                .contains("runs only when its branch goes")
+        );
+        assert!(
+            refused(
+                "  d: { image: i, run: x, environment: e, on_stop: s }\n  \
+                 s: { image: i, run: y, needs: [t] }\n  t: { image: i, run: z }\n"
+            )
+            .contains("may not have `needs`")
+        );
+        assert!(
+            refused("  d: { image: i, run: x, environment: '{{ repo }}' }\n")
+                .contains("the environment of step `d`")
+        );
     }
 
     #[test]

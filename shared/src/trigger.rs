@@ -10,6 +10,9 @@ pub enum ForgeEvent {
     Push(Push),
     /// A command in a comment on a pull or merge request (`/kiln build`).
     Comment(Comment),
+    /// A branch went: deleted, or its pull or merge request closed or merged. Its
+    /// environments are stopped.
+    BranchGone(BranchGone),
     /// Something Kiln does not build (a tag, a deleted branch, an event it has no use for).
     Ignored {
         /// Said back to the forge and logged, so people see why nothing happened.
@@ -34,6 +37,16 @@ pub struct Push {
     /// Every file the pushed commits added, changed or removed; `None` when the forge's list
     /// may be incomplete (a new or force-pushed branch, a long push).
     pub changed_paths: Option<Vec<String>>,
+}
+
+/// A branch that went, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchGone {
+    /// `owner/name`.
+    pub repo: String,
+    pub branch: String,
+    /// For people: `deleted`, `pull request #2 closed`, `merge request !1 merged`.
+    pub why: String,
 }
 
 /// A command someone wrote in a comment on a pull request (GitHub) or merge request (GitLab).
@@ -90,6 +103,9 @@ pub enum TriggerKind {
     MergeRequest,
     /// Someone asked in chat or the web console.
     Command,
+    /// The branch went (deleted, or its pull or merge request closed): its environments'
+    /// `on_stop` steps run, and nothing else.
+    Stop,
 }
 
 #[cfg(test)]

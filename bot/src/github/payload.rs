@@ -3,7 +3,7 @@
 //! Hand-written and minimal on purpose: every field GitHub adds or changes elsewhere in the
 //! payload cannot break us. Parse errors say where the payload was wrong.
 
-use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
+use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -99,6 +99,30 @@ struct User {
     login: String,
 }
 
+/// <https://docs.github.com/en/webhooks/webhook-events-and-payloads#pull_request>
+#[derive(Debug, Deserialize)]
+struct PullRequestPayload {
+    action: String,
+    number: u64,
+    pull_request: PullRequest,
+    repository: RepositoryName,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequest {
+    #[serde(default)]
+    merged: bool,
+    head: PullRequestHead,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestHead {
+    #[serde(rename = "ref")]
+    branch: String,
+    /// `null` when the fork it came from was deleted.
+    repo: Option<RepositoryName>,
+}
+
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
     payload::parse("GitHub", event, body)
 }
@@ -115,6 +139,7 @@ pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
         "ping" => Ok(ForgeEvent::Ping),
         "push" => translate_push(parse(event, body)?),
         "issue_comment" => Ok(translate_comment(parse(event, body)?)),
+        "pull_request" => Ok(translate_pull_request(parse(event, body)?)),
         other => Ok(ForgeEvent::Ignored {
             reason: format!("Kiln does not act on `{other}` events"),
         }),
@@ -143,6 +168,32 @@ fn translate_comment(payload: IssueCommentPayload) -> ForgeEvent {
     })
 }
 
+/// A closed (or merged) pull request takes its branch's environments with it; a fork's
+/// branch is not the repository's and has none.
+fn translate_pull_request(payload: PullRequestPayload) -> ForgeEvent {
+    let head = &payload.pull_request.head;
+    let own = head.repo.as_ref().is_some_and(|r| {
+        r.full_name
+            .eq_ignore_ascii_case(&payload.repository.full_name)
+    });
+    if payload.action != "closed" || !own {
+        return ForgeEvent::Ignored {
+            reason: "Kiln acts on a pull request of the repository's own branch when it closes"
+                .into(),
+        };
+    }
+    let how = if payload.pull_request.merged {
+        "merged"
+    } else {
+        "closed"
+    };
+    ForgeEvent::BranchGone(BranchGone {
+        repo: payload.repository.full_name,
+        branch: head.branch.clone(),
+        why: format!("pull request #{} {how}", payload.number),
+    })
+}
+
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     let ignored = |reason: String| Ok(ForgeEvent::Ignored { reason });
     if let Some(tag) = push.git_ref.strip_prefix("refs/tags/") {
@@ -152,7 +203,11 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
         return ignored(format!("`{}` is not a branch", push.git_ref));
     };
     if push.deleted || push.after == NULL_COMMIT {
-        return ignored(format!("branch `{branch}` was deleted"));
+        return Ok(ForgeEvent::BranchGone(BranchGone {
+            repo: push.repository.full_name,
+            branch: branch.to_owned(),
+            why: "deleted".into(),
+        }));
     }
     let complete = !push.created && !push.forced && push.commits.len() < MAX_LISTED_COMMITS;
     let changed_paths = complete.then(|| {
@@ -191,6 +246,8 @@ mod tests {
     const DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-branch-delete.json");
     const TAG_DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag-delete.json");
     const PING: &[u8] = include_bytes!("../../../tests/fixtures/github-ping.json");
+    const PR_CLOSED: &[u8] =
+        include_bytes!("../../../tests/fixtures/github-pull_request-closed.json");
     const PR_COMMENT: &[u8] =
         include_bytes!("../../../tests/fixtures/github-issue_comment-created-on-pr.json");
     const ISSUE_COMMENT: &[u8] =
@@ -248,13 +305,39 @@ mod tests {
     }
 
     #[test]
-    fn ignores_tags_and_deletions_with_a_reason() {
+    fn a_deleted_branch_or_closed_pull_request_is_a_branch_gone() {
+        assert_eq!(
+            translate("push", DELETE).expect("valid"),
+            ForgeEvent::BranchGone(BranchGone {
+                repo: "bradrydzewski/drone-test-go".into(),
+                branch: "feature-branch".into(),
+                why: "deleted".into(),
+            })
+        );
+        assert_eq!(
+            translate("pull_request", PR_CLOSED).expect("valid"),
+            ForgeEvent::BranchGone(BranchGone {
+                repo: "Codertocat/Hello-World".into(),
+                branch: "changes".into(),
+                why: "pull request #2 closed".into(),
+            })
+        );
+        // Opened, or from a fork: nothing goes.
+        let opened = String::from_utf8_lossy(PR_CLOSED)
+            .replace(r#""action": "closed""#, r#""action": "opened""#);
+        assert!(matches!(
+            translate("pull_request", opened.as_bytes()).expect("valid"),
+            ForgeEvent::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn ignores_tags_with_a_reason() {
         let reason = |body: &[u8]| match translate("push", body).expect("valid") {
             ForgeEvent::Ignored { reason } => reason,
             other => panic!("expected Ignored, got {other:?}"),
         };
         assert_eq!(reason(PUSH_TAG), "`v0.0.1` is a tag; Kiln builds branches");
-        assert_eq!(reason(DELETE), "branch `feature-branch` was deleted");
         assert_eq!(
             reason(TAG_DELETE),
             "`simple-tag` is a tag; Kiln builds branches"

@@ -4,7 +4,7 @@
 //! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
 //! translated into a [`ForgeEvent`], reading only the few fields Kiln uses.
 
-use kiln_shared::trigger::{Comment, ForgeEvent, Push, comment_command};
+use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -104,6 +104,24 @@ struct MergeRequestRef {
     iid: u64,
 }
 
+/// A merge request event: `object_attributes` of the request.
+#[derive(Debug, Deserialize)]
+struct MergeRequestPayload {
+    project: Project,
+    object_attributes: MergeRequest,
+}
+
+#[derive(Debug, Deserialize)]
+struct MergeRequest {
+    iid: u64,
+    source_branch: String,
+    source_project_id: u64,
+    target_project_id: u64,
+    /// `open`, `update`, `close`, `reopen`, `merge`, …
+    #[serde(default)]
+    action: Option<String>,
+}
+
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
     payload::parse("GitLab", event, body)
 }
@@ -163,9 +181,7 @@ pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
             reason: "a tag was pushed; Kiln builds branches".into(),
         }),
         "Note Hook" => Ok(translate_note(parse(event, body)?)),
-        "Merge Request Hook" => Ok(ForgeEvent::Ignored {
-            reason: "Kiln builds a merge request's source branch when it is pushed to".into(),
-        }),
+        "Merge Request Hook" => Ok(translate_merge_request(parse(event, body)?)),
         other => Ok(ForgeEvent::Ignored {
             reason: format!("Kiln does not act on `{other}` events"),
         }),
@@ -202,13 +218,44 @@ fn translate_note(payload: NotePayload) -> ForgeEvent {
     })
 }
 
+/// A merge request closed or merged takes its source branch's environments with it; a
+/// fork's branch is not the project's and has none.
+fn translate_merge_request(payload: MergeRequestPayload) -> ForgeEvent {
+    let request = payload.object_attributes;
+    let how = match request.action.as_deref() {
+        Some("close") => "closed",
+        Some("merge") => "merged",
+        _ => {
+            return ForgeEvent::Ignored {
+                reason: "Kiln builds a merge request's source branch when it is pushed to, and \
+                         stops its environments when the request is closed or merged"
+                    .into(),
+            };
+        }
+    };
+    if request.source_project_id != request.target_project_id {
+        return ForgeEvent::Ignored {
+            reason: "the merge request comes from a fork".into(),
+        };
+    }
+    ForgeEvent::BranchGone(BranchGone {
+        repo: payload.project.path_with_namespace,
+        branch: request.source_branch,
+        why: format!("merge request !{} {how}", request.iid),
+    })
+}
+
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     let ignored = |reason: String| Ok(ForgeEvent::Ignored { reason });
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
         return ignored(format!("`{}` is not a branch", push.git_ref));
     };
     if push.after == NULL_COMMIT {
-        return ignored(format!("branch `{branch}` was deleted"));
+        return Ok(ForgeEvent::BranchGone(BranchGone {
+            repo: push.project.path_with_namespace,
+            branch: branch.to_owned(),
+            why: "deleted".into(),
+        }));
     }
     // A new branch lists only its new commits, a long push only some: then what changed is
     // not known.
@@ -257,6 +304,8 @@ mod tests {
     const MERGE_REQUEST: &[u8] =
         include_bytes!("../../../tests/fixtures/gitlab-merge_request.json");
     const NOTE: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-note-merge_request.json");
+    const MERGED: &[u8] =
+        include_bytes!("../../../tests/fixtures/gitlab-merge_request-merge-capture.json");
 
     #[test]
     fn translates_a_branch_push() {
@@ -290,12 +339,31 @@ mod tests {
     }
 
     #[test]
-    fn ignores_deletions_tags_and_the_rest_with_a_reason() {
+    fn a_deleted_branch_or_merged_request_is_a_branch_gone() {
+        assert_eq!(
+            translate("Push Hook", DELETE).expect("valid"),
+            ForgeEvent::BranchGone(BranchGone {
+                repo: "gitlab-org/hello-world".into(),
+                branch: "feature".into(),
+                why: "deleted".into(),
+            })
+        );
+        assert_eq!(
+            translate("Merge Request Hook", MERGED).expect("valid"),
+            ForgeEvent::BranchGone(BranchGone {
+                repo: "gitlab-org/hello-world".into(),
+                branch: "feature".into(),
+                why: "merge request !1 merged".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn ignores_tags_and_the_rest_with_a_reason() {
         let reason = |event: &str, body: &[u8]| match translate(event, body).expect("valid") {
             ForgeEvent::Ignored { reason } => reason,
             other => panic!("expected Ignored, got {other:?}"),
         };
-        assert_eq!(reason("Push Hook", DELETE), "branch `feature` was deleted");
         assert_eq!(
             reason("Tag Push Hook", TAG),
             "a tag was pushed; Kiln builds branches"

@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::comments;
 use crate::config::{Forge, Repository};
 use crate::ingress::{self, Accepted};
+use crate::review;
 
 /// Answers the verified delivery `delivery` from `door`, translated to `event`.
 pub async fn accept(
@@ -47,6 +48,22 @@ pub async fn accept(
             tokio::spawn(comments::answer(app.clone(), door, comment));
             (StatusCode::ACCEPTED, Json(json!({ "command": command }))).into_response()
         }
+        ForgeEvent::BranchGone(gone) => match review::stop(app, repo, &gone).await {
+            Ok(None) => (
+                StatusCode::OK,
+                Json(json!({ "ignored": format!("branch `{}` deployed no environment", gone.branch) })),
+            )
+                .into_response(),
+            Ok(Some((id, stopping))) => (
+                StatusCode::ACCEPTED,
+                Json(json!({ "build_id": id, "url": build_url(app, id), "stopping": stopping })),
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(repo = %name, forge, delivery, error = %e, "cannot stop environments");
+                error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+            }
+        },
         ForgeEvent::Ignored { reason } => {
             tracing::info!(repo = %name, forge, delivery, %reason, "webhook ignored");
             (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()

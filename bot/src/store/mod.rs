@@ -5,9 +5,11 @@
 //! duplicate or late message changes nothing. The key layout is [`Keys`], shared with workers.
 
 mod chat;
+mod environment;
 mod lease;
 mod promotion;
 
+pub use environment::Deployed;
 pub use lease::LeaseRecord;
 pub use promotion::{Approval, Approved, PromotionRecord};
 

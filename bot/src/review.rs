@@ -1,0 +1,78 @@
+//! Review environments: what each branch's builds deployed (a step with `environment:` that
+//! passed), and stopping them when the branch goes (deleted, or its pull or merge request
+//! closed or merged): a build of kind `stop`, at the commit deployed last, that runs the
+//! spec's `on_stop` steps and nothing else.
+
+use kiln_shared::build::BuildId;
+use kiln_shared::trigger::{BranchGone, TriggerKind};
+use kiln_shared::wire::{BuildRef, BuildRequested};
+
+use crate::app::App;
+use crate::config::Repository;
+use crate::ingress::{self, Unavailable};
+use crate::store::{BuildRecord, Deployed};
+
+/// Records that `record`'s build deployed `environment`.
+pub async fn deployed(app: &App, record: &BuildRecord, environment: &str) -> anyhow::Result<()> {
+    let deployed = Deployed {
+        commit: record.build.commit.clone(),
+        clone_url: record.clone_url.clone(),
+        build: record.build.id,
+    };
+    app.store
+        .deployed(
+            &record.build.repo,
+            &record.build.branch,
+            environment,
+            &deployed,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stops the environments of the branch that went: the stop build's id and the
+/// environments' names, or `None` when the branch deployed none.
+pub async fn stop(
+    app: &App,
+    repo: &Repository,
+    gone: &BranchGone,
+) -> Result<Option<(BuildId, Vec<String>)>, Unavailable> {
+    let taken = app
+        .store
+        .take_environments(&repo.name, &gone.branch)
+        .await?;
+    let Some((_, last)) = taken.iter().max_by_key(|(_, d)| d.build) else {
+        return Ok(None);
+    };
+    let names: Vec<String> = taken.iter().map(|(name, _)| name.clone()).collect();
+    let requested = ingress::accept_command(app, None, |id| BuildRequested {
+        build: BuildRef {
+            id,
+            repo: repo.name.clone(),
+            branch: gone.branch.clone(),
+            commit: last.commit.clone(),
+        },
+        clone_url: last.clone_url.clone(),
+        author: String::new(),
+        subject: format!("stop {} (branch {})", names.join(", "), gone.why),
+        kind: TriggerKind::Stop,
+        changed_paths: None,
+        reuse: None,
+    })
+    .await;
+    match requested {
+        Ok(id) => {
+            tracing::info!(build = %id, repo = %repo.name, branch = %gone.branch,
+                environments = ?names, why = %gone.why, "stopping environments");
+            Ok(Some((id, names)))
+        }
+        Err(error) => {
+            // Kept for the forge's retry of this delivery.
+            let _ = app
+                .store
+                .restore_environments(&repo.name, &gone.branch, &taken)
+                .await;
+            Err(error)
+        }
+    }
+}
