@@ -25,6 +25,7 @@ pub mod notify;
 pub mod payload;
 pub mod planner;
 pub mod promotion;
+pub mod resources;
 pub mod review;
 pub mod scheduler;
 pub mod slack;

@@ -10,8 +10,8 @@ use kiln_shared::spec::{SPEC_FILE, Trigger};
 use kiln_shared::wire::{BuildRequested, JobRequested};
 
 use crate::app::App;
-use crate::scheduler;
 use crate::store::BuildRecord;
+use crate::{resources, scheduler};
 
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
 /// stored and publishes only jobs still queued, which workers take at most once.
@@ -47,9 +47,7 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     let tasks = app.store.tasks(id, &plan).await?;
     for (task, stored) in plan.tasks.iter().zip(&tasks) {
         if stored.status == TaskStatus::Queued {
-            app.broker
-                .publish_job(&job(app, &record, task, stored.attempt).await?)
-                .await?;
+            resources::dispatch(app, &record, task, stored.attempt).await?;
         }
     }
     tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
@@ -162,6 +160,24 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
     };
     if let Some(reason) = refused {
         return Err((BuildStatus::Failed, reason));
+    }
+    let unknown_pool = plan.tasks.iter().find_map(|t| {
+        let pool = t.resources.iter().find(|name| {
+            app.config
+                .pool(name)
+                .is_none_or(|p| p.kind != crate::config::PoolKind::Static)
+        })?;
+        Some((t, pool))
+    });
+    if let Some((task, pool)) = unknown_pool {
+        return Err((
+            BuildStatus::Failed,
+            format!(
+                "step `{}` needs a slot of pool `{pool}`, which is not a static pool in Kiln's \
+                 configuration",
+                task.step
+            ),
+        ));
     }
     if plan.tasks.is_empty() {
         return Err((

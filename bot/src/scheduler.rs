@@ -18,9 +18,8 @@ use kiln_shared::wire::{
 };
 
 use crate::app::App;
-use crate::planner::job;
-use crate::review;
 use crate::store::{BuildRecord, now_ms};
+use crate::{resources, review};
 
 /// A task started: its build is running.
 pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Result<()> {
@@ -45,6 +44,10 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         tracing::warn!(build = %id, task = %event.task, "finished task is not in the plan; dropped");
         return Ok(());
     };
+    // Its slots go back whatever happens next, a cancelled build's too.
+    if !task.resources.is_empty() {
+        resources::release(app, &record, task, event.attempt).await?;
+    }
     if record.status.is_final() {
         // Ended meanwhile (cancelled): nothing more may start. (The one to finish it
         // announced it.)
@@ -75,9 +78,7 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         let stored = app.store.tasks(id, &plan).await?;
         for task in stored.iter().filter(|t| t.status == TaskStatus::Queued) {
             if let Some(planned) = plan.dependents(&event.task).find(|p| p.name == task.name) {
-                app.broker
-                    .publish_job(&job(app, &record, planned, task.attempt).await?)
-                    .await?;
+                resources::dispatch(app, &record, planned, task.attempt).await?;
             }
         }
         settled
@@ -160,9 +161,7 @@ async fn retry(
     // earlier delivery of this event may have died between the two.
     let stored = app.store.task(id, &task.name).await?;
     if stored.is_some_and(|t| t.status == TaskStatus::Queued && t.attempt == next) {
-        app.broker
-            .publish_job(&job(app, record, task, next).await?)
-            .await?;
+        resources::dispatch(app, record, task, next).await?;
     }
     Ok(())
 }

@@ -204,6 +204,19 @@ impl Keys {
         format!("{}:pool:{pool}:slots", self.prefix)
     }
 
+    /// The tasks waiting for a slot of a pool (list of JSON `{build, task, attempt}`).
+    pub fn pool_waiting(&self, pool: &str) -> String {
+        format!("{}:pool:{pool}:waiting", self.prefix)
+    }
+
+    /// The lease one attempt of a task holds in a pool (string: the lease id).
+    pub fn task_lease(&self, id: BuildId, task: &str, attempt: u32, pool: &str) -> String {
+        format!(
+            "{}:build:{id}:task:{task}:{attempt}:lease:{pool}",
+            self.prefix
+        )
+    }
+
     /// Every lease, by when it ends (sorted set of lease ids, scored in milliseconds).
     pub fn leases(&self) -> String {
         format!("{}:leases", self.prefix)

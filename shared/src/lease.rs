@@ -49,6 +49,22 @@ pub fn reminder_at(expires_ms: u64, length: Duration) -> u64 {
     expires_ms.saturating_sub(before)
 }
 
+/// The environment variable a task finds the host of its slot of `pool` in:
+/// `KILN_RESOURCE_DEVICE_LAB` for `device-lab`.
+pub fn resource_variable(pool: &str) -> String {
+    let name: String = pool
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("KILN_RESOURCE_{name}")
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -76,6 +92,12 @@ mod tests {
         assert_eq!(extended(0, 7 * h, 2 * HOUR, 8 * HOUR), (8 * h, true));
         // A lease already past its end is extended from now.
         assert_eq!(extended(5 * h, 4 * h, HOUR, 8 * HOUR), (6 * h, false));
+    }
+
+    #[test]
+    fn a_resource_is_an_environment_variable() {
+        assert_eq!(resource_variable("device-lab"), "KILN_RESOURCE_DEVICE_LAB");
+        assert_eq!(resource_variable("gpu.v2"), "KILN_RESOURCE_GPU_V2");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct PlannedTask {
     /// The step that stops that environment when the branch goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_stop: Option<String>,
+    /// Pools a slot of each of which the task holds while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 impl PlannedTask {
@@ -321,6 +324,7 @@ fn expand(
                 secrets: step.secrets.clone(),
                 environment: environment.clone(),
                 on_stop: step.on_stop.as_ref().map(|s| s.value.clone()),
+                resources: step.resources.clone(),
             });
         }
     }

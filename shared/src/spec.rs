@@ -190,6 +190,11 @@ pub struct Step {
     /// request closed.
     #[serde(default)]
     pub environment: Option<String>,
+    /// Pools (in the bot's configuration) a slot of each of which the step's tasks hold while
+    /// they run, e.g. `[device-lab]`: a task waits for free slots rather than fail, and gets
+    /// each slot's host as `KILN_RESOURCE_<POOL>` (`DEVICE_LAB`).
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// The step that stops the environment: it runs in a build of its own, at the commit
     /// last deployed, when the branch goes; never in other builds.
     #[serde(default)]
@@ -659,6 +664,14 @@ impl Spec {
             }
             if environment.trim().is_empty() {
                 return here(format!("step `{name}` names an empty environment"));
+            }
+        }
+        for (i, pool) in step.resources.iter().enumerate() {
+            if !crate::command::is_name(pool) || step.resources[..i].contains(pool) {
+                return here(format!(
+                    "step `{name}`: resource `{pool}` must be a pool's name (letters, digits, \
+                     `-`, `_`, `.`), listed once"
+                ));
             }
         }
         let stops = self.stop_steps();

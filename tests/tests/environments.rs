@@ -3,6 +3,7 @@
 //! the reaper removes it when its lease ends.
 
 use bollard::Docker;
+use kiln_tests::forge::TestRepo;
 use kiln_tests::services::containers_named;
 use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
 
@@ -16,6 +17,7 @@ const TOKENS: [&str; 4] = [
 fn config() -> String {
     let mut text = format!(
         "[[pool]]\nname = \"device-lab\"\nkind = \"static\"\nhosts = [\"lab-1.test\", \"lab-2.test\"]\n\
+         [[pool]]\nname = \"bench\"\nkind = \"static\"\nhosts = [\"bench-1.test\"]\n\
          [[pool]]\nname = \"review\"\nkind = \"docker\"\nimage = \"{TEST_IMAGE}\"\ncapacity = 1\n\
          command = [\"httpd\", \"-f\", \"-p\", \"8000\", \"-h\", \"/etc\"]\nports = [8000]\ndefault_ttl = \"30m\"\nmax_ttl = \"1h\"\n"
     );
@@ -90,7 +92,10 @@ async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
     assert!(reply.contains("lab-1.test"), "{reply}");
     let (status, reply) = command(&kiln, TOKENS[0], "env request nowhere").await;
     assert_eq!(status, 422, "{reply}");
-    assert!(reply.contains("the pools: device-lab, review"), "{reply}");
+    assert!(
+        reply.contains("the pools: device-lab, bench, review"),
+        "{reply}"
+    );
     kiln.stop().await;
 }
 
@@ -123,6 +128,68 @@ async fn a_lease_that_ends_while_the_bot_is_down_is_reaped_when_it_is_back() {
     assert!(
         listed.contains("Pool `review` (docker): 0 of 1 taken"),
         "{listed}"
+    );
+    kiln.stop().await;
+}
+
+/// `<word> <seconds>` in a task's log, as its commands printed it.
+fn moment(log: &str, word: &str) -> u64 {
+    log.lines()
+        .find_map(|line| line.split_once(&format!("{word} "))?.1.trim().parse().ok())
+        .unwrap_or_else(|| panic!("`{word}` in the log:\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_that_need_the_same_device_take_turns() {
+    let kiln = Kiln::start(&config()).await;
+    let repo = TestRepo::new();
+    let step = format!(
+        "    image: {TEST_IMAGE}\n    resources: [bench]\n    \
+         run: ['echo \"on $KILN_RESOURCE_BENCH\"', 'echo \"from $(date +%s)\"', \
+         'sleep 2', 'echo \"until $(date +%s)\"']\n"
+    );
+    // One bench, two tasks a worker would run side by side: one waits for the other.
+    let spec = format!("steps:\n  a:\n{step}  b:\n{step}");
+    let commit = repo.commit("master", "Use the lab", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-lab").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let mut spans = Vec::new();
+    for task in ["a", "b"] {
+        let log = kiln.task_log(id, task).await;
+        assert!(log.contains("on bench-1.test"), "{log}");
+        spans.push((moment(&log, "from"), moment(&log, "until")));
+    }
+    spans.sort();
+    assert!(
+        spans[1].0 >= spans[0].1,
+        "the second started after the first ended: {spans:?}"
+    );
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `bench` (static): 0 of 1 taken"),
+        "{listed}"
+    );
+
+    let spec = format!(
+        "steps:\n  a:\n    image: {TEST_IMAGE}\n    resources: [nowhere]\n    run: 'true'\n"
+    );
+    let commit = repo.commit(
+        "master",
+        "Use a pool that is not there",
+        &[(".kiln.yml", &spec)],
+    );
+    let id = kiln
+        .push(&repo, "master", &commit, "delivery-nowhere")
+        .await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    assert!(
+        build["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pool `nowhere`"),
+        "{build:#}"
     );
     kiln.stop().await;
 }

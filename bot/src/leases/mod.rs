@@ -296,6 +296,17 @@ async fn reap_once(app: &App) -> anyhow::Result<()> {
             tracing::warn!(lease = %lease.id, error = format!("{error:#}"), "cannot reap a lease");
         }
     }
+    // Tasks waiting for slots: some may have come free (a lease released or expired).
+    for pool in app
+        .config
+        .pools
+        .iter()
+        .filter(|p| p.kind == PoolKind::Static)
+    {
+        if let Err(error) = crate::resources::wake(app, &pool.name).await {
+            tracing::warn!(pool = %pool.name, error = format!("{error:#}"), "cannot hand out slots");
+        }
+    }
     // Containers whose lease is gone: released while starting, or whose removal failed.
     if let Some(containers) = &app.containers {
         for (id, name) in containers.leased().await? {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use kiln_shared::build::BuildId;
 use kiln_shared::lease::LeaseId;
 use redis::{AsyncCommands, RedisResult, Script};
 
@@ -230,6 +231,87 @@ impl Store {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(ended == 1)
+    }
+}
+
+/// A task attempt waiting for a slot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Waiting {
+    pub build: BuildId,
+    pub task: String,
+    pub attempt: u32,
+}
+
+impl Store {
+    /// The lease a task attempt holds in `pool`, if it holds one.
+    pub async fn task_lease(
+        &self,
+        waiting: &Waiting,
+        pool: &str,
+    ) -> RedisResult<Option<LeaseRecord>> {
+        let key = self
+            .keys
+            .task_lease(waiting.build, &waiting.task, waiting.attempt, pool);
+        let id: Option<u64> = self.conn.clone().get(&key).await?;
+        match id {
+            Some(id) => self.lease(LeaseId(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that a task attempt holds `lease`, until `until_ms` at the latest.
+    pub async fn hold_task_lease(
+        &self,
+        waiting: &Waiting,
+        lease: &LeaseRecord,
+        until_ms: u64,
+    ) -> RedisResult<()> {
+        let key = self
+            .keys
+            .task_lease(waiting.build, &waiting.task, waiting.attempt, &lease.pool);
+        let _: () = redis::pipe()
+            .set(&key, lease.id.0)
+            .ignore()
+            .pexpire_at(&key, i64::try_from(until_ms).unwrap_or(i64::MAX))
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets which lease a task attempt holds in `pool`.
+    pub async fn drop_task_lease(&self, waiting: &Waiting, pool: &str) -> RedisResult<()> {
+        let key = self
+            .keys
+            .task_lease(waiting.build, &waiting.task, waiting.attempt, pool);
+        let _: usize = self.conn.clone().del(key).await?;
+        Ok(())
+    }
+
+    /// Puts a task attempt in line for a slot of `pool`.
+    pub async fn wait_for_slot(&self, pool: &str, waiting: &Waiting) -> RedisResult<()> {
+        let json = serde_json::to_string(waiting).unwrap_or_default();
+        let _: usize = self
+            .conn
+            .clone()
+            .rpush(self.keys.pool_waiting(pool), json)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes every task attempt waiting for a slot of `pool`, in the order they came.
+    pub async fn take_waiting(&self, pool: &str) -> RedisResult<Vec<Waiting>> {
+        let key = self.keys.pool_waiting(pool);
+        let (all, _): (Vec<String>, usize) = redis::pipe()
+            .atomic()
+            .lrange(&key, 0, -1)
+            .del(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect())
     }
 }
 

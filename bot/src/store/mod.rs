@@ -10,7 +10,7 @@ mod lease;
 mod promotion;
 
 pub use environment::Deployed;
-pub use lease::LeaseRecord;
+pub use lease::{LeaseRecord, Waiting};
 pub use promotion::{Approval, Approved, PromotionRecord};
 
 use std::collections::HashMap;

@@ -1,0 +1,174 @@
+//! Resources: a task whose step names pools (`resources: [device-lab]`) holds a slot of each
+//! while it runs. Its job is published only once it has them all; until then it waits in
+//! line, and is tried again whenever a slot of the pool it waits for may have come free (a
+//! task ended, and every pass of the leases' reaper, which also catches slots freed by
+//! `env release` or an expiry).
+//!
+//! A task's slots are leases like people's, held by `build #N task T`, lasting its timeout
+//! and a margin, so a lost task cannot hold them for ever.
+
+use std::time::Duration;
+
+use kiln_shared::build::TaskStatus;
+use kiln_shared::lease::{LeaseId, resource_variable};
+use kiln_shared::plan::PlannedTask;
+
+use crate::app::App;
+use crate::config::{Pool, PoolKind};
+use crate::planner::job;
+use crate::store::{BuildRecord, LeaseRecord, Waiting, now_ms};
+
+/// How long past its timeout a task's slot is held: time to check out, build its image, and
+/// for its end to be heard.
+const SLOT_MARGIN: Duration = Duration::from_secs(30 * 60);
+
+/// Publishes the job of `task`'s attempt `attempt`, once it holds a slot of each of its
+/// resources; otherwise puts it in line for the first pool that has none free.
+pub async fn dispatch(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let mut job = job(app, record, task, attempt).await?;
+    let attempt = Waiting {
+        build: record.build.id,
+        task: task.name.clone(),
+        attempt,
+    };
+    let mut held = Vec::new();
+    for name in &task.resources {
+        let pool = app.config.pool(name).filter(|p| p.kind == PoolKind::Static);
+        let Some(pool) = pool else {
+            // The planner refuses such a plan; a pool gone from the configuration since
+            // then cannot be waited for.
+            anyhow::bail!("pool `{name}` of task `{}` is not a static pool", task.name);
+        };
+        match slot(app, pool, &attempt, task.timeout_secs).await? {
+            Some(lease) => held.push((pool, lease)),
+            None => {
+                // All or none: what was taken goes back, so two tasks never hold half each.
+                for (pool, lease) in &held {
+                    app.store.end_lease(lease, None).await?;
+                    app.store.drop_task_lease(&attempt, &pool.name).await?;
+                }
+                app.store.wait_for_slot(name, &attempt).await?;
+                tracing::info!(build = %record.build.id, task = %task.name, pool = %name,
+                    "task waits for a slot");
+                return Ok(());
+            }
+        }
+    }
+    for (pool, lease) in &held {
+        let host = pool
+            .hosts
+            .get(lease.slot as usize)
+            .cloned()
+            .unwrap_or_default();
+        job.env.insert(resource_variable(&pool.name), host);
+    }
+    app.broker.publish_job(&job).await?;
+    Ok(())
+}
+
+/// The slot `attempt` holds in `pool`, taking one if it holds none; `None` when every slot
+/// is taken.
+async fn slot(
+    app: &App,
+    pool: &Pool,
+    attempt: &Waiting,
+    timeout_secs: u64,
+) -> anyhow::Result<Option<LeaseRecord>> {
+    if let Some(lease) = app.store.task_lease(attempt, &pool.name).await? {
+        return Ok(Some(lease));
+    }
+    let now = now_ms();
+    let length = Duration::from_secs(timeout_secs) + SLOT_MARGIN;
+    let expires_ms = now + u64::try_from(length.as_millis()).unwrap_or(u64::MAX / 2);
+    let asked = LeaseRecord {
+        id: LeaseId(0),
+        pool: pool.name.clone(),
+        slot: 0,
+        holder: format!("build:{}", attempt.build),
+        holder_name: format!("build #{} task {}", attempt.build, attempt.task),
+        channel: None,
+        branch: None,
+        started_ms: now,
+        expires_ms,
+        remind_ms: 0,
+        details: String::new(),
+        container: false,
+    };
+    let Some(mut lease) = app.store.take_slot(&asked, pool.capacity()).await? else {
+        return Ok(None);
+    };
+    lease.details = pool
+        .hosts
+        .get(lease.slot as usize)
+        .cloned()
+        .unwrap_or_default();
+    app.store.lease_details(lease.id, &lease.details).await?;
+    app.store
+        .hold_task_lease(attempt, &lease, expires_ms)
+        .await?;
+    Ok(Some(lease))
+}
+
+/// Gives back the slots attempt `attempt` of `task` held, and lets the tasks waiting for
+/// those pools try again.
+pub async fn release(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let attempt = Waiting {
+        build: record.build.id,
+        task: task.name.clone(),
+        attempt,
+    };
+    for pool in &task.resources {
+        if let Some(lease) = app.store.task_lease(&attempt, pool).await? {
+            app.store.end_lease(&lease, None).await?;
+        }
+        app.store.drop_task_lease(&attempt, pool).await?;
+    }
+    for pool in &task.resources {
+        wake(app, pool).await?;
+    }
+    Ok(())
+}
+
+/// Tries again every task waiting for a slot of `pool`; those that still find none go back
+/// in line. A task no longer queued (its build cancelled, say) leaves the line.
+pub async fn wake(app: &App, pool: &str) -> anyhow::Result<()> {
+    let line = app.store.take_waiting(pool).await?;
+    for (i, waiting) in line.iter().enumerate() {
+        if let Err(error) = try_again(app, waiting).await {
+            // Back in line, this one and those after it, for the next pass.
+            for left in &line[i..] {
+                let _ = app.store.wait_for_slot(pool, left).await;
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+async fn try_again(app: &App, waiting: &Waiting) -> anyhow::Result<()> {
+    let Some(record) = app.store.build(waiting.build).await? else {
+        return Ok(());
+    };
+    let Some(task) = record.plan.as_ref().and_then(|p| p.task(&waiting.task)) else {
+        return Ok(());
+    };
+    let queued = app
+        .store
+        .task(waiting.build, &waiting.task)
+        .await?
+        .is_some_and(|t| t.status == TaskStatus::Queued && t.attempt == waiting.attempt);
+    if queued && !record.status.is_final() {
+        dispatch(app, &record, task, waiting.attempt).await?;
+    }
+    Ok(())
+}
