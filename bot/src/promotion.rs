@@ -14,6 +14,7 @@ use kiln_shared::promotion::{
     passing_build, rollback_target,
 };
 use kiln_shared::trigger::TriggerKind;
+use kiln_shared::view::PromotionMessage;
 use kiln_shared::wire::{BuildRef, BuildRequested};
 
 use crate::app::App;
@@ -21,6 +22,7 @@ use crate::commands::{Actor, Reply, clone_url_of};
 use crate::config::Promote;
 use crate::ingress;
 use crate::mirror::Pushed;
+use crate::notify::{Buttons, Chat};
 use crate::store::{Approved, BuildRecord, PromotionRecord};
 
 /// Builds a promotion looks back over, newest first, for the ones of a commit.
@@ -101,6 +103,7 @@ pub async fn promote(
         detail: None,
         started: None,
         approvals: Vec::new(),
+        card: None,
     };
     if let Err(holder) = app
         .store
@@ -112,6 +115,7 @@ pub async fn promote(
         return Ok(refuse(app, actor, name, gates, about, &refusal).await);
     }
     announce(app, event(&record, "requested", Some(actor.id), 0)).await;
+    show(app, record.id).await;
     if gates.approvals == 0 {
         if !app.store.start_pushing(record.id).await? {
             return Ok(Reply::invalid(format!(
@@ -169,6 +173,7 @@ pub async fn approve(app: &App, actor: Actor<'_>, id: PromotionId) -> anyhow::Re
         ))),
         Approved::Lapsed => {
             announce(app, event(&record, "lapsed", None, 0)).await;
+            show(app, id).await;
             Ok(Reply::invalid(format!(
                 "Promotion #{id} lapsed: it went {} without an approval. `promote {}` asks again.",
                 humantime::format_duration(gates.approval_ttl),
@@ -177,6 +182,7 @@ pub async fn approve(app: &App, actor: Actor<'_>, id: PromotionId) -> anyhow::Re
         }
         Approved::Counted(count) => {
             announce(app, event(&record, "approved", Some(actor.id), count)).await;
+            show(app, id).await;
             Ok(Reply::done(format!(
                 "Promotion #{id} approved by {}: {count} of {} approval(s).",
                 actor.name, record.required
@@ -364,6 +370,7 @@ async fn push(
         failed.reason = Some(why);
         announce(app, failed).await;
     }
+    show(app, record.id).await;
     pushed
 }
 
@@ -590,6 +597,72 @@ fn event(
 async fn announce(app: &App, event: PromotionEvent) {
     if let Err(error) = app.broker.publish_promotion(&event).await {
         tracing::error!(%error, key = %event.routing_key(), "cannot publish a promotion event");
+    }
+}
+
+/// Posts the promotion's card in the channel it was asked in, or brings it up to date:
+/// who approved, how it ended, an Approve button while it waits. Chat being down holds up
+/// no promotion: the failure is logged.
+async fn show(app: &App, id: PromotionId) {
+    if let Err(error) = show_now(app, id).await {
+        tracing::warn!(promotion = %id, error = format!("{error:#}"), "cannot show a promotion's card");
+    }
+}
+
+async fn show_now(app: &App, id: PromotionId) -> anyhow::Result<()> {
+    let Some(record) = app.store.promotion(id).await? else {
+        return Ok(());
+    };
+    let Some(channel) = record.channel.as_deref().filter(|c| app.chat.can_post(c)) else {
+        return Ok(());
+    };
+    let Some(dialect) = Chat::dialect(channel) else {
+        return Ok(());
+    };
+    let build_url = format!(
+        "{}/builds/{}",
+        app.config.public_url.trim_end_matches('/'),
+        record.build
+    );
+    let awaiting = record.status == PromotionStatus::AwaitingApproval;
+    let message = PromotionMessage {
+        id: id.0,
+        repo: record.repo.clone(),
+        branch: record.to.clone(),
+        short_commit: short(Some(&record.commit)),
+        rollback: record.rollback,
+        build_id: record.build.0,
+        build_url: build_url.clone(),
+        requester: record.requester_name.clone(),
+        approvers: record.approvals.iter().map(|a| a.name.clone()).collect(),
+        required: record.required,
+        status: record.status.to_string(),
+        icon: match record.status {
+            PromotionStatus::AwaitingApproval => "⏳",
+            PromotionStatus::Pushing => "🔄",
+            PromotionStatus::Promoted => "✅",
+            PromotionStatus::Rejected | PromotionStatus::Failed => "❌",
+            PromotionStatus::Lapsed => "⌛",
+        },
+        detail: record.detail.clone(),
+        started: record.started.map(|b| b.0),
+    };
+    let text = app.templates.promotion(dialect, &message)?;
+    let buttons = Buttons {
+        commands: if awaiting {
+            vec![("Approve", format!("approve {id}"))]
+        } else {
+            Vec::new()
+        },
+        link: ("Build", build_url),
+    };
+    match &record.card {
+        Some(card) => app.chat.edit(channel, card, &text, Some(&buttons)).await,
+        None => {
+            let card = app.chat.post(channel, &text, Some(&buttons), None).await?;
+            app.store.promotion_card(id, &card).await?;
+            Ok(())
+        }
     }
 }
 

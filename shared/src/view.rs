@@ -22,6 +22,31 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// What chat says of a promotion: its card, edited as approvals come and when it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromotionMessage {
+    pub id: u64,
+    pub repo: String,
+    /// The branch moved, and the commit it is moved to (short).
+    pub branch: String,
+    pub short_commit: String,
+    pub rollback: bool,
+    /// The build that passed the commit, and its page.
+    pub build_id: u64,
+    pub build_url: String,
+    pub requester: String,
+    /// Who approved so far, and how many approvals it needs.
+    pub approvers: Vec<String>,
+    pub required: u32,
+    /// `awaiting approval`, `promoted`, `rejected`, …
+    pub status: String,
+    pub icon: &'static str,
+    /// Why it was rejected or failed.
+    pub detail: Option<String>,
+    /// The build the move started.
+    pub started: Option<u64>,
+}
+
 /// What chat says of a build: its card, edited in place as it runs, and the notification
 /// of its failure.
 #[derive(Debug, Clone, Serialize)]

@@ -2,10 +2,14 @@
 //! `promote` picks a passed commit of `master`, approvals come from others, `production` moves
 //! by a real `git push` (fast-forward only), the move is built, and every step is an event.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_bot::slack::signature::sign;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_tests::events::{next_message, subscribe};
 use kiln_tests::forge::{TestRepo, push_payload};
-use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-0123456789ab";
@@ -260,5 +264,99 @@ async fn promotions_are_refused_with_the_reason() {
     let (status, reply) = command(&kiln, ALICE, "promote other/repo").await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("Kiln does not build other/repo"), "{reply}");
+    kiln.stop().await;
+}
+
+const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
+
+/// Posts `body` to the bot's `path` as Slack would, signed now.
+async fn from_slack(kiln: &Kiln, path: &str, body: &str) -> u16 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    kiln.http
+        .post(kiln.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            sign(SIGNING_SECRET.as_bytes(), now, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the bot answers")
+        .status()
+        .as_u16()
+}
+
+/// The promotion's card in Slack channel C1 once `done` holds of its text.
+async fn card(slack: &FakeSlack, what: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
+    wait_for(what, E2E_TIMEOUT, || async {
+        slack.channel("C1").into_iter().find(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("promotion #1") && done(t))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_card_in_slack_is_approved_with_its_button() {
+    let slack = FakeSlack::start().await;
+    let config = kiln_tests::config(&format!(
+        "[repository.promote]\napprovals = 1\napprovers = [\"slack:UBOB\"]\n\
+         [slack]\nsigning_secret = \"{SIGNING_SECRET}\"\nbot_token = \"{BOT_TOKEN}\"\n\
+         api_url = \"{}\"\n[[permission]]\nusers = [\"slack:UALICE\"]\ncommands = [\"promote\"]\n",
+        slack.api_url()
+    ));
+    let kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let commit = built(&kiln, &repo, "master", "echo ok", "passed").await;
+
+    let asked = slash_command(
+        "UALICE",
+        "alice",
+        "promote acme/api",
+        &slack.response_url(1),
+    );
+    assert_eq!(from_slack(&kiln, "/slack/commands", &asked).await, 200);
+    let shown = card(&slack, "the promotion's card", |t| {
+        t.contains("*awaiting approval*")
+    })
+    .await;
+    let text = shown["text"].as_str().unwrap_or_default();
+    assert!(text.contains(&format!("to `{}`", &commit[..8])), "{text}");
+    assert!(
+        text.contains("asked for by alice; 0 of 1 approval(s)"),
+        "{text}"
+    );
+    let actions = &shown["blocks"][1]["elements"];
+    assert_eq!(actions[0]["value"], "approve 1", "{actions:#}");
+
+    // Alice may not approve her own promotion, button or not.
+    let click = block_action("UALICE", "approve 1", &slack.response_url(2));
+    assert_eq!(from_slack(&kiln, "/slack/actions", &click).await, 200);
+    wait_for("Alice's refusal", E2E_TIMEOUT, || async {
+        slack
+            .answers()
+            .iter()
+            .any(|a| a.to_string().contains("other than the one who asked"))
+            .then_some(())
+    })
+    .await;
+    let click = block_action("UBOB", "approve 1", &slack.response_url(3));
+    assert_eq!(from_slack(&kiln, "/slack/actions", &click).await, 200);
+    let shown = card(&slack, "the promoted card", |t| t.contains("*promoted*")).await;
+    let text = shown["text"].as_str().unwrap_or_default();
+    assert!(text.contains("1 of 1 approval(s): ubob"), "{text}");
+    assert!(text.contains("runs production now"), "{text}");
+    assert_eq!(
+        shown["blocks"][1]["elements"].as_array().map(Vec::len),
+        Some(1),
+        "no Approve button once it has ended"
+    );
+    assert_eq!(repo.head("production").as_deref(), Some(commit.as_str()));
     kiln.stop().await;
 }

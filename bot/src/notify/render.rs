@@ -1,6 +1,6 @@
 //! Chat messages rendered by tera: one `Tera` per dialect, each escaping user text its own way.
 
-use kiln_shared::view::BuildMessage;
+use kiln_shared::view::{BuildMessage, PromotionMessage};
 use tera::{Context, Tera};
 
 use crate::slack;
@@ -72,8 +72,7 @@ fn escape_forge(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()
 fn dialect(
     suffix: &'static str,
     escape: fn(&str, &mut dyn std::io::Write) -> std::io::Result<()>,
-    card: &str,
-    failed: &str,
+    [card, failed, promotion]: [&str; 3],
 ) -> tera::TeraResult<Tera> {
     let mut tera = Tera::new();
     tera.autoescape_on([suffix]);
@@ -81,6 +80,7 @@ fn dialect(
     tera.add_raw_templates([
         (format!("build{suffix}"), card),
         (format!("build_failed{suffix}"), failed),
+        (format!("promotion{suffix}"), promotion),
     ])?;
     Ok(tera)
 }
@@ -93,20 +93,29 @@ impl Templates {
             discord: dialect(
                 ".discord.md",
                 escape_discord,
-                include_str!("../../templates/discord/build.discord.md"),
-                include_str!("../../templates/discord/build_failed.discord.md"),
+                [
+                    include_str!("../../templates/discord/build.discord.md"),
+                    include_str!("../../templates/discord/build_failed.discord.md"),
+                    include_str!("../../templates/discord/promotion.discord.md"),
+                ],
             )?,
             slack: dialect(
                 ".slack.md",
                 escape_slack,
-                include_str!("../../templates/slack/build.slack.md"),
-                include_str!("../../templates/slack/build_failed.slack.md"),
+                [
+                    include_str!("../../templates/slack/build.slack.md"),
+                    include_str!("../../templates/slack/build_failed.slack.md"),
+                    include_str!("../../templates/slack/promotion.slack.md"),
+                ],
             )?,
             forge: dialect(
                 ".forge.md",
                 escape_forge,
-                include_str!("../../templates/forge/build.forge.md"),
-                include_str!("../../templates/forge/build_failed.forge.md"),
+                [
+                    include_str!("../../templates/forge/build.forge.md"),
+                    include_str!("../../templates/forge/build_failed.forge.md"),
+                    include_str!("../../templates/forge/promotion.forge.md"),
+                ],
             )?,
             html: {
                 // tera escapes `.html` templates for HTML by default.
@@ -142,11 +151,20 @@ impl Templates {
         self.render(dialect, "build_failed", message)
     }
 
+    /// A promotion's card.
+    pub fn promotion(
+        &self,
+        dialect: Dialect,
+        message: &PromotionMessage,
+    ) -> tera::TeraResult<String> {
+        self.render(dialect, "promotion", message)
+    }
+
     fn render(
         &self,
         dialect: Dialect,
         name: &str,
-        message: &BuildMessage,
+        message: &impl serde::Serialize,
     ) -> tera::TeraResult<String> {
         let (tera, suffix) = match dialect {
             Dialect::Discord => (&self.discord, ".discord.md"),
@@ -481,6 +499,53 @@ mod tests {
         assertion failed: 2 == 3
         ```
         <http://kiln.test/builds/42|Build #42>
+        ");
+    }
+
+    fn promotion(status: &str) -> PromotionMessage {
+        PromotionMessage {
+            id: 3,
+            repo: "acme/api".into(),
+            branch: "production".into(),
+            short_commit: "0d1a26e6".into(),
+            rollback: false,
+            build_id: 42,
+            build_url: "http://kiln.test/builds/42".into(),
+            requester: "alice <!here> @everyone".into(),
+            approvers: vec!["bob".into()],
+            required: 2,
+            status: status.into(),
+            icon: "⏳",
+            detail: None,
+            started: None,
+        }
+    }
+
+    #[test]
+    fn promotion_cards() {
+        let templates = Templates::new().expect("compiles");
+        let render = |dialect, message: &PromotionMessage| {
+            shown(templates.promotion(dialect, message).expect("renders"))
+        };
+        insta::assert_snapshot!(render(Dialect::Slack, &promotion("awaiting approval")), @"
+        ⏳ *acme/api*: promotion #3 of `production` to `0d1a26e6` *awaiting approval*
+        Build #42 passed; asked for by alice &lt;!here&gt; @everyone; 1 of 2 approval(s): bob
+        `approve 3`, or the button below.
+        ");
+        let mut promoted = promotion("promoted");
+        promoted.approvers.push("carol".into());
+        promoted.started = Some(43);
+        insta::assert_snapshot!(render(Dialect::Discord, &promoted), @r"
+        ⏳ **acme/api**: promotion #3 of production to 0d1a26e6 **promoted**
+        Build #42 passed; asked for by alice \<!here\> @{ZWSP}everyone; 2 of 2 approval(s): bob, carol
+        Build #43 runs production now.
+        ");
+        let mut rejected = promotion("rejected");
+        rejected.detail = Some("`production` moved".into());
+        insta::assert_snapshot!(render(Dialect::Forge, &rejected), @r"
+        ⏳ **acme/api**: promotion #3 of production to 0d1a26e6 **rejected**
+        Build #42 passed; asked for by alice &lt;\!here&gt; @{ZWSP}everyone; 1 of 2 approval(s): bob
+        \`production\` moved
         ");
     }
 }

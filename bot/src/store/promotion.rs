@@ -108,6 +108,8 @@ pub struct PromotionRecord {
     /// The build the move started.
     pub started: Option<BuildId>,
     pub approvals: Vec<Approval>,
+    /// Its card's message in `channel`, once posted.
+    pub card: Option<String>,
 }
 
 /// What came of an approval.
@@ -172,6 +174,16 @@ impl Store {
         Ok(holder.map_or(Ok(()), |id| Err(PromotionId(id))))
     }
 
+    /// Notes the message that is a promotion's card.
+    pub async fn promotion_card(&self, id: PromotionId, message: &str) -> RedisResult<()> {
+        let _: usize = self
+            .conn
+            .clone()
+            .hset(self.keys.promotion(id), "card", message)
+            .await?;
+        Ok(())
+    }
+
     /// The promotion in flight in `repo`, if one is.
     pub async fn promoting(&self, repo: &str) -> RedisResult<Option<PromotionId>> {
         let id: Option<u64> = self.conn.clone().get(self.keys.promoting(repo)).await?;
@@ -218,6 +230,7 @@ impl Store {
             status,
             detail: optional(take("detail")),
             started: take("started").parse().ok().map(BuildId),
+            card: optional(take("card")),
             approvals,
         }))
     }
