@@ -43,11 +43,15 @@ pub fn extended(now_ms: u64, expires_ms: u64, by: Duration, max: Duration) -> (u
 }
 
 /// When the holder of a lease of `length` ending at `expires_ms` is reminded: ten minutes
-/// before the end, or a tenth of a short lease before it.
+/// before the end, or a tenth of a short lease before it, but at least [`REMINDER_LEAD`]
+/// before (so a reaper that looks every few seconds does not miss it).
 pub fn reminder_at(expires_ms: u64, length: Duration) -> u64 {
-    let before = millis(length / 10).min(10 * 60 * 1000);
+    let before = millis(length / 10).clamp(millis(REMINDER_LEAD), 10 * 60 * 1000);
     expires_ms.saturating_sub(before)
 }
+
+/// The least time before its end that a lease's holder is reminded.
+pub const REMINDER_LEAD: Duration = Duration::from_secs(5);
 
 /// The environment variable a task finds the host of its slot of `pool` in:
 /// `KILN_RESOURCE_DEVICE_LAB` for `device-lab`.
@@ -103,6 +107,7 @@ mod tests {
     #[test]
     fn reminders_come_before_the_end() {
         assert_eq!(reminder_at(100 * 60_000, 2 * HOUR), 90 * 60_000);
-        assert_eq!(reminder_at(60_000, Duration::from_secs(60)), 54_000);
+        assert_eq!(reminder_at(600_000, Duration::from_secs(600)), 540_000);
+        assert_eq!(reminder_at(60_000, Duration::from_secs(10)), 55_000);
     }
 }

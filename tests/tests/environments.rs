@@ -2,9 +2,13 @@
 //! never given twice, a `docker` pool's environment is a container reachable on loopback, and
 //! the reaper removes it when its lease ends.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bollard::Docker;
+use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
 use kiln_tests::services::containers_named;
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, slash_command};
 use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
 
 const TOKENS: [&str; 4] = [
@@ -253,5 +257,76 @@ async fn a_docker_environment_is_reachable_then_reaped_when_its_lease_ends() {
     let (status, reply) = command(&kiln, TOKENS[1], "env release 2").await;
     assert_eq!(status, 200, "{reply}");
     assert!(containers_named(&docker, &containers).await.is_empty());
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_asked_for_in_slack_is_answered_privately_and_its_channel_reminded() {
+    const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
+    let slack = FakeSlack::start().await;
+    let config = format!(
+        "{}[slack]\nsigning_secret = \"{SIGNING_SECRET}\"\nbot_token = \"{BOT_TOKEN}\"\n\
+         api_url = \"{}\"\n[[permission]]\nusers = [\"slack:UALICE\"]\ncommands = [\"env\"]\n",
+        config(),
+        slack.api_url()
+    );
+    let kiln = Kiln::start(&config).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let asked = slash_command(
+        "UALICE",
+        "alice",
+        "env request device-lab for 10s",
+        &slack.response_url(1),
+    );
+    let status = kiln
+        .http
+        .post(kiln.url("/slack/commands"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            sign(SIGNING_SECRET.as_bytes(), now, asked.as_bytes()),
+        )
+        .body(asked)
+        .send()
+        .await
+        .expect("the bot answers")
+        .status();
+    assert_eq!(status, 200);
+    let answer = wait_for("the private answer", E2E_TIMEOUT, || async {
+        slack
+            .answers()
+            .into_iter()
+            .find(|a| a.to_string().contains("Lease #1"))
+    })
+    .await;
+    assert!(answer.to_string().contains("lab-1.test"), "{answer}");
+    assert_eq!(answer["response_type"], "ephemeral", "{answer}");
+    // A tenth of the lease before its end, then its end, in the channel it was asked in.
+    let said = |needle: &'static str| {
+        let slack = &slack;
+        async move {
+            slack
+                .channel("C1")
+                .into_iter()
+                .find(|m| m["text"].as_str().is_some_and(|t| t.contains(needle)))
+        }
+    };
+    let reminder = wait_for("the reminder", E2E_TIMEOUT, || said("`env extend 1`")).await;
+    assert!(
+        reminder["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("alice: lease #1"),
+        "{reminder}"
+    );
+    wait_for("the end", E2E_TIMEOUT, || said("has ended")).await;
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `device-lab` (static): 0 of 2 taken"),
+        "{listed}"
+    );
     kiln.stop().await;
 }

@@ -23,7 +23,7 @@ use crate::commands::{Actor, Reply};
 use crate::config::{Pool, PoolKind};
 use crate::store::{LeaseRecord, now_ms};
 
-/// How often the reaper looks at the leases.
+/// How often the reaper looks at the leases: well within [`kiln_shared::lease::REMINDER_LEAD`].
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// The branch a `docker` pool's image is of, when none is asked for.
