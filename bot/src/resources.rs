@@ -79,12 +79,8 @@ async fn slot(
     attempt: &Waiting,
     timeout_secs: u64,
 ) -> anyhow::Result<Option<LeaseRecord>> {
-    if let Some(lease) = app.store.task_lease(attempt, &pool.name).await? {
-        return Ok(Some(lease));
-    }
     let now = now_ms();
-    let length = Duration::from_secs(timeout_secs) + SLOT_MARGIN;
-    let expires_ms = now + u64::try_from(length.as_millis()).unwrap_or(u64::MAX / 2);
+    let expires_ms = now + held_for(timeout_secs);
     let asked = LeaseRecord {
         id: LeaseId(0),
         pool: pool.name.clone(),
@@ -99,18 +95,23 @@ async fn slot(
         details: String::new(),
         container: false,
     };
-    let Some(mut lease) = app.store.take_slot(&asked, pool.capacity()).await? else {
+    // The slot this attempt holds already, if it holds one (a redelivered event, two
+    // wakes at once), else a new one.
+    let Some(mut lease) = app
+        .store
+        .take_slot(&asked, pool.capacity(), Some(attempt))
+        .await?
+    else {
         return Ok(None);
     };
-    lease.details = pool
-        .hosts
-        .get(lease.slot as usize)
-        .cloned()
-        .unwrap_or_default();
-    app.store.lease_details(lease.id, &lease.details).await?;
-    app.store
-        .hold_task_lease(attempt, &lease, expires_ms)
-        .await?;
+    if lease.details.is_empty() {
+        lease.details = pool
+            .hosts
+            .get(lease.slot as usize)
+            .cloned()
+            .unwrap_or_default();
+        app.store.lease_details(lease.id, &lease.details).await?;
+    }
     Ok(Some(lease))
 }
 
@@ -134,22 +135,52 @@ pub async fn release(
         app.store.drop_task_lease(&attempt, pool).await?;
     }
     for pool in &task.resources {
-        wake(app, pool).await?;
+        if let Err(error) = wake(app, pool).await {
+            tracing::warn!(pool, error = format!("{error:#}"), "cannot hand out slots");
+        }
     }
     Ok(())
+}
+
+/// Holds the slots of a task that has just started for as long as it may run from now.
+pub async fn started(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let attempt = Waiting {
+        build: record.build.id,
+        task: task.name.clone(),
+        attempt,
+    };
+    let until = now_ms() + held_for(task.timeout_secs);
+    for pool in &task.resources {
+        if let Some(lease) = app.store.task_lease(&attempt, pool).await? {
+            let until = until.max(lease.expires_ms);
+            app.store.extend_lease(lease.id, until, 0).await?;
+            app.store.hold_task_lease(&attempt, &lease, until).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a task's slot is held, in milliseconds: its timeout and the margin.
+fn held_for(timeout_secs: u64) -> u64 {
+    let length = Duration::from_secs(timeout_secs) + SLOT_MARGIN;
+    u64::try_from(length.as_millis()).unwrap_or(u64::MAX / 2)
 }
 
 /// Tries again every task waiting for a slot of `pool`; those that still find none go back
 /// in line. A task no longer queued (its build cancelled, say) leaves the line.
 pub async fn wake(app: &App, pool: &str) -> anyhow::Result<()> {
-    let line = app.store.take_waiting(pool).await?;
-    for (i, waiting) in line.iter().enumerate() {
-        if let Err(error) = try_again(app, waiting).await {
-            // Back in line, this one and those after it, for the next pass.
-            for left in &line[i..] {
-                let _ = app.store.wait_for_slot(pool, left).await;
-            }
-            return Err(error);
+    // Each stays in line until it has been tried: a bot that dies meanwhile loses none.
+    for waiting in app.store.waiting(pool).await? {
+        match try_again(app, &waiting).await {
+            Ok(()) => app.store.done_waiting(pool, &waiting).await?,
+            // One that cannot be tried holds up no other; it is tried again next time.
+            Err(error) => tracing::warn!(pool, build = %waiting.build, task = %waiting.task,
+                error = format!("{error:#}"), "cannot hand a slot to a waiting task"),
         }
     }
     Ok(())

@@ -12,21 +12,32 @@ use crate::config::Repository;
 use crate::ingress::{self, Unavailable};
 use crate::store::{BuildRecord, Deployed};
 
-/// Records that `record`'s build deployed `environment`.
+/// Records that `record`'s build deployed `environment`; if its branch went while it ran,
+/// stops it at once.
 pub async fn deployed(app: &App, record: &BuildRecord, environment: &str) -> anyhow::Result<()> {
+    let b = &record.build;
     let deployed = Deployed {
-        commit: record.build.commit.clone(),
+        commit: b.commit.clone(),
         clone_url: record.clone_url.clone(),
-        build: record.build.id,
+        build: b.id,
     };
     app.store
-        .deployed(
-            &record.build.repo,
-            &record.build.branch,
-            environment,
-            &deployed,
-        )
+        .deployed(&b.repo, &b.branch, environment, &deployed)
         .await?;
+    if app
+        .store
+        .built_before_gone(&b.repo, &b.branch, b.id)
+        .await?
+        && let Some(repo) = app.config.repository(&b.repo)
+    {
+        // The branch went while this build ran: what it deployed is stopped at once.
+        let gone = BranchGone {
+            repo: b.repo.clone(),
+            branch: b.branch.clone(),
+            why: format!("gone while build #{} deployed {environment}", b.id),
+        };
+        stop(app, repo, &gone).await?;
+    }
     Ok(())
 }
 
@@ -37,6 +48,11 @@ pub async fn stop(
     repo: &Repository,
     gone: &BranchGone,
 ) -> Result<Option<(BuildId, Vec<String>)>, Unavailable> {
+    if let Some(newest) = app.store.latest_build_id().await? {
+        app.store
+            .branch_gone(&repo.name, &gone.branch, newest)
+            .await?;
+    }
     let taken = app
         .store
         .take_environments(&repo.name, &gone.branch)

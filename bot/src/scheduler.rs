@@ -26,6 +26,13 @@ pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Resu
     app.store
         .transition_build(event.build.id, BuildStatus::Running, &[])
         .await?;
+    // Its slots are held from now for as long as it may run, however long it waited.
+    if let Some(record) = app.store.build(event.build.id).await?
+        && let Some(task) = record.plan.as_ref().and_then(|p| p.task(&event.task))
+        && !task.resources.is_empty()
+    {
+        resources::started(app, &record, task, event.attempt).await?;
+    }
     Ok(())
 }
 
@@ -268,6 +275,10 @@ pub async fn cancel_tasks(app: &App, record: &BuildRecord) -> anyhow::Result<Vec
                 .transition_task(record.build.id, &task.name, TaskStatus::Cancelled, &[])
                 .await?
         {
+            // A cancelled task may never be heard of again: its slots go back now.
+            if let Some(planned) = plan.task(&task.name).filter(|p| !p.resources.is_empty()) {
+                resources::release(app, record, planned, task.attempt).await?;
+            }
             cancelled.push(task.name);
         }
     }

@@ -231,6 +231,16 @@ impl Keys {
         )
     }
 
+    /// The newest build when a branch last went (string, with an expiry): a build of it
+    /// started before then, ending later, deploys nothing that would never be stopped.
+    pub fn branch_gone(&self, repo: &str, branch: &str) -> String {
+        format!(
+            "{}:gone:{}:{branch}",
+            self.prefix,
+            repo.to_ascii_lowercase()
+        )
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

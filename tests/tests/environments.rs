@@ -175,6 +175,25 @@ async fn tasks_that_need_the_same_device_take_turns() {
         "{listed}"
     );
 
+    // A cancelled task gives its slot back at once, running or waiting.
+    let spec = format!("steps:\n  a:\n{step}  b:\n{step}").replace("sleep 2", "sleep 60");
+    let commit = repo.commit("master", "Hold the bench", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-hold").await;
+    wait_for("a task to hold the bench", E2E_TIMEOUT, || async {
+        let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+        listed
+            .contains("Pool `bench` (static): 1 of 1 taken")
+            .then_some(())
+    })
+    .await;
+    let (status, reply) = command(&kiln, TOKENS[0], &format!("cancel {id}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `bench` (static): 0 of 1 taken"),
+        "{listed}"
+    );
+
     let spec = format!(
         "steps:\n  a:\n    image: {TEST_IMAGE}\n    resources: [nowhere]\n    run: 'true'\n"
     );

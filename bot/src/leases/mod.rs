@@ -129,7 +129,7 @@ async fn request(
         details: String::new(),
         container: containers.is_some(),
     };
-    let Some(lease) = app.store.take_slot(&asked, pool.capacity()).await? else {
+    let Some(lease) = app.store.take_slot(&asked, pool.capacity(), None).await? else {
         return Ok(Reply::invalid(format!(
             "Every slot of pool `{name}` is taken ({} of {}); `env list` says who holds them \
              and when they end.",

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Store;
 
+/// How long a branch's going is remembered: longer than any build of it runs.
+const GONE_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 60 * 60);
+
 /// What deployed an environment last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {
@@ -18,6 +21,33 @@ pub struct Deployed {
 }
 
 impl Store {
+    /// Notes that `repo`'s `branch` went when `newest` was the newest build.
+    pub async fn branch_gone(&self, repo: &str, branch: &str, newest: BuildId) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .set_ex(
+                self.keys.branch_gone(repo, branch),
+                newest.0,
+                GONE_MEMORY.as_secs(),
+            )
+            .await
+    }
+
+    /// Whether `build` of `repo`'s `branch` started before the branch last went.
+    pub async fn built_before_gone(
+        &self,
+        repo: &str,
+        branch: &str,
+        build: BuildId,
+    ) -> RedisResult<bool> {
+        let newest: Option<u64> = self
+            .conn
+            .clone()
+            .get(self.keys.branch_gone(repo, branch))
+            .await?;
+        Ok(newest.is_some_and(|newest| build.0 <= newest))
+    }
+
     /// Records that `build` deployed `environment` from `repo`'s `branch`.
     pub async fn deployed(
         &self,

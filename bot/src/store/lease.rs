@@ -16,14 +16,22 @@ use super::Store;
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: pool slots, lease sequence, leases by end. ARGV: capacity, end (ms), the lease key
--- prefix, then the record's field/value pairs.
+-- KEYS: pool slots, lease sequence, leases by end, the holder's key (a task attempt's, or
+-- none: ''). ARGV: capacity, end (ms), the lease key prefix, then the record's field/value
+-- pairs. A holder that holds a lease in the pool already gets that one back.
+if KEYS[4] ~= '' then
+  local held = redis.call('GET', KEYS[4])
+  if held and redis.call('EXISTS', ARGV[3] .. held) == 1 then
+    return {tonumber(redis.call('HGET', ARGV[3] .. held, 'slot')), tonumber(held)}
+  end
+end
 for slot = 0, tonumber(ARGV[1]) - 1 do
   if redis.call('HEXISTS', KEYS[1], slot) == 0 then
     local id = redis.call('INCR', KEYS[2])
     redis.call('HSET', KEYS[1], slot, id)
     redis.call('HSET', ARGV[3] .. id, 'slot', slot, unpack(ARGV, 4))
     redis.call('ZADD', KEYS[3], ARGV[2], id)
+    if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'PXAT', ARGV[2]) end
     return {slot, id}
   end
 end
@@ -113,11 +121,13 @@ pub struct LeaseRecord {
 impl Store {
     /// Records `lease` in a free slot of its pool, of `capacity`, under a new number; the
     /// lease as recorded, or `None` when every slot is taken. The lease's own `id` and
-    /// `slot` are ignored.
+    /// `slot` are ignored. For a task attempt (`task`), the lease it holds in the pool
+    /// already, if it does: one attempt never holds two.
     pub async fn take_slot(
         &self,
         lease: &LeaseRecord,
         capacity: u32,
+        task: Option<&Waiting>,
     ) -> RedisResult<Option<LeaseRecord>> {
         let l = lease;
         let fields = [
@@ -132,10 +142,14 @@ impl Store {
             ("details", l.details.clone()),
             ("container", if l.container { "1" } else { "" }.to_owned()),
         ];
+        let holder = task.map_or_else(String::new, |t| {
+            self.keys.task_lease(t.build, &t.task, t.attempt, &l.pool)
+        });
         let mut invocation = TAKE.key(self.keys.pool_slots(&l.pool));
         invocation
             .key(self.keys.lease_sequence())
             .key(self.keys.leases())
+            .key(holder)
             .arg(capacity)
             .arg(l.expires_ms)
             .arg(self.keys.lease_prefix());
@@ -143,11 +157,16 @@ impl Store {
             invocation.arg(field).arg(value);
         }
         let taken: Option<(u32, u64)> = invocation.invoke_async(&mut self.conn.clone()).await?;
-        Ok(taken.map(|(slot, id)| LeaseRecord {
-            id: LeaseId(id),
-            slot,
-            ..lease.clone()
-        }))
+        match taken {
+            // Held already: as recorded then.
+            Some((_, id)) if task.is_some() => self.lease(LeaseId(id)).await,
+            Some((slot, id)) => Ok(Some(LeaseRecord {
+                id: LeaseId(id),
+                slot,
+                ..lease.clone()
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Sets how to reach a lease's environment, once it is up; false if the lease ended
@@ -299,19 +318,29 @@ impl Store {
         Ok(())
     }
 
-    /// Takes every task attempt waiting for a slot of `pool`, in the order they came.
-    pub async fn take_waiting(&self, pool: &str) -> RedisResult<Vec<Waiting>> {
-        let key = self.keys.pool_waiting(pool);
-        let (all, _): (Vec<String>, usize) = redis::pipe()
-            .atomic()
-            .lrange(&key, 0, -1)
-            .del(&key)
-            .query_async(&mut self.conn.clone())
+    /// The task attempts waiting for a slot of `pool`, in the order they came.
+    pub async fn waiting(&self, pool: &str) -> RedisResult<Vec<Waiting>> {
+        let all: Vec<String> = self
+            .conn
+            .clone()
+            .lrange(self.keys.pool_waiting(pool), 0, -1)
             .await?;
         Ok(all
             .iter()
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect())
+    }
+
+    /// Takes a task attempt that was tried out of `pool`'s line (its first place: one that
+    /// found no slot again has been put at the end meanwhile).
+    pub async fn done_waiting(&self, pool: &str, waiting: &Waiting) -> RedisResult<()> {
+        let json = serde_json::to_string(waiting).unwrap_or_default();
+        let _: usize = self
+            .conn
+            .clone()
+            .lrem(self.keys.pool_waiting(pool), 1, json)
+            .await?;
+        Ok(())
     }
 }
 
