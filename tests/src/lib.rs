@@ -5,6 +5,7 @@
 //! and removes them when dropped, so tests run side by side on one broker. A missing service
 //! fails the test with the command that starts it; nothing is skipped.
 
+pub mod bench;
 pub mod discord;
 pub mod events;
 pub mod forge;

@@ -1,0 +1,35 @@
+//! The benchmark's quick mode, so it never rots: every figure is measured on the real
+//! services and printed. Nothing here asserts a speed; `deploy/dev/bench` is for that.
+
+use kiln_tests::bench::{Options, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_benchmark_measures_every_figure() {
+    let figures = run(Options {
+        runs: 1,
+        quick: true,
+    })
+    .await;
+    let names: Vec<&str> = figures.iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        [
+            "floor_amqp_round_trip",
+            "floor_docker_create_start",
+            "floor_redis_xadd",
+            "push_to_task_started_p50",
+            "push_to_task_started_p99",
+            "push_to_docker_task_done",
+            "webhooks_accepted",
+            "builds_completed",
+            "log_lines",
+        ]
+    );
+    for figure in &figures {
+        assert!(
+            !figure.samples.is_empty() && figure.value() > 0.0,
+            "{}",
+            figure.line()
+        );
+    }
+}
