@@ -2,6 +2,7 @@
 //! pokes its build's card keeper; every dead-lettered job goes to the scheduler; each message
 //! is acknowledged only once handled. Beside them runs the leases' reaper.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -13,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::{leases, planner, scheduler};
+
+/// How many messages of one queue the bot handles at once; no more than the prefetch.
+const CONCURRENT_MESSAGES: usize = 16;
 
 /// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
@@ -60,54 +64,71 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes messages from `consumer` until `shutdown` is cancelled, one at a time: each is
-/// decoded and handled, then acknowledged; one whose handling failed is handed back after a
-/// pause; an unreadable one is refused for good.
+/// Takes messages from `consumer` until `shutdown` is cancelled, up to
+/// [`CONCURRENT_MESSAGES`] at a time: each is decoded and handled, then acknowledged; one
+/// whose handling failed is handed back after a pause; an unreadable one is refused for
+/// good. Messages of one build may be handled side by side, as by two bots: every handler
+/// is a compare-and-set. An acknowledgement that fails stops the loop.
 async fn serve<T, F, Fut>(
-    (channel, mut consumer): (Channel, Consumer),
+    (channel, consumer): (Channel, Consumer),
     shutdown: CancellationToken,
-    mut handle: F,
+    handle: F,
 ) -> anyhow::Result<()>
 where
     T: DeserializeOwned,
-    F: FnMut(T) -> Fut,
+    F: Fn(T) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            None => break,
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                channel.wait_for_recovery(error).await?;
-                continue;
+    let stop = shutdown.child_token();
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let fail = |error: anyhow::Error| {
+        failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(error);
+        stop.cancel();
+    };
+    consumer
+        .take_until(stop.clone().cancelled_owned())
+        .for_each_concurrent(CONCURRENT_MESSAGES, |next| async {
+            let delivery = match next {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    if let Err(error) = channel.wait_for_recovery(error).await {
+                        fail(error.into());
+                    }
+                    return;
+                }
+            };
+            let message = match wire::decode::<T>(&delivery.data) {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::error!(%error, "unreadable message dropped");
+                    if let Err(error) = delivery.nack(BasicNackOptions::default()).await {
+                        fail(error.into());
+                    }
+                    return;
+                }
+            };
+            let answered = match handle(message).await {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "handling failed; will retry");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    };
+                    delivery.nack(requeue).await
+                }
+            };
+            if let Err(error) = answered {
+                fail(error.into());
             }
-        };
-        let message = match wire::decode::<T>(&delivery.data) {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::error!(%error, "unreadable message dropped");
-                delivery.nack(BasicNackOptions::default()).await?;
-                continue;
-            }
-        };
-        match handle(message).await {
-            Ok(()) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-            }
-            Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "handling failed; will retry");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
-                delivery.nack(requeue).await?;
-            }
-        }
+        })
+        .await;
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(error) => Err(error),
+        None => Ok(()),
     }
-    Ok(())
 }
