@@ -57,13 +57,25 @@ impl Mirrors {
         }
     }
 
-    /// The contents of `path` at `commit`, or `None` if the commit has no such file.
+    /// The contents of `path` at `commit`, or `None` if the commit has no such file. A mirror
+    /// that has the file answers with one `git` run; only a commit it lacks costs a fetch.
     pub async fn read_file(
         &self,
         clone_url: &str,
         commit: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, MirrorError> {
+        let mirror = self.path(clone_url);
+        if mirror.exists() {
+            let output = git(&mirror)
+                .args(["cat-file", "blob", &format!("{commit}:{path}")])
+                .stderr(std::process::Stdio::null())
+                .output()
+                .await?;
+            if output.status.success() {
+                return Ok(Some(output.stdout));
+            }
+        }
         let mirror = self.update(clone_url, Some(commit)).await?;
         if !has_commit(&mirror, commit).await? {
             return Err(MirrorError::Git {
