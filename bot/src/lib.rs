@@ -5,7 +5,8 @@
 //! [`planner`], the [`scheduler`] and the [`notify`]er. State lives in Redis ([`store`]),
 //! messages in RabbitMQ ([`amqp`]); the bot itself keeps nothing between requests.
 //!
-//! Invariant: the bot never talks to Docker; only workers run tasks.
+//! Invariant: only workers run tasks. The bot talks to Docker for one thing only, a `docker`
+//! pool's environments ([`leases`]), which are to move to a worker.
 
 pub mod amqp;
 pub mod app;

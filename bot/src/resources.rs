@@ -31,11 +31,7 @@ pub async fn dispatch(
     attempt: u32,
 ) -> anyhow::Result<()> {
     let mut job = job(app, record, task, attempt).await?;
-    let attempt = Waiting {
-        build: record.build.id,
-        task: task.name.clone(),
-        attempt,
-    };
+    let attempt = Waiting::of(record, task, attempt);
     let mut held = Vec::new();
     for name in &task.resources {
         let pool = app.config.pool(name).filter(|p| p.kind == PoolKind::Static);
@@ -123,11 +119,7 @@ pub async fn release(
     task: &PlannedTask,
     attempt: u32,
 ) -> anyhow::Result<()> {
-    let attempt = Waiting {
-        build: record.build.id,
-        task: task.name.clone(),
-        attempt,
-    };
+    let attempt = Waiting::of(record, task, attempt);
     for pool in &task.resources {
         if let Some(lease) = app.store.task_lease(&attempt, pool).await? {
             app.store.end_lease(&lease, None).await?;
@@ -149,11 +141,7 @@ pub async fn started(
     task: &PlannedTask,
     attempt: u32,
 ) -> anyhow::Result<()> {
-    let attempt = Waiting {
-        build: record.build.id,
-        task: task.name.clone(),
-        attempt,
-    };
+    let attempt = Waiting::of(record, task, attempt);
     let until = now_ms() + held_for(task.timeout_secs);
     for pool in &task.resources {
         if let Some(lease) = app.store.task_lease(&attempt, pool).await? {

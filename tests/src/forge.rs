@@ -78,16 +78,7 @@ impl TestRepo {
             &self.work,
             &["commit", "--quiet", "--allow-empty", "-m", message],
         );
-        git(
-            &self.work,
-            &[
-                "push",
-                "--quiet",
-                "--force",
-                "origin",
-                &format!("HEAD:refs/heads/{branch}"),
-            ],
-        );
+        self.force_push("HEAD", branch);
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
@@ -95,15 +86,15 @@ impl TestRepo {
     /// the next [`TestRepo::commit`] on it builds on `commit`.
     pub fn reset(&self, branch: &str, commit: &str) {
         git(&self.work, &["checkout", "--quiet", "-B", branch, commit]);
+        self.force_push(commit, branch);
+    }
+
+    /// Sets `branch` of the bare repository to `source`, forced.
+    fn force_push(&self, source: &str, branch: &str) {
+        let refspec = format!("{source}:refs/heads/{branch}");
         git(
             &self.work,
-            &[
-                "push",
-                "--quiet",
-                "--force",
-                "origin",
-                &format!("{commit}:refs/heads/{branch}"),
-            ],
+            &["push", "--quiet", "--force", "origin", &refspec],
         );
     }
 

@@ -253,6 +253,30 @@ impl Kiln {
         answer["build_id"].as_u64().expect("a build id")
     }
 
+    /// Gives `command` through `POST /api/commands` as the operator whose token is `token`:
+    /// the HTTP status and the JSON answer.
+    pub async fn command(&self, token: &str, command: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url("/api/commands"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+            .await
+            .expect("the bot answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json"))
+    }
+
+    /// The same, with the answer's text only.
+    pub async fn command_text(&self, token: &str, command: &str) -> (u16, String) {
+        let (status, reply) = self.command(token, command).await;
+        (
+            status,
+            reply["text"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
     /// One task's log, as plain text (`GET /builds/{id}/logs?task=…`).
     pub async fn task_log(&self, id: u64, task: &str) -> String {
         self.http

@@ -9,7 +9,43 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
+use kiln_bot::slack::signature::sign;
 use serde_json::{Value, json};
+
+use crate::Kiln;
+
+/// Seconds since the epoch, as Slack stamps its requests.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Posts `body` (a form) to the bot's `path` as Slack would, signed with `secret` at
+/// `timestamp`: the HTTP status and the JSON answer.
+pub async fn send(
+    kiln: &Kiln,
+    path: &str,
+    body: &str,
+    secret: &str,
+    timestamp: u64,
+) -> (u16, Value) {
+    let response = kiln
+        .http
+        .post(kiln.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp.to_string())
+        .header(
+            "x-slack-signature",
+            sign(secret.as_bytes(), timestamp, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the bot answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
 
 /// The bot token the fake's Web API accepts.
 pub const BOT_TOKEN: &str = "xoxb-kiln-test-token";

@@ -13,20 +13,6 @@ fn config() -> String {
     ))
 }
 
-/// Sends `command` with `token`; the status and the answer.
-async fn command(kiln: &Kiln, token: &str, command: &str) -> (u16, serde_json::Value) {
-    let response = kiln
-        .http
-        .post(kiln.url("/api/commands"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "command": command }))
-        .send()
-        .await
-        .expect("the bot answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_answer_in_words_and_are_audited() {
     let kiln = Kiln::start(&config()).await;
@@ -41,10 +27,10 @@ async fn commands_answer_in_words_and_are_audited() {
     let build = kiln.finished_build(id).await;
     assert_eq!(build["status"], "failed", "{build:#}");
 
-    let (status, _) = command(&kiln, "not-a-token", "status").await;
+    let (status, _) = kiln.command("not-a-token", "status").await;
     assert_eq!(status, 401, "no operator, no command");
 
-    let (status, reply) = command(&kiln, TOKEN, "/help").await;
+    let (status, reply) = kiln.command(TOKEN, "/help").await;
     assert_eq!(status, 200, "{reply}");
     assert!(
         reply["text"]
@@ -53,7 +39,7 @@ async fn commands_answer_in_words_and_are_audited() {
             .contains("`cancel <build>`")
     );
 
-    let (status, reply) = command(&kiln, TOKEN, "stauts acme/api").await;
+    let (status, reply) = kiln.command(TOKEN, "stauts acme/api").await;
     assert_eq!((status, reply["outcome"].as_str()), (422, Some("invalid")));
     assert!(
         reply["text"]
@@ -63,7 +49,7 @@ async fn commands_answer_in_words_and_are_audited() {
         "{reply}"
     );
 
-    let (status, reply) = command(&kiln, TOKEN, &format!("status {REPO} master")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("status {REPO} master")).await;
     assert_eq!(status, 200, "{reply}");
     let text = reply["text"].as_str().unwrap_or_default();
     assert!(
@@ -75,7 +61,7 @@ async fn commands_answer_in_words_and_are_audited() {
         "the subject the push named: {text}"
     );
 
-    let (status, reply) = command(&kiln, TOKEN, &format!("logs #{id} --lines 1")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("logs #{id} --lines 1")).await;
     assert_eq!(status, 200, "{reply}");
     let text = reply["text"].as_str().unwrap_or_default();
     assert!(
@@ -91,7 +77,7 @@ async fn commands_answer_in_words_and_are_audited() {
         "{text}"
     );
 
-    let (status, reply) = command(&kiln, TOKEN, &format!("cancel {id}")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("cancel {id}")).await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply["text"]
@@ -108,7 +94,7 @@ async fn commands_answer_in_words_and_are_audited() {
          • {prefix}-linux-arm64 (linux/arm64, 0 of 2 slot(s) busy)"
     );
     wait_for("both workers idle", E2E_TIMEOUT, || async {
-        let (status, reply) = command(&kiln, TOKEN, "workers").await;
+        let (status, reply) = kiln.command(TOKEN, "workers").await;
         (status == 200 && reply["text"] == idle.as_str()).then_some(())
     })
     .await;
@@ -158,7 +144,7 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
     let second = repo.commit("master", "Second", &[]);
 
     // The branch's head now, fetched by Kiln itself: the push only told it where from.
-    let (status, reply) = command(&kiln, TOKEN, &format!("build {REPO}")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("build {REPO}")).await;
     assert_eq!(status, 200, "{reply}");
     let text = reply["text"].as_str().unwrap_or_default();
     let id = pushed + 1;
@@ -177,7 +163,9 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
     );
 
     // A commit is built on a branch that holds it.
-    let (status, reply) = command(&kiln, TOKEN, &format!("build {REPO} {}", &first[..10])).await;
+    let (status, reply) = kiln
+        .command(TOKEN, &format!("build {REPO} {}", &first[..10]))
+        .await;
     assert_eq!(status, 200, "{reply}");
     let build = kiln.finished_build(id + 1).await;
     assert_eq!(
@@ -186,12 +174,12 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
         "{build:#}"
     );
 
-    let (status, reply) = command(&kiln, TOKEN, &format!("retry #{pushed}")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("retry #{pushed}")).await;
     assert_eq!(status, 200, "{reply}");
     let build = kiln.finished_build(id + 2).await;
     assert_eq!(build["commit"].as_str(), Some(first.as_str()), "{build:#}");
 
-    let (status, reply) = command(&kiln, TOKEN, "queue").await;
+    let (status, reply) = kiln.command(TOKEN, "queue").await;
     assert_eq!(status, 200, "{reply}");
     let text = reply["text"].as_str().unwrap_or_default();
     for line in [
@@ -217,7 +205,7 @@ async fn build_and_retry_start_builds_of_a_branch_or_commit() {
             "has no task that did not pass",
         ),
     ] {
-        let (status, reply) = command(&kiln, TOKEN, &text).await;
+        let (status, reply) = kiln.command(TOKEN, &text).await;
         assert_eq!(status, 422, "{text}: {reply}");
         assert!(
             reply["text"].as_str().unwrap_or_default().contains(answer),
@@ -255,7 +243,9 @@ async fn retry_failed_runs_only_what_did_not_pass_with_the_artifacts_of_what_did
         .await;
     assert_eq!(kiln.finished_build(first).await["status"], "failed");
 
-    let (status, reply) = command(&kiln, TOKEN, &format!("retry --failed {first}")).await;
+    let (status, reply) = kiln
+        .command(TOKEN, &format!("retry --failed {first}"))
+        .await;
     assert_eq!(status, 200, "{reply}");
     let id = first + 1;
     assert_eq!(
@@ -294,7 +284,7 @@ async fn retry_failed_runs_only_what_did_not_pass_with_the_artifacts_of_what_did
     assert!(kiln.task_log(id, "check").await.contains("made\n"));
 
     // A retry of that retry takes over what it took over, artifacts included.
-    let (status, reply) = command(&kiln, TOKEN, &format!("retry --failed {id}")).await;
+    let (status, reply) = kiln.command(TOKEN, &format!("retry --failed {id}")).await;
     assert_eq!(status, 200, "{reply}");
     let again = kiln.finished_build(id + 1).await;
     assert_eq!(

@@ -2,13 +2,10 @@
 //! never given twice, a `docker` pool's environment is a container reachable on loopback, and
 //! the reaper removes it when its lease ends.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bollard::Docker;
-use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
 use kiln_tests::services::containers_named;
-use kiln_tests::slack::{BOT_TOKEN, FakeSlack, slash_command};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, now, send, slash_command};
 use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
 
 const TOKENS: [&str; 4] = [
@@ -33,28 +30,12 @@ fn config() -> String {
     kiln_tests::config(&text)
 }
 
-/// Sends `command` with `token`: the HTTP status and the answer's text.
-async fn command(kiln: &Kiln, token: &str, command: &str) -> (u16, String) {
-    let response = kiln
-        .http
-        .post(kiln.url("/api/commands"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "command": command }))
-        .send()
-        .await
-        .expect("the bot answers");
-    let status = response.status().as_u16();
-    let reply: serde_json::Value = response.json().await.expect("json");
-    (
-        status,
-        reply["text"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
     let kiln = Kiln::start(&config()).await;
-    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab for 2h").await;
+    let (status, reply) = kiln
+        .command_text(TOKENS[0], "env request device-lab for 2h")
+        .await;
     assert_eq!(status, 200, "{reply}");
     assert!(
         reply.contains("Lease #1 of pool `device-lab`: lab-1.test, for 2h"),
@@ -63,7 +44,7 @@ async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
 
     let requests = TOKENS[1..]
         .iter()
-        .map(|token| command(&kiln, token, "env request device-lab"));
+        .map(|token| kiln.command_text(token, "env request device-lab"));
     let answers = futures_util::future::join_all(requests).await;
     let won: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s == 200).collect();
     assert_eq!(won.len(), 1, "{answers:?}");
@@ -76,7 +57,7 @@ async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
         );
     }
 
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
     assert!(
         listed.contains("Pool `device-lab` (static): 2 of 2 taken"),
         "{listed}"
@@ -86,15 +67,17 @@ async fn concurrent_requests_for_the_last_slot_give_it_to_exactly_one() {
         "{listed}"
     );
 
-    let (status, reply) = command(&kiln, TOKENS[0], "env release 1").await;
+    let (status, reply) = kiln.command_text(TOKENS[0], "env release 1").await;
     assert_eq!(status, 200, "{reply}");
-    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab for 9h").await;
+    let (status, reply) = kiln
+        .command_text(TOKENS[0], "env request device-lab for 9h")
+        .await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("lends for at most 8h"), "{reply}");
-    let (status, reply) = command(&kiln, TOKENS[0], "env request device-lab").await;
+    let (status, reply) = kiln.command_text(TOKENS[0], "env request device-lab").await;
     assert_eq!(status, 200, "a released slot is free again: {reply}");
     assert!(reply.contains("lab-1.test"), "{reply}");
-    let (status, reply) = command(&kiln, TOKENS[0], "env request nowhere").await;
+    let (status, reply) = kiln.command_text(TOKENS[0], "env request nowhere").await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply.contains("the pools: device-lab, bench, review"),
@@ -108,7 +91,9 @@ async fn a_lease_that_ends_while_the_bot_is_down_is_reaped_when_it_is_back() {
     let mut kiln = Kiln::start(&config()).await;
     let docker = Docker::connect_with_local_defaults().expect("docker");
     let containers = format!("{}-lease-", kiln.prefix);
-    let (status, reply) = command(&kiln, TOKENS[0], "env request review for 8s").await;
+    let (status, reply) = kiln
+        .command_text(TOKENS[0], "env request review for 8s")
+        .await;
     assert_eq!(status, 200, "{reply}");
     kiln.halt().await;
     assert_eq!(
@@ -117,22 +102,7 @@ async fn a_lease_that_ends_while_the_bot_is_down_is_reaped_when_it_is_back() {
         "nothing removes an environment while the bot is down"
     );
     kiln.start_bot(&config()).await;
-    wait_for(
-        "the restarted bot to reap the lease",
-        E2E_TIMEOUT,
-        || async {
-            containers_named(&docker, &containers)
-                .await
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
-    assert!(
-        listed.contains("Pool `review` (docker): 0 of 1 taken"),
-        "{listed}"
-    );
+    reaped(&kiln, &docker, "the restarted bot to reap the lease").await;
     kiln.stop().await;
 }
 
@@ -169,7 +139,7 @@ async fn tasks_that_need_the_same_device_take_turns() {
         spans[1].0 >= spans[0].1,
         "the second started after the first ended: {spans:?}"
     );
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
     assert!(
         listed.contains("Pool `bench` (static): 0 of 1 taken"),
         "{listed}"
@@ -180,15 +150,15 @@ async fn tasks_that_need_the_same_device_take_turns() {
     let commit = repo.commit("master", "Hold the bench", &[(".kiln.yml", &spec)]);
     let id = kiln.push(&repo, "master", &commit, "delivery-hold").await;
     wait_for("a task to hold the bench", E2E_TIMEOUT, || async {
-        let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+        let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
         listed
             .contains("Pool `bench` (static): 1 of 1 taken")
             .then_some(())
     })
     .await;
-    let (status, reply) = command(&kiln, TOKENS[0], &format!("cancel {id}")).await;
+    let (status, reply) = kiln.command_text(TOKENS[0], &format!("cancel {id}")).await;
     assert_eq!(status, 200, "{reply}");
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
     assert!(
         listed.contains("Pool `bench` (static): 0 of 1 taken"),
         "{listed}"
@@ -217,6 +187,24 @@ async fn tasks_that_need_the_same_device_take_turns() {
     kiln.stop().await;
 }
 
+/// Waits for every container of `kiln`'s leases to be gone, then checks the docker pool's
+/// slot is free.
+async fn reaped(kiln: &Kiln, docker: &Docker, what: &str) {
+    let containers = format!("{}-lease-", kiln.prefix);
+    wait_for(what, E2E_TIMEOUT, || async {
+        containers_named(docker, &containers)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `review` (docker): 0 of 1 taken"),
+        "{listed}"
+    );
+}
+
 /// The host port a lease's answer says its environment's port 8000 is published on.
 fn published_port(reply: &str) -> u16 {
     let (before, _) = reply.split_once(" → 8000").expect("a published port");
@@ -233,7 +221,9 @@ async fn a_docker_environment_is_reachable_then_reaped_when_its_lease_ends() {
     let docker = Docker::connect_with_local_defaults().expect("docker");
     let containers = format!("{}-lease-", kiln.prefix);
 
-    let (status, reply) = command(&kiln, TOKENS[0], "env request review feature/x for 20s").await;
+    let (status, reply) = kiln
+        .command_text(TOKENS[0], "env request review feature/x for 20s")
+        .await;
     assert_eq!(status, 200, "{reply}");
     let port = published_port(&reply);
     assert_eq!(containers_named(&docker, &containers).await.len(), 1);
@@ -244,36 +234,21 @@ async fn a_docker_environment_is_reachable_then_reaped_when_its_lease_ends() {
     })
     .await;
     assert_eq!(answer, 200);
-    let (status, reply) = command(&kiln, TOKENS[1], "env request review").await;
+    let (status, reply) = kiln.command_text(TOKENS[1], "env request review").await;
     assert_eq!(status, 422, "one container at most: {reply}");
 
-    wait_for(
-        "the lease's container to be removed",
-        E2E_TIMEOUT,
-        || async {
-            containers_named(&docker, &containers)
-                .await
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
-    assert!(
-        listed.contains("Pool `review` (docker): 0 of 1 taken"),
-        "{listed}"
-    );
+    reaped(&kiln, &docker, "the lease's container to be removed").await;
 
     // Released by hand: gone at once.
-    let (status, reply) = command(&kiln, TOKENS[1], "env request review").await;
+    let (status, reply) = kiln.command_text(TOKENS[1], "env request review").await;
     assert_eq!(status, 200, "the reaped slot is free: {reply}");
-    let (status, reply) = command(&kiln, TOKENS[1], "env extend 2 45m").await;
+    let (status, reply) = kiln.command_text(TOKENS[1], "env extend 2 45m").await;
     assert_eq!(status, 200, "{reply}");
     assert!(
         reply.contains("Lease #2 now ends in 1h, the most pool `review` lends for"),
         "{reply}"
     );
-    let (status, reply) = command(&kiln, TOKENS[1], "env release 2").await;
+    let (status, reply) = kiln.command_text(TOKENS[1], "env release 2").await;
     assert_eq!(status, 200, "{reply}");
     assert!(containers_named(&docker, &containers).await.is_empty());
     kiln.stop().await;
@@ -290,29 +265,13 @@ async fn a_lease_asked_for_in_slack_is_answered_privately_and_its_channel_remind
         slack.api_url()
     );
     let kiln = Kiln::start(&config).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let asked = slash_command(
         "UALICE",
         "alice",
         "env request device-lab for 10s",
         &slack.response_url(1),
     );
-    let status = kiln
-        .http
-        .post(kiln.url("/slack/commands"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            sign(SIGNING_SECRET.as_bytes(), now, asked.as_bytes()),
-        )
-        .body(asked)
-        .send()
-        .await
-        .expect("the bot answers")
-        .status();
+    let (status, _) = send(&kiln, "/slack/commands", &asked, SIGNING_SECRET, now()).await;
     assert_eq!(status, 200);
     let answer = wait_for("the private answer", E2E_TIMEOUT, || async {
         slack
@@ -342,7 +301,7 @@ async fn a_lease_asked_for_in_slack_is_answered_privately_and_its_channel_remind
         "{reminder}"
     );
     wait_for("the end", E2E_TIMEOUT, || said("has ended")).await;
-    let (_, listed) = command(&kiln, TOKENS[0], "env list").await;
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
     assert!(
         listed.contains("Pool `device-lab` (static): 0 of 2 taken"),
         "{listed}"

@@ -2,13 +2,10 @@
 //! `promote` picks a passed commit of `master`, approvals come from others, `production` moves
 //! by a real `git push` (fast-forward only), the move is built, and every step is an event.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use kiln_bot::slack::signature::sign;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_tests::events::{next_message, subscribe};
 use kiln_tests::forge::{TestRepo, push_payload};
-use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command};
+use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, now, send, slash_command};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
 const ALICE: &str = "alice-token-0123456789";
@@ -43,24 +40,6 @@ fn spec(unit: &str) -> String {
     )
 }
 
-/// Sends `command` as the operator whose token is `token`: the HTTP status and the answer.
-async fn command(kiln: &Kiln, token: &str, command: &str) -> (u16, String) {
-    let response = kiln
-        .http
-        .post(kiln.url("/api/commands"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "command": command }))
-        .send()
-        .await
-        .expect("the bot answers");
-    let status = response.status().as_u16();
-    let reply: serde_json::Value = response.json().await.expect("json");
-    (
-        status,
-        reply["text"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
 /// Commits on `branch`, announces it, and waits for its build to end as `status`.
 async fn built(kiln: &Kiln, repo: &TestRepo, branch: &str, unit: &str, status: &str) -> String {
     let commit = repo.commit(branch, "A change", &[(".kiln.yml", &spec(unit))]);
@@ -89,33 +68,33 @@ async fn approved_promotions_fast_forward_production_and_a_rollback_moves_it_bac
     let repo = TestRepo::new();
     let first = built(&kiln, &repo, "master", "echo ok", "passed").await;
 
-    let (status, reply) = command(&kiln, ALICE, &format!("promote {REPO}")).await;
+    let (status, reply) = kiln.command_text(ALICE, &format!("promote {REPO}")).await;
     assert_eq!(status, 200, "{reply}");
     assert!(
         reply.contains("Promotion #1") && reply.contains("`approve 1`"),
         "{reply}"
     );
-    let (status, reply) = command(&kiln, BOB, &format!("promote {REPO}")).await;
+    let (status, reply) = kiln.command_text(BOB, &format!("promote {REPO}")).await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply.contains("Promotion #1 of this repository is in flight"),
         "{reply}"
     );
 
-    let (status, reply) = command(&kiln, ALICE, "approve 1").await;
+    let (status, reply) = kiln.command_text(ALICE, "approve 1").await;
     assert_eq!(status, 403, "{reply}");
     assert!(reply.contains("other than the one who asked"), "{reply}");
-    let (status, reply) = command(&kiln, DAVE, "approve 1").await;
+    let (status, reply) = kiln.command_text(DAVE, "approve 1").await;
     assert_eq!(status, 403, "{reply}");
     assert!(
         reply.contains("`operator:dave` is not one of them"),
         "{reply}"
     );
-    let (status, reply) = command(&kiln, BOB, "approve 1").await;
+    let (status, reply) = kiln.command_text(BOB, "approve 1").await;
     assert_eq!((status, reply.contains("1 of 2")), (200, true), "{reply}");
     assert_eq!(repo.head("production"), None, "one approval is not enough");
 
-    let (status, reply) = command(&kiln, CAROL, "approve #1").await;
+    let (status, reply) = kiln.command_text(CAROL, "approve #1").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(repo.head("production").as_deref(), Some(first.as_str()));
     let production_build = started_build(&reply);
@@ -129,7 +108,7 @@ async fn approved_promotions_fast_forward_production_and_a_rollback_moves_it_bac
         ),
         "{build:#}"
     );
-    let (status, reply) = command(&kiln, CAROL, "approve 1").await;
+    let (status, reply) = kiln.command_text(CAROL, "approve 1").await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("has ended (promoted)"), "{reply}");
 
@@ -147,20 +126,24 @@ async fn approved_promotions_fast_forward_production_and_a_rollback_moves_it_bac
 
     // A newer commit, named, by fast-forward.
     let second = built(&kiln, &repo, "master", "echo ok again", "passed").await;
-    let (status, reply) = command(&kiln, BOB, &format!("promote {REPO} {}", &second[..10])).await;
+    let (status, reply) = kiln
+        .command_text(BOB, &format!("promote {REPO} {}", &second[..10]))
+        .await;
     assert_eq!(status, 200, "{reply}");
     for token in [ALICE, CAROL] {
-        let (status, reply) = command(&kiln, token, "approve 2").await;
+        let (status, reply) = kiln.command_text(token, "approve 2").await;
         assert_eq!(status, 200, "{reply}");
     }
     assert_eq!(repo.head("production").as_deref(), Some(second.as_str()));
 
     // Back to the commit promoted before, through the same gates.
-    let (status, reply) = command(&kiln, CAROL, &format!("promote --rollback {REPO}")).await;
+    let (status, reply) = kiln
+        .command_text(CAROL, &format!("promote --rollback {REPO}"))
+        .await;
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("back to"), "{reply}");
-    command(&kiln, ALICE, "approve 3").await;
-    let (status, reply) = command(&kiln, BOB, "approve 3").await;
+    kiln.command_text(ALICE, "approve 3").await;
+    let (status, reply) = kiln.command_text(BOB, "approve 3").await;
     assert_eq!(status, 200, "{reply}");
     assert!(
         reply.contains(&format!("rolled back from {}", &second[..8])),
@@ -213,7 +196,9 @@ async fn promotions_are_refused_with_the_reason() {
     let base = built(&kiln, &repo, "master", "echo ok", "passed").await;
 
     let broken = built(&kiln, &repo, "master", "exit 3", "failed").await;
-    let (status, reply) = command(&kiln, ALICE, &format!("promote {REPO} {broken}")).await;
+    let (status, reply) = kiln
+        .command_text(ALICE, &format!("promote {REPO} {broken}"))
+        .await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply.contains(&format!(
@@ -223,21 +208,21 @@ async fn promotions_are_refused_with_the_reason() {
         "{reply}"
     );
     // Without a commit named: the newest that passed, which is not the newest commit.
-    let (status, reply) = command(&kiln, ALICE, &format!("promote {REPO}")).await;
+    let (status, reply) = kiln.command_text(ALICE, &format!("promote {REPO}")).await;
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains(&base[..8]), "{reply}");
     // Meanwhile someone pushes to production by hand: the promotion does not happen.
     repo.reset("production", &base);
     let hotfix = repo.commit("production", "Hotfix", &[("HOTFIX", "x")]);
-    let (status, reply) = command(&kiln, BOB, "approve 1").await;
+    let (status, reply) = kiln.command_text(BOB, "approve 1").await;
     assert_eq!(status, 200, "{reply}");
-    let (status, reply) = command(&kiln, CAROL, "approve 1").await;
+    let (status, reply) = kiln.command_text(CAROL, "approve 1").await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply.contains("did not happen: `production` moved since the promotion was asked for"),
         "{reply}"
     );
-    let (status, reply) = command(&kiln, CAROL, "approve 1").await;
+    let (status, reply) = kiln.command_text(CAROL, "approve 1").await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("has ended (rejected)"), "{reply}");
     assert_eq!(repo.head("production").as_deref(), Some(hotfix.as_str()));
@@ -245,7 +230,7 @@ async fn promotions_are_refused_with_the_reason() {
     // Production now has a commit master lacks: no fast-forward is possible.
     repo.reset("master", &broken);
     let fixed = built(&kiln, &repo, "master", "echo fixed", "passed").await;
-    let (status, reply) = command(&kiln, ALICE, &format!("promote {REPO}")).await;
+    let (status, reply) = kiln.command_text(ALICE, &format!("promote {REPO}")).await;
     assert_eq!(status, 422, "{reply}");
     assert!(
         reply.contains(&format!(
@@ -257,38 +242,19 @@ async fn promotions_are_refused_with_the_reason() {
 
     // A commit that passed on another branch is not on master.
     let feature = built(&kiln, &repo, "feature", "echo feature", "passed").await;
-    let (status, reply) = command(&kiln, ALICE, &format!("promote {REPO} {feature}")).await;
+    let (status, reply) = kiln
+        .command_text(ALICE, &format!("promote {REPO} {feature}"))
+        .await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("is not on `master`"), "{reply}");
 
-    let (status, reply) = command(&kiln, ALICE, "promote other/repo").await;
+    let (status, reply) = kiln.command_text(ALICE, "promote other/repo").await;
     assert_eq!(status, 422, "{reply}");
     assert!(reply.contains("Kiln does not build other/repo"), "{reply}");
     kiln.stop().await;
 }
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
-
-/// Posts `body` to the bot's `path` as Slack would, signed now.
-async fn from_slack(kiln: &Kiln, path: &str, body: &str) -> u16 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    kiln.http
-        .post(kiln.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            sign(SIGNING_SECRET.as_bytes(), now, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("the bot answers")
-        .status()
-        .as_u16()
-}
 
 /// The promotion's card in Slack channel C1 once `done` holds of its text.
 async fn card(slack: &FakeSlack, what: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
@@ -321,7 +287,12 @@ async fn a_promotion_card_in_slack_is_approved_with_its_button() {
         "promote acme/api",
         &slack.response_url(1),
     );
-    assert_eq!(from_slack(&kiln, "/slack/commands", &asked).await, 200);
+    assert_eq!(
+        send(&kiln, "/slack/commands", &asked, SIGNING_SECRET, now())
+            .await
+            .0,
+        200
+    );
     let shown = card(&slack, "the promotion's card", |t| {
         t.contains("*awaiting approval*")
     })
@@ -337,7 +308,12 @@ async fn a_promotion_card_in_slack_is_approved_with_its_button() {
 
     // Alice may not approve her own promotion, button or not.
     let click = block_action("UALICE", "approve 1", &slack.response_url(2));
-    assert_eq!(from_slack(&kiln, "/slack/actions", &click).await, 200);
+    assert_eq!(
+        send(&kiln, "/slack/actions", &click, SIGNING_SECRET, now())
+            .await
+            .0,
+        200
+    );
     wait_for("Alice's refusal", E2E_TIMEOUT, || async {
         slack
             .answers()
@@ -347,7 +323,12 @@ async fn a_promotion_card_in_slack_is_approved_with_its_button() {
     })
     .await;
     let click = block_action("UBOB", "approve 1", &slack.response_url(3));
-    assert_eq!(from_slack(&kiln, "/slack/actions", &click).await, 200);
+    assert_eq!(
+        send(&kiln, "/slack/actions", &click, SIGNING_SECRET, now())
+            .await
+            .0,
+        200
+    );
     let shown = card(&slack, "the promoted card", |t| t.contains("*promoted*")).await;
     let text = shown["text"].as_str().unwrap_or_default();
     assert!(text.contains("1 of 1 approval(s): ubob"), "{text}");

@@ -3,11 +3,10 @@
 //! request without Slack's signature, or too old, changes nothing. A channel that subscribes
 //! gets each build's card, updated as it runs, and a notification of a failure.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use kiln_bot::slack::signature::sign;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::slack::{BOT_TOKEN, FakeSlack, block_action, slash_command, slash_command_in};
+use kiln_tests::slack::{
+    BOT_TOKEN, FakeSlack, block_action, now, send, slash_command, slash_command_in,
+};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
@@ -43,41 +42,10 @@ slack = "UBAXTER"
     ))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Posts the slash command `body` to the bot as Slack would, signed at `timestamp` with
 /// `secret`.
 async fn post(kiln: &Kiln, body: &str, secret: &str, timestamp: u64) -> (u16, serde_json::Value) {
-    post_to(kiln, "/slack/commands", body, secret, timestamp).await
-}
-
-/// Posts `body` to the bot's `path` as Slack would, signed at `timestamp` with `secret`.
-async fn post_to(
-    kiln: &Kiln,
-    path: &str,
-    body: &str,
-    secret: &str,
-    timestamp: u64,
-) -> (u16, serde_json::Value) {
-    let response = kiln
-        .http
-        .post(kiln.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", timestamp.to_string())
-        .header(
-            "x-slack-signature",
-            sign(secret.as_bytes(), timestamp, body.as_bytes()),
-        )
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("the bot answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
+    send(kiln, "/slack/commands", body, secret, timestamp).await
 }
 
 /// Waits for the answer number `n` (from 1) to reach the fake's `response_url`.
@@ -286,9 +254,9 @@ async fn a_subscribed_channel_gets_cards_and_failure_notifications() {
 
     // The card's Logs button, clicked by Bob: the logs, privately. Unsigned clicks do nothing.
     let click = block_action("UBOB", &format!("logs {id}"), &slack.response_url(9));
-    let (code, _) = post_to(&kiln, "/slack/actions", &click, "not-the-secret", now()).await;
+    let (code, _) = send(&kiln, "/slack/actions", &click, "not-the-secret", now()).await;
     assert_eq!(code, 401);
-    let (code, _) = post_to(&kiln, "/slack/actions", &click, SIGNING_SECRET, now()).await;
+    let (code, _) = send(&kiln, "/slack/actions", &click, SIGNING_SECRET, now()).await;
     assert_eq!(code, 200);
     let logs = answer(&slack, 5).await;
     assert!(

@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::lease::LeaseId;
+use kiln_shared::plan::PlannedTask;
 use redis::{AsyncCommands, RedisResult, Script};
 
-use super::Store;
+use super::{BuildRecord, Store};
 
 /// Takes the lowest free slot of a pool, numbers the lease and records it; returns the slot
 /// and the lease's number, or nothing when every slot is taken (and no number is used up).
@@ -259,6 +260,17 @@ pub struct Waiting {
     pub build: BuildId,
     pub task: String,
     pub attempt: u32,
+}
+
+impl Waiting {
+    /// Attempt `attempt` of `record`'s task `task`.
+    pub fn of(record: &BuildRecord, task: &PlannedTask, attempt: u32) -> Self {
+        Self {
+            build: record.build.id,
+            task: task.name.clone(),
+            attempt,
+        }
+    }
 }
 
 impl Store {
