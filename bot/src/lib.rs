@@ -59,12 +59,13 @@ pub struct Connections {
 
 /// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.
 pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
-    let redis = redis::Client::open(connections.redis_url.as_str())
-        .context("the Redis URL is not valid")?
+    let client = redis::Client::open(connections.redis_url.as_str())
+        .context("the Redis URL is not valid")?;
+    let redis = client
         .get_connection_manager()
         .await
         .with_context(|| format!("cannot connect to Redis at {}", connections.redis_url))?;
-    let store = store::Store::new(redis, Keys::new(&connections.prefix));
+    let store = store::Store::new(client, redis, Keys::new(&connections.prefix));
     let broker = amqp::Broker::connect(
         &connections.amqp_url,
         Topology::new(&connections.prefix),

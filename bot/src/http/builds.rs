@@ -1,16 +1,17 @@
 //! `GET /builds/{id}` and `GET /builds/{id}/logs`: a build's state and logs, readable with no
-//! chat at all.
+//! chat at all (a running task's log can be followed: see `follow`).
 
 use std::fmt::Write as _;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use kiln_shared::build::BuildId;
 use kiln_shared::wire::Manifest;
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::app::App;
@@ -95,11 +96,15 @@ pub async fn handle_build_manifest(State(app): State<App>, Path(id): Path<u64>) 
 pub struct LogsQuery {
     /// Only this task's lines, without headers.
     task: Option<String>,
+    /// Keep the answer open and send the task's lines as they come, until it ends.
+    #[serde(default)]
+    follow: bool,
 }
 
 /// The build's logs as plain text, task by task.
 pub async fn handle_build_logs(
     State(app): State<App>,
+    Extension(stopping): Extension<CancellationToken>,
     Path(id): Path<u64>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
@@ -108,6 +113,23 @@ pub async fn handle_build_logs(
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };
+    if query.follow {
+        let Some(task) = query.task else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`follow` needs `task`: one task's log is followed",
+            );
+        };
+        // Right after the push the build may not be planned yet: its tasks are then waited for.
+        let planned = record.plan.is_some() || record.status.is_final();
+        if planned && !tasks.iter().any(|t| t.name == task) {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("build {id} has no task `{task}`"),
+            );
+        }
+        return super::follow::follow(app, id, task, stopping).await;
+    }
     let mut text = String::new();
     if let Some(reason) = &record.error {
         let _ = writeln!(text, "{reason}");

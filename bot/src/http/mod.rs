@@ -6,6 +6,7 @@ mod cancel;
 mod commands;
 mod console;
 mod discord;
+mod follow;
 mod forge;
 mod github;
 mod gitlab;
@@ -28,8 +29,8 @@ use crate::config::Operator;
 /// GitLab's default limit is the same.
 pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 
-/// The bot's routes.
-pub fn router(app: App) -> Router {
+/// The bot's routes; long answers (a followed log) end when `shutdown` is cancelled.
+pub fn router(app: App, shutdown: CancellationToken) -> Router {
     Router::new()
         .route(
             "/hooks/github",
@@ -53,6 +54,7 @@ pub fn router(app: App) -> Router {
         .route("/discord/interactions", post(discord::handle_interaction))
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::Extension(shutdown))
         .with_state(app)
 }
 
@@ -62,7 +64,7 @@ pub async fn serve(
     app: App,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    axum::serve(listener, router(app, shutdown.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -23,12 +23,23 @@ use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::{Artifact, BuildRef, BuildRequested, ImageUse};
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{
+    AsyncCommands, AsyncConnectionConfig, ExistenceCheck, RedisResult, Script, SetExpiry,
+    SetOptions,
+};
 
 /// How long Kiln remembers a forge delivery id. Forges redeliver within hours; a week is
 /// ample and keeps the set bounded.
 const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How long a follower's read of a task's log waits for a new line before it looks at
+/// whether the task has ended.
+pub const LOG_WAIT: Duration = Duration::from_secs(1);
+
+/// The most log lines one read returns.
+const LOG_READ_COUNT: usize = 1000;
 
 /// About how many entries the audit stream keeps; older ones are trimmed.
 pub const MAX_AUDIT_ENTRIES: usize = 100_000;
@@ -151,6 +162,7 @@ pub struct Settled {
 /// The bot's handle on Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
 }
@@ -162,9 +174,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store over an open connection, with keys under `keys`.
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
-        Self { conn, keys }
+    /// A store over `client`'s open connection `conn`, with keys under `keys`.
+    pub fn new(client: redis::Client, conn: ConnectionManager, keys: Keys) -> Self {
+        Self { client, conn, keys }
     }
 
     /// The key layout.
@@ -594,5 +606,45 @@ impl Store {
             .iter()
             .filter_map(|entry| entry.get::<String>("line"))
             .collect())
+    }
+
+    /// A connection of its own, for [`Store::read_log`]: a blocked read holds up every other
+    /// command on its connection, so it must not be the shared one.
+    pub async fn log_reader(&self) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(LOG_WAIT * 4));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// At most [`LOG_READ_COUNT`] of the task's log lines after the entry `after` (`0-0` for
+    /// the first), on `conn`, and the last one's entry id. With `wait`, an empty answer
+    /// comes only after [`LOG_WAIT`] without a new line.
+    pub async fn read_log(
+        &self,
+        conn: &mut MultiplexedConnection,
+        id: BuildId,
+        task: &str,
+        after: &str,
+        wait: bool,
+    ) -> RedisResult<(Vec<String>, Option<String>)> {
+        let mut options = StreamReadOptions::default().count(LOG_READ_COUNT);
+        if wait {
+            options = options.block(LOG_WAIT.as_millis() as usize);
+        }
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[self.keys.logs(id, task)], &[after], &options)
+            .await?;
+        let entries = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect::<Vec<_>>();
+        let last = entries.last().map(|e| e.id.clone());
+        let lines = entries
+            .iter()
+            .filter_map(|entry| entry.get::<String>("line"))
+            .collect();
+        Ok((lines, last))
     }
 }
