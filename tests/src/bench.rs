@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
 use kiln_shared::wire::{self, Event};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -21,7 +25,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::forge::{TestRepo, push_payload};
+use crate::processes::rss_mib;
 use crate::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET};
 
 /// How much to do.
@@ -159,8 +166,16 @@ pub async fn run(options: Options) -> Vec<Figure> {
     let docker = report(docker_create_start(options).await);
     let xadd = report(redis_xadd(options).await);
 
-    let kiln = Kiln::start(&crate::config("")).await;
+    // The bot and a worker of two slots, as processes of their own: their memory is theirs.
+    let kiln = Kiln::start_processes(&crate::config(""), 2).await;
     let bench = Bench::new(&kiln).await;
+    bench.warm_up().await;
+    let [mut bot_idle, mut worker_idle] = bench.footprint_idle(options).await;
+    bot_idle.target = Some((15.0, false));
+    worker_idle.target = Some((12.0, false));
+    let bot_idle = report(bot_idle);
+    let worker_idle = report(worker_idle);
+
     let mut started = bench.push_to_task_started(options).await;
     started.floor = Some((amqp.name, amqp.value()));
     started.target = Some((3.0, false));
@@ -170,19 +185,51 @@ pub async fn run(options: Options) -> Vec<Figure> {
     p99.percentile = 99;
     p99.target = Some((10.0, false));
     report(p99);
+    let mut running = bench.push_to_container_running(options).await;
+    running.floor = Some((docker.name, docker.value()));
+    running.target = Some((docker.value() + 20.0, false));
+    report(running);
     let mut done = bench.push_to_docker_task_done(options).await;
     done.floor = Some((docker.name, docker.value()));
     report(done);
+
+    let load = Footprint::sample(&kiln);
     let mut accepted = bench.webhooks_accepted(options).await;
     accepted.target = Some((3000.0, true));
     report(accepted);
     let mut builds = bench.builds_completed(options).await;
     builds.target = Some((3000.0, true));
     report(builds);
+    let [mut bot_loaded, mut worker_loaded] =
+        load.finish(["bot_rss_loaded", "worker_rss_loaded"]).await;
+    for (loaded, idle) in [
+        (&mut bot_loaded, &bot_idle),
+        (&mut worker_loaded, &worker_idle),
+    ] {
+        // The peak under load, against twice the idle median.
+        loaded.percentile = 100;
+        loaded.floor = Some((idle.name, idle.value()));
+        loaded.target = Some((2.0 * idle.value(), false));
+    }
+    report(bot_loaded);
+    report(worker_loaded);
+
     let mut lines = bench.log_lines(options).await;
     lines.floor = Some((xadd.name, xadd.value()));
     lines.target = Some((200_000.0, true));
     report(lines);
+    let mut lag = bench.live_tail_lag(options).await;
+    lag.target = Some((50.0, false));
+    report(lag);
+    let mut resolve = bench.image_resolve(options).await;
+    resolve.target = Some((50.0, false));
+    report(resolve);
+
+    kiln.stop_process("kiln-worker").await;
+    for figure in bench.drain(options).await {
+        report(figure);
+    }
+    drop(bench);
     kiln.stop().await;
     println!("{}", summary(&figures));
     figures
@@ -484,6 +531,310 @@ impl<'a> Bench<'a> {
             samples.push(lines as f64 / finished.duration_since(started).as_secs_f64());
         }
         Figure::new("log_lines", "lines/s", samples)
+    }
+
+    /// One shell build, so that what a first build sets up (the worker's mirror, the bot's)
+    /// is in place before anything is measured.
+    async fn warm_up(&self) {
+        let commit = self.pipeline("steps:\n  t:\n    runner: shell\n    run: 'true'\n");
+        let (_, id) = self.push(&commit).await;
+        let build = self.kiln.finished_build(id).await;
+        assert_eq!(build["status"], "passed", "{build:#}");
+    }
+
+    /// The bot's and the worker's resident memory over a second with nothing to do.
+    async fn footprint_idle(&self, options: Options) -> [Figure; 2] {
+        let idle = Footprint::sample(self.kiln);
+        let window = if options.quick { 200 } else { 1000 };
+        tokio::time::sleep(Duration::from_millis(window)).await;
+        idle.finish(["bot_rss_idle", "worker_rss_idle"]).await
+    }
+
+    /// From a push's 202 to Docker's `start` event of its one task's container.
+    async fn push_to_container_running(&self, options: Options) -> Figure {
+        let commit = self.pipeline(&format!(
+            "steps:\n  t:\n    image: {TEST_IMAGE}\n    run: 'true'\n"
+        ));
+        let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let docker = Docker::connect_with_local_defaults().expect("docker");
+        let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["start"])]);
+        // From a second back, so that no start is missed while the stream opens.
+        let since = (crate::slack::now() - 1).to_string();
+        let options_ = EventsOptionsBuilder::new()
+            .filters(&filters)
+            .since(&since)
+            .build();
+        let mut events = docker.events(Some(options_));
+        let seen = started.clone();
+        let listener = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let now = Instant::now();
+                let name = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut a| a.remove("name"));
+                if let Some(name) = name {
+                    seen.lock().expect("not poisoned").insert(name, now);
+                }
+            }
+        });
+        let mut samples = Vec::new();
+        for _ in 0..options.count(20, 3) {
+            let (accepted, id) = self.push(&commit).await;
+            // The worker names a task's container `<prefix>-<build>-<task>-<attempt>`.
+            let name = format!("{}-{id}-t-1", self.kiln.prefix);
+            let running = crate::wait_for(&format!("{name} to start"), E2E_TIMEOUT, || async {
+                started.lock().expect("not poisoned").get(&name).copied()
+            })
+            .await;
+            samples.push(millis(running.saturating_duration_since(accepted)));
+            self.kiln.finished_build(id).await;
+        }
+        listener.abort();
+        Figure::new("push_to_container_running", "ms", samples)
+    }
+
+    /// A follower's lag behind a task's output: each line is the time it was printed, read
+    /// through `GET /builds/{id}/logs?follow=true`.
+    async fn live_tail_lag(&self, options: Options) -> Figure {
+        let lines = options.count(200, 50);
+        let commit = self.pipeline(&format!(
+            "steps:\n  t:\n    runner: shell\n    run: 'for i in $(seq 1 {lines}); do date +%s%N; sleep 0.01; done'\n"
+        ));
+        let mut samples = Vec::new();
+        for _ in 0..options.runs {
+            let (_, id) = self.push(&commit).await;
+            let url = self
+                .kiln
+                .url(&format!("/builds/{id}/logs?task=t&follow=true"));
+            let mut response = self.kiln.http.get(url).send().await.expect("follow");
+            let mut pending = String::new();
+            loop {
+                let chunk = tokio::time::timeout(E2E_TIMEOUT, response.chunk())
+                    .await
+                    .expect("the log goes on in time")
+                    .expect("the answer goes on");
+                let Some(chunk) = chunk else { break };
+                let now = unix_nanos();
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    if let Ok(printed) = line.trim().parse::<u128>() {
+                        samples.push(now.saturating_sub(printed) as f64 / 1e6);
+                    }
+                }
+            }
+            let build = self.kiln.finished_build(id).await;
+            assert_eq!(build["status"], "passed", "{build:#}");
+        }
+        assert_eq!(
+            samples.len(),
+            lines * options.runs,
+            "every line was followed"
+        );
+        let mut figure = Figure::new("live_tail_lag_p99", "ms", samples);
+        figure.percentile = 99;
+        figure
+    }
+
+    /// The time a worker takes to find that an in-tree image is already built, as the
+    /// task's log says it (`image `app`: reused … in N ms`), on builds after the first.
+    async fn image_resolve(&self, options: Options) -> Figure {
+        let spec =
+            "images:\n  app: { context: ci/app }\nsteps:\n  t: { image: app, run: 'true' }\n";
+        let dockerfile = format!("FROM {TEST_IMAGE}\nRUN echo built > /built\n");
+        let commit = self.repo.commit(
+            "master",
+            "An in-tree image",
+            &[(".kiln.yml", spec), ("ci/app/Dockerfile", &dockerfile)],
+        );
+        let mut samples = Vec::new();
+        for run in 0..=options.count(10, 3) {
+            let (_, id) = self.push(&commit).await;
+            let build = self.kiln.finished_build(id).await;
+            assert_eq!(build["status"], "passed", "{build:#}");
+            if run == 0 {
+                continue; // it built the image
+            }
+            let log = self.kiln.task_log(id, "t").await;
+            let took = log
+                .lines()
+                .find_map(|l| Some(l.split_once("image `app`: reused ")?.1))
+                .and_then(|l| l.rsplit_once(" in "))
+                .and_then(|(_, ms)| ms.strip_suffix(" ms")?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("the log says the image was reused: {log}"));
+            samples.push(took);
+        }
+        Figure::new("image_resolve", "ms", samples)
+    }
+
+    /// Workers started together on a queue that already holds every task (one-line shell
+    /// tasks, each recording that it ran): the time until every build ended, and how many
+    /// tasks never ran or ran twice.
+    async fn drain(&self, options: Options) -> Vec<Figure> {
+        let workers = options.count(200, 20);
+        let (steps, shards, builds) = if options.quick {
+            (4, 25, 2)
+        } else {
+            (50, 50, 4)
+        };
+        let total = steps * shards * builds;
+        let ran = tempfile::tempdir().expect("temp dir");
+        let record = ran.path().join("ran");
+        let mut spec = String::from("steps:\n");
+        for step in 0..steps {
+            spec.push_str(&format!(
+                "  s{step}:\n    runner: shell\n    shards: {shards}\n    run: 'echo \"$KILN_BUILD_ID $KILN_TASK\" >> {}'\n",
+                record.display()
+            ));
+        }
+        let commit = self.pipeline(&spec);
+        let services = crate::Services::require().await;
+        let queue = Topology::new(&self.kiln.prefix).jobs_queue(Platform::LinuxAmd64);
+        let deadline = E2E_TIMEOUT + Duration::from_millis(total as u64 * 20);
+        let (mut times, mut lost, mut twice) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..options.runs {
+            std::fs::write(&record, "").expect("empty the record");
+            let mut ids = Vec::new();
+            for _ in 0..builds {
+                ids.push(self.push(&commit).await.1);
+            }
+            crate::wait_for("every job to be queued", deadline, || async {
+                (queued(&services.amqp_url, &queue).await >= total).then_some(())
+            })
+            .await;
+
+            let stop = CancellationToken::new();
+            let state = tempfile::tempdir().expect("temp dir");
+            let begun = Instant::now();
+            let running: Vec<_> = (0..workers)
+                .map(|n| {
+                    let settings = kiln_worker::Settings {
+                        amqp_url: services.amqp_url.clone(),
+                        redis_url: services.redis_url.clone(),
+                        prefix: self.kiln.prefix.clone(),
+                        platform: Platform::LinuxAmd64,
+                        slots: 1,
+                        name: format!("{}-drain-{run}-{n}", self.kiln.prefix),
+                        state_dir: state.path().join(format!("worker-{n}")),
+                        store_dir: state.path().join("store"),
+                        secrets_dir: None,
+                    };
+                    tokio::spawn(kiln_worker::run(settings, stop.clone()))
+                })
+                .collect();
+            // Lost tasks would keep their build from ending: the wait is bounded, and what
+            // never ran is counted below.
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            let ended = loop {
+                every.tick().await;
+                let heard = self.heard.lock().expect("not poisoned");
+                let ends: Option<Vec<Instant>> = ids
+                    .iter()
+                    .map(|id| heard.get(&(*id, "ended")).copied())
+                    .collect();
+                if let Some(ends) = ends {
+                    break ends.into_iter().max();
+                }
+                if begun.elapsed() > deadline {
+                    break None;
+                }
+            };
+            let last = ended.unwrap_or_else(Instant::now);
+            times.push(last.duration_since(begun).as_secs_f64());
+            stop.cancel();
+            for worker in running {
+                worker
+                    .await
+                    .expect("no panic")
+                    .expect("the worker stops cleanly");
+            }
+
+            let text = std::fs::read_to_string(&record).expect("the record");
+            let runs: Vec<&str> = text.lines().collect();
+            let distinct: std::collections::HashSet<&str> = runs.iter().copied().collect();
+            lost.push(total.saturating_sub(distinct.len()) as f64);
+            twice.push((runs.len() - distinct.len()) as f64);
+        }
+        let drained = Figure::new("drain_time", "s", times);
+        let mut lost = Figure::new("drain_tasks_lost", "tasks", lost);
+        lost.percentile = 100;
+        lost.target = Some((0.0, false));
+        let mut twice = Figure::new("drain_tasks_run_twice", "tasks", twice);
+        twice.percentile = 100;
+        twice.target = Some((0.0, false));
+        println!("drain: {workers} worker connections, {total} queued tasks");
+        vec![drained, lost, twice]
+    }
+}
+
+/// How many messages `queue` holds.
+async fn queued(amqp_url: &str, queue: &str) -> usize {
+    let Ok(connection) = Connection::connect(amqp_url, ConnectionProperties::default()).await
+    else {
+        return 0;
+    };
+    let count = match connection.create_channel().await {
+        Ok(channel) => {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await
+                .map_or(0, |q| q.message_count() as usize)
+        }
+        Err(_) => 0,
+    };
+    let _ = connection.close(0, "".into()).await;
+    count
+}
+
+/// Nanoseconds since the Unix epoch, as `date +%s%N` prints them.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The resident memory of the bot and the worker processes, sampled every 20 ms until
+/// [`Footprint::finish`].
+struct Footprint {
+    stop: CancellationToken,
+    sampler: tokio::task::JoinHandle<[Vec<f64>; 2]>,
+}
+
+impl Footprint {
+    fn sample(kiln: &Kiln) -> Self {
+        let pids = ["kiln-bot", "kiln-worker"]
+            .map(|name| kiln.process_id(name).expect("Kiln runs as processes"));
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        let sampler = tokio::spawn(async move {
+            let mut samples = [Vec::new(), Vec::new()];
+            let mut every = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = until.cancelled() => return samples,
+                }
+                for (pid, samples) in pids.iter().zip(&mut samples) {
+                    samples.extend(rss_mib(*pid));
+                }
+            }
+        });
+        Self { stop, sampler }
+    }
+
+    /// The bot's samples and the worker's, named `bot_<what>` and `worker_<what>`.
+    async fn finish(self, names: [&'static str; 2]) -> [Figure; 2] {
+        self.stop.cancel();
+        let [bot, worker] = self.sampler.await.expect("the sampler ends");
+        [
+            Figure::new(names[0], "MiB", bot),
+            Figure::new(names[1], "MiB", worker),
+        ]
     }
 }
 

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod discord;
 pub mod events;
 pub mod forge;
+pub mod processes;
 pub mod services;
 pub mod slack;
 pub mod statuses;
@@ -96,6 +97,8 @@ pub struct Kiln {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The bot and worker when they run as processes ([`Kiln::start_processes`]).
+    processes: std::sync::Mutex<Vec<processes::Process>>,
     state: tempfile::TempDir,
 }
 
@@ -167,8 +170,48 @@ impl Kiln {
             http: reqwest::Client::new(),
             shutdown,
             tasks,
+            processes: Default::default(),
             state,
         }
+    }
+
+    /// Like [`Kiln::start`], with the bot and one `linux/amd64` worker of `slots` slots as
+    /// processes of their own (the `kiln-bot` and `kiln-worker` binaries), as operators run
+    /// them.
+    pub async fn start_processes(config: &str, slots: usize) -> Self {
+        init_logging();
+        let services = Services::require().await;
+        let prefix = services::unique_prefix();
+        let state = tempfile::tempdir().expect("temp dir");
+        let (bot, bot_addr) = processes::start_bot(config, &services, &prefix, state.path()).await;
+        let worker = processes::start_worker(&services, &prefix, state.path(), slots).await;
+        Self {
+            services,
+            prefix,
+            bot_addr,
+            http: reqwest::Client::new(),
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            processes: std::sync::Mutex::new(vec![bot, worker]),
+            state,
+        }
+    }
+
+    /// The id of the process named `name` (`kiln-bot`, `kiln-worker`), when they run as
+    /// processes.
+    pub fn process_id(&self, name: &str) -> Option<u32> {
+        let processes = self.processes.lock().expect("not poisoned");
+        processes.iter().find(|p| p.name == name)?.id()
+    }
+
+    /// Stops the process named `name` (SIGTERM) and checks that it stopped cleanly.
+    pub async fn stop_process(&self, name: &str) {
+        let process = {
+            let mut processes = self.processes.lock().expect("not poisoned");
+            let at = processes.iter().position(|p| p.name == name);
+            processes.remove(at.unwrap_or_else(|| panic!("no process {name}")))
+        };
+        process.stop().await;
     }
 
     /// The artifact and cache store the workers share.
@@ -320,6 +363,10 @@ impl Kiln {
         for task in self.tasks.drain(..) {
             task.await.expect("no panic").expect("clean exit");
         }
+        let processes = std::mem::take(&mut *self.processes.lock().expect("not poisoned"));
+        for process in processes {
+            process.stop().await;
+        }
     }
 
     /// Starts a bot on this Kiln's prefix, as a bot restarted after [`Kiln::halt`] would be
@@ -362,6 +409,10 @@ impl Kiln {
 impl Drop for Kiln {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // Before the cleanup, which they would otherwise race.
+        if let Ok(mut processes) = self.processes.lock() {
+            processes.clear();
+        }
         let services = self.services.clone();
         let prefix = self.prefix.clone();
         // Cleanup needs async clients; run it on its own thread so dropping never blocks a

@@ -121,7 +121,10 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
                 match prepared {
                     Ok(used) => {
                         let verb = if used.built { "built" } else { "reused" };
-                        note(log, format!("image `{}`: {verb} {}", used.name, used.tag)).await;
+                        let took = started.elapsed().as_millis();
+                        let line =
+                            format!("image `{}`: {verb} {} in {took} ms", used.name, used.tag);
+                        note(log, line).await;
                         job.image = Some(used.tag.clone());
                         images.push(used);
                     }

@@ -1,0 +1,158 @@
+//! Kiln as operators run it: `kiln-bot` and `kiln-worker` as processes of their own, so what
+//! each costs (its resident memory) can be read apart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::{E2E_TIMEOUT, Services, wait_for};
+
+/// One of Kiln's processes.
+#[derive(Debug)]
+pub struct Process {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    /// Its process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Asks it to stop (SIGTERM, as a service manager would) and checks it stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let status = tokio::time::timeout(E2E_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} stops within {E2E_TIMEOUT:?}", self.name))
+            .expect("wait");
+        assert!(status.success(), "{} ended with {status}", self.name);
+    }
+}
+
+/// The resident memory of process `pid` in MiB, from `/proc`; `None` once it has ended.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The binary `name` built beside the running one (`target/<profile>/`): `cargo test
+/// --workspace` and `deploy/dev/bench` build it.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the running binary");
+    let mut dir = exe.parent().expect("its directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p {name}` (`cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+/// What a process of Kiln's is started with: the services, the prefix, and its own state
+/// directory, with its log in `<state>/<name>.log`.
+fn command(name: &'static str, services: &Services, prefix: &str, state: &Path) -> Command {
+    let log = std::fs::File::create(state.join(format!("{name}.log"))).expect("log file");
+    let mut command = Command::new(binary(name));
+    command
+        .env("KILN_AMQP_URL", &services.amqp_url)
+        .env("KILN_REDIS_URL", &services.redis_url)
+        .env("KILN_PREFIX", prefix)
+        .env("KILN_STATE_DIR", state.join(name))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `kiln-bot` with `config` on a free port; returns it once it answers, and where.
+pub async fn start_bot(
+    config: &str,
+    services: &Services,
+    prefix: &str,
+    state: &Path,
+) -> (Process, std::net::SocketAddr) {
+    let path = state.join("kiln-bot.toml");
+    std::fs::write(&path, config).expect("write the bot's configuration");
+    // A port the system has just given out is free: the bot takes it next.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let child = command("kiln-bot", services, prefix, state)
+        .env("KILN_CONFIG", &path)
+        .env("KILN_LISTEN", addr.to_string())
+        .env("KILN_PLATFORMS", "linux/amd64,linux/arm64")
+        .spawn()
+        .expect("start kiln-bot");
+    let http = reqwest::Client::new();
+    wait_for("kiln-bot to answer", E2E_TIMEOUT, || async {
+        let answer = http.get(format!("http://{addr}/healthz")).send().await;
+        answer.ok().filter(|r| r.status() == 200).map(|_| ())
+    })
+    .await;
+    let process = Process {
+        name: "kiln-bot",
+        child,
+    };
+    (process, addr)
+}
+
+/// Starts `kiln-worker` for `linux/amd64` with `slots` slots; returns it once it is present.
+pub async fn start_worker(
+    services: &Services,
+    prefix: &str,
+    state: &Path,
+    slots: usize,
+) -> Process {
+    let name = format!("{prefix}-worker-process");
+    let child = command("kiln-worker", services, prefix, state)
+        .env("KILN_PLATFORM", "linux/amd64")
+        .env("KILN_SLOTS", slots.to_string())
+        .env("KILN_WORKER_NAME", &name)
+        .env("KILN_STORE_DIR", state.join("store"))
+        .spawn()
+        .expect("start kiln-worker");
+    let client = redis::Client::open(services.redis_url.as_str()).expect("Redis URL");
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let workers = kiln_shared::keys::Keys::new(prefix).workers();
+    wait_for("kiln-worker to say it is present", E2E_TIMEOUT, || {
+        let mut conn = conn.clone();
+        let (workers, name) = (workers.clone(), name.clone());
+        async move {
+            let present: bool = redis::cmd("HEXISTS")
+                .arg(&workers)
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            present.then_some(())
+        }
+    })
+    .await;
+    Process {
+        name: "kiln-worker",
+        child,
+    }
+}
