@@ -45,11 +45,13 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         return Ok(());
     }
     let tasks = app.store.tasks(id, &plan).await?;
-    for (task, stored) in plan.tasks.iter().zip(&tasks) {
-        if stored.status == TaskStatus::Queued {
-            resources::dispatch(app, &record, task, stored.attempt).await?;
-        }
-    }
+    let queued = plan
+        .tasks
+        .iter()
+        .zip(&tasks)
+        .filter(|(_, stored)| stored.status == TaskStatus::Queued)
+        .map(|(task, stored)| (task, stored.attempt));
+    resources::dispatch_all(app, &record, queued).await?;
     tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())
 }

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
+
 use kiln_shared::build::TaskStatus;
 use kiln_shared::lease::{LeaseId, resource_variable};
 use kiln_shared::plan::PlannedTask;
@@ -21,6 +23,34 @@ use crate::store::{BuildRecord, LeaseRecord, Waiting, now_ms};
 /// How long past its timeout a task's slot is held: time to check out, build its image, and
 /// for its end to be heard.
 const SLOT_MARGIN: Duration = Duration::from_secs(30 * 60);
+
+/// Jobs [`dispatch_all`] has published and not yet seen confirmed, at most.
+const PUBLISHES_IN_FLIGHT: usize = 64;
+
+/// Dispatches each of `tasks` (a task and its attempt). Those that need no pool go out
+/// together, their confirms in flight at once; those that do, one after the other, so two
+/// never each take part of what the other needs.
+pub async fn dispatch_all<'a>(
+    app: &App,
+    record: &BuildRecord,
+    tasks: impl IntoIterator<Item = (&'a PlannedTask, u32)>,
+) -> anyhow::Result<()> {
+    let (pooled, free): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .partition(|(task, _)| !task.resources.is_empty());
+    let jobs: Vec<_> = free
+        .into_iter()
+        .map(|(task, attempt)| dispatch(app, record, task, attempt))
+        .collect();
+    futures_util::stream::iter(jobs)
+        .buffered(PUBLISHES_IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
+    for (task, attempt) in pooled {
+        dispatch(app, record, task, attempt).await?;
+    }
+    Ok(())
+}
 
 /// Publishes the job of `task`'s attempt `attempt`, once it holds a slot of each of its
 /// resources; otherwise puts it in line for the first pool that has none free.

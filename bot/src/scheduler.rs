@@ -71,11 +71,9 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         review::deployed(app, &record, environment).await?;
     }
     let settled = if task.unblocks(&event.outcome) {
-        let dependents: Vec<&str> = plan
-            .dependents(&event.task)
-            .map(|t| t.name.as_str())
-            .collect();
-        let settled = app.store.settle(id, &event.task, true, &dependents).await?;
+        let dependents: Vec<&PlannedTask> = plan.dependents(&event.task).collect();
+        let names: Vec<&str> = dependents.iter().map(|t| t.name.as_str()).collect();
+        let settled = app.store.settle(id, &event.task, true, &names).await?;
         for name in &settled.ready {
             app.store
                 .transition_task(id, name, TaskStatus::Queued, &[])
@@ -84,12 +82,13 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         // Publish every dependent that is queued, not only those queued just now: if an
         // earlier delivery of this event queued one and died before publishing it, this
         // redelivery publishes it. A worker takes a job at most once.
-        let stored = app.store.tasks(id, &plan).await?;
-        for task in stored.iter().filter(|t| t.status == TaskStatus::Queued) {
-            if let Some(planned) = plan.dependents(&event.task).find(|p| p.name == task.name) {
-                resources::dispatch(app, &record, planned, task.attempt).await?;
-            }
-        }
+        let stored = app.store.task_records(id, &names).await?;
+        let queued = dependents
+            .iter()
+            .zip(&stored)
+            .filter(|(_, stored)| stored.status == TaskStatus::Queued)
+            .map(|(planned, stored)| (*planned, stored.attempt));
+        resources::dispatch_all(app, &record, queued).await?;
         settled
     } else {
         let downstream: Vec<&str> = plan.downstream_of(&event.task).into_iter().collect();

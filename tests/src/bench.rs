@@ -780,10 +780,11 @@ async fn queued(amqp_url: &str, queue: &str) -> usize {
                 passive: true,
                 ..Default::default()
             };
-            channel
+            let declared = channel
                 .queue_declare(queue.into(), passive, FieldTable::default())
-                .await
-                .map_or(0, |q| q.message_count() as usize)
+                .await;
+            let _ = channel.close(0, "".into()).await;
+            declared.map_or(0, |q| q.message_count() as usize)
         }
         Err(_) => 0,
     };

@@ -69,6 +69,49 @@ pub trait LogSink: Sync {
     fn write(&self, lines: &[LogLine]) -> impl Future<Output = ()> + Send;
 }
 
+/// Batches a runner has read and not yet handed to the writer, at most: a task that prints
+/// faster than Redis stores waits for it, so memory stays bounded.
+const QUEUED_BATCHES: usize = 64;
+
+/// The most lines written to the sink in one go; what waits beyond is the next write.
+pub const MAX_WRITE_LINES: usize = 4096;
+
+/// Where a runner hands the lines it has read, while the writer stores earlier ones.
+#[derive(Debug)]
+pub struct Batches(tokio::sync::mpsc::Sender<Vec<LogLine>>);
+
+impl Batches {
+    /// Hands over `lines` (leaving it empty), waiting only if the writer is far behind.
+    pub async fn send(&self, lines: &mut Vec<LogLine>) {
+        if !lines.is_empty() {
+            // The writer lives as long as the runner: a send cannot fail.
+            let _ = self.0.send(std::mem::take(lines)).await;
+        }
+    }
+}
+
+/// Runs `read`, which reads a task's output and hands its lines to [`Batches`], while the
+/// lines go to `log`: reading the next output overlaps storing the last, and what piles up
+/// during a write is written together in the next. Returns when both are done.
+pub async fn pipelined<T>(log: &impl LogSink, read: impl AsyncFnOnce(Batches) -> T) -> T {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<LogLine>>(QUEUED_BATCHES);
+    let write = async {
+        let mut batch = Vec::new();
+        while let Some(lines) = receiver.recv().await {
+            batch.extend(lines);
+            while batch.len() < MAX_WRITE_LINES
+                && let Ok(more) = receiver.try_recv()
+            {
+                batch.extend(more);
+            }
+            log.write(&batch).await;
+            batch.clear();
+        }
+    };
+    let (value, ()) = tokio::join!(read(Batches(sender)), write);
+    value
+}
+
 fn take_line(fd: Fd, buffer: &mut Vec<u8>) -> LogLine {
     let mut bytes = std::mem::take(buffer);
     if bytes.last() == Some(&b'\r') {
@@ -109,6 +152,45 @@ mod tests {
                 ("out", ""),
                 ("err", "warn")
             ]
+        );
+    }
+
+    /// Keeps every batch it is given.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<Vec<String>>>);
+
+    impl LogSink for Kept {
+        async fn write(&self, lines: &[LogLine]) {
+            let texts = lines.iter().map(|l| l.text.clone()).collect();
+            self.0.lock().expect("not poisoned").push(texts);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_writes_keep_every_line_in_order() {
+        let kept = Kept::default();
+        let read = pipelined(&kept, async |batches: Batches| {
+            for n in 0..1000 {
+                let mut lines = vec![LogLine {
+                    fd: Fd::Out,
+                    text: n.to_string(),
+                }];
+                batches.send(&mut lines).await;
+                assert!(lines.is_empty());
+            }
+            "read"
+        })
+        .await;
+        assert_eq!(read, "read");
+        let batches = kept.0.into_inner().expect("not poisoned");
+        let all: Vec<String> = batches.iter().flatten().cloned().collect();
+        let expected: Vec<String> = (0..1000).map(|n| n.to_string()).collect();
+        assert_eq!(all, expected);
+        assert!(
+            batches
+                .iter()
+                .all(|b| !b.is_empty() && b.len() <= MAX_WRITE_LINES)
         );
     }
 

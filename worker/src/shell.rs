@@ -15,7 +15,7 @@ use kiln_shared::wire::JobRequested;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::lines::{Fd, LineSplitter, LogSink};
+use crate::lines::{Batches, Fd, LineSplitter, LogSink, pipelined};
 
 /// Variables passed through from the worker's environment: without them programs are not
 /// found or temporary files have nowhere to go. Everything else is left behind.
@@ -87,12 +87,23 @@ pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Task
 
 /// Streams the child's output until it exits, then what is left in the pipes; returns its
 /// exit code (128 + signal when a signal ended it, as shells report it).
-async fn follow(mut child: Child, tree: &ProcessTree, log: &impl LogSink) -> std::io::Result<i64> {
+async fn follow(child: Child, tree: &ProcessTree, log: &impl LogSink) -> std::io::Result<i64> {
+    pipelined(log, async |batches| {
+        read_until_exit(child, tree, batches).await
+    })
+    .await
+}
+
+async fn read_until_exit(
+    mut child: Child,
+    tree: &ProcessTree,
+    batches: Batches,
+) -> std::io::Result<i64> {
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let mut splitter = LineSplitter::default();
     let mut lines = Vec::new();
-    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let (mut out_buf, mut err_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     let mut status = None;
     while out.is_some() || err.is_some() {
         tokio::select! {
@@ -115,13 +126,10 @@ async fn follow(mut child: Child, tree: &ProcessTree, log: &impl LogSink) -> std
                 tree.kill();
             }
         }
-        if !lines.is_empty() {
-            log.write(&lines).await;
-            lines.clear();
-        }
+        batches.send(&mut lines).await;
     }
     splitter.finish(&mut lines);
-    log.write(&lines).await;
+    batches.send(&mut lines).await;
     let status = match status {
         Some(status) => status,
         None => child.wait().await?,

@@ -185,7 +185,7 @@ impl Store {
             .await
     }
 
-    /// Appends log lines to the task's stream in one round trip.
+    /// Appends log lines to the task's stream in one round trip, trimming it once after.
     pub async fn append_log(&self, job: &JobRequested, lines: &[LogLine]) -> RedisResult<()> {
         if lines.is_empty() {
             return Ok(());
@@ -193,14 +193,15 @@ impl Store {
         let key = self.keys.logs(job.build.id, &job.task);
         let mut pipe = redis::pipe();
         for line in lines {
-            pipe.xadd_maxlen(
+            pipe.xadd(
                 &key,
-                redis::streams::StreamMaxlen::Approx(MAX_LOG_LINES),
                 "*",
                 &[("fd", line.fd.as_str()), ("line", line.text.as_str())],
             )
             .ignore();
         }
+        pipe.xtrim(&key, redis::streams::StreamMaxlen::Approx(MAX_LOG_LINES))
+            .ignore();
         pipe.query_async(&mut self.conn.clone()).await
     }
 

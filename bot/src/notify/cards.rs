@@ -30,6 +30,10 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// How long a keeper goes on without a poke before it stops; the next event starts another.
 const IDLE: Duration = Duration::from_secs(10 * 60);
 
+/// The least time from one pass over a build's cards to the next. A pass reads every task
+/// of the build; a large build's events come faster than chat would take edits anyway.
+const PASS_SPACING: Duration = Duration::from_millis(250);
+
 /// How much of a failed task's log a notification shows: its last lines, within a share of
 /// Discord's 2,000 characters that leaves room for the rest of the message.
 const FAILURE_LINES: usize = 15;
@@ -69,6 +73,7 @@ impl Cards {
         let mut quiet = Duration::ZERO;
         loop {
             keeper.dirty.store(false, Ordering::SeqCst);
+            let began = tokio::time::Instant::now();
             let done = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
                 tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
                 false
@@ -78,6 +83,7 @@ impl Cards {
                     Ok(()) => quiet = Duration::ZERO,
                     Err(_) => quiet += RECHECK,
                 }
+                tokio::time::sleep_until(began + PASS_SPACING).await;
                 if quiet < IDLE {
                     continue;
                 }

@@ -25,7 +25,7 @@ use kiln_shared::build::TaskOutcome;
 use kiln_shared::plan::PlannedService;
 use kiln_shared::wire::JobRequested;
 
-use crate::lines::{Fd, LineSplitter, LogSink};
+use crate::lines::{Batches, Fd, LineSplitter, LogSink, pipelined};
 
 mod image;
 
@@ -183,6 +183,10 @@ impl DockerRunner {
 
     /// Follows the container's output until it exits, writing lines in batches.
     async fn stream_logs(&self, name: &str, log: &impl LogSink) -> Result<(), DockerError> {
+        pipelined(log, async |batches| self.read_logs(name, batches).await).await
+    }
+
+    async fn read_logs(&self, name: &str, batches: Batches) -> Result<(), DockerError> {
         let options = LogsOptionsBuilder::new()
             .follow(true)
             .stdout(true)
@@ -204,11 +208,10 @@ impl DockerRunner {
                     LogOutput::StdIn { .. } => {}
                 }
             }
-            log.write(&lines).await;
-            lines.clear();
+            batches.send(&mut lines).await;
         }
         splitter.finish(&mut lines);
-        log.write(&lines).await;
+        batches.send(&mut lines).await;
         Ok(())
     }
 
