@@ -103,8 +103,10 @@ impl Checkouts {
             tokio::fs::create_dir_all(self.root.join("mirrors")).await?;
             run(
                 "clone",
+                // Through git's transport even from a local path, so the mirror holds packs,
+                // not a file per object: each checkout copies the mirror's objects.
                 Command::new("git")
-                    .args(["clone", "--mirror", "--quiet", clone_url])
+                    .args(["clone", "--mirror", "--no-local", "--quiet", clone_url])
                     .arg(&mirror),
             )
             .await?;
@@ -119,9 +121,11 @@ impl Checkouts {
             if !present.success() {
                 run(
                     "fetch",
+                    // Kept as a pack however few objects came, for the same reason.
                     Command::new("git")
                         .arg("--git-dir")
                         .arg(&mirror)
+                        .args(["-c", "fetch.unpackLimit=1"])
                         .args(["fetch", "--quiet", "--prune", "origin"]),
                 )
                 .await?;

@@ -175,7 +175,9 @@ async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> 
             text.push_str(line);
             text.push('\n');
         }
-        let mut command = Command::new("sh");
+        // By its path: were `sh` looked up in the PATH the task sets, the standard library
+        // would fork the whole worker (copying its page tables) instead of spawning.
+        let mut command = Command::new("/bin/sh");
         command.arg("-c").arg(text);
         Ok(command)
     }
