@@ -27,7 +27,7 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     let plan = match record.plan.clone() {
         Some(plan) => plan,
         None => match read_plan(app, &record).await {
-            Ok(plan) => plan,
+            Ok(plan) => std::sync::Arc::new(plan),
             Err((status, reason)) => return end_unrun(app, &record, status, reason).await,
         },
     };

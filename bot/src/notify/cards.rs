@@ -126,10 +126,14 @@ async fn update(
     let Some(record) = app.store.build(id).await? else {
         return Ok(true);
     };
+    let followers = followers(app, id, &record.build.repo).await?;
+    if followers.is_empty() && !has_statuses(app, &record) {
+        // Nobody to show it to: its tasks need not be read.
+        return Ok(record.status.is_final());
+    }
     let (mut message, tasks) = current(app, &record).await?;
     let buttons = Buttons::card(&message);
     let mut all_out = true;
-    let followers = followers(app, id, &record.build.repo).await?;
     for (channel, subscriptions) in &followers {
         let Some(dialect) = Chat::dialect(channel) else {
             continue;
@@ -194,12 +198,12 @@ async fn set_statuses(
     url: &str,
     shown: &mut HashMap<String, String>,
 ) -> bool {
+    if !has_statuses(app, record) {
+        return true;
+    }
     let Some(repository) = app.config.repository(&record.build.repo) else {
         return true;
     };
-    if !app.forges.serves(repository.forge) {
-        return true;
-    }
     let tasks: Vec<(&str, TaskStatus, Option<&str>)> = tasks
         .iter()
         .map(|t| (t.name.as_str(), t.status, t.outcome.as_deref()))
@@ -237,6 +241,13 @@ async fn set_statuses(
         }
     }
     all_set
+}
+
+/// Whether the build's forge is told its statuses.
+fn has_statuses(app: &App, record: &BuildRecord) -> bool {
+    app.config
+        .repository(&record.build.repo)
+        .is_some_and(|r| app.forges.serves(r.forge))
 }
 
 /// Whether a channel with `subscriptions` asks to see `record` as it is now.

@@ -13,8 +13,9 @@ pub use environment::Deployed;
 pub use lease::{LeaseRecord, Waiting};
 pub use promotion::{Approval, Approved, PromotionRecord};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
@@ -89,7 +90,35 @@ return 1
 });
 
 /// A build's record from its hash; `None` when there is no such build.
-fn build_record(id: BuildId, mut h: HashMap<String, String>) -> Option<BuildRecord> {
+/// The fields of a build's hash that make its record, but its plan, which is read apart: a
+/// plan never changes once stored, so it is read and parsed once (see [`Plans`]).
+/// `remaining` is stored with the plan, and says there is one.
+const BUILD_FIELDS: [&str; 12] = [
+    "repo",
+    "branch",
+    "commit",
+    "clone_url",
+    "author",
+    "subject",
+    "kind",
+    "changed_paths",
+    "status",
+    "error",
+    "reuse",
+    "remaining",
+];
+
+/// The plans read lately, by build; the newest [`PLANS_KEPT`] builds' are kept.
+type Plans = Arc<Mutex<BTreeMap<BuildId, Arc<Plan>>>>;
+
+/// How many builds' plans are kept in memory.
+const PLANS_KEPT: usize = 256;
+
+fn build_record(
+    id: BuildId,
+    mut h: HashMap<String, String>,
+    plan: Option<Arc<Plan>>,
+) -> Option<BuildRecord> {
     let status = h.get("status").and_then(|s| BuildStatus::parse(s))?;
     let mut take = |field: &str| h.remove(field).unwrap_or_default();
     Some(BuildRecord {
@@ -106,7 +135,7 @@ fn build_record(id: BuildId, mut h: HashMap<String, String>) -> Option<BuildReco
         changed_paths: serde_json::from_str(&take("changed_paths")).unwrap_or_default(),
         status,
         error: Some(take("error")).filter(|e| !e.is_empty()),
-        plan: serde_json::from_str(&take("plan")).ok(),
+        plan,
         reuse: take("reuse").parse().ok().map(BuildId),
     })
 }
@@ -129,7 +158,7 @@ pub struct BuildRecord {
     pub changed_paths: Option<Vec<String>>,
     pub status: BuildStatus,
     pub error: Option<String>,
-    pub plan: Option<Plan>,
+    pub plan: Option<Arc<Plan>>,
     /// The earlier build whose passed tasks this one takes as they are.
     pub reuse: Option<BuildId>,
 }
@@ -165,6 +194,7 @@ pub struct Store {
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
+    plans: Plans,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,7 +206,12 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store over `client`'s open connection `conn`, with keys under `keys`.
     pub fn new(client: redis::Client, conn: ConnectionManager, keys: Keys) -> Self {
-        Self { client, conn, keys }
+        Self {
+            client,
+            conn,
+            keys,
+            plans: Plans::default(),
+        }
     }
 
     /// The key layout.
@@ -339,8 +374,55 @@ impl Store {
 
     /// The build `id`, if there is one.
     pub async fn build(&self, id: BuildId) -> RedisResult<Option<BuildRecord>> {
-        let h: HashMap<String, String> = self.conn.clone().hgetall(self.keys.build(id)).await?;
-        Ok(build_record(id, h))
+        Ok(self.build_records(&[id]).await?.pop().flatten())
+    }
+
+    /// The records of builds `ids`, in order, `None` for one there is not; one round trip,
+    /// and one more for each plan not yet in memory.
+    async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
+        if ids.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.build(*id))
+                .arg(&BUILD_FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, row) in ids.iter().zip(rows) {
+            let mut h: HashMap<String, String> = BUILD_FIELDS
+                .iter()
+                .zip(row)
+                .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
+                .collect();
+            let plan = match h.remove("remaining") {
+                Some(_) => self.plan(*id).await?,
+                None => None,
+            };
+            records.push(build_record(*id, h, plan));
+        }
+        Ok(records)
+    }
+
+    /// Build `id`'s stored plan, from memory if it was read before.
+    async fn plan(&self, id: BuildId) -> RedisResult<Option<Arc<Plan>>> {
+        if let Some(plan) = self.plans.lock().expect("not poisoned").get(&id) {
+            return Ok(Some(plan.clone()));
+        }
+        let json: Option<String> = self.conn.clone().hget(self.keys.build(id), "plan").await?;
+        let Some(plan) = json.and_then(|j| serde_json::from_str::<Plan>(&j).ok()) else {
+            return Ok(None);
+        };
+        let plan = Arc::new(plan);
+        let mut plans = self.plans.lock().expect("not poisoned");
+        plans.insert(id, plan.clone());
+        while plans.len() > PLANS_KEPT {
+            plans.pop_first();
+        }
+        Ok(Some(plan))
     }
 
     /// Up to `count` of the newest builds, newest first; two round trips.
@@ -352,15 +434,11 @@ impl Store {
             .rev()
             .map(BuildId)
             .collect();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(self.keys.build(*id));
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(ids
+        Ok(self
+            .build_records(&ids)
+            .await?
             .into_iter()
-            .zip(hashes)
-            .filter_map(|(id, h)| build_record(id, h))
+            .flatten()
             .collect())
     }
 
