@@ -1,11 +1,15 @@
-//! A bare mirror per repository, so reading `.kiln.yml` at a commit is a local `git show`
-//! after an incremental fetch, not a clone per build.
+//! A bare mirror per repository, so reading `.kiln.yml` at a commit is a local read after
+//! an incremental fetch, not a clone per build; a `git cat-file --batch` kept running beside
+//! each mirror ([`reader`]) answers it without starting a process.
+
+mod reader;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use kiln_shared::command::Target;
+use reader::Reader;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio::sync::Mutex;
@@ -46,7 +50,12 @@ pub struct Mirrors {
     root: PathBuf,
     /// One lock per mirror: two fetches into the same repository would fight over its refs.
     locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// Each mirror's running reader, started on first use, again after it failed.
+    readers: Arc<StdMutex<HashMap<PathBuf, ReaderSlot>>>,
 }
+
+/// A mirror's reader, if it is running; locked for the length of one read.
+type ReaderSlot = Arc<Mutex<Option<Reader>>>;
 
 impl Mirrors {
     /// Mirrors kept under `root`.
@@ -54,11 +63,12 @@ impl Mirrors {
         Self {
             root: root.into(),
             locks: Arc::default(),
+            readers: Arc::default(),
         }
     }
 
     /// The contents of `path` at `commit`, or `None` if the commit has no such file. A mirror
-    /// that has the file answers with one `git` run; only a commit it lacks costs a fetch.
+    /// that has the file answers through its reader; only a commit it lacks costs a fetch.
     pub async fn read_file(
         &self,
         clone_url: &str,
@@ -66,15 +76,10 @@ impl Mirrors {
         path: &str,
     ) -> Result<Option<Vec<u8>>, MirrorError> {
         let mirror = self.path(clone_url);
-        if mirror.exists() {
-            let output = git(&mirror)
-                .args(["cat-file", "blob", &format!("{commit}:{path}")])
-                .stderr(std::process::Stdio::null())
-                .output()
-                .await?;
-            if output.status.success() {
-                return Ok(Some(output.stdout));
-            }
+        if mirror.exists()
+            && let Some(content) = self.read_blob(&mirror, commit, path).await
+        {
+            return Ok(Some(content));
         }
         let mirror = self.update(clone_url, Some(commit)).await?;
         if !has_commit(&mirror, commit).await? {
@@ -247,6 +252,29 @@ impl Mirrors {
             tracing::warn!(%error, "cannot fetch after a push");
         }
         Ok(Pushed::Moved)
+    }
+
+    /// `path` at `commit` from the mirror's reader; `None` when it has no such file, and when
+    /// the reader failed (it is started again next time).
+    async fn read_blob(&self, mirror: &Path, commit: &str, path: &str) -> Option<Vec<u8>> {
+        let slot = {
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            readers.entry(mirror.to_owned()).or_default().clone()
+        };
+        let mut reader = slot.lock().await;
+        if reader.is_none() {
+            *reader = Reader::start(mirror)
+                .inspect_err(|error| tracing::warn!(%error, "cannot start git cat-file"))
+                .ok();
+        }
+        match reader.as_mut()?.read(commit, path).await {
+            Ok(content) => content,
+            Err(error) => {
+                tracing::warn!(%error, "git cat-file failed; starting another next time");
+                *reader = None;
+                None
+            }
+        }
     }
 
     /// Where the mirror of `clone_url` lives.
