@@ -38,39 +38,45 @@ impl Checkouts {
         }
     }
 
-    /// Checks `commit` of `clone_url` out into a fresh directory called `name`.
+    /// Checks `commit` of `clone_url` out into a fresh directory called `name`. A mirror that
+    /// has the commit costs a clone and a checkout; only one that lacks it, a fetch as well.
     pub async fn checkout(
         &self,
         clone_url: &str,
         commit: &str,
         name: &str,
     ) -> Result<PathBuf, CheckoutError> {
-        let mirror = self.mirror(clone_url, commit).await?;
+        let mirror = self.mirror(clone_url, None).await?;
         let dir = self.work_dir(name);
+        if self.clone_at(&mirror, commit, &dir).await.is_err() {
+            self.mirror(clone_url, Some(commit)).await?;
+            self.clone_at(&mirror, commit, &dir).await?;
+        }
+        Ok(dir)
+    }
+
+    /// Clones `mirror` into `dir` (afresh) and checks `commit` out there.
+    async fn clone_at(&self, mirror: &Path, commit: &str, dir: &Path) -> Result<(), CheckoutError> {
         if dir.exists() {
-            tokio::fs::remove_dir_all(&dir).await?;
+            tokio::fs::remove_dir_all(dir).await?;
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
-        // A self-contained clone, so git works inside a container that sees only the
-        // checkout; copied, not hard-linked, so a task (root in its container) that rewrites
-        // its objects cannot corrupt the mirror every later checkout comes from.
         run(
             "clone",
             Command::new("git")
                 .args(["clone", "--quiet", "--no-checkout", "--no-hardlinks"])
-                .arg(&mirror)
-                .arg(&dir),
+                .arg(mirror)
+                .arg(dir),
         )
         .await?;
         run(
             "checkout",
             Command::new("git")
                 .arg("-C")
-                .arg(&dir)
+                .arg(dir)
                 .args(["checkout", "--quiet", "--detach", commit]),
         )
-        .await?;
-        Ok(dir)
+        .await
     }
 
     /// Where the work directory called `name` is.
@@ -87,8 +93,13 @@ impl Checkouts {
         }
     }
 
-    /// The mirror of `clone_url`, holding `commit`.
-    async fn mirror(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
+    /// The mirror of `clone_url`, cloned if there is none; with `commit`, holding it (fetched
+    /// if it does not).
+    async fn mirror(
+        &self,
+        clone_url: &str,
+        commit: Option<&str>,
+    ) -> Result<PathBuf, CheckoutError> {
         let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
         let mirror = self
             .root
@@ -110,7 +121,7 @@ impl Checkouts {
                     .arg(&mirror),
             )
             .await?;
-        } else {
+        } else if let Some(commit) = commit {
             let present = Command::new("git")
                 .arg("--git-dir")
                 .arg(&mirror)

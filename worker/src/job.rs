@@ -137,21 +137,16 @@ async fn run_job(
             return Ok(Done::Finished);
         }
     }
-    worker
-        .broker
-        .publish_event(&Event::TaskStarted(TaskStarted {
-            build: job.build.clone(),
-            task: job.task.clone(),
-            attempt: job.attempt,
-            worker: worker.name.clone(),
-        }))
-        .await
-        .map_err(Failure::BeforeRun)?;
-    worker
-        .store
-        .clear_log(job)
-        .await
-        .map_err(|e| Failure::BeforeRun(e.into()))?;
+    // Both before the task runs, neither waiting for the other.
+    let started = Event::TaskStarted(TaskStarted {
+        build: job.build.clone(),
+        task: job.task.clone(),
+        attempt: job.attempt,
+        worker: worker.name.clone(),
+    });
+    let started = worker.broker.publish_event(&started);
+    let cleared = async { Ok(worker.store.clear_log(job).await?) };
+    tokio::try_join!(started, cleared).map_err(Failure::BeforeRun)?;
 
     let workdir = format!(
         "{}-{}-{}-{}",
