@@ -35,7 +35,7 @@ pub mod store;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use kiln_shared::keys::Keys;
+use kiln_shared::keys::{Keys, REDIS_RESPONSE_TIMEOUT};
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio::net::TcpListener;
@@ -61,8 +61,11 @@ pub struct Connections {
 pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
     let client = redis::Client::open(connections.redis_url.as_str())
         .context("the Redis URL is not valid")?;
+    // A loaded Redis is slow, not gone.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
     let redis = client
-        .get_connection_manager()
+        .get_connection_manager_with_config(redis_config)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", connections.redis_url))?;
     let store = store::Store::new(client, redis, Keys::new(&connections.prefix));

@@ -370,12 +370,11 @@ struct Bench<'a> {
 impl<'a> Bench<'a> {
     async fn new(kiln: &'a Kiln) -> Self {
         let heard: Arc<Mutex<HashMap<(u64, &'static str), Instant>>> = Arc::default();
-        let mut events = crate::events::subscribe(kiln, "#").await;
+        let mut events = crate::events::listen(kiln, "#").await;
         let log = heard.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = events.next().await {
                 let now = Instant::now();
-                let _ = delivery.ack(BasicAckOptions::default()).await;
                 let Ok(event) = wire::decode::<Event>(&delivery.data) else {
                     continue;
                 };

@@ -17,6 +17,19 @@ pub async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
         kiln,
         &Topology::new(&kiln.prefix).events_exchange(),
         binding,
+        false,
+    )
+    .await
+}
+
+/// Like [`subscribe`], for many events: they are taken as delivered, with nothing to
+/// acknowledge.
+pub async fn listen(kiln: &Kiln, binding: &str) -> lapin::Consumer {
+    tap(
+        kiln,
+        &Topology::new(&kiln.prefix).events_exchange(),
+        binding,
+        true,
     )
     .await
 }
@@ -28,12 +41,14 @@ pub async fn tap_jobs(kiln: &Kiln, platform: Platform) -> lapin::Consumer {
         kiln,
         &Topology::new(&kiln.prefix).jobs_exchange(),
         platform.label(),
+        false,
     )
     .await
 }
 
-/// An exclusive queue (gone with its connection) bound to `exchange` with `binding`.
-async fn tap(kiln: &Kiln, exchange: &str, binding: &str) -> lapin::Consumer {
+/// An exclusive queue (gone with its connection) bound to `exchange` with `binding`;
+/// `no_ack`: deliveries need no acknowledgement.
+async fn tap(kiln: &Kiln, exchange: &str, binding: &str, no_ack: bool) -> lapin::Consumer {
     let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -61,7 +76,10 @@ async fn tap(kiln: &Kiln, exchange: &str, binding: &str) -> lapin::Consumer {
         .basic_consume(
             queue.name().clone(),
             "test".into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await

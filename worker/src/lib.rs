@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use kiln_shared::keys::Keys;
+use kiln_shared::keys::{Keys, REDIS_RESPONSE_TIMEOUT};
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio_util::sync::CancellationToken;
@@ -78,12 +78,18 @@ pub struct Worker {
     pub running: presence::Running,
 }
 
+/// Redis's answers are waited for [`REDIS_RESPONSE_TIMEOUT`]: a loaded Redis is slow, not
+/// gone.
+fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+}
+
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
 /// unacknowledged, so RabbitMQ gives them to another worker.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let redis = redis::Client::open(settings.redis_url.as_str())
         .context("the Redis URL is not valid")?
-        .get_connection_manager()
+        .get_connection_manager_with_config(redis_config())
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
     let docker = match docker::DockerRunner::connect(&settings.prefix).await {

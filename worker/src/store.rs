@@ -159,9 +159,11 @@ impl Store {
         })
     }
 
-    /// Records how the task ended. Returns false if it had already ended (cancelled, say).
+    /// Records how the task ended. Returns false if it had already ended (cancelled, say);
+    /// true again when it ended so by this very record (a retry whose first answer was lost).
     pub async fn finish(&self, job: &JobRequested, ran: &Ran) -> RedisResult<bool> {
         let outcome = &ran.outcome;
+        let outcome_json = serde_json::to_string(outcome).unwrap_or_default();
         let mut fields = vec![
             (
                 "artifacts_json",
@@ -172,17 +174,29 @@ impl Store {
                 serde_json::to_string(&ran.images).unwrap_or_default(),
             ),
             ("outcome", outcome.to_string()),
-            (
-                "outcome_json",
-                serde_json::to_string(outcome).unwrap_or_default(),
-            ),
+            ("outcome_json", outcome_json.clone()),
             ("finished_ms", milliseconds()),
         ];
         if let Some(code) = outcome.exit_code() {
             fields.push(("exit_code", code.to_string()));
         }
-        self.transition(job, outcome.status(), &[TaskStatus::Running], &fields)
-            .await
+        if self
+            .transition(job, outcome.status(), &[TaskStatus::Running], &fields)
+            .await?
+        {
+            return Ok(true);
+        }
+        let key = self.keys.task(job.build.id, &job.task);
+        let (status, attempt, stored): (Option<String>, Option<u32>, Option<String>) =
+            redis::pipe()
+                .hget(&key, "status")
+                .hget(&key, "attempt")
+                .hget(&key, "outcome_json")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        Ok(status.as_deref() == Some(outcome.status().as_str())
+            && attempt == Some(job.attempt)
+            && stored == Some(outcome_json))
     }
 
     /// Appends log lines to the task's stream in one round trip, trimming it once after.

@@ -1,0 +1,108 @@
+//! The worker's records, on the real Redis (`deploy/dev/services` starts it): a finish
+//! whose answer was lost, tried again, counts as recorded; another end never does.
+
+use std::collections::BTreeMap;
+
+use kiln_shared::build::{BuildId, TaskOutcome};
+use kiln_shared::keys::Keys;
+use kiln_shared::platform::Platform;
+use kiln_shared::spec::Runner;
+use kiln_shared::wire::{BuildRef, JobRequested};
+use kiln_worker::store::{Claim, Store};
+use kiln_worker::task::Ran;
+
+fn job() -> JobRequested {
+    JobRequested {
+        build: BuildRef {
+            id: BuildId(7),
+            repo: "acme/api".into(),
+            branch: "master".into(),
+            commit: "abc".into(),
+        },
+        clone_url: String::new(),
+        task: "t".into(),
+        step: "t".into(),
+        attempt: 1,
+        platform: Platform::LinuxAmd64,
+        runner: Runner::Shell,
+        image: None,
+        commands: vec!["true".into()],
+        env: BTreeMap::new(),
+        timeout_secs: 60,
+        services: Vec::new(),
+        build_image: None,
+        artifacts: Vec::new(),
+        cache: None,
+        inputs: Vec::new(),
+        secrets: Vec::new(),
+    }
+}
+
+fn ran(outcome: TaskOutcome) -> Ran {
+    Ran {
+        outcome,
+        artifacts: Vec::new(),
+        images: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
+    let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("Redis URL")
+        .get_connection_manager()
+        .await
+        .expect("Redis answers (deploy/dev/services starts it)");
+    let keys = Keys::new(format!("kw-store-{}", std::process::id()));
+    let job = job();
+    let task = keys.task(job.build.id, &job.task);
+    // As the bot leaves a task that is ready.
+    let _: () = redis::cmd("HSET")
+        .arg(&task)
+        .arg("status")
+        .arg("queued")
+        .arg("attempt")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let store = Store::new(conn.clone(), keys);
+
+    assert_eq!(
+        store.claim(&job, false, "w1").await.expect("claim"),
+        Claim::Taken
+    );
+    let passed = ran(TaskOutcome::Passed);
+    assert!(store.finish(&job, &passed).await.expect("finish"));
+    assert!(
+        store.finish(&job, &passed).await.expect("finish again"),
+        "the same end, already recorded by this finish"
+    );
+    let failed = ran(TaskOutcome::Failed { exit_code: 1 });
+    assert!(
+        !store.finish(&job, &failed).await.expect("another end"),
+        "a task that ended is not ended otherwise"
+    );
+    let mut later = job.clone();
+    later.attempt = 2;
+    assert!(
+        !store
+            .finish(&later, &passed)
+            .await
+            .expect("another attempt"),
+        "an attempt that never ran records nothing"
+    );
+    let status: String = redis::cmd("HGET")
+        .arg(&task)
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(status, "passed");
+    let _: usize = redis::cmd("DEL")
+        .arg(&task)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+}
