@@ -690,7 +690,8 @@ impl<'a> Bench<'a> {
         let commit = self.pipeline(&spec);
         let services = crate::Services::require().await;
         let queue = Topology::new(&self.kiln.prefix).jobs_queue(Platform::LinuxAmd64);
-        let deadline = E2E_TIMEOUT + Duration::from_millis(total as u64 * 20);
+        // Ample: a task not run by then is counted lost.
+        let deadline = E2E_TIMEOUT + Duration::from_millis(total as u64 * 50);
         let (mut times, mut lost, mut twice) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..options.runs {
             std::fs::write(&record, "").expect("empty the record");

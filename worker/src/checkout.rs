@@ -64,7 +64,8 @@ impl Checkouts {
         run(
             "clone",
             Command::new("git")
-                .args(["clone", "--quiet", "--no-checkout", "--no-hardlinks"])
+                // No template: a task needs no sample hooks, and each is a file to write.
+                .args(["clone", "--quiet", "--no-checkout", "--no-hardlinks", "--template="])
                 .arg(mirror)
                 .arg(dir),
         )
