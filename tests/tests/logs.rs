@@ -39,8 +39,6 @@ async fn a_running_tasks_log_is_followed_until_it_ends() {
         text += &next_chunk(&mut response).await.expect("more of the log");
     }
     assert!(!text.contains("second"), "{text}");
-    let build = kiln.build(id).await.expect("the build");
-    assert_eq!(build["status"], "running", "{build:#}");
 
     std::fs::write(&go, "").expect("let the task go");
     while let Some(chunk) = next_chunk(&mut response).await {

@@ -38,46 +38,46 @@ impl Checkouts {
         }
     }
 
-    /// Checks `commit` of `clone_url` out into a fresh directory called `name`. A mirror that
-    /// has the commit costs a clone and a checkout; only one that lacks it, a fetch as well.
+    /// Checks `commit` of `clone_url` out into a fresh directory called `name`.
     pub async fn checkout(
         &self,
         clone_url: &str,
         commit: &str,
         name: &str,
     ) -> Result<PathBuf, CheckoutError> {
-        let mirror = self.mirror(clone_url, None).await?;
+        let mirror = self.mirror(clone_url, commit).await?;
         let dir = self.work_dir(name);
-        if self.clone_at(&mirror, commit, &dir).await.is_err() {
-            self.mirror(clone_url, Some(commit)).await?;
-            self.clone_at(&mirror, commit, &dir).await?;
-        }
-        Ok(dir)
-    }
-
-    /// Clones `mirror` into `dir` (afresh) and checks `commit` out there.
-    async fn clone_at(&self, mirror: &Path, commit: &str, dir: &Path) -> Result<(), CheckoutError> {
         if dir.exists() {
-            tokio::fs::remove_dir_all(dir).await?;
+            tokio::fs::remove_dir_all(&dir).await?;
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
+        // A self-contained clone, so git works inside a container that sees only the
+        // checkout; copied, not hard-linked, so a task (root in its container) that rewrites
+        // its objects cannot corrupt the mirror every later checkout comes from. No template:
+        // a task needs no sample hooks, and each is a file to write.
         run(
             "clone",
             Command::new("git")
-                // No template: a task needs no sample hooks, and each is a file to write.
-                .args(["clone", "--quiet", "--no-checkout", "--no-hardlinks", "--template="])
-                .arg(mirror)
-                .arg(dir),
+                .args([
+                    "clone",
+                    "--quiet",
+                    "--no-checkout",
+                    "--no-hardlinks",
+                    "--template=",
+                ])
+                .arg(&mirror)
+                .arg(&dir),
         )
         .await?;
         run(
             "checkout",
             Command::new("git")
                 .arg("-C")
-                .arg(dir)
+                .arg(&dir)
                 .args(["checkout", "--quiet", "--detach", commit]),
         )
-        .await
+        .await?;
+        Ok(dir)
     }
 
     /// Where the work directory called `name` is.
@@ -94,13 +94,8 @@ impl Checkouts {
         }
     }
 
-    /// The mirror of `clone_url`, cloned if there is none; with `commit`, holding it (fetched
-    /// if it does not).
-    async fn mirror(
-        &self,
-        clone_url: &str,
-        commit: Option<&str>,
-    ) -> Result<PathBuf, CheckoutError> {
+    /// The mirror of `clone_url`, holding `commit`.
+    async fn mirror(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
         let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
         let mirror = self
             .root
@@ -122,7 +117,7 @@ impl Checkouts {
                     .arg(&mirror),
             )
             .await?;
-        } else if let Some(commit) = commit {
+        } else {
             let present = Command::new("git")
                 .arg("--git-dir")
                 .arg(&mirror)

@@ -70,10 +70,10 @@ pub trait LogSink: Sync {
 }
 
 /// Batches a runner has read and not yet handed to the writer, at most: a task that prints
-/// faster than Redis stores waits for it, so memory stays bounded.
-const QUEUED_BATCHES: usize = 64;
+/// faster than Redis stores waits for it, so memory stays bounded (a batch is one read).
+const QUEUED_BATCHES: usize = 8;
 
-/// The most lines written to the sink in one go; what waits beyond is the next write.
+/// Once a write has gathered this many lines, batches waiting beyond go to the next write.
 pub const MAX_WRITE_LINES: usize = 4096;
 
 /// Where a runner hands the lines it has read, while the writer stores earlier ones.

@@ -71,7 +71,7 @@ pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Task
     };
     let tree = ProcessTree(child.id());
     let timeout = Duration::from_secs(job.timeout_secs);
-    let outcome = match tokio::time::timeout(timeout, follow(child, &tree, log)).await {
+    let outcome = match follow(child, &tree, log, timeout).await {
         Ok(Ok(0)) => TaskOutcome::Passed,
         Ok(Ok(code)) => TaskOutcome::Failed { exit_code: code },
         Ok(Err(error)) => TaskOutcome::Errored {
@@ -85,11 +85,17 @@ pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Task
     outcome
 }
 
-/// Streams the child's output until it exits, then what is left in the pipes; returns its
-/// exit code (128 + signal when a signal ended it, as shells report it).
-async fn follow(child: Child, tree: &ProcessTree, log: &impl LogSink) -> std::io::Result<i64> {
+/// Streams the child's output until it exits, then what is left in the pipes, or until
+/// `timeout`; what was read by then is stored either way. Returns its exit code (128 +
+/// signal when a signal ended it, as shells report it).
+async fn follow(
+    child: Child,
+    tree: &ProcessTree,
+    log: &impl LogSink,
+    timeout: Duration,
+) -> Result<std::io::Result<i64>, tokio::time::error::Elapsed> {
     pipelined(log, async |batches| {
-        read_until_exit(child, tree, batches).await
+        tokio::time::timeout(timeout, read_until_exit(child, tree, batches)).await
     })
     .await
 }

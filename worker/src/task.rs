@@ -121,9 +121,9 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
                 match prepared {
                     Ok(used) => {
                         let verb = if used.built { "built" } else { "reused" };
-                        let took = started.elapsed().as_millis();
+                        let took = started.elapsed().as_secs_f64() * 1000.0;
                         let line =
-                            format!("image `{}`: {verb} {} in {took} ms", used.name, used.tag);
+                            format!("image `{}`: {verb} {} in {took:.1} ms", used.name, used.tag);
                         note(log, line).await;
                         job.image = Some(used.tag.clone());
                         images.push(used);

@@ -7,10 +7,17 @@ use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::app::App;
+
+/// Logs followed at once, at most: each holds a Redis connection of its own until its task
+/// ends, and the workers need Redis too.
+pub const MAX_FOLLOWERS: usize = 64;
+
+static FOLLOWERS: Semaphore = Semaphore::const_new(MAX_FOLLOWERS);
 
 /// Where a follower is in the task's log.
 struct Follower {
@@ -22,6 +29,8 @@ struct Follower {
     after: String,
     /// The task has ended: what is left is read without waiting, then the answer ends.
     ending: bool,
+    /// Its place among the [`MAX_FOLLOWERS`], given back when the answer ends.
+    _place: SemaphorePermit<'static>,
 }
 
 impl Follower {
@@ -74,6 +83,12 @@ pub async fn follow(
     task: String,
     stopping: CancellationToken,
 ) -> Response {
+    let Ok(place) = FOLLOWERS.try_acquire() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_FOLLOWERS} logs are being followed already; try again later"),
+        );
+    };
     let conn = match app.store.log_reader().await {
         Ok(conn) => conn,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -85,6 +100,7 @@ pub async fn follow(
         task,
         after: "0-0".into(),
         ending: false,
+        _place: place,
     };
     let lines = futures_util::stream::unfold(Some(follower), move |follower| {
         let stopping = stopping.clone();

@@ -261,17 +261,20 @@ impl Mirrors {
             let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
             readers.entry(mirror.to_owned()).or_default().clone()
         };
-        let mut reader = slot.lock().await;
-        if reader.is_none() {
-            *reader = Reader::start(mirror)
-                .inspect_err(|error| tracing::warn!(%error, "cannot start git cat-file"))
-                .ok();
-        }
-        match reader.as_mut()?.read(commit, path).await {
-            Ok(content) => content,
+        let mut slot = slot.lock().await;
+        // Out of its slot while it reads: a read given up half way (its caller dropped)
+        // leaves an answer unread, and that reader must not answer the next question.
+        let taken = slot.take().map_or_else(|| Reader::start(mirror), Ok);
+        let mut reader = taken
+            .inspect_err(|error| tracing::warn!(%error, "cannot start git cat-file"))
+            .ok()?;
+        match reader.read(commit, path).await {
+            Ok(content) => {
+                *slot = Some(reader);
+                content
+            }
             Err(error) => {
                 tracing::warn!(%error, "git cat-file failed; starting another next time");
-                *reader = None;
                 None
             }
         }

@@ -89,11 +89,10 @@ return 1
     )
 });
 
-/// A build's record from its hash; `None` when there is no such build.
 /// The fields of a build's hash that make its record, but its plan, which is read apart: a
 /// plan never changes once stored, so it is read and parsed once (see [`Plans`]).
 /// `remaining` is stored with the plan, and says there is one.
-const BUILD_FIELDS: [&str; 12] = [
+const BUILD_FIELDS: [&str; 13] = [
     "repo",
     "branch",
     "commit",
@@ -105,15 +104,18 @@ const BUILD_FIELDS: [&str; 12] = [
     "status",
     "error",
     "reuse",
+    "created_ms",
     "remaining",
 ];
 
-/// The plans read lately, by build; the newest [`PLANS_KEPT`] builds' are kept.
-type Plans = Arc<Mutex<BTreeMap<BuildId, Arc<Plan>>>>;
+/// The plans read lately, by build (and when it was made); the newest [`PLANS_KEPT`]
+/// builds' are kept.
+type Plans = Arc<Mutex<BTreeMap<(BuildId, String), Arc<Plan>>>>;
 
 /// How many builds' plans are kept in memory.
 const PLANS_KEPT: usize = 256;
 
+/// A build's record from its hash and its plan; `None` when there is no such build.
 fn build_record(
     id: BuildId,
     mut h: HashMap<String, String>,
@@ -377,8 +379,9 @@ impl Store {
         Ok(self.build_records(&[id]).await?.pop().flatten())
     }
 
-    /// The records of builds `ids`, in order, `None` for one there is not; one round trip,
-    /// and one more for each plan not yet in memory.
+    /// The records of builds `ids`, in order, `None` for one there is not: one round trip,
+    /// and one more for the plans not in memory. Only a single build's plan is kept: a list
+    /// of many would push out the plans of the builds being run.
     async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
         if ids.is_empty() {
             // Redis refuses an empty pipeline.
@@ -391,41 +394,66 @@ impl Store {
                 .arg(&BUILD_FIELDS[..]);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut records = Vec::with_capacity(ids.len());
-        for (id, row) in ids.iter().zip(rows) {
-            let mut h: HashMap<String, String> = BUILD_FIELDS
+        let hashes: Vec<HashMap<String, String>> = rows
+            .into_iter()
+            .map(|row| {
+                BUILD_FIELDS
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
+                    .collect()
+            })
+            .collect();
+        // A plan is known by its build and when the build was made: a Redis emptied while
+        // the bot runs numbers builds from 1 again.
+        let plan_keys: Vec<Option<(BuildId, String)>> = ids
+            .iter()
+            .zip(&hashes)
+            .map(|(id, h)| {
+                h.contains_key("remaining")
+                    .then(|| (*id, h.get("created_ms").cloned().unwrap_or_default()))
+            })
+            .collect();
+        let mut plans: Vec<Option<Arc<Plan>>> = {
+            let kept = self.plans.lock().expect("not poisoned");
+            plan_keys
                 .iter()
-                .zip(row)
-                .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
-                .collect();
-            let plan = match h.remove("remaining") {
-                Some(_) => self.plan(*id).await?,
-                None => None,
-            };
-            records.push(build_record(*id, h, plan));
-        }
-        Ok(records)
-    }
-
-    /// Build `id`'s stored plan, from memory if it was read before.
-    async fn plan(&self, id: BuildId) -> RedisResult<Option<Arc<Plan>>> {
-        if let Some(plan) = self.plans.lock().expect("not poisoned").get(&id) {
-            return Ok(Some(plan.clone()));
-        }
-        let json: Option<String> = self.conn.clone().hget(self.keys.build(id), "plan").await?;
-        let Some(plan) = json.and_then(|j| serde_json::from_str::<Plan>(&j).ok()) else {
-            return Ok(None);
+                .map(|key| kept.get(key.as_ref()?).cloned())
+                .collect()
         };
-        let plan = Arc::new(plan);
-        let mut plans = self.plans.lock().expect("not poisoned");
-        plans.insert(id, plan.clone());
-        while plans.len() > PLANS_KEPT {
-            plans.pop_first();
+        let missing: Vec<usize> = (0..ids.len())
+            .filter(|i| plan_keys[*i].is_some() && plans[*i].is_none())
+            .collect();
+        if !missing.is_empty() {
+            let mut pipe = redis::pipe();
+            for i in &missing {
+                pipe.hget(self.keys.build(ids[*i]), "plan");
+            }
+            let texts: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+            for (i, text) in missing.iter().zip(texts) {
+                plans[*i] = text
+                    .and_then(|t| serde_json::from_str::<Plan>(&t).ok())
+                    .map(Arc::new);
+            }
+            if let ([i], Some(plan)) = (&missing[..], &plans[missing[0]])
+                && let Some(key) = plan_keys[*i].clone()
+            {
+                let mut kept = self.plans.lock().expect("not poisoned");
+                kept.insert(key, plan.clone());
+                while kept.len() > PLANS_KEPT {
+                    kept.pop_first();
+                }
+            }
         }
-        Ok(Some(plan))
+        Ok(ids
+            .iter()
+            .zip(hashes)
+            .zip(plans)
+            .map(|((id, h), plan)| build_record(*id, h, plan))
+            .collect())
     }
 
-    /// Up to `count` of the newest builds, newest first; two round trips.
+    /// Up to `count` of the newest builds, newest first; three round trips at most.
     pub async fn recent_builds(&self, count: u64) -> RedisResult<Vec<BuildRecord>> {
         let Some(latest) = self.latest_build_id().await? else {
             return Ok(Vec::new());

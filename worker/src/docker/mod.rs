@@ -117,7 +117,7 @@ impl DockerRunner {
         self.docker.start_container(name, None).await?;
 
         let timeout = Duration::from_secs(job.timeout_secs);
-        match tokio::time::timeout(timeout, self.stream_logs(name, log)).await {
+        match self.stream_logs(name, log, timeout).await {
             Ok(streamed) => streamed?,
             Err(_elapsed) => {
                 let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
@@ -181,9 +181,18 @@ impl DockerRunner {
         Ok(())
     }
 
-    /// Follows the container's output until it exits, writing lines in batches.
-    async fn stream_logs(&self, name: &str, log: &impl LogSink) -> Result<(), DockerError> {
-        pipelined(log, async |batches| self.read_logs(name, batches).await).await
+    /// Follows the container's output until it exits or `timeout` passes; what was read by
+    /// then is stored either way.
+    async fn stream_logs(
+        &self,
+        name: &str,
+        log: &impl LogSink,
+        timeout: Duration,
+    ) -> Result<Result<(), DockerError>, tokio::time::error::Elapsed> {
+        pipelined(log, async |batches| {
+            tokio::time::timeout(timeout, self.read_logs(name, batches)).await
+        })
+        .await
     }
 
     async fn read_logs(&self, name: &str, batches: Batches) -> Result<(), DockerError> {
