@@ -57,9 +57,7 @@ impl Follower {
             self.ending = self.ended().await?;
         }
     }
-}
 
-impl Follower {
     /// Whether the task has ended, or will never run: its build was planned without it.
     async fn ended(&self) -> RedisResult<bool> {
         let Some(build) = self.app.store.build(self.build).await? else {

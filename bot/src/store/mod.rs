@@ -380,8 +380,9 @@ impl Store {
     }
 
     /// The records of builds `ids`, in order, `None` for one there is not: one round trip,
-    /// and one more for the plans not in memory. Only a single build's plan is kept: a list
-    /// of many would push out the plans of the builds being run.
+    /// and one more for the plans not in memory. A plan read alone is kept in memory; plans
+    /// read many at once (a list of recent builds) are not, or they would push out those of
+    /// the builds being run.
     async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
         if ids.is_empty() {
             // Redis refuses an empty pipeline.
