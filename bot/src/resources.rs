@@ -85,6 +85,15 @@ pub async fn dispatch(
             }
         }
     }
+    if !held.is_empty() && !still_queued(app, &attempt).await? {
+        // Cancelled while its slots were being taken (a cancel and a wake at once): the
+        // cancel may have looked for them before they were held, so they go back here.
+        for (pool, lease) in &held {
+            app.store.end_lease(lease, None).await?;
+            app.store.drop_task_lease(&attempt, &pool.name).await?;
+        }
+        return Ok(());
+    }
     for (pool, lease) in &held {
         let host = pool
             .hosts
@@ -95,6 +104,15 @@ pub async fn dispatch(
     }
     app.broker.publish_job(&job).await?;
     Ok(())
+}
+
+/// Whether `attempt` is still to run: its task queued at that attempt, its build not ended.
+async fn still_queued(app: &App, attempt: &Waiting) -> anyhow::Result<bool> {
+    let task = app.store.task(attempt.build, &attempt.task).await?;
+    let queued =
+        task.is_some_and(|t| t.status == TaskStatus::Queued && t.attempt == attempt.attempt);
+    let build = app.store.build(attempt.build).await?;
+    Ok(queued && build.is_some_and(|b| !b.status.is_final()))
 }
 
 /// The slot `attempt` holds in `pool`, taking one if it holds none; `None` when every slot
