@@ -1,4 +1,5 @@
-//! The end-to-end harness: a whole Kiln (bot and worker, in-process) against the real
+//! The end-to-end harness: a whole Kiln (bot and workers, in-process, or as processes of
+//! their own for the benchmark) against the real
 //! RabbitMQ, Redis and Docker on this machine, with the forge and chat faked at the HTTP level.
 //!
 //! Each [`Kiln`] takes a unique prefix for its queues, exchanges, Redis keys and containers,
@@ -88,7 +89,8 @@ fn init_logging() {
         .try_init();
 }
 
-/// A running Kiln: a bot and a worker in this process, on their own prefix.
+/// A running Kiln on its own prefix: bots and workers in this process, or a bot and a
+/// worker as processes ([`Kiln::start_processes`]).
 #[derive(Debug)]
 pub struct Kiln {
     pub services: Services,
