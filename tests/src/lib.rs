@@ -1,6 +1,6 @@
 //! The end-to-end harness: a whole Kiln (bot and workers, in-process, or as processes of
-//! their own for the benchmark) against the real
-//! RabbitMQ, Redis and Docker on this machine, with the forge and chat faked at the HTTP level.
+//! their own for the benchmark) against the real RabbitMQ, Redis and Docker on this
+//! machine, with the forge and chat faked at the HTTP level.
 //!
 //! Each [`Kiln`] takes a unique prefix for its queues, exchanges, Redis keys and containers,
 //! and removes them when dropped, so tests run side by side on one broker. A missing service
