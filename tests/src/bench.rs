@@ -541,11 +541,11 @@ impl<'a> Bench<'a> {
         assert_eq!(build["status"], "passed", "{build:#}");
     }
 
-    /// The bot's and the worker's resident memory over a second with nothing to do.
+    /// The bot's and the worker's resident memory over a second (a fifth, quick) with
+    /// nothing to do: 50 samples (10), one every 20 ms.
     async fn footprint_idle(&self, options: Options) -> [Figure; 2] {
         let idle = Footprint::sample(self.kiln);
-        let window = if options.quick { 200 } else { 1000 };
-        tokio::time::sleep(Duration::from_millis(window)).await;
+        idle.sampled(options.count(50, 10)).await;
         idle.finish(["bot_rss_idle", "worker_rss_idle"]).await
     }
 
@@ -603,10 +603,7 @@ impl<'a> Bench<'a> {
         let mut samples = Vec::new();
         for _ in 0..options.runs {
             let (_, id) = self.push(&commit).await;
-            let url = self
-                .kiln
-                .url(&format!("/builds/{id}/logs?task=t&follow=true"));
-            let mut response = self.kiln.http.get(url).send().await.expect("follow");
+            let mut response = self.kiln.follow_log(id, "t").await;
             let mut pending = String::new();
             loop {
                 let chunk = tokio::time::timeout(E2E_TIMEOUT, response.chunk())
@@ -803,6 +800,8 @@ fn unix_nanos() -> u128 {
 /// [`Footprint::finish`].
 struct Footprint {
     stop: CancellationToken,
+    /// How many times both processes have been sampled so far.
+    rounds: Arc<std::sync::atomic::AtomicUsize>,
     sampler: tokio::task::JoinHandle<[Vec<f64>; 2]>,
 }
 
@@ -812,6 +811,8 @@ impl Footprint {
             .map(|name| kiln.process_id(name).expect("Kiln runs as processes"));
         let stop = CancellationToken::new();
         let until = stop.clone();
+        let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = rounds.clone();
         let sampler = tokio::spawn(async move {
             let mut samples = [Vec::new(), Vec::new()];
             let mut every = tokio::time::interval(Duration::from_millis(20));
@@ -823,9 +824,23 @@ impl Footprint {
                 for (pid, samples) in pids.iter().zip(&mut samples) {
                     samples.extend(rss_mib(*pid));
                 }
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        Self { stop, sampler }
+        Self {
+            stop,
+            rounds,
+            sampler,
+        }
+    }
+
+    /// Waits until both processes have been sampled `rounds` times.
+    async fn sampled(&self, rounds: usize) {
+        crate::wait_for(&format!("{rounds} memory samples"), E2E_TIMEOUT, || async {
+            let taken = self.rounds.load(std::sync::atomic::Ordering::Relaxed);
+            (taken >= rounds).then_some(())
+        })
+        .await;
     }
 
     /// The bot's samples and the worker's, named `bot_<what>` and `worker_<what>`.

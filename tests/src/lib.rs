@@ -334,6 +334,16 @@ impl Kiln {
             .expect("text")
     }
 
+    /// Follows one task's log (`GET /builds/{id}/logs?task=…&follow=true`): the answer, its
+    /// body still coming.
+    pub async fn follow_log(&self, id: u64, task: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/builds/{id}/logs?task={task}&follow=true")))
+            .send()
+            .await
+            .expect("the bot answers")
+    }
+
     /// `GET /builds/{id}` as JSON, or `None` when there is no such build.
     pub async fn build(&self, id: u64) -> Option<serde_json::Value> {
         let response = self

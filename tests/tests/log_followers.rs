@@ -7,14 +7,6 @@ use kiln_tests::{E2E_TIMEOUT, Kiln};
 
 const MAX_FOLLOWERS: usize = 64;
 
-async fn follow(kiln: &Kiln, id: u64) -> reqwest::Response {
-    kiln.http
-        .get(kiln.url(&format!("/builds/{id}/logs?task=t&follow=true")))
-        .send()
-        .await
-        .expect("the bot answers")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_beyond_the_limit_are_told_to_come_back_later() {
     let kiln = Kiln::start(&kiln_tests::config("")).await;
@@ -30,11 +22,11 @@ async fn followers_beyond_the_limit_are_told_to_come_back_later() {
 
     let mut followers = Vec::new();
     for _ in 0..MAX_FOLLOWERS {
-        let response = follow(&kiln, id).await;
+        let response = kiln.follow_log(id, "t").await;
         assert_eq!(response.status(), 200);
         followers.push(response);
     }
-    let refused = follow(&kiln, id).await;
+    let refused = kiln.follow_log(id, "t").await;
     assert_eq!(refused.status(), 503);
     let answer: serde_json::Value = refused.json().await.expect("json");
     let error = answer["error"].as_str().expect("an error");
@@ -49,7 +41,7 @@ async fn followers_beyond_the_limit_are_told_to_come_back_later() {
             .expect("text");
         assert!(text.contains("waiting"), "{text}");
     }
-    let again = follow(&kiln, id).await;
+    let again = kiln.follow_log(id, "t").await;
     assert_eq!(again.status(), 200);
     let text = again.text().await.expect("the whole log");
     assert!(text.contains("waiting"), "{text}");

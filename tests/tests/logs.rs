@@ -27,12 +27,7 @@ async fn a_running_tasks_log_is_followed_until_it_ends() {
     let commit = repo.commit("master", "A waiting task", &[(".kiln.yml", &spec)]);
     let id = kiln.push(&repo, "master", &commit, "follow-1").await;
 
-    let mut response = kiln
-        .http
-        .get(kiln.url(&format!("/builds/{id}/logs?task=t&follow=true")))
-        .send()
-        .await
-        .expect("the bot answers");
+    let mut response = kiln.follow_log(id, "t").await;
     assert_eq!(response.status(), 200);
     let mut text = String::new();
     while !text.contains("first\n") {
@@ -55,11 +50,8 @@ async fn a_running_tasks_log_is_followed_until_it_ends() {
 
     // Following again, after the end, gives the whole log at once and ends.
     let whole = kiln
-        .http
-        .get(kiln.url(&format!("/builds/{id}/logs?task=t&follow=true")))
-        .send()
+        .follow_log(id, "t")
         .await
-        .expect("the bot answers")
         .text()
         .await
         .expect("the whole log");
