@@ -38,12 +38,25 @@ pub struct Options {
     pub runs: usize,
     /// Small counts, for CI.
     pub quick: bool,
+    /// Only the figures whose names start with one of these (the floors always); every
+    /// figure if none.
+    pub only: &'static [String],
 }
 
 impl Options {
     /// `n` in a full run, `quick` in a quick one.
     fn count(&self, n: usize, quick: usize) -> usize {
         if self.quick { quick } else { n }
+    }
+
+    /// Whether any of the figures `names` is to be measured.
+    fn wants(&self, names: &[&str]) -> bool {
+        self.only.is_empty()
+            || names.iter().any(|name| {
+                self.only
+                    .iter()
+                    .any(|start| name.starts_with(start.as_str()))
+            })
     }
 }
 
@@ -170,64 +183,90 @@ pub async fn run(options: Options) -> Vec<Figure> {
     let kiln = Kiln::start_processes(&crate::config(""), 2).await;
     let bench = Bench::new(&kiln).await;
     bench.warm_up().await;
-    let [mut bot_idle, mut worker_idle] = bench.footprint_idle(options).await;
-    bot_idle.target = Some((15.0, false));
-    worker_idle.target = Some((12.0, false));
-    let bot_idle = report(bot_idle);
-    let worker_idle = report(worker_idle);
+    // Under load, memory is judged against idle: the three are measured together.
+    const LOAD: [&str; 4] = [
+        "bot_rss",
+        "worker_rss",
+        "webhooks_accepted",
+        "builds_completed",
+    ];
+    let idle = if options.wants(&LOAD) {
+        let [mut bot_idle, mut worker_idle] = bench.footprint_idle(options).await;
+        bot_idle.target = Some((15.0, false));
+        worker_idle.target = Some((12.0, false));
+        Some((report(bot_idle), report(worker_idle)))
+    } else {
+        None
+    };
 
-    let mut started = bench.push_to_task_started(options).await;
-    started.floor = Some((amqp.name, amqp.value()));
-    started.target = Some((3.0, false));
-    report(started.clone());
-    let mut p99 = started;
-    p99.name = "push_to_task_started_p99";
-    p99.percentile = 99;
-    p99.target = Some((10.0, false));
-    report(p99);
-    let mut running = bench.push_to_container_running(options).await;
-    running.floor = Some((docker.name, docker.value()));
-    running.target = Some((docker.value() + 20.0, false));
-    report(running);
-    let mut done = bench.push_to_docker_task_done(options).await;
-    done.floor = Some((docker.name, docker.value()));
-    report(done);
-
-    let load = Footprint::sample(&kiln);
-    let mut accepted = bench.webhooks_accepted(options).await;
-    accepted.target = Some((3000.0, true));
-    report(accepted);
-    let mut builds = bench.builds_completed(options).await;
-    builds.target = Some((3000.0, true));
-    report(builds);
-    let [mut bot_loaded, mut worker_loaded] =
-        load.finish(["bot_rss_loaded", "worker_rss_loaded"]).await;
-    for (loaded, idle) in [
-        (&mut bot_loaded, &bot_idle),
-        (&mut worker_loaded, &worker_idle),
-    ] {
-        // The peak under load, against twice the idle median.
-        loaded.percentile = 100;
-        loaded.floor = Some((idle.name, idle.value()));
-        loaded.target = Some((2.0 * idle.value(), false));
+    if options.wants(&["push_to_task_started"]) {
+        let mut started = bench.push_to_task_started(options).await;
+        started.floor = Some((amqp.name, amqp.value()));
+        started.target = Some((3.0, false));
+        report(started.clone());
+        let mut p99 = started;
+        p99.name = "push_to_task_started_p99";
+        p99.percentile = 99;
+        p99.target = Some((10.0, false));
+        report(p99);
     }
-    report(bot_loaded);
-    report(worker_loaded);
+    if options.wants(&["push_to_container_running"]) {
+        let mut running = bench.push_to_container_running(options).await;
+        running.floor = Some((docker.name, docker.value()));
+        running.target = Some((docker.value() + 20.0, false));
+        report(running);
+    }
+    if options.wants(&["push_to_docker_task_done"]) {
+        let mut done = bench.push_to_docker_task_done(options).await;
+        done.floor = Some((docker.name, docker.value()));
+        report(done);
+    }
 
-    let mut lines = bench.log_lines(options).await;
-    lines.floor = Some((xadd.name, xadd.value()));
-    lines.target = Some((200_000.0, true));
-    report(lines);
-    let mut lag = bench.live_tail_lag(options).await;
-    lag.target = Some((50.0, false));
-    report(lag);
-    let mut resolve = bench.image_resolve(options).await;
-    resolve.target = Some((50.0, false));
-    report(resolve);
+    if let Some((bot_idle, worker_idle)) = idle {
+        let load = Footprint::sample(&kiln);
+        let mut accepted = bench.webhooks_accepted(options).await;
+        accepted.target = Some((3000.0, true));
+        report(accepted);
+        let mut builds = bench.builds_completed(options).await;
+        builds.target = Some((3000.0, true));
+        report(builds);
+        let [mut bot_loaded, mut worker_loaded] =
+            load.finish(["bot_rss_loaded", "worker_rss_loaded"]).await;
+        for (loaded, idle) in [
+            (&mut bot_loaded, &bot_idle),
+            (&mut worker_loaded, &worker_idle),
+        ] {
+            // The peak under load, against twice the idle median.
+            loaded.percentile = 100;
+            loaded.floor = Some((idle.name, idle.value()));
+            loaded.target = Some((2.0 * idle.value(), false));
+        }
+        report(bot_loaded);
+        report(worker_loaded);
+    }
+
+    if options.wants(&["log_lines"]) {
+        let mut lines = bench.log_lines(options).await;
+        lines.floor = Some((xadd.name, xadd.value()));
+        lines.target = Some((200_000.0, true));
+        report(lines);
+    }
+    if options.wants(&["live_tail_lag"]) {
+        let mut lag = bench.live_tail_lag(options).await;
+        lag.target = Some((50.0, false));
+        report(lag);
+    }
+    if options.wants(&["image_resolve"]) {
+        let mut resolve = bench.image_resolve(options).await;
+        resolve.target = Some((50.0, false));
+        report(resolve);
+    }
 
     kiln.stop_process("kiln-worker").await;
-    for figure in bench.drain(options).await {
-        report(figure);
+    if options.wants(&["drain"]) {
+        for figure in bench.drain(options).await {
+            report(figure);
+        }
     }
     drop(bench);
     kiln.stop().await;

@@ -9,6 +9,7 @@ async fn the_quick_benchmark_measures_every_figure() {
     let figures = run(Options {
         runs: 1,
         quick: true,
+        only: &[],
     })
     .await;
     let names: Vec<&str> = figures.iter().map(|f| f.name).collect();

@@ -1,13 +1,18 @@
 //! Checkouts from a per-repository mirror cache: the first task of a repository clones it
-//! once; every later one fetches only what is new, then makes a cheap local clone.
+//! once; every later one fetches only what is new. The first task of a commit checks it
+//! out once more, into a pristine copy that no task runs in; each task of that commit gets
+//! a copy of it, made in-process, with no git to start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell, RwLock};
+
+/// How many pristine checkouts a worker keeps; the least recently used goes first.
+const PRISTINES_KEPT: usize = 4;
 
 /// Why a commit could not be checked out.
 #[derive(Debug, thiserror::Error)]
@@ -21,20 +26,41 @@ pub enum CheckoutError {
     Io(#[from] std::io::Error),
 }
 
-/// Mirrors and work directories under one root.
+/// Mirrors, pristine checkouts and work directories under one root.
 #[derive(Debug, Clone)]
 pub struct Checkouts {
     root: PathBuf,
     /// One lock per mirror: two fetches into one repository would fight over its refs.
     locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    pristines: Arc<StdMutex<Pristines>>,
+    /// Pristine checkouts a previous run of the worker left, removed before the first is made.
+    leftovers_removed: Arc<OnceCell<()>>,
+}
+
+/// The pristine checkouts by repository and commit, most recently used last.
+#[derive(Debug, Default)]
+struct Pristines {
+    used: VecDeque<(String, Arc<Pristine>)>,
+}
+
+/// One commit checked out, never run in.
+#[derive(Debug, Default)]
+struct Pristine {
+    /// Where the checkout is, once it is complete.
+    made: OnceCell<PathBuf>,
+    /// Held shared while the checkout is made or copied, and exclusively to remove it.
+    in_use: RwLock<()>,
 }
 
 impl Checkouts {
-    /// Keeps mirrors in `root/mirrors` and work directories in `root/work`.
+    /// Keeps mirrors in `root/mirrors`, pristine checkouts in `root/pristine` and work
+    /// directories in `root/work`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             locks: Arc::default(),
+            pristines: Arc::default(),
+            leftovers_removed: Arc::default(),
         }
     }
 
@@ -45,38 +71,22 @@ impl Checkouts {
         commit: &str,
         name: &str,
     ) -> Result<PathBuf, CheckoutError> {
-        let mirror = self.mirror(clone_url, commit).await?;
         let dir = self.work_dir(name);
         if dir.exists() {
             tokio::fs::remove_dir_all(&dir).await?;
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
-        // A self-contained clone, so git works inside a container that sees only the
-        // checkout; copied, not hard-linked, so a task (root in its container) that rewrites
-        // its objects cannot corrupt the mirror every later checkout comes from. No template:
-        // a task needs no sample hooks, and each is a file to write.
-        run(
-            "clone",
-            Command::new("git")
-                .args([
-                    "clone",
-                    "--quiet",
-                    "--no-checkout",
-                    "--no-hardlinks",
-                    "--template=",
-                ])
-                .arg(&mirror)
-                .arg(&dir),
-        )
-        .await?;
-        run(
-            "checkout",
-            Command::new("git")
-                .arg("-C")
-                .arg(&dir)
-                .args(["checkout", "--quiet", "--detach", commit]),
-        )
-        .await?;
+        let pristine = self.pristine(clone_url, commit);
+        let _copying = pristine.in_use.read().await;
+        let source = pristine
+            .made
+            .get_or_try_init(|| self.make_pristine(clone_url, commit))
+            .await?
+            .clone();
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || copy_tree(&source, &target))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(dir)
     }
 
@@ -94,13 +104,88 @@ impl Checkouts {
         }
     }
 
+    /// The pristine checkout of `commit` of `clone_url`, now the most recently used. The
+    /// least recently used beyond [`PRISTINES_KEPT`] is removed once nobody makes or copies
+    /// it.
+    fn pristine(&self, clone_url: &str, commit: &str) -> Arc<Pristine> {
+        let key = format!("{}-{commit}", repository_key(clone_url));
+        let mut pristines = self.pristines.lock().unwrap_or_else(|e| e.into_inner());
+        let used = &mut pristines.used;
+        let entry = match used.iter().position(|(known, _)| *known == key) {
+            Some(at) => used.remove(at).expect("the position is in range"),
+            None => (key, Arc::default()),
+        };
+        let pristine = entry.1.clone();
+        used.push_back(entry);
+        while used.len() > PRISTINES_KEPT {
+            let Some((_, evicted)) = used.pop_front() else {
+                break;
+            };
+            tokio::spawn(async move {
+                let _removing = evicted.in_use.write().await;
+                let Some(dir) = evicted.made.get().and_then(|dir| dir.parent()) else {
+                    return;
+                };
+                if let Err(error) = tokio::fs::remove_dir_all(dir).await {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot remove a pristine checkout");
+                }
+            });
+        }
+        pristine
+    }
+
+    /// Checks `commit` out into a directory of its own, which is kept.
+    async fn make_pristine(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
+        let parent = self.root.join("pristine");
+        self.leftovers_removed
+            .get_or_try_init(|| async {
+                match tokio::fs::remove_dir_all(&parent).await {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                    _ => Ok(()),
+                }
+            })
+            .await?;
+        let mirror = self.mirror(clone_url, commit).await?;
+        tokio::fs::create_dir_all(&parent).await?;
+        // Removed again if the checkout fails.
+        let making = tempfile::Builder::new().tempdir_in(&parent)?;
+        // A self-contained clone, so git works inside a container that sees only the
+        // checkout; copied, not hard-linked, so a task (root in its container) that rewrites
+        // its objects cannot corrupt the mirror every later checkout comes from. No template:
+        // a task needs no sample hooks, and each is a file to write.
+        let clone = making.path().join("checkout");
+        run(
+            "clone",
+            Command::new("git")
+                .args([
+                    "clone",
+                    "--quiet",
+                    "--no-checkout",
+                    "--no-hardlinks",
+                    "--template=",
+                ])
+                .arg(&mirror)
+                .arg(&clone),
+        )
+        .await?;
+        run(
+            "checkout",
+            Command::new("git")
+                .arg("-C")
+                .arg(&clone)
+                .args(["checkout", "--quiet", "--detach", commit]),
+        )
+        .await?;
+        let _kept = making.keep();
+        Ok(clone)
+    }
+
     /// The mirror of `clone_url`, holding `commit`.
     async fn mirror(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
-        let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
         let mirror = self
             .root
             .join("mirrors")
-            .join(format!("{}.git", &digest[..16]));
+            .join(format!("{}.git", repository_key(clone_url)));
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(mirror.clone()).or_default().clone()
@@ -142,6 +227,50 @@ impl Checkouts {
     }
 }
 
+/// A short name for a repository, from its clone URL.
+fn repository_key(clone_url: &str) -> String {
+    hex::encode(&Sha256::digest(clone_url.as_bytes())[..8])
+}
+
+/// Copies the tree at `from` to `to`, which must not exist: directories, files with their
+/// permissions, and symbolic links as links.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let relative = entry
+            .path()
+            .strip_prefix(from)
+            .map_err(std::io::Error::other)?;
+        let target = to.join(relative);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+        } else if kind.is_symlink() {
+            symlink(entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `link` a symbolic link to where the link `original` points.
+#[cfg(unix)]
+fn symlink(original: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(std::fs::read_link(original)?, link)
+}
+
+/// Makes `link` a symbolic link to where the link `original` points.
+#[cfg(windows)]
+fn symlink(original: &Path, link: &Path) -> std::io::Result<()> {
+    let points_to = std::fs::read_link(original)?;
+    if std::fs::metadata(original).is_ok_and(|target| target.is_dir()) {
+        std::os::windows::fs::symlink_dir(points_to, link)
+    } else {
+        std::os::windows::fs::symlink_file(points_to, link)
+    }
+}
+
 async fn run(action: &'static str, command: &mut Command) -> Result<(), CheckoutError> {
     let output = command.env("GIT_TERMINAL_PROMPT", "0").output().await?;
     if output.status.success() {
@@ -151,4 +280,219 @@ async fn run(action: &'static str, command: &mut Command) -> Result<(), Checkout
         action,
         detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command as StdCommand;
+    use std::time::Duration;
+
+    /// A repository with one commit per entry of `contents` (the text of `file`); returns
+    /// its path and the commits.
+    fn repository(dir: &Path, contents: &[&str]) -> Vec<String> {
+        let git = |args: &[&str]| {
+            let output = StdCommand::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=Kiln", "-c", "user.email=kiln@example.com"])
+                .args(args)
+                .output()
+                .expect("git runs");
+            assert!(output.status.success(), "git {args:?}: {output:?}");
+            String::from_utf8(output.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_owned()
+        };
+        git(&["init", "--quiet", "--initial-branch=master"]);
+        let mut commits = Vec::new();
+        for text in contents {
+            std::fs::write(dir.join("file"), text).expect("write");
+            git(&["add", "file"]);
+            git(&["commit", "--quiet", "--message", text]);
+            commits.push(git(&["rev-parse", "HEAD"]));
+        }
+        commits
+    }
+
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let output = StdCommand::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    }
+
+    /// The pristine checkouts on disk.
+    fn pristines(root: &Path) -> usize {
+        std::fs::read_dir(root.join("pristine")).map_or(0, Iterator::count)
+    }
+
+    #[tokio::test]
+    async fn each_task_gets_a_checkout_of_its_own_that_git_works_in() {
+        let origin = tempfile::tempdir().expect("tempdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(origin.path().join("run.sh"), "#!/bin/sh\n").expect("write");
+            let executable = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(origin.path().join("run.sh"), executable).expect("chmod");
+            std::os::unix::fs::symlink("file", origin.path().join("link")).expect("link");
+            git_in(origin.path(), &["init", "--quiet"]);
+            git_in(origin.path(), &["add", "run.sh", "link"]);
+        }
+        let commit = repository(origin.path(), &["one"]).remove(0);
+        let root = tempfile::tempdir().expect("tempdir");
+        let checkouts = Checkouts::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+
+        let first = checkouts
+            .checkout(url, &commit, "a")
+            .await
+            .expect("checks out");
+        let second = checkouts
+            .checkout(url, &commit, "b")
+            .await
+            .expect("checks out");
+
+        assert_ne!(first, second);
+        for dir in [&first, &second] {
+            assert_eq!(git_in(dir, &["rev-parse", "HEAD"]), commit);
+            assert_eq!(git_in(dir, &["status", "--porcelain"]), "", "clean");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("file")).expect("read"),
+                "one"
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(second.join("run.sh"))
+                .expect("stat")
+                .permissions();
+            assert_eq!(mode.mode() & 0o111, 0o111, "still executable");
+            assert_eq!(
+                std::fs::read_link(second.join("link")).expect("a link"),
+                Path::new("file")
+            );
+        }
+        // What one task does to its checkout, the next does not see.
+        std::fs::write(first.join("file"), "changed").expect("write");
+        let third = checkouts
+            .checkout(url, &commit, "c")
+            .await
+            .expect("checks out");
+        assert_eq!(
+            std::fs::read_to_string(third.join("file")).expect("read"),
+            "one"
+        );
+        assert_eq!(pristines(root.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn a_commit_checked_out_before_is_copied_without_git() {
+        let origin = tempfile::tempdir().expect("tempdir");
+        let commit = repository(origin.path(), &["one"]).remove(0);
+        let root = tempfile::tempdir().expect("tempdir");
+        let checkouts = Checkouts::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+        checkouts
+            .checkout(url, &commit, "a")
+            .await
+            .expect("checks out");
+
+        // Neither the repository nor the mirror is there any more.
+        std::fs::remove_dir_all(origin.path()).expect("remove");
+        std::fs::remove_dir_all(root.path().join("mirrors")).expect("remove");
+        let again = checkouts.checkout(url, &commit, "b").await.expect("copied");
+        assert_eq!(git_in(&again, &["rev-parse", "HEAD"]), commit);
+    }
+
+    #[tokio::test]
+    async fn only_the_most_recently_used_pristine_checkouts_are_kept() {
+        let origin = tempfile::tempdir().expect("tempdir");
+        let texts: Vec<String> = (0..=PRISTINES_KEPT).map(|n| n.to_string()).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let commits = repository(origin.path(), &texts);
+        let root = tempfile::tempdir().expect("tempdir");
+        // Left by an earlier run of the worker.
+        std::fs::create_dir_all(root.path().join("pristine/left-over")).expect("mkdir");
+        let checkouts = Checkouts::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+
+        for (n, commit) in commits.iter().enumerate() {
+            let dir = checkouts
+                .checkout(url, commit, &format!("t{n}"))
+                .await
+                .expect("checks out");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("file")).expect("read"),
+                texts[n]
+            );
+            // The first, used again, is the most recent; the second is the least.
+            checkouts
+                .checkout(url, &commits[0], "again")
+                .await
+                .expect("checks out");
+        }
+
+        let evicted = async {
+            while pristines(root.path()) > PRISTINES_KEPT {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), evicted)
+            .await
+            .expect("the least recently used pristine checkout is removed");
+        assert_eq!(pristines(root.path()), PRISTINES_KEPT);
+        // The one removed was the second commit's: without the repository, it cannot be
+        // made again; the first's is still there.
+        std::fs::remove_dir_all(origin.path()).expect("remove");
+        std::fs::remove_dir_all(root.path().join("mirrors")).expect("remove");
+        checkouts
+            .checkout(url, &commits[1], "t")
+            .await
+            .expect_err("removed");
+        checkouts
+            .checkout(url, &commits[0], "t")
+            .await
+            .expect("still kept");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_commit_is_an_error_and_leaves_nothing_behind() {
+        let origin = tempfile::tempdir().expect("tempdir");
+        let commit = repository(origin.path(), &["one"]).remove(0);
+        let root = tempfile::tempdir().expect("tempdir");
+        let checkouts = Checkouts::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+        let error = checkouts
+            .checkout(url, missing, "a")
+            .await
+            .expect_err("no such commit");
+        assert!(
+            matches!(
+                error,
+                CheckoutError::Git {
+                    action: "checkout",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(pristines(root.path()), 0);
+        checkouts
+            .checkout(url, &commit, "a")
+            .await
+            .expect("checks out");
+    }
 }
