@@ -17,7 +17,9 @@ use crate::{resources, scheduler};
 /// stored and publishes only jobs still queued, which workers take at most once.
 pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyhow::Result<()> {
     let id = request.build.id;
-    let Some(record) = app.store.build(id).await? else {
+    // The commit's spec is read while the record is: the request says all it takes.
+    let (record, read) = tokio::join!(app.store.build(id), read_plan(app, request));
+    let Some(record) = record? else {
         tracing::warn!(build = %id, "build requested but not recorded; dropped");
         return Ok(());
     };
@@ -26,25 +28,25 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     }
     let plan = match record.plan.clone() {
         Some(plan) => plan,
-        None => match read_plan(app, &record).await {
+        None => match read {
             Ok(plan) => std::sync::Arc::new(plan),
             Err((status, reason)) => return end_unrun(app, &record, status, reason).await,
         },
     };
-    app.store.store_plan(id, &plan).await?;
-    if let Some(now) = app.store.build(id).await?
-        && now.status.is_final()
+    let (status, mut tasks) = app.store.store_plan(id, &plan).await?;
+    if status.is_some_and(BuildStatus::is_final)
+        && let Some(now) = app.store.build(id).await?
     {
         // Cancelled while being planned: what was just stored is cancelled too.
         scheduler::cancel_tasks(app, &now).await?;
         return Ok(());
     }
-    if let Some(from) = record.reuse
-        && reuse_passed(app, &record, &plan, from).await?
-    {
-        return Ok(());
+    if let Some(from) = record.reuse {
+        if reuse_passed(app, &record, &plan, from).await? {
+            return Ok(());
+        }
+        tasks = app.store.tasks(id, &plan).await?;
     }
-    let tasks = app.store.tasks(id, &plan).await?;
     let queued = plan
         .tasks
         .iter()
@@ -111,11 +113,11 @@ async fn reuse_passed(
 
 /// Reads and plans `.kiln.yml` at the build's commit; on failure, the status the build ends
 /// with and why.
-async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus, String)> {
-    let commit = &record.build.commit;
+async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildStatus, String)> {
+    let commit = &request.build.commit;
     let bytes = app
         .mirrors
-        .read_file(&record.clone_url, commit, SPEC_FILE)
+        .read_file(&request.clone_url, commit, SPEC_FILE)
         .await
         .map_err(|e| {
             (
@@ -136,9 +138,9 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
         )
     })?;
     let trigger = Trigger {
-        branch: &record.build.branch,
-        kind: record.kind,
-        changed_paths: record.changed_paths.as_deref(),
+        branch: &request.build.branch,
+        kind: request.kind,
+        changed_paths: request.changed_paths.as_deref(),
     };
     let plan =
         Plan::from_spec_text(text, &trigger).map_err(|e| (BuildStatus::Failed, e.to_string()))?;
@@ -152,8 +154,8 @@ async fn read_plan(app: &App, record: &BuildRecord) -> Result<Plan, (BuildStatus
         ));
     }
     // Policy comes from Kiln's configuration, never from the commit.
-    let refused = match app.config.repository(&record.build.repo) {
-        Some(repository) => repository.refuse_secrets(&plan, &record.build.branch),
+    let refused = match app.config.repository(&request.build.repo) {
+        Some(repository) => repository.refuse_secrets(&plan, &request.build.branch),
         None => plan
             .tasks
             .iter()

@@ -473,7 +473,11 @@ impl Store {
 
     /// Stores a build's plan and its tasks' records, once: planning the same build again
     /// (a redelivered request) finds everything in place and changes nothing.
-    pub async fn store_plan(&self, id: BuildId, plan: &Plan) -> RedisResult<()> {
+    pub async fn store_plan(
+        &self,
+        id: BuildId,
+        plan: &Plan,
+    ) -> RedisResult<(Option<BuildStatus>, Vec<TaskRecord>)> {
         let mut pipe = redis::pipe();
         let build = self.keys.build(id);
         let json = serde_json::to_string(plan).unwrap_or_default();
@@ -491,7 +495,25 @@ impl Store {
             pipe.hset_nx(self.keys.pending(id), &task.name, task.needs.len())
                 .ignore();
         }
-        pipe.query_async(&mut self.conn.clone()).await
+        pipe.hget(&build, "status");
+        for task in &plan.tasks {
+            pipe.hgetall(self.keys.task(id, &task.name));
+        }
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let rows = values.split_off(1);
+        let status: Option<String> = match values.pop() {
+            Some(value) => redis::from_redis_value(value)?,
+            None => None,
+        };
+        let rows = rows
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<Vec<HashMap<String, String>>, _>>()?;
+        let names = plan.tasks.iter().map(|t| t.name.as_str());
+        Ok((
+            status.and_then(|s| BuildStatus::parse(&s)),
+            task_records(names, rows),
+        ))
     }
 
     /// Moves a task to `to` if its status allows it; sets `fields` with it. Returns whether
@@ -606,29 +628,7 @@ impl Store {
             pipe.hgetall(self.keys.task(id, name));
         }
         let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(names
-            .iter()
-            .zip(rows)
-            .map(|(name, mut h)| TaskRecord {
-                name: (*name).to_owned(),
-                status: h
-                    .get("status")
-                    .and_then(|s| TaskStatus::parse(s))
-                    .unwrap_or(TaskStatus::Waiting),
-                attempt: h.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
-                worker: h.remove("worker"),
-                exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
-                outcome: h.remove("outcome"),
-                artifacts: h
-                    .get("artifacts_json")
-                    .and_then(|j| serde_json::from_str(j).ok())
-                    .unwrap_or_default(),
-                images: h
-                    .get("images_json")
-                    .and_then(|j| serde_json::from_str(j).ok())
-                    .unwrap_or_default(),
-            })
-            .collect())
+        Ok(task_records(names.iter().copied(), rows))
     }
 
     /// Accounts for the end of `task` once. If it passed, `tasks` are its dependents and
@@ -754,4 +754,33 @@ impl Store {
             .collect();
         Ok((lines, last))
     }
+}
+
+/// Task records from their names and their hashes, in the same order.
+fn task_records<'a>(
+    names: impl Iterator<Item = &'a str>,
+    rows: Vec<HashMap<String, String>>,
+) -> Vec<TaskRecord> {
+    names
+        .zip(rows)
+        .map(|(name, mut h)| TaskRecord {
+            name: name.to_owned(),
+            status: h
+                .get("status")
+                .and_then(|s| TaskStatus::parse(s))
+                .unwrap_or(TaskStatus::Waiting),
+            attempt: h.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
+            worker: h.remove("worker"),
+            exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
+            outcome: h.remove("outcome"),
+            artifacts: h
+                .get("artifacts_json")
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
+            images: h
+                .get("images_json")
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
