@@ -1,5 +1,8 @@
 //! A task's output: lines, where they go, and how frames that are not lines become lines.
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+
 /// The longest line kept whole, in bytes; a longer one is cut into pieces this long, so one
 /// runaway line cannot grow a buffer without bound.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -76,6 +79,9 @@ const QUEUED_BATCHES: usize = 8;
 /// Once a write has gathered this many lines, batches waiting beyond go to the next write.
 pub const MAX_WRITE_LINES: usize = 4096;
 
+/// Writes under way at once: while Redis stores one, the next is on its way to it.
+const WRITES_IN_FLIGHT: usize = 2;
+
 /// Where a runner hands the lines it has read, while the writer stores earlier ones.
 #[derive(Debug)]
 pub struct Batches(tokio::sync::mpsc::Sender<Vec<LogLine>>);
@@ -96,17 +102,27 @@ impl Batches {
 pub async fn pipelined<T>(log: &impl LogSink, read: impl AsyncFnOnce(Batches) -> T) -> T {
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<LogLine>>(QUEUED_BATCHES);
     let write = async {
-        let mut batch = Vec::new();
-        while let Some(lines) = receiver.recv().await {
-            batch.extend(lines);
+        let mut writing = FuturesOrdered::new();
+        loop {
+            let mut batch = tokio::select! {
+                lines = receiver.recv(), if writing.len() < WRITES_IN_FLIGHT => match lines {
+                    Some(lines) => lines,
+                    None => break,
+                },
+                Some(()) = writing.next() => continue,
+            };
             while batch.len() < MAX_WRITE_LINES
                 && let Ok(more) = receiver.try_recv()
             {
                 batch.extend(more);
             }
-            log.write(&batch).await;
-            batch.clear();
+            let mut write = Box::pin(async move { log.write(&batch).await });
+            // Polled once now, so that its lines are on their way before the next write's.
+            if futures_util::poll!(write.as_mut()).is_pending() {
+                writing.push_back(write);
+            }
         }
+        while writing.next().await.is_some() {}
     };
     let (value, ()) = tokio::join!(read(Batches(sender)), write);
     value
@@ -165,6 +181,52 @@ mod tests {
             self.0.lock().expect("not poisoned").push(texts);
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Takes each batch when its write begins; a write lasts longer the earlier it began, and
+    /// how many are under way at once is counted.
+    #[derive(Default)]
+    struct Slow {
+        begun: std::sync::Mutex<Vec<String>>,
+        under_way: std::sync::atomic::AtomicUsize,
+        most_under_way: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LogSink for Slow {
+        async fn write(&self, lines: &[LogLine]) {
+            use std::sync::atomic::Ordering::SeqCst;
+            let so_far = {
+                let mut begun = self.begun.lock().expect("not poisoned");
+                begun.extend(lines.iter().map(|l| l.text.clone()));
+                begun.len()
+            };
+            let now = self.under_way.fetch_add(1, SeqCst) + 1;
+            self.most_under_way.fetch_max(now, SeqCst);
+            for _ in so_far..1000 {
+                tokio::task::yield_now().await;
+            }
+            self.under_way.fetch_sub(1, SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_overlap_but_begin_in_order() {
+        let slow = Slow::default();
+        pipelined(&slow, async |batches: Batches| {
+            for n in 0..1000 {
+                let mut lines = vec![LogLine {
+                    fd: Fd::Out,
+                    text: n.to_string(),
+                }];
+                batches.send(&mut lines).await;
+            }
+        })
+        .await;
+        let begun = slow.begun.into_inner().expect("not poisoned");
+        let expected: Vec<String> = (0..1000).map(|n| n.to_string()).collect();
+        assert_eq!(begun, expected);
+        assert_eq!(slow.under_way.into_inner(), 0, "every write ended");
+        assert_eq!(slow.most_under_way.into_inner(), WRITES_IN_FLIGHT);
     }
 
     #[tokio::test]
