@@ -9,20 +9,29 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// How long it may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[test]
-fn stops_cleanly_on_sigterm() {
+fn amqp_url() -> String {
+    std::env::var("KILN_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+#[tokio::test]
+async fn stops_cleanly_on_sigterm() {
+    let prefix = format!("ktsigbot{}", std::process::id());
     let dirs = tempfile::tempdir().expect("temp dir");
     let config = dirs.path().join("kiln-bot.toml");
     std::fs::write(&config, "public_url = \"http://kiln.test\"\n").expect("write");
     let mut bot = Command::new(env!("CARGO_BIN_EXE_kiln-bot"))
-        .args(["--listen", "127.0.0.1:0", "--prefix"])
-        .arg(format!("ktsigbot{}", std::process::id()))
+        .args(["--listen", "127.0.0.1:0", "--prefix", &prefix])
         .arg("--config")
         .arg(&config)
         .arg("--state-dir")
@@ -66,4 +75,30 @@ fn stops_cleanly_on_sigterm() {
     let status = status.expect("wait");
     seen.extend(log.try_iter());
     assert!(status.success(), "{status}: {seen:#?}");
+
+    // The queues and exchanges the bot declared.
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let topology = Topology::new(&prefix);
+    let queues = Platform::ALL.map(|p| topology.jobs_queue(p)).into_iter().chain([
+        topology.bot_events_queue(),
+        topology.dead_jobs_queue(),
+        topology.bot_dead_jobs_queue(),
+    ]);
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        topology.jobs_exchange(),
+        topology.events_exchange(),
+        topology.dead_exchange(),
+    ] {
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
 }
