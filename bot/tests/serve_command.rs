@@ -82,11 +82,14 @@ async fn stops_cleanly_on_sigterm() {
         .expect("RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");
     let topology = Topology::new(&prefix);
-    let queues = Platform::ALL.map(|p| topology.jobs_queue(p)).into_iter().chain([
-        topology.bot_events_queue(),
-        topology.dead_jobs_queue(),
-        topology.bot_dead_jobs_queue(),
-    ]);
+    let queues = Platform::ALL
+        .map(|p| topology.jobs_queue(p))
+        .into_iter()
+        .chain([
+            topology.bot_events_queue(),
+            topology.dead_jobs_queue(),
+            topology.bot_dead_jobs_queue(),
+        ]);
     for queue in queues {
         let _ = channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())

@@ -48,8 +48,9 @@ struct Pristines {
 struct Pristine {
     /// Where the checkout is, once it is complete.
     made: OnceCell<PathBuf>,
-    /// Held shared while the checkout is made or copied, and exclusively to remove it.
-    in_use: RwLock<()>,
+    /// Whether it was removed: held shared while the checkout is made or copied, and
+    /// exclusively to remove it.
+    removed: RwLock<bool>,
 }
 
 impl Checkouts {
@@ -76,18 +77,24 @@ impl Checkouts {
             tokio::fs::remove_dir_all(&dir).await?;
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
-        let pristine = self.pristine(clone_url, commit);
-        let _copying = pristine.in_use.read().await;
-        let source = pristine
-            .made
-            .get_or_try_init(|| self.make_pristine(clone_url, commit))
-            .await?
-            .clone();
-        let target = dir.clone();
-        tokio::task::spawn_blocking(move || copy_tree(&source, &target))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(dir)
+        loop {
+            let pristine = self.pristine(clone_url, commit);
+            let removed = pristine.removed.read().await;
+            if *removed {
+                // Removed since it was looked up: the next look-up makes it anew.
+                continue;
+            }
+            let source = pristine
+                .made
+                .get_or_try_init(|| self.make_pristine(clone_url, commit))
+                .await?
+                .clone();
+            let target = dir.clone();
+            tokio::task::spawn_blocking(move || copy_tree(&source, &target))
+                .await
+                .map_err(std::io::Error::other)??;
+            return Ok(dir);
+        }
     }
 
     /// Where the work directory called `name` is.
@@ -122,7 +129,8 @@ impl Checkouts {
                 break;
             };
             tokio::spawn(async move {
-                let _removing = evicted.in_use.write().await;
+                let mut removed = evicted.removed.write().await;
+                *removed = true;
                 let Some(dir) = evicted.made.get().and_then(|dir| dir.parent()) else {
                     return;
                 };
