@@ -472,7 +472,8 @@ impl Store {
     }
 
     /// Stores a build's plan and its tasks' records, once: planning the same build again
-    /// (a redelivered request) finds everything in place and changes nothing.
+    /// (a redelivered request) finds everything in place and changes nothing. Returns, read
+    /// in the same round trip, the build's status and its tasks' records as they now are.
     pub async fn store_plan(
         &self,
         id: BuildId,
