@@ -318,6 +318,10 @@ impl Mirrors {
                     git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
                 )
                 .await?;
+                // A fetch may repack: a reader started before it would keep the packs it
+                // replaced open, on disk, for as long as it runs. The next read starts another.
+                let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+                readers.remove(&mirror);
             }
         }
         Ok(mirror)
@@ -348,4 +352,58 @@ async fn run(action: &str, command: &mut Command) -> Result<(), MirrorError> {
         action: action.to_owned(),
         detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn commit(repo: &Path, text: &str) -> String {
+        std::fs::write(repo.join(".kiln.yml"), text).expect("write");
+        git(repo, &["add", "."]);
+        git(repo, &["commit", "-qm", text]);
+        git(repo, &["rev-parse", "HEAD"])
+    }
+
+    #[tokio::test]
+    async fn a_fetch_retires_the_reader_started_before_it() {
+        let origin = tempfile::tempdir().expect("temp dir");
+        git(origin.path(), &["init", "-q"]);
+        let first = commit(origin.path(), "one");
+        let root = tempfile::tempdir().expect("temp dir");
+        let mirrors = Mirrors::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+        let mirror = mirrors.path(url);
+        let running = || {
+            let readers = mirrors.readers.lock().expect("not poisoned");
+            readers.contains_key(&mirror)
+        };
+
+        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
+        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        // Cloned, then read through git's own command; the next read starts the reader.
+        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
+        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        assert!(running());
+
+        let second = commit(origin.path(), "two");
+        let read = mirrors.read_file(url, &second, ".kiln.yml").await;
+        assert_eq!(read.expect("read"), Some(b"two".to_vec()));
+        assert!(!running(), "the reader is retired after the fetch");
+        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
+        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        assert!(running(), "and another started at the next read");
+    }
 }
