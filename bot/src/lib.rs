@@ -59,8 +59,11 @@ pub struct Connections {
 
 /// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.
 pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
-    let client = redis::Client::open(connections.redis_url.as_str())
-        .context("the Redis URL is not valid")?;
+    let info = redis::IntoConnectionInfo::into_connection_info(connections.redis_url.as_str())
+        .context("the Redis URL is not valid")?
+        // Each command goes out at once, not held back until the last one is acknowledged.
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
     // A loaded Redis is slow, not gone.
     let redis_config = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));

@@ -87,8 +87,11 @@ fn redis_config() -> redis::aio::ConnectionManagerConfig {
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
 /// unacknowledged, so RabbitMQ gives them to another worker.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let redis = redis::Client::open(settings.redis_url.as_str())
+    let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())
         .context("the Redis URL is not valid")?
+        // Each command goes out at once, not held back until the last one is acknowledged.
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let redis = redis::Client::open(info)?
         .get_connection_manager_with_config(redis_config())
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
