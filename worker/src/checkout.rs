@@ -299,20 +299,7 @@ mod tests {
     /// A repository with one commit per entry of `contents` (the text of `file`); returns
     /// its path and the commits.
     fn repository(dir: &Path, contents: &[&str]) -> Vec<String> {
-        let git = |args: &[&str]| {
-            let output = StdCommand::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(["-c", "user.name=Kiln", "-c", "user.email=kiln@example.com"])
-                .args(args)
-                .output()
-                .expect("git runs");
-            assert!(output.status.success(), "git {args:?}: {output:?}");
-            String::from_utf8(output.stdout)
-                .expect("utf-8")
-                .trim()
-                .to_owned()
-        };
+        let git = |args: &[&str]| git_in(dir, args);
         git(&["init", "--quiet", "--initial-branch=master"]);
         let mut commits = Vec::new();
         for text in contents {
@@ -324,10 +311,12 @@ mod tests {
         commits
     }
 
+    /// What git says in `dir`, as someone with a name and an address.
     fn git_in(dir: &Path, args: &[&str]) -> String {
         let output = StdCommand::new("git")
             .arg("-C")
             .arg(dir)
+            .args(["-c", "user.name=Kiln", "-c", "user.email=kiln@example.com"])
             .args(args)
             .output()
             .expect("git runs");

@@ -356,19 +356,8 @@ async fn run(action: &str, command: &mut Command) -> Result<(), MirrorError> {
 
 #[cfg(test)]
 mod tests {
+    use super::reader::tests::git;
     use super::*;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(output.status.success(), "git {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
 
     fn commit(repo: &Path, text: &str) -> String {
         std::fs::write(repo.join(".kiln.yml"), text).expect("write");

@@ -73,10 +73,11 @@ impl Reader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
+    /// What git says in `dir`, as someone with a name and an address.
+    pub(in crate::mirror) fn git(dir: &Path, args: &[&str]) -> String {
         let output = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
