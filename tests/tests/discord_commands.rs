@@ -163,7 +163,14 @@ async fn slash_commands_are_verified_deferred_and_answered() {
         "{text}"
     );
 
-    // The permitted user cancels; the answer carries no mentions.
+    // The permitted user cancels the running build; the answer carries no mentions.
+    wait_for("the task to start", E2E_TIMEOUT, || async {
+        kiln.task_log(id, "long")
+            .await
+            .contains("started")
+            .then_some(())
+    })
+    .await;
     let (status, _) = post(&kiln, &cancel, &key, now()).await;
     assert_eq!(status, 200);
     let answered = answer(&discord, "t-cancel").await;
