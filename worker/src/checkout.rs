@@ -78,7 +78,10 @@ impl Checkouts {
         }
         tokio::fs::create_dir_all(dir.parent().unwrap_or(&self.root)).await?;
         loop {
-            let pristine = self.pristine(clone_url, commit);
+            let (pristine, evicted) = self.pristine(clone_url, commit);
+            for old in evicted {
+                remove_pristine(&old).await;
+            }
             let removed = pristine.removed.read().await;
             if *removed {
                 // Removed since it was looked up: the next look-up makes it anew.
@@ -111,10 +114,9 @@ impl Checkouts {
         }
     }
 
-    /// The pristine checkout of `commit` of `clone_url`, now the most recently used. The
-    /// least recently used beyond [`PRISTINES_KEPT`] is removed once nobody makes or copies
-    /// it.
-    fn pristine(&self, clone_url: &str, commit: &str) -> Arc<Pristine> {
+    /// The pristine checkout of `commit` of `clone_url`, now the most recently used, and the
+    /// least recently used beyond [`PRISTINES_KEPT`], no longer kept, for the caller to remove.
+    fn pristine(&self, clone_url: &str, commit: &str) -> (Arc<Pristine>, Vec<Arc<Pristine>>) {
         let key = format!("{}-{commit}", repository_key(clone_url));
         let mut pristines = self.pristines.lock().unwrap_or_else(|e| e.into_inner());
         let used = &mut pristines.used;
@@ -124,22 +126,9 @@ impl Checkouts {
         };
         let pristine = entry.1.clone();
         used.push_back(entry);
-        while used.len() > PRISTINES_KEPT {
-            let Some((_, evicted)) = used.pop_front() else {
-                break;
-            };
-            tokio::spawn(async move {
-                let mut removed = evicted.removed.write().await;
-                *removed = true;
-                let Some(dir) = evicted.made.get().and_then(|dir| dir.parent()) else {
-                    return;
-                };
-                if let Err(error) = tokio::fs::remove_dir_all(dir).await {
-                    tracing::warn!(dir = %dir.display(), %error, "cannot remove a pristine checkout");
-                }
-            });
-        }
-        pristine
+        let beyond = used.len().saturating_sub(PRISTINES_KEPT);
+        let evicted = used.drain(..beyond).map(|(_, old)| old).collect();
+        (pristine, evicted)
     }
 
     /// Checks `commit` out into a directory of its own, which is kept.
@@ -235,6 +224,19 @@ impl Checkouts {
     }
 }
 
+/// Removes a pristine checkout no longer kept, once nobody makes or copies it; a task that
+/// looked it up before finds it removed and looks again.
+async fn remove_pristine(pristine: &Pristine) {
+    let mut removed = pristine.removed.write().await;
+    *removed = true;
+    let Some(dir) = pristine.made.get().and_then(|dir| dir.parent()) else {
+        return;
+    };
+    if let Err(error) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(dir = %dir.display(), %error, "cannot remove a pristine checkout");
+    }
+}
+
 /// A short name for a repository, from its clone URL.
 fn repository_key(clone_url: &str) -> String {
     hex::encode(&Sha256::digest(clone_url.as_bytes())[..8])
@@ -294,7 +296,6 @@ async fn run(action: &'static str, command: &mut Command) -> Result<(), Checkout
 mod tests {
     use super::*;
     use std::process::Command as StdCommand;
-    use std::time::Duration;
 
     /// A repository with one commit per entry of `contents` (the text of `file`); returns
     /// its path and the commits.
@@ -440,14 +441,6 @@ mod tests {
                 .expect("checks out");
         }
 
-        let evicted = async {
-            while pristines(root.path()) > PRISTINES_KEPT {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), evicted)
-            .await
-            .expect("the least recently used pristine checkout is removed");
         assert_eq!(pristines(root.path()), PRISTINES_KEPT);
         // The one removed was the second commit's: without the repository, it cannot be
         // made again; the first's is still there.
