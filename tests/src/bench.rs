@@ -19,11 +19,11 @@ use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use kiln_shared::wire::{self, Event};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use tokio_util::sync::CancellationToken;
 
@@ -178,6 +178,7 @@ pub async fn run(options: Options) -> Vec<Figure> {
     let amqp = report(amqp_round_trip(options).await);
     let docker = report(docker_create_start(options).await);
     let xadd = report(redis_xadd(options).await);
+    let confirms = report(amqp_confirms(options).await);
 
     // The bot and a worker of two slots, as processes of their own: their memory is theirs.
     let kiln = Kiln::start_processes(&crate::config(""), 2).await;
@@ -228,6 +229,7 @@ pub async fn run(options: Options) -> Vec<Figure> {
     if let Some((bot_idle, worker_idle)) = idle {
         let load = Footprint::sample(&kiln);
         let mut accepted = bench.webhooks_accepted(options).await;
+        accepted.floor = Some((confirms.name, confirms.value()));
         accepted.target = Some((3000.0, true));
         report(accepted);
         let mut builds = bench.builds_completed(options).await;
@@ -277,8 +279,8 @@ pub async fn run(options: Options) -> Vec<Figure> {
     figures
 }
 
-/// AMQP's round trip on a quorum queue: publish with a confirm, then consume.
-async fn amqp_round_trip(options: Options) -> Figure {
+/// A quorum queue of the benchmark's own, and a channel with confirms on its connection.
+async fn floor_queue(name: &str) -> (Connection, Channel, String) {
     let services = crate::Services::require().await;
     let connection = Connection::connect(&services.amqp_url, ConnectionProperties::default())
         .await
@@ -288,7 +290,7 @@ async fn amqp_round_trip(options: Options) -> Figure {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    let queue = format!("{}-bench-floor", crate::services::unique_prefix());
+    let queue = format!("{}-bench-{name}", crate::services::unique_prefix());
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
@@ -302,6 +304,28 @@ async fn amqp_round_trip(options: Options) -> Figure {
         .queue_declare(queue.as_str().into(), durable, arguments)
         .await
         .expect("declare");
+    (connection, channel, queue)
+}
+
+/// Publishes `body` to `queue`, persistent, and waits for the confirm.
+async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+/// AMQP's round trip on a quorum queue: publish with a confirm, then consume.
+async fn amqp_round_trip(options: Options) -> Figure {
+    let (_connection, channel, queue) = floor_queue("floor").await;
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -314,18 +338,7 @@ async fn amqp_round_trip(options: Options) -> Figure {
     let mut samples = Vec::new();
     for _ in 0..options.count(200, 20) {
         let begun = Instant::now();
-        channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                b"ping",
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish_confirmed(&channel, &queue, b"ping").await;
         let delivery = tokio::time::timeout(E2E_TIMEOUT, consumer.next())
             .await
             .expect("in time")
@@ -338,6 +351,48 @@ async fn amqp_round_trip(options: Options) -> Figure {
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
     Figure::new("floor_amqp_round_trip", "ms", samples)
+}
+
+/// Messages through a quorum queue per second, 32 in flight, the way webhooks come: each
+/// published with a confirm, then consumed and acknowledged. A webhook costs two such
+/// messages (its build's request and its end) and more.
+async fn amqp_confirms(options: Options) -> Figure {
+    let (connection, channel, queue) = floor_queue("confirms").await;
+    let taker = connection.create_channel().await.expect("channel");
+    taker
+        .basic_qos(32, BasicQosOptions::default())
+        .await
+        .expect("prefetch");
+    let mut consumer = taker
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let taken = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+    });
+    // About the size of a build's request.
+    let body = [b'x'; 600];
+    let count = options.count(2000, 200);
+    let mut samples = Vec::new();
+    for _ in 0..options.runs {
+        let begun = Instant::now();
+        futures_util::stream::iter(0..count)
+            .for_each_concurrent(32, |_| publish_confirmed(&channel, &queue, &body))
+            .await;
+        samples.push(count as f64 / begun.elapsed().as_secs_f64());
+    }
+    taken.abort();
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    Figure::new("floor_amqp_confirms", "/s", samples)
 }
 
 /// Docker's create and start of a container, through the Engine API.
@@ -407,6 +462,8 @@ struct Bench<'a> {
     repo: TestRepo,
     heard: Arc<Mutex<HashMap<(u64, &'static str), Instant>>>,
     deliveries: std::sync::atomic::AtomicU64,
+    /// Each commit's push payload, made once: the client's own work is not what is measured.
+    payloads: Mutex<HashMap<String, Arc<[u8]>>>,
 }
 
 impl<'a> Bench<'a> {
@@ -438,6 +495,7 @@ impl<'a> Bench<'a> {
             repo: TestRepo::new(),
             heard,
             deliveries: std::sync::atomic::AtomicU64::new(0),
+            payloads: Mutex::default(),
         }
     }
 
@@ -452,7 +510,15 @@ impl<'a> Bench<'a> {
         let n = self
             .deliveries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body = push_payload(REPO, "master", commit, &self.repo.clone_url(), "Bench");
+        let body = self
+            .payloads
+            .lock()
+            .expect("not poisoned")
+            .entry(commit.to_owned())
+            .or_insert_with(|| {
+                push_payload(REPO, "master", commit, &self.repo.clone_url(), "Bench").into()
+            })
+            .clone();
         let (status, answer) = self
             .kiln
             .send_github("push", &format!("bench-{n}"), &body, TEST_SECRET)

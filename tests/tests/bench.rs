@@ -19,6 +19,7 @@ async fn the_quick_benchmark_measures_every_figure() {
             "floor_amqp_round_trip",
             "floor_docker_create_start",
             "floor_redis_xadd",
+            "floor_amqp_confirms",
             "bot_rss_idle",
             "worker_rss_idle",
             "push_to_task_started_p50",
