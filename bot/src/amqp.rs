@@ -186,8 +186,9 @@ impl Broker {
         }
         ch.queue_declare(t.bot_events_queue().into(), queue, quorum())
             .await?;
-        // Builds and tasks; not promotions, which are for other teams.
-        for key in ["build.#", "task.#"] {
+        // Requested builds and tasks' events. Not a build's end, which the bot itself
+        // announces, nor promotions, which are for other teams.
+        for key in ["build.requested.#", "task.#"] {
             ch.queue_bind(
                 t.bot_events_queue().into(),
                 t.events_exchange().into(),
@@ -197,26 +198,32 @@ impl Broker {
             )
             .await?;
         }
-        // The binding of every event that earlier versions made (a no-op when absent).
-        ch.queue_unbind(
-            t.bot_events_queue().into(),
-            t.events_exchange().into(),
-            "#".into(),
-            FieldTable::default(),
-        )
-        .await
+        // The bindings earlier versions made (a no-op when absent).
+        for key in ["#", "build.#"] {
+            ch.queue_unbind(
+                t.bot_events_queue().into(),
+                t.events_exchange().into(),
+                key.into(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
-    /// Publishes an event and waits for the broker to confirm it.
+    /// Publishes an event and waits for the broker to confirm it. Every event but a build's
+    /// end must reach the bot's queue; a build's end is for other teams, and no queue need
+    /// want it.
     pub async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         let build = event.build();
         let properties =
             BasicProperties::default().with_correlation_id(build.id.to_string().into());
-        self.publish(
+        self.publish_with(
             self.topology.events_exchange(),
             event.routing_key(),
             &wire::encode(event),
             properties,
+            !matches!(event, Event::BuildFinished(_)),
         )
         .await
     }

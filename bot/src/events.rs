@@ -54,7 +54,8 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
         Event::BuildRequested(e) => planner::handle_build_requested(app, e).await?,
         Event::TaskStarted(e) => scheduler::handle_task_started(app, e).await?,
         Event::TaskFinished(e) => scheduler::handle_task_finished(app, e).await?,
-        // Its card and any notification of a failure: the keeper's, poked below.
+        // No longer bound: the bot that ends a build pokes its cards itself. One queued by
+        // an earlier version only pokes them again, below.
         Event::BuildFinished(_) => {}
     }
     // Recorded before the event is acknowledged: a bot that stops before the keeper is done

@@ -229,6 +229,9 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
         ("finished_ms", now_ms().to_string()),
         ("error", reason.clone()),
     ];
+    // The build's cards are to show the cancel; noted first, so that a bot stopped half-way
+    // brings them up to date when it starts again.
+    app.store.cards_due(id).await?;
     if !app
         .store
         .transition_build(id, BuildStatus::Cancelled, &fields)
@@ -240,6 +243,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
             // next: marking tasks cancelled again changes nothing.
             cancel_tasks(app, &now).await?;
         }
+        app.cards.refresh(app, id);
         return Ok(Cancel::AlreadyEnded(now.status));
     }
     // Read again: the plan may have been stored since.
@@ -259,6 +263,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
             error: Some(reason),
         }))
         .await?;
+    app.cards.refresh(app, id);
     tracing::info!(build = %id, by, cancelled = tasks.len(), "build cancelled");
     Ok(Cancel::Cancelled { tasks })
 }

@@ -375,3 +375,39 @@ async fn a_malformed_pipeline_fails_the_build_with_line_and_column() {
     assert!(content.contains("line 4, column 5"), "{content}");
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_build_cancelled_by_command_shows_so_on_its_card_at_once() {
+    const TOKEN: &str = "alice-token-0123456789";
+    let discord = FakeDiscord::start().await;
+    let operator = format!("[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n");
+    let kiln = Kiln::start(&format!("{}{operator}", config(&discord))).await;
+    let repo = TestRepo::new();
+    // No worker serves Windows here: the task stays queued, and no worker ever says a word
+    // of it, so only the cancel itself can bring the card up to date.
+    let spec = "steps:\n  t:\n    platforms: [windows/amd64]\n    runner: shell\n    run: 'true'\n";
+    let commit = repo.commit("master", "Wait", &[(".kiln.yml", spec)]);
+    let id = kiln.push(&repo, "master", &commit, "d-cancel-queued").await;
+    let card = |word: &'static str| {
+        let discord = &discord;
+        move || async move {
+            discord.messages().into_iter().rev().find_map(|m| {
+                let content = m.body["content"].as_str()?;
+                (content.contains(&format!("#{id}")) && content.contains(word))
+                    .then(|| content.to_owned())
+            })
+        }
+    };
+    wait_for("the card of the queued build", E2E_TIMEOUT, card("queued")).await;
+
+    let (status, reply) = kiln.command(TOKEN, &format!("cancel {id}")).await;
+    assert_eq!(status, 200, "{reply}");
+    // Well before the card's keeper would look again by itself (every 30 s).
+    wait_for(
+        "the card to say cancelled",
+        std::time::Duration::from_secs(15),
+        card("cancelled"),
+    )
+    .await;
+    kiln.stop().await;
+}
