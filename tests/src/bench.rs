@@ -323,18 +323,23 @@ async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) {
         .expect("confirm");
 }
 
-/// AMQP's round trip on a quorum queue: publish with a confirm, then consume.
-async fn amqp_round_trip(options: Options) -> Figure {
-    let (_connection, channel, queue) = floor_queue("floor").await;
-    let mut consumer = channel
+/// Consumes `queue` on `channel`, acknowledging by hand.
+async fn consume(channel: &Channel, queue: &str) -> lapin::Consumer {
+    channel
         .basic_consume(
-            queue.as_str().into(),
+            queue.into(),
             "bench".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
-        .expect("consume");
+        .expect("consume")
+}
+
+/// AMQP's round trip on a quorum queue: publish with a confirm, then consume.
+async fn amqp_round_trip(options: Options) -> Figure {
+    let (_connection, channel, queue) = floor_queue("floor").await;
+    let mut consumer = consume(&channel, &queue).await;
     let mut samples = Vec::new();
     for _ in 0..options.count(200, 20) {
         let begun = Instant::now();
@@ -354,8 +359,8 @@ async fn amqp_round_trip(options: Options) -> Figure {
 }
 
 /// Messages through a quorum queue per second, 32 in flight, the way webhooks come: each
-/// published with a confirm, then consumed and acknowledged. A webhook costs two such
-/// messages (its build's request and its end) and more.
+/// published with a confirm, then consumed and acknowledged. A webhook costs one such
+/// message (its build's request) and more.
 async fn amqp_confirms(options: Options) -> Figure {
     let (connection, channel, queue) = floor_queue("confirms").await;
     let taker = connection.create_channel().await.expect("channel");
@@ -363,15 +368,7 @@ async fn amqp_confirms(options: Options) -> Figure {
         .basic_qos(32, BasicQosOptions::default())
         .await
         .expect("prefetch");
-    let mut consumer = taker
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume(&taker, &queue).await;
     let taken = tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
