@@ -9,23 +9,16 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kiln_shared::platform::Platform;
-use kiln_shared::routing::Topology;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{Connection, ConnectionProperties};
+use kiln_tests::Services;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// How long it may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn amqp_url() -> String {
-    std::env::var("KILN_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 #[tokio::test]
 async fn stops_cleanly_on_sigterm() {
+    let services = Services::require().await;
     let prefix = format!("ktsigbot{}", std::process::id());
     let dirs = tempfile::tempdir().expect("temp dir");
     let config = dirs.path().join("kiln-bot.toml");
@@ -76,32 +69,5 @@ async fn stops_cleanly_on_sigterm() {
     seen.extend(log.try_iter());
     assert!(status.success(), "{status}: {seen:#?}");
 
-    // The queues and exchanges the bot declared.
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ");
-    let channel = connection.create_channel().await.expect("channel");
-    let topology = Topology::new(&prefix);
-    let queues = Platform::ALL
-        .map(|p| topology.jobs_queue(p))
-        .into_iter()
-        .chain([
-            topology.bot_events_queue(),
-            topology.dead_jobs_queue(),
-            topology.bot_dead_jobs_queue(),
-        ]);
-    for queue in queues {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
-        topology.jobs_exchange(),
-        topology.events_exchange(),
-        topology.dead_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    services.remove_everything_under(&prefix).await;
 }

@@ -9,23 +9,16 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kiln_shared::platform::Platform;
-use kiln_shared::routing::Topology;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{Connection, ConnectionProperties};
+use kiln_tests::Services;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// How long it may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn amqp_url() -> String {
-    std::env::var("KILN_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 #[tokio::test]
 async fn stops_cleanly_on_sigterm() {
+    let services = Services::require().await;
     let prefix = format!("ktsig{}", std::process::id());
     let dirs = tempfile::tempdir().expect("temp dir");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_kiln-worker"))
@@ -71,27 +64,5 @@ async fn stops_cleanly_on_sigterm() {
     seen.extend(log.try_iter());
     assert!(status.success(), "{status}: {seen:#?}");
 
-    // The queues and exchanges this worker declared.
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ");
-    let channel = connection.create_channel().await.expect("channel");
-    let topology = Topology::new(&prefix);
-    for queue in [
-        topology.jobs_queue(Platform::LinuxAmd64),
-        topology.dead_jobs_queue(),
-    ] {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
-        topology.jobs_exchange(),
-        topology.events_exchange(),
-        topology.dead_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    services.remove_everything_under(&prefix).await;
 }
