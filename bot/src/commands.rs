@@ -342,20 +342,24 @@ async fn build(app: &App, actor: Actor<'_>, repo: &str, target: &Target) -> anyh
     };
     let name = repository.name.clone();
     let commit = resolved.commit.clone();
-    let id = ingress::accept_command(app, actor.channel, |id| BuildRequested {
-        build: BuildRef {
-            id,
-            repo: name,
-            branch: branch.clone(),
-            commit: commit.clone(),
+    let id = ingress::accept_command(
+        app,
+        actor.channel,
+        BuildRequested {
+            build: BuildRef {
+                id: BuildId(0),
+                repo: name,
+                branch: branch.clone(),
+                commit: commit.clone(),
+            },
+            clone_url,
+            author: resolved.author,
+            subject: resolved.subject,
+            kind: TriggerKind::Command,
+            changed_paths: None,
+            reuse: None,
         },
-        clone_url,
-        author: resolved.author,
-        subject: resolved.subject,
-        kind: TriggerKind::Command,
-        changed_paths: None,
-        reuse: None,
-    })
+    )
     .await?;
     let short: String = commit.chars().take(8).collect();
     Ok(Reply::done(format!(
@@ -441,19 +445,23 @@ async fn retry(
             )));
         }
     }
-    let id = ingress::accept_command(app, actor.channel, |id| BuildRequested {
-        build: BuildRef {
-            id,
-            ..record.build.clone()
+    let id = ingress::accept_command(
+        app,
+        actor.channel,
+        BuildRequested {
+            build: BuildRef {
+                id: BuildId(0),
+                ..record.build.clone()
+            },
+            clone_url: record.clone_url.clone(),
+            author: record.author.clone(),
+            subject: record.subject.clone(),
+            // As the build it repeats: the same steps apply (`when: { event: … }`).
+            kind: record.kind,
+            changed_paths: record.changed_paths.clone(),
+            reuse: failed_only.then_some(build),
         },
-        clone_url: record.clone_url.clone(),
-        author: record.author.clone(),
-        subject: record.subject.clone(),
-        // As the build it repeats: the same steps apply (`when: { event: … }`).
-        kind: record.kind,
-        changed_paths: record.changed_paths.clone(),
-        reuse: failed_only.then_some(build),
-    })
+    )
     .await?;
     let what = if failed_only {
         format!("what did not pass in build #{build}")

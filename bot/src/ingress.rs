@@ -49,13 +49,9 @@ pub async fn accept_push(
     {
         return Ok(Accepted::Promoted(promotion));
     }
-    let id = store.next_build_id().await?;
-    if let Some(existing) = store.claim_delivery(forge, delivery, id).await? {
-        return Ok(Accepted::Duplicate(existing));
-    }
-    let request = BuildRequested {
+    let mut request = BuildRequested {
         build: BuildRef {
-            id,
+            id: BuildId(0),
             repo: repo.name.clone(),
             branch: push.branch,
             commit: push.commit,
@@ -67,45 +63,48 @@ pub async fn accept_push(
         changed_paths: push.changed_paths,
         reuse: None,
     };
-    if let Err(error) = record_and_announce(app, &request).await {
+    if let Some(existing) = store
+        .create_build(&mut request, Some((forge, delivery)))
+        .await?
+    {
+        return Ok(Accepted::Duplicate(existing));
+    }
+    if let Err(error) = announce(app, &request).await {
         // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,
         // this may fail too; the delivery key then expires on its own.
         let _ = store.forget_delivery(forge, delivery).await;
         return Err(error);
     }
-    Ok(Accepted::New(id))
+    Ok(Accepted::New(request.build.id))
 }
 
 /// Accepts a build someone asked for with a command given in `channel` (which then follows
-/// the build, if Kiln can post there); `request` is given the new build's id.
+/// the build, if Kiln can post there). `request`'s id is not looked at: the build is given
+/// a new one, which is returned.
 pub async fn accept_command(
     app: &App,
     channel: Option<&str>,
-    request: impl FnOnce(BuildId) -> BuildRequested,
+    mut request: BuildRequested,
 ) -> Result<BuildId, Unavailable> {
-    let id = app.store.next_build_id().await?;
-    if let Some(channel) = channel.filter(|c| app.chat.can_post(c)) {
-        app.store.follow_build(id, channel).await?;
+    app.store.create_build(&mut request, None).await?;
+    let id = request.build.id;
+    if let Some(channel) = channel.filter(|c| app.chat.can_post(c))
+        && let Err(error) = app.store.follow_build(id, channel).await
+    {
+        let _ = app.store.delete_build(id).await;
+        return Err(error.into());
     }
-    let request = request(id);
-    record_and_announce(app, &request).await?;
+    announce(app, &request).await?;
     Ok(id)
 }
 
-/// Records a queued build and publishes `build.requested`, confirmed; removes the record
-/// again if that fails.
-async fn record_and_announce(app: &App, request: &BuildRequested) -> Result<(), Unavailable> {
-    let accepted = async {
-        app.store.create_build(request).await?;
-        app.broker
-            .publish_event(&Event::BuildRequested(request.clone()))
-            .await?;
-        Ok::<_, Unavailable>(())
-    }
-    .await;
-    if let Err(error) = accepted {
+/// Publishes `build.requested` for a build just stored, confirmed; removes the record again
+/// if that fails.
+async fn announce(app: &App, request: &BuildRequested) -> Result<(), Unavailable> {
+    let event = Event::BuildRequested(request.clone());
+    if let Err(error) = app.broker.publish_event(&event).await {
         let _ = app.store.delete_build(request.build.id).await;
-        return Err(error);
+        return Err(error.into());
     }
     tracing::info!(build = %request.build.id, repo = %request.build.repo,
         branch = %request.build.branch, commit = %request.build.commit, kind = ?request.kind,

@@ -500,20 +500,24 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
         Some(passed) => (passed.author, passed.subject),
         None => (String::new(), String::new()),
     };
-    let id = ingress::accept_command(app, record.channel.as_deref(), |id| BuildRequested {
-        build: BuildRef {
-            id,
-            repo: record.repo.clone(),
-            branch: record.to.clone(),
-            commit: record.commit.clone(),
+    let id = ingress::accept_command(
+        app,
+        record.channel.as_deref(),
+        BuildRequested {
+            build: BuildRef {
+                id: BuildId(0),
+                repo: record.repo.clone(),
+                branch: record.to.clone(),
+                commit: record.commit.clone(),
+            },
+            clone_url: record.clone_url.clone(),
+            author,
+            subject,
+            kind: TriggerKind::Push,
+            changed_paths: None,
+            reuse: None,
         },
-        clone_url: record.clone_url.clone(),
-        author,
-        subject,
-        kind: TriggerKind::Push,
-        changed_paths: None,
-        reuse: None,
-    })
+    )
     .await?;
     Ok(id)
 }

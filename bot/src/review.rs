@@ -61,20 +61,24 @@ pub async fn stop(
         return Ok(None);
     };
     let names: Vec<String> = taken.iter().map(|(name, _)| name.clone()).collect();
-    let requested = ingress::accept_command(app, None, |id| BuildRequested {
-        build: BuildRef {
-            id,
-            repo: repo.name.clone(),
-            branch: gone.branch.clone(),
-            commit: last.commit.clone(),
+    let requested = ingress::accept_command(
+        app,
+        None,
+        BuildRequested {
+            build: BuildRef {
+                id: BuildId(0),
+                repo: repo.name.clone(),
+                branch: gone.branch.clone(),
+                commit: last.commit.clone(),
+            },
+            clone_url: last.clone_url.clone(),
+            author: String::new(),
+            subject: format!("stop {} (branch {})", names.join(", "), gone.why),
+            kind: TriggerKind::Stop,
+            changed_paths: None,
+            reuse: None,
         },
-        clone_url: last.clone_url.clone(),
-        author: String::new(),
-        subject: format!("stop {} (branch {})", names.join(", "), gone.why),
-        kind: TriggerKind::Stop,
-        changed_paths: None,
-        reuse: None,
-    })
+    )
     .await;
     match requested {
         Ok(id) => {

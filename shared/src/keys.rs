@@ -76,7 +76,12 @@ impl Keys {
 
     /// A build's record (hash): repository, commit, status, plan.
     pub fn build(&self, id: BuildId) -> String {
-        format!("{}:build:{id}", self.prefix)
+        format!("{}{id}", self.build_prefix())
+    }
+
+    /// What every build's record key starts with, for the script that numbers builds.
+    pub fn build_prefix(&self) -> String {
+        format!("{}:build:", self.prefix)
     }
 
     /// One task's record (hash): status, attempt, worker, exit code.
@@ -262,6 +267,7 @@ mod tests {
         let keys = Keys::new("t9");
         let id = BuildId(4);
         assert_eq!(keys.build(id), "t9:build:4");
+        assert_eq!(keys.build(id), format!("{}4", keys.build_prefix()));
         assert_eq!(keys.task(id, "unit"), "t9:build:4:task:unit");
         assert_eq!(keys.logs(id, "unit"), "t9:logs:4:unit");
         assert_eq!(keys.delivery("github", "abc"), "t9:delivery:github:abc");

@@ -89,6 +89,25 @@ return 1
     )
 });
 
+/// Numbers a new build and stores its record, queued, unless it is a forge delivery seen
+/// before: then returns the build that delivery became, and stores nothing.
+static CREATE_BUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: the build sequence, the delivery's key (or none: ''). ARGV: how long a delivery is
+-- remembered (s), the build key prefix, then the record's field/value pairs.
+if KEYS[2] ~= '' then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then return {0, tonumber(seen)} end
+end
+local id = redis.call('INCR', KEYS[1])
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[1]) end
+redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 3))
+return {1, id}
+",
+    )
+});
+
 /// The fields of a build's hash that make its record, but its plan, which is read apart: a
 /// plan never changes once stored, so it is read and parsed once (see [`Plans`]).
 /// `remaining` is stored with the plan, and says there is one.
@@ -261,16 +280,6 @@ impl Store {
         Ok(there)
     }
 
-    /// A new build id.
-    pub async fn next_build_id(&self) -> RedisResult<BuildId> {
-        let id: isize = self
-            .conn
-            .clone()
-            .incr(self.keys.build_sequence(), 1)
-            .await?;
-        Ok(BuildId(id as u64))
-    }
-
     /// Records that forge delivery `delivery` became build `id`, unless it was seen before:
     /// then returns the build it became.
     pub async fn claim_delivery(
@@ -302,13 +311,19 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a new build, queued.
-    pub async fn create_build(&self, request: &BuildRequested) -> RedisResult<()> {
-        let b = &request.build;
+    /// Stores a new build, queued, under a new id, which it writes into `request`: one
+    /// round trip. With the forge delivery (forge, id) that asked for it, only if that
+    /// delivery was not seen before; else it returns the build the delivery became and
+    /// stores nothing.
+    pub async fn create_build(
+        &self,
+        request: &mut BuildRequested,
+        delivery: Option<(&str, &str)>,
+    ) -> RedisResult<Option<BuildId>> {
         let fields = [
-            ("repo", b.repo.as_str()),
-            ("branch", b.branch.as_str()),
-            ("commit", b.commit.as_str()),
+            ("repo", request.build.repo.as_str()),
+            ("branch", request.build.branch.as_str()),
+            ("commit", request.build.commit.as_str()),
             ("clone_url", request.clone_url.as_str()),
             ("author", request.author.as_str()),
             ("subject", request.subject.as_str()),
@@ -327,10 +342,22 @@ impl Store {
                 &request.reuse.map(|r| r.0.to_string()).unwrap_or_default(),
             ),
         ];
-        self.conn
-            .clone()
-            .hset_multiple(self.keys.build(b.id), &fields)
-            .await
+        let delivery =
+            delivery.map_or_else(String::new, |(forge, id)| self.keys.delivery(forge, id));
+        let mut invocation = CREATE_BUILD.key(self.keys.build_sequence());
+        invocation
+            .key(delivery)
+            .arg(DELIVERY_MEMORY.as_secs())
+            .arg(self.keys.build_prefix());
+        for (field, value) in fields {
+            invocation.arg(field).arg(value);
+        }
+        let (new, id): (bool, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        if !new {
+            return Ok(Some(BuildId(id)));
+        }
+        request.build.id = BuildId(id);
+        Ok(None)
     }
 
     /// Takes task `task` of build `id`, not yet started, as passed with what `passed` (the
