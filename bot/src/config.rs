@@ -70,8 +70,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kiln_shared::pattern::branch_matches;
 use kiln_shared::plan::Plan;
-use kiln_shared::spec::branch_matches;
 use secrecy::SecretString;
 use serde::Deserialize;
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use crate::build::BuildId;
 use crate::lease::LeaseId;
+use crate::pattern::is_branch_pattern;
 use crate::promotion::PromotionId;
-use crate::spec::is_branch_pattern;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
 pub const COMMANDS: [(&str, &str, &str); 14] = [

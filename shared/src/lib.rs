@@ -10,6 +10,7 @@ pub mod command;
 pub mod commit_status;
 pub mod keys;
 pub mod lease;
+pub mod pattern;
 pub mod plan;
 pub mod platform;
 pub mod presence;

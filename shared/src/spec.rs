@@ -24,12 +24,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use globset::{Glob, GlobBuilder};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
+use crate::pattern::{any_path_matches, branch_glob, branch_matches, path_glob};
 use crate::platform::Platform;
 use crate::trigger::TriggerKind;
 
@@ -467,35 +467,11 @@ impl When {
             .as_ref()
             .is_none_or(|kinds| kinds.contains(&trigger.kind));
         let changes = match (&self.changes, trigger.changed_paths) {
-            (Some(patterns), Some(paths)) => patterns.0.iter().any(|p| {
-                path_glob(p).is_ok_and(|g| {
-                    let matcher = g.compile_matcher();
-                    paths.iter().any(|path| matcher.is_match(path))
-                })
-            }),
+            (Some(patterns), Some(paths)) => patterns.0.iter().any(|p| any_path_matches(p, paths)),
             _ => true,
         };
         branch && event && changes
     }
-}
-
-/// Whether `branch` matches `pattern`, as `when: { branch: … }` matches branches (`*` within
-/// a path segment, `**` across them).
-pub fn branch_matches(pattern: &str, branch: &str) -> bool {
-    branch_glob(pattern).is_ok_and(|g| g.compile_matcher().is_match(branch))
-}
-
-/// Whether `pattern` is a pattern [`branch_matches`] can use.
-pub fn is_branch_pattern(pattern: &str) -> bool {
-    branch_glob(pattern).is_ok()
-}
-
-fn branch_glob(pattern: &str) -> Result<Glob, globset::Error> {
-    Glob::new(pattern)
-}
-
-fn path_glob(pattern: &str) -> Result<Glob, globset::Error> {
-    GlobBuilder::new(pattern).literal_separator(true).build()
 }
 
 /// Why a `.kiln.yml` cannot be used, and where.

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::build::BuildStatus;
-use crate::spec::branch_matches;
+use crate::pattern::branch_matches;
 
 /// One channel's interest in one repository, or in one of its branches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
