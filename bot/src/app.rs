@@ -11,6 +11,7 @@ use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::cards::Cards;
 use crate::notify::render::Templates;
+use crate::specs::Specs;
 use crate::store::Store;
 
 /// The bot's shared state; cheap to clone into each request and task.
@@ -20,6 +21,8 @@ pub struct App {
     pub store: Store,
     pub broker: Broker,
     pub mirrors: Mirrors,
+    /// The `.kiln.yml` texts read lately, parsed.
+    pub specs: Specs,
     pub templates: Arc<Templates>,
     /// The chat vendors cards and notifications are posted to.
     pub chat: Arc<Chat>,
@@ -67,6 +70,7 @@ impl App {
             store,
             broker,
             mirrors,
+            specs: Specs::default(),
             templates: Arc::new(Templates::new()?),
             interactions,
             http,

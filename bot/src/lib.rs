@@ -30,6 +30,7 @@ pub mod resources;
 pub mod review;
 pub mod scheduler;
 pub mod slack;
+pub mod specs;
 pub mod store;
 
 use std::path::PathBuf;

@@ -142,8 +142,11 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
         kind: request.kind,
         changed_paths: request.changed_paths.as_deref(),
     };
-    let plan =
-        Plan::from_spec_text(text, &trigger).map_err(|e| (BuildStatus::Failed, e.to_string()))?;
+    let plan = app
+        .specs
+        .parse(text)
+        .and_then(|spec| Plan::from_spec(&spec, &trigger))
+        .map_err(|e| (BuildStatus::Failed, e.to_string()))?;
     if let Some(task) = plan.tasks.iter().find(|t| !app.broker.serves(t.platform)) {
         return Err((
             BuildStatus::Failed,
