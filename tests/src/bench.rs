@@ -15,6 +15,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use kiln_shared::build::BuildStatus;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use kiln_shared::wire::{self, Event};
@@ -466,7 +467,17 @@ struct Bench<'a> {
 impl<'a> Bench<'a> {
     async fn new(kiln: &'a Kiln) -> Self {
         let heard: Arc<Mutex<HashMap<(u64, &'static str), Instant>>> = Arc::default();
-        let mut events = crate::events::listen(kiln, "#").await;
+        // Tasks' events and builds' ends: not `build.requested`, which no figure reads and
+        // which would only load the broker and this client under the measured load.
+        let ends: Vec<String> = BuildStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .map(|s| format!("build.{}.#", s.as_str()))
+            .collect();
+        let bindings: Vec<&str> = std::iter::once("task.#")
+            .chain(ends.iter().map(String::as_str))
+            .collect();
+        let mut events = crate::events::listen(kiln, &bindings).await;
         let log = heard.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = events.next().await {
@@ -475,7 +486,7 @@ impl<'a> Bench<'a> {
                     continue;
                 };
                 let kind = match &event {
-                    Event::BuildRequested(_) => "requested",
+                    Event::BuildRequested(_) => continue,
                     Event::TaskStarted(_) => "started",
                     Event::TaskFinished(_) => "finished",
                     Event::BuildFinished(_) => "ended",

@@ -16,19 +16,19 @@ pub async fn subscribe(kiln: &Kiln, binding: &str) -> lapin::Consumer {
     tap(
         kiln,
         &Topology::new(&kiln.prefix).events_exchange(),
-        binding,
+        &[binding],
         false,
     )
     .await
 }
 
-/// Like [`subscribe`], for many events: they are taken as delivered, with nothing to
-/// acknowledge.
-pub async fn listen(kiln: &Kiln, binding: &str) -> lapin::Consumer {
+/// Like [`subscribe`], with as many bindings as `bindings`, for many events: they are taken
+/// as delivered, with nothing to acknowledge.
+pub async fn listen(kiln: &Kiln, bindings: &[&str]) -> lapin::Consumer {
     tap(
         kiln,
         &Topology::new(&kiln.prefix).events_exchange(),
-        binding,
+        bindings,
         true,
     )
     .await
@@ -40,15 +40,15 @@ pub async fn tap_jobs(kiln: &Kiln, platform: Platform) -> lapin::Consumer {
     tap(
         kiln,
         &Topology::new(&kiln.prefix).jobs_exchange(),
-        platform.label(),
+        &[platform.label()],
         false,
     )
     .await
 }
 
-/// An exclusive queue (gone with its connection) bound to `exchange` with `binding`;
+/// An exclusive queue (gone with its connection) bound to `exchange` with `bindings`;
 /// `no_ack`: deliveries need no acknowledgement.
-async fn tap(kiln: &Kiln, exchange: &str, binding: &str, no_ack: bool) -> lapin::Consumer {
+async fn tap(kiln: &Kiln, exchange: &str, bindings: &[&str], no_ack: bool) -> lapin::Consumer {
     let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -62,16 +62,18 @@ async fn tap(kiln: &Kiln, exchange: &str, binding: &str, no_ack: bool) -> lapin:
         .queue_declare("".into(), options, FieldTable::default())
         .await
         .expect("declare");
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            binding.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
+    for binding in bindings {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                (*binding).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+    }
     let consumer = channel
         .basic_consume(
             queue.name().clone(),
