@@ -18,9 +18,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
-/// Events the bot takes from its queue before acknowledging any: enough to keep the
-/// scheduler busy without hoarding messages another replica could handle.
-const EVENTS_PREFETCH: u16 = 32;
+/// Messages the bot takes from one of its queues before acknowledging any, for each it
+/// handles at once: enough to keep it busy without hoarding messages another replica could
+/// handle.
+const PREFETCH_PER_HANDLER: u16 = 2;
 
 /// Why a message was not accepted by the broker.
 #[derive(Debug, thiserror::Error)]
@@ -184,13 +185,17 @@ impl Broker {
             )
             .await?;
         }
-        ch.queue_declare(t.bot_events_queue().into(), queue, quorum())
-            .await?;
-        // Requested builds and tasks' events. Not a build's end, which the bot itself
-        // announces, nor promotions, which are for other teams.
-        for key in ["build.requested.#", "task.#"] {
+        // Requested builds, and tasks' events, each in a queue of their own: planning may
+        // wait on a fetch, which must not hold up tasks' events. Not a build's end, which the
+        // bot itself announces, nor promotions, which are for other teams.
+        for (bot_queue, key) in [
+            (t.bot_builds_queue(), "build.requested.#"),
+            (t.bot_events_queue(), "task.#"),
+        ] {
+            ch.queue_declare(bot_queue.as_str().into(), queue, quorum())
+                .await?;
             ch.queue_bind(
-                t.bot_events_queue().into(),
+                bot_queue.into(),
                 t.events_exchange().into(),
                 key.into(),
                 QueueBindOptions::default(),
@@ -198,8 +203,9 @@ impl Broker {
             )
             .await?;
         }
-        // The bindings earlier versions made (a no-op when absent).
-        for key in ["#", "build.#"] {
+        // The bindings earlier versions made (a no-op when absent). Requested builds still
+        // in the events queue are handled from there.
+        for key in ["#", "build.#", "build.requested.#"] {
             ch.queue_unbind(
                 t.bot_events_queue().into(),
                 t.events_exchange().into(),
@@ -335,18 +341,36 @@ impl Broker {
         self.platforms.contains(&platform)
     }
 
-    /// Starts consuming the bot's events queue on a channel of its own.
-    pub async fn consume_events(&self, consumer_tag: &str) -> lapin::Result<(Channel, Consumer)> {
-        self.consume(self.topology.bot_events_queue(), consumer_tag)
+    /// Starts consuming the bot's queue of tasks' events on a channel of its own, for
+    /// `handlers` handling them at once.
+    pub async fn consume_events(
+        &self,
+        consumer_tag: &str,
+        handlers: u16,
+    ) -> lapin::Result<(Channel, Consumer)> {
+        self.consume(self.topology.bot_events_queue(), consumer_tag, handlers)
             .await
     }
 
-    /// Starts consuming the bot's copy of dead-lettered jobs on a channel of its own.
+    /// Starts consuming the bot's queue of requested builds on a channel of its own, for
+    /// `handlers` planning them at once.
+    pub async fn consume_builds(
+        &self,
+        consumer_tag: &str,
+        handlers: u16,
+    ) -> lapin::Result<(Channel, Consumer)> {
+        self.consume(self.topology.bot_builds_queue(), consumer_tag, handlers)
+            .await
+    }
+
+    /// Starts consuming the bot's copy of dead-lettered jobs on a channel of its own, for
+    /// `handlers` handling them at once.
     pub async fn consume_dead_jobs(
         &self,
         consumer_tag: &str,
+        handlers: u16,
     ) -> lapin::Result<(Channel, Consumer)> {
-        self.consume(self.topology.bot_dead_jobs_queue(), consumer_tag)
+        self.consume(self.topology.bot_dead_jobs_queue(), consumer_tag, handlers)
             .await
     }
 
@@ -354,10 +378,12 @@ impl Broker {
         &self,
         queue: String,
         consumer_tag: &str,
+        handlers: u16,
     ) -> lapin::Result<(Channel, Consumer)> {
         let channel = self.connection.create_channel().await?;
+        let prefetch = handlers.saturating_mul(PREFETCH_PER_HANDLER);
         channel
-            .basic_qos(EVENTS_PREFETCH, BasicQosOptions { global: false })
+            .basic_qos(prefetch, BasicQosOptions { global: false })
             .await?;
         let consumer = channel
             .basic_consume(

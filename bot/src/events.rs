@@ -1,6 +1,7 @@
-//! The bot's event loops: every event on its queue goes to the planner or the scheduler, then
-//! pokes its build's card keeper; every dead-lettered job goes to the scheduler; each message
-//! is acknowledged only once handled. Beside them runs the leases' reaper.
+//! The bot's event loops: every requested build goes to the planner and every task's event to
+//! the scheduler, then pokes its build's card keeper; every dead-lettered job goes to the
+//! scheduler; each message is acknowledged only once handled. Beside them runs the leases'
+//! reaper.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,8 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::{leases, planner, scheduler};
 
-/// How many messages of one queue the bot handles at once; no more than the prefetch.
-const CONCURRENT_MESSAGES: usize = 16;
+/// How many tasks' events (and dead-lettered jobs) the bot handles at once.
+const EVENTS_AT_ONCE: u16 = 16;
+
+/// How many requested builds the bot plans at once. Fewer than events: planning reads the
+/// commit's pipeline, which may mean fetching, and a burst of pushes is planned in turn while
+/// tasks' events and new webhooks go on being handled.
+const PLANNING_AT_ONCE: u16 = 4;
 
 /// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
@@ -27,24 +33,41 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     for id in app.store.cards_pending().await? {
         app.cards.refresh(&app, id);
     }
-    let events = app.broker.consume_events("kiln-bot").await?;
-    let dead = app.broker.consume_dead_jobs("kiln-bot-dead").await?;
+    let builds = app
+        .broker
+        .consume_builds("kiln-bot", PLANNING_AT_ONCE)
+        .await?;
+    let events = app
+        .broker
+        .consume_events("kiln-bot", EVENTS_AT_ONCE)
+        .await?;
+    let dead = app
+        .broker
+        .consume_dead_jobs("kiln-bot-dead", EVENTS_AT_ONCE)
+        .await?;
+    let handle_event = |event: Event| {
+        let span =
+            tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
+        let app = app.clone();
+        tracing::Instrument::instrument(async move { handle(&app, &event).await }, span)
+    };
     tokio::try_join!(
         leases::reap(app.clone(), shutdown.clone()),
-        serve(events, shutdown.clone(), |event: Event| {
-            let span =
-                tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
-            let app = app.clone();
-            tracing::Instrument::instrument(async move { handle(&app, &event).await }, span)
-        }),
-        serve(dead, shutdown.clone(), |job: JobRequested| {
-            let span = tracing::info_span!("dead job", build = %job.build.id, task = %job.task);
-            let app = app.clone();
-            tracing::Instrument::instrument(
-                async move { scheduler::handle_dead_job(&app, &job).await },
-                span,
-            )
-        }),
+        serve(builds, PLANNING_AT_ONCE, shutdown.clone(), handle_event),
+        serve(events, EVENTS_AT_ONCE, shutdown.clone(), handle_event),
+        serve(
+            dead,
+            EVENTS_AT_ONCE,
+            shutdown.clone(),
+            |job: JobRequested| {
+                let span = tracing::info_span!("dead job", build = %job.build.id, task = %job.task);
+                let app = app.clone();
+                tracing::Instrument::instrument(
+                    async move { scheduler::handle_dead_job(&app, &job).await },
+                    span,
+                )
+            }
+        ),
     )?;
     Ok(())
 }
@@ -65,13 +88,13 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes messages from `consumer` until `shutdown` is cancelled, up to
-/// [`CONCURRENT_MESSAGES`] at a time: each is decoded and handled, then acknowledged; one
-/// whose handling failed is handed back after a pause; an unreadable one is refused for
-/// good. Messages of one build may be handled side by side, as by two bots: every handler
+/// Takes messages from `consumer` until `shutdown` is cancelled, up to `at_once` at a time:
+/// each is decoded and handled, then acknowledged; one whose handling failed is handed back
+/// after a pause; an unreadable one is refused for good. Messages of one build may be handled side by side, as by two bots: every handler
 /// is a compare-and-set. An acknowledgement that fails stops the loop.
 async fn serve<T, F, Fut>(
     (channel, consumer): (Channel, Consumer),
+    at_once: u16,
     shutdown: CancellationToken,
     handle: F,
 ) -> anyhow::Result<()>
@@ -91,7 +114,7 @@ where
     };
     consumer
         .take_until(stop.clone().cancelled_owned())
-        .for_each_concurrent(CONCURRENT_MESSAGES, |next| async {
+        .for_each_concurrent(usize::from(at_once), |next| async {
             let delivery = match next {
                 Ok(delivery) => delivery,
                 Err(error) => {

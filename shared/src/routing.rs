@@ -72,9 +72,14 @@ impl Topology {
         format!("{}.events", self.prefix)
     }
 
-    /// The bot's own queue of events (scheduler and notifier), bound to `#`.
+    /// The bot's own queue of tasks' events (scheduler and notifier), bound to `task.#`.
     pub fn bot_events_queue(&self) -> String {
         format!("{}.bot.events", self.prefix)
+    }
+
+    /// The bot's own queue of requested builds (planner), bound to `build.requested.#`.
+    pub fn bot_builds_queue(&self) -> String {
+        format!("{}.bot.builds", self.prefix)
     }
 
     /// The dead-letter exchange for jobs that failed delivery too often.
@@ -131,6 +136,7 @@ mod tests {
         assert_eq!(t.jobs_queue(Platform::LinuxAmd64), "t1.jobs.linux-amd64");
         assert_eq!(t.events_exchange(), "t1.events");
         assert_eq!(t.bot_events_queue(), "t1.bot.events");
+        assert_eq!(t.bot_builds_queue(), "t1.bot.builds");
         assert_eq!(Topology::default().dead_jobs_queue(), "kiln.dead.jobs");
     }
 }

@@ -93,6 +93,7 @@ impl Services {
                 .into_iter()
                 .chain([
                     topology.bot_events_queue(),
+                    topology.bot_builds_queue(),
                     topology.dead_jobs_queue(),
                     topology.bot_dead_jobs_queue(),
                     format!("{prefix}.test.events"),
