@@ -271,8 +271,8 @@ pub async fn followers(
     id: BuildId,
     repo: &str,
 ) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
-    let mut all = app.store.subscribers(repo).await?;
-    for channel in app.store.build_followers(id).await? {
+    let (mut all, asked_in) = app.store.audience(repo, id).await?;
+    for channel in asked_in {
         all.push(Subscription::new(channel, repo, None, Vec::new()));
     }
     if let Some(id) = app.chat.discord_channel {

@@ -107,12 +107,19 @@ impl Store {
         Ok(())
     }
 
-    /// The channels build `id` was asked for in.
-    pub async fn build_followers(&self, id: BuildId) -> RedisResult<Vec<String>> {
-        self.conn
-            .clone()
+    /// Every subscription to `repo`, and the channels its build `id` was asked for in: one
+    /// round trip.
+    pub async fn audience(
+        &self,
+        repo: &str,
+        id: BuildId,
+    ) -> RedisResult<(Vec<Subscription>, Vec<String>)> {
+        let (subscriptions, followers): (Vec<String>, Vec<String>) = redis::pipe()
+            .hvals(self.keys.subscriptions(repo))
             .smembers(self.keys.build_followers(id))
-            .await
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((parse_subscriptions(&subscriptions), followers))
     }
 
     /// Every subscription to `repo`.
@@ -122,10 +129,7 @@ impl Store {
             .clone()
             .hvals(self.keys.subscriptions(repo))
             .await?;
-        Ok(values
-            .iter()
-            .filter_map(|v| serde_json::from_str(v).ok())
-            .collect())
+        Ok(parse_subscriptions(&values))
     }
 
     /// Every subscription of `channel`, by repository and branch.
@@ -207,4 +211,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Subscriptions as stored; one that cannot be read (written by a later version) is left out.
+fn parse_subscriptions(values: &[String]) -> Vec<Subscription> {
+    values
+        .iter()
+        .filter_map(|v| serde_json::from_str(v).ok())
+        .collect()
 }
