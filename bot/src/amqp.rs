@@ -34,6 +34,17 @@ pub enum PublishError {
     Unroutable(String),
 }
 
+/// The queues the bot consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BotQueue {
+    /// Requested builds, for the planner.
+    Builds,
+    /// Tasks' events, for the scheduler.
+    Events,
+    /// The bot's copy of dead-lettered jobs: it errors their tasks, so builds move on.
+    DeadJobs,
+}
+
 /// The bot's connection to RabbitMQ.
 #[derive(Clone)]
 pub struct Broker {
@@ -341,45 +352,19 @@ impl Broker {
         self.platforms.contains(&platform)
     }
 
-    /// Starts consuming the bot's queue of tasks' events on a channel of its own, for
-    /// `handlers` handling them at once.
-    pub async fn consume_events(
+    /// Starts consuming one of the bot's queues on a channel of its own, for `handlers`
+    /// handling its messages at once.
+    pub async fn consume(
         &self,
-        consumer_tag: &str,
+        queue: BotQueue,
         handlers: u16,
     ) -> lapin::Result<(Channel, Consumer)> {
-        self.consume(self.topology.bot_events_queue(), consumer_tag, handlers)
-            .await
-    }
-
-    /// Starts consuming the bot's queue of requested builds on a channel of its own, for
-    /// `handlers` planning them at once.
-    pub async fn consume_builds(
-        &self,
-        consumer_tag: &str,
-        handlers: u16,
-    ) -> lapin::Result<(Channel, Consumer)> {
-        self.consume(self.topology.bot_builds_queue(), consumer_tag, handlers)
-            .await
-    }
-
-    /// Starts consuming the bot's copy of dead-lettered jobs on a channel of its own, for
-    /// `handlers` handling them at once.
-    pub async fn consume_dead_jobs(
-        &self,
-        consumer_tag: &str,
-        handlers: u16,
-    ) -> lapin::Result<(Channel, Consumer)> {
-        self.consume(self.topology.bot_dead_jobs_queue(), consumer_tag, handlers)
-            .await
-    }
-
-    async fn consume(
-        &self,
-        queue: String,
-        consumer_tag: &str,
-        handlers: u16,
-    ) -> lapin::Result<(Channel, Consumer)> {
+        let t = &self.topology;
+        let (queue, consumer_tag) = match queue {
+            BotQueue::Builds => (t.bot_builds_queue(), "kiln-bot"),
+            BotQueue::Events => (t.bot_events_queue(), "kiln-bot"),
+            BotQueue::DeadJobs => (t.bot_dead_jobs_queue(), "kiln-bot-dead"),
+        };
         let channel = self.connection.create_channel().await?;
         let prefetch = handlers.saturating_mul(PREFETCH_PER_HANDLER);
         channel

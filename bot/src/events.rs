@@ -13,6 +13,7 @@ use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::BotQueue;
 use crate::app::App;
 use crate::{leases, planner, scheduler};
 
@@ -35,15 +36,12 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     }
     let builds = app
         .broker
-        .consume_builds("kiln-bot", PLANNING_AT_ONCE)
+        .consume(BotQueue::Builds, PLANNING_AT_ONCE)
         .await?;
-    let events = app
-        .broker
-        .consume_events("kiln-bot", EVENTS_AT_ONCE)
-        .await?;
+    let events = app.broker.consume(BotQueue::Events, EVENTS_AT_ONCE).await?;
     let dead = app
         .broker
-        .consume_dead_jobs("kiln-bot-dead", EVENTS_AT_ONCE)
+        .consume(BotQueue::DeadJobs, EVENTS_AT_ONCE)
         .await?;
     let handle_event = |event: Event| {
         let span =
