@@ -1,5 +1,5 @@
 //! RabbitMQ: the bot declares Kiln's topology, publishes jobs and events with confirms, and
-//! consumes its own events queue.
+//! consumes its own queues (requested builds, tasks' events, dead-lettered jobs).
 //!
 //! Every message is persistent, `mandatory`, and waits for the broker's confirm: a publish
 //! returns `Ok` only once RabbitMQ has taken responsibility for the message and routed it to
@@ -111,7 +111,7 @@ async fn open(url: &str, properties: ConnectionProperties) -> lapin::Result<Conn
 
 impl Broker {
     /// Connects and declares the topology: exchanges, the job queues of `platforms`, the
-    /// dead-letter queue and the bot's events queue. Declaring is idempotent.
+    /// dead-letter queue and the bot's own queues. Declaring is idempotent.
     pub async fn connect(
         url: &str,
         topology: Topology,
@@ -229,7 +229,7 @@ impl Broker {
     }
 
     /// Publishes an event and waits for the broker to confirm it. Every event but a build's
-    /// end must reach the bot's queue; a build's end is for other teams, and no queue need
+    /// end must reach one of the bot's queues; a build's end is for other teams, and no queue need
     /// want it.
     pub async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         let build = event.build();

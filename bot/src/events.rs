@@ -29,7 +29,8 @@ const PLANNING_AT_ONCE: u16 = 4;
 /// hiccup), so a persistent fault does not spin the loop.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Consumes the bot's events queue and its dead-letter queue until `shutdown` is cancelled.
+/// Consumes the bot's queues of requested builds, of tasks' events and of dead-lettered jobs
+/// until `shutdown` is cancelled.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     for id in app.store.cards_pending().await? {
         app.cards.refresh(&app, id);

@@ -1,7 +1,7 @@
 //! kiln-bot: Kiln's control plane.
 //!
 //! Forge webhooks come in over HTTP ([`http`]), are verified and translated at the door
-//! ([`github`]) and accepted as builds ([`ingress`]). The bot's own events queue drives the
+//! ([`github`]) and accepted as builds ([`ingress`]). The bot's own queues drive the
 //! [`planner`], the [`scheduler`] and the [`notify`]er. State lives in Redis ([`store`]),
 //! messages in RabbitMQ ([`amqp`]); the bot itself keeps nothing between requests.
 //!
