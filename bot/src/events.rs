@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kiln_shared::wire::{self, Event, JobRequested};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -35,15 +34,6 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     for id in app.store.cards_pending().await? {
         app.cards.refresh(&app, id);
     }
-    let builds = app
-        .broker
-        .consume(BotQueue::Builds, PLANNING_AT_ONCE)
-        .await?;
-    let events = app.broker.consume(BotQueue::Events, EVENTS_AT_ONCE).await?;
-    let dead = app
-        .broker
-        .consume(BotQueue::DeadJobs, EVENTS_AT_ONCE)
-        .await?;
     let handle_event = |event: Event| {
         let span =
             tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
@@ -52,12 +42,25 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     };
     tokio::try_join!(
         leases::reap(app.clone(), shutdown.clone()),
-        serve(builds, PLANNING_AT_ONCE, shutdown.clone(), handle_event),
-        serve(events, EVENTS_AT_ONCE, shutdown.clone(), handle_event),
         serve(
-            dead,
+            &app,
+            BotQueue::Builds,
+            PLANNING_AT_ONCE,
+            &shutdown,
+            handle_event
+        ),
+        serve(
+            &app,
+            BotQueue::Events,
             EVENTS_AT_ONCE,
-            shutdown.clone(),
+            &shutdown,
+            handle_event
+        ),
+        serve(
+            &app,
+            BotQueue::DeadJobs,
+            EVENTS_AT_ONCE,
+            &shutdown,
             |job: JobRequested| {
                 let span = tracing::info_span!("dead job", build = %job.build.id, task = %job.task);
                 let app = app.clone();
@@ -87,14 +90,16 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes messages from `consumer` until `shutdown` is cancelled, up to `at_once` at a time:
-/// each is decoded and handled, then acknowledged; one whose handling failed is handed back
-/// after a pause; an unreadable one is refused for good. Messages of one build may be handled side by side, as by two bots: every handler
-/// is a compare-and-set. An acknowledgement that fails stops the loop.
+/// Takes messages from the bot's queue `queue` until `shutdown` is cancelled, up to
+/// `at_once` at a time: each is decoded and handled, then acknowledged; one whose handling
+/// failed is handed back after a pause; an unreadable one is refused for good. Messages of
+/// one build may be handled side by side, as by two bots: every handler is a
+/// compare-and-set. An acknowledgement that fails stops the loop.
 async fn serve<T, F, Fut>(
-    (channel, consumer): (Channel, Consumer),
+    app: &App,
+    queue: BotQueue,
     at_once: u16,
-    shutdown: CancellationToken,
+    shutdown: &CancellationToken,
     handle: F,
 ) -> anyhow::Result<()>
 where
@@ -102,6 +107,7 @@ where
     F: Fn(T) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    let (channel, consumer) = app.broker.consume(queue, at_once).await?;
     let stop = shutdown.child_token();
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let fail = |error: anyhow::Error| {
