@@ -7,12 +7,17 @@ mod reader;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use kiln_shared::command::Target;
 use reader::Reader;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio::sync::Mutex;
+
+/// The longest a clone or a fetch may take. A remote that stops answering would otherwise
+/// hold its mirror's lock, and one of the few builds planned at once, for good.
+const FETCH_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// Why a file could not be read from a repository.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,8 @@ pub enum Pushed {
 #[derive(Debug, Clone)]
 pub struct Mirrors {
     root: PathBuf,
+    /// How long a clone or a fetch may take before it is stopped.
+    fetch_limit: Duration,
     /// One lock per mirror: two fetches into the same repository would fight over its refs.
     locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
     /// Each mirror's running reader, started on first use, again after it failed.
@@ -62,6 +69,7 @@ impl Mirrors {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            fetch_limit: FETCH_LIMIT,
             locks: Arc::default(),
             readers: Arc::default(),
         }
@@ -300,13 +308,20 @@ impl Mirrors {
         let _guard = lock.lock().await;
         if !mirror.exists() {
             tokio::fs::create_dir_all(&self.root).await?;
-            run(
+            let cloned = run(
                 "clone",
                 Command::new("git")
                     .args(["clone", "--mirror", "--quiet", clone_url])
                     .arg(&mirror),
+                self.fetch_limit,
             )
-            .await?;
+            .await;
+            if let Err(error) = cloned {
+                // A clone stopped for taking too long leaves what it had; the next try
+                // starts afresh.
+                let _ = tokio::fs::remove_dir_all(&mirror).await;
+                return Err(error);
+            }
         } else {
             let present = match commit {
                 Some(commit) => has_commit(&mirror, commit).await?,
@@ -316,6 +331,7 @@ impl Mirrors {
                 run(
                     "fetch",
                     git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
+                    self.fetch_limit,
                 )
                 .await?;
                 // A fetch may repack: a reader started before it would keep the packs it
@@ -343,8 +359,21 @@ async fn has_commit(mirror: &Path, commit: &str) -> Result<bool, MirrorError> {
     Ok(status.success())
 }
 
-async fn run(action: &str, command: &mut Command) -> Result<(), MirrorError> {
-    let output = command.env("GIT_TERMINAL_PROMPT", "0").output().await?;
+/// Runs git's `action`, stopping it if it takes longer than `limit`.
+async fn run(action: &str, command: &mut Command, limit: Duration) -> Result<(), MirrorError> {
+    let output = command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, output)
+        .await
+        .map_err(|_| MirrorError::Git {
+            action: action.to_owned(),
+            detail: format!(
+                "stopped after {}: the remote did not finish in time",
+                humantime::format_duration(limit)
+            ),
+        })??;
     if output.status.success() {
         return Ok(());
     }
@@ -364,6 +393,31 @@ mod tests {
         git(repo, &["add", "."]);
         git(repo, &["commit", "-qm", text]);
         git(repo, &["rev-parse", "HEAD"])
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_stops_answering_fails_the_read_in_time() {
+        // A git daemon's port that takes the connection and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("git://{}/silent.git", listener.local_addr().expect("addr"));
+        let root = tempfile::tempdir().expect("temp dir");
+        let mirrors = Mirrors {
+            fetch_limit: Duration::from_millis(500),
+            ..Mirrors::new(root.path())
+        };
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            mirrors.read_file(&url, &"0".repeat(40), ".kiln.yml"),
+        )
+        .await
+        .expect("given up on within the limit, not hanging");
+        let error = read.expect_err("nothing to read").to_string();
+        assert!(
+            error.contains("git clone failed: stopped after 500ms"),
+            "{error}"
+        );
+        assert!(!mirrors.path(&url).exists(), "nothing half-cloned is left");
+        drop(listener);
     }
 
     #[tokio::test]
