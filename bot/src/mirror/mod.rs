@@ -308,20 +308,21 @@ impl Mirrors {
         let _guard = lock.lock().await;
         if !mirror.exists() {
             tokio::fs::create_dir_all(&self.root).await?;
-            let cloned = run(
+            // Cloned aside and moved into place whole: a clone that fails, is stopped, or
+            // whose bot stops leaves nothing a later read would take for a mirror.
+            let making = tempfile::Builder::new()
+                .prefix(".clone-")
+                .tempdir_in(&self.root)?;
+            let clone = making.path().join("mirror.git");
+            run(
                 "clone",
                 Command::new("git")
                     .args(["clone", "--mirror", "--quiet", clone_url])
-                    .arg(&mirror),
+                    .arg(&clone),
                 self.fetch_limit,
             )
-            .await;
-            if let Err(error) = cloned {
-                // A clone stopped for taking too long leaves what it had; the next try
-                // starts afresh.
-                let _ = tokio::fs::remove_dir_all(&mirror).await;
-                return Err(error);
-            }
+            .await?;
+            tokio::fs::rename(&clone, &mirror).await?;
         } else {
             let present = match commit {
                 Some(commit) => has_commit(&mirror, commit).await?,
@@ -416,7 +417,11 @@ mod tests {
             error.contains("git clone failed: stopped after 500ms"),
             "{error}"
         );
-        assert!(!mirrors.path(&url).exists(), "nothing half-cloned is left");
+        assert!(!mirrors.path(&url).exists(), "no mirror is made");
+        let left: Vec<_> = std::fs::read_dir(root.path())
+            .expect("the mirrors' directory")
+            .collect();
+        assert!(left.is_empty(), "nothing half-cloned is left: {left:?}");
         drop(listener);
     }
 
