@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
@@ -13,6 +14,10 @@ use tokio::sync::{Mutex, OnceCell, RwLock};
 
 /// How many pristine checkouts a worker keeps; the least recently used goes first.
 const PRISTINES_KEPT: usize = 4;
+
+/// The longest one git command of a checkout may take. A remote that stops answering would
+/// otherwise hold the task's slot, and its mirror's lock, until the build is cancelled.
+const GIT_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// Why a commit could not be checked out.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,8 @@ pub enum CheckoutError {
 #[derive(Debug, Clone)]
 pub struct Checkouts {
     root: PathBuf,
+    /// How long one git command may take before it is stopped.
+    git_limit: Duration,
     /// One lock per mirror: two fetches into one repository would fight over its refs.
     locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
     pristines: Arc<StdMutex<Pristines>>,
@@ -59,6 +66,7 @@ impl Checkouts {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            git_limit: GIT_LIMIT,
             locks: Arc::default(),
             pristines: Arc::default(),
             leftovers_removed: Arc::default(),
@@ -163,6 +171,7 @@ impl Checkouts {
                 ])
                 .arg(&mirror)
                 .arg(&clone),
+            self.git_limit,
         )
         .await?;
         run(
@@ -171,6 +180,7 @@ impl Checkouts {
                 .arg("-C")
                 .arg(&clone)
                 .args(["checkout", "--quiet", "--detach", commit]),
+            self.git_limit,
         )
         .await?;
         let _kept = making.keep();
@@ -190,15 +200,23 @@ impl Checkouts {
         let _guard = lock.lock().await;
         if !mirror.exists() {
             tokio::fs::create_dir_all(self.root.join("mirrors")).await?;
+            // Cloned aside and moved into place whole: a clone that fails, is stopped, or
+            // whose task is dropped leaves nothing a later checkout would take for a mirror.
+            let making = tempfile::Builder::new()
+                .prefix(".clone-")
+                .tempdir_in(self.root.join("mirrors"))?;
+            let clone = making.path().join("mirror.git");
             run(
                 "clone",
                 // Through git's transport even from a local path, so the mirror holds packs,
                 // not a file per object: each checkout copies the mirror's objects.
                 Command::new("git")
                     .args(["clone", "--mirror", "--no-local", "--quiet", clone_url])
-                    .arg(&mirror),
+                    .arg(&clone),
+                self.git_limit,
             )
             .await?;
+            tokio::fs::rename(&clone, &mirror).await?;
         } else {
             let present = Command::new("git")
                 .arg("--git-dir")
@@ -216,6 +234,7 @@ impl Checkouts {
                         .arg(&mirror)
                         .args(["-c", "fetch.unpackLimit=1"])
                         .args(["fetch", "--quiet", "--prune", "origin"]),
+                    self.git_limit,
                 )
                 .await?;
             }
@@ -281,8 +300,25 @@ fn symlink(original: &Path, link: &Path) -> std::io::Result<()> {
     }
 }
 
-async fn run(action: &'static str, command: &mut Command) -> Result<(), CheckoutError> {
-    let output = command.env("GIT_TERMINAL_PROMPT", "0").output().await?;
+/// Runs git's `action`, stopping it if it takes longer than `limit` or is dropped.
+async fn run(
+    action: &'static str,
+    command: &mut Command,
+    limit: Duration,
+) -> Result<(), CheckoutError> {
+    let output = command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, output)
+        .await
+        .map_err(|_| CheckoutError::Git {
+            action,
+            detail: format!(
+                "stopped after {}: it did not finish in time",
+                humantime::format_duration(limit)
+            ),
+        })??;
     if output.status.success() {
         return Ok(());
     }
@@ -331,6 +367,34 @@ mod tests {
     /// The pristine checkouts on disk.
     fn pristines(root: &Path) -> usize {
         std::fs::read_dir(root.join("pristine")).map_or(0, Iterator::count)
+    }
+
+    #[tokio::test]
+    async fn a_remote_that_stops_answering_fails_the_checkout_in_time() {
+        // A git daemon's port that takes the connection and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("git://{}/silent.git", listener.local_addr().expect("addr"));
+        let root = tempfile::tempdir().expect("tempdir");
+        let checkouts = Checkouts {
+            git_limit: Duration::from_millis(500),
+            ..Checkouts::new(root.path())
+        };
+        let checkout = tokio::time::timeout(
+            Duration::from_secs(30),
+            checkouts.checkout(&url, &"0".repeat(40), "a"),
+        )
+        .await
+        .expect("given up on within the limit, not hanging");
+        let error = checkout.expect_err("nothing to check out").to_string();
+        assert!(
+            error.contains("git clone failed: stopped after 500ms"),
+            "{error}"
+        );
+        let left: Vec<_> = std::fs::read_dir(root.path().join("mirrors"))
+            .expect("the mirrors' directory")
+            .collect();
+        assert!(left.is_empty(), "nothing half-cloned is left: {left:?}");
+        drop(listener);
     }
 
     #[tokio::test]
