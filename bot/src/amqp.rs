@@ -3,8 +3,9 @@
 //!
 //! Every message is persistent, `mandatory`, and waits for the broker's confirm: a publish
 //! returns `Ok` only once RabbitMQ has taken responsibility for the message and routed it to
-//! at least one queue. That is what lets ingress answer 202 and mean it. Promotion events
-//! are the exception: the bot does not consume them, so no queue may be bound for them.
+//! at least one queue. That is what lets ingress answer 202 and mean it. A build's end and
+//! promotion events are the exceptions, not `mandatory`: Kiln does not consume them, so no
+//! queue may be bound for them.
 
 use kiln_shared::platform::Platform;
 use kiln_shared::promotion::PromotionEvent;
