@@ -83,10 +83,9 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
         // an earlier version only pokes them again, below.
         Event::BuildFinished(_) => {}
     }
-    // Recorded before the event is acknowledged: a bot that stops before the keeper is done
+    // Noted before the event is acknowledged: a bot that stops before the keeper is done
     // takes the build up again when it starts.
-    app.store.cards_due(event.build().id).await?;
-    app.cards.refresh(app, event.build().id);
+    app.cards.changed(app, event.build()).await?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::commit_status::statuses;
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
+use kiln_shared::wire::BuildRef;
 
 use super::render::Dialect;
 use super::{Buttons, Chat, followers, is_alarm};
@@ -53,6 +54,25 @@ struct Keeper {
 }
 
 impl Cards {
+    /// Build `build` changed: notes its cards due, so that a bot stopped before they are out
+    /// takes them up again when it starts, and brings them up to date. A build that no
+    /// channel follows, and whose forge is told no statuses, has nothing to show: nothing is
+    /// noted and no keeper started, at the cost of one Redis round trip.
+    pub async fn changed(&self, app: &App, build: &BuildRef) -> redis::RedisResult<()> {
+        let due = if app.chat.discord_channel.is_some() || has_statuses(app, &build.repo) {
+            app.store.cards_due(build.id).await?;
+            true
+        } else {
+            app.store
+                .cards_due_if_followed(&build.repo, build.id)
+                .await?
+        };
+        if due {
+            self.refresh(app, build.id);
+        }
+        Ok(())
+    }
+
     /// Brings build `id`'s cards up to date, soon: pokes its keeper, or starts one.
     pub fn refresh(&self, app: &App, id: BuildId) {
         let mut live = self.live.lock().expect("not poisoned");
@@ -127,7 +147,7 @@ async fn update(
         return Ok(true);
     };
     let followers = followers(app, id, &record.build.repo).await?;
-    if followers.is_empty() && !has_statuses(app, &record) {
+    if followers.is_empty() && !has_statuses(app, &record.build.repo) {
         // Nobody to show it to: its tasks need not be read.
         return Ok(record.status.is_final());
     }
@@ -198,7 +218,7 @@ async fn set_statuses(
     url: &str,
     shown: &mut HashMap<String, String>,
 ) -> bool {
-    if !has_statuses(app, record) {
+    if !has_statuses(app, &record.build.repo) {
         return true;
     }
     let Some(repository) = app.config.repository(&record.build.repo) else {
@@ -243,10 +263,10 @@ async fn set_statuses(
     all_set
 }
 
-/// Whether the build's forge is told its statuses.
-fn has_statuses(app: &App, record: &BuildRecord) -> bool {
+/// Whether the forge of `repo` is told its builds' statuses.
+fn has_statuses(app: &App, repo: &str) -> bool {
     app.config
-        .repository(&record.build.repo)
+        .repository(repo)
         .is_some_and(|r| app.forges.serves(r.forge))
 }
 

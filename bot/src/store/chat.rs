@@ -1,12 +1,13 @@
 //! What chat needs kept: the channels' subscriptions, the id of each build's card in each
 //! channel, and what subscribers reported of builds.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::Report;
-use redis::{AsyncCommands, ExistenceCheck, RedisResult, SetExpiry, SetOptions};
+use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
 
 use super::{DELIVERY_MEMORY, Store};
 
@@ -16,6 +17,18 @@ const POSTING: &str = "";
 /// How long a claim to post a card holds: longer than a post may take, so a bot that died
 /// while posting leaves the card to the next pass, not to nobody.
 const POSTING_CLAIM: Duration = Duration::from_secs(2 * 60);
+
+/// Notes a build's cards due (`SADD KEYS[3] ARGV[1]`) if its repository has a subscription
+/// (`KEYS[1]`) or the build a follower (`KEYS[2]`); 1 if it did.
+static DUE_IF_FOLLOWED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 0 end
+        redis.call('SADD', KEYS[3], ARGV[1])
+        return 1
+        ",
+    )
+});
 
 impl Store {
     /// Adds or replaces a channel's subscription to a repository (or branch); true if it is
@@ -73,6 +86,18 @@ impl Store {
         self.conn
             .clone()
             .sadd(self.keys.cards_pending(), id.0)
+            .await
+    }
+
+    /// Notes build `id`'s cards due, as [`Store::cards_due`], if a channel follows `repo` or
+    /// asked for the build; true if it did. One round trip.
+    pub async fn cards_due_if_followed(&self, repo: &str, id: BuildId) -> RedisResult<bool> {
+        DUE_IF_FOLLOWED
+            .key(self.keys.subscriptions(repo))
+            .key(self.keys.build_followers(id))
+            .key(self.keys.cards_pending())
+            .arg(id.0)
+            .invoke_async(&mut self.conn.clone())
             .await
     }
 
