@@ -19,6 +19,11 @@ use tokio::sync::Mutex;
 /// hold its mirror's lock, and one of the few builds planned at once, for good.
 const FETCH_LIMIT: Duration = Duration::from_secs(10 * 60);
 
+/// How many files read at a commit are kept; past that the kept ones are dropped. Most
+/// reads are of `.kiln.yml`, a few KiB, and a commit is often built more than once (its
+/// push, its pull request, a retry, a promotion).
+const KEPT_FILES: usize = 64;
+
 /// Why a file could not be read from a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -59,7 +64,13 @@ pub struct Mirrors {
     locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
     /// Each mirror's running reader, started on first use, again after it failed.
     readers: Arc<StdMutex<HashMap<PathBuf, ReaderSlot>>>,
+    /// Files read lately at a full commit id, by clone URL, commit and path: what a commit
+    /// holds never changes, so reading it again needs neither the mirror nor its reader.
+    kept: Arc<StdMutex<HashMap<FileAt, Vec<u8>>>>,
 }
+
+/// A file at a commit of a repository: clone URL, commit id, path.
+type FileAt = (String, String, String);
 
 /// A mirror's reader, if it is running; locked for the length of one read.
 type ReaderSlot = Arc<Mutex<Option<Reader>>>;
@@ -72,12 +83,41 @@ impl Mirrors {
             fetch_limit: FETCH_LIMIT,
             locks: Arc::default(),
             readers: Arc::default(),
+            kept: Arc::default(),
         }
     }
 
-    /// The contents of `path` at `commit`, or `None` if the commit has no such file. A mirror
-    /// that has the file answers through its reader; only a commit it lacks costs a fetch.
+    /// The contents of `path` at `commit`, or `None` if the commit has no such file. A file
+    /// read lately at the same full commit id is not read again; a mirror that has the file
+    /// answers through its reader; only a commit it lacks costs a fetch.
     pub async fn read_file(
+        &self,
+        clone_url: &str,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, MirrorError> {
+        let key = (clone_url.to_owned(), commit.to_owned(), path.to_owned());
+        if let Some(content) = self.kept_files().get(&key) {
+            return Ok(Some(content.clone()));
+        }
+        let content = self.read_file_from_mirror(clone_url, commit, path).await?;
+        if let Some(content) = &content
+            && is_object_id(commit)
+        {
+            let mut kept = self.kept_files();
+            if kept.len() >= KEPT_FILES {
+                kept.clear();
+            }
+            kept.insert(key, content.clone());
+        }
+        Ok(content)
+    }
+
+    fn kept_files(&self) -> std::sync::MutexGuard<'_, HashMap<FileAt, Vec<u8>>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn read_file_from_mirror(
         &self,
         clone_url: &str,
         commit: &str,
@@ -384,6 +424,12 @@ async fn run(action: &str, command: &mut Command, limit: Duration) -> Result<(),
     })
 }
 
+/// Whether `commit` is a full object id (SHA-1 or SHA-256, in hex), which names one
+/// commit for good, not a branch or an abbreviation that may come to name another.
+fn is_object_id(commit: &str) -> bool {
+    matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::reader::tests::git;
@@ -439,19 +485,63 @@ mod tests {
             readers.contains_key(&mirror)
         };
 
-        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
-        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        // From the mirror itself, past the files kept.
+        let read = |commit: String| {
+            let mirrors = &mirrors;
+            async move {
+                mirrors
+                    .read_file_from_mirror(url, &commit, ".kiln.yml")
+                    .await
+            }
+        };
+        assert_eq!(
+            read(first.clone()).await.expect("read"),
+            Some(b"one".to_vec())
+        );
         // Cloned, then read through git's own command; the next read starts the reader.
-        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
-        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        assert_eq!(
+            read(first.clone()).await.expect("read"),
+            Some(b"one".to_vec())
+        );
         assert!(running());
 
         let second = commit(origin.path(), "two");
-        let read = mirrors.read_file(url, &second, ".kiln.yml").await;
-        assert_eq!(read.expect("read"), Some(b"two".to_vec()));
+        assert_eq!(read(second).await.expect("read"), Some(b"two".to_vec()));
         assert!(!running(), "the reader is retired after the fetch");
-        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
-        assert_eq!(read.expect("read"), Some(b"one".to_vec()));
+        assert_eq!(read(first).await.expect("read"), Some(b"one".to_vec()));
         assert!(running(), "and another started at the next read");
+    }
+
+    #[tokio::test]
+    async fn a_file_read_at_a_commit_id_is_kept_and_one_read_at_a_branch_is_not() {
+        let origin = tempfile::tempdir().expect("temp dir");
+        git(origin.path(), &["init", "-q", "-b", "main"]);
+        let first = commit(origin.path(), "one");
+        let root = tempfile::tempdir().expect("temp dir");
+        let mirrors = Mirrors::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+        for at in [first.as_str(), "main"] {
+            let read = mirrors.read_file(url, at, ".kiln.yml").await;
+            assert_eq!(read.expect("read"), Some(b"one".to_vec()), "at {at}");
+        }
+        commit(origin.path(), "two");
+        // The mirror is gone: only what was kept can be read, and a branch may have moved.
+        std::fs::remove_dir_all(mirrors.path(url)).expect("remove the mirror");
+        std::fs::remove_dir_all(origin.path().join(".git")).expect("remove the origin");
+        let read = mirrors.read_file(url, &first, ".kiln.yml").await;
+        assert_eq!(read.expect("kept"), Some(b"one".to_vec()));
+        mirrors
+            .read_file(url, "main", ".kiln.yml")
+            .await
+            .expect_err("not kept: read again, from a repository that is gone");
+    }
+
+    #[test]
+    fn only_a_full_object_id_names_a_commit_for_good() {
+        assert!(is_object_id(&"a1".repeat(20)));
+        assert!(is_object_id(&"0f".repeat(32)));
+        for name in ["main", "a1b2c3d", &"g".repeat(40), &"a".repeat(41)] {
+            assert!(!is_object_id(name), "{name}");
+        }
     }
 }
