@@ -24,6 +24,9 @@ const FETCH_LIMIT: Duration = Duration::from_secs(10 * 60);
 /// push, its pull request, a retry, a promotion).
 const KEPT_FILES: usize = 64;
 
+/// The largest file kept, so that those kept take at most 4 MiB.
+const KEPT_FILE_BYTES: usize = 64 * 1024;
+
 /// Why a file could not be read from a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -102,6 +105,7 @@ impl Mirrors {
         }
         let content = self.read_file_from_mirror(clone_url, commit, path).await?;
         if let Some(content) = &content
+            && content.len() <= KEPT_FILE_BYTES
             && is_object_id(commit)
         {
             let mut kept = self.kept_files();
@@ -513,9 +517,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_read_at_a_commit_id_is_kept_and_one_read_at_a_branch_is_not() {
+    async fn a_small_file_read_at_a_commit_id_is_kept_and_not_one_read_at_a_branch() {
         let origin = tempfile::tempdir().expect("temp dir");
         git(origin.path(), &["init", "-q", "-b", "main"]);
+        let large = "x".repeat(KEPT_FILE_BYTES + 1);
+        std::fs::write(origin.path().join("large"), &large).expect("write");
         let first = commit(origin.path(), "one");
         let root = tempfile::tempdir().expect("temp dir");
         let mirrors = Mirrors::new(root.path());
@@ -524,6 +530,8 @@ mod tests {
             let read = mirrors.read_file(url, at, ".kiln.yml").await;
             assert_eq!(read.expect("read"), Some(b"one".to_vec()), "at {at}");
         }
+        let read = mirrors.read_file(url, &first, "large").await;
+        assert_eq!(read.expect("read"), Some(large.into_bytes()));
         commit(origin.path(), "two");
         // The mirror is gone: only what was kept can be read, and a branch may have moved.
         std::fs::remove_dir_all(mirrors.path(url)).expect("remove the mirror");
@@ -534,6 +542,10 @@ mod tests {
             .read_file(url, "main", ".kiln.yml")
             .await
             .expect_err("not kept: read again, from a repository that is gone");
+        mirrors
+            .read_file(url, &first, "large")
+            .await
+            .expect_err("too large to be kept");
     }
 
     #[test]
