@@ -1,7 +1,7 @@
 //! The bot's event loops: every requested build goes to the planner and every task's event to
-//! the scheduler, then pokes its build's card keeper; every dead-lettered job goes to the
-//! scheduler; each message is acknowledged only once handled. Beside them runs the leases'
-//! reaper.
+//! the scheduler, then pokes its build's card keeper if it has cards to keep; every
+//! dead-lettered job goes to the scheduler; each message is acknowledged only once handled.
+//! Beside them runs the leases' reaper.
 
 use std::sync::Mutex;
 use std::time::Duration;

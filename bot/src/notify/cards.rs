@@ -1,10 +1,12 @@
 //! Build cards: one message per build per channel, edited in place as the build runs, the
 //! notification of a failure, and the build's commit statuses on its forge.
 //!
-//! Every event of a build pokes its keeper, a task that renders the build as Redis has it now
-//! and posts or edits the card in each following channel. Pokes that arrive while it works
-//! fold into one more pass, so a burst of task events (or a chat vendor's rate limits) makes a
-//! few edits, never a queue of stale ones, and the bot's event loop never waits for chat.
+//! Every event of a build that a channel follows, or whose forge is told its statuses, pokes
+//! its keeper, a task that renders the build as Redis has it now and posts or edits the card
+//! in each following channel; a build with nothing to show gets no keeper. Pokes that arrive
+//! while it works fold into one more pass, so a burst of task events (or a chat vendor's rate
+//! limits) makes a few edits, never a queue of stale ones, and the bot's event loop never
+//! waits for chat.
 //! A keeper also looks again every [`RECHECK`] while its build runs or a post failed, so a card
 //! that another bot rendered from an older state, or that chat refused, is put right.
 
