@@ -5,12 +5,14 @@ use std::sync::Arc;
 use crate::amqp::Broker;
 use crate::config::{Config, PoolKind};
 use crate::forges::Forges;
+use crate::health::Watchdog;
 use crate::interactions::Interactions;
 use crate::leases::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::cards::Cards;
 use crate::notify::render::Templates;
+use crate::outbox::Outbox;
 use crate::specs::Specs;
 use crate::store::Store;
 
@@ -34,6 +36,10 @@ pub struct App {
     pub containers: Option<Arc<Containers>>,
     /// Discord's slash commands, when configured.
     pub interactions: Option<Arc<Interactions>>,
+    /// Tells the outbox's relay that builds wait for it.
+    pub outbox: Outbox,
+    /// The work in progress, for `/healthz`.
+    pub watchdog: Watchdog,
     /// For answers to chat front ends (Slack's `response_url`) and Slack's Web API.
     pub http: reqwest::Client,
 }
@@ -73,6 +79,8 @@ impl App {
             specs: Specs::default(),
             templates: Arc::new(Templates::new()?),
             interactions,
+            outbox: Outbox::default(),
+            watchdog: Watchdog::default(),
             http,
         })
     }

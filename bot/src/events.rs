@@ -1,9 +1,8 @@
 //! The bot's event loops: every requested build goes to the planner and every task's event to
 //! the scheduler, then pokes its build's card keeper if it has cards to keep; every
 //! dead-lettered job goes to the scheduler; each message is acknowledged only once handled.
-//! Beside them runs the leases' reaper.
+//! Beside them run the leases' reaper and the outbox's relay.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::amqp::BotQueue;
 use crate::app::App;
-use crate::{leases, planner, scheduler};
+use crate::{leases, outbox, planner, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -42,6 +41,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     };
     tokio::try_join!(
         leases::reap(app.clone(), shutdown.clone()),
+        outbox::relay(app.clone(), shutdown.clone()),
         serve(
             &app,
             BotQueue::Builds,
@@ -93,7 +93,8 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
 /// `at_once` at a time: each is decoded and handled, then acknowledged; one whose handling
 /// failed is handed back after a pause; an unreadable one is refused for good. Messages of
 /// one build may be handled side by side, as by two bots: every handler is a
-/// compare-and-set. An acknowledgement that fails stops the loop.
+/// compare-and-set. When the broker connection is lost the loop takes the next one: what was
+/// in hand and not yet acknowledged comes again, and is handled again, harmlessly.
 async fn serve<T, F, Fut>(
     app: &App,
     queue: BotQueue,
@@ -106,57 +107,67 @@ where
     F: Fn(T) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let (channel, consumer) = app.broker.consume(queue, at_once).await?;
-    let stop = shutdown.child_token();
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let fail = |error: anyhow::Error| {
-        failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(error);
-        stop.cancel();
-    };
-    consumer
-        .take_until(stop.clone().cancelled_owned())
-        .for_each_concurrent(usize::from(at_once), |next| async {
-            let delivery = match next {
-                Ok(delivery) => delivery,
-                Err(error) => {
-                    if let Err(error) = channel.wait_for_recovery(error).await {
-                        fail(error.into());
-                    }
-                    return;
-                }
-            };
-            let message = match wire::decode::<T>(&delivery.data) {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::error!(%error, "unreadable message dropped");
-                    if let Err(error) = delivery.nack(BasicNackOptions::default()).await {
-                        fail(error.into());
-                    }
-                    return;
-                }
-            };
-            let answered = match handle(message).await {
-                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "handling failed; will retry");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    let requeue = BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    };
-                    delivery.nack(requeue).await
-                }
-            };
-            if let Err(error) = answered {
-                fail(error.into());
+    while let Some((session, _channel, consumer)) =
+        app.broker.consume(queue, at_once, shutdown).await
+    {
+        let ended = async {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = session.broken() => {}
             }
-        })
-        .await;
-    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(error) => Err(error),
-        None => Ok(()),
+        };
+        consumer
+            .take_until(ended)
+            .for_each_concurrent(usize::from(at_once), |next| async {
+                let delivery = match next {
+                    Ok(delivery) => delivery,
+                    Err(error) => {
+                        session.fail(&format!("consuming {}: {error}", queue.name()));
+                        return;
+                    }
+                };
+                let _busy = app.watchdog.busy(queue.name());
+                let answered = match wire::decode::<T>(&delivery.data) {
+                    Err(error) => {
+                        tracing::error!(%error, "unreadable message dropped");
+                        delivery.nack(BasicNackOptions::default()).await
+                    }
+                    Ok(message) => match handle(message).await {
+                        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                        Err(error) => {
+                            tracing::error!(
+                                error = format!("{error:#}"),
+                                "handling failed; will retry"
+                            );
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                            let requeue = BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            };
+                            delivery.nack(requeue).await
+                        }
+                    },
+                };
+                if let Err(error) = answered {
+                    // Its channel is gone: the broker gives the message again.
+                    session.fail(&format!("acknowledging on {}: {error}", queue.name()));
+                }
+            })
+            .await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if !session.is_broken() {
+            // The broker ended the consumer (its queue deleted?): start again, not in a spin.
+            tracing::warn!(
+                queue = queue.name(),
+                "the broker ended a consumer; starting it again"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
     }
+    Ok(())
 }

@@ -1,8 +1,13 @@
 //! Accepting a build: what every trigger does once its request has been verified and
 //! translated, whichever forge or chat it came from.
 //!
-//! A build is accepted only when its request is durably on RabbitMQ (confirmed). If Redis or
-//! RabbitMQ cannot take it, nothing is half-recorded and the caller is told to retry.
+//! A build is accepted once its record is in Redis together with an outbox entry (and, for a
+//! forge's push, the delivery marked seen), all in one script. Its request is then published
+//! and, once RabbitMQ confirms it, taken out of the outbox. If the broker cannot take it now,
+//! the build stays accepted and the outbox's relay ([`crate::outbox`]) publishes it when the
+//! broker is back. Only a Redis that cannot record the build makes the caller retry.
+
+use std::time::Duration;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::promotion::PromotionId;
@@ -15,8 +20,8 @@ use crate::config::Repository;
 /// What became of a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// A new build.
-    New(BuildId),
+    /// A new build; `waiting` when its request waits in the outbox for RabbitMQ.
+    New { id: BuildId, waiting: bool },
     /// The same delivery was accepted before, as this build.
     Duplicate(BuildId),
     /// The push was a promotion's, which builds it.
@@ -28,8 +33,6 @@ pub enum Accepted {
 pub enum Unavailable {
     #[error("Redis is unavailable: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    Broker(#[from] crate::amqp::PublishError),
 }
 
 /// Accepts a push delivered as `delivery` by `forge`, at most once per delivery.
@@ -69,13 +72,11 @@ pub async fn accept_push(
     {
         return Ok(Accepted::Duplicate(existing));
     }
-    if let Err(error) = announce(app, &request).await {
-        // Undo, so the forge's retry is not taken for a duplicate. If Redis is what failed,
-        // this may fail too; the delivery key then expires on its own.
-        let _ = store.forget_delivery(forge, delivery).await;
-        return Err(error);
-    }
-    Ok(Accepted::New(request.build.id))
+    let waiting = !announce(app, &request).await;
+    Ok(Accepted::New {
+        id: request.build.id,
+        waiting,
+    })
 }
 
 /// Accepts a build someone asked for with a command given in `channel` (which then follows
@@ -94,20 +95,38 @@ pub async fn accept_command(
         let _ = app.store.delete_build(id).await;
         return Err(error.into());
     }
-    announce(app, &request).await?;
+    announce(app, &request).await;
     Ok(id)
 }
 
-/// Publishes `build.requested` for a build just stored, confirmed; removes the record again
-/// if that fails.
-async fn announce(app: &App, request: &BuildRequested) -> Result<(), Unavailable> {
-    let event = Event::BuildRequested(request.clone());
-    if let Err(error) = app.broker.publish_event(&event).await {
-        let _ = app.store.delete_build(request.build.id).await;
-        return Err(error.into());
-    }
-    tracing::info!(build = %request.build.id, repo = %request.build.repo,
+/// Publishes `build.requested` for a build just stored and in the outbox, and takes it out
+/// once RabbitMQ confirms it. Returns whether it did; if not, the build waits in the outbox,
+/// due at once, and the relay is told.
+async fn announce(app: &App, request: &BuildRequested) -> bool {
+    let id = request.build.id;
+    tracing::info!(build = %id, repo = %request.build.repo,
         branch = %request.build.branch, commit = %request.build.commit, kind = ?request.kind,
         "build accepted");
-    Ok(())
+    let event = Event::BuildRequested(request.clone());
+    match app.broker.publish_event(&event).await {
+        Ok(()) => {
+            // Off the answer's path: if this is lost, the relay publishes the build again
+            // after the grace, and planning it twice changes nothing.
+            let store = app.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.outbox_done(&[id]).await {
+                    tracing::warn!(build = %id, %error, "cannot take a build out of the outbox");
+                }
+            });
+            true
+        }
+        Err(error) => {
+            tracing::warn!(build = %id, %error, "RabbitMQ did not take the build; it waits in the outbox");
+            if let Err(error) = app.store.outbox_later(&[id], Duration::ZERO).await {
+                tracing::warn!(build = %id, %error, "the build waits for the outbox's grace");
+            }
+            app.outbox.poke();
+            false
+        }
+    }
 }

@@ -17,12 +17,14 @@ pub mod events;
 pub mod forges;
 pub mod github;
 pub mod gitlab;
+pub mod health;
 pub mod http;
 pub mod ingress;
 pub mod interactions;
 pub mod leases;
 pub mod mirror;
 pub mod notify;
+pub mod outbox;
 pub mod payload;
 pub mod planner;
 pub mod promotion;
@@ -78,8 +80,7 @@ pub async fn connect(config: Config, connections: &Connections) -> anyhow::Resul
         Topology::new(&connections.prefix),
         &connections.platforms,
     )
-    .await
-    .context("cannot connect to RabbitMQ")?;
+    .await?;
     let mirrors = mirror::Mirrors::new(connections.state_dir.join("mirrors"));
     App::new(config, store, broker, mirrors)
 }

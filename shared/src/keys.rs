@@ -252,6 +252,12 @@ impl Keys {
         )
     }
 
+    /// The outbox (sorted set): the builds accepted whose request RabbitMQ has not yet
+    /// confirmed, each scored with when (ms since the Unix epoch) the relay may publish it.
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.prefix)
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

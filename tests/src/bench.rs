@@ -268,6 +268,19 @@ pub async fn run(options: Options) -> Vec<Figure> {
         report(resolve);
     }
 
+    if options.wants(&["broker_back"]) {
+        let [start, back, waited] = broker_recovery(options).await;
+        let start = report(start);
+        let mut back = back;
+        back.floor = Some((start.name, start.value()));
+        report(back.clone());
+        let mut p99 = back;
+        p99.name = "broker_back_to_build_p99";
+        p99.percentile = 99;
+        report(p99);
+        report(waited);
+    }
+
     kiln.stop_process("kiln-worker").await;
     if options.wants(&["drain"]) {
         for figure in bench.drain(options).await {
@@ -278,6 +291,62 @@ pub async fn run(options: Options) -> Vec<Figure> {
     kiln.stop().await;
     println!("{}", summary(&figures));
     figures
+}
+
+/// RabbitMQ restarted (`stop_app`, 2 s away, `start_app`) under a bot and a worker of their
+/// own, with pushes arriving while it is away: how long the broker takes to start again (the
+/// floor), how long from its being back until a new push is built, and how many deliveries
+/// waited in the outbox meanwhile (all of them built).
+async fn broker_recovery(options: Options) -> [Figure; 3] {
+    let broker = crate::broker::TestBroker::start().await;
+    let services = crate::Services {
+        amqp_url: broker.url(),
+        ..crate::Services::require().await
+    };
+    let kiln = Kiln::start_processes_on(services, &crate::config(""), 2).await;
+    let repo = TestRepo::new();
+    let spec = "steps:\n  t:\n    runner: shell\n    run: 'true'\n";
+    let commit = repo.commit("master", "Quick", &[(".kiln.yml", spec)]);
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "Quick");
+    let (mut starts, mut backs, mut waited, mut builds) = (Vec::new(), Vec::new(), 0, Vec::new());
+    for n in 0..options.count(10, 2) {
+        broker.stop_app().await;
+        for k in 0..3 {
+            let delivery = format!("outage-{n}-{k}");
+            let (status, answer) = kiln
+                .send_github("push", &delivery, &body, TEST_SECRET)
+                .await;
+            assert_eq!(status, 202, "{answer}");
+            waited += usize::from(answer["outbox"].as_bool().unwrap_or(false));
+            builds.push(answer["build_id"].as_u64().expect("a build id"));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let asked = Instant::now();
+        let back = broker.start_app().await;
+        starts.push(ms(back - asked));
+        let (status, answer) = kiln
+            .send_github("push", &format!("probe-{n}"), &body, TEST_SECRET)
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        let build = kiln
+            .finished_build(answer["build_id"].as_u64().expect("a build id"))
+            .await;
+        assert_eq!(build["status"], "passed", "{build}");
+        backs.push(ms(back.elapsed()));
+    }
+    for id in builds {
+        assert_eq!(kiln.finished_build(id).await["status"], "passed");
+    }
+    kiln.stop().await;
+    [
+        Figure::new("floor_broker_start_app", "ms", starts),
+        Figure::new("broker_back_to_build_p50", "ms", backs),
+        Figure::new("outbox_waited", "deliveries", vec![waited as f64]),
+    ]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// A quorum queue of the benchmark's own, and a channel with confirms on its connection.

@@ -7,6 +7,7 @@
 //! fails the test with the command that starts it; nothing is skipped.
 
 pub mod bench;
+pub mod broker;
 pub mod discord;
 pub mod events;
 pub mod forge;
@@ -181,8 +182,12 @@ impl Kiln {
     /// processes of their own (the `kiln-bot` and `kiln-worker` binaries), as operators run
     /// them.
     pub async fn start_processes(config: &str, slots: usize) -> Self {
+        Self::start_processes_on(Services::require().await, config, slots).await
+    }
+
+    /// Like [`Kiln::start_processes`], on `services` (e.g. a broker of the caller's own).
+    pub async fn start_processes_on(services: Services, config: &str, slots: usize) -> Self {
         init_logging();
-        let services = Services::require().await;
         let prefix = services::unique_prefix();
         let state = tempfile::tempdir().expect("temp dir");
         let (bot, bot_addr) = processes::start_bot(config, &services, &prefix, state.path()).await;

@@ -21,6 +21,11 @@ impl Process {
         self.child.id()
     }
 
+    /// How it ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     /// Asks it to stop (SIGTERM, as a service manager would) and checks it stopped cleanly.
     pub async fn stop(mut self) {
         if let Some(pid) = self.id() {
@@ -123,12 +128,26 @@ pub async fn start_worker(
     state: &Path,
     slots: usize,
 ) -> Process {
-    let name = format!("{prefix}-worker-process");
-    let child = command("kiln-worker", services, prefix, state)
+    start_named_worker(services, prefix, state, slots, "worker-process").await
+}
+
+/// Like [`start_worker`], for a worker named `<prefix>-<name>` with a state directory and
+/// log of its own.
+pub async fn start_named_worker(
+    services: &Services,
+    prefix: &str,
+    state: &Path,
+    slots: usize,
+    name: &str,
+) -> Process {
+    let name = format!("{prefix}-{name}");
+    let own_state = state.join(&name);
+    std::fs::create_dir_all(&own_state).expect("the worker's state directory");
+    let child = command("kiln-worker", services, prefix, &own_state)
         .env("KILN_PLATFORM", "linux/amd64")
         .env("KILN_SLOTS", slots.to_string())
         .env("KILN_WORKER_NAME", &name)
-        .env("KILN_STORE_DIR", state.join("store"))
+        .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
         .spawn()
         .expect("start kiln-worker");
     let client = redis::Client::open(services.redis_url.as_str()).expect("Redis URL");

@@ -38,6 +38,10 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     let span =
         tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;
+    if redelivered {
+        tracing::Instrument::instrument(wait_while_running(worker, &job, &shutdown), span.clone())
+            .await;
+    }
     let tries = with_pauses(&shutdown, || {
         let claim_again = redelivered;
         // Whatever a failed try claimed is this worker's to take again.
@@ -73,6 +77,38 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
         // After a reconnection the delivery's channel is gone; RabbitMQ redelivers the job,
         // and the claim finds it finished.
         tracing::warn!(%error, "cannot acknowledge a job");
+    }
+}
+
+/// Waits while the job's task runs on a worker that is there: this one, given the job again
+/// after its broker connection was lost, or another. Running it again beside that run would
+/// run it twice; once the run ends (or its worker is gone), the job is claimed as usual and
+/// finds the task finished (or takes it over). A Redis that cannot say ends the wait.
+async fn wait_while_running(worker: &Worker, job: &JobRequested, shutdown: &CancellationToken) {
+    let mut said = false;
+    loop {
+        let Ok(Some(owner)) = worker.store.running_on(job).await else {
+            return;
+        };
+        let alive = if owner == worker.name {
+            // This delivery is one hold; the run's own is the other.
+            worker.running.holds(job.build.id, &job.task) > 1
+        } else {
+            let label = crate::presence::label(job.build.id, &job.task);
+            matches!(worker.store.presence(&owner).await, Ok(Some(p))
+                if p.is_there(crate::store::now_ms()) && p.running.contains(&label))
+        };
+        if !alive {
+            return;
+        }
+        if !said {
+            tracing::info!(%owner, "job given again while it runs; waiting for that run");
+            said = true;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CANCEL_POLL) => {}
+        }
     }
 }
 

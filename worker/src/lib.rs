@@ -103,7 +103,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
         Err(error) => return Err(error).context("cannot connect to Docker"),
     };
-    let (broker, mut consumer) = amqp::Broker::connect(
+    let broker = amqp::Broker::connect(
         &settings.amqp_url,
         Topology::new(&settings.prefix),
         settings.platform,
@@ -134,24 +134,39 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             presence::beat(&worker, settings.platform, settings.slots, shutdown).await;
         })
     };
-    loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = consumer.next() => next,
-        };
-        match next {
-            None => break,
-            Some(Ok(delivery)) => {
-                let worker = worker.clone();
-                let shutdown = shutdown.clone();
-                jobs.spawn(async move { job::handle_delivery(&worker, delivery, shutdown).await });
-            }
-            Some(Err(error)) => {
-                worker
-                    .broker
-                    .consumer_channel
-                    .wait_for_recovery(error)
-                    .await?
+    // Each broker connection's consumer in turn: jobs in hand when one is lost run on, and
+    // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
+    'sessions: while let Some((session, _channel, mut consumer)) =
+        worker.broker.consume(&shutdown).await
+    {
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break 'sessions,
+                () = session.broken() => continue 'sessions,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let worker = worker.clone();
+                    let shutdown = shutdown.clone();
+                    jobs.spawn(
+                        async move { job::handle_delivery(&worker, delivery, shutdown).await },
+                    );
+                }
+                Some(Err(error)) => {
+                    session.fail(&format!("consuming jobs: {error}"));
+                    continue 'sessions;
+                }
+                None => {
+                    if !session.is_broken() {
+                        tracing::warn!("the broker ended the consumer; starting it again");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break 'sessions,
+                            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        }
+                    }
+                    continue 'sessions;
+                }
             }
         }
     }

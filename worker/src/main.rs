@@ -220,40 +220,19 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir,
     };
     let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    let stop = stop_requested();
-    tokio::spawn(async move {
-        stop.await;
-        on_signal.cancel();
-    });
-    kiln_worker::run(settings, shutdown).await
-}
-
-/// Resolves on Ctrl-C or, on Unix, SIGTERM: what `kill`, systemd and `docker stop` send.
-/// The handlers are installed when this is called, not when the future is first polled, so
-/// a signal right after start-up is not lost.
-fn stop_requested() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let signals = signal(SignalKind::terminate())
-            .and_then(|term| signal(SignalKind::interrupt()).map(|interrupt| (term, interrupt)));
-        async move {
-            match signals {
-                Ok((mut term, mut interrupt)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = interrupt.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
+    let stop = kiln_io::signal::stop_requested();
+    let mut running = tokio::spawn(kiln_worker::run(settings, shutdown.clone()));
+    tokio::select! {
+        ended = &mut running => return ended?,
+        () = stop => shutdown.cancel(),
     }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Whatever it is waiting for, the worker is gone within the grace; its jobs, not
+    // acknowledged, go to another worker.
+    match tokio::time::timeout(kiln_io::signal::STOP_GRACE, running).await {
+        Ok(ended) => ended?,
+        Err(_) => {
+            tracing::error!(grace = ?kiln_io::signal::STOP_GRACE, "not stopped within the grace; exiting");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The worker's presence: every heartbeat it tells Redis who it is, what it runs and which
 //! jobs it holds, so `workers` in chat can say.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Worker;
 use crate::store::now_ms;
 
-/// The jobs a worker holds now.
+/// The jobs a worker holds now, each with how many of its deliveries are held (more than
+/// one when RabbitMQ gave a job again while it ran, after a lost connection).
 #[derive(Debug, Default)]
 pub struct Running {
-    jobs: Mutex<BTreeSet<String>>,
+    jobs: Mutex<BTreeMap<String, usize>>,
     /// Told when a job is taken or let go, so the presence says so at once.
     changed: Notify,
 }
@@ -32,10 +33,21 @@ pub struct Held<'a> {
 impl Running {
     /// Notes that the job of `build`'s `task` is held until the returned guard is dropped.
     pub fn hold(&self, build: BuildId, task: &str) -> Held<'_> {
-        let job = format!("#{build} {task}");
-        self.jobs.lock().expect("not poisoned").insert(job.clone());
+        let job = label(build, task);
+        *self
+            .jobs
+            .lock()
+            .expect("not poisoned")
+            .entry(job.clone())
+            .or_default() += 1;
         self.changed.notify_one();
         Held { running: self, job }
+    }
+
+    /// How many deliveries of `build`'s `task` are held.
+    pub fn holds(&self, build: BuildId, task: &str) -> usize {
+        let jobs = self.jobs.lock().expect("not poisoned");
+        jobs.get(&label(build, task)).copied().unwrap_or(0)
     }
 
     /// The jobs held, in order.
@@ -43,19 +55,27 @@ impl Running {
         self.jobs
             .lock()
             .expect("not poisoned")
-            .iter()
+            .keys()
             .cloned()
             .collect()
     }
 }
 
+/// How a job is named in presences: `#12 unit`.
+pub fn label(build: BuildId, task: &str) -> String {
+    format!("#{build} {task}")
+}
+
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.running
-            .jobs
-            .lock()
-            .expect("not poisoned")
-            .remove(&self.job);
+        let mut jobs = self.running.jobs.lock().expect("not poisoned");
+        if let Some(count) = jobs.get_mut(&self.job) {
+            *count -= 1;
+            if *count == 0 {
+                jobs.remove(&self.job);
+            }
+        }
+        drop(jobs);
         self.running.changed.notify_one();
     }
 }

@@ -98,6 +98,27 @@ impl Store {
         self.conn.clone().hdel(self.keys.workers(), name).await
     }
 
+    /// The worker running this attempt of the task, if it is running.
+    pub async fn running_on(&self, job: &JobRequested) -> RedisResult<Option<String>> {
+        let key = self.keys.task(job.build.id, &job.task);
+        let (status, attempt, worker): (Option<String>, Option<u32>, Option<String>) =
+            redis::pipe()
+                .hget(&key, "status")
+                .hget(&key, "attempt")
+                .hget(&key, "worker")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        let running =
+            status.as_deref() == Some(TaskStatus::Running.as_str()) && attempt == Some(job.attempt);
+        Ok(worker.filter(|_| running))
+    }
+
+    /// What worker `name` last said of itself, if it did.
+    pub async fn presence(&self, name: &str) -> RedisResult<Option<Presence>> {
+        let json: Option<String> = self.conn.clone().hget(self.keys.workers(), name).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
     /// Whether the bot has cancelled this attempt of the task.
     pub async fn cancelled(&self, job: &JobRequested) -> RedisResult<bool> {
         let (status, attempt): (Option<String>, Option<u32>) = redis::pipe()

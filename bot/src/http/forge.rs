@@ -70,9 +70,9 @@ pub async fn accept(
         }
         ForgeEvent::Push(push) => {
             match ingress::accept_push(app, repo, forge, delivery, push).await {
-                Ok(Accepted::New(id)) => (
+                Ok(Accepted::New { id, waiting }) => (
                     StatusCode::ACCEPTED,
-                    Json(json!({ "build_id": id, "url": build_url(app, id) })),
+                    Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
                 )
                     .into_response(),
                 Ok(Accepted::Duplicate(id)) => (

@@ -10,6 +10,7 @@ mod follow;
 mod forge;
 mod github;
 mod gitlab;
+mod health;
 mod reports;
 mod slack;
 
@@ -52,7 +53,8 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/slack/commands", post(slack::handle_slack_command))
         .route("/slack/actions", post(slack::handle_slack_action))
         .route("/discord/interactions", post(discord::handle_interaction))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(shutdown))
         .with_state(app)

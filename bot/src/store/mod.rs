@@ -89,24 +89,44 @@ return 1
     )
 });
 
-/// Numbers a new build and stores its record, queued, unless it is a forge delivery seen
-/// before: then returns the build that delivery became, and stores nothing.
+/// Numbers a new build, stores its record, queued, and puts it in the outbox, unless it is a
+/// forge delivery seen before: then returns the build that delivery became, and stores
+/// nothing. A delivery is marked seen only together with a build that will run.
 static CREATE_BUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: the build sequence, the delivery's key (or none: ''). ARGV: how long a delivery is
--- remembered (s), the build key prefix, then the record's field/value pairs.
+-- KEYS: the build sequence, the delivery's key (or none: ''), the outbox. ARGV: how long a
+-- delivery is remembered (s), the build key prefix, when the relay may publish the build
+-- (ms), then the record's field/value pairs.
 if KEYS[2] ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then return {0, tonumber(seen)} end
 end
 local id = redis.call('INCR', KEYS[1])
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[1]) end
-redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 3))
+redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 4))
+redis.call('ZADD', KEYS[3], ARGV[3], id)
 return {1, id}
 ",
     )
 });
+
+/// Claims the outbox's due builds: those scored up to `ARGV[1]` (now) are scored `ARGV[2]`
+/// (the lease's end) and returned, at most `ARGV[3]` of them.
+static OUTBOX_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return due
+",
+    )
+});
+
+/// How long after a build is accepted the outbox's relay leaves it to the request that
+/// accepted it: longer than that request waits for its confirm, so a build is not published
+/// twice while the broker is well.
+pub const OUTBOX_GRACE: Duration = Duration::from_secs(30);
 
 /// The fields of a build's hash that make its record, but its plan, which is read apart: a
 /// plan never changes once stored, so it is read and parsed once (see [`Plans`]).
@@ -182,6 +202,21 @@ pub struct BuildRecord {
     pub plan: Option<Arc<Plan>>,
     /// The earlier build whose passed tasks this one takes as they are.
     pub reuse: Option<BuildId>,
+}
+
+impl BuildRecord {
+    /// The request that asked for this build, as it is published.
+    pub fn request(&self) -> BuildRequested {
+        BuildRequested {
+            build: self.build.clone(),
+            clone_url: self.clone_url.clone(),
+            author: self.author.clone(),
+            subject: self.subject.clone(),
+            kind: self.kind,
+            changed_paths: self.changed_paths.clone(),
+            reuse: self.reuse,
+        }
+    }
 }
 
 /// A task as stored.
@@ -301,20 +336,11 @@ impl Store {
         Ok(existing.and_then(|s| s.parse().ok()).map(BuildId))
     }
 
-    /// Forgets a delivery whose build could not be accepted, so the forge's retry gets in.
-    pub async fn forget_delivery(&self, forge: &str, delivery: &str) -> RedisResult<()> {
-        let _: usize = self
-            .conn
-            .clone()
-            .del(self.keys.delivery(forge, delivery))
-            .await?;
-        Ok(())
-    }
-
-    /// Stores a new build, queued, under a new id, which it writes into `request`: one
-    /// round trip. With the forge delivery (forge, id) that asked for it, only if that
-    /// delivery was not seen before; else it returns the build the delivery became and
-    /// stores nothing.
+    /// Stores a new build, queued, under a new id, which it writes into `request`, and puts
+    /// it in the outbox, for the relay to publish after [`OUTBOX_GRACE`] unless it is taken
+    /// out sooner: one round trip. With the forge delivery (forge, id) that asked for it,
+    /// only if that delivery was not seen before; else it returns the build the delivery
+    /// became and stores nothing.
     pub async fn create_build(
         &self,
         request: &mut BuildRequested,
@@ -347,8 +373,10 @@ impl Store {
         let mut invocation = CREATE_BUILD.key(self.keys.build_sequence());
         invocation
             .key(delivery)
+            .key(self.keys.outbox())
             .arg(DELIVERY_MEMORY.as_secs())
-            .arg(self.keys.build_prefix());
+            .arg(self.keys.build_prefix())
+            .arg(now_ms() + OUTBOX_GRACE.as_millis() as u64);
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }
@@ -395,10 +423,75 @@ impl Store {
         .await
     }
 
-    /// Removes a build that was never accepted.
+    /// Removes a build that was never accepted, and takes it out of the outbox.
     pub async fn delete_build(&self, id: BuildId) -> RedisResult<()> {
-        let _: usize = self.conn.clone().del(self.keys.build(id)).await?;
-        Ok(())
+        redis::pipe()
+            .del(self.keys.build(id))
+            .ignore()
+            .zrem(self.keys.outbox(), id.0)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Takes builds `ids` out of the outbox: RabbitMQ has their requests.
+    pub async fn outbox_done(&self, ids: &[BuildId]) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u64> = ids.iter().map(|id| id.0).collect();
+        self.conn.clone().zrem(self.keys.outbox(), ids).await
+    }
+
+    /// Leaves builds `ids` in the outbox for the relay to publish `after` from now.
+    pub async fn outbox_later(&self, ids: &[BuildId], after: Duration) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let due = now_ms() + after.as_millis() as u64;
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.keys.outbox()).arg("XX");
+        for id in ids {
+            zadd.arg(due).arg(id.0);
+        }
+        zadd.query_async::<()>(&mut self.conn.clone()).await
+    }
+
+    /// Claims, for `lease`, up to `count` builds of the outbox that are due, oldest build
+    /// first: another bot's relay does not see them until the lease runs out.
+    pub async fn outbox_claim(&self, count: usize, lease: Duration) -> RedisResult<Vec<BuildId>> {
+        let now = now_ms();
+        let ids: Vec<u64> = OUTBOX_CLAIM
+            .key(self.keys.outbox())
+            .arg(now)
+            .arg(now + lease.as_millis() as u64)
+            .arg(count)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut ids: Vec<BuildId> = ids.into_iter().map(BuildId).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// How many builds wait in the outbox.
+    pub async fn outbox_len(&self) -> RedisResult<u64> {
+        self.conn.clone().zcard(self.keys.outbox()).await
+    }
+
+    /// When build `id` was accepted, in ms since the Unix epoch.
+    pub async fn created_ms(&self, id: BuildId) -> RedisResult<Option<u64>> {
+        self.conn
+            .clone()
+            .hget(self.keys.build(id), "created_ms")
+            .await
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> RedisResult<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(drop)
     }
 
     /// The build `id`, if there is one.
@@ -410,7 +503,7 @@ impl Store {
     /// and one more for the plans not in memory. A plan read alone is kept in memory; plans
     /// read many at once (a list of recent builds) are not, or they would push out those of
     /// the builds being run.
-    async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
+    pub async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
         if ids.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());

@@ -1,0 +1,414 @@
+//! A process's one RabbitMQ connection, kept open through broker outages by a keeper task
+//! that Kiln owns rather than lapin's automatic recovery.
+//!
+//! Each connection's life is a [`Session`]: the connection, a publisher channel in confirm
+//! mode and the topology declared on it. When anything sees the session fail (the
+//! connection reports an error or stops being connected, a confirm does not come within
+//! [`CONFIRM_DEADLINE`], a channel cannot be opened), the keeper closes it and opens the next
+//! one, pausing with a jittered exponential backoff between attempts for as long as the
+//! broker is away. Consumers take each new session as it comes ([`Link::consume`]); a
+//! publish while there is none fails at once ([`PublishError::Down`]), so callers decide
+//! what to keep.
+//!
+//! Why not `enable_auto_recover()`: under broker restarts lapin's recovery sometimes gave up
+//! (the process's consumers ended with the IO error), sometimes stayed `Reconnecting` for
+//! good with its IO thread spinning, and a publish could wait for a confirm that never came.
+//! Here every wait has a deadline and a broken connection is dropped whole, never mended.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, Consumer};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{CONFIRM_DEADLINE, Message, PublishError, open};
+
+/// How long opening a connection, its publisher channel and the topology may take.
+const OPEN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long closing a connection that is given up may take; it is dropped after that.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How often a session's connection is looked at, beside the errors it reports.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// How long [`Link::open`] waits for the first session before it lets the process go on
+/// (and the keeper go on trying): a process that starts before its broker still starts.
+const FIRST_SESSION_WAIT: Duration = Duration::from_secs(10);
+
+/// The pauses between attempts to connect: from 100 ms, doubling, jittered (so a fleet of
+/// workers does not knock all at once), at most 5 s, for ever.
+fn pauses() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Declares what a process needs on a new connection (exchanges, queues, bindings), on the
+/// channel given.
+pub type Prepare = Arc<
+    dyn Fn(Channel) -> futures_util::future::BoxFuture<'static, lapin::Result<()>> + Send + Sync,
+>;
+
+/// An AMQP URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the AMQP URL is not valid: {0}")]
+pub struct BadUrl(String);
+
+/// A handle on the kept connection; cheap to clone. The keeper stops, and closes the
+/// connection, when the last handle is dropped.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+    _keeper: Arc<DropGuard>,
+}
+
+struct Inner {
+    uri: AMQPUri,
+    name: String,
+    prepare: Prepare,
+    state: watch::Sender<LinkState>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("name", &self.inner.name)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
+/// Where the link stands.
+#[derive(Debug, Clone)]
+pub enum LinkState {
+    /// Connected, with the topology declared.
+    Up(Session),
+    /// No usable connection since `since`; the last attempt failed with `error`, if one has
+    /// been made.
+    Down {
+        since: Instant,
+        error: Option<String>,
+    },
+}
+
+/// One connection's life: the connection, its publisher channel, and whether it is broken.
+#[derive(Clone)]
+pub struct Session {
+    connection: Arc<Connection>,
+    publisher: Channel,
+    broken: CancellationToken,
+    /// Counts the sessions of this link, from 1.
+    pub number: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("number", &self.number)
+            .field("broken", &self.broken.is_cancelled())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Marks the session broken: the keeper replaces it, and its consumers end.
+    pub fn fail(&self, why: &str) {
+        if !self.broken.is_cancelled() {
+            tracing::warn!(session = self.number, why, "RabbitMQ connection given up");
+            self.broken.cancel();
+        }
+    }
+
+    /// Whether the session is broken.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_cancelled()
+    }
+
+    /// Resolves once the session is broken.
+    pub async fn broken(&self) {
+        self.broken.cancelled().await;
+    }
+
+    /// Opens a channel on the session's connection; failing to is the session's failure.
+    pub async fn channel(&self) -> lapin::Result<Channel> {
+        let opened = self.connection.create_channel().await;
+        if let Err(error) = &opened {
+            self.fail(&format!("cannot open a channel: {error}"));
+        }
+        opened
+    }
+
+    /// Publishes `message` and waits, at most [`CONFIRM_DEADLINE`], for the broker's
+    /// confirm. A lapin error or a missing confirm breaks the session.
+    pub async fn publish(&self, message: &Message<'_>) -> Result<(), PublishError> {
+        let publish = async {
+            self.publisher
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    message.options(),
+                    message.body,
+                    message.properties(),
+                )
+                .await?
+                .await
+        };
+        let confirm = match tokio::time::timeout(CONFIRM_DEADLINE, publish).await {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(error)) => {
+                self.fail(&format!("a publish failed: {error}"));
+                return Err(error.into());
+            }
+            Err(_) => {
+                self.fail("a publish was not confirmed in time");
+                return Err(PublishError::Unconfirmed);
+            }
+        };
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        // With `mandatory`, an unroutable message is acked *and* returned.
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable(message.routing_key.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+impl Link {
+    /// Starts keeping a connection to `url`, named `name` in the broker's list, with
+    /// `prepare` run on every new connection before it is used. Waits for the first session
+    /// at most [`FIRST_SESSION_WAIT`]; past that the link is returned down, and the keeper
+    /// goes on trying. Fails only for a URL that cannot be used at all.
+    pub async fn open(url: &str, name: &str, prepare: Prepare) -> Result<Self, BadUrl> {
+        let uri = url.parse::<AMQPUri>().map_err(BadUrl)?;
+        let (state, _) = watch::channel(LinkState::Down {
+            since: Instant::now(),
+            error: None,
+        });
+        let inner = Arc::new(Inner {
+            uri,
+            name: name.to_owned(),
+            prepare,
+            state,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(keep(inner.clone(), stop.clone()));
+        let link = Self {
+            inner,
+            _keeper: Arc::new(stop.drop_guard()),
+        };
+        let mut states = link.inner.state.subscribe();
+        let up = states.wait_for(|s| matches!(s, LinkState::Up(_)));
+        if tokio::time::timeout(FIRST_SESSION_WAIT, up).await.is_err() {
+            tracing::warn!(
+                "RabbitMQ is not reachable yet; going on, and connecting as soon as it is"
+            );
+        }
+        Ok(link)
+    }
+
+    /// Where the link stands now.
+    pub fn state(&self) -> LinkState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// The session now, if the link is up.
+    pub fn session(&self) -> Option<Session> {
+        match &*self.inner.state.borrow() {
+            LinkState::Up(session) if !session.broken.is_cancelled() => Some(session.clone()),
+            _ => None,
+        }
+    }
+
+    /// Waits for a working session; `None` once `stop` is cancelled.
+    pub async fn next_session(&self, stop: &CancellationToken) -> Option<Session> {
+        let mut states = self.inner.state.subscribe();
+        loop {
+            if let Some(session) = self.session() {
+                return Some(session);
+            }
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                changed = states.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    /// A receiver told of every change of the link's state.
+    pub fn watch(&self) -> watch::Receiver<LinkState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Publishes `message` on the current session and waits for its confirm (see
+    /// [`Session::publish`]); fails at once while the link is down.
+    pub async fn publish(&self, message: &Message<'_>) -> Result<(), PublishError> {
+        let session = self
+            .session()
+            .ok_or_else(|| PublishError::Down(self.down_reason()))?;
+        session.publish(message).await
+    }
+
+    fn down_reason(&self) -> String {
+        match &*self.inner.state.borrow() {
+            LinkState::Up(_) => "the connection was just given up".into(),
+            LinkState::Down { since, error } => format!(
+                "no connection for {:.1} s{}",
+                since.elapsed().as_secs_f64(),
+                error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Starts consuming `queue` as `tag` on a channel of its own with at most `prefetch`
+    /// unacknowledged messages, on the first session that lets it; `None` once `stop` is
+    /// cancelled. The consumer ends with its session: take the next one then.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+        stop: &CancellationToken,
+    ) -> Option<(Session, Channel, Consumer)> {
+        loop {
+            let session = self.next_session(stop).await?;
+            let started = async {
+                let channel = session.channel().await?;
+                // Per consumer, never global: global QoS on a quorum queue is a connection
+                // error.
+                channel
+                    .basic_qos(prefetch, BasicQosOptions { global: false })
+                    .await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.into(),
+                        tag.into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                lapin::Result::Ok((channel, consumer))
+            };
+            match tokio::time::timeout(OPEN_DEADLINE, started).await {
+                Ok(Ok((channel, consumer))) => return Some((session, channel, consumer)),
+                Ok(Err(error)) => session.fail(&format!("cannot consume {queue}: {error}")),
+                Err(_) => session.fail(&format!("consuming {queue} did not start in time")),
+            }
+        }
+    }
+}
+
+/// Opens a session: the connection, its publisher channel in confirm mode, the topology.
+async fn start_session(inner: &Inner, number: u64) -> lapin::Result<Session> {
+    let connection = open(inner.uri.clone(), &inner.name).await?;
+    let opened = async {
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        (inner.prepare)(publisher.clone()).await?;
+        lapin::Result::Ok(publisher)
+    };
+    match opened.await {
+        Ok(publisher) => Ok(Session {
+            connection: Arc::new(connection),
+            publisher,
+            broken: CancellationToken::new(),
+            number,
+        }),
+        Err(error) => {
+            let _ = tokio::time::timeout(CLOSE_DEADLINE, connection.close(200, "".into())).await;
+            Err(error)
+        }
+    }
+}
+
+/// The keeper: opens a session, watches it until it breaks, closes it, opens the next;
+/// until `stop` is cancelled, which closes the last one.
+async fn keep(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut delays = pauses();
+    let mut number = 0;
+    loop {
+        let opened = tokio::select! {
+            () = stop.cancelled() => break,
+            opened = tokio::time::timeout(OPEN_DEADLINE, start_session(&inner, number + 1)) => opened,
+        };
+        let error = match opened {
+            Ok(Ok(session)) => {
+                number = session.number;
+                delays = pauses();
+                tracing::info!(session = number, "connected to RabbitMQ");
+                inner.state.send_replace(LinkState::Up(session.clone()));
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = session.broken() => {}
+                    why = watch_connection(&session.connection) => session.fail(&why),
+                }
+                inner.state.send_replace(LinkState::Down {
+                    since: Instant::now(),
+                    error: None,
+                });
+                let closing = session
+                    .connection
+                    .close(200, "kiln: connection replaced".into());
+                let _ = tokio::time::timeout(CLOSE_DEADLINE, closing).await;
+                if stop.is_cancelled() {
+                    break;
+                }
+                // Straight on to the next attempt: the broker may be back already.
+                continue;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("connecting took over {OPEN_DEADLINE:?}"),
+        };
+        tracing::debug!(%error, "cannot connect to RabbitMQ");
+        inner.state.send_modify(|state| match state {
+            LinkState::Down { error: last, .. } => *last = Some(error.clone()),
+            LinkState::Up(_) => {
+                *state = LinkState::Down {
+                    since: Instant::now(),
+                    error: Some(error.clone()),
+                }
+            }
+        });
+        let pause = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Resolves, with why, once `connection` reports an error or is no longer connected.
+async fn watch_connection(connection: &Connection) -> String {
+    let mut events = connection.events_listener();
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(lapin::Event::Error(error)) => return format!("the connection failed: {error}"),
+                Some(_) => {}
+                None => return "the connection ended".into(),
+            },
+            _ = every.tick() => {
+                if !connection.status().connected() {
+                    return "the connection is no longer connected".into();
+                }
+            }
+        }
+    }
+}

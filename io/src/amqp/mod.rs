@@ -1,0 +1,100 @@
+//! RabbitMQ as Kiln uses it: one connection per process, kept open through broker outages
+//! ([`Link`]), messages published persistent and confirmed within a deadline, and the
+//! arguments of the queues both the bot and the worker declare.
+
+mod link;
+
+pub use link::{BadUrl, Link, LinkState, Prepare, Session};
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+/// How long a publish waits for the broker's confirm. A confirm that does not come in this
+/// time means a connection that is not working: it is replaced, and the caller told.
+pub const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why a message was not taken by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("RabbitMQ is unreachable: {0}")]
+    Down(String),
+    #[error("RabbitMQ refused the message: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("RabbitMQ did not confirm the message within {CONFIRM_DEADLINE:?}")]
+    Unconfirmed,
+    #[error("RabbitMQ did not confirm the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key `{0}`; the message was returned")]
+    Unroutable(String),
+}
+
+/// A message to publish: persistent, JSON, confirmed.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    /// Set on top of the content type and persistence every message has.
+    pub properties: BasicProperties,
+    /// Whether a message no queue is bound for is an error (returned by the broker).
+    pub mandatory: bool,
+}
+
+impl Message<'_> {
+    fn options(&self) -> BasicPublishOptions {
+        BasicPublishOptions {
+            mandatory: self.mandatory,
+            ..Default::default()
+        }
+    }
+
+    fn properties(&self) -> BasicProperties {
+        self.properties
+            .clone()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+    }
+}
+
+/// The arguments of a durable quorum queue (replicated, survives a broker restart).
+pub fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+/// The arguments of a platform's job queue: quorum, and a delivery limit past which a
+/// poison job goes to `dead_exchange` instead of looping forever. The bot and the worker
+/// both declare it, with these very arguments, or RabbitMQ refuses the second declaration.
+pub fn jobs_queue_arguments(dead_exchange: &str, delivery_limit: i64) -> FieldTable {
+    let mut args = quorum();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(dead_exchange.into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(delivery_limit),
+    );
+    args
+}
+
+/// The largest AMQP frame asked of the broker, unless the URL asks (`?frame_max=`). lapin
+/// keeps read and write buffers of 32 frames per connection: at RabbitMQ's 128 KiB that is
+/// 8 MiB, most of an idle process. Kiln's messages are small; a larger one takes more frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
+/// Connects to `uri` once, asking for frames of at most [`FRAME_MAX`] unless it says
+/// otherwise. No automatic recovery: a [`Link`] replaces a connection that fails.
+async fn open(mut uri: AMQPUri, name: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Connection::connect_uri(uri, properties).await
+}
