@@ -81,9 +81,14 @@ fn command(name: &'static str, services: &Services, prefix: &str, state: &Path) 
         .env("KILN_REDIS_URL", &services.redis_url)
         .env("KILN_PREFIX", prefix)
         .env("KILN_STATE_DIR", state.join(name))
-        .env("RUST_LOG", "warn")
+        // `KILN_PROCESS_LOG=info` (say) for more than warnings.
+        .env(
+            "RUST_LOG",
+            std::env::var("KILN_PROCESS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // tracing writes to stdout.
+        .stdout(log.try_clone().expect("log file"))
         .stderr(log)
         .kill_on_drop(true);
     command
