@@ -38,7 +38,12 @@ impl TestBroker {
     /// Boots a new node and returns it once it takes AMQP connections.
     pub async fn start() -> Self {
         let port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
+        // `KILN_KEEP=1` keeps its data and log for a look after the test.
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-rabbitmq-")
+            .disable_cleanup(std::env::var_os("KILN_KEEP").is_some())
+            .tempdir()
+            .expect("temp dir");
         std::fs::write(dir.path().join("enabled_plugins"), "").expect("plugins file");
         // As the shared broker: a job may run for a day before it is acknowledged.
         std::fs::write(

@@ -28,6 +28,11 @@ impl Process {
 
     /// Asks it to stop (SIGTERM, as a service manager would) and checks it stopped cleanly.
     pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    /// The same, leaving the ended process in place; a second call checks the same end.
+    pub async fn stop_in_place(&mut self) {
         if let Some(pid) = self.id() {
             let pid = nix::unistd::Pid::from_raw(pid as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

@@ -28,6 +28,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// (the benchmark prints the figures); the bound leaves room for a loaded machine.
 const RECOVERY_BOUND: Duration = Duration::from_secs(20);
 
+/// How long the bot and the workers may take to stop together, whatever the broker does:
+/// their 20 s grace, and room for a loaded machine.
+const STOP_BOUND: Duration = Duration::from_secs(30);
+
 /// What a test does to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outage {
@@ -190,12 +194,16 @@ impl Installation {
         answers.iter().filter(|a| a.outbox).count()
     }
 
-    /// Stops everything cleanly (SIGTERM), checking each process stopped well.
-    async fn stop(self) {
-        self.bot.stop().await;
-        for worker in self.workers {
-            worker.stop().await;
-        }
+    /// Stops the bot and the workers (SIGTERM), checking each stopped cleanly.
+    async fn stop_processes(&mut self) {
+        let processes = std::iter::once(&mut self.bot).chain(self.workers.iter_mut());
+        futures_util::future::join_all(processes.map(Process::stop_in_place)).await;
+    }
+
+    /// Stops everything cleanly (SIGTERM), checking each process stopped well, and removes
+    /// what the installation left.
+    async fn stop(mut self) {
+        self.stop_processes().await;
         let prefix = self.prefix.clone();
         self.services.remove_everything_under(&prefix).await;
     }
@@ -292,6 +300,11 @@ async fn survive(outage: Outage) {
     };
     let stream = tokio::spawn(kiln.pusher().stream(name, stop.clone()));
     let probe = kiln.pusher();
+    if outage == Outage::Kill {
+        // RabbitMQ 3.10 loses a quorum queue killed within seconds of its creation: after
+        // the new boot its leader is never known. An installation's queues are older.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let count = outages();
     let mut recoveries = Vec::new();
     let mut probes = Vec::new();
@@ -364,8 +377,6 @@ async fn every_push_is_built_once_through_broker_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: after a SIGKILL and a new boot of the node, the workers' task events are \
-            not confirmed and a build stays running; run with --ignored to see it"]
 async fn every_push_is_built_once_through_broker_kills() {
     survive(Outage::Kill).await;
 }
@@ -414,5 +425,13 @@ async fn a_connection_cut_under_a_publish_loses_nothing() {
         "pushes sent while the broker was frozen waited in the outbox"
     );
     kiln.check_running("at the end");
+    // Asked to stop while the broker is frozen, the bot and the workers still stop, cleanly
+    // and within their grace.
+    kiln.broker.signal(nix::sys::signal::Signal::SIGSTOP);
+    let asked = std::time::Instant::now();
+    kiln.stop_processes().await;
+    let took = asked.elapsed();
+    assert!(took < STOP_BOUND, "stopping took {took:?}");
+    kiln.broker.signal(nix::sys::signal::Signal::SIGCONT);
     kiln.stop().await;
 }

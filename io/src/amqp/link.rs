@@ -43,11 +43,12 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 const FIRST_SESSION_WAIT: Duration = Duration::from_secs(10);
 
 /// The pauses between attempts to connect: from 100 ms, doubling, jittered (so a fleet of
-/// workers does not knock all at once), at most 5 s, for ever.
+/// workers does not knock all at once), at most 1.5 s (before jitter), for ever: an attempt
+/// while the broker is away is a refused connection, cheap, and a broker back is found soon.
 fn pauses() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_millis(1500))
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
@@ -385,7 +386,7 @@ async fn keep(inner: Arc<Inner>, stop: CancellationToken) {
                 }
             }
         });
-        let pause = delays.next().unwrap_or(Duration::from_secs(5));
+        let pause = delays.next().unwrap_or(Duration::from_millis(1500));
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
