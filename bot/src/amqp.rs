@@ -15,7 +15,7 @@ use kiln_io::amqp::{Link, LinkState, Message, Session, jobs_queue_arguments, quo
 use kiln_shared::platform::Platform;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
-use kiln_shared::wire::{self, Event, JobRequested};
+use kiln_shared::wire::{self, Event, JobRequested, PushHeld};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
@@ -37,6 +37,8 @@ pub enum BotQueue {
     Events,
     /// The bot's copy of dead-lettered jobs: it errors their tasks, so builds move on.
     DeadJobs,
+    /// Verified pushes held while Redis was unreachable, for ingress.
+    HeldPushes,
 }
 
 impl BotQueue {
@@ -46,6 +48,7 @@ impl BotQueue {
             Self::Builds => "requested builds",
             Self::Events => "tasks' events",
             Self::DeadJobs => "dead-lettered jobs",
+            Self::HeldPushes => "held pushes",
         }
     }
 }
@@ -146,6 +149,20 @@ impl Broker {
             .await
     }
 
+    /// Holds a verified push in the bot's queue of held pushes, confirmed, for when Redis is
+    /// back.
+    pub async fn hold_push(&self, held: &PushHeld) -> Result<(), PublishError> {
+        self.link
+            .publish(&Message {
+                exchange: "",
+                routing_key: &self.topology.bot_held_pushes_queue(),
+                body: &wire::encode(held),
+                properties: BasicProperties::default(),
+                mandatory: true,
+            })
+            .await
+    }
+
     /// For each platform served: how many jobs wait in its queue, and how many workers take
     /// from it.
     pub async fn job_queues(&self) -> anyhow::Result<Vec<(Platform, u32, u32)>> {
@@ -193,6 +210,7 @@ impl Broker {
             BotQueue::Builds => (t.bot_builds_queue(), "kiln-bot"),
             BotQueue::Events => (t.bot_events_queue(), "kiln-bot"),
             BotQueue::DeadJobs => (t.bot_dead_jobs_queue(), "kiln-bot-dead"),
+            BotQueue::HeldPushes => (t.bot_held_pushes_queue(), "kiln-bot-pushes"),
         };
         let prefetch = handlers.saturating_mul(PREFETCH_PER_HANDLER);
         self.link
@@ -279,6 +297,9 @@ async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::R
         )
         .await?;
     }
+    // Held pushes come through the default exchange, by the queue's name.
+    ch.queue_declare(t.bot_held_pushes_queue().as_str().into(), queue, quorum())
+        .await?;
     // The bindings earlier versions made (a no-op when absent). Requested builds still
     // in the events queue are handled from there.
     for key in ["#", "build.#", "build.requested.#"] {

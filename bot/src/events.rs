@@ -1,19 +1,20 @@
 //! The bot's event loops: every requested build goes to the planner and every task's event to
 //! the scheduler, then pokes its build's card keeper if it has cards to keep; every
-//! dead-lettered job goes to the scheduler; each message is acknowledged only once handled.
+//! dead-lettered job goes to the scheduler, every push held while Redis was away to ingress;
+//! each message is acknowledged only once handled.
 //! Beside them run the leases' reaper and the outbox's relay.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kiln_shared::wire::{self, Event, JobRequested};
+use kiln_shared::wire::{self, Event, JobRequested, PushHeld};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::BotQueue;
 use crate::app::App;
-use crate::{leases, outbox, planner, scheduler};
+use crate::{ingress, leases, outbox, planner, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -55,6 +56,13 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
             EVENTS_AT_ONCE,
             &shutdown,
             handle_event
+        ),
+        serve(
+            &app,
+            BotQueue::HeldPushes,
+            PLANNING_AT_ONCE,
+            &shutdown,
+            |held: PushHeld| ingress::accept_held(&app, held)
         ),
         serve(
             &app,

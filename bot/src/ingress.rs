@@ -12,7 +12,7 @@ use std::time::Duration;
 use kiln_shared::build::BuildId;
 use kiln_shared::promotion::PromotionId;
 use kiln_shared::trigger::{Push, TriggerKind};
-use kiln_shared::wire::{BuildRef, BuildRequested, Event};
+use kiln_shared::wire::{BuildRef, BuildRequested, Event, PushHeld};
 
 use crate::app::App;
 use crate::config::Repository;
@@ -77,6 +77,21 @@ pub async fn accept_push(
         id: request.build.id,
         waiting,
     })
+}
+
+/// Accepts a push that was held in RabbitMQ while Redis was unreachable, as [`accept_push`]
+/// would have when it came; a failure (Redis still away) hands it back to wait again. A push
+/// for a repository no longer configured is dropped.
+pub async fn accept_held(app: &App, held: PushHeld) -> anyhow::Result<()> {
+    let Some(repo) = app.config.repository(&held.repo) else {
+        tracing::warn!(repo = %held.repo, delivery = %held.delivery,
+            "a held push for a repository no longer configured is dropped");
+        return Ok(());
+    };
+    let accepted = accept_push(app, repo, &held.forge, &held.delivery, held.push).await?;
+    tracing::info!(repo = %held.repo, forge = %held.forge, delivery = %held.delivery,
+        ?accepted, "a push held while Redis was away is accepted");
+    Ok(())
 }
 
 /// Accepts a build someone asked for with a command given in `channel` (which then follows

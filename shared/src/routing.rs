@@ -82,6 +82,12 @@ impl Topology {
         format!("{}.bot.builds", self.prefix)
     }
 
+    /// The bot's queue of verified pushes it could not record while Redis was unreachable
+    /// (published straight to it, through the default exchange).
+    pub fn bot_held_pushes_queue(&self) -> String {
+        format!("{}.bot.pushes", self.prefix)
+    }
+
     /// The dead-letter exchange for jobs that failed delivery too often.
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)

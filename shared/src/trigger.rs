@@ -21,7 +21,7 @@ pub enum ForgeEvent {
 }
 
 /// Commits pushed to a branch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Push {
     /// `owner/name`.
     pub repo: String,

@@ -14,7 +14,7 @@ use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
 use crate::spec::{Cache, Runner};
-use crate::trigger::TriggerKind;
+use crate::trigger::{Push, TriggerKind};
 
 /// The version of the wire format this crate reads and writes.
 pub const WIRE_VERSION: u64 = 1;
@@ -50,6 +50,21 @@ pub struct BuildRequested {
     /// running only the others (`retry --failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<BuildId>,
+}
+
+/// A verified push the bot could not record, Redis being unreachable: held in the bot's
+/// queue of held pushes until Redis is back, then accepted as if it had just arrived (a
+/// delivery seen before is still a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "push.held")]
+pub struct PushHeld {
+    /// The configured repository it is for.
+    pub repo: String,
+    /// The forge that sent it (`github`, `gitlab`).
+    pub forge: String,
+    /// Its delivery id at that forge.
+    pub delivery: String,
+    pub push: Push,
 }
 
 /// One task for a worker: published to the jobs exchange with its platform as key.
@@ -337,6 +352,29 @@ mod tests {
             branch: "release.1".into(),
             commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
         }
+    }
+
+    #[test]
+    fn a_held_push_says_what_it_is_and_comes_back_whole() {
+        let held = PushHeld {
+            repo: "acme/api".into(),
+            forge: "github".into(),
+            delivery: "72d3162e".into(),
+            push: Push {
+                repo: "acme/api".into(),
+                branch: "master".into(),
+                commit: "a".repeat(40),
+                clone_url: "https://example.com/acme/api.git".into(),
+                author: "Octo Cat".into(),
+                subject: "Fix".into(),
+                changed_paths: Some(vec!["src/lib.rs".into()]),
+            },
+        };
+        let bytes = encode(&held);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(json["type"], "push.held");
+        assert_eq!(json["v"], 1);
+        assert_eq!(decode::<PushHeld>(&bytes).expect("decodes"), held);
     }
 
     #[test]

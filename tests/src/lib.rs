@@ -12,6 +12,7 @@ pub mod discord;
 pub mod events;
 pub mod forge;
 pub mod processes;
+pub mod redis_server;
 pub mod services;
 pub mod slack;
 pub mod statuses;
@@ -123,9 +124,22 @@ impl Kiln {
         Self::launch(config, 1, platforms).await
     }
 
+    /// Like [`Kiln::start`], on `services` (e.g. a Redis of the caller's own).
+    pub async fn start_on(services: Services, config: &str) -> Self {
+        Self::launch_on(services, config, 1, &Platform::ALL).await
+    }
+
     async fn launch(config: &str, bots: usize, platforms: &[Platform]) -> Self {
+        Self::launch_on(Services::require().await, config, bots, platforms).await
+    }
+
+    async fn launch_on(
+        services: Services,
+        config: &str,
+        bots: usize,
+        platforms: &[Platform],
+    ) -> Self {
         init_logging();
-        let services = Services::require().await;
         let prefix = services::unique_prefix();
         let state = tempfile::tempdir().expect("temp dir");
         let shutdown = CancellationToken::new();

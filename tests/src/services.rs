@@ -94,6 +94,7 @@ impl Services {
                 .chain([
                     topology.bot_events_queue(),
                     topology.bot_builds_queue(),
+                    topology.bot_held_pushes_queue(),
                     topology.dead_jobs_queue(),
                     topology.bot_dead_jobs_queue(),
                     format!("{prefix}.test.events"),

@@ -6,14 +6,15 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
-use kiln_shared::trigger::ForgeEvent;
+use kiln_shared::trigger::{ForgeEvent, Push};
+use kiln_shared::wire::PushHeld;
 use serde_json::json;
 
 use super::error;
 use crate::app::App;
 use crate::comments;
 use crate::config::{Forge, Repository};
-use crate::ingress::{self, Accepted};
+use crate::ingress::{self, Accepted, Unavailable};
 use crate::review;
 
 /// Answers the verified delivery `delivery` from `door`, translated to `event`.
@@ -69,7 +70,7 @@ pub async fn accept(
             (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
         }
         ForgeEvent::Push(push) => {
-            match ingress::accept_push(app, repo, forge, delivery, push).await {
+            match ingress::accept_push(app, repo, forge, delivery, push.clone()).await {
                 Ok(Accepted::New { id, waiting }) => (
                     StatusCode::ACCEPTED,
                     Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
@@ -88,11 +89,49 @@ pub async fn accept(
                     })),
                 )
                     .into_response(),
-                Err(e) => {
-                    tracing::error!(repo = %name, forge, delivery, error = %e, "cannot accept a build");
-                    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
-                }
+                Err(e) => hold(app, repo, forge, delivery, push, e).await,
             }
+        }
+    }
+}
+
+/// Holds a push that could not be recorded, Redis being unreachable, in RabbitMQ until
+/// Redis is back (`202`); only when RabbitMQ cannot take it either is the forge told to
+/// retry (`503`).
+async fn hold(
+    app: &App,
+    repo: &Repository,
+    forge: &str,
+    delivery: &str,
+    push: Push,
+    unrecorded: Unavailable,
+) -> Response {
+    let held = PushHeld {
+        repo: repo.name.clone(),
+        forge: forge.to_owned(),
+        delivery: delivery.to_owned(),
+        push,
+    };
+    match app.broker.hold_push(&held).await {
+        Ok(()) => {
+            tracing::warn!(repo = %repo.name, forge, delivery, error = %unrecorded,
+                "push held in RabbitMQ until Redis is back");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "held": true,
+                    "message": format!("{unrecorded}; the push is held and will be built when Redis is back"),
+                })),
+            )
+                .into_response()
+        }
+        Err(broker) => {
+            tracing::error!(repo = %repo.name, forge, delivery, error = %unrecorded, %broker,
+                "cannot accept a build");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{unrecorded}, and {broker}; retry later"),
+            )
         }
     }
 }

@@ -1,0 +1,99 @@
+//! Redis stopped while pushes arrive, with RabbitMQ up: the bot cannot record them, so it
+//! holds them in RabbitMQ and answers `202`; once Redis is back each delivery becomes exactly
+//! one build that runs, a delivery sent twice still one. Redis here is the test's own.
+
+use kiln_shared::keys::Keys;
+use kiln_tests::forge::{TestRepo, push_payload};
+use kiln_tests::redis_server::TestRedis;
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, Services, TEST_SECRET, config, wait_for};
+
+const SPEC: &str = "steps:\n  t:\n    runner: shell\n    run: 'true'\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
+    let mut redis = TestRedis::start().await;
+    let services = Services {
+        redis_url: redis.url(),
+        ..Services::require().await
+    };
+    let kiln = Kiln::start_on(services, &config("")).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);
+    let first = kiln.push(&repo, "master", &commit, "before").await;
+    assert_eq!(kiln.finished_build(first).await["status"], "passed");
+
+    redis.stop().await;
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "One quick task");
+    let deliveries = ["held-1", "held-2", "held-3", "held-1"];
+    for delivery in deliveries {
+        let (status, answer) = kiln.send_github("push", delivery, &body, TEST_SECRET).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["held"], true, "{answer}");
+    }
+    let ready = kiln
+        .http
+        .get(kiln.url("/readyz"))
+        .send()
+        .await
+        .expect("/readyz");
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.expect("JSON");
+    assert_eq!(ready["rabbitmq"], "up", "{ready}");
+    assert_ne!(ready["redis"], "up", "{ready}");
+
+    redis.run().await;
+    let keys = Keys::new(&kiln.prefix);
+    let client = redis::Client::open(redis.url().as_str()).expect("Redis URL");
+    let mut builds = Vec::new();
+    for delivery in ["held-1", "held-2", "held-3"] {
+        let key = keys.delivery("github", delivery);
+        let id: u64 = wait_for(
+            &format!("{delivery} to become a build"),
+            E2E_TIMEOUT,
+            || {
+                let (client, key) = (client.clone(), key.clone());
+                async move {
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<u64>>(&mut conn)
+                        .await
+                        .ok()?
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            kiln.finished_build(id).await["status"],
+            "passed",
+            "build {id}"
+        );
+        builds.push(id);
+    }
+    builds.sort_unstable();
+    builds.dedup();
+    assert_eq!(
+        builds.len(),
+        3,
+        "three deliveries, three builds: {builds:?}"
+    );
+    // The delivery sent twice made no fourth build.
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let numbered: u64 = redis::cmd("GET")
+        .arg(keys.build_sequence())
+        .query_async(&mut conn)
+        .await
+        .expect("the build counter");
+    assert_eq!(numbered, 4, "one build before, three held");
+    let ready = kiln
+        .http
+        .get(kiln.url("/readyz"))
+        .send()
+        .await
+        .expect("/readyz");
+    assert_eq!(ready.status(), 200);
+    kiln.stop().await;
+}
