@@ -5,7 +5,9 @@
 //! forge's push, the delivery marked seen), all in one script. Its request is then published
 //! and, once RabbitMQ confirms it, taken out of the outbox. If the broker cannot take it now,
 //! the build stays accepted and the outbox's relay ([`crate::outbox`]) publishes it when the
-//! broker is back. Only a Redis that cannot record the build makes the caller retry.
+//! broker is back. A Redis that cannot record the build is the caller's to answer: the
+//! forges' door holds a push in RabbitMQ until Redis is back ([`accept_held`]); a command is
+//! refused.
 
 use std::time::Duration;
 
