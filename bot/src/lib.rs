@@ -38,7 +38,7 @@ pub mod store;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use kiln_shared::keys::{Keys, REDIS_RESPONSE_TIMEOUT};
+use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio::net::TcpListener;
@@ -62,16 +62,7 @@ pub struct Connections {
 
 /// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.
 pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
-    let info = redis::IntoConnectionInfo::into_connection_info(connections.redis_url.as_str())
-        .context("the Redis URL is not valid")?
-        // Each command goes out at once, not held back until the last one is acknowledged.
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client = redis::Client::open(info)?;
-    // A loaded Redis is slow, not gone.
-    let redis_config = redis::aio::ConnectionManagerConfig::new()
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let redis = client
-        .get_connection_manager_with_config(redis_config)
+    let (client, redis) = kiln_io::redis::connect(&connections.redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", connections.redis_url))?;
     let store = store::Store::new(client, redis, Keys::new(&connections.prefix));

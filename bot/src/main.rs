@@ -54,11 +54,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    kiln_io::logging::init();
     let args = Args::parse();
     let config = kiln_bot::Config::load(&args.config)?;
     if args.register_discord_commands {
@@ -82,20 +78,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let shutdown = CancellationToken::new();
-    let stop = kiln_io::signal::stop_requested();
     tracing::info!(address = %args.listen, "kiln-bot listening");
-    let mut running = tokio::spawn(kiln_bot::run(listener, app, shutdown.clone()));
-    tokio::select! {
-        ended = &mut running => return ended?,
-        () = stop => shutdown.cancel(),
-    }
+    let shutdown = CancellationToken::new();
     // Whatever it is waiting for, the bot is gone within the grace.
-    match tokio::time::timeout(kiln_io::signal::STOP_GRACE, running).await {
-        Ok(ended) => ended?,
-        Err(_) => {
-            tracing::error!(grace = ?kiln_io::signal::STOP_GRACE, "not stopped within the grace; exiting");
-            std::process::exit(1);
-        }
-    }
+    kiln_io::signal::run_until_stopped(kiln_bot::run(listener, app, shutdown.clone()), shutdown)
+        .await?
 }

@@ -134,8 +134,28 @@ pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()
         )
         .await?;
     if !errored {
-        // It finished after all, or a later attempt exists, or the build was cancelled.
-        tracing::info!("dead-lettered job's task has moved on; nothing to do");
+        // It finished after all, or a later attempt exists, or the build was cancelled. If
+        // this attempt finished, its end may never have been announced: its worker lost the
+        // broker before it could, and RabbitMQ's copies of the job ran out meanwhile.
+        // Announcing it again changes nothing if it was.
+        let task = app.store.task(job.build.id, &job.task).await?;
+        if let Some(task) = task.filter(|t| t.attempt == job.attempt)
+            && let Some(outcome) = task.ended
+        {
+            tracing::info!(%outcome, "dead-lettered job's task had finished; its end is announced again");
+            app.broker
+                .publish_event(&Event::TaskFinished(TaskFinished {
+                    build: job.build.clone(),
+                    task: job.task.clone(),
+                    attempt: job.attempt,
+                    outcome,
+                    artifacts: task.artifacts,
+                    images: task.images,
+                }))
+                .await?;
+        } else {
+            tracing::info!("dead-lettered job's task has moved on; nothing to do");
+        }
         return Ok(());
     }
     tracing::warn!(%outcome, "dead-lettered job errored");

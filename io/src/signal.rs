@@ -1,6 +1,8 @@
-//! The signals that ask a Kiln process to stop.
+//! The signals that ask a Kiln process to stop, and how long it may take.
 
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 /// How long a process may take to stop once asked: past it, it exits whatever it is doing,
 /// so a wedged dependency never makes it ignore SIGTERM. Below the 30 s that Kubernetes and
@@ -33,5 +35,27 @@ pub fn stop_requested() -> impl Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `serve` (which stops when `shutdown` is cancelled) until it ends or a stop is
+/// requested; then cancels `shutdown` and waits for it at most [`STOP_GRACE`], past which the
+/// process exits with status 1, whatever `serve` is waiting for.
+pub async fn run_until_stopped<T: Send + 'static>(
+    serve: impl Future<Output = T> + Send + 'static,
+    shutdown: CancellationToken,
+) -> Result<T, tokio::task::JoinError> {
+    let stop = stop_requested();
+    let mut running = tokio::spawn(serve);
+    tokio::select! {
+        ended = &mut running => return ended,
+        () = stop => shutdown.cancel(),
+    }
+    match tokio::time::timeout(STOP_GRACE, running).await {
+        Ok(ended) => ended,
+        Err(_) => {
+            tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
+            std::process::exit(1);
+        }
     }
 }

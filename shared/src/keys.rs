@@ -4,15 +4,9 @@
 //! This module only names keys and holds script text; it does no I/O. Every key starts with
 //! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
 
-use std::time::Duration;
-
 use crate::build::BuildId;
 use crate::lease::LeaseId;
 use crate::promotion::PromotionId;
-
-/// How long the bot and the workers wait for Redis's answer before taking the command as
-/// failed: long enough that a Redis slowed by load is not taken for one that is gone.
-pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sets a hash's `status` field to `ARGV[1]` only if it is currently one of the
 /// comma-separated `ARGV[2]` and, unless `ARGV[3]` is empty, its field `ARGV[3]` holds

@@ -61,6 +61,22 @@ impl Broker {
             .await
     }
 
+    /// Resolves when a new broker connection is up: the next one after the call, whatever
+    /// the state then.
+    pub fn reconnected(&self) -> impl Future<Output = ()> + use<> {
+        let mut states = self.link.watch();
+        states.borrow_and_update();
+        async move {
+            while states.changed().await.is_ok() {
+                if matches!(*states.borrow(), kiln_io::amqp::LinkState::Up(_)) {
+                    return;
+                }
+            }
+            // The link is gone for good: never.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Publishes an event and waits for the broker's confirm; a returned (unroutable)
     /// message is an error.
     pub async fn publish_event(&self, event: &Event) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
         tracing::Instrument::instrument(wait_while_running(worker, &job, &shutdown), span.clone())
             .await;
     }
-    let tries = with_pauses(&shutdown, || {
+    let tries = with_pauses(worker, &shutdown, || {
         let claim_again = redelivered;
         // Whatever a failed try claimed is this worker's to take again.
         redelivered = true;
@@ -127,13 +127,20 @@ enum Failure {
 
 /// Runs `step` until it succeeds, pausing [`RETRY_PAUSE`], doubled each time, up to
 /// [`MAX_RETRY_PAUSE`]; then, or on shutdown, gives its error.
-async fn with_pauses<T, F, Fut>(shutdown: &CancellationToken, mut step: F) -> anyhow::Result<T>
+/// A pause is cut short when the broker connection comes back: what failed for want of it
+/// is tried again at once.
+async fn with_pauses<T, F, Fut>(
+    worker: &Worker,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
     let mut pause = RETRY_PAUSE;
     loop {
+        let reconnected = worker.broker.reconnected();
         match step().await {
             Ok(value) => return Ok(value),
             Err(error) if pause > MAX_RETRY_PAUSE || shutdown.is_cancelled() => return Err(error),
@@ -141,6 +148,7 @@ where
                 tracing::warn!(error = format!("{error:#}"), ?pause, "trying again");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
+                    () = reconnected => {}
                     () = shutdown.cancelled() => return Err(error),
                 }
                 pause *= 2;
@@ -239,7 +247,7 @@ async fn run_job(
         }
     };
     tracing::info!(outcome = %ran.outcome, "task ended");
-    let recorded = with_pauses(&shutdown, || async {
+    let recorded = with_pauses(worker, &shutdown, || async {
         Ok(worker.store.finish(job, &ran).await?)
     })
     .await
@@ -249,9 +257,11 @@ async fn run_job(
         tracing::info!("the task's record moved on while it ran; its end is not announced");
         return Ok(Done::Finished);
     }
-    with_pauses(&shutdown, || announce_finished(worker, job, ran.clone()))
-        .await
-        .map_err(Failure::AfterRun)?;
+    with_pauses(worker, &shutdown, || {
+        announce_finished(worker, job, ran.clone())
+    })
+    .await
+    .map_err(Failure::AfterRun)?;
     Ok(Done::Finished)
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use kiln_shared::keys::{Keys, REDIS_RESPONSE_TIMEOUT};
+use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio_util::sync::CancellationToken;
@@ -78,21 +78,10 @@ pub struct Worker {
     pub running: presence::Running,
 }
 
-/// Redis's answers are waited for [`REDIS_RESPONSE_TIMEOUT`]: a loaded Redis is slow, not
-/// gone.
-fn redis_config() -> redis::aio::ConnectionManagerConfig {
-    redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-}
-
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
 /// unacknowledged, so RabbitMQ gives them to another worker.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())
-        .context("the Redis URL is not valid")?
-        // Each command goes out at once, not held back until the last one is acknowledged.
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let redis = redis::Client::open(info)?
-        .get_connection_manager_with_config(redis_config())
+    let (_, redis) = kiln_io::redis::connect(&settings.redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
     let docker = match docker::DockerRunner::connect(&settings.prefix).await {

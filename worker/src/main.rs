@@ -114,11 +114,7 @@ struct Serve {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    kiln_io::logging::init();
     let args = Args::parse();
     match args.command {
         Some(Subcommand::Run {
@@ -220,19 +216,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir,
     };
     let shutdown = CancellationToken::new();
-    let stop = kiln_io::signal::stop_requested();
-    let mut running = tokio::spawn(kiln_worker::run(settings, shutdown.clone()));
-    tokio::select! {
-        ended = &mut running => return ended?,
-        () = stop => shutdown.cancel(),
-    }
     // Whatever it is waiting for, the worker is gone within the grace; its jobs, not
     // acknowledged, go to another worker.
-    match tokio::time::timeout(kiln_io::signal::STOP_GRACE, running).await {
-        Ok(ended) => ended?,
-        Err(_) => {
-            tracing::error!(grace = ?kiln_io::signal::STOP_GRACE, "not stopped within the grace; exiting");
-            std::process::exit(1);
-        }
-    }
+    kiln_io::signal::run_until_stopped(kiln_worker::run(settings, shutdown.clone()), shutdown)
+        .await?
 }

@@ -16,7 +16,7 @@ pub use promotion::{Approval, Approved, PromotionRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::keys::{ATTEMPT_FIELDS, Keys, STATUS_TRANSITION_SCRIPT};
@@ -181,12 +181,7 @@ fn build_record(
     })
 }
 
-/// Milliseconds since the Unix epoch, as stored in records.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use kiln_io::clock::now_ms;
 
 /// A build as stored.
 #[derive(Debug, Clone)]
@@ -229,6 +224,8 @@ pub struct TaskRecord {
     pub exit_code: Option<i64>,
     /// The outcome in words, e.g. `failed with exit code 3`.
     pub outcome: Option<String>,
+    /// How its attempt ended, once it has.
+    pub ended: Option<TaskOutcome>,
     /// What the task kept for the tasks that need it.
     pub artifacts: Vec<Artifact>,
     /// The in-tree images it ran in.
@@ -894,6 +891,9 @@ fn task_records<'a>(
             worker: h.remove("worker"),
             exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
             outcome: h.remove("outcome"),
+            ended: h
+                .get("outcome_json")
+                .and_then(|j| serde_json::from_str(j).ok()),
             artifacts: h
                 .get("artifacts_json")
                 .and_then(|j| serde_json::from_str(j).ok())

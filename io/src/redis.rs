@@ -1,0 +1,21 @@
+//! Redis as both binaries open it: one multiplexed connection that reconnects by itself.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How long a command waits for Redis's answer before it counts as failed: long enough that
+/// a Redis slowed by load is not taken for one that is gone.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens `url` with `TCP_NODELAY` (each command goes out at once, not held back until the
+/// last one is acknowledged) and a [`RESPONSE_TIMEOUT`]: the client, for connections of
+/// their own (a blocking read), and the shared connection.
+pub async fn connect(url: &str) -> redis::RedisResult<(redis::Client, ConnectionManager)> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
+    let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let manager = client.get_connection_manager_with_config(config).await?;
+    Ok((client, manager))
+}
