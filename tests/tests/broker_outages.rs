@@ -377,8 +377,6 @@ async fn every_push_is_built_once_through_broker_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: over 50 kills a job now and then reaches its delivery limit and is \
-            dead-lettered, and its build may stay running; run with --ignored"]
 async fn every_push_is_built_once_through_broker_kills() {
     survive(Outage::Kill).await;
 }
