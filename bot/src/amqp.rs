@@ -225,27 +225,14 @@ async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::R
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        t.jobs_exchange().into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        t.events_exchange().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        t.dead_exchange().into(),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
+    for (exchange, kind) in [
+        (t.jobs_exchange(), ExchangeKind::Direct),
+        (t.events_exchange(), ExchangeKind::Topic),
+        (t.dead_exchange(), ExchangeKind::Fanout),
+    ] {
+        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
+            .await?;
+    }
 
     let queue = QueueDeclareOptions {
         durable: true,

@@ -14,7 +14,7 @@ use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
 use kiln_shared::routing::JOB_DELIVERY_LIMIT;
 use kiln_shared::wire::{
-    BuildFinished, Event, JobRequested, TaskFinished, TaskStarted, TaskSummary,
+    Artifact, BuildFinished, Event, ImageUse, JobRequested, TaskFinished, TaskStarted, TaskSummary,
 };
 
 use crate::app::App;
@@ -143,31 +143,33 @@ pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()
             && let Some(outcome) = task.ended
         {
             tracing::info!(%outcome, "dead-lettered job's task had finished; its end is announced again");
-            app.broker
-                .publish_event(&Event::TaskFinished(TaskFinished {
-                    build: job.build.clone(),
-                    task: job.task.clone(),
-                    attempt: job.attempt,
-                    outcome,
-                    artifacts: task.artifacts,
-                    images: task.images,
-                }))
-                .await?;
+            announce_end(app, job, outcome, task.artifacts, task.images).await?;
         } else {
             tracing::info!("dead-lettered job's task has moved on; nothing to do");
         }
         return Ok(());
     }
     tracing::warn!(%outcome, "dead-lettered job errored");
-    // Announced like a worker's result, so the scheduler and subscribers see the same thing.
+    announce_end(app, job, outcome, Vec::new(), Vec::new()).await
+}
+
+/// Announces how `job`'s attempt ended like a worker's result, so the scheduler and
+/// subscribers see the same thing.
+async fn announce_end(
+    app: &App,
+    job: &JobRequested,
+    outcome: TaskOutcome,
+    artifacts: Vec<Artifact>,
+    images: Vec<ImageUse>,
+) -> anyhow::Result<()> {
     app.broker
         .publish_event(&Event::TaskFinished(TaskFinished {
             build: job.build.clone(),
             task: job.task.clone(),
             attempt: job.attempt,
             outcome,
-            artifacts: Vec::new(),
-            images: Vec::new(),
+            artifacts,
+            images,
         }))
         .await?;
     Ok(())
