@@ -104,15 +104,14 @@ impl Broker {
     pub async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         let properties =
             BasicProperties::default().with_correlation_id(event.build().id.to_string().into());
-        self.link
-            .publish(&Message {
-                exchange: &self.topology.events_exchange(),
-                routing_key: &event.routing_key(),
-                body: &wire::encode(event),
-                properties,
-                mandatory: !matches!(event, Event::BuildFinished(_)),
-            })
-            .await
+        let mandatory = !matches!(event, Event::BuildFinished(_));
+        self.publish_on_events(
+            &event.routing_key(),
+            &wire::encode(event),
+            properties,
+            mandatory,
+        )
+        .await
     }
 
     /// Publishes what happened to a promotion and waits for the broker to confirm it; no
@@ -122,13 +121,30 @@ impl Broker {
         if let Some(id) = event.promotion {
             properties = properties.with_correlation_id(format!("promotion-{id}").into());
         }
+        self.publish_on_events(
+            &event.routing_key(),
+            &wire::encode(event),
+            properties,
+            false,
+        )
+        .await
+    }
+
+    /// Publishes `body` to the events exchange under `routing_key`, confirmed.
+    async fn publish_on_events(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         self.link
             .publish(&Message {
                 exchange: &self.topology.events_exchange(),
-                routing_key: &event.routing_key(),
-                body: &wire::encode(event),
+                routing_key,
+                body,
                 properties,
-                mandatory: false,
+                mandatory,
             })
             .await
     }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use crate::wait_for;
+
 /// How long a node may take to boot, or to start its application again, on a loaded
 /// two-core machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -113,19 +115,15 @@ impl TestBroker {
     /// Waits until the node takes AMQP connections, failing the test after
     /// [`BOOT_TIMEOUT`]; returns when that was.
     pub async fn wait_up(&self) -> Instant {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            if self.answers().await {
-                return Instant::now();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "RabbitMQ node {} did not answer within {BOOT_TIMEOUT:?} (read {})",
-                self.node,
-                self.path("rabbitmq.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!(
+            "RabbitMQ node {} to answer (read {})",
+            self.node,
+            self.path("rabbitmq.log").display()
+        );
+        wait_for(&what, BOOT_TIMEOUT, || async {
+            self.answers().await.then(Instant::now)
+        })
+        .await
     }
 
     /// Whether the node answers AMQP's protocol header with a method frame.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kiln_io::amqp::CONFIRM_DEADLINE;
 use kiln_tests::broker::TestBroker;
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::processes::{self, Process};
@@ -149,6 +150,26 @@ impl Installation {
             self.status(id)
                 .await
                 .filter(|s| !matches!(s.as_str(), "queued" | "running"))
+        })
+        .await
+    }
+
+    /// The broker's id of the bot's connection, once it has one other than `closed`.
+    async fn bot_connection(&self, closed: &str) -> String {
+        let args = [
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+        ];
+        wait_for("the bot to be connected", E2E_TIMEOUT, || async {
+            let connections = self.broker.ctl(&args).await;
+            connections
+                .lines()
+                .filter(|l| l.contains("kiln-bot"))
+                .filter_map(|l| l.split_whitespace().next())
+                .find(|pid| *pid != closed)
+                .map(str::to_owned)
         })
         .await
     }
@@ -388,35 +409,25 @@ async fn a_connection_cut_under_a_publish_loses_nothing() {
     let mut kiln = Installation::start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let stream = tokio::spawn(kiln.pusher().stream("cut", stop.clone()));
+    let mut closed = String::new();
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let connections = kiln
-            .broker
-            .ctl(&[
-                "list_connections",
-                "pid",
-                "client_properties",
-                "--no-table-headers",
-            ])
-            .await;
-        let bot = connections
-            .lines()
-            .find(|l| l.contains("kiln-bot"))
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap_or_else(|| panic!("the bot's connection in {connections}"))
-            .to_owned();
+        let bot = kiln.bot_connection(&closed).await;
         kiln.broker
             .ctl(&["close_connection", &bot, "closed by the test"])
             .await;
+        closed = bot;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    kiln.bot_connection(&closed).await;
     // Frozen past the bot's confirm deadline: publishes in flight time out, the bot gives
     // the connection up, and the pushes meanwhile wait in the outbox.
     kiln.broker.signal(nix::sys::signal::Signal::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(CONFIRM_DEADLINE + Duration::from_secs(2)).await;
     kiln.check_running("while the broker was frozen");
     kiln.broker.signal(nix::sys::signal::Signal::SIGCONT);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for("/readyz to say RabbitMQ is back", E2E_TIMEOUT, || async {
+        (kiln.readyz().await.0 == 200).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let answers = stream.await.expect("the push stream");
     let waited = kiln.check_builds(&answers).await;

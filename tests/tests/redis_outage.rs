@@ -30,14 +30,8 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["held"], true, "{answer}");
     }
-    let ready = kiln
-        .http
-        .get(kiln.url("/readyz"))
-        .send()
-        .await
-        .expect("/readyz");
-    assert_eq!(ready.status(), 503);
-    let ready: serde_json::Value = ready.json().await.expect("JSON");
+    let (status, ready) = readyz(&kiln).await;
+    assert_eq!(status, 503);
     assert_eq!(ready["rabbitmq"], "up", "{ready}");
     assert_ne!(ready["redis"], "up", "{ready}");
 
@@ -88,12 +82,19 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
         .await
         .expect("the build counter");
     assert_eq!(numbered, 4, "one build before, three held");
-    let ready = kiln
+    let (status, ready) = readyz(&kiln).await;
+    assert_eq!(status, 200, "{ready}");
+    kiln.stop().await;
+}
+
+/// `/readyz`: its status and answer.
+async fn readyz(kiln: &Kiln) -> (u16, serde_json::Value) {
+    let response = kiln
         .http
         .get(kiln.url("/readyz"))
         .send()
         .await
         .expect("/readyz");
-    assert_eq!(ready.status(), 200);
-    kiln.stop().await;
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
 }

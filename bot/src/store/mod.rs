@@ -470,11 +470,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// How many builds wait in the outbox.
-    pub async fn outbox_len(&self) -> RedisResult<u64> {
-        self.conn.clone().zcard(self.keys.outbox()).await
-    }
-
     /// When build `id` was accepted, in ms since the Unix epoch.
     pub async fn created_ms(&self, id: BuildId) -> RedisResult<Option<u64>> {
         self.conn

@@ -110,7 +110,7 @@ pub struct Session {
     publisher: Channel,
     broken: CancellationToken,
     /// Counts the sessions of this link, from 1.
-    pub number: u64,
+    number: u64,
 }
 
 impl std::fmt::Debug for Session {
