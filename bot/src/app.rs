@@ -10,7 +10,7 @@ use crate::interactions::Interactions;
 use crate::leases::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
-use crate::notify::cards::Cards;
+use crate::notify::keepers::Keepers;
 use crate::notify::render::Templates;
 use crate::outbox::Outbox;
 use crate::specs::Specs;
@@ -29,7 +29,7 @@ pub struct App {
     /// The chat vendors cards and notifications are posted to.
     pub chat: Arc<Chat>,
     /// The builds whose cards are being kept up to date.
-    pub cards: Cards,
+    pub cards: Keepers,
     /// The forges commit statuses are set on.
     pub forges: Arc<Forges>,
     /// The Docker engine `docker` pools' environments run on, when there is such a pool.
@@ -71,7 +71,7 @@ impl App {
             containers,
             chat: Arc::new(Chat::new(&config, &http, forges.clone())),
             forges,
-            cards: Cards::default(),
+            cards: Keepers::default(),
             config: Arc::new(config),
             store,
             broker,

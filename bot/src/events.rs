@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::amqp::BotQueue;
 use crate::app::App;
+use crate::notify::cards;
 use crate::{ingress, leases, outbox, planner, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
@@ -32,7 +33,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// until `shutdown` is cancelled.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     for id in app.store.cards_pending().await? {
-        app.cards.refresh(&app, id);
+        cards::refresh(&app, id);
     }
     let handle_event = |event: Event| {
         let span =
@@ -42,7 +43,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     };
     tokio::try_join!(
         leases::reap(app.clone(), shutdown.clone()),
-        outbox::relay(app.clone(), shutdown.clone()),
+        outbox::relay::relay(app.clone(), shutdown.clone()),
         serve(
             &app,
             BotQueue::Builds,
@@ -93,7 +94,7 @@ async fn handle(app: &App, event: &Event) -> anyhow::Result<()> {
     }
     // Noted before the event is acknowledged: a bot that stops before the keeper is done
     // takes the build up again when it starts.
-    app.cards.changed(app, event.build()).await?;
+    cards::changed(app, event.build()).await?;
     Ok(())
 }
 

@@ -12,16 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_io::amqp::LinkState;
-
-use crate::app::App;
-
 /// How long one piece of work may run before the bot counts as stuck: past every deadline
 /// inside it (a git fetch's 10 minutes is the longest).
 pub const STALLED_AFTER: Duration = Duration::from_secs(15 * 60);
-
-/// How long `/readyz` waits for Redis's answer.
-const REDIS_PING_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The work in progress, for the liveness check; cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -69,35 +62,6 @@ impl Drop for Busy {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
     }
-}
-
-/// `Err` with why, when the bot is stuck.
-pub fn alive(app: &App) -> Result<(), String> {
-    match app.watchdog.stalled(STALLED_AFTER) {
-        None => Ok(()),
-        Some((what, running)) => Err(format!(
-            "stuck: {what} has been running for {} s",
-            running.as_secs()
-        )),
-    }
-}
-
-/// What each service the bot needs says: `Ok` when it is up, else why not.
-pub async fn readiness(app: &App) -> [(&'static str, Result<(), String>); 2] {
-    let rabbitmq = match app.broker.state() {
-        LinkState::Up(_) => Ok(()),
-        LinkState::Down { since, error } => Err(format!(
-            "unreachable for {} s{}",
-            since.elapsed().as_secs(),
-            error.map(|e| format!(": {e}")).unwrap_or_default()
-        )),
-    };
-    let redis = match tokio::time::timeout(REDIS_PING_DEADLINE, app.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("unreachable: {error}")),
-        Err(_) => Err(format!("no answer within {REDIS_PING_DEADLINE:?}")),
-    };
-    [("rabbitmq", rabbitmq), ("redis", redis)]
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@
 //! repository that cannot be fetched ends it as errored. Neither is an error of the bot's.
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
-use kiln_shared::plan::{Plan, PlannedTask};
+use kiln_shared::plan::Plan;
 use kiln_shared::spec::{SPEC_FILE, Trigger};
-use kiln_shared::wire::{BuildRequested, JobRequested};
+use kiln_shared::wire::BuildRequested;
 
 use crate::app::App;
 use crate::store::BuildRecord;
-use crate::{resources, scheduler};
+use crate::{lifecycle, resources};
 
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
 /// stored and publishes only jobs still queued, which workers take at most once.
@@ -38,7 +38,7 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         && let Some(now) = app.store.build(id).await?
     {
         // Cancelled while being planned: what was just stored is cancelled too.
-        scheduler::cancel_tasks(app, &now).await?;
+        lifecycle::cancel_tasks(app, &now).await?;
         return Ok(());
     }
     if let Some(from) = record.reuse {
@@ -105,7 +105,7 @@ async fn reuse_passed(
     tracing::info!(build = %id, %from, reused = passed.len(), "passed tasks taken from an earlier build");
     if remaining <= 0 {
         let record = app.store.build(id).await?.unwrap_or_else(|| record.clone());
-        scheduler::finish_build(app, &record).await?;
+        lifecycle::finish_build(app, &record).await?;
         return Ok(true);
     }
     Ok(false)
@@ -203,29 +203,5 @@ async fn end_unrun(
     reason: String,
 ) -> anyhow::Result<()> {
     tracing::info!(build = %record.build.id, %status, %reason, "build ends before running");
-    scheduler::end_build(app, record, status, Vec::new(), Some(reason)).await
-}
-
-/// The job that runs attempt `attempt` of `task`, with the artifacts of the tasks it needs.
-pub async fn job(
-    app: &App,
-    record: &BuildRecord,
-    task: &PlannedTask,
-    attempt: u32,
-) -> redis::RedisResult<JobRequested> {
-    let needs: Vec<&str> = task.needs.iter().map(String::as_str).collect();
-    let inputs = app
-        .store
-        .task_records(record.build.id, &needs)
-        .await?
-        .into_iter()
-        .flat_map(|t| t.artifacts)
-        .collect();
-    Ok(JobRequested::for_task(
-        &record.build,
-        &record.clone_url,
-        task,
-        attempt,
-        inputs,
-    ))
+    lifecycle::end_build(app, record, status, Vec::new(), Some(reason)).await
 }

@@ -18,12 +18,13 @@ use kiln_shared::view::PromotionMessage;
 use kiln_shared::wire::{BuildRef, BuildRequested};
 
 use crate::app::App;
-use crate::commands::{Actor, Reply, clone_url_of};
+use crate::commands::actor::Actor;
+use crate::commands::reply::Reply;
 use crate::config::Promote;
-use crate::ingress;
 use crate::mirror::Pushed;
 use crate::notify::{Buttons, Chat};
 use crate::store::{Approved, BuildRecord, PromotionRecord};
+use crate::{ingress, repositories};
 
 /// Builds a promotion looks back over, newest first, for the ones of a commit.
 const BUILD_LOOKBACK: u64 = 500;
@@ -45,7 +46,7 @@ pub async fn promote(
         )));
     };
     let name = repository.name.as_str();
-    let Some(clone_url) = clone_url_of(app, repository).await? else {
+    let Some(clone_url) = repositories::clone_url(app, repository).await? else {
         return Ok(Reply::invalid(format!(
             "Kiln does not know where to fetch {repo} from yet: push to it once, or set its \
              `clone_url` in Kiln's configuration."

@@ -14,10 +14,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use kiln_shared::build::TaskStatus;
 use kiln_shared::lease::{LeaseId, resource_variable};
 use kiln_shared::plan::PlannedTask;
+use kiln_shared::wire::JobRequested;
 
 use crate::app::App;
 use crate::config::{Pool, PoolKind};
-use crate::planner::job;
 use crate::store::{BuildRecord, LeaseRecord, Waiting, now_ms};
 
 /// How long past its timeout a task's slot is held: time to check out, build its image, and
@@ -238,4 +238,28 @@ async fn try_again(app: &App, waiting: &Waiting) -> anyhow::Result<()> {
         dispatch(app, &record, task, waiting.attempt).await?;
     }
     Ok(())
+}
+
+/// The job that runs attempt `attempt` of `task`, with the artifacts of the tasks it needs.
+async fn job(
+    app: &App,
+    record: &BuildRecord,
+    task: &PlannedTask,
+    attempt: u32,
+) -> redis::RedisResult<JobRequested> {
+    let needs: Vec<&str> = task.needs.iter().map(String::as_str).collect();
+    let inputs = app
+        .store
+        .task_records(record.build.id, &needs)
+        .await?
+        .into_iter()
+        .flat_map(|t| t.artifacts)
+        .collect();
+    Ok(JobRequested::for_task(
+        &record.build,
+        &record.clone_url,
+        task,
+        attempt,
+        inputs,
+    ))
 }

@@ -11,6 +11,7 @@ pub mod commit_status;
 pub mod keys;
 pub mod lease;
 pub mod pattern;
+pub mod permission;
 pub mod plan;
 pub mod platform;
 pub mod presence;

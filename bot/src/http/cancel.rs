@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{error, operator, unauthorized};
 use crate::app::App;
-use crate::scheduler::{self, Cancel};
+use crate::lifecycle::{self, Cancel};
 
 pub async fn handle_cancel(
     State(app): State<App>,
@@ -21,7 +21,7 @@ pub async fn handle_cancel(
         return unauthorized();
     };
     let id = BuildId(id);
-    match scheduler::cancel_build(&app, id, &operator.name).await {
+    match lifecycle::cancel_build(&app, id, &operator.name).await {
         Ok(Cancel::Cancelled { tasks }) => Json(json!({
             "build": id,
             "status": "cancelled",

@@ -1,18 +1,24 @@
 //! `/healthz` (is the bot alive?) and `/readyz` (can it do its work now?), for service
 //! managers and load balancers; see [`crate::health`].
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kiln_io::amqp::LinkState;
 use serde_json::json;
 
 use crate::app::App;
-use crate::health;
+use crate::health::STALLED_AFTER;
+
+/// How long `/readyz` waits for Redis's answer.
+const REDIS_PING_DEADLINE: Duration = Duration::from_secs(2);
 
 /// `200 ok`, or `503` with why the bot is stuck: restart it.
 pub async fn healthz(State(app): State<App>) -> Response {
-    match health::alive(&app) {
+    match alive(&app) {
         Ok(()) => "ok".into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
@@ -22,7 +28,7 @@ pub async fn healthz(State(app): State<App>) -> Response {
 /// `"up"` or why not for each. While RabbitMQ is away the bot still accepts builds (into
 /// its outbox), so a load balancer may keep sending it webhooks.
 pub async fn readyz(State(app): State<App>) -> Response {
-    let services = health::readiness(&app).await;
+    let services = readiness(&app).await;
     let ready = services.iter().all(|(_, state)| state.is_ok());
     let body: serde_json::Map<String, serde_json::Value> = services
         .into_iter()
@@ -39,4 +45,33 @@ pub async fn readyz(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// `Err` with why, when the bot is stuck.
+fn alive(app: &App) -> Result<(), String> {
+    match app.watchdog.stalled(STALLED_AFTER) {
+        None => Ok(()),
+        Some((what, running)) => Err(format!(
+            "stuck: {what} has been running for {} s",
+            running.as_secs()
+        )),
+    }
+}
+
+/// What each service the bot needs says: `Ok` when it is up, else why not.
+async fn readiness(app: &App) -> [(&'static str, Result<(), String>); 2] {
+    let rabbitmq = match app.broker.state() {
+        LinkState::Up(_) => Ok(()),
+        LinkState::Down { since, error } => Err(format!(
+            "unreachable for {} s{}",
+            since.elapsed().as_secs(),
+            error.map(|e| format!(": {e}")).unwrap_or_default()
+        )),
+    };
+    let redis = match tokio::time::timeout(REDIS_PING_DEADLINE, app.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("unreachable: {error}")),
+        Err(_) => Err(format!("no answer within {REDIS_PING_DEADLINE:?}")),
+    };
+    [("rabbitmq", rabbitmq), ("redis", redis)]
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::error;
 use crate::app::App;
+use crate::notify::cards;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +76,7 @@ pub async fn handle_report(
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     tracing::info!(build = %id, reporter = %report.reporter, verdict = ?report.verdict, "report");
-    app.cards.refresh(&app, id);
+    cards::refresh(&app, id);
     (
         StatusCode::OK,
         Json(json!({ "build": id, "reporter": report.reporter })),

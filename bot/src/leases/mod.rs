@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub use docker::Containers;
 
 use crate::app::App;
-use crate::commands::{Actor, Reply};
+use crate::commands::actor::Actor;
+use crate::commands::reply::Reply;
 use crate::config::{Pool, PoolKind};
 use crate::store::{LeaseRecord, now_ms};
 

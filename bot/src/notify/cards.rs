@@ -10,9 +10,8 @@
 //! A keeper also looks again every [`RECHECK`] while its build runs or a post failed, so a card
 //! that another bot rendered from an older state, or that chat refused, is put right.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, TaskStatus};
@@ -21,8 +20,9 @@ use kiln_shared::subscription::Subscription;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
 use kiln_shared::wire::BuildRef;
 
+use super::keepers::Keeper;
 use super::render::Dialect;
-use super::{Buttons, Chat, followers, is_alarm};
+use super::{Buttons, Chat, EVERY_REPOSITORY, is_alarm};
 use crate::app::App;
 use crate::config::Forge;
 use crate::store::{BuildRecord, TaskRecord};
@@ -42,94 +42,64 @@ const PASS_SPACING: Duration = Duration::from_millis(250);
 const FAILURE_LINES: usize = 15;
 const FAILURE_CHARS: usize = 900;
 
-/// The builds whose cards are being kept, each with the way to poke its keeper.
-#[derive(Debug, Clone, Default)]
-pub struct Cards {
-    live: Arc<Mutex<HashMap<BuildId, Arc<Keeper>>>>,
-}
-
-#[derive(Debug, Default)]
-struct Keeper {
-    poke: tokio::sync::Notify,
-    /// Set by every poke, cleared as a pass starts: a keeper leaves only when it is clear.
-    dirty: AtomicBool,
-}
-
-impl Cards {
-    /// Build `build` changed: notes its cards due, so that a bot stopped before they are out
-    /// takes them up again when it starts, and brings them up to date. A build that no
-    /// channel follows, and whose forge is told no statuses, has nothing to show: nothing is
-    /// noted and no keeper started, at the cost of one Redis round trip.
-    pub async fn changed(&self, app: &App, build: &BuildRef) -> redis::RedisResult<()> {
-        let due = if app.chat.discord_channel.is_some() || has_statuses(app, &build.repo) {
-            app.store.cards_due(build.id).await?;
-            true
-        } else {
-            app.store
-                .cards_due_if_followed(&build.repo, build.id)
-                .await?
-        };
-        if due {
-            self.refresh(app, build.id);
-        }
-        Ok(())
+/// Build `build` changed: notes its cards due, so that a bot stopped before they are out
+/// takes them up again when it starts, and brings them up to date. A build that no channel
+/// follows, and whose forge is told no statuses, has nothing to show: nothing is noted and
+/// no keeper started, at the cost of one Redis round trip.
+pub async fn changed(app: &App, build: &BuildRef) -> redis::RedisResult<()> {
+    let due = if app.chat.discord_channel.is_some() || has_statuses(app, &build.repo) {
+        app.store.cards_due(build.id).await?;
+        true
+    } else {
+        app.store
+            .cards_due_if_followed(&build.repo, build.id)
+            .await?
+    };
+    if due {
+        refresh(app, build.id);
     }
+    Ok(())
+}
 
-    /// Brings build `id`'s cards up to date, soon: pokes its keeper, or starts one.
-    pub fn refresh(&self, app: &App, id: BuildId) {
-        let mut live = self.live.lock().expect("not poisoned");
-        if let Some(keeper) = live.get(&id) {
-            keeper.dirty.store(true, Ordering::SeqCst);
-            keeper.poke.notify_one();
+/// Brings build `id`'s cards up to date, soon: pokes its keeper, or starts one.
+pub fn refresh(app: &App, id: BuildId) {
+    if let Some(keeper) = app.cards.poke(id) {
+        tokio::spawn(keep(app.clone(), id, keeper));
+    }
+}
+
+/// Keeps build `id`'s cards until the build has ended and every card and notification is
+/// out, or nothing happened for [`IDLE`].
+async fn keep(app: App, id: BuildId, keeper: Arc<Keeper>) {
+    let mut shown = HashMap::new();
+    let mut quiet = Duration::ZERO;
+    loop {
+        keeper.pass_begins();
+        let began = tokio::time::Instant::now();
+        let done = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
+            tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
+            false
+        });
+        if !done {
+            if keeper.poked_within(RECHECK).await {
+                quiet = Duration::ZERO;
+            } else {
+                quiet += RECHECK;
+            }
+            tokio::time::sleep_until(began + PASS_SPACING).await;
+            if quiet < IDLE {
+                continue;
+            }
+        }
+        // Everything is out: a restarted bot need not take the build up again.
+        if done && let Err(error) = app.store.cards_out(id).await {
+            tracing::warn!(build = %id, %error, "cannot note a build's cards out");
+        }
+        if app.cards.leave(id, &keeper) {
             return;
         }
-        let keeper = Arc::new(Keeper::default());
-        live.insert(id, keeper.clone());
-        tokio::spawn(self.clone().keep(app.clone(), id, keeper));
-    }
-
-    /// Keeps build `id`'s cards until the build has ended and every card and notification is
-    /// out, or nothing happened for [`IDLE`].
-    async fn keep(self, app: App, id: BuildId, keeper: Arc<Keeper>) {
-        let mut shown = HashMap::new();
-        let mut quiet = Duration::ZERO;
-        loop {
-            keeper.dirty.store(false, Ordering::SeqCst);
-            let began = tokio::time::Instant::now();
-            let done = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
-                tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
-                false
-            });
-            if !done {
-                match tokio::time::timeout(RECHECK, keeper.poke.notified()).await {
-                    Ok(()) => quiet = Duration::ZERO,
-                    Err(_) => quiet += RECHECK,
-                }
-                tokio::time::sleep_until(began + PASS_SPACING).await;
-                if quiet < IDLE {
-                    continue;
-                }
-            }
-            // Everything is out: a restarted bot need not take the build up again.
-            if done && let Err(error) = app.store.cards_out(id).await {
-                tracing::warn!(build = %id, %error, "cannot note a build's cards out");
-            }
-            // Leave only if no poke came since the pass began; decided under the lock that
-            // `refresh` takes, so a poke either finds this keeper going on or starts a new one.
-            let leave = {
-                let mut live = self.live.lock().expect("not poisoned");
-                let leave = !keeper.dirty.load(Ordering::SeqCst);
-                if leave {
-                    live.remove(&id);
-                }
-                leave
-            };
-            if leave {
-                return;
-            }
-            if done && let Err(error) = app.store.cards_due(id).await {
-                tracing::warn!(build = %id, %error, "cannot note a build's cards due");
-            }
+        if done && let Err(error) = app.store.cards_due(id).await {
+            tracing::warn!(build = %id, %error, "cannot note a build's cards due");
         }
     }
 }
@@ -385,4 +355,33 @@ async fn notify_failure(
             Ok(false)
         }
     }
+}
+
+/// The channels that follow build `id` of `repo`, each with its subscriptions: those that
+/// subscribe to the repository, and those the build was asked for in.
+async fn followers(
+    app: &App,
+    id: BuildId,
+    repo: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
+    let (mut all, asked_in) = app.store.audience(repo, id).await?;
+    for channel in asked_in {
+        all.push(Subscription::new(channel, repo, None, Vec::new()));
+    }
+    if let Some(id) = app.chat.discord_channel {
+        all.push(Subscription::new(
+            format!("discord:{id}"),
+            EVERY_REPOSITORY,
+            None,
+            Vec::new(),
+        ));
+    }
+    let mut by_channel: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
+    for subscription in all {
+        by_channel
+            .entry(subscription.channel.clone())
+            .or_default()
+            .push(subscription);
+    }
+    Ok(by_channel)
 }

@@ -7,20 +7,18 @@
 
 pub mod cards;
 pub mod discord;
+pub mod keepers;
 pub mod render;
 pub mod slack;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use kiln_shared::build::{BuildId, BuildStatus};
-use kiln_shared::subscription::Subscription;
+use kiln_shared::build::BuildStatus;
 use kiln_shared::view::BuildMessage;
 use serenity::all::{ChannelId, MessageId};
 
-use crate::app::App;
 use crate::config::{Config, Forge};
 use crate::forges::Forges;
 use render::Dialect;
@@ -30,7 +28,7 @@ use render::Dialect;
 const CHAT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the configured Discord channel's implicit subscription names as its repository.
-const EVERY_REPOSITORY: &str = "*";
+pub(crate) const EVERY_REPOSITORY: &str = "*";
 
 /// A card's buttons: commands a click gives, as `(label, command)`, and a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,33 +260,4 @@ async fn in_time<T>(
 /// Whether a build that ended so is announced by a notification of its own.
 fn is_alarm(status: BuildStatus) -> bool {
     matches!(status, BuildStatus::Failed | BuildStatus::Errored)
-}
-
-/// The channels that follow build `id` of `repo`, each with its subscriptions: those that
-/// subscribe to the repository, and those the build was asked for in.
-pub async fn followers(
-    app: &App,
-    id: BuildId,
-    repo: &str,
-) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
-    let (mut all, asked_in) = app.store.audience(repo, id).await?;
-    for channel in asked_in {
-        all.push(Subscription::new(channel, repo, None, Vec::new()));
-    }
-    if let Some(id) = app.chat.discord_channel {
-        all.push(Subscription::new(
-            format!("discord:{id}"),
-            EVERY_REPOSITORY,
-            None,
-            Vec::new(),
-        ));
-    }
-    let mut by_channel: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
-    for subscription in all {
-        by_channel
-            .entry(subscription.channel.clone())
-            .or_default()
-            .push(subscription);
-    }
-    Ok(by_channel)
 }

@@ -13,17 +13,15 @@
 //! [`GIVE_UP_AFTER`] ends as errored, with the reason on its card; one RabbitMQ cannot be
 //! reached for waits, however long.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, BuildStatus};
 use kiln_shared::wire::Event;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::PublishError;
 use crate::app::App;
-use crate::scheduler;
+use crate::lifecycle;
 use crate::store::{OUTBOX_GRACE, now_ms};
 
 /// How often the relay looks at the outbox when nothing tells it to.
@@ -41,19 +39,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How long after its acceptance a build RabbitMQ keeps refusing is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60 * 60);
 
-/// Tells the relay that entries are due.
-#[derive(Debug, Clone, Default)]
-pub struct Outbox {
-    due: Arc<Notify>,
-}
-
-impl Outbox {
-    /// Wakes the relay: an entry is due now.
-    pub fn poke(&self) {
-        self.due.notify_one();
-    }
-}
-
 /// Relays the outbox's due entries whenever RabbitMQ is connected: at once when it comes
 /// back, when poked, and every [`LOOK_EVERY`], until `shutdown`.
 pub async fn relay(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -61,7 +46,7 @@ pub async fn relay(app: App, shutdown: CancellationToken) -> anyhow::Result<()> 
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            () = app.outbox.due.notified() => {}
+            () = app.outbox.due() => {}
             _ = link.changed() => {}
             () = tokio::time::sleep(LOOK_EVERY) => {}
         }
@@ -141,6 +126,6 @@ async fn give_up(
         GIVE_UP_AFTER.as_secs() / 60
     );
     tracing::error!(build = %id, %reason, "build given up");
-    scheduler::end_build(app, record, BuildStatus::Errored, Vec::new(), Some(reason)).await?;
+    lifecycle::end_build(app, record, BuildStatus::Errored, Vec::new(), Some(reason)).await?;
     Ok(true)
 }

@@ -1,0 +1,112 @@
+//! `subscribe`, `unsubscribe` and `subscriptions`: which chat channels hear of which
+//! repositories' builds.
+
+use kiln_shared::subscription::Subscription;
+
+use super::actor::Actor;
+use super::reply::Reply;
+use crate::app::App;
+
+/// What `subscribe` and its kin answer outside a chat channel.
+const NO_CHANNEL: &str = "Subscriptions belong to chat channels: give this command in the Discord or Slack channel \
+     that is to receive the events.";
+
+/// `@branch`, or nothing.
+fn at(branch: Option<&str>) -> String {
+    branch.map(|b| format!("@{b}")).unwrap_or_default()
+}
+
+/// `subscribe <repo>[@branch] [events…]`: the channel the command was given in gets the
+/// repository's build cards.
+pub async fn subscribe(
+    app: &App,
+    actor: Actor<'_>,
+    repo: &str,
+    branch: Option<&str>,
+    events: &[String],
+) -> anyhow::Result<Reply> {
+    let Some(channel) = actor.channel else {
+        return Ok(Reply::invalid(NO_CHANNEL));
+    };
+    if let Some(why) = app.chat.unreachable(channel) {
+        return Ok(Reply::invalid(why));
+    }
+    let Some(repository) = app.config.repository(repo) else {
+        return Ok(Reply::invalid(format!("Kiln does not build {repo}.")));
+    };
+    let subscription = Subscription::new(
+        channel,
+        &repository.name,
+        branch.map(str::to_owned),
+        events.to_vec(),
+    );
+    let new = app.store.subscribe(&subscription).await?;
+    let what = if subscription.events.is_empty() {
+        "every build, its card edited as it runs".to_owned()
+    } else {
+        format!("builds that are {}", subscription.events.join(" or "))
+    };
+    Ok(Reply::done(format!(
+        "This channel {} {}{}: {what}.",
+        if new { "now follows" } else { "follows" },
+        subscription.repo,
+        at(branch)
+    )))
+}
+
+/// `unsubscribe <repo>[@branch]`: the channel stops following the repository.
+pub async fn unsubscribe(
+    app: &App,
+    actor: Actor<'_>,
+    repo: &str,
+    branch: Option<&str>,
+) -> anyhow::Result<Reply> {
+    let Some(channel) = actor.channel else {
+        return Ok(Reply::invalid(NO_CHANNEL));
+    };
+    let gone = app.store.unsubscribe(channel, repo, branch).await?;
+    Ok(unsubscribed(repo, branch, &gone))
+}
+
+fn unsubscribed(repo: &str, branch: Option<&str>, gone: &[Subscription]) -> Reply {
+    if gone.is_empty() {
+        Reply::invalid(format!(
+            "This channel has no subscription to {repo}{}.",
+            at(branch)
+        ))
+    } else {
+        let names: Vec<String> = gone.iter().map(Subscription::describe).collect();
+        Reply::done(format!(
+            "This channel no longer follows {}.",
+            names.join(", ")
+        ))
+    }
+}
+
+/// `subscriptions`: what the channel follows.
+pub async fn subscriptions(app: &App, actor: Actor<'_>) -> anyhow::Result<Reply> {
+    let Some(channel) = actor.channel else {
+        return Ok(Reply::invalid(NO_CHANNEL));
+    };
+    let all = app.store.channel_subscriptions(channel).await?;
+    let configured = app
+        .config
+        .discord
+        .as_ref()
+        .is_some_and(|d| channel == format!("discord:{}", d.channel_id));
+    Ok(followed(configured, &all))
+}
+
+fn followed(configured: bool, all: &[Subscription]) -> Reply {
+    if configured {
+        Reply::done(
+            "This channel follows every repository: Kiln's configuration names it \
+             (`[discord] channel_id`).",
+        )
+    } else if all.is_empty() {
+        Reply::done("This channel follows no repository; `subscribe <owner/repo>` makes it.")
+    } else {
+        let names: Vec<String> = all.iter().map(|s| format!("• {}", s.describe())).collect();
+        Reply::done(format!("This channel follows:\n{}", names.join("\n")))
+    }
+}
