@@ -24,3 +24,22 @@ pub fn help(command: Option<&str>) -> Reply {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        let all = help(None);
+        assert!(
+            all.text.starts_with("Kiln's commands:\n`build "),
+            "{}",
+            all.text
+        );
+        assert_eq!(all.text.lines().count(), COMMANDS.len() + 1);
+        insta::assert_snapshot!(help(Some("cancel")).text, @"`cancel <build>`: stops a build and its tasks");
+        insta::assert_snapshot!(help(Some("cancle")).text, @"`cancle` is not a command; did you mean `cancel`? Try `help cancel`");
+        insta::assert_snapshot!(help(Some("<script>")).text, @"`<script>` is not a command; try `help` for the list");
+    }
+}

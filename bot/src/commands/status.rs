@@ -1,5 +1,8 @@
 //! `status [repo] [branch]`: the newest builds.
 
+use kiln_shared::build::BuildStatus;
+use kiln_shared::wire::BuildRef;
+
 use super::reply::Reply;
 use crate::app::App;
 
@@ -11,26 +14,30 @@ const STATUS_SHOWN: usize = 10;
 /// The newest builds, of `repo` and `branch` if named.
 pub async fn status(app: &App, repo: Option<&str>, branch: Option<&str>) -> anyhow::Result<Reply> {
     let recent = app.store.recent_builds(STATUS_LOOKBACK).await?;
-    if recent.is_empty() {
-        return Ok(Reply::done("No builds yet."));
-    }
-    let mut lines = Vec::new();
-    for record in recent {
-        let b = &record.build;
-        let id = b.id;
-        if repo.is_some_and(|r| !r.eq_ignore_ascii_case(&b.repo))
-            || branch.is_some_and(|br| br != b.branch)
-        {
-            continue;
-        }
-        let commit: String = b.commit.chars().take(8).collect();
-        lines.push(format!(
-            "#{id} {} {} {commit} {}: {}",
-            b.repo, b.branch, record.status, record.subject
-        ));
-        if lines.len() == STATUS_SHOWN {
-            break;
-        }
+    let lines: Vec<String> = recent
+        .iter()
+        .filter(|r| {
+            repo.is_none_or(|repo| repo.eq_ignore_ascii_case(&r.build.repo))
+                && branch.is_none_or(|branch| branch == r.build.branch)
+        })
+        .take(STATUS_SHOWN)
+        .map(|r| line(&r.build, r.status, &r.subject))
+        .collect();
+    Ok(listed(recent.is_empty(), &lines, repo, branch))
+}
+
+/// One build, on one line.
+fn line(build: &BuildRef, status: BuildStatus, subject: &str) -> String {
+    let commit: String = build.commit.chars().take(8).collect();
+    format!(
+        "#{} {} {} {commit} {status}: {subject}",
+        build.id, build.repo, build.branch
+    )
+}
+
+fn listed(no_builds: bool, lines: &[String], repo: Option<&str>, branch: Option<&str>) -> Reply {
+    if no_builds {
+        return Reply::done("No builds yet.");
     }
     if lines.is_empty() {
         let what = match (repo, branch) {
@@ -38,7 +45,32 @@ pub async fn status(app: &App, repo: Option<&str>, branch: Option<&str>) -> anyh
             (Some(repo), None) => format!(" of {repo}"),
             _ => String::new(),
         };
-        return Ok(Reply::done(format!("No recent builds{what}.")));
+        return Reply::done(format!("No recent builds{what}."));
     }
-    Ok(Reply::done(lines.join("\n")))
+    Reply::done(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_shared::build::BuildId;
+
+    #[test]
+    fn replies() {
+        let build = BuildRef {
+            id: BuildId(8),
+            repo: "acme/app".into(),
+            branch: "main".into(),
+            commit: "0123456789abcdef".into(),
+        };
+        let one = line(&build, BuildStatus::Failed, "Fix `@everyone` <b>");
+        insta::assert_snapshot!(one, @"#8 acme/app main 01234567 failed: Fix `@everyone` <b>");
+        insta::assert_snapshot!(listed(true, &[], None, None).text, @"No builds yet.");
+        insta::assert_snapshot!(listed(false, &[], Some("acme/app"), Some("dev")).text, @"No recent builds of acme/app dev.");
+        insta::assert_snapshot!(listed(false, &[], Some("acme/app"), None).text, @"No recent builds of acme/app.");
+        insta::assert_snapshot!(listed(false, &[one.clone(), one], None, None).text, @r"
+        #8 acme/app main 01234567 failed: Fix `@everyone` <b>
+        #8 acme/app main 01234567 failed: Fix `@everyone` <b>
+        ");
+    }
 }

@@ -4,7 +4,7 @@
 use kiln_shared::subscription::Subscription;
 
 use super::actor::Actor;
-use super::reply::Reply;
+use super::reply::{self, Reply};
 use crate::app::App;
 
 /// What `subscribe` and its kin answer outside a chat channel.
@@ -32,7 +32,7 @@ pub async fn subscribe(
         return Ok(Reply::invalid(why));
     }
     let Some(repository) = app.config.repository(repo) else {
-        return Ok(Reply::invalid(format!("Kiln does not build {repo}.")));
+        return Ok(reply::not_built(repo));
     };
     let subscription = Subscription::new(
         channel,
@@ -41,17 +41,21 @@ pub async fn subscribe(
         events.to_vec(),
     );
     let new = app.store.subscribe(&subscription).await?;
+    Ok(subscribed(&subscription, new))
+}
+
+fn subscribed(subscription: &Subscription, new: bool) -> Reply {
     let what = if subscription.events.is_empty() {
         "every build, its card edited as it runs".to_owned()
     } else {
         format!("builds that are {}", subscription.events.join(" or "))
     };
-    Ok(Reply::done(format!(
+    Reply::done(format!(
         "This channel {} {}{}: {what}.",
         if new { "now follows" } else { "follows" },
         subscription.repo,
-        at(branch)
-    )))
+        at(subscription.branch.as_deref())
+    ))
 }
 
 /// `unsubscribe <repo>[@branch]`: the channel stops following the repository.
@@ -108,5 +112,33 @@ fn followed(configured: bool, all: &[Subscription]) -> Reply {
     } else {
         let names: Vec<String> = all.iter().map(|s| format!("• {}", s.describe())).collect();
         Reply::done(format!("This channel follows:\n{}", names.join("\n")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        let all = Subscription::new("slack:C1", "acme/app", None, Vec::new());
+        let failed = Subscription::new(
+            "slack:C1",
+            "acme/app",
+            Some("main".into()),
+            vec!["failed".into(), "errored".into()],
+        );
+        insta::assert_snapshot!(subscribed(&all, true).text, @"This channel now follows acme/app: every build, its card edited as it runs.");
+        insta::assert_snapshot!(subscribed(&failed, false).text, @"This channel follows acme/app@main: builds that are failed or errored.");
+        insta::assert_snapshot!(unsubscribed("acme/app", Some("dev"), &[]).text, @"This channel has no subscription to acme/app@dev.");
+        insta::assert_snapshot!(unsubscribed("acme/app", None, &[all.clone(), failed.clone()]).text, @"This channel no longer follows acme/app, acme/app@main (failed, errored).");
+        insta::assert_snapshot!(followed(true, &[]).text, @"This channel follows every repository: Kiln's configuration names it (`[discord] channel_id`).");
+        insta::assert_snapshot!(followed(false, &[]).text, @"This channel follows no repository; `subscribe <owner/repo>` makes it.");
+        insta::assert_snapshot!(followed(false, &[all, failed]).text, @r"
+            This channel follows:
+            • acme/app
+            • acme/app@main (failed, errored)
+            ");
+        insta::assert_snapshot!(NO_CHANNEL, @"Subscriptions belong to chat channels: give this command in the Discord or Slack channel that is to receive the events.");
     }
 }
