@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::amqp::Broker;
+use crate::config;
 use crate::config::{Config, PoolKind};
-use crate::forges::Forges;
+use crate::forge::{ForgeClient, Forges};
 use crate::health::Watchdog;
-use crate::interactions::Interactions;
 use crate::leases::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
@@ -15,6 +15,8 @@ use crate::notify::render::Templates;
 use crate::outbox::Outbox;
 use crate::specs::Specs;
 use crate::store::Store;
+use crate::vendors;
+use crate::vendors::discord::interactions::Interactions;
 
 /// The bot's shared state; cheap to clone into each request and task.
 #[derive(Debug, Clone)]
@@ -55,7 +57,7 @@ impl App {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        let forges = Arc::new(Forges::new(config.github.as_ref(), config.gitlab.as_ref())?);
+        let forges = Arc::new(forges(&config)?);
         let interactions = match &config.discord {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
@@ -69,7 +71,7 @@ impl App {
             .map(Arc::new);
         Ok(Self {
             containers,
-            chat: Arc::new(Chat::new(&config, &http, forges.clone())),
+            chat: Arc::new(Chat::new(vendors::chats(&config, &http, &forges))),
             forges,
             cards: Keepers::default(),
             config: Arc::new(config),
@@ -77,11 +79,29 @@ impl App {
             broker,
             mirrors,
             specs: Specs::default(),
-            templates: Arc::new(Templates::new()?),
+            templates: Arc::new(Templates::new(vendors::DIALECTS)?),
             interactions,
             outbox: Outbox::default(),
             watchdog: Watchdog::default(),
             http,
         })
     }
+}
+
+/// The configured forges' clients.
+fn forges(config: &Config) -> anyhow::Result<Forges> {
+    let mut clients: Vec<(config::Forge, Arc<dyn ForgeClient>)> = Vec::new();
+    if let Some(github) = &config.github {
+        clients.push((
+            config::Forge::GitHub,
+            Arc::new(vendors::github::GitHub::new(github)?),
+        ));
+    }
+    if let Some(gitlab) = &config.gitlab {
+        clients.push((
+            config::Forge::GitLab,
+            Arc::new(vendors::gitlab::GitLab::new(gitlab)),
+        ));
+    }
+    Ok(Forges::new(clients))
 }

@@ -11,7 +11,6 @@ use kiln_shared::command::{Command, parse};
 
 use crate::commands::{self, Actor};
 use crate::config::Forge;
-use crate::notify::request_channel;
 
 /// Carries out `comment`'s command and answers it on the request; failures are logged.
 pub async fn answer(app: App, forge: Forge, comment: Comment) {
@@ -30,16 +29,8 @@ pub async fn answer(app: App, forge: Forge, comment: Comment) {
 }
 
 async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result<String> {
-    let via = match forge {
-        Forge::GitHub => "github",
-        Forge::GitLab => "gitlab",
-    };
-    // GitHub looks permissions up by login, GitLab by user id.
-    let user = match forge {
-        Forge::GitHub => &comment.author,
-        Forge::GitLab => &comment.author_id,
-    };
-    let writer = app.forges.may_write(forge, &comment.repo, user).await?;
+    let via = forge.as_str();
+    let writer = app.forges.may_write(forge, comment).await?;
     let id = format!("{via}:{}", comment.author_id);
     let mut text = comment.command.clone();
     if text == "status" {
@@ -99,7 +90,9 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         text = format!("build {} {}", comment.repo, request.branch);
     }
     // The request follows the builds asked for in it: their cards are comments there.
-    let channel = request_channel(forge, &comment.repo, comment.number);
+    let channel = app
+        .forges
+        .request_channel(forge, &comment.repo, comment.number);
     let actor = Actor {
         name: &comment.author,
         via,

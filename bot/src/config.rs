@@ -94,6 +94,9 @@ pub struct Config {
     /// Slack's slash commands; no section, no Slack.
     #[serde(default)]
     pub slack: Option<Slack>,
+    /// Zulip's outgoing webhook bot; no section, no Zulip.
+    #[serde(default)]
+    pub zulip: Option<Zulip>,
     /// Who may give which commands that change things, on which repositories.
     #[serde(default, rename = "permission")]
     pub permissions: Vec<Permission>,
@@ -180,12 +183,22 @@ pub struct Reporter {
 }
 
 /// The forge a repository lives on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forge {
     #[default]
     GitHub,
     GitLab,
+}
+
+impl Forge {
+    /// How Kiln's configuration, channel names and records name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GitHub => "github",
+            Self::GitLab => "gitlab",
+        }
+    }
 }
 
 /// GitHub's REST API.
@@ -226,6 +239,26 @@ pub struct Person {
     /// Their Slack member id (`U…`).
     #[serde(default)]
     pub slack: Option<String>,
+    /// How Zulip's mentions name them: `Full Name|user id`, as in `@**Ada Lovelace|12**`.
+    #[serde(default)]
+    pub zulip: Option<String>,
+}
+
+/// Zulip, through an outgoing webhook bot: mentioned in a stream or sent a direct message,
+/// it posts the command to Kiln.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zulip {
+    /// The Zulip server, e.g. `https://chat.example.com`.
+    pub url: String,
+    /// The bot's email address: its name in the REST API.
+    pub bot_email: String,
+    /// The outgoing webhook's token: every command Zulip posts carries it.
+    pub token: SecretString,
+    /// The bot's API key: with it, Kiln posts build cards to the streams' topics that
+    /// subscribe, and answers that take long.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
 }
 
 /// Slack, through its slash commands.

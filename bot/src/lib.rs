@@ -1,7 +1,8 @@
 //! kiln-bot: Kiln's control plane.
 //!
-//! Forge webhooks come in over HTTP ([`http`]), are verified and translated at the door
-//! ([`github`]) and accepted as builds ([`ingress`]). The bot's own queues drive the
+//! Forge webhooks and chat commands come in over HTTP ([`http`]), are verified and
+//! translated at each vendor's door ([`vendors`]) and accepted as builds ([`ingress`]) or
+//! carried out ([`commands`]). The bot's own queues drive the
 //! [`planner`], the [`scheduler`] and the [`notify`]er. State lives in Redis ([`store`]),
 //! messages in RabbitMQ ([`amqp`]); the bot itself keeps nothing between requests.
 //!
@@ -14,28 +15,24 @@ pub mod commands;
 pub mod comments;
 pub mod config;
 pub mod events;
-pub mod forges;
-pub mod github;
-pub mod gitlab;
+pub mod forge;
 pub mod health;
 pub mod http;
 pub mod ingress;
-pub mod interactions;
 pub mod leases;
 pub mod lifecycle;
 pub mod mirror;
 pub mod notify;
 pub mod outbox;
-pub mod payload;
 pub mod planner;
 pub mod promotion;
 pub mod repositories;
 pub mod resources;
 pub mod review;
 pub mod scheduler;
-pub mod slack;
 pub mod specs;
 pub mod store;
+pub mod vendors;
 
 use std::path::PathBuf;
 

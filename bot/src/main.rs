@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
         let discord = config
             .discord
             .as_ref()
-            .and_then(|d| kiln_bot::interactions::Interactions::new(d).transpose())
+            .and_then(|d| {
+                kiln_bot::vendors::discord::interactions::Interactions::new(d).transpose()
+            })
             .context("[discord] needs `public_key` and `application_id` to register commands")??;
         let names = discord.register().await?;
         println!("registered with Discord: /{}", names.join(", /"));
@@ -78,9 +80,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, "kiln-bot listening");
     let shutdown = CancellationToken::new();
-    // Whatever it is waiting for, the bot is gone within the grace.
-    kiln_io::signal::run_until_stopped(kiln_bot::run(listener, app, shutdown.clone()), shutdown)
-        .await?
+    // Whatever it is waiting for, the bot is gone within the grace; it says it listens once
+    // a stop would be heard.
+    let running = kiln_io::signal::run_until_stopped(
+        kiln_bot::run(listener, app, shutdown.clone()),
+        shutdown,
+    );
+    tracing::info!(address = %args.listen, "kiln-bot listening");
+    running.await?
 }

@@ -22,7 +22,7 @@ use crate::commands::actor::Actor;
 use crate::commands::reply::Reply;
 use crate::config::Promote;
 use crate::mirror::Pushed;
-use crate::notify::{Buttons, Chat};
+use crate::notify::Buttons;
 use crate::store::{Approved, BuildRecord, PromotionRecord};
 use crate::{ingress, repositories};
 
@@ -621,7 +621,7 @@ async fn show_now(app: &App, id: PromotionId) -> anyhow::Result<()> {
     let Some(channel) = record.channel.as_deref().filter(|c| app.chat.can_post(c)) else {
         return Ok(());
     };
-    let Some(dialect) = Chat::dialect(channel) else {
+    let Some(dialect) = app.chat.dialect(channel) else {
         return Ok(());
     };
     let build_url = format!(

@@ -40,22 +40,25 @@ pub fn stop_requested() -> impl Future<Output = ()> {
 
 /// Runs `serve` (which stops when `shutdown` is cancelled) until it ends or a stop is
 /// requested; then cancels `shutdown` and waits for it at most [`STOP_GRACE`], past which the
-/// process exits with status 1, whatever `serve` is waiting for.
-pub async fn run_until_stopped<T: Send + 'static>(
+/// process exits with status 1, whatever `serve` is waiting for. The signal handlers are
+/// installed when this is called, so a process may say it is ready once it has called it.
+pub fn run_until_stopped<T: Send + 'static>(
     serve: impl Future<Output = T> + Send + 'static,
     shutdown: CancellationToken,
-) -> Result<T, tokio::task::JoinError> {
+) -> impl Future<Output = Result<T, tokio::task::JoinError>> {
     let stop = stop_requested();
-    let mut running = tokio::spawn(serve);
-    tokio::select! {
-        ended = &mut running => return ended,
-        () = stop => shutdown.cancel(),
-    }
-    match tokio::time::timeout(STOP_GRACE, running).await {
-        Ok(ended) => ended,
-        Err(_) => {
-            tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
-            std::process::exit(1);
+    async move {
+        let mut running = tokio::spawn(serve);
+        tokio::select! {
+            ended = &mut running => return ended,
+            () = stop => shutdown.cancel(),
+        }
+        match tokio::time::timeout(STOP_GRACE, running).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use kiln_bot::slack::signature::sign;
+use kiln_bot::vendors::slack::signature::sign;
 use serde_json::{Value, json};
 
 use crate::Kiln;

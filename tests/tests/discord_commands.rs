@@ -205,10 +205,11 @@ async fn slash_commands_are_verified_deferred_and_answered() {
 async fn registers_the_kiln_slash_command() {
     let discord = FakeDiscord::start().await;
     let config = kiln_bot::Config::parse(&config(&discord)).expect("config");
-    let interactions =
-        kiln_bot::interactions::Interactions::new(config.discord.as_ref().expect("discord"))
-            .expect("valid")
-            .expect("configured");
+    let interactions = kiln_bot::vendors::discord::interactions::Interactions::new(
+        config.discord.as_ref().expect("discord"),
+    )
+    .expect("valid")
+    .expect("configured");
     assert_eq!(interactions.register().await.expect("registered"), ["kiln"]);
     let sent = discord
         .messages()

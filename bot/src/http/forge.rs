@@ -1,13 +1,20 @@
-//! What every forge's webhook door does once a delivery is verified and translated: a push
-//! becomes a build (`202`, or `200` for a delivery seen before), anything else is answered
-//! with why nothing happened.
+//! The one webhook door of every forge: an extractor ([`Delivery`]) finds the delivery's
+//! repository, verifies it against the repository's secret and translates it, through the
+//! forge's [`Door`] (`crate::vendors::github::door`, `crate::vendors::gitlab::door`); then a
+//! push becomes a build (`202`, or `200` for a delivery seen before), anything else is
+//! answered with why nothing happened.
+
+use std::marker::PhantomData;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
 use kiln_shared::trigger::{ForgeEvent, Push};
 use kiln_shared::wire::PushHeld;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::error;
@@ -16,6 +23,108 @@ use crate::comments;
 use crate::config::{Forge, Repository};
 use crate::ingress::{self, Accepted, Unavailable};
 use crate::review;
+
+/// A refused delivery: the status and why.
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub String);
+
+impl Refusal {
+    /// A delivery that is not what the forge sends (`400`).
+    pub fn bad(why: impl ToString) -> Self {
+        Self(StatusCode::BAD_REQUEST, why.to_string())
+    }
+
+    /// A delivery that is not signed as it must be (`401`).
+    pub fn unsigned(why: impl Into<String>) -> Self {
+        Self(StatusCode::UNAUTHORIZED, why.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+/// How one forge's deliveries are found, verified and translated; nothing else happens at
+/// the door.
+pub trait Door: Send + Sync + 'static {
+    /// The forge the door is for.
+    const FORGE: Forge;
+    /// What the forge calls a repository, for answers: `GitHub repository`.
+    const REPOSITORY: &str;
+
+    /// The repository the delivery names, read before it is verified; or why the delivery
+    /// cannot be one (a header missing, a body that is no event).
+    fn repository(headers: &HeaderMap, body: &[u8]) -> Result<String, Refusal>;
+
+    /// Whether the delivery is signed with `secret`, the repository's webhook secret.
+    fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal>;
+
+    /// The verified delivery, translated.
+    fn translate(headers: &HeaderMap, body: &[u8]) -> Result<ForgeEvent, Refusal>;
+
+    /// The delivery's identity, the same on the forge's retries; empty when it has none.
+    fn delivery(headers: &HeaderMap, body: &[u8]) -> String;
+}
+
+/// A delivery through door `D`, verified and translated.
+#[derive(Debug)]
+pub struct Delivery<D> {
+    pub repo: Repository,
+    pub id: String,
+    pub event: ForgeEvent,
+    door: PhantomData<D>,
+}
+
+impl<D: Door> FromRequest<App> for Delivery<D> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let name = D::repository(&headers, &body).map_err(IntoResponse::into_response)?;
+        let Some(repo) = app.config.repository(&name) else {
+            tracing::warn!(repo = %name, forge = D::FORGE.as_str(), "webhook for a repository Kiln does not build");
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("repository `{name}` is not configured in Kiln"),
+            ));
+        };
+        if repo.forge != D::FORGE {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "repository `{name}` is not configured as a {} (`forge`)",
+                    D::REPOSITORY
+                ),
+            ));
+        }
+        let id = D::delivery(&headers, &body);
+        if let Err(refusal) = D::verify(
+            repo.webhook_secret.expose_secret().as_bytes(),
+            &headers,
+            &body,
+        ) {
+            tracing::warn!(repo = %name, forge = D::FORGE.as_str(), delivery = %id, why = %refusal.1, "webhook refused");
+            return Err(refusal.into_response());
+        }
+        let event = D::translate(&headers, &body).map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            repo: repo.clone(),
+            id,
+            event,
+            door: PhantomData,
+        })
+    }
+}
+
+/// `POST /hooks/<forge>`: a verified delivery, accepted.
+pub async fn handle<D: Door>(State(app): State<App>, delivery: Delivery<D>) -> Response {
+    accept(&app, &delivery.repo, D::FORGE, &delivery.id, delivery.event).await
+}
 
 /// Answers the verified delivery `delivery` from `door`, translated to `event`.
 pub async fn accept(
@@ -26,7 +135,7 @@ pub async fn accept(
     event: ForgeEvent,
 ) -> Response {
     let name = &repo.name;
-    let forge = forge_name(door);
+    let forge = door.as_str();
     match event {
         ForgeEvent::Ping => (StatusCode::OK, Json(json!({ "message": "pong" }))).into_response(),
         ForgeEvent::Comment(_) if delivery.is_empty() => error(
@@ -133,13 +242,6 @@ async fn hold(
                 format!("{unrecorded}, and {broker}; retry later"),
             )
         }
-    }
-}
-
-fn forge_name(forge: Forge) -> &'static str {
-    match forge {
-        Forge::GitHub => "github",
-        Forge::GitLab => "gitlab",
     }
 }
 

@@ -5,26 +5,22 @@ mod builds;
 mod cancel;
 mod commands;
 mod console;
-mod discord;
 mod follow;
-mod forge;
-mod github;
-mod gitlab;
+pub mod forge;
 mod health;
 mod reports;
-mod slack;
+pub mod respond;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
-use crate::config::Operator;
+use crate::vendors::{discord, github, gitlab, slack, zulip};
+use respond::{error, operator, unauthorized};
 
 /// The largest webhook body accepted. GitHub caps payloads at 25 MB and drops larger ones;
 /// GitLab's default limit is the same.
@@ -35,11 +31,13 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
     Router::new()
         .route(
             "/hooks/github",
-            post(github::handle_github_hook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+            post(forge::handle::<github::door::GitHub>)
+                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
         .route(
             "/hooks/gitlab",
-            post(gitlab::handle_gitlab_hook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+            post(forge::handle::<gitlab::door::GitLab>)
+                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
@@ -50,9 +48,13 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/console", get(console::show).post(console::command))
         .route("/console/login", post(console::sign_in))
         .route("/console/logout", post(console::sign_out))
-        .route("/slack/commands", post(slack::handle_slack_command))
-        .route("/slack/actions", post(slack::handle_slack_action))
-        .route("/discord/interactions", post(discord::handle_interaction))
+        .route("/slack/commands", post(slack::door::handle_slack_command))
+        .route("/slack/actions", post(slack::door::handle_slack_action))
+        .route(
+            "/discord/interactions",
+            post(discord::door::handle_interaction),
+        )
+        .route("/zulip/commands", post(zulip::door::handle_zulip_command))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .layer(TraceLayer::new_for_http())
@@ -69,47 +71,4 @@ pub async fn serve(
     axum::serve(listener, router(app, shutdown.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-}
-
-/// The operator whose token the request carries (`Authorization: Bearer …`), if any.
-fn operator<'a>(app: &'a App, headers: &HeaderMap) -> Option<&'a Operator> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))?;
-    app.config.operator(token.trim())
-}
-
-/// A header's value as text; empty when it is missing or not text.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-/// Seconds since the Unix epoch: the clock signed requests are checked against.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The answer to a request that needs an operator and carries no known token.
-fn unauthorized() -> Response {
-    let mut answer = error(
-        StatusCode::UNAUTHORIZED,
-        "this needs an operator's token: Authorization: Bearer <token>",
-    );
-    answer.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    answer
-}
-
-/// A JSON error answer: `{"error": "..."}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let message = message.into();
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }

@@ -21,8 +21,7 @@ use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_
 use kiln_shared::wire::BuildRef;
 
 use super::keepers::Keeper;
-use super::render::Dialect;
-use super::{Buttons, Chat, EVERY_REPOSITORY, is_alarm};
+use super::{Buttons, EVERY_REPOSITORY, is_alarm};
 use crate::app::App;
 use crate::config::Forge;
 use crate::store::{BuildRecord, TaskRecord};
@@ -47,7 +46,7 @@ const FAILURE_CHARS: usize = 900;
 /// follows, and whose forge is told no statuses, has nothing to show: nothing is noted and
 /// no keeper started, at the cost of one Redis round trip.
 pub async fn changed(app: &App, build: &BuildRef) -> redis::RedisResult<()> {
-    let due = if app.chat.discord_channel.is_some() || has_statuses(app, &build.repo) {
+    let due = if app.chat.everywhere().next().is_some() || has_statuses(app, &build.repo) {
         app.store.cards_due(build.id).await?;
         true
     } else {
@@ -127,7 +126,7 @@ async fn update(
     let buttons = Buttons::card(&message);
     let mut all_out = true;
     for (channel, subscriptions) in &followers {
-        let Some(dialect) = Chat::dialect(channel) else {
+        let Some(dialect) = app.chat.dialect(channel) else {
             continue;
         };
         let text = app.templates.card(dialect, &message)?;
@@ -322,7 +321,7 @@ async fn notify_failure(
     channel: &str,
     message: &mut BuildMessage,
 ) -> anyhow::Result<bool> {
-    let Some(dialect) = Chat::dialect(channel) else {
+    let Some(dialect) = app.chat.dialect(channel) else {
         return Ok(true);
     };
     let id = record.build.id;
@@ -330,24 +329,11 @@ async fn notify_failure(
         return Ok(true);
     }
     let person = app.config.person(&record.author);
-    let (mention, notify) = match dialect {
-        Dialect::Discord => {
-            let user = person.and_then(|p| p.discord);
-            (user.map(|user| format!("<@{user}>")), user)
-        }
-        Dialect::Slack => (
-            person
-                .and_then(|p| p.slack.as_ref())
-                .map(|user| format!("<@{user}>")),
-            None,
-        ),
-        // Whoever asked for the build in the request is told by the forge already.
-        Dialect::Forge => (None, None),
-    };
+    let mention = person.and_then(|p| app.chat.mention(channel, p));
     message.mention = mention;
     let text = app.templates.failure(dialect, message)?;
     let buttons = Buttons::card(message);
-    match app.chat.post(channel, &text, Some(&buttons), notify).await {
+    match app.chat.post(channel, &text, Some(&buttons), person).await {
         Ok(_) => Ok(true),
         Err(error) => {
             tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot post a failure notification");
@@ -368,9 +354,9 @@ async fn followers(
     for channel in asked_in {
         all.push(Subscription::new(channel, repo, None, Vec::new()));
     }
-    if let Some(id) = app.chat.discord_channel {
+    for channel in app.chat.everywhere() {
         all.push(Subscription::new(
-            format!("discord:{id}"),
+            channel,
             EVERY_REPOSITORY,
             None,
             Vec::new(),

@@ -1,4 +1,4 @@
-//! GitLab: webhook verification and translation. Only this module knows GitLab's payloads.
+//! GitLab's webhook payloads: verification and translation.
 //!
 //! GitLab does not sign a webhook's body: it sends the hook's secret token as is in
 //! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
@@ -8,7 +8,7 @@ use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_comman
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::payload::{self, PayloadError};
+use crate::vendors::payload::{self, PayloadError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -296,16 +296,16 @@ mod tests {
     use super::*;
 
     // Real payloads; see tests/fixtures/SOURCES.md at the repository root.
-    const PUSH: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-push-capture.json");
-    const DOCS_PUSH: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-push.json");
+    const PUSH: &[u8] = include_bytes!("../../../../tests/fixtures/gitlab-push-capture.json");
+    const DOCS_PUSH: &[u8] = include_bytes!("../../../../tests/fixtures/gitlab-push.json");
     const DELETE: &[u8] =
-        include_bytes!("../../../tests/fixtures/gitlab-push-branch-delete-capture.json");
-    const TAG: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-tag_push.json");
+        include_bytes!("../../../../tests/fixtures/gitlab-push-branch-delete-capture.json");
+    const TAG: &[u8] = include_bytes!("../../../../tests/fixtures/gitlab-tag_push.json");
     const MERGE_REQUEST: &[u8] =
-        include_bytes!("../../../tests/fixtures/gitlab-merge_request.json");
-    const NOTE: &[u8] = include_bytes!("../../../tests/fixtures/gitlab-note-merge_request.json");
+        include_bytes!("../../../../tests/fixtures/gitlab-merge_request.json");
+    const NOTE: &[u8] = include_bytes!("../../../../tests/fixtures/gitlab-note-merge_request.json");
     const MERGED: &[u8] =
-        include_bytes!("../../../tests/fixtures/gitlab-merge_request-merge-capture.json");
+        include_bytes!("../../../../tests/fixtures/gitlab-merge_request-merge-capture.json");
 
     #[test]
     fn translates_a_branch_push() {

@@ -1,5 +1,4 @@
-//! Discord, through serenity's REST client. Only this module and [`crate::interactions`] know
-//! Discord's API.
+//! Discord's REST API, through serenity's client: posting and editing cards.
 
 use std::time::Duration;
 
@@ -9,8 +8,11 @@ use serenity::all::{
     CreateMessage, EditMessage, Http, HttpBuilder, MessageId, UserId,
 };
 
-use super::Buttons;
-use crate::config;
+use anyhow::Context as _;
+use async_trait::async_trait;
+
+use crate::config::{self, Person};
+use crate::notify::chat::{Buttons, ChatClient};
 
 /// Discord's limit on a message's content, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 2000;
@@ -75,16 +77,18 @@ impl Discord {
             http: http_client(config),
         }
     }
+}
 
-    /// Posts `text` with `buttons`; every mention is disabled but that of `notify`, so
-    /// nothing a commit author wrote can ping a channel. Returns the message's id.
-    pub async fn post(
+#[async_trait]
+impl ChatClient for Discord {
+    async fn post(
         &self,
-        channel: ChannelId,
+        id: &str,
         text: &str,
         buttons: Option<&Buttons>,
-        notify: Option<u64>,
-    ) -> serenity::Result<String> {
+        ping: Option<&Person>,
+    ) -> anyhow::Result<String> {
+        let notify = ping.and_then(|p| p.discord);
         let mentions = CreateAllowedMentions::new().users(notify.map(UserId::new));
         let mut message = CreateMessage::new()
             .content(content(text))
@@ -92,28 +96,34 @@ impl Discord {
         if let Some(buttons) = buttons {
             message = message.components(components(buttons));
         }
-        Ok(channel
+        Ok(channel(id)?
             .send_message(&self.http, message)
             .await?
             .id
             .to_string())
     }
 
-    /// Replaces a message's text and buttons; mentions stay disabled.
-    pub async fn edit(
+    async fn edit(
         &self,
-        channel: ChannelId,
-        message: MessageId,
+        id: &str,
+        message: &str,
         text: &str,
         buttons: Option<&Buttons>,
-    ) -> serenity::Result<()> {
+    ) -> anyhow::Result<()> {
+        let message = MessageId::new(message.parse().context("a Discord message id")?);
         let mut edit = EditMessage::new()
             .content(content(text))
             .allowed_mentions(CreateAllowedMentions::new());
         if let Some(buttons) = buttons {
             edit = edit.components(components(buttons));
         }
-        channel.edit_message(&self.http, message, edit).await?;
+        channel(id)?.edit_message(&self.http, message, edit).await?;
         Ok(())
     }
+}
+
+/// The channel `id` names.
+fn channel(id: &str) -> anyhow::Result<ChannelId> {
+    let id: u64 = id.parse().context("a Discord channel id")?;
+    Ok(ChannelId::new(id))
 }

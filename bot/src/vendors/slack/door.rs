@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::{error, header, unix_now};
+use super::forms::{ActionForm, BlockActions, SlashCommand};
+use super::{escape, signature};
 use crate::app::App;
 use crate::commands::{self, Actor};
 use crate::config;
-use crate::slack::{ActionForm, BlockActions, SlashCommand, escape, signature};
+use crate::http::respond::{error, header, unix_now};
 
 /// What Kiln answers a workspace it does not serve.
 const OTHER_WORKSPACE: &str = "Kiln does not take commands from this workspace.";

@@ -5,8 +5,10 @@ use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::Buttons;
-use crate::config;
+use async_trait::async_trait;
+
+use crate::config::{self, Person};
+use crate::notify::chat::{Buttons, ChatClient};
 
 /// Slack's Web API, unless the configuration names another.
 const API_URL: &str = "https://slack.com/api";
@@ -121,5 +123,29 @@ impl Slack {
             );
         }
         Ok(answer)
+    }
+}
+
+/// Slack mentions are in the text (`<@U…>`): a post pings whoever its text names.
+#[async_trait]
+impl ChatClient for Slack {
+    async fn post(
+        &self,
+        id: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+        _ping: Option<&Person>,
+    ) -> anyhow::Result<String> {
+        Slack::post(self, id, text, buttons).await
+    }
+
+    async fn edit(
+        &self,
+        id: &str,
+        message: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> anyhow::Result<()> {
+        self.update(id, message, text, buttons).await
     }
 }

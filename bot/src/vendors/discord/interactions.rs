@@ -1,6 +1,6 @@
 //! Discord's interactions endpoint: slash commands arrive as HTTP requests signed with
 //! Ed25519 over timestamp and body; Kiln defers its answer at once and then edits it in,
-//! through serenity's REST client. Only this module knows Discord's interaction payloads.
+//! through serenity's REST client.
 
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use serenity::all::{
 use serenity::builder::Builder as _;
 use serenity::interactions_endpoint::Verifier;
 
+use super::client::{MAX_MESSAGE_CHARS, http_client};
 use crate::config;
-use crate::notify::discord::{MAX_MESSAGE_CHARS, http_client};
 
 /// How far a request's timestamp may be from now.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -218,7 +218,8 @@ mod tests {
     const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
     const TIMESTAMP: &str = "1700000000";
     const SIGNATURE: &str = "f0bd878adcef1f6d475c9644421905bd02b5de38e0d3ecfc6f58a711962c69ccc8dd7c9db312f9bdf08b1e1b8182e27a844da728c5e0dbb5507bf9931c1ed80b";
-    const PING_BODY: &[u8] = include_bytes!("../../tests/fixtures/discord-interaction-ping.json");
+    const PING_BODY: &[u8] =
+        include_bytes!("../../../../tests/fixtures/discord-interaction-ping.json");
 
     fn interactions() -> Interactions {
         let config: config::Discord = toml::from_str(&format!(
@@ -255,7 +256,7 @@ mod tests {
 
     #[test]
     fn reads_discords_example_command() {
-        let body = include_bytes!("../../tests/fixtures/discord-interaction-command.json");
+        let body = include_bytes!("../../../../tests/fixtures/discord-interaction-command.json");
         let interaction: Interaction = serde_json::from_slice(body).expect("an interaction");
         assert_eq!(interaction.kind, APPLICATION_COMMAND);
         assert_eq!(interaction.token, "A_UNIQUE_TOKEN");

@@ -7,7 +7,7 @@ use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_comman
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::payload::{self, PayloadError};
+use crate::vendors::payload::{self, PayloadError};
 
 /// The commit id GitHub sends as `after` when a branch was deleted.
 const NULL_COMMIT: &str = "0000000000000000000000000000000000000000";
@@ -241,17 +241,19 @@ mod tests {
     use super::*;
 
     // Real payloads; see tests/fixtures/SOURCES.md at the repository root.
-    const PUSH: &[u8] = include_bytes!("../../../tests/fixtures/github-push.json");
-    const PUSH_TAG: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag.json");
-    const DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-branch-delete.json");
-    const TAG_DELETE: &[u8] = include_bytes!("../../../tests/fixtures/github-push-tag-delete.json");
-    const PING: &[u8] = include_bytes!("../../../tests/fixtures/github-ping.json");
+    const PUSH: &[u8] = include_bytes!("../../../../tests/fixtures/github-push.json");
+    const PUSH_TAG: &[u8] = include_bytes!("../../../../tests/fixtures/github-push-tag.json");
+    const DELETE: &[u8] =
+        include_bytes!("../../../../tests/fixtures/github-push-branch-delete.json");
+    const TAG_DELETE: &[u8] =
+        include_bytes!("../../../../tests/fixtures/github-push-tag-delete.json");
+    const PING: &[u8] = include_bytes!("../../../../tests/fixtures/github-ping.json");
     const PR_CLOSED: &[u8] =
-        include_bytes!("../../../tests/fixtures/github-pull_request-closed.json");
+        include_bytes!("../../../../tests/fixtures/github-pull_request-closed.json");
     const PR_COMMENT: &[u8] =
-        include_bytes!("../../../tests/fixtures/github-issue_comment-created-on-pr.json");
+        include_bytes!("../../../../tests/fixtures/github-issue_comment-created-on-pr.json");
     const ISSUE_COMMENT: &[u8] =
-        include_bytes!("../../../tests/fixtures/github-issue_comment-created-on-issue.json");
+        include_bytes!("../../../../tests/fixtures/github-issue_comment-created-on-issue.json");
 
     #[test]
     fn reads_kiln_commands_in_pull_request_comments_only() {

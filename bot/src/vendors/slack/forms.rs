@@ -1,8 +1,5 @@
-//! Slack: what only Slack's formats know. Slash commands arrive signed
-//! ([`signature`]) as a form ([`SlashCommand`]), clicks on a message's buttons as a form
-//! holding a JSON `payload` ([`BlockActions`]); answers are mrkdwn, escaped by [`escape`].
-
-pub mod signature;
+//! The forms Slack posts: slash commands ([`SlashCommand`]), and clicks on a message's
+//! buttons as a form holding a JSON `payload` ([`BlockActions`]).
 
 use serde::Deserialize;
 
@@ -71,21 +68,13 @@ pub struct ActionForm {
     pub payload: String,
 }
 
-/// `text` as Slack mrkdwn shows it literally: `&`, `<` and `>` are Slack's only control
-/// characters, so escaped text can neither mention `<!channel>` nor make a link.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_slacks_example_command() {
-        let body = include_bytes!("../../../tests/fixtures/slack-slash-command.txt");
+        let body = include_bytes!("../../../../tests/fixtures/slack-slash-command.txt");
         let command: SlashCommand = serde_urlencoded::from_bytes(body).expect("a command");
         assert_eq!(command.command, "/weather");
         assert_eq!(command.text, "94070");
@@ -95,14 +84,6 @@ mod tests {
         assert_eq!(
             command.response_url,
             "https://hooks.slack.com/commands/1234/5678"
-        );
-    }
-
-    #[test]
-    fn escaped_text_cannot_mention_or_link() {
-        assert_eq!(
-            escape("<!channel> & <https://evil|click>"),
-            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
         );
     }
 }

@@ -65,7 +65,7 @@ mod tests {
     /// Slack's published vector (tests/fixtures/SOURCES.md).
     const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
     const TIMESTAMP: &str = "1531420618";
-    const BODY: &[u8] = include_bytes!("../../../tests/fixtures/slack-slash-command-signed.txt");
+    const BODY: &[u8] = include_bytes!("../../../../tests/fixtures/slack-slash-command-signed.txt");
     const SIGNATURE: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
     const NOW: u64 = 1_531_420_618 + 30;
 

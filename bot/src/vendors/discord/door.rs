@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{error, header, unix_now};
-use crate::app::App;
-use crate::commands::{self, Actor};
-use crate::interactions::{
+use super::interactions::{
     APPLICATION_COMMAND, Interaction, Interactions, MESSAGE_COMPONENT, PING,
 };
+use crate::app::App;
+use crate::commands::{self, Actor};
+use crate::http::respond::{error, header, unix_now};
 
 /// Discord's interaction callback types and message flags Kiln answers with.
 const PONG: u8 = 1;

@@ -1,0 +1,185 @@
+//! Chat as the notifier sees it: a channel is named `<vendor>:<id>` (`discord:123`,
+//! `slack:C1`, `zulip:stream/topic`, or a forge's request, `github:owner/name#7`), and each
+//! vendor is a [`ChatClient`] that posts and edits messages in its channels. Nothing here
+//! knows a vendor's API or format: those live in `crate::vendors`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use kiln_shared::view::BuildMessage;
+
+use super::render::Dialect;
+use crate::config::Person;
+
+/// The longest Kiln waits for a chat vendor to take one message, rate limits included; a
+/// message it could not take is tried again by a later pass of the card keeper.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A card's buttons: commands a click gives, as `(label, command)`, and a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buttons {
+    pub commands: Vec<(&'static str, String)>,
+    pub link: (&'static str, String),
+}
+
+impl Buttons {
+    /// A build card's: its logs, a retry once it has ended, and its page.
+    pub fn card(message: &BuildMessage) -> Self {
+        let id = message.build_id;
+        let mut commands = vec![("Logs", format!("logs {id}"))];
+        if message.finished {
+            commands.push(("Retry", format!("retry {id}")));
+        }
+        Self {
+            commands,
+            link: ("Open", message.url.clone()),
+        }
+    }
+}
+
+/// One chat vendor's client: posts and edits messages in its channels, each named by the
+/// part of the channel's name after `<vendor>:`.
+#[async_trait]
+pub trait ChatClient: Send + Sync + std::fmt::Debug {
+    /// Posts `text` (in the vendor's dialect) with `buttons` to channel `id`, pinging `ping`
+    /// when the vendor knows them; every other mention stays disabled, so nothing a commit
+    /// author wrote can ping a channel. Returns the message's id.
+    async fn post(
+        &self,
+        id: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+        ping: Option<&Person>,
+    ) -> anyhow::Result<String>;
+
+    /// Replaces the text and buttons of `message` in channel `id`; it pings no one.
+    async fn edit(
+        &self,
+        id: &str,
+        message: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> anyhow::Result<()>;
+}
+
+/// What Kiln knows of a chat vendor whether or not it is configured.
+#[derive(Debug, Clone)]
+pub struct Vendor {
+    /// The prefix of its channels' names.
+    pub scheme: &'static str,
+    /// The dialect its messages are written in.
+    pub dialect: &'static Dialect,
+    /// Whether `id` can name one of its channels.
+    pub is_channel: fn(&str) -> bool,
+    /// How a person is mentioned in its messages, when Kiln knows them there.
+    pub mention: fn(&Person) -> Option<String>,
+    /// Why a channel of it cannot `subscribe`, if none can (a forge's requests).
+    pub unsubscribable: Option<&'static str>,
+    /// Its client, or why there is none (what its configuration lacks).
+    pub client: Result<Arc<dyn ChatClient>, &'static str>,
+    /// Its channels that follow every repository (named by Kiln's configuration).
+    pub everywhere: Vec<String>,
+}
+
+/// Every chat vendor Kiln knows, configured or not, by the prefix of its channels' names.
+#[derive(Debug, Default)]
+pub struct Chat {
+    vendors: BTreeMap<&'static str, Vendor>,
+}
+
+impl Chat {
+    /// The registry of `vendors`.
+    pub fn new(vendors: impl IntoIterator<Item = Vendor>) -> Self {
+        Self {
+            vendors: vendors.into_iter().map(|v| (v.scheme, v)).collect(),
+        }
+    }
+
+    /// The vendor of `channel` and the channel's id there, if `channel` names a channel of
+    /// a vendor Kiln knows.
+    fn vendor<'a>(&self, channel: &'a str) -> Option<(&Vendor, &'a str)> {
+        let (scheme, id) = channel.split_once(':')?;
+        let vendor = self.vendors.get(scheme)?;
+        (vendor.is_channel)(id).then_some((vendor, id))
+    }
+
+    /// Whether Kiln can post to `channel`: it is one Kiln knows, and its vendor configured.
+    pub fn can_post(&self, channel: &str) -> bool {
+        self.vendor(channel).is_some_and(|(v, _)| v.client.is_ok())
+    }
+
+    /// Why `channel` cannot subscribe, if it cannot.
+    pub fn unreachable(&self, channel: &str) -> Option<String> {
+        match self.vendor(channel) {
+            None => Some(format!(
+                "`{channel}` is not a channel Kiln knows how to post to."
+            )),
+            Some((vendor, _)) => vendor
+                .unsubscribable
+                .or(vendor.client.as_ref().err().copied())
+                .map(str::to_owned),
+        }
+    }
+
+    /// The dialect `channel` is written in.
+    pub fn dialect(&self, channel: &str) -> Option<&'static Dialect> {
+        self.vendor(channel).map(|(v, _)| v.dialect)
+    }
+
+    /// How `person` is mentioned in `channel`, if Kiln knows them there.
+    pub fn mention(&self, channel: &str, person: &Person) -> Option<String> {
+        self.vendor(channel).and_then(|(v, _)| (v.mention)(person))
+    }
+
+    /// The channels that follow every repository.
+    pub fn everywhere(&self) -> impl Iterator<Item = &str> {
+        self.vendors
+            .values()
+            .flat_map(|v| v.everywhere.iter().map(String::as_str))
+    }
+
+    /// Posts `text` to `channel`, pinging `ping`; returns the message's id.
+    pub async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+        ping: Option<&Person>,
+    ) -> anyhow::Result<String> {
+        let (client, id) = self.client(channel)?;
+        in_time(channel, client.post(id, text, buttons, ping)).await
+    }
+
+    /// Replaces the text and buttons of `message` in `channel`.
+    pub async fn edit(
+        &self,
+        channel: &str,
+        message: &str,
+        text: &str,
+        buttons: Option<&Buttons>,
+    ) -> anyhow::Result<()> {
+        let (client, id) = self.client(channel)?;
+        in_time(channel, client.edit(id, message, text, buttons)).await
+    }
+
+    fn client<'a>(&self, channel: &'a str) -> anyhow::Result<(&dyn ChatClient, &'a str)> {
+        let (vendor, id) = self
+            .vendor(channel)
+            .ok_or_else(|| anyhow!("no such channel: {channel}"))?;
+        let client = vendor.client.as_ref().map_err(|why| anyhow!("{why}"))?;
+        Ok((client.as_ref(), id))
+    }
+}
+
+/// `call` to `channel`, given at most [`CHAT_TIMEOUT`].
+async fn in_time<T>(
+    channel: &str,
+    call: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(CHAT_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+}
