@@ -7,7 +7,7 @@ use crate::config;
 use crate::config::{Config, PoolKind};
 use crate::forge::{ForgeClient, Forges};
 use crate::health::Watchdog;
-use crate::leases::Containers;
+use crate::leases::docker::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::keepers::Keepers;

@@ -8,8 +8,8 @@ use super::reply::{self, Reply};
 use crate::app::App;
 
 /// What `subscribe` and its kin answer outside a chat channel.
-const NO_CHANNEL: &str = "Subscriptions belong to chat channels: give this command in the Discord or Slack channel \
-     that is to receive the events.";
+const NO_CHANNEL: &str = "Subscriptions belong to chat channels: give this command in the chat channel that is to \
+     receive the events.";
 
 /// `@branch`, or nothing.
 fn at(branch: Option<&str>) -> String {
@@ -93,11 +93,7 @@ pub async fn subscriptions(app: &App, actor: Actor<'_>) -> anyhow::Result<Reply>
         return Ok(Reply::invalid(NO_CHANNEL));
     };
     let all = app.store.channel_subscriptions(channel).await?;
-    let configured = app
-        .config
-        .discord
-        .as_ref()
-        .is_some_and(|d| channel == format!("discord:{}", d.channel_id));
+    let configured = app.chat.everywhere().any(|c| c == channel);
     Ok(followed(configured, &all))
 }
 
@@ -139,6 +135,6 @@ mod tests {
             • acme/app
             • acme/app@main (failed, errored)
             ");
-        insta::assert_snapshot!(NO_CHANNEL, @"Subscriptions belong to chat channels: give this command in the Discord or Slack channel that is to receive the events.");
+        insta::assert_snapshot!(NO_CHANNEL, @"Subscriptions belong to chat channels: give this command in the chat channel that is to receive the events.");
     }
 }

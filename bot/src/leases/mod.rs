@@ -5,7 +5,7 @@
 //! slot; everything about a lease is in Redis, so a bot that restarts reaps what ended
 //! meanwhile.
 
-mod docker;
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

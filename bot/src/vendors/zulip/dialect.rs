@@ -32,10 +32,10 @@ pub fn escape(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> 
     Ok(())
 }
 
-/// `text`, which Kiln wrote, with every `@` made inert: a command's answer may quote what a
-/// user typed.
+/// `text`, which Kiln wrote, with every mention made inert (`@**user**`, `@_**user**`,
+/// `@*group*`): a command's answer may quote what a user typed.
 pub fn inert_mentions(text: &str) -> String {
-    text.replace('@', "@\u{200B}")
+    text.replace("@*", "@\u{200B}*").replace("@_", "@\u{200B}_")
 }
 
 #[cfg(test)]
@@ -150,6 +150,9 @@ mod tests {
 
     #[test]
     fn answers_cannot_mention() {
-        insta::assert_snapshot!(shown(inert_mentions("`@**all**` may not `build`")), @"`@{ZWSP}**all**` may not `build`");
+        insta::assert_snapshot!(
+            shown(inert_mentions("`@**all**` @_**ada** @*ops* may not `build` acme/api@master")),
+            @"`@{ZWSP}**all**` @{ZWSP}_**ada** @{ZWSP}*ops* may not `build` acme/api@master"
+        );
     }
 }
