@@ -15,7 +15,7 @@ use kiln_io::amqp::{Link, LinkState, Message, Session, jobs_queue_arguments, quo
 use kiln_shared::platform::Platform;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
-use kiln_shared::wire::{self, Event, JobRequested, PushHeld};
+use kiln_shared::wire::{self, CommentRequested, Event, JobRequested, PushHeld};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
@@ -39,6 +39,8 @@ pub enum BotQueue {
     DeadJobs,
     /// Verified pushes held while Redis was unreachable, for ingress.
     HeldPushes,
+    /// Commands given in pull (merge) request comments.
+    Comments,
 }
 
 impl BotQueue {
@@ -49,6 +51,7 @@ impl BotQueue {
             Self::Events => "tasks' events",
             Self::DeadJobs => "dead-lettered jobs",
             Self::HeldPushes => "held pushes",
+            Self::Comments => "comments' commands",
         }
     }
 }
@@ -179,6 +182,20 @@ impl Broker {
             .await
     }
 
+    /// Queues a command given in a comment for whichever bot takes it; `Ok` once RabbitMQ
+    /// has confirmed it.
+    pub async fn request_comment(&self, requested: &CommentRequested) -> Result<(), PublishError> {
+        self.link
+            .publish(&Message {
+                exchange: "",
+                routing_key: &self.topology.bot_comments_queue(),
+                body: &wire::encode(requested),
+                properties: BasicProperties::default(),
+                mandatory: true,
+            })
+            .await
+    }
+
     /// For each platform served: how many jobs wait in its queue, and how many workers take
     /// from it.
     pub async fn job_queues(&self) -> anyhow::Result<Vec<(Platform, u32, u32)>> {
@@ -227,6 +244,7 @@ impl Broker {
             BotQueue::Events => (t.bot_events_queue(), "kiln-bot"),
             BotQueue::DeadJobs => (t.bot_dead_jobs_queue(), "kiln-bot-dead"),
             BotQueue::HeldPushes => (t.bot_held_pushes_queue(), "kiln-bot-pushes"),
+            BotQueue::Comments => (t.bot_comments_queue(), "kiln-bot-comments"),
         };
         let prefetch = handlers.saturating_mul(PREFETCH_PER_HANDLER);
         self.link
@@ -300,9 +318,12 @@ async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::R
         )
         .await?;
     }
-    // Held pushes come through the default exchange, by the queue's name.
-    ch.queue_declare(t.bot_held_pushes_queue().as_str().into(), queue, quorum())
-        .await?;
+    // Held pushes and comments' commands come through the default exchange, by the
+    // queue's name.
+    for direct in [t.bot_held_pushes_queue(), t.bot_comments_queue()] {
+        ch.queue_declare(direct.as_str().into(), queue, quorum())
+            .await?;
+    }
     // The bindings earlier versions made (a no-op when absent). Requested builds still
     // in the events queue are handled from there.
     for key in ["#", "build.#", "build.requested.#"] {

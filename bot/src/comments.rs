@@ -3,8 +3,12 @@
 //! work as in chat. The forge says who may: a commenter who may push to the repository may
 //! give any of them; anyone else only what Kiln's `[[permission]]`s grant them, looking
 //! included, since the answer is public. The answer is a comment on the request.
+//!
+//! The door verifies and claims the comment's delivery, then queues its command on the bot's
+//! comments queue; any bot takes it from there.
 
 use kiln_shared::trigger::Comment;
+use kiln_shared::wire::CommentRequested;
 
 use crate::app::App;
 use kiln_shared::command::{Command, parse};
@@ -12,20 +16,37 @@ use kiln_shared::command::{Command, parse};
 use crate::commands::{self, Actor};
 use crate::config::Forge;
 
-/// Carries out `comment`'s command and answers it on the request; failures are logged.
-pub async fn answer(app: App, forge: Forge, comment: Comment) {
-    let text = match carry_out(&app, forge, &comment).await {
+/// Carries out the command of a comment taken from the bot's queue and answers it on the
+/// request, once: a command whose answer was posted is not carried out again when its
+/// message comes again (a bot stopped before acknowledging it). One whose bot stopped before
+/// answering is carried out again, by whichever bot takes it.
+pub async fn answer(app: &App, requested: CommentRequested) -> anyhow::Result<()> {
+    let CommentRequested {
+        forge,
+        delivery,
+        comment,
+    } = requested;
+    let Some(door) = Forge::named(&forge) else {
+        tracing::warn!(%forge, "a comment from a forge Kiln does not know; dropped");
+        return Ok(());
+    };
+    if app.store.comment_answered(&forge, &delivery).await? {
+        return Ok(());
+    }
+    let text = match carry_out(app, door, &comment).await {
         Ok(text) => text,
         Err(error) => format!("Kiln could not do that just now: {error:#}"),
     };
     let posted = app
         .forges
-        .comment(forge, &comment.repo, comment.number, &as_comment(&text))
+        .comment(door, &comment.repo, comment.number, &as_comment(&text))
         .await
         .map(drop);
     if let Err(error) = posted {
         tracing::error!(repo = %comment.repo, number = comment.number, error = format!("{error:#}"), "cannot answer a comment");
     }
+    app.store.note_comment_answered(&forge, &delivery).await?;
+    Ok(())
 }
 
 async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result<String> {

@@ -192,12 +192,20 @@ pub enum Forge {
 }
 
 impl Forge {
+    /// Every forge Kiln knows.
+    pub const ALL: [Self; 2] = [Self::GitHub, Self::GitLab];
+
     /// How Kiln's configuration, channel names and records name it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GitHub => "github",
             Self::GitLab => "gitlab",
         }
+    }
+
+    /// The forge named `name` (as [`Self::as_str`] names it).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
     }
 }
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kiln_shared::wire::{self, Event, JobRequested, PushHeld};
+use kiln_shared::wire::{self, CommentRequested, Event, JobRequested, PushHeld};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::BotQueue;
 use crate::app::App;
 use crate::notify::cards;
-use crate::{ingress, leases, outbox, planner, scheduler};
+use crate::{comments, ingress, leases, outbox, planner, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -25,11 +25,16 @@ const EVENTS_AT_ONCE: u16 = 16;
 /// tasks' events and new webhooks go on being handled.
 const PLANNING_AT_ONCE: u16 = 4;
 
+/// How many comments' commands the bot carries out at once: each may read the forge and
+/// fetch a repository, as a chat command does.
+const COMMENTS_AT_ONCE: u16 = 4;
+
 /// How long to wait before handing back a message whose handling failed (Redis or RabbitMQ
 /// hiccup), so a persistent fault does not spin the loop.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Consumes the bot's queues of requested builds, of tasks' events and of dead-lettered jobs
+/// Consumes the bot's queues (requested builds, tasks' events, held pushes, comments'
+/// commands, dead-lettered jobs)
 /// until `shutdown` is cancelled.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     for id in app.store.cards_pending().await? {
@@ -64,6 +69,13 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
             PLANNING_AT_ONCE,
             &shutdown,
             |held: PushHeld| ingress::accept_held(&app, held)
+        ),
+        serve(
+            &app,
+            BotQueue::Comments,
+            COMMENTS_AT_ONCE,
+            &shutdown,
+            |requested: CommentRequested| comments::answer(&app, requested)
         ),
         serve(
             &app,

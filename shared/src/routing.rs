@@ -88,6 +88,13 @@ impl Topology {
         format!("{}.bot.pushes", self.prefix)
     }
 
+    /// The bot's queue of commands given in pull (merge) request comments, verified at the
+    /// door (published straight to it, through the default exchange): any bot carries them
+    /// out, and one a bot was carrying out when it stopped comes again.
+    pub fn bot_comments_queue(&self) -> String {
+        format!("{}.bot.comments", self.prefix)
+    }
+
     /// The dead-letter exchange for jobs that failed delivery too often.
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)

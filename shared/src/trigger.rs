@@ -50,7 +50,7 @@ pub struct BranchGone {
 }
 
 /// A command someone wrote in a comment on a pull request (GitHub) or merge request (GitLab).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Comment {
     /// `owner/name`.
     pub repo: String,

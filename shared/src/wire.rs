@@ -14,7 +14,7 @@ use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
 use crate::spec::{Cache, Runner};
-use crate::trigger::{Push, TriggerKind};
+use crate::trigger::{Comment, Push, TriggerKind};
 
 /// The version of the wire format this crate reads and writes.
 pub const WIRE_VERSION: u64 = 1;
@@ -65,6 +65,19 @@ pub struct PushHeld {
     /// Its delivery id at that forge.
     pub delivery: String,
     pub push: Push,
+}
+
+/// A command given in a comment on a pull (merge) request, verified and claimed at the door:
+/// published to the bot's comments queue, for whichever bot takes it to carry out and
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "comment.requested")]
+pub struct CommentRequested {
+    /// The forge it was given on (`github`, `gitlab`).
+    pub forge: String,
+    /// The comment's delivery id at that forge: its answer is given once.
+    pub delivery: String,
+    pub comment: Comment,
 }
 
 /// One task for a worker: published to the jobs exchange with its platform as key.
@@ -352,6 +365,29 @@ mod tests {
             branch: "release.1".into(),
             commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
         }
+    }
+
+    #[test]
+    fn a_comments_command_says_what_it_is_and_comes_back_whole() {
+        let requested = CommentRequested {
+            forge: "gitlab".into(),
+            delivery: "b2c1e5a0".into(),
+            comment: Comment {
+                repo: "acme/api".into(),
+                number: 7,
+                author: "octocat".into(),
+                author_id: "583231".into(),
+                command: "retry 12 --failed".into(),
+            },
+        };
+        let bytes = encode(&requested);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(json["type"], "comment.requested");
+        assert_eq!(json["comment"]["number"], 7);
+        assert_eq!(
+            decode::<CommentRequested>(&bytes).expect("decodes"),
+            requested
+        );
     }
 
     #[test]

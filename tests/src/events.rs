@@ -4,10 +4,13 @@
 use futures_util::StreamExt;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
-use kiln_shared::wire::{self, Event, JobRequested};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use kiln_shared::wire::{self, CommentRequested, Event, JobRequested};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use crate::{E2E_TIMEOUT, Kiln};
 
@@ -131,4 +134,34 @@ pub async fn jobs_so_far(
         jobs.push(wire::decode(&delivery.data).expect("a job"));
     }
     jobs
+}
+
+/// Publishes `requested` to the bot's comments queue as the door would: what a bot that
+/// stopped before acknowledging it leaves for another to take again.
+pub async fn queue_comment(kiln: &Kiln, requested: &CommentRequested) {
+    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let queue = Topology::new(&kiln.prefix).bot_comments_queue();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &wire::encode(requested),
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "RabbitMQ took the comment: {confirm:?}");
 }

@@ -3,6 +3,9 @@
 //! card is a comment edited as it runs; others are refused; the answer is a comment, through
 //! octocrab or the `gitlab` crate pointed at a fake of the forge's API.
 
+use kiln_shared::trigger::Comment;
+use kiln_shared::wire::CommentRequested;
+use kiln_tests::events::queue_comment;
 use kiln_tests::forge::{TestRepo, github_comment_payload, gitlab_note_payload};
 use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
@@ -78,6 +81,20 @@ async fn pull_request_comments_build_for_those_who_may_push() {
         .send_github("issue_comment", "c-1", &body, TEST_SECRET)
         .await;
     assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)));
+    // Its command coming again through the bot's queue (a bot stopped before acknowledging
+    // it) is not carried out twice: no second build, no second answer (counted below).
+    let requested = CommentRequested {
+        forge: "github".into(),
+        delivery: "c-1".into(),
+        comment: Comment {
+            repo: REPO.into(),
+            number: 7,
+            author: "alice".into(),
+            author_id: "101".into(),
+            command: "build".into(),
+        },
+    };
+    queue_comment(&kiln, &requested).await;
 
     // Bob may read the repository, not push: the answers are public, so even looking is
     // not his; nor is retrying. Alice's commands are about this repository only.

@@ -13,13 +13,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
 use kiln_shared::trigger::{ForgeEvent, Push};
-use kiln_shared::wire::PushHeld;
+use kiln_shared::wire::{CommentRequested, PushHeld};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::error;
 use crate::app::App;
-use crate::comments;
 use crate::config::{Forge, Repository};
 use crate::ingress::{self, Accepted, Unavailable};
 use crate::review;
@@ -155,7 +154,21 @@ pub async fn accept(
             }
             tracing::info!(repo = %name, forge, delivery, command = %comment.command, "command in a comment");
             let command = comment.command.clone();
-            tokio::spawn(comments::answer(app.clone(), door, comment));
+            let requested = CommentRequested {
+                forge: forge.to_owned(),
+                delivery: delivery.to_owned(),
+                comment,
+            };
+            if let Err(broker) = app.broker.request_comment(&requested).await {
+                // Not taken: the forge's retry must find the delivery unclaimed.
+                if let Err(e) = app.store.forget_delivery(forge, delivery).await {
+                    tracing::error!(forge, delivery, error = %e, "cannot forget a comment's delivery");
+                }
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{broker}; retry later"),
+                );
+            }
             (StatusCode::ACCEPTED, Json(json!({ "command": command }))).into_response()
         }
         ForgeEvent::BranchGone(gone) => match review::stop(app, repo, &gone).await {

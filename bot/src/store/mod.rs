@@ -333,6 +333,31 @@ impl Store {
         Ok(existing.and_then(|s| s.parse().ok()).map(BuildId))
     }
 
+    /// Forgets that delivery `delivery` of `forge` was seen: it was not taken after all.
+    pub async fn forget_delivery(&self, forge: &str, delivery: &str) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .del(self.keys.delivery(forge, delivery))
+            .await
+    }
+
+    /// Whether the command in comment delivery `delivery` of `forge` was answered already.
+    pub async fn comment_answered(&self, forge: &str, delivery: &str) -> RedisResult<bool> {
+        self.conn
+            .clone()
+            .exists(self.keys.delivery(&answered(forge), delivery))
+            .await
+    }
+
+    /// Notes the command in comment delivery `delivery` of `forge` answered.
+    pub async fn note_comment_answered(&self, forge: &str, delivery: &str) -> RedisResult<()> {
+        let key = self.keys.delivery(&answered(forge), delivery);
+        self.conn
+            .clone()
+            .set_ex(key, 1, DELIVERY_MEMORY.as_secs())
+            .await
+    }
+
     /// Stores a new build, queued, under a new id, which it writes into `request`, and puts
     /// it in the outbox, for the relay to publish after [`OUTBOX_GRACE`] unless it is taken
     /// out sooner: one round trip. With the forge delivery (forge, id) that asked for it,
@@ -899,4 +924,10 @@ fn task_records<'a>(
                 .unwrap_or_default(),
         })
         .collect()
+}
+
+/// The namespace of the deliveries whose comment's command was answered, beside `forge`'s
+/// own.
+fn answered(forge: &str) -> String {
+    format!("{forge}.answered")
 }
