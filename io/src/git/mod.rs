@@ -129,4 +129,4 @@ pub async fn has_commit(repository: &Path, commit: &str) -> Result<bool, GitErro
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -11,7 +11,7 @@ use super::*;
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 
 /// What git says in `dir`, as someone with a name and an address.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+fn git(dir: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -51,7 +51,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 /// `git ls-remote` of a repository behind an SSH client that writes its process id to
 /// `pid_file` and then sleeps for a minute instead of connecting.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn ls_remote_that_hangs(dir: &Path, pid_file: &Path) -> Command {
     let ssh = script(
         dir,
