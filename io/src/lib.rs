@@ -1,13 +1,15 @@
 //! kiln-io: the infrastructure Kiln's bot and worker share and its domain (`kiln-shared`)
 //! must not have: a RabbitMQ connection that outlives broker outages ([`amqp`]), the Redis
 //! connection ([`redis`]), the signals that stop a process ([`signal`]), logging
-//! ([`logging`]) and the wall clock ([`clock`]).
+//! ([`logging`]), the wall clock ([`clock`]), and git with a time limit and the bare
+//! mirrors of repositories ([`git`]).
 //!
 //! Invariant: nothing here knows what a build is; bot and worker still never depend on each
 //! other.
 
 pub mod amqp;
 pub mod clock;
+pub mod git;
 pub mod logging;
 pub mod redis;
 pub mod signal;

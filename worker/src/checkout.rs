@@ -2,43 +2,31 @@
 //! once; every later one fetches only what is new. The first task of a commit checks it
 //! out once more, into a pristine copy that no task runs in; each task of that commit gets
 //! a copy of it, made in-process, with no git to start.
+//!
+//! The mirrors (clone, fetch, their locks, their time limit) are kiln-io's
+//! [`kiln_io::git::Mirrors`], as the bot's are; what is here is the worker's own: pristine
+//! checkouts and each task's work directory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
 
+use kiln_io::git::{self, GitError, Mirrors};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
-use tokio::sync::{Mutex, OnceCell, RwLock};
+use tokio::sync::{OnceCell, RwLock};
 
 /// How many pristine checkouts a worker keeps; the least recently used goes first.
 const PRISTINES_KEPT: usize = 4;
-
-/// The longest one git command of a checkout may take. A remote that stops answering would
-/// otherwise hold the task's slot, and its mirror's lock, until the build is cancelled.
-const GIT_LIMIT: Duration = Duration::from_secs(10 * 60);
-
-/// Why a commit could not be checked out.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckoutError {
-    #[error("git {action} failed: {detail}")]
-    Git {
-        action: &'static str,
-        detail: String,
-    },
-    #[error("cannot run git: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// Mirrors, pristine checkouts and work directories under one root.
 #[derive(Debug, Clone)]
 pub struct Checkouts {
     root: PathBuf,
-    /// How long one git command may take before it is stopped.
-    git_limit: Duration,
-    /// One lock per mirror: two fetches into one repository would fight over its refs.
-    locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// The mirrors, in `root/mirrors`. Their time limit (10 minutes) is each git command's
+    /// of a checkout too: a remote that stops answering would otherwise hold the task's
+    /// slot, and its mirror's lock, until the build is cancelled.
+    mirrors: Mirrors,
     pristines: Arc<StdMutex<Pristines>>,
     /// Pristine checkouts a previous run of the worker left, removed before the first is made.
     leftovers_removed: Arc<OnceCell<()>>,
@@ -64,10 +52,10 @@ impl Checkouts {
     /// Keeps mirrors in `root/mirrors`, pristine checkouts in `root/pristine` and work
     /// directories in `root/work`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         Self {
-            root: root.into(),
-            git_limit: GIT_LIMIT,
-            locks: Arc::default(),
+            mirrors: Mirrors::new(root.join("mirrors")),
+            root,
             pristines: Arc::default(),
             leftovers_removed: Arc::default(),
         }
@@ -79,7 +67,7 @@ impl Checkouts {
         clone_url: &str,
         commit: &str,
         name: &str,
-    ) -> Result<PathBuf, CheckoutError> {
+    ) -> Result<PathBuf, GitError> {
         let dir = self.work_dir(name);
         if dir.exists() {
             tokio::fs::remove_dir_all(&dir).await?;
@@ -140,7 +128,7 @@ impl Checkouts {
     }
 
     /// Checks `commit` out into a directory of its own, which is kept.
-    async fn make_pristine(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
+    async fn make_pristine(&self, clone_url: &str, commit: &str) -> Result<PathBuf, GitError> {
         let parent = self.root.join("pristine");
         self.leftovers_removed
             .get_or_try_init(|| async {
@@ -150,7 +138,7 @@ impl Checkouts {
                 }
             })
             .await?;
-        let mirror = self.mirror(clone_url, commit).await?;
+        let mirror = self.mirrors.update(clone_url, Some(commit)).await?.path;
         tokio::fs::create_dir_all(&parent).await?;
         // Removed again if the checkout fails.
         let making = tempfile::Builder::new().tempdir_in(&parent)?;
@@ -159,7 +147,7 @@ impl Checkouts {
         // its objects cannot corrupt the mirror every later checkout comes from. No template:
         // a task needs no sample hooks, and each is a file to write.
         let clone = making.path().join("checkout");
-        run(
+        git::run(
             "clone",
             Command::new("git")
                 .args([
@@ -171,75 +159,20 @@ impl Checkouts {
                 ])
                 .arg(&mirror)
                 .arg(&clone),
-            self.git_limit,
+            self.mirrors.limit(),
         )
         .await?;
-        run(
+        git::run(
             "checkout",
             Command::new("git")
                 .arg("-C")
                 .arg(&clone)
                 .args(["checkout", "--quiet", "--detach", commit]),
-            self.git_limit,
+            self.mirrors.limit(),
         )
         .await?;
         let _kept = making.keep();
         Ok(clone)
-    }
-
-    /// The mirror of `clone_url`, holding `commit`.
-    async fn mirror(&self, clone_url: &str, commit: &str) -> Result<PathBuf, CheckoutError> {
-        let mirror = self
-            .root
-            .join("mirrors")
-            .join(format!("{}.git", repository_key(clone_url)));
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(mirror.clone()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
-        if !mirror.exists() {
-            tokio::fs::create_dir_all(self.root.join("mirrors")).await?;
-            // Cloned aside and moved into place whole: a clone that fails, is stopped, or
-            // whose task is dropped leaves nothing a later checkout would take for a mirror.
-            let making = tempfile::Builder::new()
-                .prefix(".clone-")
-                .tempdir_in(self.root.join("mirrors"))?;
-            let clone = making.path().join("mirror.git");
-            run(
-                "clone",
-                // Through git's transport even from a local path, so the mirror holds packs,
-                // not a file per object: each checkout copies the mirror's objects.
-                Command::new("git")
-                    .args(["clone", "--mirror", "--no-local", "--quiet", clone_url])
-                    .arg(&clone),
-                self.git_limit,
-            )
-            .await?;
-            tokio::fs::rename(&clone, &mirror).await?;
-        } else {
-            let present = Command::new("git")
-                .arg("--git-dir")
-                .arg(&mirror)
-                .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await?;
-            if !present.success() {
-                run(
-                    "fetch",
-                    // Kept as a pack however few objects came, for the same reason.
-                    Command::new("git")
-                        .arg("--git-dir")
-                        .arg(&mirror)
-                        .args(["-c", "fetch.unpackLimit=1"])
-                        .args(["fetch", "--quiet", "--prune", "origin"]),
-                    self.git_limit,
-                )
-                .await?;
-            }
-        }
-        Ok(mirror)
     }
 }
 
@@ -300,38 +233,11 @@ fn symlink(original: &Path, link: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Runs git's `action`, stopping it if it takes longer than `limit` or is dropped.
-async fn run(
-    action: &'static str,
-    command: &mut Command,
-    limit: Duration,
-) -> Result<(), CheckoutError> {
-    let output = command
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(limit, output)
-        .await
-        .map_err(|_| CheckoutError::Git {
-            action,
-            detail: format!(
-                "stopped after {}: it did not finish in time",
-                humantime::format_duration(limit)
-            ),
-        })??;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(CheckoutError::Git {
-        action,
-        detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command as StdCommand;
+    use std::time::Duration;
 
     /// A repository with one commit per entry of `contents` (the text of `file`); returns
     /// its path and the commits.
@@ -376,7 +282,8 @@ mod tests {
         let url = format!("git://{}/silent.git", listener.local_addr().expect("addr"));
         let root = tempfile::tempdir().expect("tempdir");
         let checkouts = Checkouts {
-            git_limit: Duration::from_millis(500),
+            mirrors: Mirrors::new(root.path().join("mirrors"))
+                .with_limit(Duration::from_millis(500)),
             ..Checkouts::new(root.path())
         };
         let checkout = tokio::time::timeout(
@@ -395,6 +302,36 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "nothing half-cloned is left: {left:?}");
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_mirror_clone_left_by_a_killed_worker_is_removed_at_the_next_checkout() {
+        let origin = tempfile::tempdir().expect("tempdir");
+        let commit = repository(origin.path(), &["one"]).remove(0);
+        let root = tempfile::tempdir().expect("tempdir");
+        let left = root.path().join("mirrors/.clone-Xy12Zw/mirror.git");
+        std::fs::create_dir_all(left.join("objects")).expect("mkdir");
+        let checkouts = Checkouts::new(root.path());
+        let url = origin.path().to_str().expect("utf-8");
+        checkouts
+            .checkout(url, &commit, "a")
+            .await
+            .expect("checks out");
+        let mirrors: Vec<_> = std::fs::read_dir(root.path().join("mirrors"))
+            .expect("the mirrors' directory")
+            .map(|entry| {
+                entry
+                    .expect("an entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        assert_eq!(
+            mirrors,
+            [format!("{}.git", repository_key(url))],
+            "the mirror, and nothing half-cloned"
+        );
     }
 
     #[tokio::test]
@@ -536,7 +473,7 @@ mod tests {
         assert!(
             matches!(
                 error,
-                CheckoutError::Git {
+                GitError::Git {
                     action: "checkout",
                     ..
                 }

@@ -1,23 +1,21 @@
 //! A bare mirror per repository, so reading `.kiln.yml` at a commit is a local read after
 //! an incremental fetch, not a clone per build; a `git cat-file --batch` kept running beside
 //! each mirror ([`reader`]) answers it without starting a process.
+//!
+//! The mirrors themselves (clone, fetch, their locks, their time limit) are kiln-io's
+//! [`kiln_io::git::Mirrors`], as the worker's are; what is here is the bot's use of them:
+//! files at a commit, branch heads, ancestry, and the push of a promotion.
 
 mod reader;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
 
+use kiln_io::git::{GitError, has_commit, in_repository as git};
 use kiln_shared::command::Target;
 use reader::Reader;
-use sha2::{Digest, Sha256};
-use tokio::process::Command;
 use tokio::sync::Mutex;
-
-/// The longest a clone or a fetch may take. A remote that stops answering would otherwise
-/// hold its mirror's lock, and one of the few builds planned at once, for good.
-const FETCH_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// How many files read at a commit are kept; past that the kept ones are dropped. Most
 /// reads are of `.kiln.yml`, a few KiB, and a commit is often built more than once (its
@@ -26,15 +24,6 @@ const KEPT_FILES: usize = 64;
 
 /// The largest file kept, so that those kept take at most 4 MiB.
 const KEPT_FILE_BYTES: usize = 64 * 1024;
-
-/// Why a file could not be read from a repository.
-#[derive(Debug, thiserror::Error)]
-pub enum MirrorError {
-    #[error("git {action} failed: {detail}")]
-    Git { action: String, detail: String },
-    #[error("cannot run git: {0}")]
-    Spawn(#[from] std::io::Error),
-}
 
 /// A branch or commit, as it is in a repository now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +49,10 @@ pub enum Pushed {
 /// Bare mirrors under one directory, one per clone URL.
 #[derive(Debug, Clone)]
 pub struct Mirrors {
-    root: PathBuf,
-    /// How long a clone or a fetch may take before it is stopped.
-    fetch_limit: Duration,
-    /// One lock per mirror: two fetches into the same repository would fight over its refs.
-    locks: Arc<StdMutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// The mirrors: made, fetched into and locked there. A clone or a fetch is stopped after
+    /// 10 minutes: a remote that stops answering would otherwise hold one of the few builds
+    /// planned at once for good.
+    mirrors: kiln_io::git::Mirrors,
     /// Each mirror's running reader, started on first use, again after it failed.
     readers: Arc<StdMutex<HashMap<PathBuf, ReaderSlot>>>,
     /// Files read lately at a full commit id, by clone URL, commit and path: what a commit
@@ -82,9 +70,7 @@ impl Mirrors {
     /// Mirrors kept under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
-            root: root.into(),
-            fetch_limit: FETCH_LIMIT,
-            locks: Arc::default(),
+            mirrors: kiln_io::git::Mirrors::new(root),
             readers: Arc::default(),
             kept: Arc::default(),
         }
@@ -98,7 +84,7 @@ impl Mirrors {
         clone_url: &str,
         commit: &str,
         path: &str,
-    ) -> Result<Option<Vec<u8>>, MirrorError> {
+    ) -> Result<Option<Vec<u8>>, GitError> {
         let key = (clone_url.to_owned(), commit.to_owned(), path.to_owned());
         if let Some(content) = self.kept_files().get(&key) {
             return Ok(Some(content.clone()));
@@ -126,7 +112,7 @@ impl Mirrors {
         clone_url: &str,
         commit: &str,
         path: &str,
-    ) -> Result<Option<Vec<u8>>, MirrorError> {
+    ) -> Result<Option<Vec<u8>>, GitError> {
         let mirror = self.path(clone_url);
         if mirror.exists()
             && let Some(content) = self.read_blob(&mirror, commit, path).await
@@ -135,8 +121,8 @@ impl Mirrors {
         }
         let mirror = self.update(clone_url, Some(commit)).await?;
         if !has_commit(&mirror, commit).await? {
-            return Err(MirrorError::Git {
-                action: "fetch".into(),
+            return Err(GitError::Git {
+                action: "fetch",
                 detail: format!("commit {commit} is not in {clone_url}"),
             });
         }
@@ -153,7 +139,7 @@ impl Mirrors {
         &self,
         clone_url: &str,
         target: &Target,
-    ) -> Result<Option<Resolved>, MirrorError> {
+    ) -> Result<Option<Resolved>, GitError> {
         let mirror = self.update(clone_url, None).await?;
         let reference = match target {
             Target::Branch(branch) => format!("refs/heads/{branch}^{{commit}}"),
@@ -212,7 +198,7 @@ impl Mirrors {
         &self,
         clone_url: &str,
         branches: &[&str],
-    ) -> Result<Vec<Option<String>>, MirrorError> {
+    ) -> Result<Vec<Option<String>>, GitError> {
         let mirror = self.update(clone_url, None).await?;
         let mut heads = Vec::with_capacity(branches.len());
         for branch in branches {
@@ -239,7 +225,7 @@ impl Mirrors {
         clone_url: &str,
         ancestor: &str,
         descendant: &str,
-    ) -> Result<bool, MirrorError> {
+    ) -> Result<bool, GitError> {
         let mirror = self.path(clone_url);
         if !has_commit(&mirror, ancestor).await? || !has_commit(&mirror, descendant).await? {
             return Ok(false);
@@ -251,8 +237,8 @@ impl Mirrors {
         match output.status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
-            _ => Err(MirrorError::Git {
-                action: "merge-base".into(),
+            _ => Err(GitError::Git {
+                action: "merge-base",
                 detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             }),
         }
@@ -268,21 +254,19 @@ impl Mirrors {
         commit: &str,
         branch: &str,
         lease: Option<&str>,
-    ) -> Result<Pushed, MirrorError> {
+    ) -> Result<Pushed, GitError> {
         let mirror = self.path(clone_url);
         let refname = format!("refs/heads/{branch}");
         let output = {
-            let lock = self.lock(&mirror);
-            let _guard = lock.lock().await;
+            // No fetch moves the mirror's refs while they are pushed from.
+            let _held = self.mirrors.lock(clone_url).await;
             let mut push = git(&mirror);
             push.args(["push", "--porcelain"]);
             if let Some(lease) = lease {
                 push.arg(format!("--force-with-lease={refname}:{lease}"));
             }
-            push.args(["--end-of-options", push_url, &format!("{commit}:{refname}")])
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-                .await?
+            push.args(["--end-of-options", push_url, &format!("{commit}:{refname}")]);
+            kiln_io::git::output("push", &mut push, self.mirrors.limit()).await?
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
         // `--porcelain`: a line `!<tab><from>:<to><tab>[rejected] (why)` per refused ref.
@@ -294,8 +278,8 @@ impl Mirrors {
             return Ok(Pushed::Rejected(why));
         }
         if !output.status.success() {
-            return Err(MirrorError::Git {
-                action: "push".into(),
+            return Err(GitError::Git {
+                action: "push",
                 detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
@@ -334,98 +318,21 @@ impl Mirrors {
 
     /// Where the mirror of `clone_url` lives.
     fn path(&self, clone_url: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
-        self.root.join(format!("{}.git", &digest[..16]))
-    }
-
-    /// The lock of one mirror.
-    fn lock(&self, mirror: &Path) -> Arc<Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(mirror.to_owned()).or_default().clone()
+        self.mirrors.path(clone_url)
     }
 
     /// Makes sure the mirror of `clone_url` is there and has `commit`, fetching only when it
     /// does not; with no commit, fetches always (branch heads move).
-    async fn update(&self, clone_url: &str, commit: Option<&str>) -> Result<PathBuf, MirrorError> {
-        let mirror = self.path(clone_url);
-        let lock = self.lock(&mirror);
-        let _guard = lock.lock().await;
-        if !mirror.exists() {
-            tokio::fs::create_dir_all(&self.root).await?;
-            // Cloned aside and moved into place whole: a clone that fails, is stopped, or
-            // whose bot stops leaves nothing a later read would take for a mirror.
-            let making = tempfile::Builder::new()
-                .prefix(".clone-")
-                .tempdir_in(&self.root)?;
-            let clone = making.path().join("mirror.git");
-            run(
-                "clone",
-                Command::new("git")
-                    .args(["clone", "--mirror", "--quiet", clone_url])
-                    .arg(&clone),
-                self.fetch_limit,
-            )
-            .await?;
-            tokio::fs::rename(&clone, &mirror).await?;
-        } else {
-            let present = match commit {
-                Some(commit) => has_commit(&mirror, commit).await?,
-                None => false,
-            };
-            if !present {
-                run(
-                    "fetch",
-                    git(&mirror).args(["fetch", "--quiet", "--prune", "origin"]),
-                    self.fetch_limit,
-                )
-                .await?;
-                // A fetch may repack: a reader started before it would keep the packs it
-                // replaced open, on disk, for as long as it runs. The next read starts another.
-                let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-                readers.remove(&mirror);
-            }
+    async fn update(&self, clone_url: &str, commit: Option<&str>) -> Result<PathBuf, GitError> {
+        let updated = self.mirrors.update(clone_url, commit).await?;
+        if updated.fetched {
+            // A fetch may repack: a reader started before it would keep the packs it
+            // replaced open, on disk, for as long as it runs. The next read starts another.
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            readers.remove(&updated.path);
         }
-        Ok(mirror)
+        Ok(updated.path)
     }
-}
-
-fn git(mirror: &Path) -> Command {
-    let mut command = Command::new("git");
-    command.arg("--git-dir").arg(mirror);
-    command
-}
-
-async fn has_commit(mirror: &Path, commit: &str) -> Result<bool, MirrorError> {
-    let status = git(mirror)
-        .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await?;
-    Ok(status.success())
-}
-
-/// Runs git's `action`, stopping it if it takes longer than `limit`.
-async fn run(action: &str, command: &mut Command, limit: Duration) -> Result<(), MirrorError> {
-    let output = command
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(limit, output)
-        .await
-        .map_err(|_| MirrorError::Git {
-            action: action.to_owned(),
-            detail: format!(
-                "stopped after {}: the remote did not finish in time",
-                humantime::format_duration(limit)
-            ),
-        })??;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(MirrorError::Git {
-        action: action.to_owned(),
-        detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    })
 }
 
 /// Whether `commit` is a full object id (SHA-1 or SHA-256, in hex), which names one
@@ -438,6 +345,7 @@ fn is_object_id(commit: &str) -> bool {
 mod tests {
     use super::reader::tests::git;
     use super::*;
+    use std::time::Duration;
 
     fn commit(repo: &Path, text: &str) -> String {
         std::fs::write(repo.join(".kiln.yml"), text).expect("write");
@@ -453,7 +361,7 @@ mod tests {
         let url = format!("git://{}/silent.git", listener.local_addr().expect("addr"));
         let root = tempfile::tempdir().expect("temp dir");
         let mirrors = Mirrors {
-            fetch_limit: Duration::from_millis(500),
+            mirrors: kiln_io::git::Mirrors::new(root.path()).with_limit(Duration::from_millis(500)),
             ..Mirrors::new(root.path())
         };
         let read = tokio::time::timeout(
