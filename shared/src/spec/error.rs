@@ -32,13 +32,34 @@ impl SpecError {
     /// knows where it stopped.
     pub(super) fn from_yaml(error: &serde_saphyr::Error) -> Self {
         let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let message = first_line(&error.to_string());
+        let message = match PLAIN_WORDS.iter().find(|(said, _)| *said == message) {
+            Some((_, plain)) => (*plain).to_owned(),
+            None => message,
+        };
         Self {
             line,
             column,
-            message: first_line(&error.to_string()),
+            message,
         }
     }
 }
+
+/// serde-saphyr's words for a node of the wrong kind, and what a person in chat reads instead.
+const PLAIN_WORDS: [(&str, &str); 3] = [
+    (
+        "expected string scalar",
+        "expected a single value here, not a list or a map",
+    ),
+    (
+        "expected sequence start",
+        "expected a list here, such as `[a, b]`",
+    ),
+    (
+        "expected mapping start",
+        "expected a map here, such as `{ name: value }`",
+    ),
+];
 
 /// serde-saphyr renders `error: line L column C: message` and a snippet of the file below it;
 /// [`SpecError`] carries the place itself, so keep the message alone.

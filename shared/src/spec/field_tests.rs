@@ -47,7 +47,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         "images:\n  app:\n    context: .\n    target: [x]\nsteps:\n  a: { image: i, run: x }\n",
-        "line 4, column 13: expected string scalar",
+        "line 4, column 13: expected a single value here, not a list or a map",
     );
     check(
         "images:\n  app:\n    context: .\n    from: x\nsteps:\n  a: { image: i, run: x }\n",
@@ -99,7 +99,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    stage: [a]\n"),
-        "line 5, column 12: expected string scalar",
+        "line 5, column 12: expected a single value here, not a list or a map",
     );
     check(
         "steps:\n  a:\n    image: i\n    run: []\n",
@@ -107,7 +107,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         "steps:\n  a:\n    image: i\n    run: [make, { x: 1 }]\n",
-        "line 4, column 17: expected string scalar",
+        "line 4, column 17: expected a single value here, not a list or a map",
     );
     check(
         "steps:\n  a:\n    image: i\n    run: 1\n",
@@ -131,7 +131,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    needs: a\n"),
-        "line 5, column 12: expected sequence start",
+        "line 5, column 12: expected a list here, such as `[a, b]`",
     );
     check(
         &step("    platforms: [linux/amd64, linux/mips]\n"),
@@ -151,7 +151,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    shards: [1]\n"),
-        "line 5, column 13: expected string scalar",
+        "line 5, column 13: expected a single value here, not a list or a map",
     );
     check(
         &step("    shards: 1.5\n"),
@@ -175,7 +175,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    services:\n      db:\n        image: r\n        env: { A: [x] }\n"),
-        "line 8, column 19: expected string scalar",
+        "line 8, column 19: expected a single value here, not a list or a map",
     );
     check(
         &step("    env:\n      KILN_X: y\n"),
@@ -183,7 +183,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    env:\n      A: { b: c }\n"),
-        "line 6, column 10: expected string scalar",
+        "line 6, column 10: expected a single value here, not a list or a map",
     );
     check(
         &step("    timeout: soon\n"),

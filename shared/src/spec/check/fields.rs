@@ -3,8 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use serde_saphyr::{Location, Spanned};
+
 use super::{StepAt, is_name, refuse, relative_path};
 use crate::pattern::{branch_glob, path_glob};
+use crate::platform::Platform;
 use crate::spec::error::SpecError;
 use crate::spec::raw::{RawImage, RawRetry, RawService};
 use crate::spec::{
@@ -61,8 +64,7 @@ pub(super) fn platforms(s: &StepAt) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Docker needs an image for every platform, one of `images` when the name is bare; the
-/// shell has no use for one.
+/// Docker needs an image for every platform; the shell has no use for one.
 pub(super) fn image(s: &StepAt) -> Result<(), SpecError> {
     let name = s.name();
     let Some(image) = &s.step.image else {
@@ -80,39 +82,55 @@ pub(super) fn image(s: &StepAt) -> Result<(), SpecError> {
             format!("step `{name}` runs in the shell, where `image` means nothing; remove it"),
         );
     }
-    let on = |platform| match &image.value {
+    let missing = s.step.platforms().find(|p| image_on(image, *p).is_none());
+    if let Some(platform) = missing {
+        return refuse(
+            image.referenced,
+            format!("step `{name}` has no `image` for {platform}"),
+        );
+    }
+    Ok(())
+}
+
+/// With in-tree images declared, a bare image name that is none of them is a typo far more
+/// often than an image from Docker Hub.
+pub(super) fn image_is_declared(s: &StepAt) -> Result<(), SpecError> {
+    let images = &s.file.spec.images.0;
+    let Some(image) = &s.step.image else {
+        return Ok(());
+    };
+    if images.is_empty() || s.step.runner() != Runner::Docker {
+        return Ok(());
+    }
+    let bare = s
+        .step
+        .platforms()
+        .filter_map(|p| image_on(image, p))
+        .find(|(i, _)| !i.contains(['/', ':', '@']) && !images.iter().any(|(k, _)| k.value == *i));
+    if let Some((unknown, at)) = bare {
+        return refuse(
+            at,
+            format!(
+                "step `{}` runs in image `{unknown}`, which is not one of `images`; \
+                 name an image from elsewhere in full, e.g. `{unknown}:latest`",
+                s.name()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The image a step names for `platform`, and where it is written; none when it names none
+/// or a blank one.
+fn image_on(image: &Spanned<RawImage>, platform: Platform) -> Option<(&str, Location)> {
+    let named = match &image.value {
         RawImage::Any(i) => Some((i.as_str(), image.referenced)),
         RawImage::PerPlatform(names) => names
             .iter()
             .find(|(p, _)| p.value == platform)
             .map(|(_, i)| (i.value.as_str(), i.referenced)),
     };
-    let on = |platform| on(platform).filter(|(i, _)| !i.trim().is_empty());
-    if let Some(platform) = s.step.platforms().find(|p| on(*p).is_none()) {
-        return refuse(
-            image.referenced,
-            format!("step `{name}` has no `image` for {platform}"),
-        );
-    }
-    // With in-tree images declared, a bare name that is none of them is a typo far more
-    // often than an image from Docker Hub.
-    let images = &s.file.spec.images.0;
-    let bare = s
-        .step
-        .platforms()
-        .filter_map(on)
-        .filter(|_| !images.is_empty())
-        .find(|(i, _)| !i.contains(['/', ':', '@']) && !images.iter().any(|(k, _)| k.value == *i));
-    if let Some((unknown, at)) = bare {
-        return refuse(
-            at,
-            format!(
-                "step `{name}` runs in image `{unknown}`, which is not one of `images`; \
-                 name an image from elsewhere in full, e.g. `{unknown}:latest`"
-            ),
-        );
-    }
-    Ok(())
+    named.filter(|(i, _)| !i.trim().is_empty())
 }
 
 /// Sidecars live on a Docker network.

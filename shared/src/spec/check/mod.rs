@@ -66,6 +66,7 @@ const STEP_CHECKS: &[StepCheck] = &[
     links::needs,
     fields::platforms,
     fields::image,
+    fields::image_is_declared,
     fields::services_need_docker,
     fields::secrets,
     fields::shards,
