@@ -12,6 +12,7 @@
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::{Plan, PlannedTask};
+use kiln_shared::record;
 use kiln_shared::routing::JOB_DELIVERY_LIMIT;
 use kiln_shared::wire::{
     Artifact, BuildFinished, Event, ImageUse, JobRequested, TaskFinished, TaskStarted, TaskSummary,
@@ -118,11 +119,7 @@ pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()
          dead-letter queue"
     );
     let outcome = TaskOutcome::Errored { reason };
-    let fields = [
-        ("outcome", outcome.to_string()),
-        ("outcome_json", serde_json::to_string(&outcome)?),
-        ("finished_ms", now_ms().to_string()),
-    ];
+    let fields = record::task::ended(&outcome, now_ms());
     let errored = app
         .store
         .transition_attempt(
@@ -247,10 +244,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
         return Ok(Cancel::NoSuchBuild);
     };
     let reason = format!("cancelled by {by}");
-    let fields = [
-        ("finished_ms", now_ms().to_string()),
-        ("error", reason.clone()),
-    ];
+    let fields = record::build::ended(now_ms(), Some(reason.clone()));
     // The build's cards are to show the cancel; noted first, so that a bot stopped half-way
     // brings them up to date when it starts again.
     app.store.cards_due(id).await?;
@@ -334,8 +328,7 @@ pub async fn end_build(
             error: error.clone(),
         }))
         .await?;
-    let mut fields = vec![("finished_ms", now_ms().to_string())];
-    fields.extend(error.map(|e| ("error", e)));
+    let fields = record::build::ended(now_ms(), error);
     app.store
         .transition_build(record.build.id, status, &fields)
         .await?;
