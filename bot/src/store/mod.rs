@@ -420,12 +420,7 @@ impl Store {
                 if !BuildRecord::has_plan(h) {
                     return Ok(None);
                 }
-                let created = h.get(BuildField::CreatedMs.name());
-                let created = created
-                    .map(|v| record::build::decode_created_ms(v))
-                    .unwrap_or(Err(RecordError::Missing {
-                        field: BuildField::CreatedMs.name(),
-                    }))
+                let created = record::build::created_ms_of(h)
                     .map_err(|e| unreadable(self.keys.build(*id), e))?;
                 Ok(Some((*id, created)))
             })

@@ -243,7 +243,12 @@ pub fn decode_plan(value: &str) -> Result<Plan, RecordError> {
 /// A stored `created_ms`.
 pub fn decode_created_ms(value: &str) -> Result<u64, RecordError> {
     let fields = HashMap::from([(BuildField::CreatedMs.name().to_owned(), value.to_owned())]);
-    let r = Reader { fields: &fields };
+    created_ms_of(&fields)
+}
+
+/// The `created_ms` of a build's hash, which every build has.
+pub fn created_ms_of(fields: &HashMap<String, String>) -> Result<u64, RecordError> {
+    let r = Reader { fields };
     required(
         BuildField::CreatedMs.name(),
         r.parsed(BuildField::CreatedMs.name())?,
@@ -304,6 +309,32 @@ mod tests {
         for record in [full, fresh, unchanged] {
             let decoded = BuildRecord::decode(BuildId(7), &hash(record.encode()), None);
             assert_eq!(decoded, Ok(Some(record)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text a record holds (backticks, quotes, newlines, `@everyone`), it
+        /// reads back as it was written.
+        #[test]
+        fn any_text_round_trips(
+            branch in ".*",
+            subject in ".*",
+            author in ".*",
+            paths in proptest::option::of(proptest::collection::vec(".*", 0..4)),
+            error in proptest::option::of(".+"),
+            created_ms in proptest::num::u64::ANY,
+        ) {
+            let mut record = BuildRecord {
+                subject,
+                author,
+                changed_paths: paths,
+                error,
+                created_ms,
+                ..record()
+            };
+            record.build.branch = branch;
+            let decoded = BuildRecord::decode(BuildId(7), &hash(record.encode()), None);
+            proptest::prop_assert_eq!(decoded, Ok(Some(record)));
         }
     }
 

@@ -332,6 +332,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever text a record holds (backticks, quotes, newlines, `@everyone`), it
+        /// reads back as it was written.
+        #[test]
+        fn any_text_round_trips(
+            worker in ".*",
+            outcome in proptest::option::of(".*"),
+            reason in ".*",
+            path in ".*",
+            code in proptest::num::i64::ANY,
+            attempt in 1u32..,
+        ) {
+            let record = TaskRecord {
+                worker: Some(worker),
+                attempt,
+                outcome,
+                exit_code: Some(code),
+                ended: Some(TaskOutcome::Errored { reason }),
+                artifacts: vec![Artifact { path, ..artifacts()[0].clone() }],
+                ..finished_record()
+            };
+            let decoded = TaskRecord::decode(&record.name, &hash(record.encode()));
+            proptest::prop_assert_eq!(decoded, Ok(Some(record)));
+        }
+    }
+
     #[test]
     fn what_the_writes_set_reads_back() {
         let outcome = TaskOutcome::Failed { exit_code: 3 };
