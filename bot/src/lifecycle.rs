@@ -7,6 +7,7 @@
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::plan::Plan;
+use kiln_shared::record;
 use kiln_shared::wire::{BuildFinished, Event, TaskSummary};
 
 use crate::app::App;
@@ -65,10 +66,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
         return Ok(Cancel::NoSuchBuild);
     };
     let reason = format!("cancelled by {by}");
-    let fields = [
-        ("finished_ms", now_ms().to_string()),
-        ("error", reason.clone()),
-    ];
+    let fields = record::build::ended(now_ms(), Some(reason.clone()));
     // The build's cards are to show the cancel; noted first, so that a bot stopped half-way
     // brings them up to date when it starts again.
     app.store.cards_due(id).await?;
@@ -152,8 +150,7 @@ pub async fn end_build(
             error: error.clone(),
         }))
         .await?;
-    let mut fields = vec![("finished_ms", now_ms().to_string())];
-    fields.extend(error.map(|e| ("error", e)));
+    let fields = record::build::ended(now_ms(), error);
     app.store
         .transition_build(record.build.id, status, &fields)
         .await?;

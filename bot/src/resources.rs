@@ -246,7 +246,7 @@ async fn job(
     record: &BuildRecord,
     task: &PlannedTask,
     attempt: u32,
-) -> redis::RedisResult<JobRequested> {
+) -> Result<JobRequested, crate::store::StoreError> {
     let needs: Vec<&str> = task.needs.iter().map(String::as_str).collect();
     let inputs = app
         .store

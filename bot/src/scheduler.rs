@@ -10,6 +10,7 @@
 
 use kiln_shared::build::{BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::PlannedTask;
+use kiln_shared::record;
 use kiln_shared::routing::JOB_DELIVERY_LIMIT;
 use kiln_shared::wire::{Artifact, Event, ImageUse, JobRequested, TaskFinished, TaskStarted};
 
@@ -114,11 +115,7 @@ pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()
          dead-letter queue"
     );
     let outcome = TaskOutcome::Errored { reason };
-    let fields = [
-        ("outcome", outcome.to_string()),
-        ("outcome_json", serde_json::to_string(&outcome)?),
-        ("finished_ms", now_ms().to_string()),
-    ];
+    let fields = record::task::ended(&outcome, now_ms());
     let errored = app
         .store
         .transition_attempt(

@@ -16,6 +16,9 @@ use crate::promotion::PromotionId;
 /// This compare-and-set is what makes every consumer idempotent: a duplicate or late message
 /// finds the status already moved and changes nothing. The guard field is how a task's
 /// attempt is checked: a job of an attempt that was superseded by a retry changes nothing.
+///
+/// The script names the `status` field itself, as every record with a status names it
+/// (builds, tasks, promotions); a test in [`crate::record`] checks that it is the codecs'.
 pub const STATUS_TRANSITION_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
@@ -29,19 +32,6 @@ for allowed in string.gmatch(ARGV[2], '[^,]+') do
 end
 return 0
 ";
-
-/// The fields of a task's record that belong to one attempt (who ran it, when, how it
-/// ended, what it left): a retry clears them. Whoever writes a new such field lists it here.
-pub const ATTEMPT_FIELDS: [&str; 8] = [
-    "worker",
-    "started_ms",
-    "finished_ms",
-    "outcome",
-    "outcome_json",
-    "exit_code",
-    "artifacts_json",
-    "images_json",
-];
 
 /// Names of one installation's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

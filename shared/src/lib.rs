@@ -16,6 +16,7 @@ pub mod plan;
 pub mod platform;
 pub mod presence;
 pub mod promotion;
+pub mod record;
 pub mod routing;
 pub mod spec;
 pub mod subscription;

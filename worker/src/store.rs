@@ -3,11 +3,13 @@
 //! Claiming and finishing are compare-and-sets ([`STATUS_TRANSITION_SCRIPT`]): two workers
 //! handed the same job never both run it, and a finished task is never reopened.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use kiln_shared::build::TaskStatus;
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::presence::Presence;
+use kiln_shared::record::{self, RecordError, TaskField, TaskRecord};
 use kiln_shared::wire::JobRequested;
 
 use crate::lines::{LogLine, LogSink};
@@ -32,6 +34,16 @@ pub enum Claim {
     Elsewhere(Option<String>),
 }
 
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The task's record is there but does not decode: never guessed at.
+    #[error("the record {key} is unreadable: {problem}")]
+    Unreadable { key: String, problem: RecordError },
+}
+
 /// The worker's handle on Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -46,10 +58,6 @@ impl std::fmt::Debug for Store {
 }
 
 pub use kiln_io::clock::now_ms;
-
-fn milliseconds() -> String {
-    now_ms().to_string()
-}
 
 impl Store {
     pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
@@ -70,7 +78,7 @@ impl Store {
         invocation
             .arg(to.as_str())
             .arg(from.join(","))
-            .arg("attempt")
+            .arg(TaskField::Attempt.name())
             .arg(job.attempt);
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
@@ -93,19 +101,22 @@ impl Store {
         self.conn.clone().hdel(self.keys.workers(), name).await
     }
 
-    /// The worker running this attempt of the task, if it is running.
-    pub async fn running_on(&self, job: &JobRequested) -> RedisResult<Option<String>> {
+    /// The record of the task of `job`, if there is one; one round trip.
+    async fn task(&self, job: &JobRequested) -> Result<Option<TaskRecord>, StoreError> {
         let key = self.keys.task(job.build.id, &job.task);
-        let (status, attempt, worker): (Option<String>, Option<u32>, Option<String>) =
-            redis::pipe()
-                .hget(&key, "status")
-                .hget(&key, "attempt")
-                .hget(&key, "worker")
-                .query_async(&mut self.conn.clone())
-                .await?;
-        let running =
-            status.as_deref() == Some(TaskStatus::Running.as_str()) && attempt == Some(job.attempt);
-        Ok(worker.filter(|_| running))
+        let fields: HashMap<String, String> = self.conn.clone().hgetall(&key).await?;
+        TaskRecord::decode(&job.task, &fields).map_err(|problem| {
+            tracing::error!(%key, %problem, "stored record is unreadable");
+            StoreError::Unreadable { key, problem }
+        })
+    }
+
+    /// The worker running this attempt of the task, if it is running.
+    pub async fn running_on(&self, job: &JobRequested) -> Result<Option<String>, StoreError> {
+        let task = self.task(job).await?;
+        Ok(task
+            .filter(|t| t.status == TaskStatus::Running && t.attempt == job.attempt)
+            .and_then(|t| t.worker))
     }
 
     /// What worker `name` last said of itself, if it did.
@@ -115,14 +126,9 @@ impl Store {
     }
 
     /// Whether the bot has cancelled this attempt of the task.
-    pub async fn cancelled(&self, job: &JobRequested) -> RedisResult<bool> {
-        let (status, attempt): (Option<String>, Option<u32>) = redis::pipe()
-            .hget(self.keys.task(job.build.id, &job.task), "status")
-            .hget(self.keys.task(job.build.id, &job.task), "attempt")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(status.as_deref() == Some(TaskStatus::Cancelled.as_str())
-            && attempt == Some(job.attempt))
+    pub async fn cancelled(&self, job: &JobRequested) -> Result<bool, StoreError> {
+        let task = self.task(job).await?;
+        Ok(task.is_some_and(|t| t.status == TaskStatus::Cancelled && t.attempt == job.attempt))
     }
 
     /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
@@ -132,87 +138,52 @@ impl Store {
         job: &JobRequested,
         redelivered: bool,
         worker: &str,
-    ) -> RedisResult<Claim> {
-        let key = self.keys.task(job.build.id, &job.task);
+    ) -> Result<Claim, StoreError> {
         let from: &[TaskStatus] = if redelivered {
             &[TaskStatus::Queued, TaskStatus::Running]
         } else {
             &[TaskStatus::Queued]
         };
-        let fields = [
-            ("worker", worker.to_owned()),
-            ("started_ms", milliseconds()),
-        ];
+        let fields = record::task::claimed(worker, now_ms());
         if self
             .transition(job, TaskStatus::Running, from, &fields)
             .await?
         {
             return Ok(Claim::Taken);
         }
-        type Fields = (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let (status, outcome, artifacts, images): Fields = redis::pipe()
-            .hget(&key, "status")
-            .hget(&key, "outcome_json")
-            .hget(&key, "artifacts_json")
-            .hget(&key, "images_json")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        fn parse<T: serde::de::DeserializeOwned>(json: Option<String>) -> Option<T> {
-            json.and_then(|j| serde_json::from_str(&j).ok())
-        }
-        Ok(match parse(outcome) {
-            Some(outcome) => Claim::Finished(Ran {
+        let task = self.task(job).await?;
+        Ok(match task {
+            Some(TaskRecord {
+                ended: Some(outcome),
+                artifacts,
+                images,
+                ..
+            }) => Claim::Finished(Ran {
                 outcome,
-                artifacts: parse(artifacts).unwrap_or_default(),
-                images: parse(images).unwrap_or_default(),
+                artifacts,
+                images,
             }),
-            None => Claim::Elsewhere(status),
+            task => Claim::Elsewhere(task.map(|t| t.status.as_str().to_owned())),
         })
     }
 
     /// Records how the task ended. Returns false if it had already ended (cancelled, say);
     /// true again when it ended so by this very record (a retry whose first answer was lost).
-    pub async fn finish(&self, job: &JobRequested, ran: &Ran) -> RedisResult<bool> {
+    pub async fn finish(&self, job: &JobRequested, ran: &Ran) -> Result<bool, StoreError> {
         let outcome = &ran.outcome;
-        let outcome_json = serde_json::to_string(outcome).unwrap_or_default();
-        let mut fields = vec![
-            (
-                "artifacts_json",
-                serde_json::to_string(&ran.artifacts).unwrap_or_default(),
-            ),
-            (
-                "images_json",
-                serde_json::to_string(&ran.images).unwrap_or_default(),
-            ),
-            ("outcome", outcome.to_string()),
-            ("outcome_json", outcome_json.clone()),
-            ("finished_ms", milliseconds()),
-        ];
-        if let Some(code) = outcome.exit_code() {
-            fields.push(("exit_code", code.to_string()));
-        }
+        let fields = record::task::finished(outcome, &ran.artifacts, &ran.images, now_ms());
         if self
             .transition(job, outcome.status(), &[TaskStatus::Running], &fields)
             .await?
         {
             return Ok(true);
         }
-        let key = self.keys.task(job.build.id, &job.task);
-        let (status, attempt, stored): (Option<String>, Option<u32>, Option<String>) =
-            redis::pipe()
-                .hget(&key, "status")
-                .hget(&key, "attempt")
-                .hget(&key, "outcome_json")
-                .query_async(&mut self.conn.clone())
-                .await?;
-        Ok(status.as_deref() == Some(outcome.status().as_str())
-            && attempt == Some(job.attempt)
-            && stored == Some(outcome_json))
+        let task = self.task(job).await?;
+        Ok(task.is_some_and(|t| {
+            t.status == outcome.status()
+                && t.attempt == job.attempt
+                && t.ended.as_ref() == Some(outcome)
+        }))
     }
 
     /// Appends log lines to the task's stream in one round trip, trimming it once after.

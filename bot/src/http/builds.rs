@@ -15,14 +15,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::app::App;
-use crate::store::{BuildRecord, TaskRecord};
+use crate::store::{BuildRecord, StoreError, TaskRecord};
 
 /// Build `id` and its tasks' records (none before it is planned), or the error to answer.
 async fn build_and_tasks(
     app: &App,
     id: BuildId,
 ) -> Result<(BuildRecord, Vec<TaskRecord>), (StatusCode, String)> {
-    let unavailable = |e: redis::RedisError| (StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    // Redis away is passing; a record that does not decode is not, and says which field.
+    let unavailable = |e: StoreError| match e {
+        StoreError::Redis(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        unreadable @ StoreError::Unreadable { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, unreadable.to_string())
+        }
+    };
     let record = app
         .store
         .build(id)

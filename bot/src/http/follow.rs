@@ -5,13 +5,13 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
-use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::app::App;
+use crate::store::StoreError;
 
 /// Logs followed at once, at most: each holds a Redis connection of its own until its task
 /// ends, and the workers need Redis too.
@@ -35,7 +35,7 @@ struct Follower {
 
 impl Follower {
     /// The next lines, `None` once the task has ended and every line was sent.
-    async fn next(&mut self) -> RedisResult<Option<Bytes>> {
+    async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
             let wait = !self.ending;
             let (lines, last) = self
@@ -59,7 +59,7 @@ impl Follower {
     }
 
     /// Whether the task has ended, or will never run: its build was planned without it.
-    async fn ended(&self) -> RedisResult<bool> {
+    async fn ended(&self) -> Result<bool, StoreError> {
         let Some(build) = self.app.store.build(self.build).await? else {
             return Ok(true);
         };

@@ -18,12 +18,12 @@ use std::sync::LazyLock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
-use kiln_shared::keys::{ATTEMPT_FIELDS, Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
-use kiln_shared::trigger::TriggerKind;
-use kiln_shared::wire::{Artifact, BuildRef, BuildRequested, ImageUse};
+use kiln_shared::record::{self, BuildField, RecordError, TaskField};
+use kiln_shared::wire::BuildRequested;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{
@@ -48,9 +48,11 @@ pub const MAX_AUDIT_ENTRIES: usize = 100_000;
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(STATUS_TRANSITION_SCRIPT));
 
 /// Accounts for a task's end in the build's graph, once. See [`Store::settle`].
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_SCRIPT));
+
+/// [`SETTLE`]'s text. It names the build's field `remaining` itself: a test checks that it is
+/// the codec's.
+const SETTLE_SCRIPT: &str = r"
 -- KEYS: settled set, pending hash, build hash. ARGV: task, 'pass' or 'stop', then tasks:
 -- with 'pass' the task's dependents, with 'stop' everything downstream of it.
 local ready = {}
@@ -69,25 +71,23 @@ if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'remaining', -settled)
 end
 return {tonumber(redis.call('HGET', KEYS[3], 'remaining') or '0'), ready}
-",
-    )
-});
+";
 
 /// Reopens a failed or errored task as its next attempt, if `ARGV[1]` is still its attempt:
 /// a duplicate of the event that asked for the retry finds the attempt moved on. The fields
-/// to clear ([`ATTEMPT_FIELDS`]) follow in `ARGV`.
-static RETRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// to clear ([`TaskField::cleared_on_retry`]) follow in `ARGV`.
+static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(RETRY_SCRIPT));
+
+/// [`RETRY`]'s text. It names the task's fields `status` and `attempt` and its statuses
+/// itself: a test checks that they are the codec's.
+const RETRY_SCRIPT: &str = r"
 local status = redis.call('HGET', KEYS[1], 'status')
 local attempt = redis.call('HGET', KEYS[1], 'attempt')
 if attempt ~= ARGV[1] or (status ~= 'failed' and status ~= 'errored') then return 0 end
 redis.call('HDEL', KEYS[1], unpack(ARGV, 2))
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', tonumber(attempt) + 1)
 return 1
-",
-    )
-});
+";
 
 /// Numbers a new build, stores its record, queued, and puts it in the outbox, unless it is a
 /// forge delivery seen before: then returns the build that delivery became, and stores
@@ -128,108 +128,32 @@ return due
 /// twice while the broker is well.
 pub const OUTBOX_GRACE: Duration = Duration::from_secs(30);
 
-/// The fields of a build's hash that make its record, but its plan, which is read apart: a
-/// plan never changes once stored, so it is read and parsed once (see [`Plans`]).
-/// `remaining` is stored with the plan, and says there is one.
-const BUILD_FIELDS: [&str; 13] = [
-    "repo",
-    "branch",
-    "commit",
-    "clone_url",
-    "author",
-    "subject",
-    "kind",
-    "changed_paths",
-    "status",
-    "error",
-    "reuse",
-    "created_ms",
-    "remaining",
-];
-
 /// The plans read lately, by build (and when it was made); the newest [`PLANS_KEPT`]
 /// builds' are kept.
-type Plans = Arc<Mutex<BTreeMap<(BuildId, String), Arc<Plan>>>>;
+type Plans = Arc<Mutex<BTreeMap<(BuildId, u64), Arc<Plan>>>>;
 
 /// How many builds' plans are kept in memory.
 const PLANS_KEPT: usize = 256;
 
-/// A build's record from its hash and its plan; `None` when there is no such build.
-fn build_record(
-    id: BuildId,
-    mut h: HashMap<String, String>,
-    plan: Option<Arc<Plan>>,
-) -> Option<BuildRecord> {
-    let status = h.get("status").and_then(|s| BuildStatus::parse(s))?;
-    let mut take = |field: &str| h.remove(field).unwrap_or_default();
-    Some(BuildRecord {
-        build: BuildRef {
-            id,
-            repo: take("repo"),
-            branch: take("branch"),
-            commit: take("commit"),
-        },
-        clone_url: take("clone_url"),
-        author: take("author"),
-        subject: take("subject"),
-        kind: serde_json::from_str(&take("kind")).unwrap_or_default(),
-        changed_paths: serde_json::from_str(&take("changed_paths")).unwrap_or_default(),
-        status,
-        error: Some(take("error")).filter(|e| !e.is_empty()),
-        plan,
-        reuse: take("reuse").parse().ok().map(BuildId),
-    })
-}
-
 pub use kiln_io::clock::now_ms;
 
-/// A build as stored.
-#[derive(Debug, Clone)]
-pub struct BuildRecord {
-    pub build: BuildRef,
-    pub clone_url: String,
-    pub author: String,
-    pub subject: String,
-    pub kind: TriggerKind,
-    pub changed_paths: Option<Vec<String>>,
-    pub status: BuildStatus,
-    pub error: Option<String>,
-    pub plan: Option<Arc<Plan>>,
-    /// The earlier build whose passed tasks this one takes as they are.
-    pub reuse: Option<BuildId>,
+pub use kiln_shared::record::{BuildRecord, TaskRecord};
+
+/// Why the store could not give a record.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The record is there but does not decode: it is shown as unreadable, never guessed
+    /// at.
+    #[error("the record {key} is unreadable: {problem}")]
+    Unreadable { key: String, problem: RecordError },
 }
 
-impl BuildRecord {
-    /// The request that asked for this build, as it is published.
-    pub fn request(&self) -> BuildRequested {
-        BuildRequested {
-            build: self.build.clone(),
-            clone_url: self.clone_url.clone(),
-            author: self.author.clone(),
-            subject: self.subject.clone(),
-            kind: self.kind,
-            changed_paths: self.changed_paths.clone(),
-            reuse: self.reuse,
-        }
-    }
-}
-
-/// A task as stored.
-#[derive(Debug, Clone)]
-pub struct TaskRecord {
-    pub name: String,
-    pub status: TaskStatus,
-    pub attempt: u32,
-    pub worker: Option<String>,
-    pub exit_code: Option<i64>,
-    /// The outcome in words, e.g. `failed with exit code 3`.
-    pub outcome: Option<String>,
-    /// How its attempt ended, once it has.
-    pub ended: Option<TaskOutcome>,
-    /// What the task kept for the tasks that need it.
-    pub artifacts: Vec<Artifact>,
-    /// The in-tree images it ran in.
-    pub images: Vec<ImageUse>,
+/// Logs that the record under `key` does not decode, and says so.
+fn unreadable(key: String, problem: RecordError) -> StoreError {
+    tracing::error!(%key, %problem, "stored record is unreadable");
+    StoreError::Unreadable { key, problem }
 }
 
 /// What [`Store::settle`] found.
@@ -368,28 +292,7 @@ impl Store {
         request: &mut BuildRequested,
         delivery: Option<(&str, &str)>,
     ) -> RedisResult<Option<BuildId>> {
-        let fields = [
-            ("repo", request.build.repo.as_str()),
-            ("branch", request.build.branch.as_str()),
-            ("commit", request.build.commit.as_str()),
-            ("clone_url", request.clone_url.as_str()),
-            ("author", request.author.as_str()),
-            ("subject", request.subject.as_str()),
-            ("status", BuildStatus::Queued.as_str()),
-            ("created_ms", &now_ms().to_string()),
-            (
-                "kind",
-                &serde_json::to_string(&request.kind).unwrap_or_default(),
-            ),
-            (
-                "changed_paths",
-                &serde_json::to_string(&request.changed_paths).unwrap_or_default(),
-            ),
-            (
-                "reuse",
-                &request.reuse.map(|r| r.0.to_string()).unwrap_or_default(),
-            ),
-        ];
+        let fields = BuildRecord::queued(request, now_ms()).encode();
         let delivery =
             delivery.map_or_else(String::new, |(forge, id)| self.keys.delivery(forge, id));
         let mut invocation = CREATE_BUILD.key(self.keys.build_sequence());
@@ -418,23 +321,7 @@ impl Store {
         from: BuildId,
         passed: &TaskRecord,
     ) -> RedisResult<bool> {
-        let fields = [
-            ("outcome", format!("passed in build #{from}")),
-            (
-                "outcome_json",
-                serde_json::to_string(&TaskOutcome::Passed).unwrap_or_default(),
-            ),
-            ("exit_code", "0".to_owned()),
-            (
-                "artifacts_json",
-                serde_json::to_string(&passed.artifacts).unwrap_or_default(),
-            ),
-            (
-                "images_json",
-                serde_json::to_string(&passed.images).unwrap_or_default(),
-            ),
-            ("reused_from", from.0.to_string()),
-        ];
+        let fields = record::task::reused(from, &passed.artifacts, &passed.images);
         let from = [TaskStatus::Waiting.as_str(), TaskStatus::Queued.as_str()];
         self.transition(
             self.keys.task(id, &passed.name),
@@ -496,11 +383,16 @@ impl Store {
     }
 
     /// When build `id` was accepted, in ms since the Unix epoch.
-    pub async fn created_ms(&self, id: BuildId) -> RedisResult<Option<u64>> {
-        self.conn
+    pub async fn created_ms(&self, id: BuildId) -> Result<Option<u64>, StoreError> {
+        let key = self.keys.build(id);
+        let value: Option<String> = self
+            .conn
             .clone()
-            .hget(self.keys.build(id), "created_ms")
-            .await
+            .hget(&key, BuildField::CreatedMs.name())
+            .await?;
+        value
+            .map(|v| record::build::decode_created_ms(&v).map_err(|e| unreadable(key, e)))
+            .transpose()
     }
 
     /// Whether Redis answers.
@@ -512,7 +404,7 @@ impl Store {
     }
 
     /// The build `id`, if there is one.
-    pub async fn build(&self, id: BuildId) -> RedisResult<Option<BuildRecord>> {
+    pub async fn build(&self, id: BuildId) -> Result<Option<BuildRecord>, StoreError> {
         Ok(self.build_records(&[id]).await?.pop().flatten())
     }
 
@@ -520,22 +412,24 @@ impl Store {
     /// and one more for the plans not in memory. A plan read alone is kept in memory; plans
     /// read many at once (a list of recent builds) are not, or they would push out those of
     /// the builds being run.
-    pub async fn build_records(&self, ids: &[BuildId]) -> RedisResult<Vec<Option<BuildRecord>>> {
+    pub async fn build_records(
+        &self,
+        ids: &[BuildId],
+    ) -> Result<Vec<Option<BuildRecord>>, StoreError> {
         if ids.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
+        let fields: Vec<&str> = BuildField::read().collect();
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET")
-                .arg(self.keys.build(*id))
-                .arg(&BUILD_FIELDS[..]);
+            pipe.cmd("HMGET").arg(self.keys.build(*id)).arg(&fields);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
         let hashes: Vec<HashMap<String, String>> = rows
             .into_iter()
             .map(|row| {
-                BUILD_FIELDS
+                fields
                     .iter()
                     .zip(row)
                     .filter_map(|(field, value)| Some(((*field).to_owned(), value?)))
@@ -544,14 +438,18 @@ impl Store {
             .collect();
         // A plan is known by its build and when the build was made: a Redis emptied while
         // the bot runs numbers builds from 1 again.
-        let plan_keys: Vec<Option<(BuildId, String)>> = ids
+        let plan_keys: Vec<Option<(BuildId, u64)>> = ids
             .iter()
             .zip(&hashes)
             .map(|(id, h)| {
-                h.contains_key("remaining")
-                    .then(|| (*id, h.get("created_ms").cloned().unwrap_or_default()))
+                if !BuildRecord::has_plan(h) {
+                    return Ok(None);
+                }
+                let created = record::build::created_ms_of(h)
+                    .map_err(|e| unreadable(self.keys.build(*id), e))?;
+                Ok(Some((*id, created)))
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let mut plans: Vec<Option<Arc<Plan>>> = {
             let kept = self.plans.lock().expect("not poisoned");
             plan_keys
@@ -565,16 +463,18 @@ impl Store {
         if !missing.is_empty() {
             let mut pipe = redis::pipe();
             for i in &missing {
-                pipe.hget(self.keys.build(ids[*i]), "plan");
+                pipe.hget(self.keys.build(ids[*i]), BuildField::Plan.name());
             }
             let texts: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
             for (i, text) in missing.iter().zip(texts) {
                 plans[*i] = text
-                    .and_then(|t| serde_json::from_str::<Plan>(&t).ok())
+                    .map(|t| record::build::decode_plan(&t))
+                    .transpose()
+                    .map_err(|e| unreadable(self.keys.build(ids[*i]), e))?
                     .map(Arc::new);
             }
             if let ([i], Some(plan)) = (&missing[..], &plans[missing[0]])
-                && let Some(key) = plan_keys[*i].clone()
+                && let Some(key) = plan_keys[*i]
             {
                 let mut kept = self.plans.lock().expect("not poisoned");
                 kept.insert(key, plan.clone());
@@ -583,16 +483,17 @@ impl Store {
                 }
             }
         }
-        Ok(ids
-            .iter()
+        ids.iter()
             .zip(hashes)
             .zip(plans)
-            .map(|((id, h), plan)| build_record(*id, h, plan))
-            .collect())
+            .map(|((id, h), plan)| {
+                BuildRecord::decode(*id, &h, plan).map_err(|e| unreadable(self.keys.build(*id), e))
+            })
+            .collect()
     }
 
     /// Up to `count` of the newest builds, newest first; three round trips at most.
-    pub async fn recent_builds(&self, count: u64) -> RedisResult<Vec<BuildRecord>> {
+    pub async fn recent_builds(&self, count: u64) -> Result<Vec<BuildRecord>, StoreError> {
         let Some(latest) = self.latest_build_id().await? else {
             return Ok(Vec::new());
         };
@@ -615,12 +516,12 @@ impl Store {
         &self,
         id: BuildId,
         plan: &Plan,
-    ) -> RedisResult<(Option<BuildStatus>, Vec<TaskRecord>)> {
+    ) -> Result<(Option<BuildStatus>, Vec<TaskRecord>), StoreError> {
         let mut pipe = redis::pipe();
         let build = self.keys.build(id);
-        let json = serde_json::to_string(plan).unwrap_or_default();
-        pipe.hset_nx(&build, "plan", json).ignore();
-        pipe.hset_nx(&build, "remaining", plan.tasks.len()).ignore();
+        for (field, value) in record::build::planned(plan) {
+            pipe.hset_nx(&build, field, value).ignore();
+        }
         for task in &plan.tasks {
             let status = if task.needs.is_empty() {
                 TaskStatus::Queued
@@ -628,30 +529,41 @@ impl Store {
                 TaskStatus::Waiting
             };
             let key = self.keys.task(id, &task.name);
-            pipe.hset_nx(&key, "status", status.as_str()).ignore();
-            pipe.hset_nx(&key, "attempt", 1).ignore();
+            for (field, value) in record::task::planned(status) {
+                pipe.hset_nx(&key, field, value).ignore();
+            }
             pipe.hset_nx(self.keys.pending(id), &task.name, task.needs.len())
                 .ignore();
         }
-        pipe.hget(&build, "status");
+        pipe.hget(&build, BuildField::Status.name());
         for task in &plan.tasks {
             pipe.hgetall(self.keys.task(id, &task.name));
         }
         let mut values: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
         let rows = values.split_off(1);
         let status: Option<String> = match values.pop() {
-            Some(value) => redis::from_redis_value(value)?,
+            Some(value) => redis::from_redis_value(value).map_err(redis::RedisError::from)?,
             None => None,
         };
         let rows = rows
             .into_iter()
             .map(redis::from_redis_value)
-            .collect::<Result<Vec<HashMap<String, String>>, _>>()?;
+            .collect::<Result<Vec<HashMap<String, String>>, _>>()
+            .map_err(redis::RedisError::from)?;
+        let status = status
+            .map(|s| {
+                BuildStatus::parse(&s).ok_or_else(|| {
+                    let problem = RecordError::Malformed {
+                        field: BuildField::Status.name(),
+                        value: s,
+                        reason: "not a build status".into(),
+                    };
+                    unreadable(build, problem)
+                })
+            })
+            .transpose()?;
         let names = plan.tasks.iter().map(|t| t.name.as_str());
-        Ok((
-            status.and_then(|s| BuildStatus::parse(&s)),
-            task_records(names, rows),
-        ))
+        Ok((status, self.decode_tasks(id, names, rows)?))
     }
 
     /// Moves a task to `to` if its status allows it; sets `fields` with it. Returns whether
@@ -680,7 +592,7 @@ impl Store {
     ) -> RedisResult<bool> {
         let from = TaskStatus::sources_of(to);
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let guard = ("attempt", attempt.to_string());
+        let guard = (TaskField::Attempt.name(), attempt.to_string());
         self.transition_if(self.keys.task(id, task), to.as_str(), &from, guard, fields)
             .await
     }
@@ -738,25 +650,29 @@ impl Store {
         let moved: i64 = RETRY
             .key(self.keys.task(id, task))
             .arg(attempt)
-            .arg(&ATTEMPT_FIELDS[..])
+            .arg(TaskField::cleared_on_retry_names())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(moved == 1)
     }
 
     /// The record of one task.
-    pub async fn task(&self, id: BuildId, task: &str) -> RedisResult<Option<TaskRecord>> {
+    pub async fn task(&self, id: BuildId, task: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.task_records(id, &[task]).await?.pop())
     }
 
     /// The records of the tasks of `plan`, in plan order.
-    pub async fn tasks(&self, id: BuildId, plan: &Plan) -> RedisResult<Vec<TaskRecord>> {
+    pub async fn tasks(&self, id: BuildId, plan: &Plan) -> Result<Vec<TaskRecord>, StoreError> {
         let names: Vec<&str> = plan.tasks.iter().map(|t| t.name.as_str()).collect();
         self.task_records(id, &names).await
     }
 
     /// The records of the tasks named `names`, in that order; one read round trip.
-    pub async fn task_records(&self, id: BuildId, names: &[&str]) -> RedisResult<Vec<TaskRecord>> {
+    pub async fn task_records(
+        &self,
+        id: BuildId,
+        names: &[&str],
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         if names.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
@@ -766,7 +682,24 @@ impl Store {
             pipe.hgetall(self.keys.task(id, name));
         }
         let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(task_records(names.iter().copied(), rows))
+        self.decode_tasks(id, names.iter().copied(), rows)
+    }
+
+    /// Build `id`'s task records from their names and their hashes, in the same order. A
+    /// task with no hash reads as [`TaskRecord::not_stored`].
+    fn decode_tasks<'a>(
+        &self,
+        id: BuildId,
+        names: impl Iterator<Item = &'a str>,
+        rows: Vec<HashMap<String, String>>,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        names
+            .zip(rows)
+            .map(|(name, h)| match TaskRecord::decode(name, &h) {
+                Ok(record) => Ok(record.unwrap_or_else(|| TaskRecord::not_stored(name))),
+                Err(problem) => Err(unreadable(self.keys.task(id, name), problem)),
+            })
+            .collect()
     }
 
     /// Accounts for the end of `task` once. If it passed, `tasks` are its dependents and
@@ -894,40 +827,28 @@ impl Store {
     }
 }
 
-/// Task records from their names and their hashes, in the same order.
-fn task_records<'a>(
-    names: impl Iterator<Item = &'a str>,
-    rows: Vec<HashMap<String, String>>,
-) -> Vec<TaskRecord> {
-    names
-        .zip(rows)
-        .map(|(name, mut h)| TaskRecord {
-            name: name.to_owned(),
-            status: h
-                .get("status")
-                .and_then(|s| TaskStatus::parse(s))
-                .unwrap_or(TaskStatus::Waiting),
-            attempt: h.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
-            worker: h.remove("worker"),
-            exit_code: h.get("exit_code").and_then(|c| c.parse().ok()),
-            outcome: h.remove("outcome"),
-            ended: h
-                .get("outcome_json")
-                .and_then(|j| serde_json::from_str(j).ok()),
-            artifacts: h
-                .get("artifacts_json")
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default(),
-            images: h
-                .get("images_json")
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
 /// The namespace of the deliveries whose comment's command was answered, beside `forge`'s
 /// own.
 fn answered(forge: &str) -> String {
     format!("{forge}.answered")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scripts that name fields themselves name the codec's.
+    #[test]
+    fn the_scripts_name_the_codecs_fields() {
+        let remaining = format!("'{}'", BuildField::Remaining.name());
+        assert_eq!(SETTLE_SCRIPT.matches(&remaining).count(), 2);
+        for field in [TaskField::Status, TaskField::Attempt] {
+            let quoted = format!("'{}'", field.name());
+            assert_eq!(RETRY_SCRIPT.matches(&quoted).count(), 2, "{field:?}");
+        }
+        for status in [TaskStatus::Failed, TaskStatus::Errored, TaskStatus::Queued] {
+            let quoted = format!("'{}'", status.as_str());
+            assert!(RETRY_SCRIPT.contains(&quoted), "{status}");
+        }
+    }
 }

@@ -1,0 +1,436 @@
+//! A build's record: the hash under [`Keys::build`](crate::keys::Keys::build).
+//!
+//! The record is written whole when the build is accepted ([`BuildRecord::encode`]); its
+//! plan and the count of tasks not yet accounted for are added once when it is planned
+//! ([`planned`]); its status moves by compare-and-set with [`ended`]'s fields at its end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Fields, Reader, RecordError, decode_json, required, to_json};
+use crate::build::{BuildId, BuildStatus};
+use crate::plan::Plan;
+use crate::trigger::TriggerKind;
+use crate::wire::{BuildRef, BuildRequested};
+
+/// A field of a build's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuildField {
+    Repo,
+    Branch,
+    Commit,
+    CloneUrl,
+    Author,
+    Subject,
+    /// What started it (JSON).
+    Kind,
+    /// The files its commits changed, or `null` when the forge did not say (JSON).
+    ChangedPaths,
+    Status,
+    Error,
+    Reuse,
+    CreatedMs,
+    FinishedMs,
+    /// The build's tasks not yet accounted for: there once it is planned. The settle script
+    /// counts it down.
+    Remaining,
+    /// The plan (JSON); never changes once stored, so it is read apart and kept in memory.
+    Plan,
+}
+
+impl BuildField {
+    /// Every field.
+    pub const ALL: [Self; 15] = [
+        Self::Repo,
+        Self::Branch,
+        Self::Commit,
+        Self::CloneUrl,
+        Self::Author,
+        Self::Subject,
+        Self::Kind,
+        Self::ChangedPaths,
+        Self::Status,
+        Self::Error,
+        Self::Reuse,
+        Self::CreatedMs,
+        Self::FinishedMs,
+        Self::Remaining,
+        Self::Plan,
+    ];
+
+    /// The field's name in the hash.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Repo => "repo",
+            Self::Branch => "branch",
+            Self::Commit => "commit",
+            Self::CloneUrl => "clone_url",
+            Self::Author => "author",
+            Self::Subject => "subject",
+            Self::Kind => "kind",
+            Self::ChangedPaths => "changed_paths",
+            Self::Status => "status",
+            Self::Error => "error",
+            Self::Reuse => "reuse",
+            Self::CreatedMs => "created_ms",
+            Self::FinishedMs => "finished_ms",
+            Self::Remaining => "remaining",
+            Self::Plan => "plan",
+        }
+    }
+
+    /// The fields [`BuildRecord::decode`] reads: all but the plan, which is read apart.
+    pub fn read() -> impl Iterator<Item = &'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|f| *f != Self::Plan)
+            .map(Self::name)
+    }
+}
+
+/// A build as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRecord {
+    /// Its id is its key's, not a field.
+    pub build: BuildRef,
+    pub clone_url: String,
+    pub author: String,
+    pub subject: String,
+    pub kind: TriggerKind,
+    pub changed_paths: Option<Vec<String>>,
+    pub status: BuildStatus,
+    /// Why it ended as it did, when there is more to say than its tasks' statuses. Absent
+    /// (or empty) until then.
+    pub error: Option<String>,
+    /// Absent until the build is planned; read apart (see [`BuildField::Plan`]).
+    pub plan: Option<Arc<Plan>>,
+    /// The earlier build whose passed tasks this one takes as they are. Absent (or empty)
+    /// when there is none.
+    pub reuse: Option<BuildId>,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When it ended; absent until then.
+    pub finished_ms: Option<u64>,
+}
+
+impl BuildRecord {
+    /// A build just accepted, queued, from the request that asked for it.
+    pub fn queued(request: &BuildRequested, created_ms: u64) -> Self {
+        Self {
+            build: request.build.clone(),
+            clone_url: request.clone_url.clone(),
+            author: request.author.clone(),
+            subject: request.subject.clone(),
+            kind: request.kind,
+            changed_paths: request.changed_paths.clone(),
+            status: BuildStatus::Queued,
+            error: None,
+            plan: None,
+            reuse: request.reuse,
+            created_ms,
+            finished_ms: None,
+        }
+    }
+
+    /// The request that asked for this build, as it is published.
+    pub fn request(&self) -> BuildRequested {
+        BuildRequested {
+            build: self.build.clone(),
+            clone_url: self.clone_url.clone(),
+            author: self.author.clone(),
+            subject: self.subject.clone(),
+            kind: self.kind,
+            changed_paths: self.changed_paths.clone(),
+            reuse: self.reuse,
+        }
+    }
+
+    /// The record's fields, but its plan (see [`planned`]), and only those it has.
+    pub fn encode(&self) -> Fields {
+        let mut fields = vec![
+            (BuildField::Repo.name(), self.build.repo.clone()),
+            (BuildField::Branch.name(), self.build.branch.clone()),
+            (BuildField::Commit.name(), self.build.commit.clone()),
+            (BuildField::CloneUrl.name(), self.clone_url.clone()),
+            (BuildField::Author.name(), self.author.clone()),
+            (BuildField::Subject.name(), self.subject.clone()),
+            (BuildField::Status.name(), self.status.as_str().to_owned()),
+            (BuildField::CreatedMs.name(), self.created_ms.to_string()),
+            (BuildField::Kind.name(), to_json(&self.kind)),
+            (
+                BuildField::ChangedPaths.name(),
+                to_json(&self.changed_paths),
+            ),
+        ];
+        if let Some(reuse) = self.reuse {
+            fields.push((BuildField::Reuse.name(), reuse.0.to_string()));
+        }
+        fields.extend(ended_fields(self.finished_ms, self.error.clone()));
+        fields
+    }
+
+    /// Build `id`'s record from its hash's fields (those of [`BuildField::read`]) and its
+    /// plan, read apart. `None` when the hash has no status: there is no such build (a
+    /// deleted build's key may still get a late plan).
+    pub fn decode(
+        id: BuildId,
+        fields: &HashMap<String, String>,
+        plan: Option<Arc<Plan>>,
+    ) -> Result<Option<Self>, RecordError> {
+        let r = Reader { fields };
+        let Some(status) = r.get(BuildField::Status.name()) else {
+            return Ok(None);
+        };
+        let status = BuildStatus::parse(status).ok_or_else(|| RecordError::Malformed {
+            field: BuildField::Status.name(),
+            value: status.to_owned(),
+            reason: "not a build status".into(),
+        })?;
+        let reuse = match r.get(BuildField::Reuse.name()) {
+            Some("") => None,
+            _ => r.parsed(BuildField::Reuse.name())?.map(BuildId),
+        };
+        Ok(Some(Self {
+            build: BuildRef {
+                id,
+                repo: r.text(BuildField::Repo.name())?,
+                branch: r.text(BuildField::Branch.name())?,
+                commit: r.text(BuildField::Commit.name())?,
+            },
+            clone_url: r.text(BuildField::CloneUrl.name())?,
+            author: r.text(BuildField::Author.name())?,
+            subject: r.text(BuildField::Subject.name())?,
+            kind: required(BuildField::Kind.name(), r.json(BuildField::Kind.name())?)?,
+            changed_paths: required(
+                BuildField::ChangedPaths.name(),
+                r.json(BuildField::ChangedPaths.name())?,
+            )?,
+            status,
+            error: r
+                .get(BuildField::Error.name())
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned),
+            plan,
+            reuse,
+            created_ms: required(
+                BuildField::CreatedMs.name(),
+                r.parsed(BuildField::CreatedMs.name())?,
+            )?,
+            finished_ms: r.parsed(BuildField::FinishedMs.name())?,
+        }))
+    }
+
+    /// Whether a build's hash (as [`BuildRecord::decode`] reads it) says it has a plan.
+    pub fn has_plan(fields: &HashMap<String, String>) -> bool {
+        fields.contains_key(BuildField::Remaining.name())
+    }
+}
+
+/// What planning a build adds to its record, each field only if it is not there yet: its
+/// plan and how many of its tasks are to be accounted for.
+pub fn planned(plan: &Plan) -> Fields {
+    vec![
+        (BuildField::Plan.name(), to_json(plan)),
+        (BuildField::Remaining.name(), plan.tasks.len().to_string()),
+    ]
+}
+
+/// A stored plan.
+pub fn decode_plan(value: &str) -> Result<Plan, RecordError> {
+    decode_json(BuildField::Plan.name(), value)
+}
+
+/// A stored `created_ms`.
+pub fn decode_created_ms(value: &str) -> Result<u64, RecordError> {
+    let fields = HashMap::from([(BuildField::CreatedMs.name().to_owned(), value.to_owned())]);
+    created_ms_of(&fields)
+}
+
+/// The `created_ms` of a build's hash, which every build has.
+pub fn created_ms_of(fields: &HashMap<String, String>) -> Result<u64, RecordError> {
+    let r = Reader { fields };
+    required(
+        BuildField::CreatedMs.name(),
+        r.parsed(BuildField::CreatedMs.name())?,
+    )
+}
+
+/// What a build's end sets with its final status: when, and why if there is more to say.
+pub fn ended(finished_ms: u64, error: Option<String>) -> Fields {
+    ended_fields(Some(finished_ms), error)
+}
+
+fn ended_fields(finished_ms: Option<u64>, error: Option<String>) -> Fields {
+    let mut fields = Vec::new();
+    fields.extend(finished_ms.map(|ms| (BuildField::FinishedMs.name(), ms.to_string())));
+    fields.extend(error.map(|e| (BuildField::Error.name(), e)));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> BuildRecord {
+        BuildRecord {
+            build: BuildRef {
+                id: BuildId(7),
+                repo: "acme/api".into(),
+                branch: "feature/`x`".into(),
+                commit: "0123456789abcdef".into(),
+            },
+            clone_url: "https://example.test/acme/api.git".into(),
+            author: "Ada <@everyone>".into(),
+            subject: "a subject, with \"quotes\" and ünïcode".into(),
+            kind: TriggerKind::MergeRequest,
+            changed_paths: Some(vec!["src/lib.rs".into(), "a b/c".into()]),
+            status: BuildStatus::Failed,
+            error: Some("cancelled by alice".into()),
+            plan: None,
+            reuse: Some(BuildId(3)),
+            created_ms: 1_700_000_000_123,
+            finished_ms: Some(1_700_000_009_000),
+        }
+    }
+
+    fn hash(fields: Fields) -> HashMap<String, String> {
+        fields.into_iter().map(|(f, v)| (f.to_owned(), v)).collect()
+    }
+
+    #[test]
+    fn a_record_round_trips() {
+        let full = record();
+        let fresh = BuildRecord::queued(&full.request(), 5);
+        let unchanged = BuildRecord {
+            changed_paths: None,
+            reuse: None,
+            ..fresh.clone()
+        };
+        for record in [full, fresh, unchanged] {
+            let decoded = BuildRecord::decode(BuildId(7), &hash(record.encode()), None);
+            assert_eq!(decoded, Ok(Some(record)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text a record holds (backticks, quotes, newlines, `@everyone`), it
+        /// reads back as it was written.
+        #[test]
+        fn any_text_round_trips(
+            branch in ".*",
+            subject in ".*",
+            author in ".*",
+            paths in proptest::option::of(proptest::collection::vec(".*", 0..4)),
+            error in proptest::option::of(".+"),
+            created_ms in proptest::num::u64::ANY,
+        ) {
+            let mut record = BuildRecord {
+                subject,
+                author,
+                changed_paths: paths,
+                error,
+                created_ms,
+                ..record()
+            };
+            record.build.branch = branch;
+            let decoded = BuildRecord::decode(BuildId(7), &hash(record.encode()), None);
+            proptest::prop_assert_eq!(decoded, Ok(Some(record)));
+        }
+    }
+
+    #[test]
+    fn the_fields_read_are_all_but_the_plan_and_names_are_unique() {
+        let read: Vec<&str> = BuildField::read().collect();
+        assert_eq!(read.len(), BuildField::ALL.len() - 1);
+        assert!(!read.contains(&"plan"));
+        let mut names: Vec<&str> = BuildField::ALL.iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BuildField::ALL.len());
+    }
+
+    #[test]
+    fn a_hash_without_status_is_no_build() {
+        let late_plan = hash(planned(&Plan { tasks: Vec::new() }));
+        assert_eq!(BuildRecord::decode(BuildId(1), &late_plan, None), Ok(None));
+    }
+
+    #[test]
+    fn absent_or_empty_optional_fields_are_none() {
+        let mut h = hash(BuildRecord::queued(&record().request(), 5).encode());
+        h.insert("reuse".into(), String::new());
+        h.insert("error".into(), String::new());
+        let decoded = BuildRecord::decode(BuildId(7), &h, None)
+            .expect("readable")
+            .expect("a build");
+        assert_eq!((decoded.reuse, decoded.error), (None, None));
+    }
+
+    /// Each corrupt or missing field is an error naming it and its value, never a default.
+    #[test]
+    fn a_field_that_does_not_decode_is_an_error() {
+        let check = |field: &'static str, value: Option<&str>, reason: &str| {
+            let mut h = hash(record().encode());
+            match value {
+                Some(value) => h.insert(field.to_owned(), value.to_owned()),
+                None => h.remove(field),
+            };
+            match (BuildRecord::decode(BuildId(7), &h, None), value) {
+                (
+                    Err(RecordError::Malformed {
+                        field: f,
+                        value: v,
+                        reason: r,
+                    }),
+                    Some(value),
+                ) => {
+                    assert_eq!((f, v.as_str()), (field, value));
+                    assert!(r.contains(reason), "{field}: {r}");
+                }
+                (Err(RecordError::Missing { field: f }), None) => assert_eq!(f, field),
+                (got, _) => panic!("{field} = {value:?} gave {got:?}"),
+            }
+        };
+        check("status", Some("finished"), "not a build status");
+        check("kind", Some("\"pish\""), "unknown variant");
+        check("kind", Some("push"), "expected value");
+        check("kind", None, "");
+        check("changed_paths", Some("[1]"), "invalid type");
+        check("changed_paths", Some(""), "EOF");
+        check("changed_paths", None, "");
+        check("reuse", Some("three"), "invalid digit");
+        check("created_ms", Some("-1"), "invalid digit");
+        check("created_ms", None, "");
+        check("finished_ms", Some("soon"), "invalid digit");
+        for field in ["repo", "branch", "commit", "clone_url", "author", "subject"] {
+            check(field, None, "");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_plan_is_an_error() {
+        assert_eq!(
+            decode_plan(&to_json(&Plan { tasks: Vec::new() })),
+            Ok(Plan { tasks: Vec::new() })
+        );
+        let error = decode_plan("{\"tasks\": 3}").expect_err("corrupt");
+        assert!(
+            matches!(&error, RecordError::Malformed { field: "plan", value, .. } if value == "{\"tasks\": 3}"),
+            "{error}"
+        );
+        assert_eq!(decode_created_ms("12"), Ok(12));
+        assert!(decode_created_ms("").is_err());
+    }
+
+    #[test]
+    fn an_end_sets_when_and_why() {
+        assert_eq!(
+            ended(9, Some("cancelled by bob".into())),
+            vec![
+                ("finished_ms", "9".to_owned()),
+                ("error", "cancelled by bob".to_owned())
+            ]
+        );
+        assert_eq!(ended(9, None), vec![("finished_ms", "9".to_owned())]);
+    }
+}
