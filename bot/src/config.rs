@@ -56,11 +56,12 @@
 //!
 //! [[pool]]
 //! name = "review"
-//! kind = "docker"              # a container per lease, its ports published on loopback
+//! kind = "docker"              # a container per lease, started by a worker of `platform`
 //! image = "registry.example.com/acme/api:{{ branch_slug }}"   # the branch's image
 //! capacity = 3
-//! ports = [8080]
+//! ports = [8080]               # published on the worker's advertised host
 //! # command = ["serve", "--port", "8080"]
+//! # platform = "linux/amd64"
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
@@ -72,6 +73,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kiln_shared::pattern::branch_matches;
 use kiln_shared::plan::Plan;
+use kiln_shared::platform::Platform;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -117,7 +119,8 @@ pub struct Config {
 pub enum PoolKind {
     /// Hosts that exist already; Kiln hands them out and takes them back.
     Static,
-    /// A container per lease, started by the bot's Docker engine.
+    /// A container per lease, started by a worker of the pool's platform on its own Docker
+    /// engine; the bot never talks to Docker.
     Docker,
 }
 
@@ -140,9 +143,13 @@ pub struct Pool {
     /// `docker`: the command, when not the image's.
     #[serde(default)]
     pub command: Vec<String>,
-    /// `docker`: the container's TCP ports, each published on a free port of 127.0.0.1.
+    /// `docker`: the container's TCP ports, each published on a free port of the host of the
+    /// worker that starts it (its advertised host, which the lease's answer names).
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// `docker`: whose workers start its containers (the jobs queue of that platform).
+    #[serde(default)]
+    pub platform: Platform,
     /// How long a lease runs unless asked otherwise.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub default_ttl: Duration,
@@ -553,10 +560,17 @@ impl Config {
                     !pool.hosts.is_empty() && pool.image.is_none() && pool.capacity == 0,
                     "pool `{name}` is static: it names `hosts`, and no `image` or `capacity`"
                 ),
-                PoolKind::Docker => anyhow::ensure!(
-                    pool.hosts.is_empty() && pool.image.is_some() && pool.capacity > 0,
-                    "pool `{name}` is docker: it names an `image` and a `capacity`, and no `hosts`"
-                ),
+                PoolKind::Docker => {
+                    anyhow::ensure!(
+                        pool.hosts.is_empty() && pool.image.is_some() && pool.capacity > 0,
+                        "pool `{name}` is docker: it names an `image` and a `capacity`, and no `hosts`"
+                    );
+                    anyhow::ensure!(
+                        pool.platform.has_containers(),
+                        "pool `{name}` is docker: its platform {} runs no containers",
+                        pool.platform
+                    );
+                }
             }
         }
         for (i, operator) in config.operators.iter().enumerate() {
