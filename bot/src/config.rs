@@ -829,4 +829,25 @@ channel_id = 42
         assert_eq!(name(""), None);
         assert!(!format!("{config:?}").contains("alice-token"));
     }
+
+    #[test]
+    fn a_docker_pool_is_started_by_workers_of_a_platform_with_containers() {
+        let pool = |extra: &str| {
+            format!(
+                "[[pool]]\nname = 'review'\nkind = 'docker'\nimage = 'i'\ncapacity = 1\n{extra}"
+            )
+        };
+        let config = Config::parse(&pool("")).expect("valid");
+        assert_eq!(config.pools[0].platform, Platform::LinuxAmd64);
+        let config = Config::parse(&pool("platform = 'linux/arm64'")).expect("valid");
+        assert_eq!(config.pools[0].platform, Platform::LinuxArm64);
+        let e = format!(
+            "{:#}",
+            Config::parse(&pool("platform = 'macos/arm64'")).expect_err("refused")
+        );
+        assert!(
+            e.contains("its platform macos/arm64 runs no containers"),
+            "{e}"
+        );
+    }
 }
