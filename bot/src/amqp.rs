@@ -15,7 +15,9 @@ use kiln_io::amqp::{Link, LinkState, Message, Session, jobs_queue_arguments, quo
 use kiln_shared::platform::Platform;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
-use kiln_shared::wire::{self, CommentRequested, Event, JobRequested, PushHeld};
+use kiln_shared::wire::{
+    self, CommentRequested, EnvironmentRequested, Event, JobRequested, PushHeld,
+};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
@@ -162,6 +164,24 @@ impl Broker {
                 exchange: &self.topology.jobs_exchange(),
                 routing_key: job.platform.label(),
                 body: &wire::encode(job),
+                properties,
+                mandatory: true,
+            })
+            .await
+    }
+
+    /// Asks a worker of the pool's platform for a lease's environment, through that
+    /// platform's job queue, and waits for the broker to confirm it.
+    pub async fn publish_environment(
+        &self,
+        asked: &EnvironmentRequested,
+    ) -> Result<(), PublishError> {
+        let properties = BasicProperties::default().with_message_id(asked.message_id().into());
+        self.link
+            .publish(&Message {
+                exchange: &self.topology.jobs_exchange(),
+                routing_key: asked.platform.label(),
+                body: &wire::encode(asked),
                 properties,
                 mandatory: true,
             })

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use crate::amqp::Broker;
 use crate::config;
-use crate::config::{Config, PoolKind};
+use crate::config::Config;
 use crate::forge::{ForgeClient, Forges};
 use crate::health::Watchdog;
-use crate::leases::docker::Containers;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::keepers::Keepers;
@@ -34,8 +33,6 @@ pub struct App {
     pub cards: Keepers,
     /// The forges commit statuses are set on.
     pub forges: Arc<Forges>,
-    /// The Docker engine `docker` pools' environments run on, when there is such a pool.
-    pub containers: Option<Arc<Containers>>,
     /// Discord's slash commands, when configured.
     pub interactions: Option<Arc<Interactions>>,
     /// Tells the outbox's relay that builds wait for it.
@@ -62,15 +59,7 @@ impl App {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
         };
-        let containers = config
-            .pools
-            .iter()
-            .any(|p| p.kind == PoolKind::Docker)
-            .then(|| Containers::connect(store.keys().prefix()))
-            .transpose()?
-            .map(Arc::new);
         Ok(Self {
-            containers,
             chat: Arc::new(Chat::new(vendors::chats(&config, &http, &forges))),
             forges,
             cards: Keepers::default(),

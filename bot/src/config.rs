@@ -56,11 +56,12 @@
 //!
 //! [[pool]]
 //! name = "review"
-//! kind = "docker"              # a container per lease, its ports published on loopback
+//! kind = "docker"              # a container per lease, started by a worker of `platform`
 //! image = "registry.example.com/acme/api:{{ branch_slug }}"   # the branch's image
 //! capacity = 3
-//! ports = [8080]
+//! ports = [8080]               # published on the worker's advertised host
 //! # command = ["serve", "--port", "8080"]
+//! # platform = "linux/amd64"
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
@@ -72,6 +73,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kiln_shared::pattern::branch_matches;
 use kiln_shared::plan::Plan;
+use kiln_shared::platform::Platform;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -120,7 +122,8 @@ pub struct Config {
 pub enum PoolKind {
     /// Hosts that exist already; Kiln hands them out and takes them back.
     Static,
-    /// A container per lease, started by the bot's Docker engine.
+    /// A container per lease, started by a worker of the pool's platform on its own Docker
+    /// engine; the bot never talks to Docker.
     Docker,
 }
 
@@ -143,9 +146,13 @@ pub struct Pool {
     /// `docker`: the command, when not the image's.
     #[serde(default)]
     pub command: Vec<String>,
-    /// `docker`: the container's TCP ports, each published on a free port of 127.0.0.1.
+    /// `docker`: the container's TCP ports, each published on a free port of the host of the
+    /// worker that starts it (its advertised host, which the lease's answer names).
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// `docker`: whose workers start its containers (the jobs queue of that platform).
+    #[serde(default)]
+    pub platform: Platform,
     /// How long a lease runs unless asked otherwise.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub default_ttl: Duration,
@@ -594,10 +601,17 @@ impl Config {
                     !pool.hosts.is_empty() && pool.image.is_none() && pool.capacity == 0,
                     "pool `{name}` is static: it names `hosts`, and no `image` or `capacity`"
                 ),
-                PoolKind::Docker => anyhow::ensure!(
-                    pool.hosts.is_empty() && pool.image.is_some() && pool.capacity > 0,
-                    "pool `{name}` is docker: it names an `image` and a `capacity`, and no `hosts`"
-                ),
+                PoolKind::Docker => {
+                    anyhow::ensure!(
+                        pool.hosts.is_empty() && pool.image.is_some() && pool.capacity > 0,
+                        "pool `{name}` is docker: it names an `image` and a `capacity`, and no `hosts`"
+                    );
+                    anyhow::ensure!(
+                        pool.platform.has_containers(),
+                        "pool `{name}` is docker: its platform {} runs no containers",
+                        pool.platform
+                    );
+                }
             }
         }
         for (i, operator) in config.operators.iter().enumerate() {
@@ -855,5 +869,26 @@ channel_id = 42
         assert_eq!(name("alice-token-012345678"), None);
         assert_eq!(name(""), None);
         assert!(!format!("{config:?}").contains("alice-token"));
+    }
+
+    #[test]
+    fn a_docker_pool_is_started_by_workers_of_a_platform_with_containers() {
+        let pool = |extra: &str| {
+            format!(
+                "[[pool]]\nname = 'review'\nkind = 'docker'\nimage = 'i'\ncapacity = 1\n{extra}"
+            )
+        };
+        let config = Config::parse(&pool("")).expect("valid");
+        assert_eq!(config.pools[0].platform, Platform::LinuxAmd64);
+        let config = Config::parse(&pool("platform = 'linux/arm64'")).expect("valid");
+        assert_eq!(config.pools[0].platform, Platform::LinuxArm64);
+        let e = format!(
+            "{:#}",
+            Config::parse(&pool("platform = 'macos/arm64'")).expect_err("refused")
+        );
+        assert!(
+            e.contains("its platform macos/arm64 runs no containers"),
+            "{e}"
+        );
     }
 }

@@ -138,6 +138,7 @@ async fn slot(
         remind_ms: 0,
         details: String::new(),
         container: false,
+        failure: None,
     };
     // The slot this attempt holds already, if it holds one (a redelivered event, two
     // wakes at once), else a new one.

@@ -33,6 +33,20 @@ end
 return 0
 ";
 
+/// Records what became of a lease's environment, once: sets field `ARGV[1]` (`details`, how
+/// to reach it, or `failure`, why it could not start) of the lease's record to `ARGV[2]`
+/// only while the lease runs and neither is set yet. Returns 1 if it was set, 0 if not: the
+/// lease ended meanwhile (its container is then the worker's to remove), or a copy of the
+/// request was reported already.
+pub const ENVIRONMENT_REPORT_SCRIPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'pool') == 0 then return 0 end
+local details = redis.call('HGET', KEYS[1], 'details')
+local failure = redis.call('HGET', KEYS[1], 'failure')
+if (details and details ~= '') or (failure and failure ~= '') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// Names of one installation's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -194,6 +208,12 @@ impl Keys {
         format!("{}:lease:", self.prefix)
     }
 
+    /// Set (with an expiry) once a worker has removed the environment of a lease that
+    /// ended: `env release` waits for it.
+    pub fn lease_gone(&self, id: LeaseId) -> String {
+        format!("{}:lease-gone:{id}", self.prefix)
+    }
+
     /// A pool's taken slots (hash: slot number to lease id).
     pub fn pool_slots(&self, pool: &str) -> String {
         format!("{}:pool:{pool}:slots", self.prefix)
@@ -264,5 +284,7 @@ mod tests {
         assert_eq!(keys.subscriptions("Acme/API"), "t9:subscriptions:acme/api");
         assert_eq!(keys.card(id, "slack:C1"), "t9:build:4:card:slack:C1");
         assert_eq!(Keys::default().build_sequence(), "kiln:build:seq");
+        assert_eq!(keys.lease(LeaseId(3)), "t9:lease:3");
+        assert_eq!(keys.lease_gone(LeaseId(3)), "t9:lease-gone:3");
     }
 }

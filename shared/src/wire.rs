@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
+use crate::lease::LeaseId;
 use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
@@ -118,6 +119,50 @@ pub struct JobRequested {
     /// Names of the secrets its commands get; the worker has their values.
     #[serde(default)]
     pub secrets: Vec<String>,
+}
+
+/// A `docker` pool's environment to start for a lease: published to the jobs exchange with
+/// the pool's platform as key, beside that platform's jobs, so a worker starts it on its own
+/// Docker engine and reports where it can be reached in the lease's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "environment.requested")]
+pub struct EnvironmentRequested {
+    pub lease: LeaseId,
+    pub pool: String,
+    pub platform: Platform,
+    /// The image, its template rendered for the branch asked for.
+    pub image: String,
+    /// The command, when not the image's.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// The container's TCP ports, each published on a free port of the worker's host.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+impl EnvironmentRequested {
+    /// `lease/<id>`: the AMQP message id, the same for every copy of this request.
+    pub fn message_id(&self) -> String {
+        format!("lease/{}", self.lease)
+    }
+}
+
+/// What a worker takes from its platform's queue: a task's job, or a lease's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    Job(Box<JobRequested>),
+    Environment(EnvironmentRequested),
+}
+
+/// Reads a message from a platform's queue: an environment by its `type`, otherwise a job
+/// (jobs carry no `type`, and older bots sent none).
+pub fn decode_work(bytes: &[u8]) -> Result<Work, WireError> {
+    let value = versioned(bytes)?;
+    if value.get("type").and_then(|t| t.as_str()) == Some("environment.requested") {
+        Ok(Work::Environment(serde_json::from_value(value)?))
+    } else {
+        Ok(Work::Job(Box::new(serde_json::from_value(value)?)))
+    }
 }
 
 /// A file a task kept, stored by its content.
@@ -345,9 +390,14 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 
 /// Reads a message, checking its version first.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    Ok(serde_json::from_value(versioned(bytes)?)?)
+}
+
+/// The JSON of a message, once its version is checked.
+fn versioned(bytes: &[u8]) -> Result<serde_json::Value, WireError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)?;
     match value.get("v") {
-        Some(v) if v.as_u64() == Some(WIRE_VERSION) => Ok(serde_json::from_value(value)?),
+        Some(v) if v.as_u64() == Some(WIRE_VERSION) => Ok(value),
         other => Err(WireError::Version {
             found: other.map_or_else(|| "missing".to_owned(), |v| v.to_string()),
         }),
@@ -471,5 +521,47 @@ mod tests {
             worker: "w".into(),
         });
         assert_eq!(started.routing_key(), "task.started.acme/api.release%2E1");
+    }
+
+    #[test]
+    fn a_platform_queue_carries_jobs_and_environments_told_apart_by_type() {
+        let asked = EnvironmentRequested {
+            lease: LeaseId(12),
+            pool: "review".into(),
+            platform: Platform::LinuxAmd64,
+            image: "registry.example.com/acme/api:feature-x-1a2b".into(),
+            command: vec!["serve".into(), "--port".into(), "8080".into()],
+            ports: vec![8080],
+        };
+        let bytes = encode(&asked);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(json["type"], "environment.requested");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["lease"], 12);
+        assert_eq!(json["platform"], "linux/amd64");
+        assert_eq!(asked.message_id(), "lease/12");
+        assert_eq!(
+            decode_work(&bytes).expect("decodes"),
+            Work::Environment(asked.clone())
+        );
+        assert_eq!(
+            decode::<EnvironmentRequested>(&bytes).expect("decodes"),
+            asked
+        );
+
+        // A job has no `type`; one with fields added later is still a job.
+        let job = r#"{"v":1,"build":{"id":7,"repo":"a/b","branch":"m","commit":"c"},
+            "clone_url":"u","task":"t","attempt":1,"platform":"linux-amd64",
+            "commands":["true"],"timeout_secs":5,"added_later":1}"#;
+        match decode_work(job.as_bytes()).expect("decodes") {
+            Work::Job(job) => assert_eq!(job.message_id(), "7/t/1"),
+            other => panic!("a job, not {other:?}"),
+        }
+        // Neither: refused with what was wrong.
+        let e = decode_work(br#"{"v":1,"type":"environment.requested","pool":"p"}"#)
+            .expect_err("refused");
+        assert!(e.to_string().contains("missing field `lease`"), "{e}");
+        let e = decode_work(br#"{"v":2,"type":"environment.requested"}"#).expect_err("refused");
+        assert_eq!(e.to_string(), "wire version 2 is not 1");
     }
 }

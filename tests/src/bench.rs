@@ -905,6 +905,7 @@ impl<'a> Bench<'a> {
                         state_dir: state.path().join(format!("worker-{n}")),
                         store_dir: state.path().join("store"),
                         secrets_dir: None,
+                        advertise_host: "127.0.0.1".into(),
                     };
                     tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })

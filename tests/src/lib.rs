@@ -166,20 +166,7 @@ impl Kiln {
             tasks.push(tokio::spawn(kiln_bot::run(listener, app, shutdown.clone())));
         }
 
-        for platform in [Platform::LinuxAmd64, Platform::LinuxArm64] {
-            let settings = kiln_worker::Settings {
-                amqp_url: services.amqp_url.clone(),
-                redis_url: services.redis_url.clone(),
-                prefix: prefix.clone(),
-                platform,
-                slots: 2,
-                name: format!("{prefix}-{}", platform.label()),
-                state_dir: state.path().join(format!("worker-{}", platform.label())),
-                store_dir: state.path().join("store"), // see Kiln::store_dir
-                secrets_dir: Some(state.path().join("secrets")), // see Kiln::secrets_dir
-            };
-            tasks.push(tokio::spawn(kiln_worker::run(settings, shutdown.clone())));
-        }
+        tasks.extend(spawn_workers(&services, &prefix, state.path(), &shutdown));
 
         Self {
             services,
@@ -432,10 +419,53 @@ impl Kiln {
         )));
     }
 
+    /// Starts the workers again on this Kiln's prefix, as after [`Kiln::halt`]: one for
+    /// `linux/amd64` and one for `linux/arm64`, with their state directories as they were.
+    pub async fn start_workers(&mut self) {
+        if self.shutdown.is_cancelled() {
+            self.shutdown = CancellationToken::new();
+        }
+        let workers = spawn_workers(
+            &self.services,
+            &self.prefix,
+            self.state.path(),
+            &self.shutdown,
+        );
+        self.tasks.extend(workers);
+    }
+
     /// Halts everything, then cleans up.
     pub async fn stop(mut self) {
         self.halt().await;
     }
+}
+
+/// Spawns a worker for `linux/amd64` and one for `linux/arm64` under `prefix`, each with a
+/// state directory in `state`, advertising loopback (where the tests reach environments).
+fn spawn_workers(
+    services: &Services,
+    prefix: &str,
+    state: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    [Platform::LinuxAmd64, Platform::LinuxArm64]
+        .into_iter()
+        .map(|platform| {
+            let settings = kiln_worker::Settings {
+                amqp_url: services.amqp_url.clone(),
+                redis_url: services.redis_url.clone(),
+                prefix: prefix.to_owned(),
+                platform,
+                slots: 2,
+                name: format!("{prefix}-{}", platform.label()),
+                state_dir: state.join(format!("worker-{}", platform.label())),
+                store_dir: state.join("store"), // see Kiln::store_dir
+                secrets_dir: Some(state.join("secrets")), // see Kiln::secrets_dir
+                advertise_host: "127.0.0.1".into(),
+            };
+            tokio::spawn(kiln_worker::run(settings, shutdown.clone()))
+        })
+        .collect()
 }
 
 impl Drop for Kiln {

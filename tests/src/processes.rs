@@ -157,6 +157,7 @@ pub async fn start_named_worker(
         .env("KILN_PLATFORM", "linux/amd64")
         .env("KILN_SLOTS", slots.to_string())
         .env("KILN_WORKER_NAME", &name)
+        .env("KILN_ADVERTISE_HOST", "127.0.0.1")
         .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
         .spawn()
         .expect("start kiln-worker");

@@ -1,8 +1,15 @@
 //! Test environments leased from pools, end to end on the real Redis and Docker: a slot is
-//! never given twice, a `docker` pool's environment is a container reachable on loopback, and
-//! the reaper removes it when its lease ends.
+//! never given twice, a `docker` pool's environment is a container a worker starts, reachable
+//! on the worker's advertised host (loopback here), and the worker's reaper removes it when
+//! its lease ends, or finds it orphaned by its label.
+
+use std::collections::HashMap;
 
 use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::Topology;
 use kiln_tests::forge::TestRepo;
 use kiln_tests::services::containers_named;
 use kiln_tests::slack::{BOT_TOKEN, FakeSlack, now, send, slash_command};
@@ -102,6 +109,8 @@ async fn a_lease_that_ends_while_the_bot_is_down_is_reaped_when_it_is_back() {
         "nothing removes an environment while the bot is down"
     );
     kiln.start_bot(&config()).await;
+    // The bot ends the lease; the worker whose engine runs the container removes it.
+    kiln.start_workers().await;
     reaped(&kiln, &docker, "the restarted bot to reap the lease").await;
     kiln.stop().await;
 }
@@ -306,5 +315,124 @@ async fn a_lease_asked_for_in_slack_is_answered_privately_and_its_channel_remind
         listed.contains("Pool `device-lab` (static): 0 of 2 taken"),
         "{listed}"
     );
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_had_is_said_plainly_and_loses_nothing() {
+    let config = format!(
+        "{}[[pool]]\nname = \"broken\"\nkind = \"docker\"\n\
+         image = \"kiln-test/no-such-image:{{{{ branch_slug }}}}\"\ncapacity = 1\nports = [8000]\n",
+        config()
+    );
+    let kiln = Kiln::start(&config).await;
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let image = format!(
+        "kiln-test/no-such-image:{}",
+        kiln_shared::template::branch_slug("never")
+    );
+    // Twice: the first failure gave its slot back, so the second is told the same.
+    for delivery in 0..2 {
+        let (status, reply) = kiln
+            .command_text(TOKENS[0], "env request broken never")
+            .await;
+        assert_eq!(status, 503, "{delivery}: {reply}");
+        assert!(
+            reply.contains(&format!(
+                "Kiln could not start an environment of pool `broken`: {image}: "
+            )),
+            "{delivery}: {reply}"
+        );
+    }
+    let (_, listed) = kiln.command_text(TOKENS[0], "env list").await;
+    assert!(
+        listed.contains("Pool `broken` (docker): 0 of 1 taken"),
+        "{listed}"
+    );
+    let containers = format!("{}-lease-", kiln.prefix);
+    assert!(containers_named(&docker, &containers).await.is_empty());
+    // Each request was answered and acknowledged: none waits in the queue or went dead.
+    let topology = Topology::new(&kiln.prefix);
+    let queues = [
+        topology.jobs_queue(Platform::LinuxAmd64),
+        topology.dead_jobs_queue(),
+    ];
+    for queue in queues {
+        assert_eq!(messages_in(&kiln, &queue).await, 0, "{queue}");
+    }
+    kiln.stop().await;
+}
+
+/// How many messages wait in `queue`.
+async fn messages_in(kiln: &Kiln, queue: &str) -> u32 {
+    use lapin::options::QueueDeclareOptions;
+    let connection = lapin::Connection::connect(
+        &kiln.services.amqp_url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("a channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .expect("the queue exists");
+    declared.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_reaper_removes_an_environment_whose_lease_is_gone_by_its_label() {
+    let kiln = Kiln::start(&config()).await;
+    let docker = Docker::connect_with_local_defaults().expect("docker");
+    let prefix = &kiln.prefix;
+    // As a worker that died between starting a container and recording it leaves one: its
+    // lease (#99) never ran, or ended long ago.
+    let labelled = |lease: &str, installation: &str| {
+        HashMap::from([
+            ("kiln.lease".to_owned(), lease.to_owned()),
+            ("kiln.installation".to_owned(), installation.to_owned()),
+        ])
+    };
+    let made = [
+        (format!("{prefix}-lease-99"), Some(labelled("99", prefix))),
+        // Named like an environment, labelled as none: not the reaper's.
+        (format!("{prefix}-lease-98-by-hand"), None),
+        // Another installation's environment on the same engine.
+        (
+            format!("{prefix}-lease-97-elsewhere"),
+            Some(labelled("97", &format!("{prefix}-other"))),
+        ),
+    ];
+    for (name, labels) in &made {
+        let body = ContainerCreateBody {
+            image: Some(TEST_IMAGE.to_owned()),
+            cmd: Some(vec!["sleep".into(), "300".into()]),
+            labels: labels.clone(),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .expect("a container");
+        let started = docker.start_container(name, None).await;
+        // The reaper may take the orphan before it even starts.
+        if *name != made[0].0 {
+            started.expect("it starts");
+        }
+    }
+    let stem = format!("{prefix}-lease-");
+    wait_for("the orphan to be removed", E2E_TIMEOUT, || async {
+        let left = containers_named(&docker, &stem).await;
+        (!left.contains(&made[0].0)).then_some(())
+    })
+    .await;
+    let mut left = containers_named(&docker, &stem).await;
+    left.sort();
+    assert_eq!(left, [made[2].0.clone(), made[1].0.clone()]);
     kiln.stop().await;
 }

@@ -5,6 +5,9 @@
 //! the next build's cache source. Use is tracked without bookkeeping of Kiln's own: every
 //! build that uses an image tags it with its branch again (Docker's `LastTagTime`), and every
 //! artifact or cache entry read or stored again has its modification time set to now.
+//!
+//! Also the reaper of leased environments ([`reap_environments`]), which a serving worker runs
+//! every second: a container labelled with a lease that no longer runs goes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,8 +17,12 @@ use bollard::query_parameters::{
     ListImagesOptionsBuilder, PruneImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
 
+use kiln_shared::lease::LeaseId;
+
 use crate::blobs::Blobs;
 use crate::cache::Caches;
+use crate::docker::DockerRunner;
+use crate::store::Store;
 
 /// What may stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +227,27 @@ async fn collect_images(
         freed.bytes += u64::try_from(pruned.space_reclaimed.unwrap_or_default()).unwrap_or(0);
     }
     Ok(freed)
+}
+
+/// Removes every environment container of this installation on `docker` whose lease no
+/// longer runs in Redis (released, expired, or ended while it started), whoever started it
+/// and whenever; notes each as gone for `env release`. Returns the leases whose containers
+/// went. Containers are told by their labels, never by name alone.
+pub async fn reap_environments(
+    docker: &DockerRunner,
+    store: &Store,
+) -> anyhow::Result<Vec<LeaseId>> {
+    let mut removed = Vec::new();
+    for (id, name) in docker.environments().await? {
+        if store.lease_runs(id).await? {
+            continue;
+        }
+        tracing::info!(lease = %id, container = %name, "removing the environment of an ended lease");
+        docker.remove_environment(&name).await?;
+        store.environment_gone(id).await?;
+        removed.push(id);
+    }
+    Ok(removed)
 }
 
 /// Whether `reference` (`name:tag`) names a branch's newest image rather than a content tag

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kiln_shared::wire::{self, Event, JobRequested, TaskFinished, TaskStarted};
+use kiln_shared::wire::{self, Event, JobRequested, TaskFinished, TaskStarted, Work};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
@@ -25,8 +25,11 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(32);
 
 /// Handles one delivery to the end, acknowledging or handing it back.
 pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: CancellationToken) {
-    let job = match wire::decode::<JobRequested>(&delivery.data) {
-        Ok(job) => job,
+    let job = match wire::decode_work(&delivery.data) {
+        Ok(Work::Job(job)) => *job,
+        Ok(Work::Environment(asked)) => {
+            return crate::environment::handle_delivery(worker, delivery, asked).await;
+        }
         Err(error) => {
             // Never runnable: straight to the dead-letter queue for a person to look at.
             tracing::error!(%error, "unreadable job dead-lettered");

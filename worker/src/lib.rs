@@ -14,6 +14,7 @@ pub mod cache;
 pub mod checkout;
 pub mod confine;
 pub mod docker;
+pub mod environment;
 pub mod export;
 pub mod gc;
 pub mod job;
@@ -57,6 +58,9 @@ pub struct Settings {
     /// Where secret values are, one file per name; the worker's environment
     /// (`KILN_SECRET_<NAME>`) is read when a file is missing.
     pub secrets_dir: Option<PathBuf>,
+    /// The host testers reach this worker's leased environments at, named in their
+    /// details: the worker's host name in production, `127.0.0.1` on one machine.
+    pub advertise_host: String,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -76,6 +80,8 @@ pub struct Worker {
     pub secrets: secrets::Secrets,
     /// The jobs it holds now, for its presence.
     pub running: presence::Running,
+    /// The host testers reach its environments at ([`Settings::advertise_host`]).
+    pub advertise_host: String,
 }
 
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
@@ -112,6 +118,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         caches: cache::Caches::new(settings.store_dir.join("cache")),
         secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
         running: presence::Running::default(),
+        advertise_host: settings.advertise_host.clone(),
     });
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 
@@ -123,6 +130,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             presence::beat(&worker, settings.platform, settings.slots, shutdown).await;
         })
     };
+    let reaper = tokio::spawn(environment::reap(worker.clone(), shutdown.clone()));
     // Each broker connection's consumer in turn: jobs in hand when one is lost run on, and
     // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
     'sessions: while let Some((session, _channel, mut consumer)) =
@@ -164,6 +172,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // The worker has stopped taking jobs: it is no longer there, whatever ended the loop.
     heartbeat.abort();
     let _ = heartbeat.await;
+    reaper.abort();
+    let _ = reaper.await;
     if let Err(error) = worker.store.say_gone(&worker.name).await {
         tracing::warn!(%error, "cannot take this worker's presence back");
     }

@@ -110,6 +110,11 @@ struct Serve {
     /// a secret with no file is read from `KILN_SECRET_<NAME>` in the worker's environment.
     #[arg(long, env = "KILN_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// The host testers reach this worker's leased environments (`env request`) at; their
+    /// ports are published on every interface, or on loopback when this is a loopback
+    /// address. Default: the host name.
+    #[arg(long, env = "KILN_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
 }
 
 #[tokio::main]
@@ -200,10 +205,11 @@ async fn run_here(dir: PathBuf, slots: Option<usize>, shell: bool, store_dir: Pa
 }
 
 async fn serve(args: Serve) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
+    let host = host.trim();
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let settings = kiln_worker::Settings {
         amqp_url: args.amqp_url,
         redis_url: args.redis_url,
@@ -214,6 +220,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         store_dir: args.store_dir,
         secrets_dir: args.secrets_dir,
+        advertise_host: args.advertise_host.unwrap_or_else(|| host.to_owned()),
     };
     let shutdown = CancellationToken::new();
     // Whatever it is waiting for, the worker is gone within the grace; its jobs, not

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use kiln_shared::build::TaskStatus;
-use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::keys::{ENVIRONMENT_REPORT_SCRIPT, Keys, STATUS_TRANSITION_SCRIPT};
+use kiln_shared::lease::LeaseId;
 use kiln_shared::presence::Presence;
 use kiln_shared::record::{self, RecordError, TaskField, TaskRecord};
 use kiln_shared::wire::JobRequested;
@@ -18,6 +19,13 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(STATUS_TRANSITION_SCRIPT));
+
+static ENVIRONMENT_REPORT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(ENVIRONMENT_REPORT_SCRIPT));
+
+/// How long the mark that a lease's environment is gone stays: long past any `env release`
+/// waiting for it.
+const GONE_MARK_SECS: u64 = 600;
 
 /// How many lines of one task's log Redis keeps (approximately, `MAXLEN ~`): a runaway task
 /// cannot fill Redis's memory.
@@ -214,6 +222,63 @@ impl Store {
             .del(self.keys.logs(job.build.id, &job.task))
             .await?;
         Ok(())
+    }
+}
+
+/// What became of a lease's environment, as a worker reports it in the lease's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvironmentReport {
+    /// Where it can be reached (`host:49153 → 8080, …`).
+    Started(String),
+    /// Why it could not start, for the person who asked.
+    Failed(String),
+}
+
+impl Store {
+    /// Whether lease `id` still waits for its environment: it runs, and no worker has
+    /// reported on it.
+    pub async fn environment_wanted(&self, id: LeaseId) -> RedisResult<bool> {
+        let (pool, details, failure): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.lease(id))
+                .arg(&["pool", "details", "failure"])
+                .query_async(&mut self.conn.clone())
+                .await?;
+        let empty = |field: Option<String>| field.unwrap_or_default().is_empty();
+        Ok(pool.is_some() && empty(details) && empty(failure))
+    }
+
+    /// Reports on lease `id`'s environment; false if the lease ended meanwhile (or was
+    /// reported on already), and nothing was recorded.
+    pub async fn report_environment(
+        &self,
+        id: LeaseId,
+        report: &EnvironmentReport,
+    ) -> RedisResult<bool> {
+        let (field, value) = match report {
+            EnvironmentReport::Started(details) => ("details", details),
+            EnvironmentReport::Failed(why) => ("failure", why),
+        };
+        let set: i64 = ENVIRONMENT_REPORT
+            .key(self.keys.lease(id))
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(set == 1)
+    }
+
+    /// Whether lease `id` runs.
+    pub async fn lease_runs(&self, id: LeaseId) -> RedisResult<bool> {
+        self.conn.clone().hexists(self.keys.lease(id), "pool").await
+    }
+
+    /// Notes that the environment of lease `id`, which ended, is gone.
+    pub async fn environment_gone(&self, id: LeaseId) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .set_ex(self.keys.lease_gone(id), 1, GONE_MARK_SECS)
+            .await
     }
 }
 

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use kiln_shared::build::{BuildId, TaskOutcome};
 use kiln_shared::keys::Keys;
+use kiln_shared::lease::LeaseId;
 use kiln_shared::platform::Platform;
 use kiln_shared::spec::Runner;
 use kiln_shared::wire::{BuildRef, JobRequested};
-use kiln_worker::store::{Claim, Store};
+use kiln_worker::store::{Claim, EnvironmentReport, Store};
 use kiln_worker::task::Ran;
 
 fn job() -> JobRequested {
@@ -102,6 +103,62 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
     assert_eq!(status, "passed");
     let _: usize = redis::cmd("DEL")
         .arg(&task)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+}
+
+#[tokio::test]
+async fn an_environment_is_reported_once_and_only_while_its_lease_runs() {
+    let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("Redis URL")
+        .get_connection_manager()
+        .await
+        .expect("Redis answers (deploy/dev/services starts it)");
+    let keys = Keys::new(format!("kw-lease-{}", std::process::id()));
+    let (id, ended) = (LeaseId(4), LeaseId(5));
+    let record = keys.lease(id);
+    // As the bot records a lease of a docker pool, before it asks a worker.
+    let _: () = redis::cmd("HSET")
+        .arg(&record)
+        .arg(&["pool", "review", "details", "", "container", "1"])
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let store = Store::new(conn.clone(), keys.clone());
+
+    assert!(store.environment_wanted(id).await.expect("read"));
+    assert!(!store.environment_wanted(ended).await.expect("read"));
+    let up = EnvironmentReport::Started("10.0.3.7:49153 → 8080".into());
+    assert!(store.report_environment(id, &up).await.expect("report"));
+    assert!(
+        !store.environment_wanted(id).await.expect("read"),
+        "a copy of the request finds it started"
+    );
+    let failed = EnvironmentReport::Failed("no such image".into());
+    assert!(
+        !store.report_environment(id, &failed).await.expect("report"),
+        "a report stands"
+    );
+    assert!(
+        !store.report_environment(ended, &up).await.expect("report"),
+        "a lease that ended records nothing"
+    );
+    let details: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("details")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(details, "10.0.3.7:49153 → 8080");
+    assert!(store.lease_runs(id).await.expect("read"));
+    assert!(!store.lease_runs(ended).await.expect("read"));
+
+    store.environment_gone(ended).await.expect("mark");
+    let _: usize = redis::cmd("DEL")
+        .arg(&record)
+        .arg(keys.lease_gone(ended))
         .query_async(&mut conn)
         .await
         .expect("DEL");

@@ -3,32 +3,27 @@
 //!
 //! A lease takes a slot of its pool in one Lua script, so two requests never get the same
 //! slot; everything about a lease is in Redis, so a bot that restarts reaps what ended
-//! meanwhile.
+//! meanwhile. A `docker` pool's environment is a worker's to start and remove
+//! ([`environment`]); the bot keeps only the lease.
 
-pub mod docker;
+mod environment;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use kiln_shared::command::Env;
 use kiln_shared::lease::{LeaseId, extended, lease_length, reminder_at};
-use kiln_shared::template::{branch_slug, render};
 use tokio_util::sync::CancellationToken;
-
-pub use docker::Containers;
 
 use crate::app::App;
 use crate::commands::actor::Actor;
 use crate::commands::reply::Reply;
-use crate::config::{Pool, PoolKind};
+use crate::config::PoolKind;
 use crate::store::{LeaseRecord, now_ms};
+
+use environment::Started;
 
 /// How often the reaper looks at the leases: well within [`kiln_shared::lease::REMINDER_LEAD`].
 const REAP_EVERY: Duration = Duration::from_secs(2);
-
-/// The branch a `docker` pool's image is of, when none is asked for.
-const DEFAULT_BRANCH: &str = "master";
 
 /// Carries out `env …` for `actor`.
 pub async fn run(app: &App, actor: Actor<'_>, env: &Env) -> anyhow::Result<Reply> {
@@ -74,9 +69,16 @@ pub async fn run(app: &App, actor: Actor<'_>, env: &Env) -> anyhow::Result<Reply
                 Err(reply) => return Ok(reply),
             };
             end(app, &lease, None).await?;
+            let gone = !lease.container || environment::removed(app, lease.id).await?;
             Ok(Reply::done(format!(
-                "Lease #{} of pool `{}` is released; its environment is gone.",
-                lease.id, lease.pool
+                "Lease #{} of pool `{}` is released; its environment {}.",
+                lease.id,
+                lease.pool,
+                if gone {
+                    "is gone"
+                } else {
+                    "goes when its worker is back"
+                }
             )))
         }
     }
@@ -112,10 +114,6 @@ async fn request(
     };
     let now = now_ms();
     let expires_ms = now + u64::try_from(length.as_millis()).unwrap_or(u64::MAX / 2);
-    let containers = app
-        .containers
-        .as_ref()
-        .filter(|_| pool.kind == PoolKind::Docker);
     let asked = LeaseRecord {
         id: LeaseId(0),
         pool: pool.name.clone(),
@@ -128,7 +126,8 @@ async fn request(
         expires_ms,
         remind_ms: reminder_at(expires_ms, length),
         details: String::new(),
-        container: containers.is_some(),
+        container: pool.kind == PoolKind::Docker,
+        failure: None,
     };
     let Some(lease) = app.store.take_slot(&asked, pool.capacity(), None).await? else {
         return Ok(Reply::invalid(format!(
@@ -139,22 +138,27 @@ async fn request(
         )));
     };
     let id = lease.id;
-    let details = match (pool.kind, containers) {
-        (PoolKind::Static, _) => pool.hosts[lease.slot as usize].clone(),
-        (PoolKind::Docker, Some(containers)) => match start(containers, pool, id, branch).await {
-            Ok(details) => details,
-            Err(why) => {
+    let ended = || Ok(Reply::invalid(format!("Lease #{id} ended as it began.")));
+    let details = match pool.kind {
+        PoolKind::Static => {
+            let host = pool.hosts[lease.slot as usize].clone();
+            if !app.store.lease_details(id, &host).await? {
+                return ended();
+            }
+            host
+        }
+        // Recorded in the lease by the worker that started it.
+        PoolKind::Docker => match environment::start(app, pool, &lease, branch).await? {
+            Started::Up(details) => details,
+            Started::Ended => return ended(),
+            Started::Failed(why) => {
                 end(app, &lease, None).await?;
                 return Ok(Reply::failed(format!(
                     "Kiln could not start an environment of pool `{name}`: {why}"
                 )));
             }
         },
-        (PoolKind::Docker, None) => unreachable!("a docker pool makes the bot connect to Docker"),
     };
-    if !app.store.lease_details(id, &details).await? {
-        return Ok(Reply::invalid(format!("Lease #{id} ended as it began.")));
-    }
     Ok(Reply::done(format!(
         "Lease #{id} of pool `{name}`: {details}, for {} (until {}). `env extend {id}` keeps \
          it longer, `env release {id}` gives it back.",
@@ -163,28 +167,6 @@ async fn request(
             std::time::UNIX_EPOCH + Duration::from_millis(expires_ms)
         ),
     )))
-}
-
-/// Starts the container of lease `id` from `pool`'s image of `branch`.
-async fn start(
-    containers: &Containers,
-    pool: &Pool,
-    id: LeaseId,
-    branch: Option<&str>,
-) -> Result<String, String> {
-    let branch = branch.unwrap_or(DEFAULT_BRANCH);
-    let vars = BTreeMap::from([
-        ("branch", branch.to_owned()),
-        ("branch_slug", branch_slug(branch)),
-    ]);
-    let template = pool.image.as_deref().unwrap_or_default();
-    let image = render(template, &vars, &mut |_| {
-        Err("a pool's image hashes no files".to_owned())
-    })?;
-    containers
-        .start(id, &image, &pool.command, &pool.ports)
-        .await
-        .map_err(|e| format!("{image}: {e}"))
 }
 
 /// `env list`.
@@ -249,30 +231,15 @@ async fn held(
     Ok(Ok(lease))
 }
 
-/// Ends a lease (with `expired_by`, only if it has not been extended past then), frees its
-/// slot and tears its environment down; true for the caller that ended it.
+/// Ends a lease (with `expired_by`, only if it has not been extended past then) and frees
+/// its slot; true for the caller that ended it. A container of the lease is removed by its
+/// worker's reaper, which sees the lease gone.
 async fn end(app: &App, lease: &LeaseRecord, expired_by: Option<u64>) -> anyhow::Result<bool> {
-    if !app.store.end_lease(lease, expired_by).await? {
-        return Ok(false);
-    }
-    remove_container(app, lease).await?;
-    Ok(true)
-}
-
-/// Removes a lease's container, if it has one.
-async fn remove_container(app: &App, lease: &LeaseRecord) -> anyhow::Result<()> {
-    if lease.container {
-        let containers = app
-            .containers
-            .as_ref()
-            .context("the lease's pool is no longer a docker pool; remove its container by hand")?;
-        containers.remove(&containers.name(lease.id)).await?;
-    }
-    Ok(())
+    Ok(app.store.end_lease(lease, expired_by).await?)
 }
 
 /// Reminds holders before their leases end, and ends the leases whose time is up, until
-/// `shutdown` is cancelled. A pass that fails (Redis, Docker) is tried again next time.
+/// `shutdown` is cancelled. A pass that fails (Redis) is tried again next time.
 pub async fn reap(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut every = tokio::time::interval(REAP_EVERY);
     loop {
@@ -292,7 +259,7 @@ pub async fn reap(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
 async fn reap_once(app: &App) -> anyhow::Result<()> {
     let now = now_ms();
     for lease in app.store.leases().await? {
-        // One lease that cannot be reaped (its Docker engine down) holds up no other.
+        // One lease that cannot be reaped holds up no other.
         if let Err(error) = reap_lease(app, &lease, now).await {
             tracing::warn!(lease = %lease.id, error = format!("{error:#}"), "cannot reap a lease");
         }
@@ -306,15 +273,6 @@ async fn reap_once(app: &App) -> anyhow::Result<()> {
     {
         if let Err(error) = crate::resources::wake(app, &pool.name).await {
             tracing::warn!(pool = %pool.name, error = format!("{error:#}"), "cannot hand out slots");
-        }
-    }
-    // Containers whose lease is gone: released while starting, or whose removal failed.
-    if let Some(containers) = &app.containers {
-        for (id, name) in containers.leased().await? {
-            if app.store.lease(id).await?.is_none() {
-                tracing::info!(lease = %id, container = %name, "removing a lease's leftover container");
-                containers.remove(&name).await?;
-            }
         }
     }
     Ok(())

@@ -117,6 +117,8 @@ pub struct LeaseRecord {
     pub details: String,
     /// Whether the environment is a container (a `docker` pool's).
     pub container: bool,
+    /// Why its environment could not start, as the worker asked for it said.
+    pub failure: Option<String>,
 }
 
 impl Store {
@@ -180,6 +182,11 @@ impl Store {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(set == 1)
+    }
+
+    /// Whether a worker has said that the environment of lease `id`, which ended, is gone.
+    pub async fn lease_gone(&self, id: LeaseId) -> RedisResult<bool> {
+        self.conn.clone().exists(self.keys.lease_gone(id)).await
     }
 
     /// The lease `id`, if it runs.
@@ -373,5 +380,6 @@ fn lease_record(id: LeaseId, mut h: HashMap<String, String>) -> Option<LeaseReco
         remind_ms: take("remind_ms").parse().unwrap_or(0),
         details: take("details"),
         container: !take("container").is_empty(),
+        failure: optional(take("failure")),
     })
 }

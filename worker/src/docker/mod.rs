@@ -27,8 +27,10 @@ use kiln_shared::wire::JobRequested;
 
 use crate::lines::{Batches, Fd, LineSplitter, LogSink, pipelined};
 
+mod environment;
 mod image;
 
+pub use environment::{INSTALLATION_LABEL, LEASE_LABEL, Published};
 pub use image::image_repository;
 
 /// Where the checkout is mounted in a task's container, and its working directory.
