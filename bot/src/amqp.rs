@@ -11,16 +11,18 @@
 
 use std::sync::Arc;
 
-use kiln_io::amqp::{Link, LinkState, Message, Session, jobs_queue_arguments, quorum};
+use kiln_io::amqp::{
+    Link, LinkState, Message, Session, declare_exchanges, jobs_queue_arguments, quorum,
+};
 use kiln_shared::platform::Platform;
 use kiln_shared::promotion::PromotionEvent;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
 use kiln_shared::wire::{
     self, CommentRequested, EnvironmentRequested, Event, JobRequested, PushHeld,
 };
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
 pub use kiln_io::amqp::PublishError;
@@ -275,18 +277,7 @@ impl Broker {
 
 /// Declares the bot's topology on `ch`.
 async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (exchange, kind) in [
-        (t.jobs_exchange(), ExchangeKind::Direct),
-        (t.events_exchange(), ExchangeKind::Topic),
-        (t.dead_exchange(), ExchangeKind::Fanout),
-    ] {
-        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
-            .await?;
-    }
+    declare_exchanges(ch, &t.exchanges()).await?;
 
     let queue = QueueDeclareOptions {
         durable: true,

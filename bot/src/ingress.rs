@@ -14,10 +14,11 @@ use std::time::Duration;
 use kiln_shared::build::BuildId;
 use kiln_shared::promotion::PromotionId;
 use kiln_shared::trigger::{Push, TriggerKind};
-use kiln_shared::wire::{BuildRef, BuildRequested, Event, PushHeld};
+use kiln_shared::wire::{BuildRequested, Event, NewBuild, PushHeld};
 
 use crate::app::App;
 use crate::config::Repository;
+use crate::store::Created;
 
 /// What became of a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +55,10 @@ pub async fn accept_push(
     {
         return Ok(Accepted::Promoted(promotion));
     }
-    let mut request = BuildRequested {
-        build: BuildRef {
-            id: BuildId(0),
-            repo: repo.name.clone(),
-            branch: push.branch,
-            commit: push.commit,
-        },
+    let new = NewBuild {
+        repo: repo.name.clone(),
+        branch: push.branch,
+        commit: push.commit,
         clone_url: repo.clone_url.clone().unwrap_or(push.clone_url),
         author: push.author,
         subject: push.subject,
@@ -68,12 +66,10 @@ pub async fn accept_push(
         changed_paths: push.changed_paths,
         reuse: None,
     };
-    if let Some(existing) = store
-        .create_build(&mut request, Some((forge, delivery)))
-        .await?
-    {
-        return Ok(Accepted::Duplicate(existing));
-    }
+    let request = match store.create_build(new, Some((forge, delivery))).await? {
+        Created::New(request) => request,
+        Created::Seen(existing) => return Ok(Accepted::Duplicate(existing)),
+    };
     let waiting = !announce(app, &request).await;
     Ok(Accepted::New {
         id: request.build.id,
@@ -97,14 +93,17 @@ pub async fn accept_held(app: &App, held: PushHeld) -> anyhow::Result<()> {
 }
 
 /// Accepts a build someone asked for with a command given in `channel` (which then follows
-/// the build, if Kiln can post there). `request`'s id is not looked at: the build is given
-/// a new one, which is returned.
+/// the build, if Kiln can post there); returns its number.
 pub async fn accept_command(
     app: &App,
     channel: Option<&str>,
-    mut request: BuildRequested,
+    new: NewBuild,
 ) -> Result<BuildId, Unavailable> {
-    app.store.create_build(&mut request, None).await?;
+    let request = match app.store.create_build(new, None).await? {
+        Created::New(request) => request,
+        // Without a delivery, every build is new.
+        Created::Seen(id) => return Ok(id),
+    };
     let id = request.build.id;
     if let Some(channel) = channel.filter(|c| app.chat.can_post(c))
         && let Err(error) = app.store.follow_build(id, channel).await

@@ -15,7 +15,7 @@ use kiln_shared::promotion::{
 };
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::PromotionMessage;
-use kiln_shared::wire::{BuildRef, BuildRequested};
+use kiln_shared::wire::NewBuild;
 
 use crate::app::App;
 use crate::commands::actor::Actor;
@@ -504,13 +504,10 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
     let id = ingress::accept_command(
         app,
         record.channel.as_deref(),
-        BuildRequested {
-            build: BuildRef {
-                id: BuildId(0),
-                repo: record.repo.clone(),
-                branch: record.to.clone(),
-                commit: record.commit.clone(),
-            },
+        NewBuild {
+            repo: record.repo.clone(),
+            branch: record.to.clone(),
+            commit: record.commit.clone(),
             clone_url: record.clone_url.clone(),
             author,
             subject,

@@ -5,7 +5,7 @@
 
 use kiln_shared::build::BuildId;
 use kiln_shared::trigger::{BranchGone, TriggerKind};
-use kiln_shared::wire::{BuildRef, BuildRequested};
+use kiln_shared::wire::NewBuild;
 
 use crate::app::App;
 use crate::config::Repository;
@@ -64,13 +64,10 @@ pub async fn stop(
     let requested = ingress::accept_command(
         app,
         None,
-        BuildRequested {
-            build: BuildRef {
-                id: BuildId(0),
-                repo: repo.name.clone(),
-                branch: gone.branch.clone(),
-                commit: last.commit.clone(),
-            },
+        NewBuild {
+            repo: repo.name.clone(),
+            branch: gone.branch.clone(),
+            commit: last.commit.clone(),
             clone_url: last.clone_url.clone(),
             author: String::new(),
             subject: format!("stop {} (branch {})", names.join(", "), gone.why),

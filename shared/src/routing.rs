@@ -57,6 +57,16 @@ impl Topology {
         }
     }
 
+    /// Every exchange of the installation with its kind (`direct`, `topic`, `fanout`), as the
+    /// bot and every worker declare them.
+    pub fn exchanges(&self) -> [(String, &'static str); 3] {
+        [
+            (self.jobs_exchange(), "direct"),
+            (self.events_exchange(), "topic"),
+            (self.dead_exchange(), "fanout"),
+        ]
+    }
+
     /// The direct exchange jobs are published to, keyed by platform label.
     pub fn jobs_exchange(&self) -> String {
         format!("{}.jobs", self.prefix)

@@ -31,6 +31,48 @@ pub struct BuildRef {
     pub commit: String,
 }
 
+/// A build asked for (by a push, a command, a promotion, a branch gone), before it has a
+/// number: the store numbers it as it records it ([`NewBuild::numbered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBuild {
+    /// The configured repository it builds.
+    pub repo: String,
+    pub branch: String,
+    pub commit: String,
+    /// Where workers and the planner fetch the commit from.
+    pub clone_url: String,
+    /// The commit's author, as the forge names them.
+    pub author: String,
+    /// The commit's subject line.
+    pub subject: String,
+    /// What started the build.
+    pub kind: TriggerKind,
+    /// The files the build's commits changed, when the forge said (for `when: changes`).
+    pub changed_paths: Option<Vec<String>>,
+    /// An earlier build of the same commit whose passed tasks this one takes as they are.
+    pub reuse: Option<BuildId>,
+}
+
+impl NewBuild {
+    /// The request of this build, numbered `id`.
+    pub fn numbered(self, id: BuildId) -> BuildRequested {
+        BuildRequested {
+            build: BuildRef {
+                id,
+                repo: self.repo,
+                branch: self.branch,
+                commit: self.commit,
+            },
+            clone_url: self.clone_url,
+            author: self.author,
+            subject: self.subject,
+            kind: self.kind,
+            changed_paths: self.changed_paths,
+            reuse: self.reuse,
+        }
+    }
+}
+
 /// A build was accepted (from a webhook or a command) and must be planned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRequested {

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use kiln_io::amqp::{Link, Message, Session, jobs_queue_arguments};
+use kiln_io::amqp::{Link, Message, Session, declare_exchanges, jobs_queue_arguments};
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
 use kiln_shared::wire::{self, Event};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
 /// The worker's connection to RabbitMQ.
@@ -98,19 +98,7 @@ impl Broker {
 
 /// Declares the exchanges and `platform`'s job queue on `channel`.
 async fn declare(channel: &Channel, t: &Topology, platform: Platform) -> lapin::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (exchange, kind) in [
-        (t.jobs_exchange(), ExchangeKind::Direct),
-        (t.events_exchange(), ExchangeKind::Topic),
-        (t.dead_exchange(), ExchangeKind::Fanout),
-    ] {
-        channel
-            .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
-            .await?;
-    }
+    declare_exchanges(channel, &t.exchanges()).await?;
     let queue = t.jobs_queue(platform);
     let options = QueueDeclareOptions {
         durable: true,

@@ -3,7 +3,7 @@
 use kiln_shared::build::BuildId;
 use kiln_shared::command::Target;
 use kiln_shared::trigger::TriggerKind;
-use kiln_shared::wire::{BuildRef, BuildRequested};
+use kiln_shared::wire::NewBuild;
 
 use super::actor::Actor;
 use super::reply::{self, Reply};
@@ -41,13 +41,10 @@ pub async fn build(
     let id = ingress::accept_command(
         app,
         actor.channel,
-        BuildRequested {
-            build: BuildRef {
-                id: BuildId(0),
-                repo: name,
-                branch: branch.clone(),
-                commit: commit.clone(),
-            },
+        NewBuild {
+            repo: name,
+            branch: branch.clone(),
+            commit: commit.clone(),
             clone_url,
             author: resolved.author,
             subject: resolved.subject,

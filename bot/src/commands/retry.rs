@@ -1,7 +1,7 @@
 //! `retry <build> [--failed]`.
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
-use kiln_shared::wire::{BuildRef, BuildRequested};
+use kiln_shared::wire::{BuildRef, NewBuild};
 
 use super::actor::Actor;
 use super::reply::{self, Reply};
@@ -34,18 +34,11 @@ pub async fn retry(
     let id = ingress::accept_command(
         app,
         actor.channel,
-        BuildRequested {
-            build: BuildRef {
-                id: BuildId(0),
-                ..record.build.clone()
-            },
-            clone_url: record.clone_url.clone(),
-            author: record.author.clone(),
-            subject: record.subject.clone(),
-            // As the build it repeats: the same steps apply (`when: { event: … }`).
-            kind: record.kind,
-            changed_paths: record.changed_paths.clone(),
+        // As the build it repeats (the same steps apply: `when: { event: … }`), taking
+        // what passed in it when only what did not is to run again.
+        NewBuild {
             reuse: failed_only.then_some(build),
+            ..record.asked()
         },
     )
     .await?;

@@ -143,9 +143,9 @@ pub async fn accept(
         ),
         ForgeEvent::Comment(comment) => {
             // A retried delivery must not give the command twice.
-            match app.store.claim_delivery(forge, delivery, BuildId(0)).await {
-                Ok(None) => {}
-                Ok(Some(_)) => {
+            match app.store.claim_comment(forge, delivery).await {
+                Ok(true) => {}
+                Ok(false) => {
                     return (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response();
                 }
                 Err(e) => {
@@ -258,7 +258,7 @@ async fn hold(
     }
 }
 
-fn build_url(app: &App, id: kiln_shared::build::BuildId) -> String {
+fn build_url(app: &App, id: BuildId) -> String {
     format!(
         "{}/builds/{id}",
         app.config.public_url.trim_end_matches('/')

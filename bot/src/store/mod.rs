@@ -23,7 +23,7 @@ use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
 use kiln_shared::record::{self, BuildField, RecordError, TaskField};
-use kiln_shared::wire::BuildRequested;
+use kiln_shared::wire::{BuildRequested, NewBuild};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{
@@ -257,6 +257,20 @@ impl Store {
         Ok(existing.and_then(|s| s.parse().ok()).map(BuildId))
     }
 
+    /// Notes comment delivery `delivery` of `forge` seen; false if it was seen before (a
+    /// retry of the forge's, whose command is not to be given twice).
+    pub async fn claim_comment(&self, forge: &str, delivery: &str) -> RedisResult<bool> {
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
+        let set: Option<String> = self
+            .conn
+            .clone()
+            .set_options(self.keys.delivery(forge, delivery), "comment", options)
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Forgets that delivery `delivery` of `forge` was seen: it was not taken after all.
     pub async fn forget_delivery(&self, forge: &str, delivery: &str) -> RedisResult<()> {
         self.conn
@@ -282,17 +296,16 @@ impl Store {
             .await
     }
 
-    /// Stores a new build, queued, under a new id, which it writes into `request`, and puts
-    /// it in the outbox, for the relay to publish after [`OUTBOX_GRACE`] unless it is taken
-    /// out sooner: one round trip. With the forge delivery (forge, id) that asked for it,
-    /// only if that delivery was not seen before; else it returns the build the delivery
-    /// became and stores nothing.
+    /// Stores `new` as a build, queued, under a new number, and puts it in the outbox, for
+    /// the relay to publish after [`OUTBOX_GRACE`] unless it is taken out sooner: one round
+    /// trip. With the forge delivery (forge, id) that asked for it, only if that delivery was
+    /// not seen before; else nothing is stored and the build the delivery became is named.
     pub async fn create_build(
         &self,
-        request: &mut BuildRequested,
+        new: NewBuild,
         delivery: Option<(&str, &str)>,
-    ) -> RedisResult<Option<BuildId>> {
-        let fields = BuildRecord::queued(request, now_ms()).encode();
+    ) -> RedisResult<Created> {
+        let fields = record::build::queued(&new, now_ms());
         let delivery =
             delivery.map_or_else(String::new, |(forge, id)| self.keys.delivery(forge, id));
         let mut invocation = CREATE_BUILD.key(self.keys.build_sequence());
@@ -305,12 +318,12 @@ impl Store {
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }
-        let (new, id): (bool, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
-        if !new {
-            return Ok(Some(BuildId(id)));
-        }
-        request.build.id = BuildId(id);
-        Ok(None)
+        let (stored, id): (bool, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(if stored {
+            Created::New(new.numbered(BuildId(id)))
+        } else {
+            Created::Seen(BuildId(id))
+        })
     }
 
     /// Takes task `task` of build `id`, not yet started, as passed with what `passed` (the
@@ -825,6 +838,15 @@ impl Store {
             .collect();
         Ok((lines, last))
     }
+}
+
+/// What [`Store::create_build`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored the build, numbered so.
+    New(BuildRequested),
+    /// Stored nothing: the delivery was seen before, and became this build.
+    Seen(BuildId),
 }
 
 /// The namespace of the deliveries whose comment's command was answered, beside `forge`'s

@@ -8,10 +8,10 @@ pub use link::{BadUrl, Link, LinkState, Prepare, Session};
 
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 /// How long a publish waits for the broker's confirm. A confirm that does not come in this
 /// time means a connection that is not working: it is replaced, and the caller told.
@@ -58,6 +58,30 @@ impl Message<'_> {
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
     }
+}
+
+/// Declares each of `exchanges` (a name and its kind: `direct`, `topic`, `fanout`), durable,
+/// on `channel`.
+pub async fn declare_exchanges(
+    channel: &Channel,
+    exchanges: &[(String, &str)],
+) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (name, kind) in exchanges {
+        let kind = match *kind {
+            "direct" => ExchangeKind::Direct,
+            "topic" => ExchangeKind::Topic,
+            "fanout" => ExchangeKind::Fanout,
+            other => ExchangeKind::Custom(other.to_owned()),
+        };
+        channel
+            .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The arguments of a durable quorum queue (replicated, survives a broker restart).
