@@ -79,22 +79,28 @@ fn ended(pid: &str) -> bool {
     }
 }
 
-/// Waits, up to [`GONE_WITHIN`], for the process whose id is in `pid_file` to end.
-#[cfg(target_os = "linux")]
-async fn wait_until_ended(pid_file: &Path) {
+/// Waits until `condition` holds, checking every 20 ms, for at most [`GONE_WITHIN`]; past it
+/// the test fails, naming `what` it waited for.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + GONE_WITHIN;
-    loop {
-        let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
-        let pid = pid.trim();
-        if !pid.is_empty() && ended(pid) {
-            return;
-        }
+    while !condition() {
         assert!(
             Instant::now() < deadline,
-            "process {pid:?} still there after {GONE_WITHIN:?}"
+            "{what} did not happen within {GONE_WITHIN:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits, up to [`GONE_WITHIN`], for the process whose id is in `pid_file` to end.
+#[cfg(target_os = "linux")]
+async fn wait_until_ended(pid_file: &Path) {
+    wait_until("the process's end", || {
+        let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
+        let pid = pid.trim();
+        !pid.is_empty() && ended(pid)
+    })
+    .await;
 }
 
 #[cfg(target_os = "linux")]
@@ -140,13 +146,7 @@ async fn a_git_given_up_on_is_killed_with_what_it_started() {
     let pid_file = dir.path().join("ssh.pid");
     let mut command = ls_remote_that_hangs(dir.path(), &pid_file);
     let running = run("ls-remote", &mut command, NEVER_REACHED);
-    let given_up = async {
-        let deadline = Instant::now() + GONE_WITHIN;
-        while !pid_file.exists() {
-            assert!(Instant::now() < deadline, "the SSH client never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let given_up = wait_until("the SSH client's start", || pid_file.exists());
     tokio::select! {
         result = running => panic!("the remote never answers, yet: {result:?}"),
         () = given_up => {}
@@ -284,13 +284,7 @@ async fn a_clone_given_up_on_leaves_no_half_mirror() {
     let root = tempfile::tempdir().expect("temp dir");
     let mirrors = Mirrors::new(root.path());
     let update = mirrors.update(&url, None);
-    let cloning = async {
-        let deadline = Instant::now() + GONE_WITHIN;
-        while entries(root.path()).is_empty() {
-            assert!(Instant::now() < deadline, "the clone never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let cloning = wait_until("the clone's start", || !entries(root.path()).is_empty());
     tokio::select! {
         result = update => panic!("the remote never answers, yet: {result:?}"),
         () = cloning => {}
