@@ -78,7 +78,7 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
                 .build(*build)
                 .await?
                 .map(|record| record.build.repo),
-            other => other.repo().map(str::to_owned),
+            other => other.repo().cloned(),
         };
         if !about.is_some_and(|repo| repo.eq_ignore_ascii_case(&comment.repo)) {
             return Ok(format!(

@@ -71,6 +71,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kiln_shared::ident::{BranchName, RepoName};
 use kiln_shared::pattern::branch_matches;
 use kiln_shared::plan::Plan;
 use kiln_shared::platform::Platform;
@@ -357,7 +358,7 @@ fn default_public_url() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     /// `owner/name`, as the forge spells it.
-    pub name: String,
+    pub name: RepoName,
     /// The secret the forge signs this repository's webhooks with.
     pub webhook_secret: SecretString,
     /// Where to fetch commits from; when absent, the clone URL the webhook names.
@@ -384,10 +385,10 @@ pub struct Repository {
 pub struct Promote {
     /// The branch whose passed commits may be promoted.
     #[serde(default = "default_from")]
-    pub from: String,
+    pub from: BranchName,
     /// The branch that is moved, by fast-forward only.
     #[serde(default = "default_to")]
-    pub to: String,
+    pub to: BranchName,
     /// Approvals needed from people other than the one who asked.
     #[serde(default)]
     pub approvals: u32,
@@ -407,11 +408,11 @@ pub struct Promote {
     pub push_url: Option<String>,
 }
 
-fn default_from() -> String {
+fn default_from() -> BranchName {
     "master".into()
 }
 
-fn default_to() -> String {
+fn default_to() -> BranchName {
     "production".into()
 }
 

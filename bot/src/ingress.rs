@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::ChannelName;
 use kiln_shared::promotion::PromotionId;
 use kiln_shared::trigger::{Push, TriggerKind};
 use kiln_shared::wire::{BuildRequested, Event, NewBuild, PushHeld};
@@ -96,7 +97,7 @@ pub async fn accept_held(app: &App, held: PushHeld) -> anyhow::Result<()> {
 /// the build, if Kiln can post there); returns its number.
 pub async fn accept_command(
     app: &App,
-    channel: Option<&str>,
+    channel: Option<&ChannelName>,
     new: NewBuild,
 ) -> Result<BuildId, Unavailable> {
     let request = match app.store.create_build(new, None).await? {

@@ -9,6 +9,7 @@
 
 use kiln_shared::build::{BuildId, BuildStatus};
 use kiln_shared::command::Target;
+use kiln_shared::ident::{BranchName, CommitId, RepoName};
 use kiln_shared::promotion::{
     Approver, BuildSummary, PromotionEvent, PromotionId, PromotionStatus, Refusal, may_approve,
     passing_build, rollback_target,
@@ -33,8 +34,8 @@ const BUILD_LOOKBACK: u64 = 500;
 pub async fn promote(
     app: &App,
     actor: Actor<'_>,
-    repo: &str,
-    commit: Option<&str>,
+    repo: &RepoName,
+    commit: Option<&CommitId>,
     rollback: bool,
 ) -> anyhow::Result<Reply> {
     let Some(repository) = app.config.repository(repo) else {
@@ -45,7 +46,7 @@ pub async fn promote(
             "Kiln does not promote {repo}: its configuration has no `[repository.promote]`."
         )));
     };
-    let name = repository.name.as_str();
+    let name = &repository.name;
     let Some(clone_url) = repositories::clone_url(app, repository).await? else {
         return Ok(Reply::invalid(format!(
             "Kiln does not know where to fetch {repo} from yet: push to it once, or set its \
@@ -68,7 +69,7 @@ pub async fn promote(
         gates,
         &clone_url,
         &source,
-        production.as_deref(),
+        production.as_ref(),
         commit,
         rollback,
     )
@@ -84,12 +85,12 @@ pub async fn promote(
     };
     // Checked again, atomically, when it begins; this spares a number.
     if let Some(holder) = app.store.promoting(name).await? {
-        let about = (None, Some(commit.as_str()));
+        let about = (None, Some(&commit));
         return Ok(refuse(app, actor, name, gates, about, &Refusal::InFlight(holder)).await);
     }
     let record = PromotionRecord {
         id: app.store.next_promotion_id().await?,
-        repo: name.to_owned(),
+        repo: name.clone(),
         clone_url,
         to: gates.to.clone(),
         commit,
@@ -98,7 +99,7 @@ pub async fn promote(
         build,
         requester: actor.id.to_owned(),
         requester_name: actor.name.to_owned(),
-        channel: actor.channel.map(str::to_owned),
+        channel: actor.channel.cloned(),
         required: gates.approvals,
         status: PromotionStatus::AwaitingApproval,
         detail: None,
@@ -112,7 +113,7 @@ pub async fn promote(
         .await?
     {
         let refusal = Refusal::InFlight(holder);
-        let about = (None, Some(record.commit.as_str()));
+        let about = (None, Some(&record.commit));
         return Ok(refuse(app, actor, name, gates, about, &refusal).await);
     }
     announce(app, event(&record, "requested", Some(actor.id), 0)).await;
@@ -159,7 +160,7 @@ pub async fn approve(app: &App, actor: Actor<'_>, id: PromotionId) -> anyhow::Re
     };
     let requester = app.config.person_key(&record.requester);
     if let Err(refusal) = may_approve(&requester, approver, &gates.approvers) {
-        let about = (Some(id), Some(record.commit.as_str()));
+        let about = (Some(id), Some(&record.commit));
         let reply = refuse(app, actor, &record.repo, gates, about, &refusal).await;
         return Ok(Reply::refused(reply.text));
     }
@@ -200,7 +201,7 @@ pub async fn approve(app: &App, actor: Actor<'_>, id: PromotionId) -> anyhow::Re
 enum Chosen {
     Refused(Refusal),
     /// No commit starts with this.
-    NoCommit(String),
+    NoCommit(CommitId),
 }
 
 impl From<Refusal> for Chosen {
@@ -216,26 +217,26 @@ impl From<Refusal> for Chosen {
 )]
 async fn choose(
     app: &App,
-    repo: &str,
+    repo: &RepoName,
     gates: &Promote,
     clone_url: &str,
-    source: &str,
-    production: Option<&str>,
-    commit: Option<&str>,
+    source: &CommitId,
+    production: Option<&CommitId>,
+    commit: Option<&CommitId>,
     rollback: bool,
-) -> anyhow::Result<Result<(String, BuildId), Chosen>> {
+) -> anyhow::Result<Result<(CommitId, BuildId), Chosen>> {
     let builds = builds_of(app, repo, &gates.from).await?;
-    let summaries = |commit: &str| -> Vec<BuildSummary> {
+    let summaries = |commit: &CommitId| -> Vec<BuildSummary> {
         builds
             .iter()
-            .filter(|(record, _)| record.build.commit == commit)
+            .filter(|(record, _)| &record.build.commit == commit)
             .map(|(_, summary)| summary.clone())
             .collect()
     };
     if rollback {
         let promoted = app.store.promoted(repo).await?;
         let target = match rollback_target(&promoted, production, &gates.to) {
-            Ok(target) => target.to_owned(),
+            Ok(target) => target.clone(),
             Err(refusal) => return Ok(Err(refusal.into())),
         };
         return Ok(passing_build(&target, &summaries(&target), &gates.requires)
@@ -244,9 +245,9 @@ async fn choose(
     }
     let commit = match commit {
         Some(prefix) => {
-            let target = Target::Commit(prefix.to_owned());
+            let target = Target::Commit(prefix.clone());
             let Some(resolved) = app.mirrors.resolve(clone_url, &target).await? else {
-                return Ok(Err(Chosen::NoCommit(prefix.to_owned())));
+                return Ok(Err(Chosen::NoCommit(prefix.clone())));
             };
             resolved.commit
         }
@@ -300,7 +301,7 @@ async fn choose(
         Err(refusal) => return Ok(Err(refusal.into())),
     };
     if let Some(production) = production {
-        if production == commit {
+        if *production == commit {
             return Ok(Err(Refusal::AlreadyThere {
                 commit,
                 to: gates.to.clone(),
@@ -325,12 +326,12 @@ async fn choose(
 /// The recent builds of `repo`'s `branch`, newest first, each with what its tasks did.
 async fn builds_of(
     app: &App,
-    repo: &str,
-    branch: &str,
+    repo: &RepoName,
+    branch: &BranchName,
 ) -> anyhow::Result<Vec<(BuildRecord, BuildSummary)>> {
     let mut builds = Vec::new();
     for record in app.store.recent_builds(BUILD_LOOKBACK).await? {
-        if !record.build.repo.eq_ignore_ascii_case(repo) || record.build.branch != branch {
+        if !record.build.repo.eq_ignore_ascii_case(repo) || &record.build.branch != branch {
             continue;
         }
         let mut tasks = Vec::new();
@@ -419,7 +420,7 @@ async fn push_now(
         return end_rejected(app, record, approvals, &why).await;
     }
     let push_url = gates.push_url.as_deref().unwrap_or(&record.clone_url);
-    let lease = record.previous.as_deref().filter(|_| record.rollback);
+    let lease = record.previous.as_ref().filter(|_| record.rollback);
     app.store
         .mark_push(&record.repo, &record.to, &record.commit, id)
         .await?;
@@ -503,7 +504,7 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
     };
     let id = ingress::accept_command(
         app,
-        record.channel.as_deref(),
+        record.channel.as_ref(),
         NewBuild {
             repo: record.repo.clone(),
             branch: record.to.clone(),
@@ -543,9 +544,9 @@ async fn end_rejected(
 async fn refuse(
     app: &App,
     actor: Actor<'_>,
-    repo: &str,
+    repo: &RepoName,
     gates: &Promote,
-    (promotion, commit): (Option<PromotionId>, Option<&str>),
+    (promotion, commit): (Option<PromotionId>, Option<&CommitId>),
     refusal: &Refusal,
 ) -> Reply {
     announce(
@@ -555,7 +556,7 @@ async fn refuse(
             promotion,
             repo: repo.to_owned(),
             branch: gates.to.clone(),
-            commit: commit.map(str::to_owned),
+            commit: commit.cloned(),
             rollback: false,
             actor: Some(actor.id.to_owned()),
             approvals: 0,
@@ -615,7 +616,7 @@ async fn show_now(app: &App, id: PromotionId) -> anyhow::Result<()> {
     let Some(record) = app.store.promotion(id).await? else {
         return Ok(());
     };
-    let Some(channel) = record.channel.as_deref().filter(|c| app.chat.can_post(c)) else {
+    let Some(channel) = record.channel.as_ref().filter(|c| app.chat.can_post(c)) else {
         return Ok(());
     };
     let Some(dialect) = app.chat.dialect(channel) else {

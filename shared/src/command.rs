@@ -21,6 +21,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::build::BuildId;
+use crate::ident::{BranchName, CommitId, RepoName};
 use crate::lease::LeaseId;
 use crate::pattern::is_branch_pattern;
 use crate::promotion::PromotionId;
@@ -94,21 +95,21 @@ pub const MAX_LOG_LINES: u32 = 500;
 /// What a build command builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Branch(String),
+    Branch(BranchName),
     /// A commit id, 7 to 40 hexadecimal digits.
-    Commit(String),
+    Commit(CommitId),
 }
 
 /// A command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Build {
-        repo: String,
+        repo: RepoName,
         target: Target,
     },
     Status {
-        repo: Option<String>,
-        branch: Option<String>,
+        repo: Option<RepoName>,
+        branch: Option<BranchName>,
     },
     Logs {
         build: BuildId,
@@ -123,20 +124,20 @@ pub enum Command {
         failed_only: bool,
     },
     Subscribe {
-        repo: String,
+        repo: RepoName,
         branch: Option<String>,
         /// Empty: every event.
         events: Vec<String>,
     },
     Unsubscribe {
-        repo: String,
+        repo: RepoName,
         branch: Option<String>,
     },
     Subscriptions,
     Promote {
-        repo: String,
+        repo: RepoName,
         /// A commit id or its prefix; the newest that may be promoted when absent.
-        commit: Option<String>,
+        commit: Option<CommitId>,
         rollback: bool,
     },
     Approve {
@@ -173,13 +174,13 @@ impl Command {
 
     /// The repository the command acts on, if it names one: what permissions are checked
     /// against.
-    pub fn repo(&self) -> Option<&str> {
+    pub fn repo(&self) -> Option<&RepoName> {
         match self {
             Self::Build { repo, .. }
             | Self::Subscribe { repo, .. }
             | Self::Unsubscribe { repo, .. }
             | Self::Promote { repo, .. } => Some(repo),
-            Self::Status { repo, .. } => repo.as_deref(),
+            Self::Status { repo, .. } => repo.as_ref(),
             _ => None,
         }
     }
@@ -191,7 +192,7 @@ pub enum Env {
     Request {
         pool: String,
         /// The branch whose image a `docker` pool starts; its default when absent.
-        branch: Option<String>,
+        branch: Option<BranchName>,
         /// The pool's default when absent.
         length: Option<Duration>,
     },
@@ -244,7 +245,7 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
             let repo = args.repo()?;
             let target = match args.optional() {
                 None => Target::Branch("master".into()),
-                Some(word) if is_commit(word) => Target::Commit(word.to_ascii_lowercase()),
+                Some(word) if is_commit(word) => Target::Commit(word.to_ascii_lowercase().into()),
                 Some(word) => Target::Branch(branch(word)?),
             };
             Command::Build { repo, target }
@@ -314,7 +315,7 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                         "`--rollback` goes to the commit promoted before; it takes no commit",
                     ));
                 }
-                Some(word) if is_commit(word) => Some(word.to_ascii_lowercase()),
+                Some(word) if is_commit(word) => Some(word.to_ascii_lowercase().into()),
                 Some(word) => {
                     return Err(args.usage_error(&format!(
                         "`{}` is not a commit id (7 to 40 hexadecimal digits)",
@@ -515,12 +516,12 @@ impl<'a> Args<'a> {
             .ok_or_else(|| self.usage_error(&format!("`{}` needs {what}", self.command)))
     }
 
-    fn repo(&mut self) -> Result<String, CommandError> {
+    fn repo(&mut self) -> Result<RepoName, CommandError> {
         checked_repo(self.required("a repository")?)
     }
 
     /// `owner/repo` or `owner/repo@branch`, where the branch may be a pattern (`release/*`).
-    fn repo_and_branch(&mut self) -> Result<(String, Option<String>), CommandError> {
+    fn repo_and_branch(&mut self) -> Result<(RepoName, Option<String>), CommandError> {
         let word = self.required("a repository")?;
         match word.split_once('@') {
             Some((repo, pattern)) => Ok((checked_repo(repo)?, Some(branch_pattern(pattern)?))),
@@ -547,13 +548,13 @@ impl<'a> Args<'a> {
     }
 }
 
-fn checked_repo(word: &str) -> Result<String, CommandError> {
+fn checked_repo(word: &str) -> Result<RepoName, CommandError> {
     let mut parts = word.split('/');
     let ok = matches!((parts.next(), parts.next(), parts.next()), (Some(owner), Some(name), None)
         if !owner.is_empty() && !name.is_empty()
             && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)));
     if ok {
-        Ok(word.to_owned())
+        Ok(word.into())
     } else {
         let shown: String = word.chars().take(60).collect();
         Err(CommandError(format!(
@@ -564,7 +565,7 @@ fn checked_repo(word: &str) -> Result<String, CommandError> {
 
 /// A branch name as git allows it (the common rules: no spaces, control characters, `..`,
 /// `~^:?*[\`, or a leading `-`).
-fn branch(word: &str) -> Result<String, CommandError> {
+fn branch(word: &str) -> Result<BranchName, CommandError> {
     let ok = !word.is_empty()
         && word.len() <= 255
         && !word.starts_with('-')
@@ -575,7 +576,7 @@ fn branch(word: &str) -> Result<String, CommandError> {
             .chars()
             .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
     if ok {
-        Ok(word.to_owned())
+        Ok(word.into())
     } else {
         let shown: String = word.chars().take(60).collect();
         Err(CommandError(format!("`{shown}` is not a branch name")))
@@ -587,7 +588,7 @@ fn branch(word: &str) -> Result<String, CommandError> {
 fn branch_pattern(word: &str) -> Result<String, CommandError> {
     let wild = |c: char| "*?[]".contains(c);
     if !word.contains(wild) {
-        return branch(word);
+        return branch(word).map(String::from);
     }
     let literal: String = word
         .chars()

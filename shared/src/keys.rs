@@ -5,6 +5,7 @@
 //! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
 
 use crate::build::BuildId;
+use crate::ident::{BranchName, ChannelName, CommitId, RepoName};
 use crate::lease::LeaseId;
 use crate::promotion::PromotionId;
 
@@ -103,7 +104,7 @@ impl Keys {
     }
 
     /// Marks that a build's final message went out to a channel, so it goes out once.
-    pub fn notified(&self, id: BuildId, channel: &str) -> String {
+    pub fn notified(&self, id: BuildId, channel: &ChannelName) -> String {
         format!("{}:build:{id}:notified:{channel}", self.prefix)
     }
 
@@ -114,7 +115,7 @@ impl Keys {
 
     /// The card of a build in one chat channel: the id of the message that is edited as the
     /// build runs.
-    pub fn card(&self, id: BuildId, channel: &str) -> String {
+    pub fn card(&self, id: BuildId, channel: &ChannelName) -> String {
         format!("{}:build:{id}:card:{channel}", self.prefix)
     }
 
@@ -130,7 +131,7 @@ impl Keys {
     }
 
     /// The channels following one repository (hash: subscription field to subscription).
-    pub fn subscriptions(&self, repo: &str) -> String {
+    pub fn subscriptions(&self, repo: &RepoName) -> String {
         format!(
             "{}:subscriptions:{}",
             self.prefix,
@@ -139,7 +140,7 @@ impl Keys {
     }
 
     /// The repositories one channel follows (set).
-    pub fn channel_subscriptions(&self, channel: &str) -> String {
+    pub fn channel_subscriptions(&self, channel: &ChannelName) -> String {
         format!("{}:channel:{channel}:subscriptions", self.prefix)
     }
 
@@ -169,18 +170,18 @@ impl Keys {
     }
 
     /// The promotion that holds a repository (string, with an expiry): one at a time.
-    pub fn promoting(&self, repo: &str) -> String {
+    pub fn promoting(&self, repo: &RepoName) -> String {
         format!("{}:promoting:{}", self.prefix, repo.to_ascii_lowercase())
     }
 
     /// The commits Kiln promoted in a repository, newest first (list): where rollbacks go.
-    pub fn promoted(&self, repo: &str) -> String {
+    pub fn promoted(&self, repo: &RepoName) -> String {
         format!("{}:promoted:{}", self.prefix, repo.to_ascii_lowercase())
     }
 
     /// A push a promotion made and builds itself, so the forge's webhook for it builds
     /// nothing (string: the promotion id, with an expiry).
-    pub fn pushed(&self, repo: &str, branch: &str, commit: &str) -> String {
+    pub fn pushed(&self, repo: &RepoName, branch: &BranchName, commit: &CommitId) -> String {
         format!(
             "{}:pushed:{}:{branch}:{commit}",
             self.prefix,
@@ -238,7 +239,7 @@ impl Keys {
     }
 
     /// The environments a branch deployed (hash: environment name to what deployed it).
-    pub fn environments(&self, repo: &str, branch: &str) -> String {
+    pub fn environments(&self, repo: &RepoName, branch: &BranchName) -> String {
         format!(
             "{}:environments:{}:{branch}",
             self.prefix,
@@ -248,7 +249,7 @@ impl Keys {
 
     /// The newest build when a branch last went (string, with an expiry): a build of it
     /// started before then, ending later, deploys nothing that would never be stopped.
-    pub fn branch_gone(&self, repo: &str, branch: &str) -> String {
+    pub fn branch_gone(&self, repo: &RepoName, branch: &BranchName) -> String {
         format!(
             "{}:gone:{}:{branch}",
             self.prefix,
@@ -281,8 +282,14 @@ mod tests {
         assert_eq!(keys.task(id, "unit"), "t9:build:4:task:unit");
         assert_eq!(keys.logs(id, "unit"), "t9:logs:4:unit");
         assert_eq!(keys.delivery("github", "abc"), "t9:delivery:github:abc");
-        assert_eq!(keys.subscriptions("Acme/API"), "t9:subscriptions:acme/api");
-        assert_eq!(keys.card(id, "slack:C1"), "t9:build:4:card:slack:C1");
+        assert_eq!(
+            keys.subscriptions(&"Acme/API".into()),
+            "t9:subscriptions:acme/api"
+        );
+        assert_eq!(
+            keys.card(id, &"slack:C1".into()),
+            "t9:build:4:card:slack:C1"
+        );
         assert_eq!(Keys::default().build_sequence(), "kiln:build:seq");
         assert_eq!(keys.lease(LeaseId(3)), "t9:lease:3");
         assert_eq!(keys.lease_gone(LeaseId(3)), "t9:lease-gone:3");

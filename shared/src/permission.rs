@@ -35,7 +35,7 @@ pub fn scope(command: &Command) -> Scope<'_> {
         c if OPEN_COMMANDS.contains(&c.name()) => Scope::Open,
         Command::Env(_) => Scope::Environments,
         Command::Cancel { build } | Command::Retry { build, .. } => Scope::Build(*build),
-        other => Scope::Repository(other.repo().unwrap_or_default()),
+        other => Scope::Repository(other.repo().map_or("", |repo| repo.as_str())),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildId, BuildStatus, TaskStatus};
+use crate::ident::{BranchName, CommitId, RepoName};
 use crate::routing::event_key;
 
 /// A promotion's number, unique across the installation and never reused.
@@ -93,10 +94,10 @@ pub struct BuildSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The commit is not on the branch promotions take commits from.
-    NotOnSource { commit: String, from: String },
+    NotOnSource { commit: CommitId, from: BranchName },
     /// No build of the commit on the source branch passed.
     NotPassed {
-        commit: String,
+        commit: CommitId,
         builds: Vec<(BuildId, BuildStatus)>,
     },
     /// The build passed but a step the promotion requires did not.
@@ -106,11 +107,11 @@ pub enum Refusal {
         status: Option<TaskStatus>,
     },
     /// The target branch is not an ancestor of the commit: only a merge could get there.
-    NotFastForward { commit: String, to: String },
+    NotFastForward { commit: CommitId, to: BranchName },
     /// The target branch is at the commit already.
-    AlreadyThere { commit: String, to: String },
+    AlreadyThere { commit: CommitId, to: BranchName },
     /// No passed build of the source branch is newer than the target branch.
-    NothingToPromote { from: String, to: String },
+    NothingToPromote { from: BranchName, to: BranchName },
     /// Another promotion holds the repository.
     InFlight(PromotionId),
     /// Nothing was promoted before the current commit, or the target branch is not where
@@ -193,7 +194,7 @@ impl fmt::Display for Refusal {
 /// branch), one that passed with every step `requires` names passed. Otherwise why not,
 /// from the newest build's point of view.
 pub fn passing_build(
-    commit: &str,
+    commit: &CommitId,
     builds: &[BuildSummary],
     requires: &[String],
 ) -> Result<BuildId, Refusal> {
@@ -207,7 +208,7 @@ pub fn passing_build(
         }
     }
     Err(why.unwrap_or_else(|| Refusal::NotPassed {
-        commit: commit.to_owned(),
+        commit: commit.clone(),
         builds: builds.iter().map(|b| (b.id, b.status)).collect(),
     }))
 }
@@ -281,10 +282,10 @@ pub fn approvals_since(now_ms: u64, ttl: Duration) -> u64 {
 /// commits Kiln promoted, newest first. Refused unless the branch is where Kiln last put
 /// it, so a rollback never drops a commit someone else pushed.
 pub fn rollback_target<'a>(
-    promoted: &'a [String],
-    head: Option<&str>,
-    to: &str,
-) -> Result<&'a str, Refusal> {
+    promoted: &'a [CommitId],
+    head: Option<&CommitId>,
+    to: &BranchName,
+) -> Result<&'a CommitId, Refusal> {
     let Some(head) = head else {
         return Err(Refusal::NoRollback(format!("`{to}` does not exist")));
     };
@@ -313,11 +314,11 @@ pub struct PromotionEvent {
     pub what: String,
     /// None for a request refused before it became a promotion.
     pub promotion: Option<PromotionId>,
-    pub repo: String,
+    pub repo: RepoName,
     /// The branch being moved (`production`).
-    pub branch: String,
+    pub branch: BranchName,
     /// The commit it is moved to, once chosen.
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// Whether it moves the branch back.
     pub rollback: bool,
     /// Who did what happened (`requested`, `approved`, `refused`), as permissions know them.
@@ -360,22 +361,23 @@ mod tests {
             &[("unit", Passed), ("deploy-staging", Passed)],
         );
         assert_eq!(
-            passing_build("c", std::slice::from_ref(&ok), &requires),
+            passing_build(&"c".into(), std::slice::from_ref(&ok), &requires),
             Ok(BuildId(4))
         );
         // The newest failed but an older build of the same commit passed: it counts.
         let failed = build(5, BuildStatus::Failed, &[("unit", Failed)]);
         assert_eq!(
-            passing_build("c", &[failed.clone(), ok], &requires),
+            passing_build(&"c".into(), &[failed.clone(), ok], &requires),
             Ok(BuildId(4))
         );
-        let refusal = passing_build("c0ffee1234", &[failed], &requires).expect_err("refused");
+        let refusal =
+            passing_build(&"c0ffee1234".into(), &[failed], &requires).expect_err("refused");
         assert_eq!(
             refusal.to_string(),
             "no build of commit c0ffee12 passed (#5 failed)"
         );
         assert_eq!(
-            passing_build("c0ffee1234", &[], &requires)
+            passing_build(&"c0ffee1234".into(), &[], &requires)
                 .expect_err("refused")
                 .to_string(),
             "commit c0ffee12 has no build of its own yet"
@@ -387,14 +389,14 @@ mod tests {
             &[("deploy-staging", Passed), ("deploy-staging", Failed)],
         );
         assert_eq!(
-            passing_build("c", &[lenient], &requires)
+            passing_build(&"c".into(), &[lenient], &requires)
                 .expect_err("refused")
                 .to_string(),
             "step `deploy-staging` of build #6 failed; a promotion requires it to pass"
         );
         let without = build(7, BuildStatus::Passed, &[("unit", Passed)]);
         assert_eq!(
-            passing_build("c", &[without], &requires)
+            passing_build(&"c".into(), &[without], &requires)
                 .expect_err("refused")
                 .to_string(),
             "build #7 has no step `deploy-staging`, which a promotion requires"
@@ -444,13 +446,14 @@ mod tests {
 
     #[test]
     fn a_rollback_goes_to_the_commit_promoted_before_the_head() {
-        let promoted = vec!["c3".to_owned(), "c2".to_owned(), "c1".to_owned()];
+        let promoted: Vec<CommitId> = ["c3", "c2", "c1"].map(CommitId::from).into();
+        let production = BranchName::from("production");
         assert_eq!(
-            rollback_target(&promoted, Some("c3"), "production"),
-            Ok("c2")
+            rollback_target(&promoted, Some(&"c3".into()), &production),
+            Ok(&"c2".into())
         );
-        let refused = |promoted: &[String], head: Option<&str>| {
-            rollback_target(promoted, head, "production")
+        let refused = |promoted: &[CommitId], head: Option<&str>| {
+            rollback_target(promoted, head.map(CommitId::from).as_ref(), &production)
                 .expect_err("refused")
                 .to_string()
         };

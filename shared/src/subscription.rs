@@ -9,15 +9,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::build::BuildStatus;
+use crate::ident::{ChannelName, RepoName};
 use crate::pattern::branch_matches;
 
 /// One channel's interest in one repository, or in one of its branches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// `discord:<id>` or `slack:<id>`.
-    pub channel: String,
+    pub channel: ChannelName,
     /// `owner/name`, lowercase: forges compare repository names without regard to case.
-    pub repo: String,
+    pub repo: RepoName,
     /// A branch, or a pattern as in `when: { branch: … }`; every branch when absent.
     pub branch: Option<String>,
     /// Names from [`crate::command::SUBSCRIBABLE_EVENTS`]; every event when empty.
@@ -27,14 +28,14 @@ pub struct Subscription {
 impl Subscription {
     /// A subscription of `channel` to `repo` (compared without regard to case).
     pub fn new(
-        channel: impl Into<String>,
+        channel: impl Into<ChannelName>,
         repo: &str,
         branch: Option<String>,
         events: Vec<String>,
     ) -> Self {
         Self {
             channel: channel.into(),
-            repo: repo.to_ascii_lowercase(),
+            repo: repo.to_ascii_lowercase().into(),
             branch,
             events,
         }
@@ -65,7 +66,7 @@ impl Subscription {
 
     /// How a person reads it: `acme/api@master (failed, errored)`.
     pub fn describe(&self) -> String {
-        let mut text = self.repo.clone();
+        let mut text = self.repo.to_string();
         if let Some(branch) = &self.branch {
             text.push('@');
             text.push_str(branch);

@@ -1,6 +1,8 @@
 //! What a forge told Kiln, in Kiln's own words: every forge adapter translates its webhooks
 //! into a [`ForgeEvent`] at the door, so nothing past the door knows a vendor's payload.
 
+use crate::ident::{BranchName, CommitId, RepoName};
+
 /// A webhook, translated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForgeEvent {
@@ -24,10 +26,10 @@ pub enum ForgeEvent {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Push {
     /// `owner/name`.
-    pub repo: String,
-    pub branch: String,
+    pub repo: RepoName,
+    pub branch: BranchName,
     /// The branch's new head: the commit to build.
-    pub commit: String,
+    pub commit: CommitId,
     /// Where the forge says the repository can be cloned from.
     pub clone_url: String,
     /// The head commit's author, as the forge names them.
@@ -43,8 +45,8 @@ pub struct Push {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BranchGone {
     /// `owner/name`.
-    pub repo: String,
-    pub branch: String,
+    pub repo: RepoName,
+    pub branch: BranchName,
     /// For people: `deleted`, `pull request #2 closed`, `merge request !1 merged`.
     pub why: String,
 }
@@ -53,7 +55,7 @@ pub struct BranchGone {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Comment {
     /// `owner/name`.
-    pub repo: String,
+    pub repo: RepoName,
     /// The pull request's number (GitLab: the merge request's `iid`).
     pub number: u64,
     /// The commenter's login on the forge.

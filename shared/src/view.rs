@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::build::BuildStatus;
+use crate::ident::{BranchName, CommitId, RepoName};
 use crate::wire::BuildRef;
 
 /// A commit id shortened the way people read it.
@@ -26,9 +27,9 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct PromotionMessage {
     pub id: u64,
-    pub repo: String,
+    pub repo: RepoName,
     /// The branch moved, and the commit it is moved to (short).
-    pub branch: String,
+    pub branch: BranchName,
     pub short_commit: String,
     pub rollback: bool,
     /// The build that passed the commit, and its page.
@@ -52,9 +53,9 @@ pub struct PromotionMessage {
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildMessage {
     pub build_id: u64,
-    pub repo: String,
-    pub branch: String,
-    pub commit: String,
+    pub repo: RepoName,
+    pub branch: BranchName,
+    pub commit: CommitId,
     pub short_commit: String,
     pub status: String,
     /// The status at a glance, the same in every dialect.

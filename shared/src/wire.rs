@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
+use crate::ident::{BranchName, CommitId, RepoName};
 use crate::lease::LeaseId;
 use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
@@ -25,10 +26,10 @@ pub const WIRE_VERSION: u64 = 1;
 pub struct BuildRef {
     pub id: BuildId,
     /// `owner/name`, as the forge spells it.
-    pub repo: String,
-    pub branch: String,
+    pub repo: RepoName,
+    pub branch: BranchName,
     /// The full commit id under test.
-    pub commit: String,
+    pub commit: CommitId,
 }
 
 /// A build asked for (by a push, a command, a promotion, a branch gone), before it has a
@@ -36,9 +37,9 @@ pub struct BuildRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBuild {
     /// The configured repository it builds.
-    pub repo: String,
-    pub branch: String,
-    pub commit: String,
+    pub repo: RepoName,
+    pub branch: BranchName,
+    pub commit: CommitId,
     /// Where workers and the planner fetch the commit from.
     pub clone_url: String,
     /// The commit's author, as the forge names them.
@@ -102,7 +103,7 @@ pub struct BuildRequested {
 #[serde(tag = "type", rename = "push.held")]
 pub struct PushHeld {
     /// The configured repository it is for.
-    pub repo: String,
+    pub repo: RepoName,
     /// The forge that sent it (`github`, `gitlab`).
     pub forge: String,
     /// Its delivery id at that forge.
@@ -224,8 +225,8 @@ pub struct Artifact {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub build: BuildId,
-    pub repo: String,
-    pub commit: String,
+    pub repo: RepoName,
+    pub commit: CommitId,
     /// Every task's artifacts, in plan order.
     pub artifacts: Vec<Artifact>,
     /// Each in-tree image once, by tag.
@@ -306,9 +307,9 @@ impl JobRequested {
         env.extend([
             ("CI".to_owned(), "true".to_owned()),
             ("KILN_BUILD_ID".to_owned(), self.build.id.to_string()),
-            ("KILN_REPO".to_owned(), self.build.repo.clone()),
-            ("KILN_BRANCH".to_owned(), self.build.branch.clone()),
-            ("KILN_COMMIT".to_owned(), self.build.commit.clone()),
+            ("KILN_REPO".to_owned(), self.build.repo.to_string()),
+            ("KILN_BRANCH".to_owned(), self.build.branch.to_string()),
+            ("KILN_COMMIT".to_owned(), self.build.commit.to_string()),
             ("KILN_TASK".to_owned(), self.task.clone()),
             ("KILN_ATTEMPT".to_owned(), self.attempt.to_string()),
         ]);
@@ -491,7 +492,7 @@ mod tests {
             push: Push {
                 repo: "acme/api".into(),
                 branch: "master".into(),
-                commit: "a".repeat(40),
+                commit: "a".repeat(40).into(),
                 clone_url: "https://example.com/acme/api.git".into(),
                 author: "Octo Cat".into(),
                 subject: "Fix".into(),

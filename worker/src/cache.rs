@@ -47,8 +47,8 @@ impl Caches {
             return Err("the task has no cache".into());
         };
         let vars = BTreeMap::from([
-            ("repo", job.build.repo.clone()),
-            ("branch", job.build.branch.clone()),
+            ("repo", job.build.repo.to_string()),
+            ("branch", job.build.branch.to_string()),
             ("branch_slug", branch_slug(&job.build.branch)),
             ("step", job.step.clone()),
             ("platform", job.platform.label().to_owned()),
@@ -76,10 +76,10 @@ impl Caches {
 
     /// The entries the job may restore, in order: its branch's, then the default branch's.
     fn readable(&self, job: &JobRequested, key: &str) -> Vec<PathBuf> {
-        let own = job.build.branch.clone();
-        let mut branches = vec![own.clone()];
-        if !DEFAULT_BRANCHES.contains(&own.as_str()) {
-            branches.extend(DEFAULT_BRANCHES.map(str::to_owned));
+        let own = job.build.branch.as_str();
+        let mut branches = vec![own];
+        if !DEFAULT_BRANCHES.contains(&own) {
+            branches.extend(DEFAULT_BRANCHES);
         }
         branches
             .iter()

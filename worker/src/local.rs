@@ -99,9 +99,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         id: BuildId(0),
         repo: root
             .file_name()
-            .map_or_else(|| "local".into(), |n| n.to_string_lossy().into_owned()),
-        branch: trigger.branch.to_owned(),
-        commit,
+            .map_or_else(|| "local".into(), |n| n.to_string_lossy().into_owned())
+            .into(),
+        branch: trigger.branch.to_owned().into(),
+        commit: commit.into(),
     };
     let files = tracked_files(&root).await?;
     let scratch = tempfile::Builder::new()

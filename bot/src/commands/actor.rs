@@ -1,5 +1,7 @@
 //! Who gave a command, and through what.
 
+use kiln_shared::ident::ChannelName;
+
 /// Who gave a command, and through what.
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
@@ -13,7 +15,7 @@ pub struct Actor<'a> {
     pub operator: bool,
     /// The chat channel the command was given in (`discord:<id>`, `slack:<id>`), where
     /// `subscribe` sends events.
-    pub channel: Option<&'a str>,
+    pub channel: Option<&'a ChannelName>,
     /// The repository the forge says they may push to (a commenter on a pull request):
     /// there they may give any command.
     pub writes: Option<&'a str>,

@@ -2,6 +2,7 @@
 
 use kiln_shared::build::BuildId;
 use kiln_shared::command::Target;
+use kiln_shared::ident::{BranchName, RepoName};
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::NewBuild;
 
@@ -16,7 +17,7 @@ use crate::{ingress, repositories};
 pub async fn build(
     app: &App,
     actor: Actor<'_>,
-    repo: &str,
+    repo: &RepoName,
     target: &Target,
 ) -> anyhow::Result<Reply> {
     let Some(repository) = app.config.repository(repo) else {
@@ -31,7 +32,7 @@ pub async fn build(
     let branch = ["master", "main"]
         .into_iter()
         .find(|default| resolved.branches.iter().any(|b| b == default))
-        .map(str::to_owned)
+        .map(BranchName::from)
         .or_else(|| resolved.branches.first().cloned());
     let Some(branch) = branch else {
         return Ok(on_no_branch(repo, &resolved.commit));

@@ -69,7 +69,7 @@ async fn refusal(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Resu
             return Ok((!app.config.may_anywhere(actor.id, actor.roles, "env"))
                 .then(|| reply::may_not_lease(actor.name, actor.id)));
         }
-        Scope::Repository(repo) => repo.to_owned(),
+        Scope::Repository(repo) => repo.into(),
         Scope::Build(build) => match app.store.build(build).await? {
             Some(record) => record.build.repo,
             // Not "allowed" either: the build may be created meanwhile.
@@ -99,7 +99,7 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
     Ok(match command {
         Command::Help { command } => help::help(command.as_deref()),
         Command::Status { repo, branch } => {
-            status::status(app, repo.as_deref(), branch.as_deref()).await?
+            status::status(app, repo.as_ref(), branch.as_ref()).await?
         }
         Command::Logs { build, task, lines } => {
             let lines = lines.map_or(logs::DEFAULT_LOG_LINES, |n| n as usize);
@@ -115,7 +115,7 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             repo,
             commit,
             rollback,
-        } => promotion::promote(app, actor, repo, commit.as_deref(), *rollback).await?,
+        } => promotion::promote(app, actor, repo, commit.as_ref(), *rollback).await?,
         Command::Approve { promotion } => promotion::approve(app, actor, *promotion).await?,
         Command::Env(env) => leases::run(app, actor, env).await?,
         Command::Workers => workers::workers(app).await?,

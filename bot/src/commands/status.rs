@@ -1,6 +1,7 @@
 //! `status [repo] [branch]`: the newest builds.
 
 use kiln_shared::build::BuildStatus;
+use kiln_shared::ident::{BranchName, RepoName};
 use kiln_shared::wire::BuildRef;
 
 use super::reply::Reply;
@@ -12,18 +13,27 @@ const STATUS_LOOKBACK: u64 = 200;
 const STATUS_SHOWN: usize = 10;
 
 /// The newest builds, of `repo` and `branch` if named.
-pub async fn status(app: &App, repo: Option<&str>, branch: Option<&str>) -> anyhow::Result<Reply> {
+pub async fn status(
+    app: &App,
+    repo: Option<&RepoName>,
+    branch: Option<&BranchName>,
+) -> anyhow::Result<Reply> {
     let recent = app.store.recent_builds(STATUS_LOOKBACK).await?;
     let lines: Vec<String> = recent
         .iter()
         .filter(|r| {
             repo.is_none_or(|repo| repo.eq_ignore_ascii_case(&r.build.repo))
-                && branch.is_none_or(|branch| branch == r.build.branch)
+                && branch.is_none_or(|branch| *branch == r.build.branch)
         })
         .take(STATUS_SHOWN)
         .map(|r| line(&r.build, r.status, &r.subject))
         .collect();
-    Ok(listed(recent.is_empty(), &lines, repo, branch))
+    Ok(listed(
+        recent.is_empty(),
+        &lines,
+        repo.map(|r| r.as_str()),
+        branch.map(|b| b.as_str()),
+    ))
 }
 
 /// One build, on one line.

@@ -1,6 +1,7 @@
 //! `subscribe`, `unsubscribe` and `subscriptions`: which chat channels hear of which
 //! repositories' builds.
 
+use kiln_shared::ident::RepoName;
 use kiln_shared::subscription::Subscription;
 
 use super::actor::Actor;
@@ -62,7 +63,7 @@ fn subscribed(subscription: &Subscription, new: bool) -> Reply {
 pub async fn unsubscribe(
     app: &App,
     actor: Actor<'_>,
-    repo: &str,
+    repo: &RepoName,
     branch: Option<&str>,
 ) -> anyhow::Result<Reply> {
     let Some(channel) = actor.channel else {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kiln_shared::ident::RepoName;
 
 use super::{ForgeClient, within};
 use crate::config::{Forge, Person};
@@ -54,9 +55,10 @@ struct Comments {
 }
 
 impl Comments {
-    fn request<'a>(&self, id: &'a str) -> anyhow::Result<(&'a str, u64)> {
-        parse(id, self.client.request_mark())
-            .ok_or_else(|| anyhow::anyhow!("`{id}` is not a request"))
+    fn request(&self, id: &str) -> anyhow::Result<(RepoName, u64)> {
+        let (repo, number) = parse(id, self.client.request_mark())
+            .ok_or_else(|| anyhow::anyhow!("`{id}` is not a request"))?;
+        Ok((repo.into(), number))
     }
 }
 
@@ -71,7 +73,7 @@ impl ChatClient for Comments {
         _ping: Option<&Person>,
     ) -> anyhow::Result<String> {
         let (repo, number) = self.request(id)?;
-        within(self.forge, self.client.comment(repo, number, text)).await
+        within(self.forge, self.client.comment(&repo, number, text)).await
     }
 
     async fn edit(
@@ -84,7 +86,7 @@ impl ChatClient for Comments {
         let (repo, number) = self.request(id)?;
         within(
             self.forge,
-            self.client.edit_comment(repo, number, message, text),
+            self.client.edit_comment(&repo, number, message, text),
         )
         .await
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use kiln_shared::commit_status::CommitStatus;
+use kiln_shared::ident::{BranchName, ChannelName, CommitId, RepoName};
 use kiln_shared::trigger::Comment;
 
 use crate::config::Forge;
@@ -24,7 +25,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     /// The branch it asks to merge.
-    pub branch: String,
+    pub branch: BranchName,
     /// Whether that branch is in another repository (a fork).
     pub from_fork: bool,
 }
@@ -39,25 +40,25 @@ pub trait ForgeClient: Send + Sync + std::fmt::Debug {
     /// Sets `status` on `commit` of `repo`, linking to `url`.
     async fn set_status(
         &self,
-        repo: &str,
-        commit: &str,
+        repo: &RepoName,
+        commit: &CommitId,
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()>;
 
     /// The source of pull request `number` of `repo`.
-    async fn pull_request(&self, repo: &str, number: u64) -> anyhow::Result<PullRequest>;
+    async fn pull_request(&self, repo: &RepoName, number: u64) -> anyhow::Result<PullRequest>;
 
     /// Whether the author of `comment` may push to its repository.
     async fn may_write(&self, comment: &Comment) -> anyhow::Result<bool>;
 
     /// Comments `text` on request `number` of `repo`; returns the comment's id.
-    async fn comment(&self, repo: &str, number: u64, text: &str) -> anyhow::Result<String>;
+    async fn comment(&self, repo: &RepoName, number: u64, text: &str) -> anyhow::Result<String>;
 
     /// Replaces the text of comment `comment` on request `number` of `repo`.
     async fn edit_comment(
         &self,
-        repo: &str,
+        repo: &RepoName,
         number: u64,
         comment: &str,
         text: &str,
@@ -95,8 +96,8 @@ impl Forges {
     pub async fn set(
         &self,
         forge: Forge,
-        repo: &str,
-        commit: &str,
+        repo: &RepoName,
+        commit: &CommitId,
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()> {
@@ -108,7 +109,7 @@ impl Forges {
     pub async fn pull_request(
         &self,
         forge: Forge,
-        repo: &str,
+        repo: &RepoName,
         number: u64,
     ) -> anyhow::Result<PullRequest> {
         let client = self.client(forge)?;
@@ -125,7 +126,7 @@ impl Forges {
     pub async fn comment(
         &self,
         forge: Forge,
-        repo: &str,
+        repo: &RepoName,
         number: u64,
         text: &str,
     ) -> anyhow::Result<String> {
@@ -134,9 +135,9 @@ impl Forges {
     }
 
     /// The channel of request `number` of `repo` on `forge`: its comments.
-    pub fn request_channel(&self, forge: Forge, repo: &str, number: u64) -> String {
+    pub fn request_channel(&self, forge: Forge, repo: &RepoName, number: u64) -> ChannelName {
         let mark = self.client(forge).map_or('#', |c| c.request_mark());
-        format!("{}:{repo}{mark}{number}", forge.as_str())
+        format!("{}:{repo}{mark}{number}", forge.as_str()).into()
     }
 
     /// `forge`'s client, when it is configured.

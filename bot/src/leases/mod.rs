@@ -120,7 +120,7 @@ async fn request(
         slot: 0,
         holder: actor.id.to_owned(),
         holder_name: actor.name.to_owned(),
-        channel: actor.channel.map(str::to_owned),
+        channel: actor.channel.cloned(),
         branch: branch.map(str::to_owned),
         started_ms: now,
         expires_ms,
@@ -307,11 +307,11 @@ async fn reap_lease(app: &App, lease: &LeaseRecord, now: u64) -> anyhow::Result<
 
 /// Posts `text` where the lease was asked for, if Kiln can post there.
 async fn tell(app: &App, lease: &LeaseRecord, text: &str) {
-    let Some(channel) = lease.channel.as_deref().filter(|c| app.chat.can_post(c)) else {
+    let Some(channel) = lease.channel.as_ref().filter(|c| app.chat.can_post(c)) else {
         return;
     };
     if let Err(error) = app.chat.post(channel, text, None, None).await {
-        tracing::warn!(lease = %lease.id, channel, error = format!("{error:#}"), "cannot tell a lease's holder");
+        tracing::warn!(lease = %lease.id, %channel, error = format!("{error:#}"), "cannot tell a lease's holder");
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use kiln_io::git::{GitError, has_commit, in_repository as git};
 use kiln_shared::command::Target;
+use kiln_shared::ident::{BranchName, CommitId};
 use reader::Reader;
 use tokio::sync::Mutex;
 
@@ -29,12 +30,12 @@ const KEPT_FILE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// The full commit id.
-    pub commit: String,
+    pub commit: CommitId,
     /// The commit's author and subject line.
     pub author: String,
     pub subject: String,
     /// The branch asked for, or for a commit, the branches that contain it.
-    pub branches: Vec<String>,
+    pub branches: Vec<BranchName>,
 }
 
 /// What came of a push.
@@ -180,12 +181,12 @@ impl Mirrors {
                     .await?;
                 String::from_utf8_lossy(&output.stdout)
                     .lines()
-                    .map(str::to_owned)
+                    .map(BranchName::from)
                     .collect()
             }
         };
         Ok(Some(Resolved {
-            commit,
+            commit: commit.into(),
             author: author.to_owned(),
             subject: subject.to_owned(),
             branches,
@@ -197,8 +198,8 @@ impl Mirrors {
     pub async fn heads(
         &self,
         clone_url: &str,
-        branches: &[&str],
-    ) -> Result<Vec<Option<String>>, GitError> {
+        branches: &[&BranchName],
+    ) -> Result<Vec<Option<CommitId>>, GitError> {
         let mirror = self.update(clone_url, None).await?;
         let mut heads = Vec::with_capacity(branches.len());
         for branch in branches {
@@ -211,7 +212,7 @@ impl Mirrors {
                 output
                     .status
                     .success()
-                    .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+                    .then(|| String::from_utf8_lossy(&output.stdout).trim().into()),
             );
         }
         Ok(heads)
@@ -223,8 +224,8 @@ impl Mirrors {
     pub async fn is_ancestor(
         &self,
         clone_url: &str,
-        ancestor: &str,
-        descendant: &str,
+        ancestor: &CommitId,
+        descendant: &CommitId,
     ) -> Result<bool, GitError> {
         let mirror = self.path(clone_url);
         if !has_commit(&mirror, ancestor).await? || !has_commit(&mirror, descendant).await? {
@@ -251,9 +252,9 @@ impl Mirrors {
         &self,
         clone_url: &str,
         push_url: &str,
-        commit: &str,
-        branch: &str,
-        lease: Option<&str>,
+        commit: &CommitId,
+        branch: &BranchName,
+        lease: Option<&CommitId>,
     ) -> Result<Pushed, GitError> {
         let mirror = self.path(clone_url);
         let refname = format!("refs/heads/{branch}");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::commit_status::statuses;
+use kiln_shared::ident::{ChannelName, RepoName};
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
 use kiln_shared::wire::BuildRef;
@@ -130,7 +131,7 @@ async fn update(
             continue;
         };
         let text = app.templates.card(dialect, &message)?;
-        if shown.get(channel) == Some(&text) {
+        if shown.get(channel.as_str()) == Some(&text) {
             continue;
         }
         let wanted = wants(subscriptions, &record);
@@ -155,7 +156,7 @@ async fn update(
         };
         match result {
             Ok(()) => {
-                shown.insert(channel.clone(), text);
+                shown.insert(channel.to_string(), text);
             }
             Err(error) => {
                 // Chat being down must not stop builds; a later pass tries again.
@@ -318,7 +319,7 @@ async fn add_failure(
 async fn notify_failure(
     app: &App,
     record: &BuildRecord,
-    channel: &str,
+    channel: &ChannelName,
     message: &mut BuildMessage,
 ) -> anyhow::Result<bool> {
     let Some(dialect) = app.chat.dialect(channel) else {
@@ -348,8 +349,8 @@ async fn notify_failure(
 async fn followers(
     app: &App,
     id: BuildId,
-    repo: &str,
-) -> anyhow::Result<BTreeMap<String, Vec<Subscription>>> {
+    repo: &RepoName,
+) -> anyhow::Result<BTreeMap<ChannelName, Vec<Subscription>>> {
     let (mut all, asked_in) = app.store.audience(repo, id).await?;
     for channel in asked_in {
         all.push(Subscription::new(channel, repo, None, Vec::new()));
@@ -362,7 +363,7 @@ async fn followers(
             Vec::new(),
         ));
     }
-    let mut by_channel: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
+    let mut by_channel: BTreeMap<ChannelName, Vec<Subscription>> = BTreeMap::new();
     for subscription in all {
         by_channel
             .entry(subscription.channel.clone())

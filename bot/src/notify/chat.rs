@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
+use kiln_shared::ident::ChannelName;
 use kiln_shared::view::BuildMessage;
 
 use super::render::Dialect;
@@ -81,7 +82,7 @@ pub struct Vendor {
     /// Its client, or why there is none (what its configuration lacks).
     pub client: Result<Arc<dyn ChatClient>, &'static str>,
     /// Its channels that follow every repository (named by Kiln's configuration).
-    pub everywhere: Vec<String>,
+    pub everywhere: Vec<ChannelName>,
 }
 
 /// Every chat vendor Kiln knows, configured or not, by the prefix of its channels' names.
@@ -100,19 +101,19 @@ impl Chat {
 
     /// The vendor of `channel` and the channel's id there, if `channel` names a channel of
     /// a vendor Kiln knows.
-    fn vendor<'a>(&self, channel: &'a str) -> Option<(&Vendor, &'a str)> {
+    fn vendor<'a>(&self, channel: &'a ChannelName) -> Option<(&Vendor, &'a str)> {
         let (scheme, id) = channel.split_once(':')?;
         let vendor = self.vendors.get(scheme)?;
         (vendor.is_channel)(id).then_some((vendor, id))
     }
 
     /// Whether Kiln can post to `channel`: it is one Kiln knows, and its vendor configured.
-    pub fn can_post(&self, channel: &str) -> bool {
+    pub fn can_post(&self, channel: &ChannelName) -> bool {
         self.vendor(channel).is_some_and(|(v, _)| v.client.is_ok())
     }
 
     /// Why `channel` cannot subscribe, if it cannot.
-    pub fn unreachable(&self, channel: &str) -> Option<String> {
+    pub fn unreachable(&self, channel: &ChannelName) -> Option<String> {
         match self.vendor(channel) {
             None => Some(format!(
                 "`{channel}` is not a channel Kiln knows how to post to."
@@ -125,26 +126,24 @@ impl Chat {
     }
 
     /// The dialect `channel` is written in.
-    pub fn dialect(&self, channel: &str) -> Option<&'static Dialect> {
+    pub fn dialect(&self, channel: &ChannelName) -> Option<&'static Dialect> {
         self.vendor(channel).map(|(v, _)| v.dialect)
     }
 
     /// How `person` is mentioned in `channel`, if Kiln knows them there.
-    pub fn mention(&self, channel: &str, person: &Person) -> Option<String> {
+    pub fn mention(&self, channel: &ChannelName, person: &Person) -> Option<String> {
         self.vendor(channel).and_then(|(v, _)| (v.mention)(person))
     }
 
     /// The channels that follow every repository.
-    pub fn everywhere(&self) -> impl Iterator<Item = &str> {
-        self.vendors
-            .values()
-            .flat_map(|v| v.everywhere.iter().map(String::as_str))
+    pub fn everywhere(&self) -> impl Iterator<Item = &ChannelName> {
+        self.vendors.values().flat_map(|v| v.everywhere.iter())
     }
 
     /// Posts `text` to `channel`, pinging `ping`; returns the message's id.
     pub async fn post(
         &self,
-        channel: &str,
+        channel: &ChannelName,
         text: &str,
         buttons: Option<&Buttons>,
         ping: Option<&Person>,
@@ -156,7 +155,7 @@ impl Chat {
     /// Replaces the text and buttons of `message` in `channel`.
     pub async fn edit(
         &self,
-        channel: &str,
+        channel: &ChannelName,
         message: &str,
         text: &str,
         buttons: Option<&Buttons>,
@@ -165,7 +164,7 @@ impl Chat {
         in_time(channel, client.edit(id, message, text, buttons)).await
     }
 
-    fn client<'a>(&self, channel: &'a str) -> anyhow::Result<(&dyn ChatClient, &'a str)> {
+    fn client<'a>(&self, channel: &'a ChannelName) -> anyhow::Result<(&dyn ChatClient, &'a str)> {
         let (vendor, id) = self
             .vendor(channel)
             .ok_or_else(|| anyhow!("no such channel: {channel}"))?;

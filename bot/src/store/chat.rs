@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::{ChannelName, RepoName};
 use kiln_shared::subscription::Subscription;
 use kiln_shared::view::Report;
 use redis::{AsyncCommands, ExistenceCheck, RedisResult, Script, SetExpiry, SetOptions};
@@ -44,7 +45,7 @@ impl Store {
             )
             .sadd(
                 self.keys.channel_subscriptions(&subscription.channel),
-                &subscription.repo,
+                subscription.repo.as_str(),
             )
             .query_async(&mut self.conn.clone())
             .await?;
@@ -55,16 +56,16 @@ impl Store {
     /// all its subscriptions to the repository; returns those removed.
     pub async fn unsubscribe(
         &self,
-        channel: &str,
-        repo: &str,
+        channel: &ChannelName,
+        repo: &RepoName,
         branch: Option<&str>,
     ) -> RedisResult<Vec<Subscription>> {
-        let repo = repo.to_ascii_lowercase();
+        let repo = RepoName::from(repo.to_ascii_lowercase());
         let (gone, kept): (Vec<Subscription>, Vec<Subscription>) = self
             .subscribers(&repo)
             .await?
             .into_iter()
-            .filter(|s| s.channel == channel)
+            .filter(|s| &s.channel == channel)
             .partition(|s| branch.is_none_or(|b| s.branch.as_deref() == Some(b)));
         if gone.is_empty() {
             return Ok(gone);
@@ -75,7 +76,7 @@ impl Store {
             gone.iter().map(Subscription::field).collect::<Vec<_>>(),
         );
         if kept.is_empty() {
-            pipe.srem(self.keys.channel_subscriptions(channel), &repo);
+            pipe.srem(self.keys.channel_subscriptions(channel), repo.as_str());
         }
         let _: () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(gone)
@@ -91,7 +92,7 @@ impl Store {
 
     /// Notes build `id`'s cards due, as [`Store::cards_due`], if a channel follows `repo` or
     /// asked for the build; true if it did. One round trip.
-    pub async fn cards_due_if_followed(&self, repo: &str, id: BuildId) -> RedisResult<bool> {
+    pub async fn cards_due_if_followed(&self, repo: &RepoName, id: BuildId) -> RedisResult<bool> {
         DUE_IF_FOLLOWED
             .key(self.keys.subscriptions(repo))
             .key(self.keys.build_followers(id))
@@ -120,10 +121,10 @@ impl Store {
     }
 
     /// Makes `channel` follow build `id`: it asked for it.
-    pub async fn follow_build(&self, id: BuildId, channel: &str) -> RedisResult<()> {
+    pub async fn follow_build(&self, id: BuildId, channel: &ChannelName) -> RedisResult<()> {
         let key = self.keys.build_followers(id);
         let _: () = redis::pipe()
-            .sadd(&key, channel)
+            .sadd(&key, channel.as_str())
             .ignore()
             .expire(&key, DELIVERY_MEMORY.as_secs() as i64)
             .ignore()
@@ -136,19 +137,20 @@ impl Store {
     /// round trip.
     pub async fn audience(
         &self,
-        repo: &str,
+        repo: &RepoName,
         id: BuildId,
-    ) -> RedisResult<(Vec<Subscription>, Vec<String>)> {
+    ) -> RedisResult<(Vec<Subscription>, Vec<ChannelName>)> {
         let (subscriptions, followers): (Vec<String>, Vec<String>) = redis::pipe()
             .hvals(self.keys.subscriptions(repo))
             .smembers(self.keys.build_followers(id))
             .query_async(&mut self.conn.clone())
             .await?;
+        let followers = followers.into_iter().map(ChannelName::from).collect();
         Ok((parse_subscriptions(&subscriptions), followers))
     }
 
     /// Every subscription to `repo`.
-    pub async fn subscribers(&self, repo: &str) -> RedisResult<Vec<Subscription>> {
+    pub async fn subscribers(&self, repo: &RepoName) -> RedisResult<Vec<Subscription>> {
         let values: Vec<String> = self
             .conn
             .clone()
@@ -158,7 +160,10 @@ impl Store {
     }
 
     /// Every subscription of `channel`, by repository and branch.
-    pub async fn channel_subscriptions(&self, channel: &str) -> RedisResult<Vec<Subscription>> {
+    pub async fn channel_subscriptions(
+        &self,
+        channel: &ChannelName,
+    ) -> RedisResult<Vec<Subscription>> {
         let repos: Vec<String> = self
             .conn
             .clone()
@@ -167,10 +172,10 @@ impl Store {
         let mut found = Vec::new();
         for repo in repos {
             found.extend(
-                self.subscribers(&repo)
+                self.subscribers(&repo.into())
                     .await?
                     .into_iter()
-                    .filter(|s| s.channel == channel),
+                    .filter(|s| &s.channel == channel),
             );
         }
         found.sort_by(|a, b| (&a.repo, &a.branch).cmp(&(&b.repo, &b.branch)));
@@ -197,14 +202,18 @@ impl Store {
     }
 
     /// The message that is a build's card in `channel`: `Some(None)` while it is being posted.
-    pub async fn card(&self, id: BuildId, channel: &str) -> RedisResult<Option<Option<String>>> {
+    pub async fn card(
+        &self,
+        id: BuildId,
+        channel: &ChannelName,
+    ) -> RedisResult<Option<Option<String>>> {
         let value: Option<String> = self.conn.clone().get(self.keys.card(id, channel)).await?;
         Ok(value.map(|v| Some(v).filter(|v| v != POSTING)))
     }
 
     /// Claims the posting of a build's card in `channel`: true for the one caller that is to
     /// post it.
-    pub async fn claim_card(&self, id: BuildId, channel: &str) -> RedisResult<bool> {
+    pub async fn claim_card(&self, id: BuildId, channel: &ChannelName) -> RedisResult<bool> {
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
             .with_expiration(SetExpiry::EX(POSTING_CLAIM.as_secs()));
@@ -221,7 +230,7 @@ impl Store {
     pub async fn posted_card(
         &self,
         id: BuildId,
-        channel: &str,
+        channel: &ChannelName,
         message: Option<&str>,
     ) -> RedisResult<()> {
         let key = self.keys.card(id, channel);

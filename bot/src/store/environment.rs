@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::{BranchName, CommitId, RepoName};
 use redis::{AsyncCommands, RedisResult};
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +16,19 @@ const GONE_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 *
 /// What deployed an environment last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {
-    pub commit: String,
+    pub commit: CommitId,
     pub clone_url: String,
     pub build: BuildId,
 }
 
 impl Store {
     /// Notes that `repo`'s `branch` went when `newest` was the newest build.
-    pub async fn branch_gone(&self, repo: &str, branch: &str, newest: BuildId) -> RedisResult<()> {
+    pub async fn branch_gone(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+        newest: BuildId,
+    ) -> RedisResult<()> {
         self.conn
             .clone()
             .set_ex(
@@ -36,8 +42,8 @@ impl Store {
     /// Whether `build` of `repo`'s `branch` started before the branch last went.
     pub async fn built_before_gone(
         &self,
-        repo: &str,
-        branch: &str,
+        repo: &RepoName,
+        branch: &BranchName,
         build: BuildId,
     ) -> RedisResult<bool> {
         let newest: Option<u64> = self
@@ -51,8 +57,8 @@ impl Store {
     /// Records that `build` deployed `environment` from `repo`'s `branch`.
     pub async fn deployed(
         &self,
-        repo: &str,
-        branch: &str,
+        repo: &RepoName,
+        branch: &BranchName,
         environment: &str,
         deployed: &Deployed,
     ) -> RedisResult<()> {
@@ -69,8 +75,8 @@ impl Store {
     /// (a redelivered webhook) finds none.
     pub async fn take_environments(
         &self,
-        repo: &str,
-        branch: &str,
+        repo: &RepoName,
+        branch: &BranchName,
     ) -> RedisResult<Vec<(String, Deployed)>> {
         let key = self.keys.environments(repo, branch);
         let (all, _): (HashMap<String, String>, usize) = redis::pipe()
@@ -91,8 +97,8 @@ impl Store {
     /// start.
     pub async fn restore_environments(
         &self,
-        repo: &str,
-        branch: &str,
+        repo: &RepoName,
+        branch: &BranchName,
         environments: &[(String, Deployed)],
     ) -> RedisResult<()> {
         for (name, deployed) in environments {

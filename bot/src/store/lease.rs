@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::ChannelName;
 use kiln_shared::lease::LeaseId;
 use kiln_shared::plan::PlannedTask;
 use redis::{AsyncCommands, RedisResult, Script};
@@ -107,7 +108,7 @@ pub struct LeaseRecord {
     pub holder: String,
     pub holder_name: String,
     /// Where it was asked for: reminders and its end are posted there.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub branch: Option<String>,
     pub started_ms: u64,
     pub expires_ms: u64,
@@ -137,7 +138,7 @@ impl Store {
             ("pool", l.pool.clone()),
             ("holder", l.holder.clone()),
             ("holder_name", l.holder_name.clone()),
-            ("channel", l.channel.clone().unwrap_or_default()),
+            ("channel", l.channel.clone().unwrap_or_default().into()),
             ("branch", l.branch.clone().unwrap_or_default()),
             ("started_ms", l.started_ms.to_string()),
             ("expires_ms", l.expires_ms.to_string()),
@@ -373,7 +374,7 @@ fn lease_record(id: LeaseId, mut h: HashMap<String, String>) -> Option<LeaseReco
         slot: take("slot").parse().unwrap_or(0),
         holder: take("holder"),
         holder_name: take("holder_name"),
-        channel: optional(take("channel")),
+        channel: optional(take("channel")).map(ChannelName::from),
         branch: optional(take("branch")),
         started_ms: take("started_ms").parse().unwrap_or(0),
         expires_ms: take("expires_ms").parse().unwrap_or(0),

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::ident::ChannelName;
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
@@ -740,7 +741,11 @@ impl Store {
     }
 
     /// True the first time it is called for a build and channel: a message goes out once.
-    pub async fn first_notification(&self, id: BuildId, channel: &str) -> RedisResult<bool> {
+    pub async fn first_notification(
+        &self,
+        id: BuildId,
+        channel: &ChannelName,
+    ) -> RedisResult<bool> {
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
             .with_expiration(SetExpiry::EX(DELIVERY_MEMORY.as_secs()));
@@ -753,7 +758,7 @@ impl Store {
     }
 
     /// Forgets that a build's message went out to a channel: posting it failed.
-    pub async fn forget_notification(&self, id: BuildId, channel: &str) -> RedisResult<()> {
+    pub async fn forget_notification(&self, id: BuildId, channel: &ChannelName) -> RedisResult<()> {
         let _: usize = self
             .conn
             .clone()

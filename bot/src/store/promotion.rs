@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::{BranchName, ChannelName, CommitId, RepoName};
 use kiln_shared::promotion::{PromotionId, PromotionStatus, approvals_since};
 use redis::{AsyncCommands, RedisResult, Script};
 
@@ -86,13 +87,13 @@ pub struct Approval {
 #[derive(Debug, Clone)]
 pub struct PromotionRecord {
     pub id: PromotionId,
-    pub repo: String,
+    pub repo: RepoName,
     pub clone_url: String,
     /// The branch moved, and the commit it is moved to.
-    pub to: String,
-    pub commit: String,
+    pub to: BranchName,
+    pub commit: CommitId,
     /// Where the branch was when the promotion was asked for.
-    pub previous: Option<String>,
+    pub previous: Option<CommitId>,
     pub rollback: bool,
     /// The build that passed the commit's gates.
     pub build: BuildId,
@@ -100,7 +101,7 @@ pub struct PromotionRecord {
     pub requester: String,
     pub requester_name: String,
     /// The chat channel it was asked in, which follows the build the move starts.
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub required: u32,
     pub status: PromotionStatus,
     /// Why it was rejected or failed.
@@ -145,16 +146,16 @@ impl Store {
     ) -> RedisResult<Result<(), PromotionId>> {
         let p = promotion;
         let fields = [
-            ("repo", p.repo.clone()),
+            ("repo", p.repo.to_string()),
             ("clone_url", p.clone_url.clone()),
-            ("to", p.to.clone()),
-            ("commit", p.commit.clone()),
-            ("previous", p.previous.clone().unwrap_or_default()),
+            ("to", p.to.to_string()),
+            ("commit", p.commit.to_string()),
+            ("previous", p.previous.clone().unwrap_or_default().into()),
             ("rollback", if p.rollback { "1" } else { "" }.to_owned()),
             ("build", p.build.0.to_string()),
             ("requester", p.requester.clone()),
             ("requester_name", p.requester_name.clone()),
-            ("channel", p.channel.clone().unwrap_or_default()),
+            ("channel", p.channel.clone().unwrap_or_default().into()),
             ("required", p.required.to_string()),
             (
                 "status",
@@ -185,7 +186,7 @@ impl Store {
     }
 
     /// The promotion in flight in `repo`, if one is.
-    pub async fn promoting(&self, repo: &str) -> RedisResult<Option<PromotionId>> {
+    pub async fn promoting(&self, repo: &RepoName) -> RedisResult<Option<PromotionId>> {
         let id: Option<u64> = self.conn.clone().get(self.keys.promoting(repo)).await?;
         Ok(id.map(PromotionId))
     }
@@ -216,16 +217,16 @@ impl Store {
         approvals.sort_by_key(|a| a.at_ms);
         Ok(Some(PromotionRecord {
             id,
-            repo: take("repo"),
+            repo: take("repo").into(),
             clone_url: take("clone_url"),
-            to: take("to"),
-            commit: take("commit"),
-            previous: optional(take("previous")),
+            to: take("to").into(),
+            commit: take("commit").into(),
+            previous: optional(take("previous")).map(CommitId::from),
             rollback: !take("rollback").is_empty(),
             build: BuildId(take("build").parse().unwrap_or(0)),
             requester: take("requester"),
             requester_name: take("requester_name"),
-            channel: optional(take("channel")),
+            channel: optional(take("channel")).map(ChannelName::from),
             required: take("required").parse().unwrap_or(0),
             status,
             detail: optional(take("detail")),
@@ -311,19 +312,21 @@ impl Store {
     }
 
     /// The commits Kiln promoted in `repo`, newest first.
-    pub async fn promoted(&self, repo: &str) -> RedisResult<Vec<String>> {
-        self.conn
+    pub async fn promoted(&self, repo: &RepoName) -> RedisResult<Vec<CommitId>> {
+        let commits: Vec<String> = self
+            .conn
             .clone()
             .lrange(self.keys.promoted(repo), 0, PROMOTED_KEPT - 1)
-            .await
+            .await?;
+        Ok(commits.into_iter().map(CommitId::from).collect())
     }
 
     /// Records that Kiln moved `repo`'s branch to `commit`: onto the history, or for a
     /// rollback, off it.
     pub async fn record_promoted(
         &self,
-        repo: &str,
-        commit: &str,
+        repo: &RepoName,
+        commit: &CommitId,
         rollback: bool,
     ) -> RedisResult<()> {
         let key = self.keys.promoted(repo);
@@ -332,7 +335,7 @@ impl Store {
         if rollback {
             pipe.lpop(&key, None).ignore();
         } else {
-            pipe.lpush(&key, commit)
+            pipe.lpush(&key, commit.as_str())
                 .ignore()
                 .ltrim(&key, 0, PROMOTED_KEPT - 1)
                 .ignore();
@@ -344,9 +347,9 @@ impl Store {
     /// builds it itself, so the forge's webhook for that push builds nothing.
     pub async fn mark_push(
         &self,
-        repo: &str,
-        branch: &str,
-        commit: &str,
+        repo: &RepoName,
+        branch: &BranchName,
+        commit: &CommitId,
         promotion: PromotionId,
     ) -> RedisResult<()> {
         self.conn
@@ -360,7 +363,12 @@ impl Store {
     }
 
     /// Forgets a push that did not happen.
-    pub async fn unmark_push(&self, repo: &str, branch: &str, commit: &str) -> RedisResult<()> {
+    pub async fn unmark_push(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+        commit: &CommitId,
+    ) -> RedisResult<()> {
         let _: usize = self
             .conn
             .clone()
@@ -373,9 +381,9 @@ impl Store {
     /// once per push (a later push of the same commit, by hand, is built).
     pub async fn pushed_by(
         &self,
-        repo: &str,
-        branch: &str,
-        commit: &str,
+        repo: &RepoName,
+        branch: &BranchName,
+        commit: &CommitId,
     ) -> RedisResult<Option<PromotionId>> {
         let id: Option<u64> = self
             .conn

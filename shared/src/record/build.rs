@@ -192,9 +192,9 @@ impl BuildRecord {
         Ok(Some(Self {
             build: BuildRef {
                 id,
-                repo: r.text(BuildField::Repo.name())?,
-                branch: r.text(BuildField::Branch.name())?,
-                commit: r.text(BuildField::Commit.name())?,
+                repo: r.text(BuildField::Repo.name())?.into(),
+                branch: r.text(BuildField::Branch.name())?.into(),
+                commit: r.text(BuildField::Commit.name())?.into(),
             },
             clone_url: r.text(BuildField::CloneUrl.name())?,
             author: r.text(BuildField::Author.name())?,
@@ -242,9 +242,9 @@ pub fn queued(new: &NewBuild, created_ms: u64) -> Fields {
 /// The fields of what was asked for, with the build's status and when it was accepted.
 fn asked_fields(new: &NewBuild, status: BuildStatus, created_ms: u64) -> Fields {
     let mut fields = vec![
-        (BuildField::Repo.name(), new.repo.clone()),
-        (BuildField::Branch.name(), new.branch.clone()),
-        (BuildField::Commit.name(), new.commit.clone()),
+        (BuildField::Repo.name(), new.repo.to_string()),
+        (BuildField::Branch.name(), new.branch.to_string()),
+        (BuildField::Commit.name(), new.commit.to_string()),
         (BuildField::CloneUrl.name(), new.clone_url.clone()),
         (BuildField::Author.name(), new.author.clone()),
         (BuildField::Subject.name(), new.subject.clone()),
@@ -357,7 +357,7 @@ mod tests {
                 created_ms,
                 ..record()
             };
-            record.build.branch = branch;
+            record.build.branch = branch.into();
             let decoded = BuildRecord::decode(BuildId(7), &hash(record.encode()), None);
             proptest::prop_assert_eq!(decoded, Ok(Some(record)));
         }

@@ -62,7 +62,7 @@ impl DockerRunner {
         let repository = image_repository(&job.build.repo, &image.name);
         let vars = BTreeMap::from([
             ("repo", repository_path(&job.build.repo)),
-            ("branch", job.build.branch.clone()),
+            ("branch", job.build.branch.to_string()),
             ("branch_slug", branch_slug(&job.build.branch)),
         ]);
         let mut args = BTreeMap::new();

@@ -3,6 +3,7 @@
 //! anything else; a PING is answered PONG; a command or a click is answered at once with a
 //! deferred, private response, which the command's result then replaces.
 
+use kiln_shared::ident::ChannelName;
 use std::sync::Arc;
 
 use axum::Json;
@@ -96,14 +97,14 @@ async fn answer(app: App, discord: Arc<Interactions>, interaction: Interaction) 
     let channel = interaction
         .channel_id
         .as_ref()
-        .map(|c| format!("discord:{c}"));
+        .map(|c| ChannelName::from(format!("discord:{c}")));
     let roles = interaction.roles();
     let actor = Actor {
         name: &name,
         via: "discord",
         id: &id,
         operator: false,
-        channel: channel.as_deref(),
+        channel: channel.as_ref(),
         writes: None,
         roles: &roles,
     };

@@ -7,6 +7,7 @@ pub mod dialect;
 pub mod door;
 pub mod interactions;
 
+use kiln_shared::ident::ChannelName;
 use std::sync::Arc;
 
 pub use dialect::DIALECT;
@@ -27,7 +28,7 @@ pub fn chat(config: Option<&config::Discord>) -> Vendor {
             .map(|c| Arc::new(client::Discord::new(c)) as Arc<dyn ChatClient>)
             .ok_or("Kiln has no Discord bot token: it cannot post to Discord channels."),
         everywhere: config
-            .map(|c| format!("discord:{}", c.channel_id))
+            .map(|c| ChannelName::from(format!("discord:{}", c.channel_id)))
             .into_iter()
             .collect(),
     }

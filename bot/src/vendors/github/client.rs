@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use kiln_shared::commit_status::{CommitState, CommitStatus};
+use kiln_shared::ident::{CommitId, RepoName};
 use kiln_shared::trigger::Comment;
 use octocrab::Octocrab;
 use octocrab::models::StatusState;
@@ -53,8 +54,8 @@ impl ForgeClient for GitHub {
 
     async fn set_status(
         &self,
-        repo: &str,
-        commit: &str,
+        repo: &RepoName,
+        commit: &CommitId,
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()> {
@@ -71,7 +72,7 @@ impl ForgeClient for GitHub {
         };
         self.octocrab
             .repos(owner, name)
-            .create_status(commit.to_owned(), state)
+            .create_status(commit.to_string(), state)
             .context(status.context.clone())
             .description(status.description.clone())
             .target(url.to_owned())
@@ -81,7 +82,7 @@ impl ForgeClient for GitHub {
         Ok(())
     }
 
-    async fn pull_request(&self, repo: &str, number: u64) -> anyhow::Result<PullRequest> {
+    async fn pull_request(&self, repo: &RepoName, number: u64) -> anyhow::Result<PullRequest> {
         let pull: serde_json::Value = self
             .octocrab
             .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
@@ -89,7 +90,7 @@ impl ForgeClient for GitHub {
             .with_context(|| format!("cannot read pull request #{number} of {repo}"))?;
         let head = &pull["head"];
         Ok(PullRequest {
-            branch: text(&head["ref"], "head.ref")?,
+            branch: text(&head["ref"], "head.ref")?.into(),
             from_fork: !head["repo"]["full_name"]
                 .as_str()
                 .is_some_and(|r| r.eq_ignore_ascii_case(repo)),
@@ -122,7 +123,7 @@ impl ForgeClient for GitHub {
         }
     }
 
-    async fn comment(&self, repo: &str, number: u64, text: &str) -> anyhow::Result<String> {
+    async fn comment(&self, repo: &RepoName, number: u64, text: &str) -> anyhow::Result<String> {
         let comment: serde_json::Value = self
             .octocrab
             .post(
@@ -136,7 +137,7 @@ impl ForgeClient for GitHub {
 
     async fn edit_comment(
         &self,
-        repo: &str,
+        repo: &RepoName,
         number: u64,
         comment: &str,
         text: &str,

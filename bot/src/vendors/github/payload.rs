@@ -160,7 +160,7 @@ fn translate_comment(payload: IssueCommentPayload) -> ForgeEvent {
         return ignored("the comment does not start with /kiln");
     };
     ForgeEvent::Comment(Comment {
-        repo: payload.repository.full_name,
+        repo: payload.repository.full_name.into(),
         number: payload.issue.number,
         author: payload.comment.user.login,
         author_id: payload.comment.user.id.to_string(),
@@ -188,8 +188,8 @@ fn translate_pull_request(payload: PullRequestPayload) -> ForgeEvent {
         "closed"
     };
     ForgeEvent::BranchGone(BranchGone {
-        repo: payload.repository.full_name,
-        branch: head.branch.clone(),
+        repo: payload.repository.full_name.into(),
+        branch: head.branch.clone().into(),
         why: format!("pull request #{} {how}", payload.number),
     })
 }
@@ -204,8 +204,8 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     };
     if push.deleted || push.after == NULL_COMMIT {
         return Ok(ForgeEvent::BranchGone(BranchGone {
-            repo: push.repository.full_name,
-            branch: branch.to_owned(),
+            repo: push.repository.full_name.into(),
+            branch: branch.to_owned().into(),
             why: "deleted".into(),
         }));
     }
@@ -226,9 +226,9 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
         (author, subject)
     });
     Ok(ForgeEvent::Push(Push {
-        repo: push.repository.full_name,
-        branch: branch.to_owned(),
-        commit: push.after,
+        repo: push.repository.full_name.into(),
+        branch: branch.to_owned().into(),
+        commit: push.after.into(),
         clone_url: push.repository.clone_url,
         author,
         subject,

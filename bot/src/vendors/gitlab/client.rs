@@ -11,6 +11,7 @@ use gitlab::api::projects::merge_requests::notes::{CreateMergeRequestNote, EditM
 use gitlab::api::projects::repository::commits::{CommitStatusState, CreateCommitStatus};
 use gitlab::api::{ApiError, AsyncQuery};
 use kiln_shared::commit_status::{CommitState, CommitStatus};
+use kiln_shared::ident::{CommitId, RepoName};
 use kiln_shared::trigger::Comment;
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
@@ -73,8 +74,8 @@ impl ForgeClient for GitLab {
 
     async fn set_status(
         &self,
-        repo: &str,
-        commit: &str,
+        repo: &RepoName,
+        commit: &CommitId,
         status: &CommitStatus,
         url: &str,
     ) -> anyhow::Result<()> {
@@ -88,8 +89,8 @@ impl ForgeClient for GitLab {
             CommitState::Skipped => CommitStatusState::Skipped,
         };
         let endpoint = CreateCommitStatus::builder()
-            .project(repo)
-            .commit(commit)
+            .project(repo.as_str())
+            .commit(commit.as_str())
             .state(state)
             .name(status.context.as_str())
             .description(status.description.as_str())
@@ -112,9 +113,9 @@ impl ForgeClient for GitLab {
         }
     }
 
-    async fn pull_request(&self, repo: &str, iid: u64) -> anyhow::Result<PullRequest> {
+    async fn pull_request(&self, repo: &RepoName, iid: u64) -> anyhow::Result<PullRequest> {
         let endpoint = MergeRequest::builder()
-            .project(repo)
+            .project(repo.as_str())
             .merge_request(iid)
             .build()
             .map_err(|e| anyhow!("{e}"))?;
@@ -123,7 +124,7 @@ impl ForgeClient for GitLab {
             .await
             .with_context(|| format!("cannot read merge request !{iid} of {repo}"))?;
         Ok(PullRequest {
-            branch: text(&merge_request["source_branch"], "source_branch")?,
+            branch: text(&merge_request["source_branch"], "source_branch")?.into(),
             from_fork: merge_request["source_project_id"] != merge_request["target_project_id"],
         })
     }
@@ -148,9 +149,9 @@ impl ForgeClient for GitLab {
         }
     }
 
-    async fn comment(&self, repo: &str, iid: u64, text: &str) -> anyhow::Result<String> {
+    async fn comment(&self, repo: &RepoName, iid: u64, text: &str) -> anyhow::Result<String> {
         let endpoint = CreateMergeRequestNote::builder()
-            .project(repo)
+            .project(repo.as_str())
             .merge_request(iid)
             .body(text)
             .build()
@@ -164,13 +165,13 @@ impl ForgeClient for GitLab {
 
     async fn edit_comment(
         &self,
-        repo: &str,
+        repo: &RepoName,
         iid: u64,
         comment: &str,
         text: &str,
     ) -> anyhow::Result<()> {
         let endpoint = EditMergeRequestNote::builder()
-            .project(repo)
+            .project(repo.as_str())
             .merge_request(iid)
             .note(comment.parse::<u64>().context("a GitLab note id")?)
             .body(text)

@@ -210,7 +210,7 @@ fn translate_note(payload: NotePayload) -> ForgeEvent {
         return ignored("the comment does not start with /kiln");
     };
     ForgeEvent::Comment(Comment {
-        repo: payload.project.path_with_namespace,
+        repo: payload.project.path_with_namespace.into(),
         number: merge_request.iid,
         author: payload.user.username,
         author_id: payload.user.id.to_string(),
@@ -239,8 +239,8 @@ fn translate_merge_request(payload: MergeRequestPayload) -> ForgeEvent {
         };
     }
     ForgeEvent::BranchGone(BranchGone {
-        repo: payload.project.path_with_namespace,
-        branch: request.source_branch,
+        repo: payload.project.path_with_namespace.into(),
+        branch: request.source_branch.into(),
         why: format!("merge request !{} {how}", request.iid),
     })
 }
@@ -252,8 +252,8 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     };
     if push.after == NULL_COMMIT {
         return Ok(ForgeEvent::BranchGone(BranchGone {
-            repo: push.project.path_with_namespace,
-            branch: branch.to_owned(),
+            repo: push.project.path_with_namespace.into(),
+            branch: branch.to_owned().into(),
             why: "deleted".into(),
         }));
     }
@@ -281,9 +281,9 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
         paths
     });
     Ok(ForgeEvent::Push(Push {
-        repo: push.project.path_with_namespace,
-        branch: branch.to_owned(),
-        commit: push.after,
+        repo: push.project.path_with_namespace.into(),
+        branch: branch.to_owned().into(),
+        commit: push.after.into(),
         clone_url: push.project.git_http_url,
         author,
         subject,

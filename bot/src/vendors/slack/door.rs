@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kiln_shared::ident::ChannelName;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -139,13 +140,13 @@ async fn answer(app: App, request: Request) {
     } else {
         request.user_name.clone()
     };
-    let channel = format!("slack:{}", request.channel_id);
+    let channel = ChannelName::from(format!("slack:{}", request.channel_id));
     let actor = Actor {
         name: &name,
         via: "slack",
         id: &id,
         operator: false,
-        channel: (!request.channel_id.is_empty()).then_some(channel.as_str()),
+        channel: (!request.channel_id.is_empty()).then_some(&channel),
         writes: None,
         roles: &[],
     };

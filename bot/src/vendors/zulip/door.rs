@@ -5,6 +5,7 @@
 //! than [`ANSWER_WITHIN`] is answered "working on it", and its result follows through the
 //! REST API.
 
+use kiln_shared::ident::ChannelName;
 use std::time::Duration;
 
 use axum::Json;
@@ -164,7 +165,7 @@ pub async fn handle_zulip_command(State(app): State<App>, command: ZulipCommand)
 }
 
 /// Carries `command` out: where to answer, and the answer.
-async fn carry_out(app: App, command: ZulipCommand) -> (String, String) {
+async fn carry_out(app: App, command: ZulipCommand) -> (ChannelName, String) {
     let id = format!("zulip:{}", command.sender_id);
     let name = if command.sender_name.is_empty() {
         id.clone()

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dialect;
 pub mod door;
 
+use kiln_shared::ident::ChannelName;
 use std::sync::Arc;
 
 pub use dialect::DIALECT;
@@ -41,10 +42,10 @@ impl<'a> Place<'a> {
     }
 
     /// The channel name of this place.
-    pub fn channel(&self) -> String {
+    pub fn channel(&self) -> ChannelName {
         match self {
-            Self::Topic { stream, topic } => format!("zulip:{stream}/{topic}"),
-            Self::Direct { user } => format!("zulip:@{user}"),
+            Self::Topic { stream, topic } => format!("zulip:{stream}/{topic}").into(),
+            Self::Direct { user } => format!("zulip:@{user}").into(),
         }
     }
 }
