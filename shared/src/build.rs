@@ -219,8 +219,12 @@ pub enum TaskOutcome {
     Failed { exit_code: i64 },
     /// The task was still running when its timeout ran out, and was killed.
     TimedOut { after_secs: u64 },
-    /// Kiln could not run the task; the reason is for people.
+    /// Kiln could not run the task; the reason is for people. Another attempt may do
+    /// better (another worker, the engine back).
     Errored { reason: String },
+    /// The task cannot run as written on any worker: its image does not exist, or the
+    /// registry refuses Kiln. The reason is for people; another attempt would fail alike.
+    Unrunnable { reason: String },
 }
 
 impl TaskOutcome {
@@ -228,7 +232,9 @@ impl TaskOutcome {
     pub fn status(&self) -> TaskStatus {
         match self {
             Self::Passed => TaskStatus::Passed,
-            Self::Failed { .. } | Self::TimedOut { .. } => TaskStatus::Failed,
+            Self::Failed { .. } | Self::TimedOut { .. } | Self::Unrunnable { .. } => {
+                TaskStatus::Failed
+            }
             Self::Errored { .. } => TaskStatus::Errored,
         }
     }
@@ -250,6 +256,7 @@ impl fmt::Display for TaskOutcome {
             Self::Failed { exit_code } => write!(f, "failed with exit code {exit_code}"),
             Self::TimedOut { after_secs } => write!(f, "timed out after {after_secs}s"),
             Self::Errored { reason } => write!(f, "errored: {reason}"),
+            Self::Unrunnable { reason } => write!(f, "cannot run: {reason}"),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::TaskOutcome;
 use crate::platform::Platform;
-use crate::spec::{Cache, ImageSpec, Retry, Runner, Spec, SpecError, Step, Trigger};
+use crate::spec::{Cache, ImageSpec, Network, Pull, Retry, Runner, Spec, SpecError, Step, Trigger};
 use crate::trigger::TriggerKind;
 
 /// A sidecar container of a task.
@@ -57,6 +57,12 @@ pub struct PlannedTask {
     /// The image to build in-tree and run in (Docker runner).
     #[serde(default)]
     pub build_image: Option<PlannedImage>,
+    /// When its images are pulled (Docker runner).
+    #[serde(default)]
+    pub pull: Pull,
+    /// What its container may reach (Docker runner).
+    #[serde(default)]
+    pub network: Network,
     /// Shell commands, run in order; the first failure ends the task.
     pub commands: Vec<String>,
     /// Environment variables for the commands, `KILN_SHARD` and `KILN_SHARDS` included.
@@ -96,7 +102,9 @@ impl PlannedTask {
         let worth_it = match outcome {
             TaskOutcome::Errored { .. } => true,
             TaskOutcome::Failed { exit_code } => self.retry.exit_codes.contains(exit_code),
-            TaskOutcome::Passed | TaskOutcome::TimedOut { .. } => false,
+            TaskOutcome::Passed | TaskOutcome::TimedOut { .. } | TaskOutcome::Unrunnable { .. } => {
+                false
+            }
         };
         worth_it && attempt <= self.retry.max
     }
@@ -312,6 +320,8 @@ fn expand(
                     name: name.clone(),
                     spec: image.value.clone(),
                 }),
+                pull: step.pull,
+                network: step.network,
                 commands: step.run.0.clone(),
                 env,
                 timeout_secs: step.timeout().as_secs().max(1),
@@ -573,6 +583,10 @@ steps:
         assert!(!package.retries(&TaskOutcome::Failed { exit_code: 1 }, 1));
         assert!(!package.retries(&TaskOutcome::TimedOut { after_secs: 1 }, 1));
         assert!(!package.retries(&TaskOutcome::Passed, 1));
+        let missing = TaskOutcome::Unrunnable {
+            reason: "no such image".into(),
+        };
+        assert!(!package.retries(&missing, 1), "it would fail alike");
         let smoke = plan.task("smoke").expect("smoke");
         assert!(
             smoke.retries(&errored, 2) && !smoke.retries(&errored, 3),

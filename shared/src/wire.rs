@@ -15,7 +15,7 @@ use crate::lease::LeaseId;
 use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
-use crate::spec::{Cache, Runner};
+use crate::spec::{Cache, Network, Pull, Runner};
 use crate::trigger::{Comment, Push, TriggerKind};
 
 /// The version of the wire format this crate reads and writes.
@@ -144,6 +144,12 @@ pub struct JobRequested {
     /// The image to build from the checkout and run in (Docker runner).
     #[serde(default)]
     pub build_image: Option<PlannedImage>,
+    /// When its images are pulled.
+    #[serde(default)]
+    pub pull: Pull,
+    /// What its container may reach.
+    #[serde(default)]
+    pub network: Network,
     pub commands: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -264,6 +270,10 @@ pub struct ImageUse {
     pub id: String,
     /// Whether this task built it; false when an image with the tag existed already.
     pub built: bool,
+    /// Whether this task's worker pulled it from the installation's registry, where the
+    /// worker that built it had pushed it.
+    #[serde(default)]
+    pub pulled: bool,
 }
 
 impl JobRequested {
@@ -285,6 +295,8 @@ impl JobRequested {
             runner: task.runner,
             image: task.image.clone(),
             build_image: task.build_image.clone(),
+            pull: task.pull,
+            network: task.network,
             commands: task.commands.clone(),
             env: task.env.clone(),
             timeout_secs: task.timeout_secs,

@@ -906,6 +906,8 @@ impl<'a> Bench<'a> {
                         store_dir: state.path().join("store"),
                         secrets_dir: None,
                         advertise_host: "127.0.0.1".into(),
+                        registry: None,
+                        registry_auth: None,
                     };
                     tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })

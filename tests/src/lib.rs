@@ -13,6 +13,7 @@ pub mod events;
 pub mod forge;
 pub mod processes;
 pub mod redis_server;
+pub mod registry;
 pub mod services;
 pub mod slack;
 pub mod statuses;
@@ -130,6 +131,12 @@ impl Kiln {
         Self::launch_on(services, config, 1, &Platform::ALL).await
     }
 
+    /// Like [`Kiln::start`], with workers that pull from and push to `registry`.
+    pub async fn start_with_registry(config: &str, registry: &registry::TestRegistry) -> Self {
+        let services = Services::require().await;
+        Self::launch_with(services, config, 1, &Platform::ALL, Some(registry)).await
+    }
+
     async fn launch(config: &str, bots: usize, platforms: &[Platform]) -> Self {
         Self::launch_on(Services::require().await, config, bots, platforms).await
     }
@@ -139,6 +146,16 @@ impl Kiln {
         config: &str,
         bots: usize,
         platforms: &[Platform],
+    ) -> Self {
+        Self::launch_with(services, config, bots, platforms, None).await
+    }
+
+    async fn launch_with(
+        services: Services,
+        config: &str,
+        bots: usize,
+        platforms: &[Platform],
+        registry: Option<&registry::TestRegistry>,
     ) -> Self {
         init_logging();
         let prefix = services::unique_prefix();
@@ -166,7 +183,13 @@ impl Kiln {
             tasks.push(tokio::spawn(kiln_bot::run(listener, app, shutdown.clone())));
         }
 
-        tasks.extend(spawn_workers(&services, &prefix, state.path(), &shutdown));
+        tasks.extend(spawn_workers(
+            &services,
+            &prefix,
+            state.path(),
+            &shutdown,
+            registry,
+        ));
 
         Self {
             services,
@@ -430,6 +453,7 @@ impl Kiln {
             &self.prefix,
             self.state.path(),
             &self.shutdown,
+            None,
         );
         self.tasks.extend(workers);
     }
@@ -441,12 +465,14 @@ impl Kiln {
 }
 
 /// Spawns a worker for `linux/amd64` and one for `linux/arm64` under `prefix`, each with a
-/// state directory in `state`, advertising loopback (where the tests reach environments).
+/// state directory in `state`, advertising loopback (where the tests reach environments),
+/// given `registry` if there is one.
 fn spawn_workers(
     services: &Services,
     prefix: &str,
     state: &std::path::Path,
     shutdown: &CancellationToken,
+    registry: Option<&registry::TestRegistry>,
 ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
     [Platform::LinuxAmd64, Platform::LinuxArm64]
         .into_iter()
@@ -462,6 +488,8 @@ fn spawn_workers(
                 store_dir: state.join("store"), // see Kiln::store_dir
                 secrets_dir: Some(state.join("secrets")), // see Kiln::secrets_dir
                 advertise_host: "127.0.0.1".into(),
+                registry: registry.map(|r| r.addr.clone()),
+                registry_auth: registry.map(|r| r.auth.clone()),
             };
             tokio::spawn(kiln_worker::run(settings, shutdown.clone()))
         })

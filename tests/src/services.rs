@@ -22,7 +22,8 @@ pub struct Services {
     pub redis_url: String,
 }
 
-const START_THEM: &str = "start them with `deploy/dev/services` (the README's test command does)";
+pub(crate) const START_THEM: &str =
+    "start them with `deploy/dev/services` (the README's test command does)";
 
 /// A prefix no other test, run or process uses.
 pub fn unique_prefix() -> String {

@@ -244,7 +244,7 @@ async fn run_job(
         () = cancelled(worker, job) => {
             stopped.await;
             let log = RedisLog { store: &worker.store, job };
-            task::note(&log, "cancelled".into()).await;
+            crate::lines::note(&log, "cancelled".into()).await;
             tracing::info!("task cancelled");
             return Ok(Done::Finished);
         }

@@ -61,6 +61,10 @@ pub struct Settings {
     /// The host testers reach this worker's leased environments at, named in their
     /// details: the worker's host name in production, `127.0.0.1` on one machine.
     pub advertise_host: String,
+    /// The installation's registry (`host[:port]`), where in-tree images are shared.
+    pub registry: Option<String>,
+    /// A Docker `config.json` with the credentials of the registries the worker uses.
+    pub registry_auth: Option<PathBuf>,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -90,7 +94,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (_, redis) = kiln_io::redis::connect(&settings.redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
-    let docker = match docker::DockerRunner::connect(&settings.prefix).await {
+    let registries =
+        docker::Registries::load(settings.registry.clone(), settings.registry_auth.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    let docker = match docker::DockerRunner::connect(&settings.prefix, registries).await {
         Ok(docker) => Some(docker),
         Err(error) if !settings.platform.has_containers() => {
             tracing::info!(%error, "no Docker engine: this worker runs shell tasks only");

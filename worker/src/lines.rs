@@ -72,6 +72,15 @@ pub trait LogSink: Sync {
     fn write(&self, lines: &[LogLine]) -> impl Future<Output = ()> + Send;
 }
 
+/// Writes a line of Kiln's own into the task's log.
+pub async fn note(log: &impl LogSink, text: String) {
+    log.write(&[LogLine {
+        fd: Fd::Err,
+        text: format!("[kiln] {text}"),
+    }])
+    .await;
+}
+
 /// Batches a runner has read and not yet handed to the writer, at most: a task that prints
 /// faster than Redis stores waits for it, so memory stays bounded (a batch is one read).
 const QUEUED_BATCHES: usize = 8;

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::blobs::Blobs;
 use crate::cache::Caches;
-use crate::docker::DockerRunner;
+use crate::docker::{DockerRunner, Registries};
 use crate::lines::{LogLine, LogSink};
 use crate::secrets::Secrets;
 use crate::task::{self, Tools};
@@ -89,7 +89,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let docker = if options.shell_only {
         None
     } else {
-        match DockerRunner::connect("kiln-local").await {
+        match DockerRunner::connect("kiln-local", Registries::default()).await {
             Ok(docker) if docker.is_up().await => Some(docker),
             _ => None,
         }

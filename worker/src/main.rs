@@ -115,6 +115,14 @@ struct Serve {
     /// address. Default: the host name.
     #[arg(long, env = "KILN_ADVERTISE_HOST")]
     advertise_host: Option<String>,
+    /// The installation's registry (`host[:port]`): in-tree images built by one worker are
+    /// pushed there, and pulled by the others instead of built again.
+    #[arg(long, env = "KILN_REGISTRY")]
+    registry: Option<String>,
+    /// A Docker `config.json` whose `auths` hold the credentials of the registries the
+    /// worker pulls from and pushes to.
+    #[arg(long, env = "KILN_REGISTRY_AUTH")]
+    registry_auth: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -221,6 +229,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         store_dir: args.store_dir,
         secrets_dir: args.secrets_dir,
         advertise_host: args.advertise_host.unwrap_or_else(|| host.to_owned()),
+        registry: args.registry,
+        registry_auth: args.registry_auth,
     };
     let shutdown = CancellationToken::new();
     // Whatever it is waiting for, the worker is gone within the grace; its jobs, not

@@ -269,6 +269,8 @@ mod tests {
             platform: Platform::LinuxAmd64,
             runner: Runner::Shell,
             image: None,
+            pull: Default::default(),
+            network: Default::default(),
             commands: commands.iter().map(|c| (*c).to_owned()).collect(),
             env: BTreeMap::from([("MINE".to_owned(), "yes".to_owned())]),
             timeout_secs,

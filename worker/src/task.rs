@@ -12,7 +12,7 @@ use kiln_shared::wire::{Artifact, ImageUse, JobRequested};
 use crate::blobs::Blobs;
 use crate::cache::Caches;
 use crate::docker::DockerRunner;
-use crate::lines::{Fd, LogLine, LogSink};
+use crate::lines::{LogSink, note};
 use crate::secrets::{Masked, Secrets};
 use crate::{artifacts, shell};
 
@@ -40,21 +40,17 @@ pub struct Ran {
 impl Ran {
     /// Kiln could not run it, for `reason`.
     pub fn errored(reason: String) -> Self {
+        Self::ended(TaskOutcome::Errored { reason })
+    }
+
+    /// It ended as `outcome` before it ran.
+    pub fn ended(outcome: TaskOutcome) -> Self {
         Self {
-            outcome: TaskOutcome::Errored { reason },
+            outcome,
             artifacts: Vec::new(),
             images: Vec::new(),
         }
     }
-}
-
-/// Writes a line of Kiln's own into the task's log.
-pub async fn note(log: &impl LogSink, text: String) {
-    log.write(&[LogLine {
-        fd: Fd::Err,
-        text: format!("[kiln] {text}"),
-    }])
-    .await;
 }
 
 /// Runs `job` in its checkout at `workdir`.
@@ -113,10 +109,12 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
                     tokio::time::timeout(limit, docker.prepare_image(&job, image, workdir, log))
                         .await
                         .unwrap_or_else(|_| {
-                            Err(format!(
-                                "building image `{}` took longer than the task may",
-                                image.name
-                            ))
+                            Err(TaskOutcome::Errored {
+                                reason: format!(
+                                    "building image `{}` took longer than the task may",
+                                    image.name
+                                ),
+                            })
                         });
                 match prepared {
                     Ok(used) => {
@@ -128,7 +126,7 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
                         job.image = Some(used.tag.clone());
                         images.push(used);
                     }
-                    Err(reason) => return Ran::errored(reason),
+                    Err(outcome) => return Ran::ended(outcome),
                 }
             }
             // One budget for both: the run gets what the build left.

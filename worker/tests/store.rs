@@ -27,6 +27,8 @@ fn job() -> JobRequested {
         platform: Platform::LinuxAmd64,
         runner: Runner::Shell,
         image: None,
+        pull: Default::default(),
+        network: Default::default(),
         commands: vec!["true".into()],
         env: BTreeMap::new(),
         timeout_secs: 60,

@@ -246,6 +246,22 @@ fn every_field_is_blamed_where_it_is_written() {
         "line 5, column 13: unknown variant `podman`, expected one of docker, shell",
     );
     check(
+        &step("    pull: sometimes\n"),
+        "line 5, column 11: unknown variant `sometimes`, expected one of if-not-present, always",
+    );
+    check(
+        "steps:\n  a:\n    runner: shell\n    run: x\n    pull: always\n",
+        "line 5, column 11: step `a` runs in the shell, where `pull` means nothing; remove it",
+    );
+    check(
+        &step("    network: host\n"),
+        "line 5, column 14: unknown variant `host`, expected one of none, egress",
+    );
+    check(
+        "steps:\n  a:\n    runner: shell\n    run: x\n    network: egress\n",
+        "line 5, column 14: step `a` runs in the shell, where `network` means nothing; remove it",
+    );
+    check(
         &step("    allow_failure: yes\n"),
         "line 5, column 20: invalid boolean (strict mode expects true/false)",
     );

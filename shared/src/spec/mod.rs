@@ -37,7 +37,8 @@ use std::time::Duration;
 
 pub use error::SpecError;
 pub use model::{
-    Cache, Commands, Image, ImageSpec, Patterns, Retry, Runner, Service, Spec, Step, Trigger, When,
+    Cache, Commands, Image, ImageSpec, Network, Patterns, Pull, Retry, Runner, Service, Spec, Step,
+    Trigger, When,
 };
 
 /// The name of the pipeline file at the root of a repository.

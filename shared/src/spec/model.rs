@@ -124,6 +124,12 @@ pub struct Step {
     /// Where the commands run.
     #[serde(default)]
     pub runner: Runner,
+    /// When the step's image (and its services') is pulled from its registry.
+    #[serde(default)]
+    pub pull: Pull,
+    /// What the step's container may reach over the network.
+    #[serde(default)]
+    pub network: Network,
     /// A failure of this step neither fails the build nor stops what comes after it.
     #[serde(default)]
     pub allow_failure: bool,
@@ -171,6 +177,29 @@ pub enum Runner {
     Docker,
     /// As plain processes on the worker, in a fresh work directory with a clean environment.
     Shell,
+}
+
+/// When a worker pulls an image from its registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pull {
+    /// Only when the worker's engine lacks it.
+    #[default]
+    IfNotPresent,
+    /// Before every task, so a moving tag (`:latest`, `:20`) is current.
+    Always,
+}
+
+/// What a step's container may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Nothing but its own services: a build reaches no other machine.
+    #[default]
+    None,
+    /// Out, through the worker host's network (package registries, a deploy target),
+    /// on a network of its own with its services.
+    Egress,
 }
 
 /// A sidecar container.

@@ -5,6 +5,12 @@
 //! is never built again (a `VERSION` file in the context is the documented way to force a
 //! rebuild). The image is also tagged with the branch, and the next build of the branch, or
 //! of the default branch, uses that as its cache source.
+//!
+//! Every engine names them `kiln/<owner>/<name>/<image>`. With an installation registry, the
+//! same path under the registry (`<registry>/kiln/…`) is where they are shared: a worker
+//! that builds one pushes its content tag and branch tag; a worker that lacks one pulls it
+//! (the content tag instead of building; a parent or a cache source named `kiln/…`) and
+//! names it locally as every engine does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -14,14 +20,17 @@ use std::sync::{Arc, Mutex};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, TagImageOptionsBuilder};
 use futures_util::StreamExt;
+use kiln_shared::build::TaskOutcome;
 use kiln_shared::plan::PlannedImage;
+use kiln_shared::spec::Pull;
 use kiln_shared::template::{branch_slug, render, slug};
 use kiln_shared::wire::{ImageUse, JobRequested};
 use sha2::{Digest, Sha256};
 
 use super::DockerRunner;
+use super::pull::ImageError;
 use crate::confine;
-use crate::lines::{Fd, LineSplitter, LogSink};
+use crate::lines::{Fd, LineSplitter, LogSink, note};
 
 /// Branches whose images are the cache source of last resort.
 const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
@@ -49,16 +58,59 @@ pub fn image_repository(repo: &str, image: &str) -> String {
     format!("kiln/{}/{image}", path.join("/"))
 }
 
+/// What became of an image the engine lacked.
+enum Fetched {
+    Pulled,
+    /// Neither here nor in the installation's registry (or there is none).
+    Missing,
+}
+
+/// Why an in-tree image could not be had.
+enum Unprepared {
+    /// A registry would not give an image or take one.
+    Image(ImageError),
+    Other(String),
+}
+
+impl From<ImageError> for Unprepared {
+    fn from(error: ImageError) -> Self {
+        Self::Image(error)
+    }
+}
+
+impl From<String> for Unprepared {
+    fn from(reason: String) -> Self {
+        Self::Other(reason)
+    }
+}
+
 impl DockerRunner {
     /// Builds `image` of `job` from the checkout at `workdir`, unless an image with its
-    /// content tag exists; tags it with the branch either way. Build output goes to `log`.
+    /// content tag exists here or in the installation's registry (then pulled); tags it with
+    /// the branch either way, and shares what it built through the registry. Build output
+    /// goes to `log`.
     pub async fn prepare_image(
         &self,
         job: &JobRequested,
         image: &PlannedImage,
         workdir: &Path,
         log: &impl LogSink,
-    ) -> Result<ImageUse, String> {
+    ) -> Result<ImageUse, TaskOutcome> {
+        self.prepare(job, image, workdir, log)
+            .await
+            .map_err(|e| match e {
+                Unprepared::Image(error) => error.outcome(),
+                Unprepared::Other(reason) => TaskOutcome::Errored { reason },
+            })
+    }
+
+    async fn prepare(
+        &self,
+        job: &JobRequested,
+        image: &PlannedImage,
+        workdir: &Path,
+        log: &impl LogSink,
+    ) -> Result<ImageUse, Unprepared> {
         let repository = image_repository(&job.build.repo, &image.name);
         let vars = BTreeMap::from([
             ("repo", repository_path(&job.build.repo)),
@@ -93,6 +145,8 @@ impl DockerRunner {
             .map_err(|e| cannot(format!("cannot read {}: {e}", dockerfile.display())))?;
         let mut parents = Vec::new();
         for parent in parent_images(&dockerfile_text, &args) {
+            self.parent_image(&parent, job.platform.as_str(), log)
+                .await?;
             let inspected = self.docker.inspect_image(&parent).await.map_err(|e| {
                 format!(
                     "the parent image `{parent}` of `{}` is not on this worker: {e}",
@@ -114,38 +168,142 @@ impl DockerRunner {
             "parents": parents,
         });
         hasher.update(fields.to_string().as_bytes());
-        let tag = format!("{repository}:{}", &hex::encode(hasher.finalize())[..20]);
+        let content = hex::encode(hasher.finalize())[..20].to_owned();
+        let tag = format!("{repository}:{content}");
 
         let building = self.building.lock(&tag).await;
-        let built = match self.docker.inspect_image(&tag).await {
-            Ok(_) => false,
-            Err(_) => {
-                self.build(job, image, &context, &tag, &args, log).await?;
-                true
-            }
+        let (built, pulled) = match self.docker.inspect_image(&tag).await {
+            Ok(_) => (false, false),
+            Err(_) => match self.fetch(&tag, job.platform.as_str()).await? {
+                Fetched::Pulled => (false, true),
+                Fetched::Missing => {
+                    self.build(job, image, &context, &tag, &args, log).await?;
+                    self.share(&repository, &content).await?;
+                    (true, false)
+                }
+            },
         };
         drop(building);
+        let branch = branch_slug(&job.build.branch);
+        let branch_image = format!("{repository}:{branch}");
+        let moved = self.image_id(&branch_image).await != self.image_id(&tag).await;
         let branch_tag = TagImageOptionsBuilder::new()
             .repo(&repository)
-            .tag(&branch_slug(&job.build.branch))
+            .tag(&branch)
             .build();
         self.docker
             .tag_image(&tag, Some(branch_tag))
             .await
             .map_err(|e| format!("cannot tag {tag} with the branch: {e}"))?;
+        if moved {
+            self.share(&repository, &branch).await?;
+        }
+        if pulled {
+            let from = self.registries.home().unwrap_or_default();
+            note(
+                log,
+                format!("image `{}`: pulled {tag} from {from}", image.name),
+            )
+            .await;
+        }
         let id = self
-            .docker
-            .inspect_image(&tag)
+            .image_id(&tag)
             .await
-            .map_err(|e| format!("image {tag} vanished: {e}"))?
-            .id
-            .unwrap_or_default();
+            .ok_or_else(|| format!("image {tag} vanished"))?;
         Ok(ImageUse {
             name: image.name.clone(),
             tag,
             id,
             built,
+            pulled,
         })
+    }
+
+    /// The id of `image` on this engine, if it has it.
+    async fn image_id(&self, image: &str) -> Option<String> {
+        self.docker.inspect_image(image).await.ok()?.id
+    }
+
+    /// Where the installation's registry keeps the in-tree image named `local` here.
+    fn shared_name(&self, local: &str) -> Option<String> {
+        let home = self.registries.home()?;
+        local
+            .starts_with("kiln/")
+            .then(|| format!("{home}/{local}"))
+    }
+
+    /// Pulls the in-tree image `local` (`repository:tag`) from the installation's registry
+    /// and names it `local` here, if the registry has it.
+    async fn fetch(&self, local: &str, platform: &str) -> Result<Fetched, ImageError> {
+        let Some(shared) = self.shared_name(local) else {
+            return Ok(Fetched::Missing);
+        };
+        if !self.in_registry(&shared).await? {
+            return Ok(Fetched::Missing);
+        }
+        self.pull(&shared, platform).await?;
+        let (repository, tag) = local.rsplit_once(':').unwrap_or((local, "latest"));
+        let options = TagImageOptionsBuilder::new()
+            .repo(repository)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(&shared, Some(options))
+            .await
+            .map_err(|e| ImageError {
+                image: shared.clone(),
+                refused: super::registry::Refused::Unreachable,
+                detail: format!("cannot name it {local}: {e}"),
+            })?;
+        Ok(Fetched::Pulled)
+    }
+
+    /// Pushes this engine's `repository:tag` to the installation's registry, if it has one.
+    async fn share(&self, repository: &str, tag: &str) -> Result<(), ImageError> {
+        let Some(shared) = self.shared_name(repository) else {
+            return Ok(());
+        };
+        let options = TagImageOptionsBuilder::new().repo(&shared).tag(tag).build();
+        self.docker
+            .tag_image(&format!("{repository}:{tag}"), Some(options))
+            .await
+            .map_err(|e| ImageError {
+                image: format!("{shared}:{tag}"),
+                refused: super::registry::Refused::Unreachable,
+                detail: format!("cannot name it for the registry: {e}"),
+            })?;
+        self.push(&shared, tag).await
+    }
+
+    /// Makes sure the engine has `parent`, an image a Dockerfile builds `FROM`: an in-tree
+    /// image from the installation's registry, any other from its own registry.
+    async fn parent_image(
+        &self,
+        parent: &str,
+        platform: &str,
+        log: &impl LogSink,
+    ) -> Result<(), Unprepared> {
+        if self.docker.inspect_image(parent).await.is_ok() {
+            return Ok(());
+        }
+        if self.shared_name(parent).is_some() {
+            if let Fetched::Pulled = self.fetch(parent, platform).await? {
+                note(
+                    log,
+                    format!("image `{parent}`: pulled from the installation's registry"),
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        if let Some(took) = self
+            .ensure_image(parent, Pull::IfNotPresent, platform)
+            .await?
+        {
+            let took = took.as_secs_f64();
+            note(log, format!("image `{parent}`: pulled in {took:.1} s")).await;
+        }
+        Ok(())
     }
 
     async fn build(
@@ -164,9 +322,16 @@ impl DockerRunner {
             .map(branch_slug);
         for branch in branches {
             let candidate = format!("{repository}:{branch}");
-            if !cache_from.contains(&candidate)
-                && self.docker.inspect_image(&candidate).await.is_ok()
-            {
+            if cache_from.contains(&candidate) {
+                continue;
+            }
+            let here = self.docker.inspect_image(&candidate).await.is_ok()
+                // A cache source is an optimisation: one the registry cannot give is skipped.
+                || matches!(
+                    self.fetch(&candidate, job.platform.as_str()).await,
+                    Ok(Fetched::Pulled)
+                );
+            if here {
                 cache_from.push(candidate);
             }
         }

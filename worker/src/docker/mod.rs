@@ -23,15 +23,20 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use kiln_shared::build::TaskOutcome;
 use kiln_shared::plan::PlannedService;
+use kiln_shared::spec::Network;
 use kiln_shared::wire::JobRequested;
 
-use crate::lines::{Batches, Fd, LineSplitter, LogSink, pipelined};
+use crate::lines::{Batches, Fd, LineSplitter, LogSink, note, pipelined};
 
 mod environment;
 mod image;
+mod pull;
+mod registry;
 
 pub use environment::{INSTALLATION_LABEL, LEASE_LABEL, Published};
 pub use image::image_repository;
+pub use pull::ImageError;
+pub use registry::{Refused, Registries, registry_of};
 
 /// Where the checkout is mounted in a task's container, and its working directory.
 pub const WORKSPACE: &str = "/workspace";
@@ -53,11 +58,13 @@ pub struct DockerRunner {
     prefix: String,
     /// One lock per image tag: two tasks wanting the same image build it once.
     building: image::BuildLocks,
+    /// Where images come from and in-tree images go, with their credentials.
+    registries: Registries,
 }
 
 impl DockerRunner {
     /// Connects to the local engine and agrees on an API version with it.
-    pub async fn connect(prefix: &str) -> Result<Self, DockerError> {
+    pub async fn connect(prefix: &str, registries: Registries) -> Result<Self, DockerError> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
@@ -65,6 +72,7 @@ impl DockerRunner {
             docker,
             prefix: prefix.to_owned(),
             building: image::BuildLocks::default(),
+            registries,
         })
     }
 
@@ -83,15 +91,34 @@ impl DockerRunner {
 
     /// Runs `job` with its checkout at `workdir`, streaming its lines to `log`.
     pub async fn run(&self, job: &JobRequested, workdir: &Path, log: &impl LogSink) -> TaskOutcome {
+        if let Err(error) = self.pull_images(job, log).await {
+            return error.outcome();
+        }
         let name = self.container_name(job);
         let outcome = self.run_task(&name, job, workdir, log).await;
-        self.remove_all(&name, &job.services).await;
+        self.remove_all(&name, job).await;
         match outcome {
             Ok(outcome) => outcome,
             Err(error) => TaskOutcome::Errored {
                 reason: describe(&error),
             },
         }
+    }
+
+    /// Pulls the task's image (unless it is in-tree) and its services' as its `pull` says.
+    async fn pull_images(&self, job: &JobRequested, log: &impl LogSink) -> Result<(), ImageError> {
+        let own = job.image.iter().filter(|_| job.build_image.is_none());
+        let services = job.services.iter().map(|s| &s.image);
+        for image in own.chain(services) {
+            let pulled = self
+                .ensure_image(image, job.pull, job.platform.as_str())
+                .await?;
+            if let Some(took) = pulled {
+                let took = took.as_secs_f64();
+                note(log, format!("image `{image}`: pulled in {took:.1} s")).await;
+            }
+        }
+        Ok(())
     }
 
     async fn run_task(
@@ -102,13 +129,14 @@ impl DockerRunner {
         log: &impl LogSink,
     ) -> Result<TaskOutcome, DockerError> {
         // Containers of the same name are leftovers of this attempt on a worker that died.
-        self.remove_all(name, &job.services).await;
-        let network = if job.services.is_empty() {
-            // No network at all unless services need one: a build reaches nothing.
-            "none".to_owned()
-        } else {
+        self.remove_all(name, job).await;
+        let network = if has_network(job) {
+            self.create_network(name, job).await?;
             self.start_services(name, job).await?;
             name.to_owned()
+        } else {
+            // No network at all unless services or the step need one: a build reaches nothing.
+            "none".to_owned()
         };
         self.docker
             .create_container(
@@ -157,19 +185,24 @@ impl DockerRunner {
             .build()
     }
 
-    /// Creates the task's private network (internal: no way out) and starts its services on
-    /// it, each reachable by its name. Another task's services live on another network, so
-    /// two builds' services may listen on the same port.
-    async fn start_services(&self, network: &str, job: &JobRequested) -> Result<(), DockerError> {
+    /// Creates the task's network: internal (no way out) unless the step asks for egress.
+    /// Another task's services live on another network, so two builds' services may listen
+    /// on the same port.
+    async fn create_network(&self, network: &str, job: &JobRequested) -> Result<(), DockerError> {
         self.docker
             .create_network(NetworkCreateRequest {
                 name: network.to_owned(),
                 driver: Some("bridge".into()),
-                internal: Some(true),
+                internal: Some(job.network != Network::Egress),
                 labels: Some(labels(job)),
                 ..Default::default()
             })
             .await?;
+        Ok(())
+    }
+
+    /// Starts the task's services on its network, each reachable by its name.
+    async fn start_services(&self, network: &str, job: &JobRequested) -> Result<(), DockerError> {
         for service in &job.services {
             let name = service_container(network, service);
             self.docker
@@ -228,17 +261,16 @@ impl DockerRunner {
 
     /// Removes the containers and network of a job's attempt, if there are any.
     pub async fn remove_for(&self, job: &JobRequested) {
-        self.remove_all(&self.container_name(job), &job.services)
-            .await;
+        self.remove_all(&self.container_name(job), job).await;
     }
 
     /// Removes a task's container, its services' and its network.
-    async fn remove_all(&self, name: &str, services: &[PlannedService]) {
+    async fn remove_all(&self, name: &str, job: &JobRequested) {
         self.remove(name).await;
-        if services.is_empty() {
+        if !has_network(job) {
             return;
         }
-        for service in services {
+        for service in &job.services {
             self.remove(&service_container(name, service)).await;
         }
         match self.docker.remove_network(name).await {
@@ -264,6 +296,11 @@ impl DockerRunner {
             Err(error) => tracing::warn!(container = name, %error, "cannot remove a container"),
         }
     }
+}
+
+/// Whether the task gets a network of its own: for its services, or to reach out.
+fn has_network(job: &JobRequested) -> bool {
+    !job.services.is_empty() || job.network == Network::Egress
 }
 
 /// The container name of one of a task's services.

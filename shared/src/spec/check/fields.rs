@@ -133,6 +133,29 @@ fn image_on(image: &Spanned<RawImage>, platform: Platform) -> Option<(&str, Loca
     named.filter(|(i, _)| !i.trim().is_empty())
 }
 
+/// `pull` and `network` are about containers.
+pub(super) fn container_fields_need_docker(s: &StepAt) -> Result<(), SpecError> {
+    if s.step.runner() == Runner::Docker {
+        return Ok(());
+    }
+    let fields = [
+        ("pull", s.step.pull.as_ref().map(|p| p.referenced)),
+        ("network", s.step.network.as_ref().map(|n| n.referenced)),
+    ];
+    for (field, at) in fields {
+        if let Some(at) = at {
+            return refuse(
+                at,
+                format!(
+                    "step `{}` runs in the shell, where `{field}` means nothing; remove it",
+                    s.name()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Sidecars live on a Docker network.
 pub(super) fn services_need_docker(s: &StepAt) -> Result<(), SpecError> {
     if let Some(services) = &s.step.services

@@ -68,6 +68,7 @@ const STEP_CHECKS: &[StepCheck] = &[
     fields::image,
     fields::image_is_declared,
     fields::services_need_docker,
+    fields::container_fields_need_docker,
     fields::secrets,
     fields::shards,
     fields::timeout,

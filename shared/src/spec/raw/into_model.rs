@@ -94,6 +94,8 @@ impl RawStep {
             retry: retry.unwrap_or_default(),
             when: self.when.into_when(),
             runner,
+            pull: self.pull.map(|p| p.value).unwrap_or_default(),
+            network: self.network.map(|n| n.value).unwrap_or_default(),
             allow_failure: self.allow_failure,
             artifacts: values(self.artifacts),
             cache: self.cache.map(|c| Cache {

@@ -12,7 +12,7 @@ mod values;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{Commands, Patterns, Runner};
+use super::model::{Commands, Network, Patterns, Pull, Runner};
 use crate::platform::Platform;
 use crate::trigger::TriggerKind;
 pub(super) use values::{Entries, RawImage, RawRetry, Strings, Timeout, Whole};
@@ -68,6 +68,10 @@ pub(super) struct RawStep {
     pub when: RawWhen,
     #[serde(default)]
     pub runner: Option<Spanned<Runner>>,
+    #[serde(default)]
+    pub pull: Option<Spanned<Pull>>,
+    #[serde(default)]
+    pub network: Option<Spanned<Network>>,
     #[serde(default)]
     pub allow_failure: bool,
     #[serde(default)]
