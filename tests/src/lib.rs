@@ -16,6 +16,7 @@ pub mod redis_server;
 pub mod services;
 pub mod slack;
 pub mod statuses;
+pub mod wine;
 pub mod zulip;
 
 use std::net::SocketAddr;
