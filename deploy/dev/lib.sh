@@ -31,11 +31,16 @@ running() {
     ps -eo stat=,comm= | awk -v n="$1" '$2 == n && $1 !~ /^Z/ { f = 1 } END { exit !f }'
 }
 
-# ensure_packages pkg... : installs the Debian packages that are missing.
+# ensure_packages [--no-install-recommends] pkg... : installs the Debian
+# packages that are missing (with the option, without what they recommend).
 # `apt-get update` runs at most once per shell, and only when needed, so a
 # machine that already has everything never touches the network.
 ensure_packages() {
-    local missing=() p
+    local options=() missing=() p
+    if [[ "${1:-}" == --no-install-recommends ]]; then
+        options+=("$1")
+        shift
+    fi
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$p")
@@ -48,6 +53,6 @@ ensure_packages() {
         apt-get update -qq </dev/null >&2 || die "apt-get update failed"
         _KILN_APT_UPDATED=1
     fi
-    apt-get install -y -qq "${missing[@]}" </dev/null >&2 \
+    apt-get install -y -qq "${options[@]}" "${missing[@]}" </dev/null >&2 \
         || die "apt-get install ${missing[*]} failed"
 }

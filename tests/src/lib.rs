@@ -17,6 +17,7 @@ pub mod registry;
 pub mod services;
 pub mod slack;
 pub mod statuses;
+pub mod wine;
 pub mod zulip;
 
 use std::net::SocketAddr;

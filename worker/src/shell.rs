@@ -3,8 +3,11 @@
 //!
 //! The task runs in its fresh work directory, with a clean environment (the variables the
 //! task sets, Kiln's, and the few a system needs to find programs), in a process group of
-//! its own. When it ends, times out or is cancelled, the whole group is killed: nothing it
-//! started outlives it.
+//! its own (on Windows, a Job Object: [`job_object`]). When it ends, times out or is
+//! cancelled, the whole group is killed: nothing it started outlives it.
+
+#[cfg(windows)]
+mod job_object;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -69,7 +72,14 @@ pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Task
             };
         }
     };
-    let tree = ProcessTree(child.id());
+    let tree = match ProcessTree::of(&child) {
+        Ok(tree) => tree,
+        Err(error) => {
+            return TaskOutcome::Errored {
+                reason: format!("cannot hold the task's processes together: {error}"),
+            };
+        }
+    };
     let timeout = Duration::from_secs(job.timeout_secs);
     let outcome = match follow(child, &tree, log, timeout).await {
         Ok(Ok(0)) => TaskOutcome::Passed,
@@ -174,6 +184,8 @@ async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> 
         tokio::fs::write(&file, text).await?;
         let mut command = Command::new("cmd");
         command.arg("/D").arg("/C").arg(file);
+        #[cfg(windows)]
+        command.creation_flags(job_object::CREATION_FLAGS);
         Ok(command)
     } else {
         let mut text = String::from("set -e\n");
@@ -190,13 +202,34 @@ async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> 
 }
 
 /// A task's process and everything it started; killed when dropped.
+#[cfg(unix)]
 struct ProcessTree(Option<u32>);
 
+/// A task's process and everything it started; killed when dropped.
+#[cfg(windows)]
+struct ProcessTree(job_object::JobObject);
+
 impl ProcessTree {
-    fn kill(&self) {
-        let Some(pid) = self.0 else { return };
+    /// The processes of `child`, the task's process just spawned (on Windows, suspended: it
+    /// runs once it is held).
+    fn of(child: &Child) -> std::io::Result<Self> {
         #[cfg(unix)]
         {
+            Ok(Self(child.id()))
+        }
+        #[cfg(windows)]
+        {
+            let gone = || std::io::Error::other("the task's process is gone");
+            let handle = child.raw_handle().ok_or_else(gone)?;
+            let pid = child.id().ok_or_else(gone)?;
+            job_object::JobObject::hold(handle, pid).map(Self)
+        }
+    }
+
+    fn kill(&self) {
+        #[cfg(unix)]
+        {
+            let Some(pid) = self.0 else { return };
             use nix::sys::signal::{Signal, killpg};
             use nix::unistd::Pid;
             if let Ok(pid) = i32::try_from(pid) {
@@ -205,13 +238,7 @@ impl ProcessTree {
             }
         }
         #[cfg(windows)]
-        {
-            let _ = std::process::Command::new("taskkill")
-                .args(["/T", "/F", "/PID", &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.0.kill();
     }
 }
 
