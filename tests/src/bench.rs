@@ -908,6 +908,7 @@ impl<'a> Bench<'a> {
                         advertise_host: "127.0.0.1".into(),
                         registry: None,
                         registry_auth: None,
+                        docker_host: None,
                     };
                     tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })

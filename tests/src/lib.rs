@@ -135,7 +135,54 @@ impl Kiln {
     /// Like [`Kiln::start`], with workers that pull from and push to `registry`.
     pub async fn start_with_registry(config: &str, registry: &registry::TestRegistry) -> Self {
         let services = Services::require().await;
-        Self::launch_with(services, config, 1, &Platform::ALL, Some(registry)).await
+        Self::launch_with(
+            services,
+            config,
+            1,
+            &Platform::ALL,
+            Workers::Usual(Some(registry)),
+        )
+        .await
+    }
+
+    /// Like [`Kiln::start`], with no worker at all: the test adds its own
+    /// ([`Kiln::add_worker`]).
+    pub async fn start_without_workers(config: &str) -> Self {
+        let services = Services::require().await;
+        Self::launch_with(services, config, 1, &Platform::ALL, Workers::None).await
+    }
+
+    /// Starts a `linux/amd64` worker named `<prefix>-<name>`, with a state directory of its
+    /// own, on the Docker engine at `engine` (the local default when none), pulling from and
+    /// pushing to `registry`.
+    pub fn add_worker(
+        &self,
+        name: &str,
+        engine: Option<&str>,
+        registry: &registry::TestRegistry,
+    ) -> AddedWorker {
+        let name = format!("{}-{name}", self.prefix);
+        let settings = kiln_worker::Settings {
+            amqp_url: self.services.amqp_url.clone(),
+            redis_url: self.services.redis_url.clone(),
+            prefix: self.prefix.clone(),
+            platform: Platform::LinuxAmd64,
+            slots: 2,
+            state_dir: self.state.path().join(&name),
+            store_dir: self.store_dir(),
+            secrets_dir: Some(self.secrets_dir()),
+            advertise_host: "127.0.0.1".into(),
+            registry: Some(registry.addr.clone()),
+            registry_auth: Some(registry.auth.clone()),
+            docker_host: engine.map(str::to_owned),
+            name: name.clone(),
+        };
+        let stop = self.shutdown.child_token();
+        AddedWorker {
+            name,
+            task: tokio::spawn(kiln_worker::run(settings, stop.clone())),
+            stop,
+        }
     }
 
     async fn launch(config: &str, bots: usize, platforms: &[Platform]) -> Self {
@@ -148,7 +195,7 @@ impl Kiln {
         bots: usize,
         platforms: &[Platform],
     ) -> Self {
-        Self::launch_with(services, config, bots, platforms, None).await
+        Self::launch_with(services, config, bots, platforms, Workers::Usual(None)).await
     }
 
     async fn launch_with(
@@ -156,7 +203,7 @@ impl Kiln {
         config: &str,
         bots: usize,
         platforms: &[Platform],
-        registry: Option<&registry::TestRegistry>,
+        workers: Workers<'_>,
     ) -> Self {
         init_logging();
         let prefix = services::unique_prefix();
@@ -184,13 +231,15 @@ impl Kiln {
             tasks.push(tokio::spawn(kiln_bot::run(listener, app, shutdown.clone())));
         }
 
-        tasks.extend(spawn_workers(
-            &services,
-            &prefix,
-            state.path(),
-            &shutdown,
-            registry,
-        ));
+        if let Workers::Usual(registry) = workers {
+            tasks.extend(spawn_workers(
+                &services,
+                &prefix,
+                state.path(),
+                &shutdown,
+                registry,
+            ));
+        }
 
         Self {
             services,
@@ -491,10 +540,35 @@ fn spawn_workers(
                 advertise_host: "127.0.0.1".into(),
                 registry: registry.map(|r| r.addr.clone()),
                 registry_auth: registry.map(|r| r.auth.clone()),
+                docker_host: None,
             };
             tokio::spawn(kiln_worker::run(settings, shutdown.clone()))
         })
         .collect()
+}
+
+/// The workers a Kiln starts with.
+enum Workers<'a> {
+    None,
+    /// One for `linux/amd64` and one for `linux/arm64`, given the registry if there is one.
+    Usual(Option<&'a registry::TestRegistry>),
+}
+
+/// A worker a test added ([`Kiln::add_worker`]).
+#[derive(Debug)]
+pub struct AddedWorker {
+    /// As task records and events name it.
+    pub name: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl AddedWorker {
+    /// Stops it and waits until it is gone.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 impl Drop for Kiln {

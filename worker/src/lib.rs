@@ -65,6 +65,9 @@ pub struct Settings {
     pub registry: Option<String>,
     /// A Docker `config.json` with the credentials of the registries the worker uses.
     pub registry_auth: Option<PathBuf>,
+    /// The Docker engine (`unix:///…`, `tcp://…`); the local default (`DOCKER_HOST`, else
+    /// the standard socket) when none.
+    pub docker_host: Option<String>,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -97,7 +100,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let registries =
         docker::Registries::load(settings.registry.clone(), settings.registry_auth.as_deref())
             .map_err(anyhow::Error::msg)?;
-    let docker = match docker::DockerRunner::connect(&settings.prefix, registries).await {
+    let engine = settings.docker_host.as_deref();
+    let docker = match docker::DockerRunner::connect(&settings.prefix, registries, engine).await {
         Ok(docker) => Some(docker),
         Err(error) if !settings.platform.has_containers() => {
             tracing::info!(%error, "no Docker engine: this worker runs shell tasks only");

@@ -89,7 +89,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let docker = if options.shell_only {
         None
     } else {
-        match DockerRunner::connect("kiln-local", Registries::default()).await {
+        match DockerRunner::connect("kiln-local", Registries::default(), None).await {
             Ok(docker) if docker.is_up().await => Some(docker),
             _ => None,
         }

@@ -231,6 +231,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         advertise_host: args.advertise_host.unwrap_or_else(|| host.to_owned()),
         registry: args.registry,
         registry_auth: args.registry_auth,
+        docker_host: None,
     };
     let shutdown = CancellationToken::new();
     // Whatever it is waiting for, the worker is gone within the grace; its jobs, not

@@ -63,11 +63,18 @@ pub struct DockerRunner {
 }
 
 impl DockerRunner {
-    /// Connects to the local engine and agrees on an API version with it.
-    pub async fn connect(prefix: &str, registries: Registries) -> Result<Self, DockerError> {
-        let docker = Docker::connect_with_local_defaults()?
-            .negotiate_version()
-            .await?;
+    /// Connects to the engine at `host` (the local default when none) and agrees on an API
+    /// version with it.
+    pub async fn connect(
+        prefix: &str,
+        registries: Registries,
+        host: Option<&str>,
+    ) -> Result<Self, DockerError> {
+        let docker = match host {
+            Some(host) => Docker::connect_with_host(host)?,
+            None => Docker::connect_with_local_defaults()?,
+        };
+        let docker = docker.negotiate_version().await?;
         Ok(Self {
             docker,
             prefix: prefix.to_owned(),
