@@ -152,12 +152,13 @@ impl Kiln {
         Self::launch_with(services, config, 1, &Platform::ALL, Workers::None).await
     }
 
-    /// Starts a `linux/amd64` worker named `<prefix>-<name>`, with a state directory of its
-    /// own, on the Docker engine at `engine` (the local default when none), pulling from and
-    /// pushing to `registry`.
+    /// Starts a worker of `platform` named `<prefix>-<name>`, with a state and store
+    /// directory of its own, on the Docker engine at `engine` (the local default when none),
+    /// keeping images, artifacts and caches in `registry`.
     pub fn add_worker(
         &self,
         name: &str,
+        platform: Platform,
         engine: Option<&str>,
         registry: &registry::TestRegistry,
     ) -> AddedWorker {
@@ -166,10 +167,10 @@ impl Kiln {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
             prefix: self.prefix.clone(),
-            platform: Platform::LinuxAmd64,
+            platform,
             slots: 2,
             state_dir: self.state.path().join(&name),
-            store_dir: self.store_dir(),
+            store_dir: self.state.path().join(&name).join("store"),
             secrets_dir: Some(self.secrets_dir()),
             advertise_host: "127.0.0.1".into(),
             registry: Some(registry.addr.clone()),
@@ -294,6 +295,11 @@ impl Kiln {
             processes.remove(at.unwrap_or_else(|| panic!("no process {name}")))
         };
         process.stop().await;
+    }
+
+    /// The directory of this Kiln's state: its bots' and workers' directories.
+    pub fn state_path(&self) -> &std::path::Path {
+        self.state.path()
     }
 
     /// The artifact and cache store the workers share.

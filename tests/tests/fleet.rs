@@ -2,16 +2,18 @@
 //! one worker on the first Docker engine, one on the second (`deploy/dev/services` starts
 //! it), no store directory of their own in common for images. An in-tree image built on one
 //! host is pushed; the other pulls it instead of building it, and builds an image `FROM` it.
-//! A rebuild of the same commit pushes nothing to the registry.
+//! A rebuild of the same commit pushes nothing to the registry. An artifact made on one host
+//! reaches the task that needs it on the other, and a cache saved on one is restored there.
 
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptionsBuilder;
+use kiln_shared::platform::Platform;
 use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
 use kiln_tests::forge::TestRepo;
 use kiln_tests::registry::TestRegistry;
 use kiln_tests::services::images_of_branches;
-use kiln_tests::{Kiln, REPO, TEST_IMAGE};
+use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_IMAGE_ARM64};
 
 /// The second engine, from `KILN_TEST_DOCKER2_HOST`; a missing one fails the test.
 fn second_engine() -> String {
@@ -113,7 +115,7 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
     let salt = format!("salt of {}\n", kiln.prefix);
 
     // Host A builds `base` and shares it.
-    let host_a = kiln.add_worker("host-a", None, &registry);
+    let host_a = kiln.add_worker("host-a", Platform::LinuxAmd64, None, &registry);
     let first = commit(&repo, &branch, &salt, false);
     let id = kiln.push(&repo, &branch, &first, "fleet-1").await;
     let build = kiln.finished_build(id).await;
@@ -127,7 +129,7 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
     host_a.stop().await;
 
     // Host B, on the other engine, pulls `base` and builds `layered` from it.
-    let host_b = kiln.add_worker("host-b", Some(&engine), &registry);
+    let host_b = kiln.add_worker("host-b", Platform::LinuxAmd64, Some(&engine), &registry);
     let second = commit(&repo, &branch, &salt, true);
     let id = kiln.push(&repo, &branch, &second, "fleet-2").await;
     let build = kiln.finished_build(id).await;
@@ -156,7 +158,9 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
     );
 
     // The same commit again on host B: everything is there, nothing goes to the registry.
-    let before = uploads(&format!("kiln/{REPO}"));
+    let images =
+        || uploads(&format!("kiln/{REPO}/base")) + uploads(&format!("kiln/{REPO}/layered"));
+    let before = images();
     let id = kiln.push(&repo, &branch, &second, "fleet-3").await;
     let build = kiln.finished_build(id).await;
     assert_eq!(build["status"], "passed", "{build:#}");
@@ -169,7 +173,7 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
         "{tasks:#?}"
     );
     assert_eq!(
-        uploads(&format!("kiln/{REPO}")),
+        images(),
         before,
         "a rebuild uploads no blob and pushes no manifest"
     );
@@ -180,4 +184,84 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
         let options = RemoveImageOptionsBuilder::new().force(true).build();
         let _ = docker.remove_image(&id, Some(options), None).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_and_caches_made_on_one_host_are_used_on_the_other() {
+    let registry = TestRegistry::require();
+    let engine = second_engine();
+    let kiln = Kiln::start_without_workers(&kiln_tests::config("")).await;
+    let mut events = subscribe(&kiln, "task.#").await;
+    // The platform places each task: arm64 on the first engine, amd64 on the second.
+    let host_a = kiln.add_worker("host-a", Platform::LinuxArm64, None, &registry);
+    let host_b = kiln.add_worker("host-b", Platform::LinuxAmd64, Some(&engine), &registry);
+    let key = format!("deps-{}", kiln.prefix);
+    let spec = format!(
+        r#"stages: [make, use]
+steps:
+  make:
+    stage: make
+    platforms: [linux/arm64]
+    image: {TEST_IMAGE_ARM64}
+    cache: {{ key: "{key}", paths: [deps] }}
+    artifacts: [out/*.txt]
+    run:
+      - mkdir -p out deps
+      - echo "made on $(uname -m)" > out/made.txt
+      - echo "fetched on $(uname -m)" > deps/fetched
+  use:
+    stage: use
+    needs: [make]
+    image: {TEST_IMAGE}
+    cache: {{ key: "{key}", paths: [deps] }}
+    run:
+      - cat out/made.txt
+      - cat deps/fetched
+"#
+    );
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Across hosts", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "fleet-artifacts").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let (tasks, workers) = finished(&mut events, id, 2).await;
+    assert_eq!(
+        workers,
+        [host_a.name.clone(), host_b.name.clone()],
+        "{tasks:#?}"
+    );
+    let log = kiln.task_log(id, "use").await;
+    assert!(
+        log.contains("made on aarch64"),
+        "the artifact came from host A: {log}"
+    );
+    assert!(
+        log.contains("fetched on aarch64"),
+        "the cache came from host A: {log}"
+    );
+    assert!(
+        log.contains(&format!("[kiln] cache: restored key {key}")),
+        "{log}"
+    );
+    // The same commit again: its artifact and cache are in the registry already.
+    let blobs = format!("kiln/{REPO}/artifacts/blobs");
+    let before = uploads(&blobs);
+    let again = kiln
+        .push(&repo, "master", &commit, "fleet-artifacts-2")
+        .await;
+    assert_eq!(kiln.finished_build(again).await["status"], "passed");
+    assert_eq!(
+        uploads(&blobs),
+        before,
+        "no blob the registry has is uploaded again"
+    );
+    for (host, worker) in [("A", &host_a), ("B", &host_b)] {
+        let store = kiln.state_path().join(&worker.name).join("store");
+        assert!(
+            !store.join("artifacts").exists() && !store.join("cache").exists(),
+            "host {host} kept nothing in a store directory"
+        );
+    }
+    host_a.stop().await;
+    host_b.stop().await;
 }

@@ -17,14 +17,23 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::{files_at_depth, sha256_file, touch};
 use crate::confine;
+use crate::oci::{CACHE_TYPE, Layer, Oci};
 
 /// Branches whose entries every branch of the repository may read.
 const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
 
-/// The cache entries under one root: `<owner>/<name>/<branch>/<sha256 of the key>.tar`.
+/// Where cache entries are kept: a directory (`<owner>/<name>/<branch>/<sha256 of the
+/// key>.tar`), or the installation's registry (a blob and a manifest per entry, tagged by
+/// the branch and the key, so any worker restores what another saved).
 #[derive(Debug, Clone)]
 pub struct Caches {
-    root: PathBuf,
+    place: Place,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
+    Directory(PathBuf),
+    Registry(Oci),
 }
 
 /// What restoring found.
@@ -37,8 +46,18 @@ pub struct Restored {
 }
 
 impl Caches {
+    /// Entries in the directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            place: Place::Directory(root.into()),
+        }
+    }
+
+    /// Entries in the installation's registry.
+    pub fn in_registry(oci: Oci) -> Self {
+        Self {
+            place: Place::Registry(oci),
+        }
     }
 
     /// The job's cache key, rendered in its checkout.
@@ -64,54 +83,71 @@ impl Caches {
         })
     }
 
-    /// Where `branch`'s entry for `key` is.
-    fn entry(&self, job: &JobRequested, branch: &str, key: &str) -> PathBuf {
+    /// Where `branch`'s entry for `key` is, in a directory.
+    fn entry(root: &Path, job: &JobRequested, branch: &str, key: &str) -> PathBuf {
         let name = hex::encode(Sha256::digest(key.as_bytes()));
-        let mut path = self.root.clone();
+        let mut path = root.to_owned();
         for part in job.build.repo.split('/') {
             path.push(slug(part));
         }
         path.join(branch_slug(branch)).join(format!("{name}.tar"))
     }
 
-    /// The entries the job may restore, in order: its branch's, then the default branch's.
-    fn readable(&self, job: &JobRequested, key: &str) -> Vec<PathBuf> {
+    /// The tag of `branch`'s entry for `key`, in the registry.
+    fn tag(branch: &str, key: &str) -> String {
+        let branch = hex::encode(Sha256::digest(branch.as_bytes()));
+        let key = hex::encode(Sha256::digest(key.as_bytes()));
+        format!("{}-{}", &branch[..16], &key[..40])
+    }
+
+    /// The branches whose entries the job may restore, in order: its own, then the default
+    /// branch's.
+    fn readable(job: &JobRequested) -> Vec<&str> {
         let own = job.build.branch.as_str();
         let mut branches = vec![own];
         if !DEFAULT_BRANCHES.contains(&own) {
             branches.extend(DEFAULT_BRANCHES);
         }
         branches
-            .iter()
-            .map(|branch| self.entry(job, branch, key))
-            .collect()
     }
 
-    /// Every entry, with its metadata.
+    /// Every entry in the directory, with its metadata; none in a registry (its own garbage
+    /// collection keeps it).
     pub fn list(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
-        files_at_depth(&self.root, 4)
+        match &self.place {
+            Place::Directory(root) => files_at_depth(root, 4),
+            Place::Registry(_) => Ok(Vec::new()),
+        }
     }
 
     /// Unpacks the job's cache entry into its checkout, if there is one.
     pub async fn restore(&self, job: &JobRequested, workdir: &Path) -> io::Result<Restored> {
         let key = Self::key(job, workdir).map_err(io::Error::other)?;
-        let entries = self.readable(job, &key);
-        let workdir = workdir.to_owned();
-        let hit = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            for entry in entries {
-                let file = match std::fs::File::open(&entry) {
-                    Ok(file) => file,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                tar::Archive::new(file).unpack(&workdir)?;
-                touch(&entry)?;
-                return Ok(true);
+        let hit = match &self.place {
+            Place::Directory(root) => {
+                let entries: Vec<PathBuf> = Self::readable(job)
+                    .into_iter()
+                    .map(|branch| Self::entry(root, job, branch, &key))
+                    .collect();
+                let workdir = workdir.to_owned();
+                tokio::task::spawn_blocking(move || -> io::Result<bool> {
+                    for entry in entries {
+                        match unpack(&entry, &workdir) {
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                            Ok(()) => {
+                                touch(&entry)?;
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    Ok(false)
+                })
+                .await
+                .map_err(io::Error::other)??
             }
-            Ok(false)
-        })
-        .await
-        .map_err(io::Error::other)??;
+            Place::Registry(oci) => restore_from(oci, job, workdir, &key).await?,
+        };
         Ok(Restored { key, hit })
     }
 
@@ -121,36 +157,107 @@ impl Caches {
         let Some(cache) = &job.cache else {
             return Ok(false);
         };
-        let entry = self.entry(job, &job.build.branch, key);
-        let (paths, workdir) = (cache.paths.clone(), workdir.to_owned());
-        tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            if entry.exists() {
-                return Ok(false);
+        let (paths, from) = (cache.paths.clone(), workdir.to_owned());
+        match &self.place {
+            Place::Directory(root) => {
+                let entry = Self::entry(root, job, &job.build.branch, key);
+                tokio::task::spawn_blocking(move || -> io::Result<bool> {
+                    if entry.exists() {
+                        return Ok(false);
+                    }
+                    let dir = entry.parent().map(Path::to_owned).unwrap_or_default();
+                    std::fs::create_dir_all(&dir)?;
+                    let partial = tempfile::NamedTempFile::new_in(&dir)?;
+                    pack(&paths, &from, partial.as_file())?;
+                    partial.persist(&entry).map_err(|e| e.error)?;
+                    Ok(true)
+                })
+                .await
+                .map_err(io::Error::other)?
             }
-            let dir = entry.parent().map(Path::to_owned).unwrap_or_default();
-            std::fs::create_dir_all(&dir)?;
-            let partial = tempfile::NamedTempFile::new_in(&dir)?;
-            let mut archive = tar::Builder::new(partial.as_file());
-            archive.follow_symlinks(false);
-            for path in &paths {
-                // Not through a link: a task could point one at the worker's own files.
-                let Some(source) = confine::existing(&workdir, Path::new(path))? else {
-                    continue;
-                };
-                if source.is_dir() {
-                    archive.append_dir_all(path, &source)?;
-                } else if source.is_file() {
-                    archive.append_path_with_name(&source, path)?;
+            Place::Registry(oci) => {
+                let repo = job.build.repo.as_str();
+                let tag = Self::tag(&job.build.branch, key);
+                if oci.manifest(repo, KIND, &tag).await?.is_some() {
+                    return Ok(false);
                 }
+                let packed = tokio::task::spawn_blocking(move || -> io::Result<_> {
+                    let file = tempfile::NamedTempFile::new()?;
+                    pack(&paths, &from, file.as_file())?;
+                    Ok(file)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                let stored = oci.put_file(repo, KIND, packed.path()).await?;
+                let layer = Layer {
+                    path: "cache.tar".into(),
+                    digest: stored.digest,
+                    size: stored.size,
+                };
+                let annotations = BTreeMap::from([
+                    ("dev.kiln.branch".to_owned(), job.build.branch.to_string()),
+                    ("dev.kiln.key".to_owned(), key.to_owned()),
+                ]);
+                oci.put_manifest(repo, KIND, &tag, CACHE_TYPE, &[layer], annotations)
+                    .await?;
+                Ok(true)
             }
-            archive.finish()?;
-            drop(archive);
-            partial.persist(&entry).map_err(|e| e.error)?;
-            Ok(true)
-        })
-        .await
-        .map_err(io::Error::other)?
+        }
     }
+}
+
+/// The blob repository of a repository's cache entries.
+const KIND: &str = "cache";
+
+/// The first entry the job may restore from the registry, unpacked into `workdir`.
+async fn restore_from(
+    oci: &Oci,
+    job: &JobRequested,
+    workdir: &Path,
+    key: &str,
+) -> io::Result<bool> {
+    let repo = job.build.repo.as_str();
+    for branch in Caches::readable(job) {
+        let Some(layers) = oci.manifest(repo, KIND, &Caches::tag(branch, key)).await? else {
+            continue;
+        };
+        let Some(layer) = layers.first() else {
+            continue;
+        };
+        let download = tempfile::NamedTempFile::new()?;
+        oci.get_file(repo, KIND, &layer.digest, layer.size, download.path())
+            .await?;
+        let workdir = workdir.to_owned();
+        tokio::task::spawn_blocking(move || unpack(download.path(), &workdir))
+            .await
+            .map_err(io::Error::other)??;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Packs `paths` of `workdir` into `file` as a tar archive. Blocking.
+fn pack(paths: &[String], workdir: &Path, file: &std::fs::File) -> io::Result<()> {
+    let mut archive = tar::Builder::new(file);
+    archive.follow_symlinks(false);
+    for path in paths {
+        // Not through a link: a task could point one at the worker's own files.
+        let Some(source) = confine::existing(workdir, Path::new(path))? else {
+            continue;
+        };
+        if source.is_dir() {
+            archive.append_dir_all(path, &source)?;
+        } else if source.is_file() {
+            archive.append_path_with_name(&source, path)?;
+        }
+    }
+    archive.finish()
+}
+
+/// Unpacks the tar archive `entry` into `workdir`. Blocking.
+fn unpack(entry: &Path, workdir: &Path) -> io::Result<()> {
+    let file = std::fs::File::open(entry)?;
+    tar::Archive::new(file).unpack(workdir)
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ async fn run_job(
                 };
                 let tools = Tools {
                     docker: worker.docker.as_ref(),
-                    blobs: &worker.blobs,
+                    artifacts: &worker.artifacts,
                     caches: &worker.caches,
                     secrets: &worker.secrets,
                     shell_without_docker: false,

@@ -20,6 +20,7 @@ pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;
+pub mod oci;
 pub mod presence;
 pub mod secrets;
 pub mod shell;
@@ -52,8 +53,8 @@ pub struct Settings {
     pub name: String,
     /// Where mirrors and work directories are kept.
     pub state_dir: PathBuf,
-    /// Where artifacts and caches are kept: shared by every worker of an installation (a
-    /// network mount when they are on several hosts).
+    /// Where artifacts and caches are kept without a registry: shared by every worker of
+    /// such an installation (a network mount when they are on several hosts).
     pub store_dir: PathBuf,
     /// Where secret values are, one file per name; the worker's environment
     /// (`KILN_SECRET_<NAME>`) is read when a file is missing.
@@ -80,8 +81,8 @@ pub struct Worker {
     pub checkouts: checkout::Checkouts,
     /// The Docker engine; a worker for a platform without containers may have none.
     pub docker: Option<docker::DockerRunner>,
-    /// The artifact store.
-    pub blobs: blobs::Blobs,
+    /// Where artifacts are kept: the installation's registry, or the store directory.
+    pub artifacts: artifacts::ArtifactStore,
     /// The cache entries.
     pub caches: cache::Caches,
     pub secrets: secrets::Secrets,
@@ -101,6 +102,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         docker::Registries::load(settings.registry.clone(), settings.registry_auth.as_deref())
             .map_err(anyhow::Error::msg)?;
     let engine = settings.docker_host.as_deref();
+    // With an installation registry, artifacts and caches go there: any host can use them.
+    let (artifacts, caches) = match oci::Oci::home(&registries) {
+        Some(oci) => (
+            artifacts::ArtifactStore::Registry(oci.clone()),
+            cache::Caches::in_registry(oci),
+        ),
+        None => (
+            artifacts::ArtifactStore::Directory(blobs::Blobs::new(
+                settings.store_dir.join("artifacts"),
+            )),
+            cache::Caches::new(settings.store_dir.join("cache")),
+        ),
+    };
     let docker = match docker::DockerRunner::connect(&settings.prefix, registries, engine).await {
         Ok(docker) => Some(docker),
         Err(error) if !settings.platform.has_containers() => {
@@ -125,8 +139,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         broker,
         checkouts: checkout::Checkouts::new(&settings.state_dir),
         docker,
-        blobs: blobs::Blobs::new(settings.store_dir.join("artifacts")),
-        caches: cache::Caches::new(settings.store_dir.join("cache")),
+        artifacts,
+        caches,
         secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
         running: presence::Running::default(),
         advertise_host: settings.advertise_host.clone(),

@@ -23,6 +23,7 @@ use kiln_shared::wire::{Artifact, BuildRef, JobRequested};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
+use crate::artifacts::ArtifactStore;
 use crate::blobs::Blobs;
 use crate::cache::Caches;
 use crate::docker::{DockerRunner, Registries};
@@ -111,7 +112,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .context("cannot make a scratch directory")?;
 
     let store = options.store_dir.clone();
-    let blobs = Blobs::new(store.join("artifacts"));
+    let artifacts = ArtifactStore::Directory(Blobs::new(store.join("artifacts")));
     let caches = Caches::new(store.join("cache"));
     // On a laptop, secrets come from the environment: KILN_SECRET_<NAME>.
     let secrets = Secrets::new(None);
@@ -139,9 +140,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             let job = JobRequested::for_task(&build, "", task, attempt, inputs);
             let workdir = scratch.path().join(format!("{}-{attempt}", task.name));
             copy_files(&root, &files, &workdir).await?;
-            let (docker, blobs, caches, secrets) = (
+            let (docker, artifacts, caches, secrets) = (
                 docker.clone(),
-                blobs.clone(),
+                artifacts.clone(),
                 caches.clone(),
                 secrets.clone(),
             );
@@ -151,7 +152,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 let log = MemoryLog::default();
                 let tools = Tools {
                     docker: docker.as_ref(),
-                    blobs: &blobs,
+                    artifacts: &artifacts,
                     caches: &caches,
                     secrets: &secrets,
                     shell_without_docker: true,

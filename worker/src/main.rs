@@ -102,8 +102,8 @@ struct Serve {
     /// Where mirrors and work directories are kept.
     #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/worker")]
     state_dir: PathBuf,
-    /// Where artifacts and caches are kept; every worker of an installation must see the
-    /// same directory (a network mount when they run on several hosts).
+    /// Where artifacts and caches are kept when there is no `--registry`; every worker of
+    /// such an installation must see the same directory (a network mount across hosts).
     #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
     store_dir: PathBuf,
     /// Where secret values are, one file per name (e.g. `/etc/kiln/secrets/DEPLOY_TOKEN`);

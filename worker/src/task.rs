@@ -9,19 +9,19 @@ use kiln_shared::build::TaskOutcome;
 use kiln_shared::spec::Runner;
 use kiln_shared::wire::{Artifact, ImageUse, JobRequested};
 
-use crate::blobs::Blobs;
+use crate::artifacts::{self, ArtifactStore};
 use crate::cache::Caches;
 use crate::docker::DockerRunner;
 use crate::lines::{LogSink, note};
 use crate::secrets::{Masked, Secrets};
-use crate::{artifacts, shell};
+use crate::shell;
 
 /// What a task needs from its host.
 #[derive(Debug, Clone, Copy)]
 pub struct Tools<'a> {
     /// The Docker engine, if the host has one.
     pub docker: Option<&'a DockerRunner>,
-    pub blobs: &'a Blobs,
+    pub artifacts: &'a ArtifactStore,
     pub caches: &'a Caches,
     pub secrets: &'a Secrets,
     /// Run Docker tasks in the shell when there is no engine (`kiln-worker run`), instead
@@ -63,7 +63,7 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
     let mut job = job.clone();
     job.env.extend(secrets);
     let job = &job;
-    if let Err(error) = artifacts::restore(tools.blobs, workdir, &job.inputs).await {
+    if let Err(error) = artifacts::restore(tools.artifacts, workdir, job).await {
         return Ran::errored(format!("cannot fetch the artifacts it needs: {error}"));
     }
     if !job.inputs.is_empty() {
@@ -138,7 +138,7 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
 
     let mut artifacts = Vec::new();
     if outcome == TaskOutcome::Passed {
-        match artifacts::collect(tools.blobs, workdir, &job.task, &job.artifacts).await {
+        match artifacts::collect(tools.artifacts, workdir, job).await {
             Ok((kept, uploaded)) => {
                 if !job.artifacts.is_empty() {
                     note(

@@ -97,6 +97,12 @@ impl Registries {
         self.home.as_deref()
     }
 
+    /// The user and password the worker has for `registry` (`host[:port]`), if any.
+    pub fn basic(&self, registry: &str) -> Option<(String, String)> {
+        let found = self.credentials.get(registry)?;
+        Some((found.username.clone(), found.password.clone()))
+    }
+
     /// The credentials for the registry of `image`, if the worker has some.
     pub fn credentials(&self, image: &str) -> Option<DockerCredentials> {
         let host = registry_of(image);

@@ -1,0 +1,301 @@
+//! The installation's registry as the store of artifacts and caches, through the OCI
+//! distribution API: every file is a blob addressed by its SHA-256, uploaded only when the
+//! registry lacks it (a `HEAD` first), and kept alive by a manifest that names it (one per
+//! task's artifacts, one per cache entry), so the registry's own garbage collection keeps
+//! what a manifest names and nothing else.
+//!
+//! A repository's artifacts are blobs of `kiln/<owner>/<name>/artifacts`, its cache entries
+//! of `kiln/<owner>/<name>/cache`, as its in-tree images are under `kiln/<owner>/<name>/`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use tokio::io::AsyncWriteExt;
+
+use crate::blobs::{Stored, sha256_file};
+use crate::docker::{Registries, image_repository};
+
+/// The empty JSON object, the config of every artifact manifest (OCI image spec 1.1).
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// What a manifest of a task's artifacts, or of a cache entry, holds.
+pub const ARTIFACTS_TYPE: &str = "application/vnd.kiln.artifacts.v1";
+pub const CACHE_TYPE: &str = "application/vnd.kiln.cache.v1";
+/// A file's layer: its bytes, as they were.
+const FILE_LAYER_TYPE: &str = "application/octet-stream";
+/// Where a layer's path in the checkout is written.
+pub const TITLE: &str = "org.opencontainers.image.title";
+
+/// A blob larger than this is uploaded in a stream, not read whole into memory.
+const STREAM_ABOVE: u64 = 8 * 1024 * 1024;
+
+/// The registry, and how the worker signs in to it.
+#[derive(Clone)]
+pub struct Oci {
+    client: Client,
+    registry: String,
+    auth: RegistryAuth,
+}
+
+impl std::fmt::Debug for Oci {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oci")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file in a manifest: where it goes, and its blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub path: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl Oci {
+    /// The installation's registry of `registries`, if it has one. Plain HTTP is spoken to a
+    /// registry on loopback only.
+    pub fn home(registries: &Registries) -> Option<Self> {
+        let registry = registries.home()?.to_owned();
+        let auth = registries
+            .basic(&registry)
+            .map_or(RegistryAuth::Anonymous, |(user, password)| {
+                RegistryAuth::Basic(user, password)
+            });
+        let host = registry.split(':').next().unwrap_or_default();
+        let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+        let protocol = if loopback {
+            ClientProtocol::HttpsExcept(vec![registry.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            ..Default::default()
+        });
+        Some(Self {
+            client,
+            registry,
+            auth,
+        })
+    }
+
+    /// The blob repository of `repo`'s `kind` (`artifacts`, `cache`), at `tag`.
+    fn reference(&self, repo: &str, kind: &str, tag: &str) -> Reference {
+        Reference::with_tag(
+            self.registry.clone(),
+            image_repository(repo, kind),
+            tag.to_owned(),
+        )
+    }
+
+    async fn signed_in(
+        &self,
+        reference: &Reference,
+        operation: RegistryOperation,
+    ) -> io::Result<()> {
+        self.client
+            .auth(reference, &self.auth, operation)
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("sign in to", reference, e))
+    }
+
+    /// Uploads the file at `path` as a blob of `repo`'s `kind`, unless the registry has its
+    /// content already.
+    pub async fn put_file(&self, repo: &str, kind: &str, path: &Path) -> io::Result<Stored> {
+        let file = path.to_owned();
+        let (digest, size) = tokio::task::spawn_blocking(move || sha256_file(&file))
+            .await
+            .map_err(io::Error::other)??;
+        let reference = self.reference(repo, kind, "latest");
+        self.signed_in(&reference, RegistryOperation::Push).await?;
+        let uploaded = self.put_blob(&reference, path, &digest, size).await?;
+        Ok(Stored {
+            digest,
+            size,
+            uploaded,
+        })
+    }
+
+    async fn put_blob(
+        &self,
+        reference: &Reference,
+        path: &Path,
+        digest: &str,
+        size: u64,
+    ) -> io::Result<bool> {
+        let exists = self
+            .client
+            .blob_exists(reference, digest)
+            .await
+            .map_err(|e| failed("ask", reference, e))?;
+        if exists {
+            return Ok(false);
+        }
+        let pushed = if size > STREAM_ABOVE {
+            let file = tokio::fs::File::open(path).await?;
+            let stream =
+                tokio_util::io::ReaderStream::new(file).map_err(OciDistributionError::from);
+            self.client
+                .push_blob_stream(reference, stream, digest, Some(size))
+                .await
+        } else {
+            let bytes = tokio::fs::read(path).await?;
+            self.client.push_blob(reference, bytes, digest).await
+        };
+        pushed.map_err(|e| failed("upload to", reference, e))?;
+        Ok(true)
+    }
+
+    /// Writes the blob `digest` of `repo`'s `kind` to `dest`, checking its digest.
+    pub async fn get_file(
+        &self,
+        repo: &str,
+        kind: &str,
+        digest: &str,
+        size: u64,
+        dest: &Path,
+    ) -> io::Result<()> {
+        let reference = self.reference(repo, kind, "latest");
+        self.signed_in(&reference, RegistryOperation::Pull).await?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let descriptor = OciDescriptor {
+            media_type: FILE_LAYER_TYPE.into(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let mut out = tokio::fs::File::create(dest).await?;
+        self.client
+            .pull_blob(&reference, &descriptor, &mut out)
+            .await
+            .map_err(|e| failed("download from", &reference, e))?;
+        out.flush().await
+    }
+
+    /// Names `layers` (blobs of `repo`'s `kind`, uploaded already) in a manifest tagged
+    /// `tag`, with `annotations`.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        kind: &str,
+        tag: &str,
+        artifact_type: &str,
+        layers: &[Layer],
+        annotations: BTreeMap<String, String>,
+    ) -> io::Result<()> {
+        let reference = self.reference(repo, kind, tag);
+        self.signed_in(&reference, RegistryOperation::Push).await?;
+        let config_digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(EMPTY_CONFIG))
+        );
+        let exists = self
+            .client
+            .blob_exists(&reference, &config_digest)
+            .await
+            .map_err(|e| failed("ask", &reference, e))?;
+        if !exists {
+            self.client
+                .push_blob(&reference, EMPTY_CONFIG.to_vec(), &config_digest)
+                .await
+                .map_err(|e| failed("upload to", &reference, e))?;
+        }
+        let manifest = OciImageManifest {
+            media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            artifact_type: Some(artifact_type.to_owned()),
+            config: OciDescriptor {
+                media_type: EMPTY_CONFIG_TYPE.into(),
+                digest: config_digest,
+                size: 2,
+                ..Default::default()
+            },
+            layers: layers
+                .iter()
+                .map(|layer| OciDescriptor {
+                    media_type: FILE_LAYER_TYPE.into(),
+                    digest: layer.digest.clone(),
+                    size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+                    annotations: Some(BTreeMap::from([(TITLE.to_owned(), layer.path.clone())])),
+                    ..Default::default()
+                })
+                .collect(),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        };
+        self.client
+            .push_manifest(&reference, &OciManifest::Image(manifest))
+            .await
+            .map_err(|e| failed("write a manifest to", &reference, e))?;
+        Ok(())
+    }
+
+    /// The layers of the manifest tagged `tag` in `repo`'s `kind`; `None` if there is none.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        kind: &str,
+        tag: &str,
+    ) -> io::Result<Option<Vec<Layer>>> {
+        let reference = self.reference(repo, kind, tag);
+        self.signed_in(&reference, RegistryOperation::Pull).await?;
+        match self
+            .client
+            .pull_image_manifest(&reference, &self.auth)
+            .await
+        {
+            Ok((manifest, _)) => Ok(Some(
+                manifest
+                    .layers
+                    .into_iter()
+                    .map(|layer| Layer {
+                        path: layer
+                            .annotations
+                            .and_then(|mut a| a.remove(TITLE))
+                            .unwrap_or_default(),
+                        digest: layer.digest,
+                        size: u64::try_from(layer.size).unwrap_or(0),
+                    })
+                    .collect(),
+            )),
+            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) => Err(failed("read a manifest from", &reference, error)),
+        }
+    }
+}
+
+/// Whether the registry said it has no such manifest or blob.
+fn is_not_found(error: &OciDistributionError) -> bool {
+    match error {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                oci_client::errors::OciErrorCode::ManifestUnknown
+                    | oci_client::errors::OciErrorCode::NameUnknown
+                    | oci_client::errors::OciErrorCode::BlobUnknown
+            )
+        }),
+        _ => false,
+    }
+}
+
+fn failed(what: &str, reference: &Reference, error: OciDistributionError) -> io::Error {
+    io::Error::other(format!(
+        "cannot {what} the registry {} ({}): {error}",
+        reference.registry(),
+        reference.repository()
+    ))
+}
