@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use kiln_io::registry::oci::Oci;
+
 use crate::amqp::Broker;
 use crate::config;
 use crate::config::Config;
@@ -41,6 +43,8 @@ pub struct App {
     pub watchdog: Watchdog,
     /// For answers to chat front ends (Slack's `response_url`) and Slack's Web API.
     pub http: reqwest::Client,
+    /// The installation's registry, where workers keep artifacts, when configured.
+    pub registry: Option<Oci>,
 }
 
 impl App {
@@ -55,6 +59,16 @@ impl App {
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
         let forges = Arc::new(forges(&config)?);
+        let registry = match &config.registry {
+            Some(r) => {
+                let credentials = match &r.auth {
+                    Some(path) => kiln_io::registry::load(path).map_err(anyhow::Error::msg)?,
+                    None => Default::default(),
+                };
+                Some(Oci::new(&r.address, credentials.get(&r.address)))
+            }
+            None => None,
+        };
         let interactions = match &config.discord {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
@@ -73,6 +87,7 @@ impl App {
             outbox: Outbox::default(),
             watchdog: Watchdog::default(),
             http,
+            registry,
         })
     }
 }

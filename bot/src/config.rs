@@ -63,6 +63,10 @@
 //! # command = ["serve", "--port", "8080"]
 //! # platform = "linux/amd64"
 //!
+//! [registry]                   # where workers keep artifacts: `GET /builds/<id>/artifacts`
+//! address = "registry.example.com:5000"
+//! auth = "/etc/kiln/registry.json"   # a Docker config.json; read access is enough
+//!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
 
@@ -115,6 +119,20 @@ pub struct Config {
     /// The pools test environments are leased from.
     #[serde(default, rename = "pool")]
     pub pools: Vec<Pool>,
+    /// The installation's registry, where workers keep artifacts.
+    #[serde(default)]
+    pub registry: Option<Registry>,
+}
+
+/// The installation's registry, as the bot reads artifacts from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// `host[:port]`, as workers are given it (`--registry`).
+    pub address: String,
+    /// A Docker `config.json` with credentials for it.
+    #[serde(default)]
+    pub auth: Option<std::path::PathBuf>,
 }
 
 /// What a pool lends.

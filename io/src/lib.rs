@@ -9,7 +9,9 @@
 
 pub mod amqp;
 pub mod clock;
+pub mod digest;
 pub mod git;
 pub mod logging;
 pub mod redis;
+pub mod registry;
 pub mod signal;

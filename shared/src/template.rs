@@ -10,6 +10,13 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+/// `kiln/<owner>/<name>/<what>`: where a repository's in-tree images (`<what>` is the
+/// image's name), artifacts and cache entries are named in engines and registries.
+pub fn registry_path(repo: &str, what: &str) -> String {
+    let path: Vec<String> = repo.split('/').map(slug).collect();
+    format!("kiln/{}/{what}", path.join("/"))
+}
+
 /// A variable's value, made safe for image tags and file names: lowercase letters, digits,
 /// `.`, `_` and `-`, at most 63 characters (`feature/Login` → `feature-login`).
 pub fn slug(text: &str) -> String {

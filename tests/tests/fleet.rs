@@ -190,7 +190,12 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
 async fn artifacts_and_caches_made_on_one_host_are_used_on_the_other() {
     let registry = TestRegistry::require();
     let engine = second_engine();
-    let kiln = Kiln::start_without_workers(&kiln_tests::config("")).await;
+    let config = kiln_tests::config(&format!(
+        "[registry]\naddress = \"{}\"\nauth = \"{}\"\n",
+        registry.addr,
+        registry.auth.display()
+    ));
+    let kiln = Kiln::start_without_workers(&config).await;
     let mut events = subscribe(&kiln, "task.#").await;
     // The platform places each task: arm64 on the first engine, amd64 on the second.
     let host_a = kiln.add_worker("host-a", Platform::LinuxArm64, None, &registry);
@@ -243,6 +248,50 @@ steps:
         log.contains(&format!("[kiln] cache: restored key {key}")),
         "{log}"
     );
+    // The bot lists the artifact and serves it from the registry.
+    let listed: serde_json::Value = kiln
+        .http
+        .get(kiln.url(&format!("/builds/{id}/artifacts")))
+        .send()
+        .await
+        .expect("the bot answers")
+        .json()
+        .await
+        .expect("json");
+    let made = &listed["artifacts"][0];
+    assert_eq!(made["path"], "out/made.txt", "{listed:#}");
+    assert_eq!(made["task"], "make", "{listed:#}");
+    let response = kiln
+        .http
+        .get(kiln.url(&format!("/builds/{id}/artifacts/out/made.txt")))
+        .send()
+        .await
+        .expect("the bot answers");
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"made.txt\""
+    );
+    let digest = made["digest"].as_str().expect("a digest");
+    assert_eq!(header("etag"), format!("\"{digest}\""));
+    assert!(header("content-digest").starts_with("sha-256=:"));
+    assert_eq!(response.text().await.expect("body"), "made on aarch64\n");
+    let missing = kiln
+        .http
+        .get(kiln.url(&format!("/builds/{id}/artifacts/out/none.txt")))
+        .send()
+        .await
+        .expect("the bot answers");
+    assert_eq!(missing.status(), 404);
+
     // The same commit again: its artifact and cache are in the registry already.
     let blobs = format!("kiln/{REPO}/artifacts/blobs");
     let before = uploads(&blobs);

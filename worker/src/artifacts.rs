@@ -13,7 +13,7 @@ use kiln_shared::wire::{Artifact, JobRequested};
 
 use crate::blobs::Blobs;
 use crate::confine;
-use crate::oci::{ARTIFACTS_TYPE, Layer, Oci};
+use kiln_io::registry::oci::{ARTIFACTS_TYPE, Layer, Oci};
 
 /// Where artifacts are kept.
 #[derive(Debug, Clone)]

@@ -3,25 +3,13 @@
 //! one host, a network mount for several).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 /// The store under one root: `sha256/<2 hex>/<64 hex>`.
 #[derive(Debug, Clone)]
 pub struct Blobs {
     root: PathBuf,
-}
-
-/// A file put into the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// `sha256:<hex>`.
-    pub digest: String,
-    pub size: u64,
-    /// False when the store held the content already and nothing was copied.
-    pub uploaded: bool,
 }
 
 impl Blobs {
@@ -130,22 +118,7 @@ pub fn touch(path: &Path) -> io::Result<()> {
         .set_modified(std::time::SystemTime::now())
 }
 
-/// `sha256:<hex>` of a file's content and its size.
-pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
-}
+pub use kiln_io::digest::{Stored, sha256_file};
 
 #[cfg(test)]
 mod tests {

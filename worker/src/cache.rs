@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::{files_at_depth, sha256_file, touch};
 use crate::confine;
-use crate::oci::{CACHE_TYPE, Layer, Oci};
+use kiln_io::registry::oci::{CACHE_TYPE, Layer, Oci};
 
 /// Branches whose entries every branch of the repository may read.
 const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];

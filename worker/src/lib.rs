@@ -20,7 +20,6 @@ pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;
-pub mod oci;
 pub mod presence;
 pub mod secrets;
 pub mod shell;
@@ -32,6 +31,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
+use kiln_io::registry::oci::Oci;
 use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
@@ -103,7 +103,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .map_err(anyhow::Error::msg)?;
     let engine = settings.docker_host.as_deref();
     // With an installation registry, artifacts and caches go there: any host can use them.
-    let (artifacts, caches) = match oci::Oci::home(&registries) {
+    let home = registries
+        .home()
+        .map(|home| Oci::new(home, registries.basic(home)));
+    let (artifacts, caches) = match home {
         Some(oci) => (
             artifacts::ArtifactStore::Registry(oci.clone()),
             cache::Caches::in_registry(oci),

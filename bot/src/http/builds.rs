@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::store::{BuildRecord, StoreError, TaskRecord};
 
 /// Build `id` and its tasks' records (none before it is planned), or the error to answer.
-async fn build_and_tasks(
+pub(super) async fn build_and_tasks(
     app: &App,
     id: BuildId,
 ) -> Result<(BuildRecord, Vec<TaskRecord>), (StatusCode, String)> {

@@ -1,6 +1,7 @@
 //! The bot's HTTP surface: forge webhooks in, build status and logs out, cancels and
 //! commands from operators.
 
+mod artifacts;
 mod builds;
 mod cancel;
 mod commands;
@@ -42,6 +43,8 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
         .route("/builds/{id}/manifest", get(builds::handle_build_manifest))
+        .route("/builds/{id}/artifacts", get(artifacts::list))
+        .route("/builds/{id}/artifacts/{*path}", get(artifacts::download))
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
         .route("/api/reports", post(reports::handle_report))

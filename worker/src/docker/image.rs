@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use kiln_shared::build::TaskOutcome;
 use kiln_shared::plan::PlannedImage;
 use kiln_shared::spec::Pull;
-use kiln_shared::template::{branch_slug, render, slug};
+use kiln_shared::template::{branch_slug, registry_path, render, slug};
 use kiln_shared::wire::{ImageUse, JobRequested};
 use sha2::{Digest, Sha256};
 
@@ -54,8 +54,7 @@ impl BuildLocks {
 
 /// `kiln/<owner>/<name>/<image>`: where a repository's in-tree images are named.
 pub fn image_repository(repo: &str, image: &str) -> String {
-    let path: Vec<String> = repo.split('/').map(slug).collect();
-    format!("kiln/{}/{image}", path.join("/"))
+    registry_path(repo, image)
 }
 
 /// What became of an image the engine lacked.

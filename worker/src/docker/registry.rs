@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use bollard::auth::DockerCredentials;
-use serde::Deserialize;
+use kiln_io::registry::{self, Credentials};
 
 /// The registry an image reference with no host is pulled from.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -28,20 +26,6 @@ pub struct Registries {
     credentials: BTreeMap<String, Credentials>,
 }
 
-#[derive(Clone)]
-struct Credentials {
-    username: String,
-    password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
 impl fmt::Debug for Registries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registries")
@@ -54,42 +38,17 @@ impl fmt::Debug for Registries {
     }
 }
 
-/// Docker's `config.json`, the part Kiln reads.
-#[derive(Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: BTreeMap<String, AuthEntry>,
-}
-
-#[derive(Deserialize)]
-struct AuthEntry {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-}
-
 impl Registries {
     /// `home` as the installation's registry, with the credentials in the Docker
     /// `config.json` at `auth_file`, if one is named.
     pub fn load(home: Option<String>, auth_file: Option<&Path>) -> Result<Self, String> {
-        let mut registries = Self {
+        Ok(Self {
             home: home.filter(|h| !h.is_empty()),
-            credentials: BTreeMap::new(),
-        };
-        if let Some(path) = auth_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read registry credentials {}: {e}", path.display()))?;
-            registries.credentials = parse(&text).map_err(|e| {
-                format!(
-                    "registry credentials {} are not a Docker config.json: {e}",
-                    path.display()
-                )
-            })?;
-        }
-        Ok(registries)
+            credentials: match auth_file {
+                Some(path) => registry::load(path)?,
+                None => BTreeMap::new(),
+            },
+        })
     }
 
     /// The registry in-tree images are pushed to, if the installation has one.
@@ -97,10 +56,9 @@ impl Registries {
         self.home.as_deref()
     }
 
-    /// The user and password the worker has for `registry` (`host[:port]`), if any.
-    pub fn basic(&self, registry: &str) -> Option<(String, String)> {
-        let found = self.credentials.get(registry)?;
-        Some((found.username.clone(), found.password.clone()))
+    /// The credentials the worker has for `registry` (`host[:port]`), if any.
+    pub fn basic(&self, registry: &str) -> Option<&Credentials> {
+        self.credentials.get(registry)
     }
 
     /// The credentials for the registry of `image`, if the worker has some.
@@ -118,48 +76,6 @@ impl Registries {
             ..Default::default()
         })
     }
-}
-
-fn parse(text: &str) -> Result<BTreeMap<String, Credentials>, String> {
-    let config: DockerConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let mut credentials = BTreeMap::new();
-    for (server, entry) in config.auths {
-        let pair = match (entry.username, entry.password, entry.auth) {
-            (Some(username), Some(password), _) => Credentials { username, password },
-            (_, _, Some(auth)) => {
-                let decoded = STANDARD
-                    .decode(auth.trim())
-                    .ok()
-                    .and_then(|d| String::from_utf8(d).ok())
-                    .ok_or_else(|| {
-                        format!("the `auth` of {server} is not base64 of user:password")
-                    })?;
-                let (username, password) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| format!("the `auth` of {server} is not user:password"))?;
-                Credentials {
-                    username: username.to_owned(),
-                    password: password.to_owned(),
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "{server} has neither `auth` nor a user and password"
-                ));
-            }
-        };
-        credentials.insert(host_of_server(&server).to_owned(), pair);
-    }
-    Ok(credentials)
-}
-
-/// `https://index.docker.io/v1/` → `index.docker.io`; `127.0.0.1:5000` stays.
-fn host_of_server(server: &str) -> &str {
-    let rest = server
-        .strip_prefix("https://")
-        .or_else(|| server.strip_prefix("http://"))
-        .unwrap_or(server);
-    rest.split('/').next().unwrap_or(rest)
 }
 
 /// The registry an image reference names: its first path component when that looks like a
@@ -240,38 +156,22 @@ mod tests {
     }
 
     #[test]
-    fn credentials_come_from_a_docker_config_by_host() {
-        let auth = STANDARD.encode("kiln:s3cret:with-colon");
-        let text = format!(
-            r#"{{"auths": {{
-                "127.0.0.1:5000": {{"auth": "{auth}"}},
-                "https://index.docker.io/v1/": {{"username": "hub", "password": "pw"}}
-            }}, "credsStore": "ignored"}}"#
-        );
+    fn docker_hub_credentials_serve_images_with_no_host() {
+        let text = r#"{"auths": {"https://index.docker.io/v1/": {"username": "hub", "password": "pw"},
+            "127.0.0.1:5000": {"username": "kiln", "password": "s3cret"}}}"#;
         let registries = Registries {
             home: None,
-            credentials: parse(&text).expect("parsed"),
+            credentials: registry::parse(text).expect("parsed"),
         };
+        let hub = registries.credentials("node:20").expect("hub");
+        assert_eq!(hub.username.as_deref(), Some("hub"));
         let local = registries
             .credentials("127.0.0.1:5000/kiln/x:1")
             .expect("local");
-        assert_eq!(local.username.as_deref(), Some("kiln"));
-        assert_eq!(local.password.as_deref(), Some("s3cret:with-colon"));
-        let hub = registries.credentials("node:20").expect("hub");
-        assert_eq!(hub.username.as_deref(), Some("hub"));
+        assert_eq!(local.password.as_deref(), Some("s3cret"));
         assert!(registries.credentials("other.example.com/x").is_none());
         let shown = format!("{registries:?}");
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("pw\""),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn a_broken_config_is_refused_with_the_reason() {
-        assert!(parse("{").is_err());
-        let error = parse(r#"{"auths": {"r:1": {"auth": "bm9jb2xvbg=="}}}"#).expect_err("no colon");
-        assert!(error.contains("r:1"), "{error}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -19,8 +19,10 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use tokio::io::AsyncWriteExt;
 
-use crate::blobs::{Stored, sha256_file};
-use crate::docker::{Registries, image_repository};
+use kiln_shared::template::registry_path;
+
+use super::Credentials;
+use crate::digest::{Stored, sha256, sha256_file};
 
 /// The empty JSON object, the config of every artifact manifest (OCI image spec 1.1).
 const EMPTY_CONFIG: &[u8] = b"{}";
@@ -61,15 +63,13 @@ pub struct Layer {
 }
 
 impl Oci {
-    /// The installation's registry of `registries`, if it has one. Plain HTTP is spoken to a
-    /// registry on loopback only.
-    pub fn home(registries: &Registries) -> Option<Self> {
-        let registry = registries.home()?.to_owned();
-        let auth = registries
-            .basic(&registry)
-            .map_or(RegistryAuth::Anonymous, |(user, password)| {
-                RegistryAuth::Basic(user, password)
-            });
+    /// The registry at `registry` (`host[:port]`), signed in to with `credentials`. Plain
+    /// HTTP is spoken to a registry on loopback only.
+    pub fn new(registry: &str, credentials: Option<&Credentials>) -> Self {
+        let registry = registry.to_owned();
+        let auth = credentials.map_or(RegistryAuth::Anonymous, |c| {
+            RegistryAuth::Basic(c.username.clone(), c.password.clone())
+        });
         let host = registry.split(':').next().unwrap_or_default();
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
         let protocol = if loopback {
@@ -81,18 +81,18 @@ impl Oci {
             protocol,
             ..Default::default()
         });
-        Some(Self {
+        Self {
             client,
             registry,
             auth,
-        })
+        }
     }
 
     /// The blob repository of `repo`'s `kind` (`artifacts`, `cache`), at `tag`.
     fn reference(&self, repo: &str, kind: &str, tag: &str) -> Reference {
         Reference::with_tag(
             self.registry.clone(),
-            image_repository(repo, kind),
+            registry_path(repo, kind),
             tag.to_owned(),
         )
     }
@@ -184,6 +184,29 @@ impl Oci {
         out.flush().await
     }
 
+    /// The blob `digest` of `repo`'s `kind` as a stream of its bytes, checked against its
+    /// digest as it goes (a mismatch ends the stream with an error).
+    pub async fn blob_stream(
+        &self,
+        repo: &str,
+        kind: &str,
+        digest: &str,
+        size: u64,
+    ) -> io::Result<oci_client::client::SizedStream> {
+        let reference = self.reference(repo, kind, "latest");
+        self.signed_in(&reference, RegistryOperation::Pull).await?;
+        let descriptor = OciDescriptor {
+            media_type: FILE_LAYER_TYPE.into(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        self.client
+            .pull_blob_stream(&reference, &descriptor)
+            .await
+            .map_err(|e| failed("download from", &reference, e))
+    }
+
     /// Names `layers` (blobs of `repo`'s `kind`, uploaded already) in a manifest tagged
     /// `tag`, with `annotations`.
     pub async fn put_manifest(
@@ -197,10 +220,7 @@ impl Oci {
     ) -> io::Result<()> {
         let reference = self.reference(repo, kind, tag);
         self.signed_in(&reference, RegistryOperation::Push).await?;
-        let config_digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(EMPTY_CONFIG))
-        );
+        let config_digest = sha256(EMPTY_CONFIG);
         let exists = self
             .client
             .blob_exists(&reference, &config_digest)
