@@ -13,8 +13,13 @@ use sha2::{Digest, Sha256};
 /// `kiln/<owner>/<name>/<what>`: where a repository's in-tree images (`<what>` is the
 /// image's name), artifacts and cache entries are named in engines and registries.
 pub fn registry_path(repo: &str, what: &str) -> String {
-    let path: Vec<String> = repo.split('/').map(slug).collect();
-    format!("kiln/{}/{what}", path.join("/"))
+    format!("kiln/{}/{what}", repo_path(repo))
+}
+
+/// The repository's name made safe for such paths, one slug per segment: `Acme/My_API` →
+/// `acme/my_api`; what `{{ repo }}` gives image build arguments.
+pub fn repo_path(repo: &str) -> String {
+    repo.split('/').map(slug).collect::<Vec<_>>().join("/")
 }
 
 /// A variable's value, made safe for image tags and file names: lowercase letters, digits,

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use kiln_shared::build::TaskOutcome;
 use kiln_shared::plan::PlannedImage;
 use kiln_shared::spec::Pull;
-use kiln_shared::template::{branch_slug, registry_path, render, slug};
+use kiln_shared::template::{branch_slug, registry_path, render, repo_path};
 use kiln_shared::wire::{ImageUse, JobRequested};
 use sha2::{Digest, Sha256};
 
@@ -112,7 +112,7 @@ impl DockerRunner {
     ) -> Result<ImageUse, Unprepared> {
         let repository = image_repository(&job.build.repo, &image.name);
         let vars = BTreeMap::from([
-            ("repo", repository_path(&job.build.repo)),
+            ("repo", repo_path(&job.build.repo)),
             ("branch", job.build.branch.to_string()),
             ("branch_slug", branch_slug(&job.build.branch)),
         ]);
@@ -389,12 +389,6 @@ impl DockerRunner {
     }
 }
 
-/// The repository's name as `{{ repo }}` gives it to build arguments: lowercase, one slug per
-/// path segment, the way [`image_repository`] names images.
-fn repository_path(repo: &str) -> String {
-    repo.split('/').map(slug).collect::<Vec<_>>().join("/")
-}
-
 /// The images a Dockerfile builds `FROM`, with `ARG`s substituted; `scratch` and earlier
 /// stages are not images.
 fn parent_images(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<String> {
@@ -520,6 +514,6 @@ mod tests {
     #[test]
     fn names_images_under_the_repository() {
         assert_eq!(image_repository("Acme/API", "build"), "kiln/acme/api/build");
-        assert_eq!(repository_path("Acme/My_API"), "acme/my_api");
+        assert_eq!(repo_path("Acme/My_API"), "acme/my_api");
     }
 }

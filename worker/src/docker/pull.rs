@@ -72,18 +72,8 @@ impl DockerRunner {
             .platform(platform)
             .build();
         let credentials = self.registries.credentials(image);
-        let mut stream = self.docker.create_image(Some(options), None, credentials);
-        let mut failure = None;
-        while let Some(info) = stream.next().await {
-            match info {
-                Ok(info) => {
-                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                        failure = Some(message);
-                    }
-                }
-                Err(error) => failure = Some(message_of(error)),
-            }
-        }
+        let stream = self.docker.create_image(Some(options), None, credentials);
+        let failure = last_error(stream, |info| info.error_detail.and_then(|d| d.message)).await;
         match failure {
             None => Ok(()),
             Some(detail) => Err(ImageError {
@@ -119,20 +109,10 @@ impl DockerRunner {
         let image = format!("{repository}:{tag}");
         let options = PushImageOptionsBuilder::new().tag(tag).build();
         let credentials = self.registries.credentials(&image);
-        let mut stream = self
+        let stream = self
             .docker
             .push_image(repository, Some(options), credentials);
-        let mut failure = None;
-        while let Some(info) = stream.next().await {
-            match info {
-                Ok(info) => {
-                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                        failure = Some(message);
-                    }
-                }
-                Err(error) => failure = Some(message_of(error)),
-            }
-        }
+        let failure = last_error(stream, |info| info.error_detail.and_then(|d| d.message)).await;
         match failure {
             None => Ok(()),
             Some(detail) => Err(ImageError {
@@ -142,6 +122,23 @@ impl DockerRunner {
             }),
         }
     }
+}
+
+/// Reads an engine's progress stream to its end; the last error it reported, if any
+/// (`error_of` finds one in a progress message).
+async fn last_error<T>(
+    stream: impl futures_util::Stream<Item = Result<T, DockerError>>,
+    error_of: impl Fn(T) -> Option<String>,
+) -> Option<String> {
+    let mut stream = std::pin::pin!(stream);
+    let mut failure = None;
+    while let Some(info) = stream.next().await {
+        match info {
+            Ok(info) => failure = error_of(info).or(failure),
+            Err(error) => failure = Some(message_of(error)),
+        }
+    }
+    failure
 }
 
 /// The engine's message, without bollard's wrapping.
