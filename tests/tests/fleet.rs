@@ -7,6 +7,7 @@
 
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptionsBuilder;
+use kiln_io::registry::oci::Oci;
 use kiln_shared::platform::Platform;
 use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
@@ -14,6 +15,8 @@ use kiln_tests::forge::TestRepo;
 use kiln_tests::registry::TestRegistry;
 use kiln_tests::services::images_of_branches;
 use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_IMAGE_ARM64};
+use kiln_worker::artifacts::ArtifactStore;
+use kiln_worker::docker::{DockerRunner, Registries};
 
 /// The second engine, from `KILN_TEST_DOCKER2_HOST`; a missing one fails the test.
 fn second_engine() -> String {
@@ -87,6 +90,43 @@ fn image<'a>(tasks: &'a [TaskFinished], task: &str, name: &str) -> &'a ImageUse 
         .flat_map(|t| &t.images)
         .find(|i| i.name == name)
         .unwrap_or_else(|| panic!("task {task} used no image {name}: {tasks:#?}"))
+}
+
+/// `kiln-worker export` of build `id` with the registry, on the engine at `engine`: the
+/// tarball.
+async fn export(
+    kiln: &Kiln,
+    registry: &TestRegistry,
+    id: u64,
+    engine: Option<&str>,
+) -> tempfile::NamedTempFile {
+    let registries = Registries::load(Some(registry.addr.clone()), Some(&registry.auth))
+        .expect("the registry's credentials");
+    let store = ArtifactStore::Registry(Oci::new(&registry.addr, registries.basic(&registry.addr)));
+    let runner = DockerRunner::connect("kiln-export", registries, engine)
+        .await
+        .expect("the engine");
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    kiln_worker::export::export(&kiln.url(""), id, &runner, &store, out.path())
+        .await
+        .expect("export");
+    out
+}
+
+/// The names in a tarball.
+fn entries(tarball: &tempfile::NamedTempFile) -> Vec<String> {
+    let mut archive = tar::Archive::new(std::fs::File::open(tarball.path()).expect("open"));
+    archive
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect()
 }
 
 /// Requests to the registry that upload something (a blob or a manifest) under `path`, as
@@ -178,6 +218,15 @@ async fn an_image_built_on_one_host_is_pulled_not_built_on_the_other() {
         "a rebuild uploads no blob and pushes no manifest"
     );
     host_b.stop().await;
+
+    // Exported on the first host, which never had `layered`: it comes from the registry.
+    let names = entries(&export(&kiln, &registry, id, None).await);
+    assert!(names.iter().any(|n| n == "images.tar"), "{names:?}");
+    let here = Docker::connect_with_local_defaults().expect("the first engine");
+    for tag in [&base.tag, &layered.tag] {
+        let options = RemoveImageOptionsBuilder::new().force(true).build();
+        let _ = here.remove_image(tag, Some(options), None).await;
+    }
 
     let docker = Docker::connect_with_host(&engine).expect("the second engine");
     for id in images_of_branches(&docker, &kiln.prefix).await {
@@ -291,6 +340,13 @@ steps:
         .await
         .expect("the bot answers");
     assert_eq!(missing.status(), 404);
+
+    // Exported from the registry, on the second host.
+    let names = entries(&export(&kiln, &registry, id, Some(&engine)).await);
+    assert!(
+        names.iter().any(|n| n == "artifacts/make/out/made.txt"),
+        "{names:?}"
+    );
 
     // The same commit again: its artifact and cache are in the registry already.
     let blobs = format!("kiln/{REPO}/artifacts/blobs");

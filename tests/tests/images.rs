@@ -15,7 +15,9 @@ use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
 use kiln_tests::forge::TestRepo;
 use kiln_tests::{Kiln, TEST_IMAGE};
+use kiln_worker::artifacts::ArtifactStore;
 use kiln_worker::blobs::Blobs;
+use kiln_worker::docker::{DockerRunner, Registries};
 use kiln_worker::export;
 use kiln_worker::gc::{self, Policy};
 use sha2::{Digest, Sha256};
@@ -287,8 +289,11 @@ async fn images_are_built_once_per_content_and_branch_bases_stay_apart() {
 async fn export_and_load(kiln: &Kiln, id: u64, manifest: &serde_json::Value, tags: &[String]) {
     let docker = Docker::connect_with_local_defaults().expect("docker");
     let out = kiln.store_dir().join("export.tar");
-    let blobs = Blobs::new(kiln.store_dir().join("artifacts"));
-    let exported = export::export(&kiln.url(""), id, &docker, &blobs, &out)
+    let store = ArtifactStore::Directory(Blobs::new(kiln.store_dir().join("artifacts")));
+    let runner = DockerRunner::connect("kiln-export", Registries::default(), None)
+        .await
+        .expect("docker");
+    let exported = export::export(&kiln.url(""), id, &runner, &store, &out)
         .await
         .expect("export");
     assert_eq!(

@@ -13,7 +13,7 @@ use kiln_shared::wire::{Artifact, JobRequested};
 
 use crate::blobs::Blobs;
 use crate::confine;
-use kiln_io::registry::oci::{ARTIFACTS_TYPE, Layer, Oci};
+use kiln_io::registry::oci::{ARTIFACTS, ARTIFACTS_TYPE, Layer, Oci};
 
 /// Where artifacts are kept.
 #[derive(Debug, Clone)]
@@ -23,9 +23,6 @@ pub enum ArtifactStore {
     /// The installation's registry.
     Registry(Oci),
 }
-
-/// The blob repository of a repository's artifacts.
-const KIND: &str = "artifacts";
 
 /// Stores the files of `workdir` matching the job's `artifacts` patterns as the artifacts of
 /// its task. Returns them, and how many were new to the store.
@@ -51,7 +48,7 @@ pub async fn collect(
                     .await
                     .map_err(io::Error::other)??
             }
-            ArtifactStore::Registry(oci) => oci.put_file(&job.build.repo, KIND, &file).await?,
+            ArtifactStore::Registry(oci) => oci.put_file(&job.build.repo, ARTIFACTS, &file).await?,
         };
         uploaded += usize::from(stored.uploaded);
         artifacts.push(Artifact {
@@ -78,7 +75,7 @@ pub async fn collect(
         let tag = manifest_tag(job);
         oci.put_manifest(
             &job.build.repo,
-            KIND,
+            ARTIFACTS,
             &tag,
             ARTIFACTS_TYPE,
             &layers,
@@ -186,7 +183,7 @@ pub async fn restore(store: &ArtifactStore, workdir: &Path, job: &JobRequested) 
             ArtifactStore::Registry(oci) => {
                 oci.get_file(
                     &job.build.repo,
-                    KIND,
+                    ARTIFACTS,
                     &artifact.digest,
                     artifact.size,
                     &destination,

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blobs::{files_at_depth, sha256_file, touch};
 use crate::confine;
-use kiln_io::registry::oci::{CACHE_TYPE, Layer, Oci};
+use kiln_io::registry::oci::{CACHE, CACHE_TYPE, Layer, Oci};
 
 /// Branches whose entries every branch of the repository may read.
 const DEFAULT_BRANCHES: [&str; 2] = ["master", "main"];
@@ -178,7 +178,7 @@ impl Caches {
             Place::Registry(oci) => {
                 let repo = job.build.repo.as_str();
                 let tag = Self::tag(&job.build.branch, key);
-                if oci.manifest(repo, KIND, &tag).await?.is_some() {
+                if oci.manifest(repo, CACHE, &tag).await?.is_some() {
                     return Ok(false);
                 }
                 let packed = tokio::task::spawn_blocking(move || -> io::Result<_> {
@@ -188,7 +188,7 @@ impl Caches {
                 })
                 .await
                 .map_err(io::Error::other)??;
-                let stored = oci.put_file(repo, KIND, packed.path()).await?;
+                let stored = oci.put_file(repo, CACHE, packed.path()).await?;
                 let layer = Layer {
                     path: "cache.tar".into(),
                     digest: stored.digest,
@@ -198,16 +198,13 @@ impl Caches {
                     ("dev.kiln.branch".to_owned(), job.build.branch.to_string()),
                     ("dev.kiln.key".to_owned(), key.to_owned()),
                 ]);
-                oci.put_manifest(repo, KIND, &tag, CACHE_TYPE, &[layer], annotations)
+                oci.put_manifest(repo, CACHE, &tag, CACHE_TYPE, &[layer], annotations)
                     .await?;
                 Ok(true)
             }
         }
     }
 }
-
-/// The blob repository of a repository's cache entries.
-const KIND: &str = "cache";
 
 /// The first entry the job may restore from the registry, unpacked into `workdir`.
 async fn restore_from(
@@ -218,14 +215,14 @@ async fn restore_from(
 ) -> io::Result<bool> {
     let repo = job.build.repo.as_str();
     for branch in Caches::readable(job) {
-        let Some(layers) = oci.manifest(repo, KIND, &Caches::tag(branch, key)).await? else {
+        let Some(layers) = oci.manifest(repo, CACHE, &Caches::tag(branch, key)).await? else {
             continue;
         };
         let Some(layer) = layers.first() else {
             continue;
         };
         let download = tempfile::NamedTempFile::new()?;
-        oci.get_file(repo, KIND, &layer.digest, layer.size, download.path())
+        oci.get_file(repo, CACHE, &layer.digest, layer.size, download.path())
             .await?;
         let workdir = workdir.to_owned();
         tokio::task::spawn_blocking(move || unpack(download.path(), &workdir))

@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use bollard::Docker;
 use futures_util::StreamExt;
+use kiln_io::registry::oci::ARTIFACTS;
 use kiln_shared::wire::Manifest;
 use tokio::io::AsyncWriteExt;
 
-use crate::blobs::Blobs;
+use crate::artifacts::ArtifactStore;
+use crate::docker::DockerRunner;
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +26,13 @@ pub struct Exported {
 }
 
 /// Fetches build `build`'s manifest from the bot at `bot_url`, then writes the tarball to
-/// `out`. Every image must be on this machine's engine and every artifact in `blobs`.
+/// `out`. Every image must be on this machine's engine or in the installation's registry,
+/// and every artifact in `store`.
 pub async fn export(
     bot_url: &str,
     build: u64,
-    docker: &Docker,
-    blobs: &Blobs,
+    docker: &DockerRunner,
+    store: &ArtifactStore,
     out: &Path,
 ) -> anyhow::Result<Exported> {
     let manifest = fetch_manifest(bot_url, build).await?;
@@ -42,13 +44,14 @@ pub async fn export(
     let tags: Vec<&str> = manifest.images.iter().map(|i| i.tag.as_str()).collect();
     if !tags.is_empty() {
         for tag in &tags {
-            docker
-                .inspect_image(tag)
-                .await
-                .with_context(|| format!("image {tag} is not on this machine"))?;
+            let here = docker.have_in_tree(tag).await?;
+            anyhow::ensure!(
+                here,
+                "image {tag} is neither on this machine nor in the registry"
+            );
         }
         let mut file = tokio::fs::File::create(&images_tar).await?;
-        let mut stream = docker.export_images(&tags);
+        let mut stream = docker.engine().export_images(&tags);
         while let Some(chunk) = stream.next().await {
             file.write_all(&chunk.context("the engine stopped sending the images")?)
                 .await?;
@@ -57,10 +60,19 @@ pub async fn export(
     }
 
     let mut artifacts: Vec<(PathBuf, String)> = Vec::new();
-    for artifact in &manifest.artifacts {
-        let source = blobs
-            .path(&artifact.digest)
-            .with_context(|| format!("artifact {} of {}", artifact.path, artifact.task))?;
+    for (n, artifact) in manifest.artifacts.iter().enumerate() {
+        let about = || format!("artifact {} of {}", artifact.path, artifact.task);
+        let source = match store {
+            ArtifactStore::Directory(blobs) => blobs.path(&artifact.digest).with_context(about)?,
+            ArtifactStore::Registry(oci) => {
+                let download = scratch.path().join(format!("artifact-{n}"));
+                let (digest, size) = (&artifact.digest, artifact.size);
+                oci.get_file(&manifest.repo, ARTIFACTS, digest, size, &download)
+                    .await
+                    .with_context(about)?;
+                download
+            }
+        };
         artifacts.push((
             source,
             format!("artifacts/{}/{}", artifact.task, artifact.path),

@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use kiln_io::registry::oci::Oci;
 use kiln_shared::build::BuildStatus;
 use kiln_shared::platform::Platform;
+use kiln_worker::artifacts::ArtifactStore;
+use kiln_worker::blobs::Blobs;
+use kiln_worker::docker::{DockerRunner, Registries};
 use tokio_util::sync::CancellationToken;
 
 /// Kiln's worker: takes jobs for one platform from RabbitMQ and runs them in Docker or the
@@ -65,8 +69,15 @@ enum Subcommand {
         /// The bot, whose `/builds/<build>/manifest` lists what to export.
         #[arg(long, env = "KILN_BOT_URL", default_value = "http://127.0.0.1:8080")]
         bot_url: String,
+        /// Where artifacts are when there is no `--registry`.
         #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
         store_dir: PathBuf,
+        /// The installation's registry, where its artifacts and images are.
+        #[arg(long, env = "KILN_REGISTRY")]
+        registry: Option<String>,
+        /// A Docker `config.json` with credentials for it.
+        #[arg(long, env = "KILN_REGISTRY_AUTH")]
+        registry_auth: Option<PathBuf>,
     },
 }
 
@@ -163,14 +174,21 @@ async fn main() -> anyhow::Result<()> {
             output,
             bot_url,
             store_dir,
+            registry,
+            registry_auth,
         }) => {
-            let docker = local_docker()
+            let registries =
+                Registries::load(registry, registry_auth.as_deref()).map_err(anyhow::Error::msg)?;
+            let store = match registries.home() {
+                Some(home) => ArtifactStore::Registry(Oci::new(home, registries.basic(home))),
+                None => ArtifactStore::Directory(Blobs::new(store_dir.join("artifacts"))),
+            };
+            let docker = DockerRunner::connect("kiln-export", registries, None)
                 .await
-                .ok_or_else(|| anyhow::anyhow!("exporting images needs a Docker engine"))?;
+                .map_err(|e| anyhow::anyhow!("exporting images needs a Docker engine: {e}"))?;
             let out = output.unwrap_or_else(|| format!("kiln-build-{build}.tar").into());
-            let blobs = kiln_worker::blobs::Blobs::new(store_dir.join("artifacts"));
             let exported =
-                kiln_worker::export::export(&bot_url, build, &docker, &blobs, &out).await?;
+                kiln_worker::export::export(&bot_url, build, &docker, &store, &out).await?;
             println!(
                 "{}: build {build}, {} image(s), {} artifact(s), {:.1} MiB",
                 out.display(),

@@ -14,12 +14,11 @@ use kiln_shared::wire::Artifact;
 use serde::Deserialize;
 use serde_json::json;
 
+use kiln_io::registry::oci::ARTIFACTS;
+
 use super::builds::build_and_tasks;
 use super::error;
 use crate::app::App;
-
-/// The blob repository of a repository's artifacts (as workers write them).
-const KIND: &str = "artifacts";
 
 /// Every artifact of build `id`, with where to download it.
 pub async fn list(State(app): State<App>, Path(id): Path<u64>) -> Response {
@@ -97,7 +96,7 @@ pub async fn download(
     };
     let repo = record.build.repo.as_str();
     let stream = match registry
-        .blob_stream(repo, KIND, &artifact.digest, artifact.size)
+        .blob_stream(repo, ARTIFACTS, &artifact.digest, artifact.size)
         .await
     {
         Ok(stream) => stream,

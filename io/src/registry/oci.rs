@@ -24,6 +24,11 @@ use kiln_shared::template::registry_path;
 use super::Credentials;
 use crate::digest::{Stored, sha256, sha256_file};
 
+/// The blob repository of a repository's artifacts, beside its images.
+pub const ARTIFACTS: &str = "artifacts";
+/// The blob repository of a repository's cache entries.
+pub const CACHE: &str = "cache";
+
 /// The empty JSON object, the config of every artifact manifest (OCI image spec 1.1).
 const EMPTY_CONFIG: &[u8] = b"{}";
 const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";

@@ -218,6 +218,16 @@ impl DockerRunner {
         })
     }
 
+    /// Makes sure this engine has the in-tree image `local` (`kiln/…:tag`), pulling it from
+    /// the installation's registry if need be; false if neither has it.
+    pub async fn have_in_tree(&self, local: &str) -> Result<bool, ImageError> {
+        if self.docker.inspect_image(local).await.is_ok() {
+            return Ok(true);
+        }
+        // The registry holds one platform's image under each tag: no platform to choose.
+        Ok(matches!(self.fetch(local, "").await?, Fetched::Pulled))
+    }
+
     /// The id of `image` on this engine, if it has it.
     async fn image_id(&self, image: &str) -> Option<String> {
         self.docker.inspect_image(image).await.ok()?.id

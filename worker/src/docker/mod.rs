@@ -83,6 +83,11 @@ impl DockerRunner {
         })
     }
 
+    /// The engine itself.
+    pub fn engine(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The container name of a job's attempt.
     pub fn container_name(&self, job: &JobRequested) -> String {
         format!(

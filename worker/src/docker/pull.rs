@@ -35,6 +35,8 @@ impl ImageError {
     }
 }
 
+impl std::error::Error for ImageError {}
+
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -65,12 +67,13 @@ impl DockerRunner {
         Ok(Some(started.elapsed()))
     }
 
-    /// Pulls `image` (with its tag) for `platform`.
+    /// Pulls `image` (with its tag) for `platform` (the engine's own when empty).
     pub(super) async fn pull(&self, image: &str, platform: &str) -> Result<(), ImageError> {
-        let options = CreateImageOptionsBuilder::new()
-            .from_image(image)
-            .platform(platform)
-            .build();
+        let mut options = CreateImageOptionsBuilder::new().from_image(image);
+        if !platform.is_empty() {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let credentials = self.registries.credentials(image);
         let stream = self.docker.create_image(Some(options), None, credentials);
         let failure = last_error(stream, |info| info.error_detail.and_then(|d| d.message)).await;
