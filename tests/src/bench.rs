@@ -28,6 +28,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use tokio_util::sync::CancellationToken;
 
+mod fleet;
+
 use crate::forge::{TestRepo, push_payload};
 use crate::processes::rss_mib;
 use crate::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET};
@@ -266,6 +268,17 @@ pub async fn run(options: Options) -> Vec<Figure> {
         let mut resolve = bench.image_resolve(options).await;
         resolve.target = Some((50.0, false));
         report(resolve);
+    }
+
+    if options.wants(&["registry_image_pull"]) {
+        for figure in fleet::image_pull(options).await {
+            report(figure);
+        }
+    }
+    if options.wants(&["artifact_upload", "artifact_download"]) {
+        for figure in fleet::artifact_transfer(options).await {
+            report(figure);
+        }
     }
 
     if options.wants(&["broker_back"]) {

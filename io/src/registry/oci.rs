@@ -84,6 +84,8 @@ impl Oci {
         };
         let client = Client::new(ClientConfig {
             protocol,
+            // One PUT per blob: chunked PATCHes cost a round trip each and gain nothing here.
+            use_monolithic_push: true,
             ..Default::default()
         });
         Self {
