@@ -1,5 +1,6 @@
 //! Workers' presence: each worker says every [`HEARTBEAT`] who it is, what it runs and what
-//! it is running now; one that has been silent for [`SILENCE`] is gone.
+//! it is running now; one that has been silent for [`SILENCE`] is gone: shown as lost until
+//! [`FORGOTTEN`], then forgotten. A worker that stops cleanly takes its presence back.
 
 use std::time::Duration;
 
@@ -10,6 +11,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// How long a silent worker counts as there: three missed heartbeats.
 pub const SILENCE: Duration = Duration::from_secs(30);
+
+/// How long a lost worker (one that went silent without stopping) is still shown as lost.
+pub const FORGOTTEN: Duration = Duration::from_secs(60 * 60);
 
 /// What a worker says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +29,12 @@ pub struct Presence {
     pub started_ms: u64,
     /// When it last said so.
     pub seen_ms: u64,
+    /// The host it runs on, as testers reach it (`--advertise-host`).
+    #[serde(default)]
+    pub host: String,
+    /// Its version (`kiln-worker --version`).
+    #[serde(default)]
+    pub version: String,
 }
 
 impl Presence {
@@ -33,13 +43,35 @@ impl Presence {
         now_ms.saturating_sub(self.seen_ms) <= SILENCE.as_millis() as u64
     }
 
-    /// One line for people: `w1 (linux/amd64, 1 of 2 slots busy): #12 unit`.
-    pub fn describe(&self) -> String {
+    /// Whether it is no longer worth showing: lost for longer than [`FORGOTTEN`].
+    pub fn is_forgotten(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.seen_ms) > (SILENCE + FORGOTTEN).as_millis() as u64
+    }
+
+    /// One line for people, as of `now_ms`: `w1 on build-3 (linux/amd64, 0.1.0, 1 of 2
+    /// slot(s) busy): #12 unit`, or for one gone silent, `w1 … lost: not heard from for 95 s`.
+    pub fn describe(&self, now_ms: u64) -> String {
         let busy = self.running.len();
-        let mut line = format!(
-            "{} ({}, {busy} of {} slot(s) busy)",
-            self.name, self.platform, self.slots
-        );
+        let mut line = self.name.clone();
+        if !self.host.is_empty() {
+            line.push_str(&format!(" on {}", self.host));
+        }
+        let version = if self.version.is_empty() {
+            String::new()
+        } else {
+            format!("{}, ", self.version)
+        };
+        line.push_str(&format!(
+            " ({}, {version}{busy} of {} slot(s) busy)",
+            self.platform, self.slots
+        ));
+        if !self.is_there(now_ms) {
+            let silent = now_ms.saturating_sub(self.seen_ms) / 1000;
+            line.push_str(&format!(" lost: not heard from for {silent} s"));
+            if !self.running.is_empty() {
+                line.push_str(", holding");
+            }
+        }
         if !self.running.is_empty() {
             line.push_str(": ");
             line.push_str(&self.running.join(", "));
@@ -61,13 +93,21 @@ mod tests {
             running: vec!["#12 unit".into()],
             started_ms: 1_000,
             seen_ms: 100_000,
+            host: "build-3".into(),
+            version: "0.1.0".into(),
         };
         assert!(presence.is_there(100_000));
         assert!(presence.is_there(130_000));
         assert!(!presence.is_there(130_001));
         assert_eq!(
-            presence.describe(),
-            "w1 (linux/amd64, 1 of 2 slot(s) busy): #12 unit"
+            presence.describe(130_000),
+            "w1 on build-3 (linux/amd64, 0.1.0, 1 of 2 slot(s) busy): #12 unit"
         );
+        assert_eq!(
+            presence.describe(195_000),
+            "w1 on build-3 (linux/amd64, 0.1.0, 1 of 2 slot(s) busy) lost: not heard from for 95 s, holding: #12 unit"
+        );
+        assert!(!presence.is_forgotten(100_000 + 3_630_000));
+        assert!(presence.is_forgotten(100_000 + 3_630_001));
     }
 }

@@ -89,9 +89,11 @@ async fn commands_answer_in_words_and_are_audited() {
     // The test's workers, as they last said: each says so as it starts, and as it takes or
     // lets go of a job.
     let prefix = &kiln.prefix;
+    // The workers' crate shares the workspace's version with this one.
+    let version = env!("CARGO_PKG_VERSION");
     let idle = format!(
-        "Workers:\n• {prefix}-linux-amd64 (linux/amd64, 0 of 2 slot(s) busy)\n\
-         • {prefix}-linux-arm64 (linux/arm64, 0 of 2 slot(s) busy)"
+        "Workers:\n• {prefix}-linux-amd64 on 127.0.0.1 (linux/amd64, {version}, 0 of 2 slot(s) busy)\n\
+         • {prefix}-linux-arm64 on 127.0.0.1 (linux/arm64, {version}, 0 of 2 slot(s) busy)"
     );
     wait_for("both workers idle", E2E_TIMEOUT, || async {
         let (status, reply) = kiln.command(TOKEN, "workers").await;

@@ -98,6 +98,8 @@ pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: Can
             running: worker.running.now(),
             started_ms,
             seen_ms: now_ms(),
+            host: worker.advertise_host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         if let Err(error) = worker.store.say_present(&presence).await {
             tracing::warn!(%error, "cannot record this worker's presence");

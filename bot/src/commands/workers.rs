@@ -6,7 +6,8 @@ use crate::app::App;
 /// The workers that announced themselves lately.
 pub async fn workers(app: &App) -> anyhow::Result<Reply> {
     let workers = app.store.workers().await?;
-    Ok(listed(workers.iter().map(|w| w.describe())))
+    let now = kiln_io::clock::now_ms();
+    Ok(listed(workers.iter().map(|w| w.describe(now))))
 }
 
 fn listed(described: impl Iterator<Item = String>) -> Reply {

@@ -218,8 +218,9 @@ impl Store {
         Ok(())
     }
 
-    /// The workers heard from lately, by platform and name; entries of workers silent for
-    /// longer (a worker killed outright says nothing) are removed.
+    /// The workers heard from lately and those lost (silent without having stopped: a worker
+    /// killed outright says nothing), by platform and name; entries silent for longer than
+    /// `presence::FORGOTTEN` are removed.
     pub async fn workers(&self) -> RedisResult<Vec<Presence>> {
         let mut conn = self.conn.clone();
         let all: HashMap<String, String> = conn.hgetall(self.keys.workers()).await?;
@@ -227,7 +228,7 @@ impl Store {
         let mut there = Vec::new();
         for (name, json) in all {
             match serde_json::from_str::<Presence>(&json) {
-                Ok(presence) if presence.is_there(now) => there.push(presence),
+                Ok(presence) if !presence.is_forgotten(now) => there.push(presence),
                 _ => {
                     let _: usize = conn.hdel(self.keys.workers(), name).await?;
                 }
