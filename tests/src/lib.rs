@@ -165,6 +165,7 @@ impl Kiln {
         let settings = kiln_worker::Settings {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
+            tls_ca: None,
             prefix: self.prefix.clone(),
             platform: Platform::LinuxAmd64,
             slots: 2,
@@ -217,6 +218,7 @@ impl Kiln {
             let connections = kiln_bot::Connections {
                 amqp_url: services.amqp_url.clone(),
                 redis_url: services.redis_url.clone(),
+                tls_ca: None,
                 prefix: prefix.clone(),
                 state_dir: state.path().join(format!("bot-{n}")),
                 platforms: platforms.to_vec(),
@@ -470,6 +472,7 @@ impl Kiln {
         let connections = kiln_bot::Connections {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
+            tls_ca: None,
             prefix: self.prefix.clone(),
             state_dir: self
                 .state
@@ -530,6 +533,7 @@ fn spawn_workers(
             let settings = kiln_worker::Settings {
                 amqp_url: services.amqp_url.clone(),
                 redis_url: services.redis_url.clone(),
+                tls_ca: None,
                 prefix: prefix.to_owned(),
                 platform,
                 slots: 2,
