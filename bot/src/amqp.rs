@@ -75,6 +75,7 @@ impl Broker {
     /// is idempotent. A broker that is not there yet is waited for in the background.
     pub async fn connect(
         url: &str,
+        trust: &kiln_io::tls::Trust,
         topology: Topology,
         platforms: &[Platform],
     ) -> Result<Self, kiln_io::amqp::BadUrl> {
@@ -82,12 +83,12 @@ impl Broker {
         let platforms: Arc<[Platform]> = platforms.into();
         let prepare: kiln_io::amqp::Prepare = {
             let (topology, platforms) = (topology.clone(), platforms.clone());
-            Arc::new(move |channel| {
+            Arc::new(move |preparing: kiln_io::amqp::Preparing| {
                 let (topology, platforms) = (topology.clone(), platforms.clone());
-                Box::pin(async move { declare(&channel, &topology, &platforms).await })
+                Box::pin(async move { declare(&preparing.publisher, &topology, &platforms).await })
             })
         };
-        let link = Link::open(url, "kiln-bot", prepare).await?;
+        let link = Link::open(url, trust, "kiln-bot", prepare).await?;
         Ok(Self {
             link,
             topology,

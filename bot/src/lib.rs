@@ -49,8 +49,13 @@ pub use config::Config;
 /// Where the bot's services are, and the names it uses in them.
 #[derive(Debug, Clone)]
 pub struct Connections {
+    /// RabbitMQ (`amqps://` for TLS).
     pub amqp_url: String,
+    /// Redis (`rediss://` for TLS).
     pub redis_url: String,
+    /// The CA whose certificates RabbitMQ and Redis must present over TLS; the system's
+    /// roots when `None`.
+    pub tls_ca: Option<PathBuf>,
     /// Prefix of every queue, exchange and Redis key (`kiln` in production).
     pub prefix: String,
     /// Where the bot keeps its repository mirrors.
@@ -61,12 +66,17 @@ pub struct Connections {
 
 /// Connects to Redis and RabbitMQ, declares the topology, and assembles the bot.
 pub async fn connect(config: Config, connections: &Connections) -> anyhow::Result<App> {
-    let (client, redis) = kiln_io::redis::connect(&connections.redis_url)
+    let trust = kiln_io::tls::Trust::load(connections.tls_ca.as_deref())?;
+    let (client, redis) = kiln_io::redis::connect(&connections.redis_url, &trust)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", connections.redis_url))?;
+        .with_context(|| {
+            let url = kiln_io::tls::redacted(&connections.redis_url);
+            format!("cannot connect to Redis at {url}")
+        })?;
     let store = store::Store::new(client, redis, Keys::new(&connections.prefix));
     let broker = amqp::Broker::connect(
         &connections.amqp_url,
+        &trust,
         Topology::new(&connections.prefix),
         &connections.platforms,
     )

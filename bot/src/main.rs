@@ -32,6 +32,10 @@ struct Args {
         default_value = "redis://127.0.0.1:6379/"
     )]
     redis_url: String,
+    /// A PEM file of the CA whose certificates RabbitMQ (`amqps://`) and Redis
+    /// (`rediss://`) must present; default: the system's roots.
+    #[arg(long, env = "KILN_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Prefix of every queue, exchange and Redis key.
     #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
     prefix: String,
@@ -72,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let connections = kiln_bot::Connections {
         amqp_url: args.amqp_url,
         redis_url: args.redis_url,
+        tls_ca: args.tls_ca,
         prefix: args.prefix,
         state_dir: args.state_dir,
         platforms: args.platforms,

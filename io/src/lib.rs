@@ -1,6 +1,6 @@
 //! kiln-io: the infrastructure Kiln's bot and worker share and its domain (`kiln-shared`)
 //! must not have: a RabbitMQ connection that outlives broker outages ([`amqp`]), the Redis
-//! connection ([`redis`]), the signals that stop a process ([`signal`]), logging
+//! connection ([`redis`]), TLS for both ([`tls`]), the signals that stop a process ([`signal`]), logging
 //! ([`logging`]), the wall clock ([`clock`]), and git with a time limit and the bare
 //! mirrors of repositories ([`git`]).
 //!
@@ -15,3 +15,4 @@ pub mod logging;
 pub mod redis;
 pub mod registry;
 pub mod signal;
+pub mod tls;

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod command;
 pub mod commit_status;
+pub mod grant;
 pub mod ident;
 pub mod keys;
 pub mod lease;

@@ -911,6 +911,7 @@ impl<'a> Bench<'a> {
                     let settings = kiln_worker::Settings {
                         amqp_url: services.amqp_url.clone(),
                         redis_url: services.redis_url.clone(),
+                        tls_ca: None,
                         prefix: self.kiln.prefix.clone(),
                         platform: Platform::LinuxAmd64,
                         slots: 1,

@@ -166,6 +166,7 @@ impl Kiln {
         let settings = kiln_worker::Settings {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
+            tls_ca: None,
             prefix: self.prefix.clone(),
             platform,
             slots: 2,
@@ -218,6 +219,7 @@ impl Kiln {
             let connections = kiln_bot::Connections {
                 amqp_url: services.amqp_url.clone(),
                 redis_url: services.redis_url.clone(),
+                tls_ca: None,
                 prefix: prefix.clone(),
                 state_dir: state.path().join(format!("bot-{n}")),
                 platforms: platforms.to_vec(),
@@ -476,6 +478,7 @@ impl Kiln {
         let connections = kiln_bot::Connections {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
+            tls_ca: None,
             prefix: self.prefix.clone(),
             state_dir: self
                 .state
@@ -536,6 +539,7 @@ fn spawn_workers(
             let settings = kiln_worker::Settings {
                 amqp_url: services.amqp_url.clone(),
                 redis_url: services.redis_url.clone(),
+                tls_ca: None,
                 prefix: prefix.to_owned(),
                 platform,
                 slots: 2,

@@ -31,17 +31,18 @@ impl Broker {
     /// queue on each. A broker that is not there yet is waited for in the background.
     pub async fn connect(
         url: &str,
+        trust: &kiln_io::tls::Trust,
         topology: Topology,
         platform: Platform,
         slots: u16,
         name: &str,
     ) -> Result<Self, kiln_io::amqp::BadUrl> {
         let declared = Arc::new(topology.clone());
-        let prepare: kiln_io::amqp::Prepare = Arc::new(move |channel| {
+        let prepare: kiln_io::amqp::Prepare = Arc::new(move |preparing| {
             let topology = declared.clone();
-            Box::pin(async move { declare(&channel, &topology, platform).await })
+            Box::pin(async move { prepare(&preparing, &topology, platform).await })
         });
-        let link = Link::open(url, name, prepare).await?;
+        let link = Link::open(url, trust, name, prepare).await?;
         Ok(Self {
             link,
             topology,
@@ -93,6 +94,46 @@ impl Broker {
             })
             .await
             .map_err(|error| anyhow::anyhow!("event {key}: {error}"))
+    }
+}
+
+/// Declares what the worker uses, on a channel of its own. A worker with credentials of its
+/// own may declare nothing (`kiln-bot worker-credentials`: it could otherwise delete the
+/// queue or bind it to other platforms' jobs): refused, it checks that the bot has declared
+/// them, and until it has, the connection fails and is tried again.
+async fn prepare(
+    preparing: &kiln_io::amqp::Preparing,
+    t: &Topology,
+    platform: Platform,
+) -> lapin::Result<()> {
+    let channel = preparing.channel().await?;
+    match declare(&channel, t, platform).await {
+        Ok(()) => channel.close(200, "declared".into()).await,
+        Err(error) if kiln_io::amqp::is_access_refused(&error) => {
+            tracing::debug!(%error, "may not declare; checking what the bot declared");
+            let channel = preparing.channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let queue = t.jobs_queue(platform);
+            channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await?;
+            channel
+                .exchange_declare(
+                    t.events_exchange().into(),
+                    lapin::ExchangeKind::Topic,
+                    lapin::options::ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            channel.close(200, "checked".into()).await
+        }
+        Err(error) => Err(error),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod cache;
 pub mod checkout;
 pub mod confine;
+pub mod credentials;
 pub mod docker;
 pub mod environment;
 pub mod export;
@@ -41,8 +42,13 @@ use tokio_util::task::TaskTracker;
 /// How a worker is set up.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// RabbitMQ (`amqps://` for TLS); it carries the worker's credentials.
     pub amqp_url: String,
+    /// Redis (`rediss://` for TLS); it carries the worker's credentials.
     pub redis_url: String,
+    /// The CA whose certificates RabbitMQ and Redis must present over TLS; the system's
+    /// roots when `None`.
+    pub tls_ca: Option<PathBuf>,
     /// Prefix of every queue, exchange, Redis key and container name (`kiln` in production).
     pub prefix: String,
     /// The platform whose jobs this worker takes.
@@ -95,9 +101,13 @@ pub struct Worker {
 /// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
 /// unacknowledged, so RabbitMQ gives them to another worker.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (_, redis) = kiln_io::redis::connect(&settings.redis_url)
+    let trust = kiln_io::tls::Trust::load(settings.tls_ca.as_deref())?;
+    let (_, redis) = kiln_io::redis::connect(&settings.redis_url, &trust)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", settings.redis_url))?;
+        .with_context(|| {
+            let url = kiln_io::tls::redacted(&settings.redis_url);
+            format!("cannot connect to Redis at {url}")
+        })?;
     let registries =
         docker::Registries::load(settings.registry.clone(), settings.registry_auth.as_deref())
             .map_err(anyhow::Error::msg)?;
@@ -128,6 +138,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     };
     let broker = amqp::Broker::connect(
         &settings.amqp_url,
+        &trust,
         Topology::new(&settings.prefix),
         settings.platform,
         settings.slots,

@@ -58,6 +58,42 @@ enum Subcommand {
         #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
         store_dir: PathBuf,
     },
+    /// Makes a worker's own RabbitMQ and Redis users, which may do what a worker does and
+    /// nothing more (take its platform's jobs, publish `task.*` events, store task records
+    /// and logs), and prints its URLs. Run it where `rabbitmqctl` reaches the broker, with a
+    /// Redis URL that may manage ACL users. Again for the same name: new passwords.
+    Credentials {
+        /// The worker's (or pool's) name: letters, digits, `-`, `_`.
+        name: String,
+        /// The platform whose jobs it takes.
+        #[arg(long, env = "KILN_PLATFORM", default_value = "linux/amd64")]
+        platform: Platform,
+        #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
+        prefix: String,
+        /// RabbitMQ's virtual host.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// A Redis URL whose user may manage ACL users.
+        #[arg(
+            long,
+            env = "KILN_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379/"
+        )]
+        redis_url: String,
+        #[arg(long, env = "KILN_TLS_CA")]
+        tls_ca: Option<PathBuf>,
+        #[arg(long, default_value = "rabbitmqctl")]
+        rabbitmqctl: PathBuf,
+        /// The broker as the worker reaches it, for the printed URL.
+        #[arg(long, default_value = "amqps://127.0.0.1:5671/%2f")]
+        worker_amqp_url: String,
+        /// Redis as the worker reaches it, for the printed URL.
+        #[arg(long, default_value = "rediss://127.0.0.1:6380/")]
+        worker_redis_url: String,
+        /// Delete the worker's users instead.
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Writes a build's manifest, in-tree images and artifacts to a tarball; on a machine
     /// with no network, `tar -xf` it and `docker load -i images.tar`.
     Export {
@@ -98,6 +134,10 @@ struct Serve {
         default_value = "redis://127.0.0.1:6379/"
     )]
     redis_url: String,
+    /// A PEM file of the CA whose certificates RabbitMQ (`amqps://`) and Redis
+    /// (`rediss://`) must present; default: the system's roots.
+    #[arg(long, env = "KILN_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Prefix of every queue, exchange, Redis key and container name.
     #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
     prefix: String,
@@ -198,6 +238,50 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Subcommand::Credentials {
+            name,
+            platform,
+            prefix,
+            vhost,
+            redis_url,
+            tls_ca,
+            rabbitmqctl,
+            worker_amqp_url,
+            worker_redis_url,
+            revoke,
+        }) => {
+            let request = kiln_worker::credentials::Request {
+                name,
+                platform,
+                prefix,
+                vhost,
+                rabbitmqctl,
+                redis_admin_url: redis_url,
+                tls_ca,
+            };
+            if revoke {
+                kiln_worker::credentials::revoke(&request).await?;
+                eprintln!("kiln-worker credentials: {} revoked", request.name);
+                return Ok(());
+            }
+            let issued = kiln_worker::credentials::issue(&request).await?;
+            eprintln!(
+                "kiln-worker credentials: user {} for {}; give the worker these (and \
+                 KILN_TLS_CA, the CA of the services' certificates):",
+                issued.user, request.platform
+            );
+            println!("KILN_PLATFORM={}", request.platform);
+            println!("KILN_PREFIX={}", request.prefix);
+            println!(
+                "KILN_AMQP_URL={}",
+                issued.url(&worker_amqp_url, &issued.amqp_password)
+            );
+            println!(
+                "KILN_REDIS_URL={}",
+                issued.url(&worker_redis_url, &issued.redis_password)
+            );
+            Ok(())
+        }
         None => serve(args.serve).await,
     }
 }
@@ -239,6 +323,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let settings = kiln_worker::Settings {
         amqp_url: args.amqp_url,
         redis_url: args.redis_url,
+        tls_ca: args.tls_ca,
         prefix: args.prefix,
         platform: args.platform,
         slots: args.slots.max(1),

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{CONFIRM_DEADLINE, Message, PublishError, open};
+use crate::tls::Trust;
 
 /// How long opening a connection, its publisher channel and the topology may take.
 const OPEN_DEADLINE: Duration = Duration::from_secs(15);
@@ -55,11 +56,33 @@ fn pauses() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Declares what a process needs on a new connection (exchanges, queues, bindings), on the
-/// channel given.
+/// Declares what a process needs on a new connection (exchanges, queues, bindings), with the
+/// connection's publisher channel or channels of its own ([`Preparing`]).
 pub type Prepare = Arc<
-    dyn Fn(Channel) -> futures_util::future::BoxFuture<'static, lapin::Result<()>> + Send + Sync,
+    dyn Fn(Preparing) -> futures_util::future::BoxFuture<'static, lapin::Result<()>> + Send + Sync,
 >;
+
+/// A new connection being prepared: its publisher channel, and more channels on demand (a
+/// refused declaration closes the channel it was made on).
+#[derive(Clone)]
+pub struct Preparing {
+    connection: Arc<Connection>,
+    /// The channel publishes go out on, in confirm mode.
+    pub publisher: Channel,
+}
+
+impl std::fmt::Debug for Preparing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preparing").finish_non_exhaustive()
+    }
+}
+
+impl Preparing {
+    /// Opens another channel on the connection.
+    pub async fn channel(&self) -> lapin::Result<Channel> {
+        self.connection.create_channel().await
+    }
+}
 
 /// An AMQP URL that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +99,7 @@ pub struct Link {
 
 struct Inner {
     uri: AMQPUri,
+    trust: Trust,
     name: String,
     prepare: Prepare,
     state: watch::Sender<LinkState>,
@@ -188,11 +212,17 @@ impl Session {
 }
 
 impl Link {
-    /// Starts keeping a connection to `url`, named `name` in the broker's list, with
-    /// `prepare` run on every new connection before it is used. Waits for the first session
-    /// at most [`FIRST_SESSION_WAIT`]; past that the link is returned down, and the keeper
-    /// goes on trying. Fails only for a URL that cannot be used at all.
-    pub async fn open(url: &str, name: &str, prepare: Prepare) -> Result<Self, BadUrl> {
+    /// Starts keeping a connection to `url` (over TLS for `amqps://`, the broker verified as
+    /// `trust` says), named `name` in the broker's list, with `prepare` run on every new
+    /// connection before it is used. Waits for the first session at most
+    /// [`FIRST_SESSION_WAIT`]; past that the link is returned down (the warning says why),
+    /// and the keeper goes on trying. Fails only for a URL that cannot be used at all.
+    pub async fn open(
+        url: &str,
+        trust: &Trust,
+        name: &str,
+        prepare: Prepare,
+    ) -> Result<Self, BadUrl> {
         let uri = url.parse::<AMQPUri>().map_err(BadUrl)?;
         let (state, _) = watch::channel(LinkState::Down {
             since: Instant::now(),
@@ -200,6 +230,7 @@ impl Link {
         });
         let inner = Arc::new(Inner {
             uri,
+            trust: trust.clone(),
             name: name.to_owned(),
             prepare,
             state,
@@ -213,7 +244,9 @@ impl Link {
         let mut states = link.inner.state.subscribe();
         let up = states.wait_for(|s| matches!(s, LinkState::Up(_)));
         if tokio::time::timeout(FIRST_SESSION_WAIT, up).await.is_err() {
+            let why = link.down_reason();
             tracing::warn!(
+                why,
                 "RabbitMQ is not reachable yet; going on, and connecting as soon as it is"
             );
         }
@@ -315,18 +348,22 @@ impl Link {
 
 /// Opens a session: the connection, its publisher channel in confirm mode, the topology.
 async fn start_session(inner: &Inner, number: u64) -> lapin::Result<Session> {
-    let connection = open(inner.uri.clone(), &inner.name).await?;
+    let connection = Arc::new(open(inner.uri.clone(), &inner.name, &inner.trust).await?);
     let opened = async {
         let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        (inner.prepare)(publisher.clone()).await?;
+        (inner.prepare)(Preparing {
+            connection: connection.clone(),
+            publisher: publisher.clone(),
+        })
+        .await?;
         lapin::Result::Ok(publisher)
     };
     match opened.await {
         Ok(publisher) => Ok(Session {
-            connection: Arc::new(connection),
+            connection,
             publisher,
             broken: CancellationToken::new(),
             number,
@@ -376,7 +413,17 @@ async fn keep(inner: Arc<Inner>, stop: CancellationToken) {
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!("connecting took over {OPEN_DEADLINE:?}"),
         };
-        tracing::debug!(%error, "cannot connect to RabbitMQ");
+        // Said once per reason: a broker away is expected, but a refused certificate or
+        // password is the operator's to fix and must be seen.
+        let new_reason = match &*inner.state.borrow() {
+            LinkState::Down { error: last, .. } => last.as_deref() != Some(error.as_str()),
+            LinkState::Up(_) => true,
+        };
+        if new_reason {
+            tracing::warn!(%error, "cannot connect to RabbitMQ");
+        } else {
+            tracing::debug!(%error, "cannot connect to RabbitMQ");
+        }
         inner.state.send_modify(|state| match state {
             LinkState::Down { error: last, .. } => *last = Some(error.clone()),
             LinkState::Up(_) => {

@@ -4,14 +4,18 @@
 
 mod link;
 
-pub use link::{BadUrl, Link, LinkState, Prepare, Session};
+pub use link::{BadUrl, Link, LinkState, Prepare, Preparing, Session};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::uri::AMQPUri;
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::tls::Trust;
 
 /// How long a publish waits for the broker's confirm. A confirm that does not come in this
 /// time means a connection that is not working: it is replaced, and the caller told.
@@ -30,6 +34,12 @@ pub enum PublishError {
     Nacked,
     #[error("no queue is bound for routing key `{0}`; the message was returned")]
     Unroutable(String),
+}
+
+/// Whether the broker refused `error`'s operation for want of permission (AMQP 403,
+/// `ACCESS_REFUSED`): the user's permissions, not the broker's state, are to blame.
+pub fn is_access_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
 }
 
 /// A message to publish: persistent, JSON, confirmed.
@@ -116,9 +126,34 @@ pub fn jobs_queue_arguments(dead_exchange: &str, delivery_limit: i64) -> FieldTa
 const FRAME_MAX: u32 = 16 * 1024;
 
 /// Connects to `uri` once, asking for frames of at most [`FRAME_MAX`] unless it says
-/// otherwise. No automatic recovery: a [`Link`] replaces a connection that fails.
-async fn open(mut uri: AMQPUri, name: &str) -> lapin::Result<Connection> {
+/// otherwise; over TLS for `amqps://`, the broker's certificate verified as `trust` says.
+/// No automatic recovery: a [`Link`] replaces a connection that fails.
+async fn open(mut uri: AMQPUri, name: &str, trust: &Trust) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     uri.query.frame_max.get_or_insert(FRAME_MAX);
-    Connection::connect_uri(uri, properties).await
+    if uri.scheme != AMQPScheme::AMQPS {
+        return Connection::connect_uri(uri, properties).await;
+    }
+    // lapin's own TLS is compiled out (it would bring C code); the stream is made here with
+    // Kiln's rustls configuration and handed to lapin's connector.
+    let connector = Arc::new(RustlsConnector::from(trust.client_config()));
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let host = uri.authority.host.as_str();
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host, uri.authority.port))
+                    .await?
+                    .collect();
+            let plain = AsyncTcpStream::connect(&runtime, addresses).await?;
+            let tls = plain.into_rustls(&connector, host).await.map_err(|error| {
+                std::io::Error::new(error.kind(), format!("TLS with {host}: {error}"))
+            })?;
+            Ok(tls)
+        },
+        properties,
+    )
+    .await
 }

@@ -82,6 +82,8 @@ impl Oci {
         } else {
             ClientProtocol::Https
         };
+        // Its HTTPS uses the process's default crypto: graviola's, as every connection here.
+        crate::tls::install_default_provider();
         let client = Client::new(ClientConfig {
             protocol,
             // One PUT per blob: chunked PATCHes cost a round trip each and gain nothing here.
