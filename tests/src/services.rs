@@ -22,6 +22,9 @@ pub struct Services {
     pub redis_url: String,
 }
 
+/// How long a service has to answer the check before the test fails.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) const START_THEM: &str =
     "start them with `deploy/dev/services` (the README's test command does)";
 
@@ -49,8 +52,17 @@ impl Services {
             redis_url: std::env::var("KILN_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
         };
-        Connection::connect(&services.amqp_url, ConnectionProperties::default())
+        // A broker that takes the connection and never answers fails the test, not hangs it.
+        let connecting = Connection::connect(&services.amqp_url, ConnectionProperties::default());
+        tokio::time::timeout(ANSWER_WITHIN, connecting)
             .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "RabbitMQ at {} took the connection but did not answer within \
+                     {ANSWER_WITHIN:?}: is it wedged? Restart it (`deploy/dev/services`)",
+                    services.amqp_url
+                )
+            })
             .unwrap_or_else(|e| {
                 panic!(
                     "RabbitMQ at {} is unreachable ({e}): {START_THEM}",
@@ -58,13 +70,16 @@ impl Services {
                 )
             });
         let mut redis = redis::Client::open(services.redis_url.as_str())
-            .and_then(|c| c.get_connection())
+            .and_then(|c| c.get_connection_with_timeout(ANSWER_WITHIN))
             .unwrap_or_else(|e| {
                 panic!(
                     "Redis at {} is unreachable ({e}): {START_THEM}",
                     services.redis_url
                 )
             });
+        redis
+            .set_read_timeout(Some(ANSWER_WITHIN))
+            .expect("a read timeout");
         let _: String = redis::cmd("PING")
             .query(&mut redis)
             .expect("Redis answers PING");
