@@ -74,7 +74,7 @@ impl Wine {
     /// Builds `kiln-worker.exe` from the current sources (cargo builds only what changed)
     /// in a target directory of its own, `<target>/wine`, so it never waits on the lock of
     /// the one `cargo test` uses; puts the shims beside it, and returns its path.
-    pub fn build_worker(&self) -> PathBuf {
+    pub async fn build_worker(&self) -> PathBuf {
         let target_dir = tests_target_dir().join("wine");
         let workspace = workspace_dir();
         let mut cargo =
@@ -93,7 +93,7 @@ impl Wine {
             .arg(&target_dir)
             // Not the tests' own target directory (cargo test sets it for build scripts).
             .env_remove("CARGO_TARGET_DIR");
-        let status = run_bounded(cargo, BUILD_TIMEOUT);
+        let status = run_bounded(cargo, BUILD_TIMEOUT).await;
         assert!(
             status.success(),
             "building kiln-worker for {WINDOWS_TARGET} failed ({status}); `rustup target add \
@@ -101,41 +101,41 @@ impl Wine {
         );
         let bin = target_dir.join(WINDOWS_TARGET).join("debug");
         let shims = workspace.join("deploy/dev/wine");
-        let gcc = |args: &[&str]| {
-            let mut command = std::process::Command::new(MINGW_GCC);
-            command.current_dir(&shims).args(args);
-            let status = run_bounded(command, E2E_TIMEOUT);
-            assert!(status.success(), "{MINGW_GCC} {args:?} failed ({status})");
-        };
         let dll = bin.join("bcryptprimitives.dll");
         let git = bin.join("git.exe");
-        gcc(&["-shared", "-O2", "-o", path_str(&dll), "bcryptprimitives.c"]);
-        gcc(&[
-            "-O2",
-            "-municode",
-            "-o",
-            path_str(&git),
-            "git-relay.c",
-            "-lws2_32",
-        ]);
+        let shim_builds: [&[&str]; 2] = [
+            &["-shared", "-O2", "-o", path_str(&dll), "bcryptprimitives.c"],
+            &[
+                "-O2",
+                "-municode",
+                "-o",
+                path_str(&git),
+                "git-relay.c",
+                "-lws2_32",
+            ],
+        ];
+        for args in shim_builds {
+            let mut command = std::process::Command::new(MINGW_GCC);
+            command.current_dir(&shims).args(args);
+            let status = run_bounded(command, E2E_TIMEOUT).await;
+            assert!(status.success(), "{MINGW_GCC} {args:?} failed ({status})");
+        }
         bin.join("kiln-worker.exe")
     }
 }
 
-/// Runs `command`, killing it after `limit`.
-fn run_bounded(mut command: std::process::Command, limit: Duration) -> std::process::ExitStatus {
-    let mut child = command.spawn().expect("the command starts");
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{command:?} took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Runs `command`, killing it (by its handle) if it takes longer than `limit`.
+async fn run_bounded(command: std::process::Command, limit: Duration) -> std::process::ExitStatus {
+    let shown = format!("{command:?}");
+    let mut command = tokio::process::Command::from(command);
+    let mut child = command
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the command starts");
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{shown} took longer than {limit:?}"))
+        .expect("wait")
 }
 
 fn path_str(path: &Path) -> &str {

@@ -7,7 +7,6 @@
 
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptionsBuilder;
-use kiln_io::registry::oci::Oci;
 use kiln_shared::platform::Platform;
 use kiln_shared::wire::{Event, ImageUse, TaskFinished};
 use kiln_tests::events::{next_event, subscribe};
@@ -102,7 +101,7 @@ async fn export(
 ) -> tempfile::NamedTempFile {
     let registries = Registries::load(Some(registry.addr.clone()), Some(&registry.auth))
         .expect("the registry's credentials");
-    let store = ArtifactStore::Registry(Oci::new(&registry.addr, registries.basic(&registry.addr)));
+    let store = ArtifactStore::Registry(registries.store().expect("the registry"));
     let runner = DockerRunner::connect("kiln-export", registries, engine)
         .await
         .expect("the engine");

@@ -72,7 +72,7 @@ async fn outcomes(events: &mut lapin::Consumer, id: u64) -> BTreeMap<String, Tas
 async fn a_windows_worker_under_wine_runs_fails_times_out_cancels_and_stops() {
     let started = std::time::Instant::now();
     let wine = Wine::require();
-    let exe = wine.build_worker();
+    let exe = wine.build_worker().await;
     let built = started.elapsed();
 
     let kiln = Kiln::start(&config()).await;

@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use kiln_io::registry::oci::Oci;
 use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
@@ -113,10 +112,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .map_err(anyhow::Error::msg)?;
     let engine = settings.docker_host.as_deref();
     // With an installation registry, artifacts and caches go there: any host can use them.
-    let home = registries
-        .home()
-        .map(|home| Oci::new(home, registries.basic(home)));
-    let (artifacts, caches) = match home {
+    let (artifacts, caches) = match registries.store() {
         Some(oci) => (
             artifacts::ArtifactStore::Registry(oci.clone()),
             cache::Caches::in_registry(oci),

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use kiln_io::registry::oci::Oci;
 use kiln_shared::build::BuildStatus;
 use kiln_shared::platform::Platform;
 use kiln_worker::artifacts::ArtifactStore;
@@ -108,12 +107,8 @@ enum Subcommand {
         /// Where artifacts are when there is no `--registry`.
         #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
         store_dir: PathBuf,
-        /// The installation's registry, where its artifacts and images are.
-        #[arg(long, env = "KILN_REGISTRY")]
-        registry: Option<String>,
-        /// A Docker `config.json` with credentials for it.
-        #[arg(long, env = "KILN_REGISTRY_AUTH")]
-        registry_auth: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -166,8 +161,16 @@ struct Serve {
     /// address. Default: the host name.
     #[arg(long, env = "KILN_ADVERTISE_HOST")]
     advertise_host: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// The installation's registry and the credentials of the registries a worker uses.
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
     /// The installation's registry (`host[:port]`): in-tree images built by one worker are
-    /// pushed there, and pulled by the others instead of built again.
+    /// pushed there and pulled by the others instead of built again; artifacts and caches
+    /// are kept there.
     #[arg(long, env = "KILN_REGISTRY")]
     registry: Option<String>,
     /// A Docker `config.json` whose `auths` hold the credentials of the registries the
@@ -215,12 +218,11 @@ async fn main() -> anyhow::Result<()> {
             bot_url,
             store_dir,
             registry,
-            registry_auth,
         }) => {
-            let registries =
-                Registries::load(registry, registry_auth.as_deref()).map_err(anyhow::Error::msg)?;
-            let store = match registries.home() {
-                Some(home) => ArtifactStore::Registry(Oci::new(home, registries.basic(home))),
+            let registries = Registries::load(registry.registry, registry.registry_auth.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let store = match registries.store() {
+                Some(oci) => ArtifactStore::Registry(oci),
                 None => ArtifactStore::Directory(Blobs::new(store_dir.join("artifacts"))),
             };
             let docker = DockerRunner::connect("kiln-export", registries, None)
@@ -332,8 +334,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         store_dir: args.store_dir,
         secrets_dir: args.secrets_dir,
         advertise_host: args.advertise_host.unwrap_or_else(|| host.to_owned()),
-        registry: args.registry,
-        registry_auth: args.registry_auth,
+        registry: args.registry.registry,
+        registry_auth: args.registry.registry_auth,
         docker_host: None,
     };
     let shutdown = CancellationToken::new();

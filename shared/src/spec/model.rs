@@ -206,7 +206,7 @@ pub enum Network {
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    /// Its image; it must exist on the worker.
+    /// Its image; pulled from its registry when the worker lacks it.
     pub image: String,
     /// Overrides the image's command: a list of arguments, or one line split into words as
     /// a shell would (quotes group words; no variables or globs).

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use bollard::auth::DockerCredentials;
+use kiln_io::registry::oci::Oci;
 use kiln_io::registry::{self, Credentials};
 
 /// The registry an image reference with no host is pulled from.
@@ -54,6 +55,12 @@ impl Registries {
     /// The registry in-tree images are pushed to, if the installation has one.
     pub fn home(&self) -> Option<&str> {
         self.home.as_deref()
+    }
+
+    /// The installation's registry as a store of artifacts and caches, if it has one.
+    pub fn store(&self) -> Option<Oci> {
+        let home = self.home()?;
+        Some(Oci::new(home, self.basic(home)))
     }
 
     /// The credentials the worker has for `registry` (`host[:port]`), if any.
