@@ -46,7 +46,6 @@
 //! roles = ["discord:1100000000000000050"]   # everyone with a Discord role
 //! commands = ["cancel"]        # or ["*"]; help, status and logs need no permission
 //! repos = ["acme/*"]           # default: every repository
-//! ```
 //!
 //! [[pool]]                     # test environments: `env request <pool>`
 //! name = "device-lab"
@@ -66,6 +65,10 @@
 //! [registry]                   # where workers keep artifacts: `GET /builds/<id>/artifacts`
 //! address = "registry.example.com:5000"
 //! auth = "/etc/kiln/registry.json"   # a Docker config.json; read access is enough
+//!
+//! [workers]
+//! reclaim_after = "30s"        # a worker unheard for this long loses its jobs to others
+//! ```
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
 //! repository it was not told to build.
@@ -122,6 +125,33 @@ pub struct Config {
     /// The installation's registry, where workers keep artifacts.
     #[serde(default)]
     pub registry: Option<Registry>,
+    /// How the bot watches over workers.
+    #[serde(default)]
+    pub workers: Workers,
+}
+
+/// How the bot watches over workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    /// How long a worker may go unheard (it says it is there every 10 s) before the bot
+    /// takes back the jobs it holds: each ends errored and runs again, as its next attempt,
+    /// on another worker (if its retries allow), and the silent worker's late result is
+    /// ignored. At least 20 s.
+    #[serde(default = "default_reclaim_after", with = "humantime_serde")]
+    pub reclaim_after: Duration,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self {
+            reclaim_after: default_reclaim_after(),
+        }
+    }
+}
+
+fn default_reclaim_after() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// The installation's registry, as the bot reads artifacts from it.
@@ -506,6 +536,12 @@ impl Config {
     /// Parses and checks configuration text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text)?;
+        anyhow::ensure!(
+            config.workers.reclaim_after >= 2 * kiln_shared::presence::HEARTBEAT,
+            "[workers] reclaim_after is at least {} s: a worker says it is there every {} s",
+            (2 * kiln_shared::presence::HEARTBEAT).as_secs(),
+            kiln_shared::presence::HEARTBEAT.as_secs(),
+        );
         for (i, repo) in config.repositories.iter().enumerate() {
             anyhow::ensure!(
                 repo.name.split('/').count() == 2 && !repo.name.starts_with('/'),

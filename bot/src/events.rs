@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::BotQueue;
 use crate::app::App;
 use crate::notify::cards;
-use crate::{comments, ingress, leases, outbox, planner, scheduler};
+use crate::{comments, ingress, leases, outbox, planner, reclaim, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -48,6 +48,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     };
     tokio::try_join!(
         leases::reap(app.clone(), shutdown.clone()),
+        reclaim::watch(app.clone(), shutdown.clone()),
         outbox::relay::relay(app.clone(), shutdown.clone()),
         serve(
             &app,

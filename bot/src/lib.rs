@@ -26,6 +26,7 @@ pub mod notify;
 pub mod outbox;
 pub mod planner;
 pub mod promotion;
+pub mod reclaim;
 pub mod repositories;
 pub mod resources;
 pub mod review;

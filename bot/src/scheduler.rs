@@ -12,7 +12,9 @@ use kiln_shared::build::{BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::PlannedTask;
 use kiln_shared::record;
 use kiln_shared::routing::JOB_DELIVERY_LIMIT;
-use kiln_shared::wire::{Artifact, Event, ImageUse, JobRequested, TaskFinished, TaskStarted};
+use kiln_shared::wire::{
+    Artifact, BuildRef, Event, ImageUse, JobRequested, TaskFinished, TaskStarted,
+};
 
 use crate::app::App;
 use crate::store::{BuildRecord, now_ms};
@@ -136,33 +138,64 @@ pub async fn handle_dead_job(app: &App, job: &JobRequested) -> anyhow::Result<()
             && let Some(outcome) = task.ended
         {
             tracing::info!(%outcome, "dead-lettered job's task had finished; its end is announced again");
-            announce_end(app, job, outcome, task.artifacts, task.images).await?;
+            let ended = Ended {
+                outcome,
+                artifacts: task.artifacts,
+                images: task.images,
+            };
+            announce_end(app, &job.build, &job.task, job.attempt, ended).await?;
         } else {
             tracing::info!("dead-lettered job's task has moved on; nothing to do");
         }
         return Ok(());
     }
     tracing::warn!(%outcome, "dead-lettered job errored");
-    announce_end(app, job, outcome, Vec::new(), Vec::new()).await
+    announce_end(
+        app,
+        &job.build,
+        &job.task,
+        job.attempt,
+        Ended::bare(outcome),
+    )
+    .await
 }
 
-/// Announces how `job`'s attempt ended like a worker's result, so the scheduler and
-/// subscribers see the same thing.
-async fn announce_end(
+/// How an attempt ended, as the bot announces it for a worker that could not.
+#[derive(Debug)]
+pub struct Ended {
+    pub outcome: TaskOutcome,
+    pub artifacts: Vec<Artifact>,
+    pub images: Vec<ImageUse>,
+}
+
+impl Ended {
+    /// An end that left nothing behind.
+    pub fn bare(outcome: TaskOutcome) -> Self {
+        Self {
+            outcome,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+}
+
+/// Announces how attempt `attempt` of `build`'s `task` ended like a worker's result, so the
+/// scheduler and subscribers see the same thing.
+pub async fn announce_end(
     app: &App,
-    job: &JobRequested,
-    outcome: TaskOutcome,
-    artifacts: Vec<Artifact>,
-    images: Vec<ImageUse>,
+    build: &BuildRef,
+    task: &str,
+    attempt: u32,
+    ended: Ended,
 ) -> anyhow::Result<()> {
     app.broker
         .publish_event(&Event::TaskFinished(TaskFinished {
-            build: job.build.clone(),
-            task: job.task.clone(),
-            attempt: job.attempt,
-            outcome,
-            artifacts,
-            images,
+            build: build.clone(),
+            task: task.to_owned(),
+            attempt,
+            outcome: ended.outcome,
+            artifacts: ended.artifacts,
+            images: ended.images,
         }))
         .await?;
     Ok(())

@@ -62,3 +62,40 @@ pub fn run_until_stopped<T: Send + 'static>(
         }
     }
 }
+
+/// Like [`run_until_stopped`], for a process that drains before it stops: the first stop
+/// request calls `drain`; `stop_now` follows once `drain_for` has passed or at a second
+/// request, and from then the process exits within [`STOP_GRACE`] whatever `serve` waits for.
+pub fn run_until_drained<T: Send + 'static>(
+    serve: impl Future<Output = T> + Send + 'static,
+    drain: impl FnOnce() + Send + 'static,
+    stop_now: impl FnOnce() + Send + 'static,
+    drain_for: Duration,
+) -> impl Future<Output = Result<T, tokio::task::JoinError>> {
+    let first = stop_requested();
+    async move {
+        let mut running = tokio::spawn(serve);
+        tokio::select! {
+            ended = &mut running => return ended,
+            () = first => drain(),
+        }
+        tracing::info!(
+            drain_for = %humantime::format_duration(drain_for),
+            "stopping: finishing the work in hand; a second signal stops at once"
+        );
+        let second = stop_requested();
+        tokio::select! {
+            ended = &mut running => return ended,
+            () = second => tracing::warn!("asked again: stopping at once"),
+            () = tokio::time::sleep(drain_for) => tracing::warn!("not drained in time: stopping at once"),
+        }
+        stop_now();
+        match tokio::time::timeout(STOP_GRACE, running).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -26,6 +26,46 @@ impl Process {
         self.child.try_wait().expect("wait")
     }
 
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Freezes it and every process it started (SIGSTOP), as a machine that hangs would be;
+    /// [`Process::thaw`] lets them all go on.
+    pub fn freeze(&self) {
+        let Some(pid) = self.id() else { return };
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        for child in descendants(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+    }
+
+    /// Lets it and every process it started go on (SIGCONT).
+    pub fn thaw(&self) {
+        let Some(pid) = self.id() else { return };
+        for child in descendants(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// Waits at most `timeout` for it to end, and says how.
+    pub async fn ended(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} ends within {timeout:?}", self.name))
+            .expect("wait")
+    }
+
     /// Asks it to stop (SIGTERM, as a service manager would) and checks it stopped cleanly.
     pub async fn stop(mut self) {
         self.stop_in_place().await;
@@ -43,6 +83,36 @@ impl Process {
             .expect("wait");
         assert!(status.success(), "{} ended with {status}", self.name);
     }
+}
+
+/// Every process descended from `pid`, from `/proc`.
+fn descendants(pid: u32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let child: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; the command may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let parent: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut found = vec![pid as i32];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        at += 1;
+    }
+    found.split_off(1)
 }
 
 /// The resident memory of process `pid` in MiB, from `/proc`; `None` once it has ended.
@@ -150,6 +220,18 @@ pub async fn start_named_worker(
     slots: usize,
     name: &str,
 ) -> Process {
+    start_worker_with(services, prefix, state, slots, name, &[]).await
+}
+
+/// Like [`start_named_worker`], with more of the worker's environment (`KILN_…` settings).
+pub async fn start_worker_with(
+    services: &Services,
+    prefix: &str,
+    state: &Path,
+    slots: usize,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let name = format!("{prefix}-{name}");
     let own_state = state.join(&name);
     std::fs::create_dir_all(&own_state).expect("the worker's state directory");
@@ -159,6 +241,7 @@ pub async fn start_named_worker(
         .env("KILN_WORKER_NAME", &name)
         .env("KILN_ADVERTISE_HOST", "127.0.0.1")
         .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
+        .envs(env.iter().copied())
         .spawn()
         .expect("start kiln-worker");
     let client = redis::Client::open(services.redis_url.as_str()).expect("Redis URL");

@@ -10,10 +10,11 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
-use crate::store::{Claim, RedisLog};
+use crate::store::{Claim, RedisLog, Standing};
 use crate::task::{self, Ran, Tools};
 
-/// How often a running task's record is read to see whether the bot cancelled it.
+/// How often a running task's record is read to see whether the bot cancelled it or took
+/// it back.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// How long to wait before trying a job again that failed for a passing reason (Redis or
@@ -37,7 +38,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
             return;
         }
     };
-    let _held = worker.running.hold(job.build.id, &job.task);
+    let _held = worker.running.hold(&job);
     let span =
         tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;
@@ -95,9 +96,9 @@ async fn wait_while_running(worker: &Worker, job: &JobRequested, shutdown: &Canc
         };
         let alive = if owner == worker.name {
             // This delivery is one hold; the run's own is the other.
-            worker.running.holds(job.build.id, &job.task) > 1
+            worker.running.holds(job) > 1
         } else {
-            let label = crate::presence::label(job.build.id, &job.task);
+            let label = kiln_shared::presence::label(job.build.id, &job.task);
             matches!(worker.store.presence(&owner).await, Ok(Some(p))
                 if p.is_there(crate::store::now_ms()) && p.running.contains(&label))
         };
@@ -241,22 +242,28 @@ async fn run_job(
             stopped.await;
             return Ok(Done::Interrupted);
         }
-        () = cancelled(worker, job) => {
+        standing = taken_away(worker, job) => {
             stopped.await;
-            let log = RedisLog { store: &worker.store, job };
-            crate::lines::note(&log, "cancelled".into()).await;
-            tracing::info!("task cancelled");
+            if standing == Standing::Cancelled {
+                let log = RedisLog { store: &worker.store, job };
+                crate::lines::note(&log, "cancelled".into()).await;
+                tracing::info!("task cancelled");
+            } else {
+                // Its log is the next attempt's now: nothing more is written to it.
+                tracing::warn!("this attempt was taken back (the bot had not heard from this \
+                    worker) and runs elsewhere; stopped");
+            }
             return Ok(Done::Finished);
         }
     };
     tracing::info!(outcome = %ran.outcome, "task ended");
     let recorded = with_pauses(worker, &shutdown, || async {
-        Ok(worker.store.finish(job, &ran).await?)
+        Ok(worker.store.finish(job, &worker.name, &ran).await?)
     })
     .await
     .map_err(Failure::AfterRun)?;
     if !recorded {
-        // Cancelled (or ended) meanwhile: the record says so, and nothing is to announce.
+        // Cancelled or taken back meanwhile: the record says so, and nothing is to announce.
         tracing::info!("the task's record moved on while it ran; its end is not announced");
         return Ok(Done::Finished);
     }
@@ -268,15 +275,18 @@ async fn run_job(
     Ok(Done::Finished)
 }
 
-/// Resolves once the bot has cancelled the job's task; never while it has not.
-async fn cancelled(worker: &Worker, job: &JobRequested) {
+/// Resolves once the job's task is no longer this worker's to run (the bot cancelled it, or
+/// took its attempt back), with why; never while it is.
+async fn taken_away(worker: &Worker, job: &JobRequested) -> Standing {
     let mut every = tokio::time::interval(CANCEL_POLL);
     loop {
         every.tick().await;
-        match worker.store.cancelled(job).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "cannot read whether the task was cancelled"),
+        match worker.store.standing(job, &worker.name).await {
+            Ok(Standing::Held) => {}
+            Ok(standing) => return standing,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read whether the task is still this worker's")
+            }
         }
     }
 }

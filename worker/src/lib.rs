@@ -97,9 +97,52 @@ pub struct Worker {
     pub advertise_host: String,
 }
 
-/// Runs a worker until `shutdown` is cancelled. Jobs in flight are interrupted and left
-/// unacknowledged, so RabbitMQ gives them to another worker.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// How a worker is asked to stop: to drain (take no new job, let those it holds finish),
+/// then, or at once, to stop now (interrupt them: unacknowledged, they go to another worker).
+#[derive(Debug, Clone)]
+pub struct Stopping {
+    now: CancellationToken,
+    drain: CancellationToken,
+}
+
+impl Stopping {
+    pub fn new() -> Self {
+        CancellationToken::new().into()
+    }
+
+    /// Takes no new job from now on.
+    pub fn drain(&self) {
+        self.drain.cancel();
+    }
+
+    /// Interrupts the jobs held and stops; draining too.
+    pub fn now(&self) {
+        self.now.cancel();
+    }
+}
+
+impl Default for Stopping {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Stopping `now` when that token is cancelled, never draining first.
+impl From<CancellationToken> for Stopping {
+    fn from(now: CancellationToken) -> Self {
+        // Stopping now stops taking jobs too.
+        let drain = now.child_token();
+        Self { now, drain }
+    }
+}
+
+/// Runs a worker until it is stopped ([`Stopping`]; a plain token stops it at once). Jobs
+/// interrupted are left unacknowledged, so RabbitMQ gives them to another worker.
+pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::Result<()> {
+    let Stopping {
+        now: shutdown,
+        drain,
+    } = stopping.into();
     let trust = kiln_io::tls::Trust::load(settings.tls_ca.as_deref())?;
     let (_, redis) = kiln_io::redis::connect(&settings.redis_url, &trust)
         .await
@@ -158,22 +201,28 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 
     let jobs = TaskTracker::new();
+    let beat_until = CancellationToken::new();
     let heartbeat = {
         let worker = worker.clone();
-        let shutdown = shutdown.clone();
+        let (draining, stop) = (drain.clone(), beat_until.clone());
         tokio::spawn(async move {
-            presence::beat(&worker, settings.platform, settings.slots, shutdown).await;
+            presence::beat(&worker, settings.platform, settings.slots, draining, stop).await;
         })
     };
     let reaper = tokio::spawn(environment::reap(worker.clone(), shutdown.clone()));
     // Each broker connection's consumer in turn: jobs in hand when one is lost run on, and
     // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
-    'sessions: while let Some((session, _channel, mut consumer)) =
-        worker.broker.consume(&shutdown).await
+    'sessions: while let Some((session, channel, mut consumer)) =
+        worker.broker.consume(&drain).await
     {
         loop {
             let next = tokio::select! {
-                () = shutdown.cancelled() => break 'sessions,
+                () = drain.cancelled() => {
+                    if !shutdown.is_cancelled() {
+                        stop_consuming(&channel, consumer).await;
+                    }
+                    break 'sessions;
+                }
                 () = session.broken() => continue 'sessions,
                 next = consumer.next() => next,
             };
@@ -193,7 +242,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                     if !session.is_broken() {
                         tracing::warn!("the broker ended the consumer; starting it again");
                         tokio::select! {
-                            () = shutdown.cancelled() => break 'sessions,
+                            () = drain.cancelled() => break 'sessions,
                             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         }
                     }
@@ -203,9 +252,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     jobs.close();
+    if !shutdown.is_cancelled() && !jobs.is_empty() {
+        tracing::info!(
+            jobs = jobs.len(),
+            "draining: taking no new job, finishing those held"
+        );
+    }
     jobs.wait().await;
     // The worker has stopped taking jobs: it is no longer there, whatever ended the loop.
-    heartbeat.abort();
+    beat_until.cancel();
     let _ = heartbeat.await;
     reaper.abort();
     let _ = reaper.await;
@@ -213,4 +268,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         tracing::warn!(%error, "cannot take this worker's presence back");
     }
     Ok(())
+}
+
+/// Tells the broker to send this worker no more jobs, and hands back those it had sent but
+/// the worker had not started.
+async fn stop_consuming(channel: &lapin::Channel, mut consumer: lapin::Consumer) {
+    let cancel = lapin::options::BasicCancelOptions::default();
+    if let Err(error) = channel.basic_cancel(consumer.tag(), cancel).await {
+        // The channel is gone: what it had sent goes back to the queue by itself.
+        tracing::warn!(%error, "cannot cancel the job consumer");
+        return;
+    }
+    let requeue = lapin::options::BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    let bound = std::time::Duration::from_secs(5);
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(bound, consumer.next()).await {
+        if let Err(error) = delivery.nack(requeue).await {
+            tracing::warn!(%error, "cannot hand back a job not started");
+        }
+    }
 }

@@ -8,7 +8,6 @@ use kiln_shared::platform::Platform;
 use kiln_worker::artifacts::ArtifactStore;
 use kiln_worker::blobs::Blobs;
 use kiln_worker::docker::{DockerRunner, Registries};
-use tokio_util::sync::CancellationToken;
 
 /// Kiln's worker: takes jobs for one platform from RabbitMQ and runs them in Docker or the
 /// shell; `kiln-worker run` runs a repository's pipeline right here, with no server;
@@ -161,6 +160,10 @@ struct Serve {
     /// address. Default: the host name.
     #[arg(long, env = "KILN_ADVERTISE_HOST")]
     advertise_host: Option<String>,
+    /// On SIGTERM the worker takes no new job and lets those it runs finish for this long;
+    /// past it, or at a second signal, it stops them and they run again elsewhere.
+    #[arg(long, env = "KILN_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -338,9 +341,15 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         registry_auth: args.registry.registry_auth,
         docker_host: None,
     };
-    let shutdown = CancellationToken::new();
-    // Whatever it is waiting for, the worker is gone within the grace; its jobs, not
-    // acknowledged, go to another worker.
-    kiln_io::signal::run_until_stopped(kiln_worker::run(settings, shutdown.clone()), shutdown)
-        .await?
+    let stopping = kiln_worker::Stopping::new();
+    let (drain, now) = (stopping.clone(), stopping.clone());
+    // Whatever it is waiting for once told to stop now, the worker is gone within the
+    // grace; its jobs, not acknowledged, go to another worker.
+    kiln_io::signal::run_until_drained(
+        kiln_worker::run(settings, stopping),
+        move || drain.drain(),
+        move || now.now(),
+        args.drain_timeout,
+    )
+    .await?
 }

@@ -1,14 +1,15 @@
-//! The worker's presence: every heartbeat it tells Redis who it is, what it runs and which
-//! jobs it holds, so `workers` in chat can say.
+//! The worker's presence: every heartbeat it tells Redis who it is, what it runs, which
+//! jobs it holds and whether it is draining, so `workers` in chat can say, and so the bot
+//! can take back the jobs of a worker that went silent.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use kiln_shared::build::BuildId;
 use kiln_shared::platform::Platform;
-use kiln_shared::presence::{HEARTBEAT, Presence};
+use kiln_shared::presence::{HEARTBEAT, HeldJob, Presence};
+use kiln_shared::wire::JobRequested;
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
@@ -18,7 +19,7 @@ use crate::store::now_ms;
 /// one when RabbitMQ gave a job again while it ran, after a lost connection).
 #[derive(Debug, Default)]
 pub struct Running {
-    jobs: Mutex<BTreeMap<String, usize>>,
+    jobs: Mutex<BTreeMap<HeldJob, usize>>,
     /// Told when a job is taken or let go, so the presence says so at once.
     changed: Notify,
 }
@@ -27,13 +28,13 @@ pub struct Running {
 #[derive(Debug)]
 pub struct Held<'a> {
     running: &'a Running,
-    job: String,
+    job: HeldJob,
 }
 
 impl Running {
-    /// Notes that the job of `build`'s `task` is held until the returned guard is dropped.
-    pub fn hold(&self, build: BuildId, task: &str) -> Held<'_> {
-        let job = label(build, task);
+    /// Notes that `job` is held until the returned guard is dropped.
+    pub fn hold(&self, job: &JobRequested) -> Held<'_> {
+        let job = held(job);
         *self
             .jobs
             .lock()
@@ -44,14 +45,14 @@ impl Running {
         Held { running: self, job }
     }
 
-    /// How many deliveries of `build`'s `task` are held.
-    pub fn holds(&self, build: BuildId, task: &str) -> usize {
+    /// How many deliveries of `job` are held.
+    pub fn holds(&self, job: &JobRequested) -> usize {
         let jobs = self.jobs.lock().expect("not poisoned");
-        jobs.get(&label(build, task)).copied().unwrap_or(0)
+        jobs.get(&held(job)).copied().unwrap_or(0)
     }
 
     /// The jobs held, in order.
-    pub fn now(&self) -> Vec<String> {
+    pub fn now(&self) -> Vec<HeldJob> {
         self.jobs
             .lock()
             .expect("not poisoned")
@@ -61,9 +62,12 @@ impl Running {
     }
 }
 
-/// How a job is named in presences: `#12 unit`.
-pub fn label(build: BuildId, task: &str) -> String {
-    format!("#{build} {task}")
+fn held(job: &JobRequested) -> HeldJob {
+    HeldJob {
+        build: job.build.id,
+        task: job.task.clone(),
+        attempt: job.attempt,
+    }
 }
 
 impl Drop for Held<'_> {
@@ -80,22 +84,35 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Tells Redis every [`HEARTBEAT`], and whenever it takes or lets go of a job, that `worker`
-/// is there, until `shutdown`. A Redis outage only makes the worker look gone for a while.
-pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: CancellationToken) {
+/// Tells Redis every [`HEARTBEAT`], whenever it takes or lets go of a job, and when it
+/// starts draining, that `worker` is there, until `stop`. A Redis outage only makes the
+/// worker look gone for a while.
+pub async fn beat(
+    worker: &Worker,
+    platform: Platform,
+    slots: u16,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) {
     let started_ms = now_ms();
     let mut ticks = tokio::time::interval(HEARTBEAT);
+    let mut said_draining = false;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
             _ = ticks.tick() => {}
             () = worker.running.changed.notified() => {}
+            () = draining.cancelled(), if !said_draining => {}
         }
+        said_draining = draining.is_cancelled();
+        let held = worker.running.now();
         let presence = Presence {
             name: worker.name.clone(),
             platform: platform.to_string(),
             slots,
-            running: worker.running.now(),
+            running: held.iter().map(HeldJob::label).collect(),
+            held,
+            draining: said_draining,
             started_ms,
             seen_ms: now_ms(),
             host: worker.advertise_host.clone(),
@@ -111,15 +128,36 @@ pub async fn beat(worker: &Worker, platform: Platform, slots: u16, shutdown: Can
 mod tests {
     use super::*;
 
+    fn job(build: u64, task: &str) -> JobRequested {
+        serde_json::from_value(serde_json::json!({
+            "build": { "id": build, "repo": "acme/api", "branch": "main", "commit": "c" },
+            "clone_url": "", "task": task, "step": task, "attempt": 2,
+            "platform": "linux/amd64", "commands": [], "timeout_secs": 1
+        }))
+        .expect("job")
+    }
+
     #[test]
     fn a_job_is_held_until_its_guard_goes() {
         let running = Running::default();
-        let first = running.hold(BuildId(12), "unit");
+        let (unit, lint) = (job(12, "unit"), job(3, "lint"));
+        let first = running.hold(&unit);
         {
-            let _second = running.hold(BuildId(3), "lint");
-            assert_eq!(running.now(), ["#12 unit", "#3 lint"]);
+            let _second = running.hold(&lint);
+            let _again = running.hold(&unit);
+            assert_eq!(running.holds(&unit), 2);
+            let labels: Vec<String> = running.now().iter().map(HeldJob::label).collect();
+            assert_eq!(labels, ["#3 lint", "#12 unit"]);
         }
-        assert_eq!(running.now(), ["#12 unit"]);
+        assert_eq!(running.holds(&unit), 1);
+        assert_eq!(
+            running.now(),
+            [HeldJob {
+                build: kiln_shared::build::BuildId(12),
+                task: "unit".into(),
+                attempt: 2
+            }]
+        );
         drop(first);
         assert!(running.now().is_empty());
     }

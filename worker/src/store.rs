@@ -42,6 +42,18 @@ pub enum Claim {
     Elsewhere(Option<String>),
 }
 
+/// Where a running task stands for the worker running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still its to run.
+    Held,
+    /// The bot cancelled it.
+    Cancelled,
+    /// Its attempt is no longer this worker's: the bot took it back from a worker it had
+    /// not heard from, and another attempt (or worker) has it.
+    TakenBack,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,12 +85,14 @@ impl Store {
     }
 
     /// Moves the task of `job` to `to` if it is in one of `from` and still at the job's
-    /// attempt (a retry supersedes older attempts), setting `fields` with it.
+    /// attempt (a retry supersedes older attempts) and, with `owner`, still that worker's (a
+    /// taken-back attempt is no longer its), setting `fields` with it.
     async fn transition(
         &self,
         job: &JobRequested,
         to: TaskStatus,
         from: &[TaskStatus],
+        owner: Option<&str>,
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
@@ -86,8 +100,12 @@ impl Store {
         invocation
             .arg(to.as_str())
             .arg(from.join(","))
+            .arg(1 + usize::from(owner.is_some()))
             .arg(TaskField::Attempt.name())
             .arg(job.attempt);
+        if let Some(owner) = owner {
+            invocation.arg(TaskField::Worker.name()).arg(owner);
+        }
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
         }
@@ -133,12 +151,6 @@ impl Store {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
-    /// Whether the bot has cancelled this attempt of the task.
-    pub async fn cancelled(&self, job: &JobRequested) -> Result<bool, StoreError> {
-        let task = self.task(job).await?;
-        Ok(task.is_some_and(|t| t.status == TaskStatus::Cancelled && t.attempt == job.attempt))
-    }
-
     /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
     /// worker was running: that worker died without acknowledging it.
     pub async fn claim(
@@ -154,7 +166,7 @@ impl Store {
         };
         let fields = record::task::claimed(worker, now_ms());
         if self
-            .transition(job, TaskStatus::Running, from, &fields)
+            .transition(job, TaskStatus::Running, from, None, &fields)
             .await?
         {
             return Ok(Claim::Taken);
@@ -165,8 +177,9 @@ impl Store {
                 ended: Some(outcome),
                 artifacts,
                 images,
+                attempt,
                 ..
-            }) => Claim::Finished(Ran {
+            }) if attempt == job.attempt => Claim::Finished(Ran {
                 outcome,
                 artifacts,
                 images,
@@ -175,13 +188,25 @@ impl Store {
         })
     }
 
-    /// Records how the task ended. Returns false if it had already ended (cancelled, say);
+    /// Records how `worker`'s run of the task ended. Returns false if the task had already
+    /// ended (cancelled, say) or is no longer this worker's (its attempt was taken back);
     /// true again when it ended so by this very record (a retry whose first answer was lost).
-    pub async fn finish(&self, job: &JobRequested, ran: &Ran) -> Result<bool, StoreError> {
+    pub async fn finish(
+        &self,
+        job: &JobRequested,
+        worker: &str,
+        ran: &Ran,
+    ) -> Result<bool, StoreError> {
         let outcome = &ran.outcome;
         let fields = record::task::finished(outcome, &ran.artifacts, &ran.images, now_ms());
         if self
-            .transition(job, outcome.status(), &[TaskStatus::Running], &fields)
+            .transition(
+                job,
+                outcome.status(),
+                &[TaskStatus::Running],
+                Some(worker),
+                &fields,
+            )
             .await?
         {
             return Ok(true);
@@ -190,8 +215,28 @@ impl Store {
         Ok(task.is_some_and(|t| {
             t.status == outcome.status()
                 && t.attempt == job.attempt
+                && t.worker.as_deref() == Some(worker)
                 && t.ended.as_ref() == Some(outcome)
         }))
+    }
+
+    /// Whether the task of `job` is still `worker`'s to run: running, at the job's attempt,
+    /// claimed by it; or else why not.
+    pub async fn standing(&self, job: &JobRequested, worker: &str) -> Result<Standing, StoreError> {
+        let task = self.task(job).await?;
+        Ok(match task {
+            Some(t) if t.attempt == job.attempt && t.status == TaskStatus::Cancelled => {
+                Standing::Cancelled
+            }
+            Some(t)
+                if t.attempt == job.attempt
+                    && t.status == TaskStatus::Running
+                    && t.worker.as_deref() == Some(worker) =>
+            {
+                Standing::Held
+            }
+            _ => Standing::TakenBack,
+        })
     }
 
     /// Appends log lines to the task's stream in one round trip, trimming it once after.

@@ -1,5 +1,6 @@
 //! The worker's records, on the real Redis (`deploy/dev/services` starts it): a finish
-//! whose answer was lost, tried again, counts as recorded; another end never does.
+//! whose answer was lost, tried again, counts as recorded; another end never does; a run
+//! whose attempt was taken over or taken back records nothing.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use kiln_shared::lease::LeaseId;
 use kiln_shared::platform::Platform;
 use kiln_shared::spec::Runner;
 use kiln_shared::wire::{BuildRef, JobRequested};
-use kiln_worker::store::{Claim, EnvironmentReport, Store};
+use kiln_worker::store::{Claim, EnvironmentReport, Standing, Store};
 use kiln_worker::task::Ran;
 
 fn job() -> JobRequested {
@@ -77,21 +78,27 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
         Claim::Taken
     );
     let passed = ran(TaskOutcome::Passed);
-    assert!(store.finish(&job, &passed).await.expect("finish"));
+    assert!(store.finish(&job, "w1", &passed).await.expect("finish"));
     assert!(
-        store.finish(&job, &passed).await.expect("finish again"),
+        store
+            .finish(&job, "w1", &passed)
+            .await
+            .expect("finish again"),
         "the same end, already recorded by this finish"
     );
     let failed = ran(TaskOutcome::Failed { exit_code: 1 });
     assert!(
-        !store.finish(&job, &failed).await.expect("another end"),
+        !store
+            .finish(&job, "w1", &failed)
+            .await
+            .expect("another end"),
         "a task that ended is not ended otherwise"
     );
     let mut later = job.clone();
     later.attempt = 2;
     assert!(
         !store
-            .finish(&later, &passed)
+            .finish(&later, "w1", &passed)
             .await
             .expect("another attempt"),
         "an attempt that never ran records nothing"
@@ -103,6 +110,92 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
         .await
         .expect("HGET");
     assert_eq!(status, "passed");
+    let _: usize = redis::cmd("DEL")
+        .arg(&task)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+}
+
+#[tokio::test]
+async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
+    let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("Redis URL")
+        .get_connection_manager()
+        .await
+        .expect("Redis answers (deploy/dev/services starts it)");
+    let keys = Keys::new(format!("kw-back-{}", std::process::id()));
+    let job = job();
+    let task = keys.task(job.build.id, &job.task);
+    let set = |fields: &'static [&'static str]| {
+        let mut conn = conn.clone();
+        let task = task.clone();
+        async move {
+            let _: () = redis::cmd("HSET")
+                .arg(&task)
+                .arg(fields)
+                .query_async(&mut conn)
+                .await
+                .expect("HSET");
+        }
+    };
+    set(&["status", "queued", "attempt", "1"]).await;
+    let store = Store::new(conn.clone(), keys);
+    assert_eq!(
+        store.claim(&job, false, "w1").await.expect("claim"),
+        Claim::Taken
+    );
+    assert_eq!(
+        store.standing(&job, "w1").await.expect("read"),
+        Standing::Held
+    );
+
+    // RabbitMQ gave the job to w2 after w1's connection died: w2 takes it over.
+    assert_eq!(
+        store.claim(&job, true, "w2").await.expect("claim"),
+        Claim::Taken
+    );
+    assert_eq!(
+        store.standing(&job, "w1").await.expect("read"),
+        Standing::TakenBack
+    );
+    let passed = ran(TaskOutcome::Passed);
+    assert!(
+        !store
+            .finish(&job, "w1", &passed)
+            .await
+            .expect("late finish"),
+        "the first run's late result changes nothing"
+    );
+    assert_eq!(
+        store.standing(&job, "w2").await.expect("read"),
+        Standing::Held
+    );
+
+    // The bot took the attempt back from w2 and queued the next one.
+    set(&["status", "queued", "attempt", "2"]).await;
+    assert_eq!(
+        store.standing(&job, "w2").await.expect("read"),
+        Standing::TakenBack
+    );
+    assert!(
+        !store
+            .finish(&job, "w2", &passed)
+            .await
+            .expect("late finish")
+    );
+    let mut next = job.clone();
+    next.attempt = 2;
+    assert_eq!(
+        store.claim(&next, false, "w3").await.expect("claim"),
+        Claim::Taken
+    );
+    set(&["status", "cancelled"]).await;
+    assert_eq!(
+        store.standing(&next, "w3").await.expect("read"),
+        Standing::Cancelled
+    );
     let _: usize = redis::cmd("DEL")
         .arg(&task)
         .query_async(&mut conn)

@@ -607,8 +607,34 @@ impl Store {
     ) -> RedisResult<bool> {
         let from = TaskStatus::sources_of(to);
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let guard = (TaskField::Attempt.name(), attempt.to_string());
-        self.transition_if(self.keys.task(id, task), to.as_str(), &from, guard, fields)
+        let guards = [(TaskField::Attempt.name(), attempt.to_string())];
+        self.transition_if(
+            self.keys.task(id, task),
+            to.as_str(),
+            &from,
+            &guards,
+            fields,
+        )
+        .await
+    }
+
+    /// Ends attempt `attempt` of task `task` as errored with `fields` if it is still running
+    /// on `worker`: how the bot takes back an attempt from a worker it no longer hears from.
+    pub async fn take_back(
+        &self,
+        id: BuildId,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+        fields: &[(&str, String)],
+    ) -> RedisResult<bool> {
+        let running = [TaskStatus::Running.as_str()];
+        let guards = [
+            (TaskField::Attempt.name(), attempt.to_string()),
+            (TaskField::Worker.name(), worker.to_owned()),
+        ];
+        let key = self.keys.task(id, task);
+        self.transition_if(key, TaskStatus::Errored.as_str(), &running, &guards, fields)
             .await
     }
 
@@ -632,26 +658,23 @@ impl Store {
         from: &[&str],
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
-        self.transition_if(key, to, from, ("", String::new()), fields)
-            .await
+        self.transition_if(key, to, from, &[], fields).await
     }
 
-    /// The compare-and-set, also requiring `guard` (field, value) to hold unless its field
-    /// is empty.
+    /// The compare-and-set, also requiring each of `guards` (field, value) to hold.
     async fn transition_if(
         &self,
         key: String,
         to: &str,
         from: &[&str],
-        guard: (&str, String),
+        guards: &[(&str, String)],
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let mut invocation = TRANSITION.key(key);
-        invocation
-            .arg(to)
-            .arg(from.join(","))
-            .arg(guard.0)
-            .arg(guard.1);
+        invocation.arg(to).arg(from.join(",")).arg(guards.len());
+        for (field, value) in guards {
+            invocation.arg(*field).arg(value);
+        }
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
         }
