@@ -29,6 +29,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 mod fleet;
+mod workers;
 
 use crate::forge::{TestRepo, push_payload};
 use crate::processes::rss_mib;
@@ -292,6 +293,15 @@ pub async fn run(options: Options) -> Vec<Figure> {
         p99.percentile = 99;
         report(p99);
         report(waited);
+    }
+
+    if options.wants(&["frozen_worker"]) {
+        report(workers::frozen_worker(options).await);
+    }
+    if options.wants(&["dispatch_"]) {
+        for figure in workers::tls_dispatch(options).await {
+            report(figure);
+        }
     }
 
     kiln.stop_process("kiln-worker").await;
