@@ -2,7 +2,8 @@
 //! `deploy/dev/services` runs with authentication: a step image that exists only in the
 //! registry is pulled and runs; a missing one fails its task once, with the reason; wrong
 //! credentials are refused with the reason and shown nowhere; a step with `network: egress`
-//! reaches a server outside its own network, and one without cannot.
+//! reaches a server outside its own network, and one without cannot; `kiln-worker gc
+//! --registry` takes out the tags of gone branches and the images no branch names.
 
 use kiln_shared::wire::Event;
 use kiln_tests::events::{next_event, subscribe};
@@ -202,4 +203,138 @@ async fn a_step_with_egress_reaches_out_and_one_without_cannot() {
             .await
             .contains("hello-from-outside")
     );
+}
+
+/// The tags of `repository` in the registry, by `curl` with the registry's credentials.
+fn registry_tags(registry: &TestRegistry, repository: &str) -> Vec<String> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&registry.auth).expect("auth")).expect("json");
+    let auth = config["auths"][&registry.addr]["auth"]
+        .as_str()
+        .expect("the registry's credentials");
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Basic {auth}"))
+        .arg(format!(
+            "http://{}/v2/{repository}/tags/list",
+            registry.addr
+        ))
+        .output()
+        .expect("curl runs");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let mut tags: Vec<String> = answer["tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// Pushes a one-label image of its own (a digest no other image has) under each of `names`.
+fn push_own_image(registry: &TestRegistry, names: &[String], label: &str) {
+    let dockerfile = format!("FROM {TEST_IMAGE}\nLABEL kiln.test={label}\n");
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "--quiet", "-t", &names[0], "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker build");
+    use std::io::Write as _;
+    build
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dockerfile.as_bytes())
+        .expect("write the Dockerfile");
+    assert!(build.wait().expect("docker build").success());
+    for name in names {
+        docker(&["tag", &names[0], name], None);
+        docker(&["push", "--quiet", name], Some(&registry.auth));
+    }
+    for name in names {
+        docker(&["rmi", name], None);
+    }
+}
+
+/// `kiln-worker gc --registry` with every image old (`--max-age 0s`), asking the bot at
+/// `bot`; what it printed, once it has passed.
+async fn gc(registry: &TestRegistry, bot: &str, dry_run: bool) -> String {
+    let mut command = tokio::process::Command::new(kiln_tests::processes::binary("kiln-worker"));
+    command
+        .args(["gc", "--max-age", "0s", "--registry", &registry.addr])
+        .arg("--registry-auth")
+        .arg(&registry.auth)
+        .args(["--bot-url", bot]);
+    if dry_run {
+        command.arg("--dry-run");
+    }
+    let output = command.output().await.expect("kiln-worker gc runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}{errors}");
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_of_the_registry_takes_out_gone_branches_and_unnamed_images() {
+    use kiln_shared::template::branch_slug;
+    let registry = TestRegistry::require();
+    let repo = TestRepo::new();
+    repo.commit("master", "Kept", &[("README", "kept\n")]);
+    // A repository name of the test's own: the registry is shared with other tests, and gc
+    // leaves alone what the bot does not build.
+    let name = format!("{}/api", kiln_tests::services::unique_prefix());
+    let config = format!(
+        "public_url = \"http://kiln.test\"\n[[repository]]\nname = \"{name}\"\n\
+         webhook_secret = \"{}\"\nclone_url = \"{}\"\n",
+        kiln_tests::TEST_SECRET,
+        repo.clone_url()
+    );
+    let kiln = Kiln::start_without_workers(&config).await;
+    let repository = format!("kiln/{name}/app");
+    let image = |tag: &str| format!("{}/{repository}:{tag}", registry.addr);
+    let (master, gone) = (branch_slug("master"), branch_slug("feature/gone"));
+    let (kept, old) = ("0123456789abcdef0123", "aaaaaaaaaaaaaaaaaaaa");
+    push_own_image(&registry, &[image(&master), image(kept)], &name);
+    push_own_image(
+        &registry,
+        &[image(&gone), image(old)],
+        &format!("{name}-gone"),
+    );
+    let mut all = vec![
+        master.clone(),
+        kept.to_owned(),
+        gone.clone(),
+        old.to_owned(),
+    ];
+    all.sort();
+    assert_eq!(registry_tags(&registry, &repository), all);
+
+    let bot = kiln.url("");
+    let said = gc(&registry, &bot, true).await;
+    assert!(
+        said.contains(&format!("{repository}:{gone}: would take out")),
+        "{said}"
+    );
+    assert_eq!(
+        registry_tags(&registry, &repository),
+        all,
+        "a dry run changes nothing"
+    );
+
+    let said = gc(&registry, &bot, false).await;
+    assert!(
+        said.contains("1 branch tag(s) and 1 image(s) taken out"),
+        "{said}"
+    );
+    assert_eq!(
+        registry_tags(&registry, &repository),
+        [kept.to_owned(), master.clone()],
+        "the live branch's tag and the image it names stay"
+    );
+    kiln.stop().await;
 }

@@ -9,6 +9,8 @@
 //! Also the reaper of leased environments ([`reap_environments`]), which a serving worker runs
 //! every second: a container labelled with a lease that no longer runs goes.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 

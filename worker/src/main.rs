@@ -42,7 +42,9 @@ enum Subcommand {
     },
     /// Removes in-tree images, artifacts and cache entries unused for longer than
     /// `--max-age`, then the least recently used until each kind fits `--max-size-gib`.
-    /// Each branch's newest image stays.
+    /// Each branch's newest image stays. With `--registry`, collects the installation's
+    /// registry instead of this host: the image tags of branches that are gone go, and the
+    /// images no branch names that were made longer than `--max-age` ago.
     Gc {
         /// E.g. `14d`, `12h`.
         #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
@@ -55,6 +57,16 @@ enum Subcommand {
         dry_run: bool,
         #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
         store_dir: PathBuf,
+        /// The installation's registry (`host[:port]`) to collect; one host's timer is
+        /// enough for the whole fleet.
+        #[arg(long)]
+        registry: Option<String>,
+        /// A Docker `config.json` with credentials that may delete from it.
+        #[arg(long, env = "KILN_REGISTRY_AUTH")]
+        registry_auth: Option<PathBuf>,
+        /// The bot, which says which branches exist (`/api/repositories`).
+        #[arg(long, env = "KILN_BOT_URL", default_value = "http://127.0.0.1:8080")]
+        bot_url: String,
     },
     /// Makes a worker's own RabbitMQ and Redis users, which may do what a worker does and
     /// nothing more (take its platform's jobs, publish `task.*` events, store task records
@@ -198,7 +210,20 @@ async fn main() -> anyhow::Result<()> {
             max_size_gib,
             dry_run,
             store_dir,
+            registry,
+            registry_auth,
+            bot_url,
         }) => {
+            let verb = if dry_run { "would be " } else { "" };
+            if registry.is_some() {
+                let registries = Registries::load(registry, registry_auth.as_deref())
+                    .map_err(anyhow::Error::msg)?;
+                let oci = registries.store().expect("a registry was given");
+                let pruned =
+                    kiln_worker::gc::registry::collect(&oci, &bot_url, max_age, dry_run).await?;
+                println!("registry ({verb}{pruned})");
+                return Ok(());
+            }
             let docker = local_docker().await;
             if docker.is_none() {
                 eprintln!("kiln-worker gc: no Docker engine answers; images are left alone");
@@ -209,7 +234,6 @@ async fn main() -> anyhow::Result<()> {
             };
             let report =
                 kiln_worker::gc::collect(docker.as_ref(), &store_dir, policy, dry_run).await?;
-            let verb = if dry_run { "would be " } else { "" };
             println!("images ({verb}{})", report.images);
             println!("artifacts ({verb}{})", report.artifacts);
             println!("caches ({verb}{})", report.caches);

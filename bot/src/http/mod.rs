@@ -10,6 +10,7 @@ mod follow;
 pub mod forge;
 mod health;
 mod reports;
+mod repositories;
 pub mod respond;
 
 use axum::Router;
@@ -48,6 +49,7 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/builds/{id}/cancel", post(cancel::handle_cancel))
         .route("/api/commands", post(commands::handle_command))
         .route("/api/reports", post(reports::handle_report))
+        .route("/api/repositories", get(repositories::list))
         .route("/console", get(console::show).post(console::command))
         .route("/console/login", post(console::sign_in))
         .route("/console/logout", post(console::sign_out))

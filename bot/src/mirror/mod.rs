@@ -218,6 +218,23 @@ impl Mirrors {
         Ok(heads)
     }
 
+    /// Every branch of `clone_url` now, after a fetch.
+    pub async fn branches(&self, clone_url: &str) -> Result<Vec<BranchName>, GitError> {
+        let mirror = self.update(clone_url, None).await?;
+        let output = git(&mirror)
+            .args([
+                "for-each-ref",
+                "--format=%(refname:lstrip=2)",
+                "refs/heads/",
+            ])
+            .output()
+            .await?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(BranchName::from)
+            .collect())
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors, in the mirror of
     /// `clone_url` as last fetched; a commit the mirror lacks (gone in a force push) is no
     /// one's ancestor.

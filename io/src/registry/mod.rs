@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+pub mod catalog;
 pub mod oci;
 
 /// A user and password for one registry.

@@ -46,9 +46,11 @@ const STREAM_ABOVE: u64 = 8 * 1024 * 1024;
 /// The registry, and how the worker signs in to it.
 #[derive(Clone)]
 pub struct Oci {
-    client: Client,
-    registry: String,
-    auth: RegistryAuth,
+    pub(super) client: Client,
+    pub(super) registry: String,
+    pub(super) auth: RegistryAuth,
+    /// `http` for a registry on loopback, else `https`.
+    pub(super) scheme: &'static str,
 }
 
 impl std::fmt::Debug for Oci {
@@ -77,10 +79,10 @@ impl Oci {
         });
         let host = registry.split(':').next().unwrap_or_default();
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
-        let protocol = if loopback {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
+        let (protocol, scheme) = if loopback {
+            (ClientProtocol::HttpsExcept(vec![registry.clone()]), "http")
         } else {
-            ClientProtocol::Https
+            (ClientProtocol::Https, "https")
         };
         // Its HTTPS uses the process's default crypto: graviola's, as every connection here.
         crate::tls::install_default_provider();
@@ -94,6 +96,7 @@ impl Oci {
             client,
             registry,
             auth,
+            scheme,
         }
     }
 
@@ -106,7 +109,7 @@ impl Oci {
         )
     }
 
-    async fn signed_in(
+    pub(super) async fn signed_in(
         &self,
         reference: &Reference,
         operation: RegistryOperation,
@@ -305,7 +308,7 @@ impl Oci {
 }
 
 /// Whether the registry said it has no such manifest or blob.
-fn is_not_found(error: &OciDistributionError) -> bool {
+pub(super) fn is_not_found(error: &OciDistributionError) -> bool {
     match error {
         OciDistributionError::ImageManifestNotFoundError(_) => true,
         OciDistributionError::ServerError { code, .. } => *code == 404,
@@ -321,7 +324,7 @@ fn is_not_found(error: &OciDistributionError) -> bool {
     }
 }
 
-fn failed(what: &str, reference: &Reference, error: OciDistributionError) -> io::Error {
+pub(super) fn failed(what: &str, reference: &Reference, error: OciDistributionError) -> io::Error {
     io::Error::other(format!(
         "cannot {what} the registry {} ({}): {error}",
         reference.registry(),
