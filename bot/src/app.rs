@@ -9,6 +9,7 @@ use crate::config;
 use crate::config::Config;
 use crate::forge::{ForgeClient, Forges};
 use crate::health::Watchdog;
+use crate::metrics::Metrics;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
 use crate::notify::keepers::Keepers;
@@ -45,6 +46,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// The installation's registry, where workers keep artifacts, when configured.
     pub registry: Option<Oci>,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -58,7 +61,8 @@ impl App {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()?;
-        let forges = Arc::new(forges(&config)?);
+        let metrics = Arc::new(Metrics::default());
+        let forges = Arc::new(forges(&config, &metrics)?);
         let registry = match &config.registry {
             Some(r) => {
                 let credentials = match &r.auth {
@@ -74,7 +78,10 @@ impl App {
             None => None,
         };
         Ok(Self {
-            chat: Arc::new(Chat::new(vendors::chats(&config, &http, &forges))),
+            chat: Arc::new(Chat::new(
+                vendors::chats(&config, &http, &forges),
+                metrics.clone(),
+            )),
             forges,
             cards: Keepers::default(),
             config: Arc::new(config),
@@ -88,12 +95,13 @@ impl App {
             watchdog: Watchdog::default(),
             http,
             registry,
+            metrics,
         })
     }
 }
 
 /// The configured forges' clients.
-fn forges(config: &Config) -> anyhow::Result<Forges> {
+fn forges(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Forges> {
     let mut clients: Vec<(config::Forge, Arc<dyn ForgeClient>)> = Vec::new();
     if let Some(github) = &config.github {
         clients.push((
@@ -107,5 +115,5 @@ fn forges(config: &Config) -> anyhow::Result<Forges> {
             Arc::new(vendors::gitlab::GitLab::new(gitlab)),
         ));
     }
-    Ok(Forges::new(clients))
+    Ok(Forges::new(clients, metrics.clone()))
 }

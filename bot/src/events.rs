@@ -42,7 +42,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     }
     let handle_event = |event: Event| {
         let span =
-            tracing::info_span!("event", build = %event.build().id, key = %event.routing_key());
+            tracing::info_span!("event", build_id = %event.build().id, key = %event.routing_key());
         let app = app.clone();
         tracing::Instrument::instrument(async move { handle(&app, &event).await }, span)
     };
@@ -84,7 +84,8 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
             EVENTS_AT_ONCE,
             &shutdown,
             |job: JobRequested| {
-                let span = tracing::info_span!("dead job", build = %job.build.id, task = %job.task);
+                let span =
+                    tracing::info_span!("dead job", build_id = %job.build.id, task = %job.task);
                 let app = app.clone();
                 tracing::Instrument::instrument(
                     async move { scheduler::handle_dead_job(&app, &job).await },

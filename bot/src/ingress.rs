@@ -121,7 +121,7 @@ pub async fn accept_command(
 /// due at once, and the relay is told.
 async fn announce(app: &App, request: &BuildRequested) -> bool {
     let id = request.build.id;
-    tracing::info!(build = %id, repo = %request.build.repo,
+    tracing::info!(build_id = %id, repo = %request.build.repo,
         branch = %request.build.branch, commit = %request.build.commit, kind = ?request.kind,
         "build accepted");
     let event = Event::BuildRequested(request.clone());
@@ -132,15 +132,15 @@ async fn announce(app: &App, request: &BuildRequested) -> bool {
             let store = app.store.clone();
             tokio::spawn(async move {
                 if let Err(error) = store.outbox_done(&[id]).await {
-                    tracing::warn!(build = %id, %error, "cannot take a build out of the outbox");
+                    tracing::warn!(build_id = %id, %error, "cannot take a build out of the outbox");
                 }
             });
             true
         }
         Err(error) => {
-            tracing::warn!(build = %id, %error, "RabbitMQ did not take the build; it waits in the outbox");
+            tracing::warn!(build_id = %id, %error, "RabbitMQ did not take the build; it waits in the outbox");
             if let Err(error) = app.store.outbox_later(&[id], Duration::ZERO).await {
-                tracing::warn!(build = %id, %error, "the build waits for the outbox's grace");
+                tracing::warn!(build_id = %id, %error, "the build waits for the outbox's grace");
             }
             app.outbox.poke();
             false

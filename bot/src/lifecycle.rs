@@ -25,7 +25,7 @@ pub async fn finish_build(app: &App, record: &BuildRecord) -> anyhow::Result<()>
     let status =
         BuildStatus::from_finished_tasks(summaries.iter().map(TaskSummary::counted_status));
     end_build(app, record, status, summaries, None).await?;
-    tracing::info!(build = %id, %status, "build finished");
+    tracing::info!(build_id = %id, %status, "build finished");
     Ok(())
 }
 
@@ -102,7 +102,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
         }))
         .await?;
     cards::refresh(app, id);
-    tracing::info!(build = %id, by, cancelled = tasks.len(), "build cancelled");
+    tracing::info!(build_id = %id, by, cancelled = tasks.len(), "build cancelled");
     Ok(Cancel::Cancelled { tasks })
 }
 
@@ -150,9 +150,16 @@ pub async fn end_build(
             error: error.clone(),
         }))
         .await?;
-    let fields = record::build::ended(now_ms(), error);
-    app.store
+    let ended_ms = now_ms();
+    let fields = record::build::ended(ended_ms, error);
+    if app
+        .store
         .transition_build(record.build.id, status, &fields)
-        .await?;
+        .await?
+    {
+        let took = ended_ms.checked_sub(record.created_ms);
+        let took = took.map(std::time::Duration::from_millis);
+        app.metrics.build_ended(status.as_str(), took);
+    }
     Ok(())
 }

@@ -54,12 +54,15 @@ struct Args {
     /// configuration, then exit.
     #[arg(long)]
     register_discord_commands: bool,
+    /// `text`, or `json`: one object per line, each of a build's carrying its `build_id`.
+    #[arg(long, env = "KILN_LOG_FORMAT", default_value = "text")]
+    log_format: kiln_io::logging::Format,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kiln_io::logging::init();
     let args = Args::parse();
+    kiln_io::logging::init(args.log_format);
     let config = kiln_bot::Config::load(&args.config)?;
     if args.register_discord_commands {
         let discord = config

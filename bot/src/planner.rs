@@ -16,11 +16,12 @@ use crate::{lifecycle, resources};
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
 /// stored and publishes only jobs still queued, which workers take at most once.
 pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     let id = request.build.id;
     // The commit's spec is read while the record is: the request says all it takes.
     let (record, read) = tokio::join!(app.store.build(id), read_plan(app, request));
     let Some(record) = record? else {
-        tracing::warn!(build = %id, "build requested but not recorded; dropped");
+        tracing::warn!(build_id = %id, "build requested but not recorded; dropped");
         return Ok(());
     };
     if record.status.is_final() {
@@ -54,7 +55,10 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         .filter(|(_, stored)| stored.status == TaskStatus::Queued)
         .map(|(task, stored)| (task, stored.attempt));
     resources::dispatch_all(app, &record, queued).await?;
-    tracing::info!(build = %id, tasks = plan.tasks.len(), "build planned");
+    app.metrics
+        .planning_seconds
+        .observe(began.elapsed().as_secs_f64());
+    tracing::info!(build_id = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())
 }
 
@@ -102,7 +106,7 @@ async fn reuse_passed(
                 .await?;
         }
     }
-    tracing::info!(build = %id, %from, reused = passed.len(), "passed tasks taken from an earlier build");
+    tracing::info!(build_id = %id, %from, reused = passed.len(), "passed tasks taken from an earlier build");
     if remaining <= 0 {
         let record = app.store.build(id).await?.unwrap_or_else(|| record.clone());
         lifecycle::finish_build(app, &record).await?;
@@ -202,6 +206,6 @@ async fn end_unrun(
     status: BuildStatus,
     reason: String,
 ) -> anyhow::Result<()> {
-    tracing::info!(build = %record.build.id, %status, %reason, "build ends before running");
+    tracing::info!(build_id = %record.build.id, %status, %reason, "build ends before running");
     lifecycle::end_build(app, record, status, Vec::new(), Some(reason)).await
 }

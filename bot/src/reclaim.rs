@@ -110,7 +110,7 @@ async fn take_back(
         .take_back(id, &job.task, job.attempt, worker, &fields)
         .await?
     {
-        tracing::warn!(build = %id, task = %job.task, attempt = job.attempt, %worker,
+        tracing::warn!(build_id = %id, task = %job.task, attempt = job.attempt, %worker,
             silent_s = silent.as_secs(), "attempt taken back from a silent worker");
         outcome
     } else {

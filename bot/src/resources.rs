@@ -79,7 +79,7 @@ pub async fn dispatch(
                     app.store.drop_task_lease(&attempt, &pool.name).await?;
                 }
                 app.store.wait_for_slot(name, &attempt).await?;
-                tracing::info!(build = %record.build.id, task = %task.name, pool = %name,
+                tracing::info!(build_id = %record.build.id, task = %task.name, pool = %name,
                     "task waits for a slot");
                 return Ok(());
             }
@@ -216,7 +216,7 @@ pub async fn wake(app: &App, pool: &str) -> anyhow::Result<()> {
         match try_again(app, &waiting).await {
             Ok(()) => app.store.done_waiting(pool, &waiting).await?,
             // One that cannot be tried holds up no other; it is tried again next time.
-            Err(error) => tracing::warn!(pool, build = %waiting.build, task = %waiting.task,
+            Err(error) => tracing::warn!(pool, build_id = %waiting.build, task = %waiting.task,
                 error = format!("{error:#}"), "cannot hand a slot to a waiting task"),
         }
     }

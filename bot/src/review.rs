@@ -79,7 +79,7 @@ pub async fn stop(
     .await;
     match requested {
         Ok(id) => {
-            tracing::info!(build = %id, repo = %repo.name, branch = %gone.branch,
+            tracing::info!(build_id = %id, repo = %repo.name, branch = %gone.branch,
                 environments = ?names, why = %gone.why, "stopping environments");
             Ok(Some((id, names)))
         }

@@ -40,16 +40,21 @@ pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Resu
 /// A task finished: queue what it unblocked, skip what it doomed, end the build if done.
 pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Result<()> {
     let id = event.build.id;
+    if let Some(ran) = event.ran_ms {
+        let took = std::time::Duration::from_millis(ran);
+        app.metrics
+            .task_ended(event.outcome.status().as_str(), took);
+    }
     let Some(record) = app.store.build(id).await? else {
-        tracing::warn!(build = %id, "task finished for an unknown build; dropped");
+        tracing::warn!(build_id = %id, "task finished for an unknown build; dropped");
         return Ok(());
     };
     let Some(plan) = record.plan.clone() else {
-        tracing::warn!(build = %id, "task finished for an unplanned build; dropped");
+        tracing::warn!(build_id = %id, "task finished for an unplanned build; dropped");
         return Ok(());
     };
     let Some(task) = plan.task(&event.task) else {
-        tracing::warn!(build = %id, task = %event.task, "finished task is not in the plan; dropped");
+        tracing::warn!(build_id = %id, task = %event.task, "finished task is not in the plan; dropped");
         return Ok(());
     };
     // Its slots go back whatever happens next, a cancelled build's too.
@@ -196,6 +201,7 @@ pub async fn announce_end(
             outcome: ended.outcome,
             artifacts: ended.artifacts,
             images: ended.images,
+            ran_ms: None,
         }))
         .await?;
     Ok(())
@@ -211,7 +217,7 @@ async fn retry(
     let id = record.build.id;
     let next = attempt + 1;
     if app.store.retry_task(id, &task.name, attempt).await? {
-        tracing::info!(build = %id, task = %task.name, attempt = next, "task retried");
+        tracing::info!(build_id = %id, task = %task.name, attempt = next, "task retried");
     }
     // Publish when the next attempt is queued, not only when it was queued just now: an
     // earlier delivery of this event may have died between the two.

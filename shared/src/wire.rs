@@ -352,6 +352,10 @@ pub struct TaskFinished {
     /// The in-tree images it ran in.
     #[serde(default)]
     pub images: Vec<ImageUse>,
+    /// How long it ran on its worker, in milliseconds; absent when no worker ran it to
+    /// its end just now (an end announced again, or by the bot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_ms: Option<u64>,
 }
 
 /// One task's end state, as listed in [`BuildFinished`].
@@ -532,6 +536,7 @@ mod tests {
                 size: 3,
             }],
             images: Vec::new(),
+            ran_ms: Some(1_250),
         });
         let bytes = encode(&event);
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");

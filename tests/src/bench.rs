@@ -933,6 +933,7 @@ impl<'a> Bench<'a> {
                         registry: None,
                         registry_auth: None,
                         docker_host: None,
+                        metrics_listen: None,
                     };
                     tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })

@@ -177,6 +177,7 @@ impl Kiln {
             registry: Some(registry.addr.clone()),
             registry_auth: Some(registry.auth.clone()),
             docker_host: engine.map(str::to_owned),
+            metrics_listen: None,
             name: name.clone(),
         };
         let stop = self.shutdown.child_token();
@@ -551,6 +552,7 @@ fn spawn_workers(
                 registry: registry.map(|r| r.addr.clone()),
                 registry_auth: registry.map(|r| r.auth.clone()),
                 docker_host: None,
+                metrics_listen: None,
             };
             tokio::spawn(kiln_worker::run(settings, shutdown.clone()))
         })

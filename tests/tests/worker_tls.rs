@@ -129,6 +129,7 @@ async fn a_worker_with_users_of_its_own_runs_a_build_over_tls() {
         registry: None,
         registry_auth: None,
         docker_host: None,
+        metrics_listen: None,
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(kiln_worker::run(settings, stop.clone()));
@@ -410,6 +411,7 @@ async fn a_worker_that_trusts_another_ca_refuses_the_services_and_says_why() {
         registry: None,
         registry_auth: None,
         docker_host: None,
+        metrics_listen: None,
     };
     let ended = tokio::time::timeout(
         E2E_TIMEOUT,

@@ -39,8 +39,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
         }
     };
     let _held = worker.running.hold(&job);
-    let span =
-        tracing::info_span!("job", build = %job.build.id, task = %job.task, attempt = job.attempt);
+    let span = tracing::info_span!("job", build_id = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;
     if redelivered {
         tracing::Instrument::instrument(wait_while_running(worker, &job, &shutdown), span.clone())
@@ -172,7 +171,7 @@ async fn run_job(
         Claim::Taken => {}
         Claim::Finished(ran) => {
             // An earlier run recorded the end but may have died before announcing it.
-            announce_finished(worker, job, ran)
+            announce_finished(worker, job, ran, None)
                 .await
                 .map_err(Failure::BeforeRun)?;
             return Ok(Done::Finished);
@@ -196,6 +195,7 @@ async fn run_job(
     let cleared = async { Ok(worker.store.clear_log(job).await?) };
     tokio::try_join!(started, cleared).map_err(Failure::BeforeRun)?;
 
+    let began = std::time::Instant::now();
     let workdir = format!(
         "{}-{}-{}-{}",
         worker.prefix, job.build.id, job.task, job.attempt
@@ -211,6 +211,7 @@ async fn run_job(
                 let log = RedisLog {
                     store: &worker.store,
                     job,
+                    stored: &worker.metrics.log_lines,
                 };
                 let tools = Tools {
                     docker: worker.docker.as_ref(),
@@ -245,7 +246,11 @@ async fn run_job(
         standing = taken_away(worker, job) => {
             stopped.await;
             if standing == Standing::Cancelled {
-                let log = RedisLog { store: &worker.store, job };
+                let log = RedisLog {
+                    store: &worker.store,
+                    job,
+                    stored: &worker.metrics.log_lines,
+                };
                 crate::lines::note(&log, "cancelled".into()).await;
                 tracing::info!("task cancelled");
             } else {
@@ -256,7 +261,9 @@ async fn run_job(
             return Ok(Done::Finished);
         }
     };
+    let took = began.elapsed();
     tracing::info!(outcome = %ran.outcome, "task ended");
+    count(worker, &ran, took);
     let recorded = with_pauses(worker, &shutdown, || async {
         Ok(worker.store.finish(job, &worker.name, &ran).await?)
     })
@@ -268,7 +275,7 @@ async fn run_job(
         return Ok(Done::Finished);
     }
     with_pauses(worker, &shutdown, || {
-        announce_finished(worker, job, ran.clone())
+        announce_finished(worker, job, ran.clone(), Some(took))
     })
     .await
     .map_err(Failure::AfterRun)?;
@@ -291,7 +298,34 @@ async fn taken_away(worker: &Worker, job: &JobRequested) -> Standing {
     }
 }
 
-async fn announce_finished(worker: &Worker, job: &JobRequested, ran: Ran) -> anyhow::Result<()> {
+/// Notes a task that ran for `took` in the worker's metrics.
+fn count(worker: &Worker, ran: &Ran, took: Duration) {
+    let status = ran.outcome.status().as_str().to_owned();
+    let metrics = &worker.metrics;
+    metrics
+        .task_seconds
+        .get_or_create(&crate::metrics::OutcomeLabels { status })
+        .observe(took.as_secs_f64());
+    for image in &ran.images {
+        let how = match (image.built, image.pulled) {
+            (true, _) => "built",
+            (false, true) => "pulled",
+            (false, false) => "reused",
+        };
+        metrics
+            .images
+            .get_or_create(&crate::metrics::ImageLabels { how })
+            .inc();
+    }
+}
+
+/// Announces how the task ended; `took`, how long it ran, when it ran just now.
+async fn announce_finished(
+    worker: &Worker,
+    job: &JobRequested,
+    ran: Ran,
+    took: Option<Duration>,
+) -> anyhow::Result<()> {
     worker
         .broker
         .publish_event(&Event::TaskFinished(TaskFinished {
@@ -301,6 +335,7 @@ async fn announce_finished(worker: &Worker, job: &JobRequested, ran: Ran) -> any
             outcome: ran.outcome,
             artifacts: ran.artifacts,
             images: ran.images,
+            ran_ms: took.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         }))
         .await
 }

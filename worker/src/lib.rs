@@ -21,6 +21,7 @@ pub mod gc;
 pub mod job;
 pub mod lines;
 pub mod local;
+pub mod metrics;
 pub mod presence;
 pub mod secrets;
 pub mod shell;
@@ -74,6 +75,8 @@ pub struct Settings {
     /// The Docker engine (`unix:///…`, `tcp://…`); the local default (`DOCKER_HOST`, else
     /// the standard socket) when none.
     pub docker_host: Option<String>,
+    /// Where to serve `GET /metrics`; nowhere when none (the worker has no inbound port).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -95,6 +98,7 @@ pub struct Worker {
     pub running: presence::Running,
     /// The host testers reach its environments at ([`Settings::advertise_host`]).
     pub advertise_host: String,
+    pub metrics: metrics::Metrics,
 }
 
 /// How a worker is asked to stop: to drain (take no new job, let those it holds finish),
@@ -175,6 +179,10 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         }
         Err(error) => return Err(error).context("cannot connect to Docker"),
     };
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let broker = amqp::Broker::connect(
         &settings.amqp_url,
         &trust,
@@ -197,7 +205,9 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
         running: presence::Running::default(),
         advertise_host: settings.advertise_host.clone(),
+        metrics: metrics::Metrics::default(),
     });
+    worker.metrics.slots.set(i64::from(settings.slots));
     tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
 
     let jobs = TaskTracker::new();
@@ -210,6 +220,8 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         })
     };
     let reaper = tokio::spawn(environment::reap(worker.clone(), shutdown.clone()));
+    let metrics = metrics_listener
+        .map(|listener| tokio::spawn(metrics::serve(worker.clone(), listener, beat_until.clone())));
     // Each broker connection's consumer in turn: jobs in hand when one is lost run on, and
     // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
     'sessions: while let Some((session, channel, mut consumer)) =
@@ -262,6 +274,9 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
     // The worker has stopped taking jobs: it is no longer there, whatever ended the loop.
     beat_until.cancel();
     let _ = heartbeat.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     reaper.abort();
     let _ = reaper.await;
     if let Err(error) = worker.store.say_gone(&worker.name).await {

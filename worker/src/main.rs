@@ -17,6 +17,9 @@ use kiln_worker::docker::{DockerRunner, Registries};
 struct Args {
     #[command(subcommand)]
     command: Option<Subcommand>,
+    /// `text`, or `json`: one object per line, each of a job's carrying its `build_id`.
+    #[arg(long, global = true, env = "KILN_LOG_FORMAT", default_value = "text")]
+    log_format: kiln_io::logging::Format,
     #[command(flatten)]
     serve: Serve,
 }
@@ -176,6 +179,9 @@ struct Serve {
     /// past it, or at a second signal, it stops them and they run again elsewhere.
     #[arg(long, env = "KILN_DRAIN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     drain_timeout: std::time::Duration,
+    /// Where to serve `GET /metrics` for Prometheus (e.g. `0.0.0.0:9101`); off by default.
+    #[arg(long, env = "KILN_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -196,8 +202,8 @@ struct RegistryArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kiln_io::logging::init();
     let args = Args::parse();
+    kiln_io::logging::init(args.log_format);
     match args.command {
         Some(Subcommand::Run {
             dir,
@@ -364,6 +370,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         registry: args.registry.registry,
         registry_auth: args.registry.registry_auth,
         docker_host: None,
+        metrics_listen: args.metrics_listen,
     };
     let stopping = kiln_worker::Stopping::new();
     let (drain, now) = (stopping.clone(), stopping.clone());

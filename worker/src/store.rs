@@ -327,18 +327,24 @@ impl Store {
     }
 }
 
-/// Where a job's lines go on a worker: its task's stream in Redis.
+/// Where a job's lines go on a worker: its task's stream in Redis, counted in `stored`.
 #[derive(Debug, Clone, Copy)]
 pub struct RedisLog<'a> {
     pub store: &'a Store,
     pub job: &'a JobRequested,
+    pub stored: &'a prometheus_client::metrics::counter::Counter,
 }
 
 impl LogSink for RedisLog<'_> {
     async fn write(&self, lines: &[LogLine]) {
         // A lost log line must not fail the build; Redis being down shows up elsewhere.
-        if let Err(error) = self.store.append_log(self.job, lines).await {
-            tracing::warn!(%error, dropped = lines.len(), "cannot write log lines");
+        match self.store.append_log(self.job, lines).await {
+            Ok(()) => {
+                self.stored.inc_by(lines.len() as u64);
+            }
+            Err(error) => {
+                tracing::warn!(%error, dropped = lines.len(), "cannot write log lines");
+            }
         }
     }
 }

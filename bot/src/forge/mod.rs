@@ -17,6 +17,7 @@ use kiln_shared::ident::{BranchName, ChannelName, CommitId, RepoName};
 use kiln_shared::trigger::Comment;
 
 use crate::config::Forge;
+use crate::metrics::Metrics;
 
 /// The longest Kiln waits for a forge to answer one call.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,13 +70,19 @@ pub trait ForgeClient: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct Forges {
     clients: BTreeMap<Forge, Arc<dyn ForgeClient>>,
+    /// Where each call is counted, by forge and result.
+    metrics: Arc<Metrics>,
 }
 
 impl Forges {
-    /// The registry of `clients`.
-    pub fn new(clients: impl IntoIterator<Item = (Forge, Arc<dyn ForgeClient>)>) -> Self {
+    /// The registry of `clients`, counting calls in `metrics`.
+    pub fn new(
+        clients: impl IntoIterator<Item = (Forge, Arc<dyn ForgeClient>)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             clients: clients.into_iter().collect(),
+            metrics,
         }
     }
 
@@ -102,7 +109,8 @@ impl Forges {
         url: &str,
     ) -> anyhow::Result<()> {
         let client = self.client(forge)?;
-        within(forge, client.set_status(repo, commit, status, url)).await
+        self.counted(forge, client.set_status(repo, commit, status, url))
+            .await
     }
 
     /// The source of pull request `number` of `repo` on `forge`.
@@ -113,13 +121,13 @@ impl Forges {
         number: u64,
     ) -> anyhow::Result<PullRequest> {
         let client = self.client(forge)?;
-        within(forge, client.pull_request(repo, number)).await
+        self.counted(forge, client.pull_request(repo, number)).await
     }
 
     /// Whether the author of `comment` on `forge` may push to its repository.
     pub async fn may_write(&self, forge: Forge, comment: &Comment) -> anyhow::Result<bool> {
         let client = self.client(forge)?;
-        within(forge, client.may_write(comment)).await
+        self.counted(forge, client.may_write(comment)).await
     }
 
     /// Comments `text` on request `number` of `repo`; returns the comment's id.
@@ -131,7 +139,8 @@ impl Forges {
         text: &str,
     ) -> anyhow::Result<String> {
         let client = self.client(forge)?;
-        within(forge, client.comment(repo, number, text)).await
+        self.counted(forge, client.comment(repo, number, text))
+            .await
     }
 
     /// The channel of request `number` of `repo` on `forge`: its comments.
@@ -144,9 +153,21 @@ impl Forges {
     pub fn get(&self, forge: Forge) -> Option<Arc<dyn ForgeClient>> {
         self.clients.get(&forge).cloned()
     }
+
+    /// `call` to `forge`, given at most [`REQUEST_TIMEOUT`], and counted.
+    async fn counted<T>(
+        &self,
+        forge: Forge,
+        call: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let answer = within(forge, call).await;
+        self.metrics.called(forge.as_str(), answer.is_ok());
+        answer
+    }
 }
 
-/// `call` to `forge`, given at most [`REQUEST_TIMEOUT`].
+/// `call` to `forge`, given at most [`REQUEST_TIMEOUT`] (comments, which the chat registry
+/// counts as its own calls, go through here directly).
 async fn within<T>(
     forge: Forge,
     call: impl Future<Output = anyhow::Result<T>>,

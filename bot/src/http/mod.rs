@@ -9,6 +9,7 @@ mod console;
 mod follow;
 pub mod forge;
 mod health;
+mod metrics;
 mod reports;
 mod repositories;
 pub mod respond;
@@ -30,16 +31,19 @@ pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 
 /// The bot's routes; long answers (a followed log) end when `shutdown` is cancelled.
 pub fn router(app: App, shutdown: CancellationToken) -> Router {
+    let counted = axum::middleware::from_fn_with_state(app.clone(), metrics::count_webhook);
     Router::new()
         .route(
             "/hooks/github",
             post(forge::handle::<github::door::GitHub>)
-                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+                .layer(counted.clone()),
         )
         .route(
             "/hooks/gitlab",
             post(forge::handle::<gitlab::door::GitLab>)
-                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+                .layer(counted),
         )
         .route("/builds/{id}", get(builds::handle_build))
         .route("/builds/{id}/logs", get(builds::handle_build_logs))
@@ -62,6 +66,7 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/zulip/commands", post(zulip::door::handle_zulip_command))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::show))
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(shutdown))
         .with_state(app)

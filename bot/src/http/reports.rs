@@ -75,7 +75,7 @@ pub async fn handle_report(
     if let Err(e) = app.store.report(id, &report).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
-    tracing::info!(build = %id, reporter = %report.reporter, verdict = ?report.verdict, "report");
+    tracing::info!(build_id = %id, reporter = %report.reporter, verdict = ?report.verdict, "report");
     cards::refresh(&app, id);
     (
         StatusCode::OK,

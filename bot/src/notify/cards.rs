@@ -77,7 +77,7 @@ async fn keep(app: App, id: BuildId, keeper: Arc<Keeper>) {
         keeper.pass_begins();
         let began = tokio::time::Instant::now();
         let done = update(&app, id, &mut shown).await.unwrap_or_else(|error| {
-            tracing::error!(build = %id, error = format!("{error:#}"), "cannot update a build's cards");
+            tracing::error!(build_id = %id, error = format!("{error:#}"), "cannot update a build's cards");
             false
         });
         if !done {
@@ -93,13 +93,13 @@ async fn keep(app: App, id: BuildId, keeper: Arc<Keeper>) {
         }
         // Everything is out: a restarted bot need not take the build up again.
         if done && let Err(error) = app.store.cards_out(id).await {
-            tracing::warn!(build = %id, %error, "cannot note a build's cards out");
+            tracing::warn!(build_id = %id, %error, "cannot note a build's cards out");
         }
         if app.cards.leave(id, &keeper) {
             return;
         }
         if done && let Err(error) = app.store.cards_due(id).await {
-            tracing::warn!(build = %id, %error, "cannot note a build's cards due");
+            tracing::warn!(build_id = %id, %error, "cannot note a build's cards due");
         }
     }
 }
@@ -160,7 +160,7 @@ async fn update(
             }
             Err(error) => {
                 // Chat being down must not stop builds; a later pass tries again.
-                tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot show a build's card");
+                tracing::error!(build_id = %id, %channel, error = format!("{error:#}"), "cannot show a build's card");
                 all_out = false;
             }
         }
@@ -227,7 +227,7 @@ async fn set_statuses(
                 shown.insert(key, value);
             }
             Err(error) => {
-                tracing::error!(build = %record.build.id, context = %status.context, error = format!("{error:#}"), "cannot set a commit status");
+                tracing::error!(build_id = %record.build.id, context = %status.context, error = format!("{error:#}"), "cannot set a commit status");
                 all_set = false;
             }
         }
@@ -337,7 +337,7 @@ async fn notify_failure(
     match app.chat.post(channel, &text, Some(&buttons), person).await {
         Ok(_) => Ok(true),
         Err(error) => {
-            tracing::error!(build = %id, %channel, error = format!("{error:#}"), "cannot post a failure notification");
+            tracing::error!(build_id = %id, %channel, error = format!("{error:#}"), "cannot post a failure notification");
             app.store.forget_notification(id, channel).await?;
             Ok(false)
         }

@@ -14,6 +14,7 @@ use kiln_shared::view::BuildMessage;
 
 use super::render::Dialect;
 use crate::config::Person;
+use crate::metrics::Metrics;
 
 /// The longest Kiln waits for a chat vendor to take one message, rate limits included; a
 /// message it could not take is tried again by a later pass of the card keeper.
@@ -89,13 +90,16 @@ pub struct Vendor {
 #[derive(Debug, Default)]
 pub struct Chat {
     vendors: BTreeMap<&'static str, Vendor>,
+    /// Where each call is counted, by vendor and result.
+    metrics: Arc<Metrics>,
 }
 
 impl Chat {
-    /// The registry of `vendors`.
-    pub fn new(vendors: impl IntoIterator<Item = Vendor>) -> Self {
+    /// The registry of `vendors`, counting calls in `metrics`.
+    pub fn new(vendors: impl IntoIterator<Item = Vendor>, metrics: Arc<Metrics>) -> Self {
         Self {
             vendors: vendors.into_iter().map(|v| (v.scheme, v)).collect(),
+            metrics,
         }
     }
 
@@ -149,7 +153,9 @@ impl Chat {
         ping: Option<&Person>,
     ) -> anyhow::Result<String> {
         let (client, id) = self.client(channel)?;
-        in_time(channel, client.post(id, text, buttons, ping)).await
+        let posted = in_time(channel, client.post(id, text, buttons, ping)).await;
+        self.count(channel, posted.is_ok());
+        posted
     }
 
     /// Replaces the text and buttons of `message` in `channel`.
@@ -161,7 +167,15 @@ impl Chat {
         buttons: Option<&Buttons>,
     ) -> anyhow::Result<()> {
         let (client, id) = self.client(channel)?;
-        in_time(channel, client.edit(id, message, text, buttons)).await
+        let edited = in_time(channel, client.edit(id, message, text, buttons)).await;
+        self.count(channel, edited.is_ok());
+        edited
+    }
+
+    fn count(&self, channel: &ChannelName, ok: bool) {
+        if let Some((vendor, _)) = self.vendor(channel) {
+            self.metrics.called(vendor.scheme, ok);
+        }
     }
 
     fn client<'a>(&self, channel: &'a ChannelName) -> anyhow::Result<(&dyn ChatClient, &'a str)> {

@@ -125,7 +125,7 @@ async fn give_up(
         "RabbitMQ refused this build's request for over {} minutes ({error}); it was not run",
         GIVE_UP_AFTER.as_secs() / 60
     );
-    tracing::error!(build = %id, %reason, "build given up");
+    tracing::error!(build_id = %id, %reason, "build given up");
     lifecycle::end_build(app, record, BuildStatus::Errored, Vec::new(), Some(reason)).await?;
     Ok(true)
 }

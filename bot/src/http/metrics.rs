@@ -1,0 +1,44 @@
+//! `GET /metrics`: the bot's metrics for Prometheus ([`crate::metrics`]), and the layer that
+//! counts forge deliveries by their answer.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::metrics::WebhookLabels;
+
+/// How long a scrape waits for the broker's queue depths; without them, it answers anyway.
+const QUEUES_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Every metric, with the job queues' depths read from the broker now.
+pub async fn show(State(app): State<App>) -> Response {
+    match tokio::time::timeout(QUEUES_DEADLINE, app.broker.job_queues()).await {
+        Ok(Ok(queues)) => {
+            for (platform, waiting, consumers) in queues {
+                app.metrics.queue(&platform.to_string(), waiting, consumers);
+            }
+        }
+        Ok(Err(error)) => tracing::debug!(%error, "no queue depths for this scrape"),
+        Err(_) => tracing::debug!("no queue depths for this scrape: the broker is slow"),
+    }
+    let text = app.metrics.encode();
+    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(CONTENT_TYPE, kind)], text).into_response()
+}
+
+/// Counts a forge delivery (`/hooks/<forge>`) by its answer, whatever gave it.
+pub async fn count_webhook(State(app): State<App>, request: Request, next: Next) -> Response {
+    let forge = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let forge = forge.to_owned();
+    let response = next.run(request).await;
+    let answer = response.status().as_u16();
+    app.metrics
+        .webhooks
+        .get_or_create(&WebhookLabels { forge, answer })
+        .inc();
+    response
+}
