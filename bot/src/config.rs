@@ -85,6 +85,8 @@ use kiln_shared::platform::Platform;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod secret;
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +237,7 @@ pub struct Reporter {
     /// How cards name its verdicts, e.g. `security-scan`.
     pub name: String,
     /// Sent as `Authorization: Bearer …`; good for this repository only.
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
 }
 
@@ -270,6 +273,7 @@ impl Forge {
 #[serde(deny_unknown_fields)]
 pub struct GitHub {
     /// A token that may write commit statuses on the repositories.
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
     /// Replaces `https://api.github.com`: GitHub Enterprise, a proxy, a fake in tests.
     #[serde(default)]
@@ -281,6 +285,7 @@ pub struct GitHub {
 #[serde(deny_unknown_fields)]
 pub struct GitLab {
     /// A token with the `api` scope on the projects.
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
     /// The instance; `http://` only for tests.
     #[serde(default = "default_gitlab_url")]
@@ -318,10 +323,11 @@ pub struct Zulip {
     /// The bot's email address: its name in the REST API.
     pub bot_email: String,
     /// The outgoing webhook's token: every command Zulip posts carries it.
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
     /// The bot's API key: with it, Kiln posts build cards to the streams' topics that
     /// subscribe, and answers that take long.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret::optional")]
     pub api_key: Option<SecretString>,
 }
 
@@ -330,13 +336,14 @@ pub struct Zulip {
 #[serde(deny_unknown_fields)]
 pub struct Slack {
     /// The app's signing secret: every request from Slack is signed with it.
+    #[serde(deserialize_with = "secret::secret")]
     pub signing_secret: SecretString,
     /// The workspaces (team ids) whose commands Kiln takes; any, when empty.
     #[serde(default)]
     pub teams: Vec<String>,
     /// The app's bot token (`xoxb-…`): with it, Kiln posts build cards to the channels that
     /// subscribe.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret::optional")]
     pub bot_token: Option<SecretString>,
     /// Replaces `https://slack.com/api` in every Web API call; for a proxy, or a fake in tests.
     #[serde(default)]
@@ -370,6 +377,7 @@ fn every_repository() -> Vec<String> {
 pub struct Operator {
     /// Who they are, as build records and chat messages name them.
     pub name: String,
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
 }
 
@@ -408,6 +416,7 @@ pub struct Repository {
     /// `owner/name`, as the forge spells it.
     pub name: RepoName,
     /// The secret the forge signs this repository's webhooks with.
+    #[serde(deserialize_with = "secret::secret")]
     pub webhook_secret: SecretString,
     /// Where to fetch commits from; when absent, the clone URL the webhook names.
     #[serde(default)]
@@ -506,6 +515,7 @@ impl Repository {
 #[serde(deny_unknown_fields)]
 pub struct Discord {
     /// The bot user's token.
+    #[serde(deserialize_with = "secret::secret")]
     pub token: SecretString,
     /// The channel build results are posted to.
     pub channel_id: u64,
@@ -531,6 +541,46 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in the configuration {}", path.display()))
+    }
+
+    /// What the configuration sets up, in one line: `2 repositories (acme/api, acme/web);
+    /// chat: Slack, Discord; forges: GitHub; 1 pool; registry registry.example.com:5000`.
+    pub fn summary(&self) -> String {
+        let names: Vec<&str> = self.repositories.iter().map(|r| r.name.as_str()).collect();
+        let mut parts = vec![format!(
+            "{} repositor{} ({})",
+            names.len(),
+            if names.len() == 1 { "y" } else { "ies" },
+            names.join(", ")
+        )];
+        let chats: Vec<&str> = [
+            ("Discord", self.discord.is_some()),
+            ("Slack", self.slack.is_some()),
+            ("Zulip", self.zulip.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !chats.is_empty() {
+            parts.push(format!("chat: {}", chats.join(", ")));
+        }
+        let forges: Vec<&str> = [
+            ("GitHub", self.github.is_some()),
+            ("GitLab", self.gitlab.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !forges.is_empty() {
+            parts.push(format!("statuses on {}", forges.join(", ")));
+        }
+        if !self.pools.is_empty() {
+            parts.push(format!("{} pool(s)", self.pools.len()));
+        }
+        if let Some(registry) = &self.registry {
+            parts.push(format!("registry {}", registry.address));
+        }
+        parts.join("; ")
     }
 
     /// Parses and checks configuration text.
@@ -759,6 +809,52 @@ impl Config {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    const EXAMPLE: &str = include_str!("../../deploy/kiln-bot.example.toml");
+
+    /// The example with every `# key = value` and `# [section]` line set.
+    fn everything_set(example: &str) -> String {
+        let is_code = |rest: &str| {
+            let section = rest.starts_with('[')
+                && rest.ends_with(']')
+                && rest
+                    .trim_matches(['[', ']'])
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.');
+            let key = rest.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            });
+            section || key
+        };
+        example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if is_code(rest) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_configuration_is_sound_as_it_is_and_with_every_key_set() {
+        let plain = Config::parse(EXAMPLE).expect("the example as it is");
+        assert_eq!(plain.summary(), "1 repository (acme/api)");
+        let full = everything_set(EXAMPLE);
+        let config = Config::parse(&full).unwrap_or_else(|e| panic!("{e:#}\n{full}"));
+        assert_eq!(
+            config.summary(),
+            "1 repository (acme/api); chat: Discord, Slack, Zulip; statuses on GitHub, \
+             GitLab; 2 pool(s); registry registry.example.com:5000"
+        );
+        let repository = &config.repositories[0];
+        assert_eq!(repository.reporters.len(), 1);
+        assert!(repository.promote.is_some());
+        assert_eq!(config.operators.len(), 1);
+        assert_eq!(config.permissions.len(), 1);
+        assert_eq!(config.people.len(), 1);
+        assert_eq!(config.workers.reclaim_after, Duration::from_secs(30));
+    }
 
     #[test]
     fn parses_a_full_file() {

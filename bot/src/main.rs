@@ -54,6 +54,10 @@ struct Args {
     /// configuration, then exit.
     #[arg(long)]
     register_discord_commands: bool,
+    /// Read and check the configuration file FILE (secrets given by file or environment
+    /// included), say what it configures, and exit: 0 if it is sound, 1 if not.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
     /// `text`, or `json`: one object per line, each of a build's carrying its `build_id`.
     #[arg(long, env = "KILN_LOG_FORMAT", default_value = "text")]
     log_format: kiln_io::logging::Format,
@@ -63,6 +67,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     kiln_io::logging::init(args.log_format);
+    if let Some(file) = &args.check_config {
+        match kiln_bot::Config::load(file) {
+            Ok(config) => {
+                println!("{}: {}", file.display(), config.summary());
+                return Ok(());
+            }
+            Err(error) => {
+                eprintln!("kiln-bot --check-config: {error:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let config = kiln_bot::Config::load(&args.config)?;
     if args.register_discord_commands {
         let discord = config

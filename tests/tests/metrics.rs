@@ -95,7 +95,9 @@ async fn bot_and_worker_metrics_count_a_build_and_logs_name_it() {
         .unwrap_or_else(|| panic!("a JSON line saying the task ended in\n{log}"));
     let spans = ended["spans"].as_array().expect("the line's spans");
     assert!(
-        spans.iter().any(|s| s["build_id"].as_str() == Some(&id.to_string())),
+        spans
+            .iter()
+            .any(|s| s["build_id"].as_str() == Some(&id.to_string())),
         "{ended}"
     );
     kiln.stop().await;

@@ -5,7 +5,8 @@
 //! streams to Redis line by line ([`lines`]), record the outcome, publish it ([`amqp`]), and
 //! only then acknowledge the job.
 //!
-//! Invariant: the worker never talks to a chat API, and it has no inbound port.
+//! Invariant: the worker never talks to a chat API, and it has no inbound port unless its
+//! metrics are asked for (`--metrics-listen`).
 
 pub mod amqp;
 pub mod artifacts;
@@ -75,7 +76,8 @@ pub struct Settings {
     /// The Docker engine (`unix:///…`, `tcp://…`); the local default (`DOCKER_HOST`, else
     /// the standard socket) when none.
     pub docker_host: Option<String>,
-    /// Where to serve `GET /metrics`; nowhere when none (the worker has no inbound port).
+    /// Where to serve `GET /metrics`; nowhere when none (the worker then has no inbound
+    /// port).
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
