@@ -78,14 +78,16 @@ mod tests {
         let path = std::env::var("PATH").expect("PATH is set");
         assert_eq!(token("token = { env = \"PATH\" }"), Ok(path));
 
-        let missing = token("token = { env = \"KILN_NO_SUCH_VARIABLE_AT_ALL\" }").unwrap_err();
+        let missing =
+            token("token = { env = \"KILN_NO_SUCH_VARIABLE_AT_ALL\" }").expect_err("missing");
         assert!(
             missing.contains("KILN_NO_SUCH_VARIABLE_AT_ALL"),
             "{missing}"
         );
-        let unreadable = token("token = { file = \"/nonexistent/token\" }").unwrap_err();
+        let unreadable =
+            token("token = { file = \"/nonexistent/token\" }").expect_err("unreadable");
         assert!(unreadable.contains("/nonexistent/token"), "{unreadable}");
-        let wrong = token("token = { path = \"x\" }").unwrap_err();
+        let wrong = token("token = { path = \"x\" }").expect_err("wrong");
         assert!(wrong.contains("{ file = "), "{wrong}");
     }
 }
