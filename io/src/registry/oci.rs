@@ -43,6 +43,10 @@ pub const TITLE: &str = "org.opencontainers.image.title";
 /// A blob larger than this is uploaded in a stream, not read whole into memory.
 const STREAM_ABOVE: u64 = 8 * 1024 * 1024;
 
+/// How much a file is read or written at a time: each read or write of a Tokio file is a
+/// hop to a blocking thread, so small ones cost more than the bytes.
+const IO_CHUNK: usize = 1024 * 1024;
+
 /// The registry, and how the worker signs in to it.
 #[derive(Clone)]
 pub struct Oci {
@@ -155,8 +159,8 @@ impl Oci {
         }
         let pushed = if size > STREAM_ABOVE {
             let file = tokio::fs::File::open(path).await?;
-            let stream =
-                tokio_util::io::ReaderStream::new(file).map_err(OciDistributionError::from);
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK)
+                .map_err(OciDistributionError::from);
             self.client
                 .push_blob_stream(reference, stream, digest, Some(size))
                 .await
@@ -188,7 +192,8 @@ impl Oci {
             size: i64::try_from(size).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let mut out = tokio::fs::File::create(dest).await?;
+        let file = tokio::fs::File::create(dest).await?;
+        let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, file);
         self.client
             .pull_blob(&reference, &descriptor, &mut out)
             .await
