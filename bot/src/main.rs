@@ -58,7 +58,8 @@ struct Args {
     /// included), say what it configures, and exit: 0 if it is sound, 1 if not.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
-    /// `text`, or `json`: one object per line, each of a build's carrying its `build_id`.
+    /// `text`, or `json`: one object per line; those about a build's events carry its
+    /// `build_id`.
     #[arg(long, env = "KILN_LOG_FORMAT", default_value = "text")]
     log_format: kiln_io::logging::Format,
 }

@@ -2,9 +2,14 @@
 //! and answer, builds by status with their durations, task durations by outcome, planning
 //! time, chat and forge API calls by result, and (read from the broker when scraped) the jobs
 //! waiting and the workers taking them per platform.
+//!
+//! Builds are counted where their end's compare-and-set wins, so once. Task durations are
+//! counted per `task.finished` event handled, and planning per first planning of a build:
+//! an event handled twice (a redelivery after a lost connection) counts twice, which is rare.
 
 use std::time::Duration;
 
+use kiln_io::metrics::duration_buckets;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,11 +39,6 @@ pub struct CallLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PlatformLabels {
     pub platform: String,
-}
-
-/// Durations from a tenth of a second to about an hour and a half.
-fn duration_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.1, 2.0, 16)
 }
 
 /// Planning takes milliseconds: from 1 ms to about 4 s.
@@ -175,10 +175,7 @@ impl Metrics {
 
     /// Every metric in Prometheus's text format.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String does not fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        kiln_io::metrics::encode(&self.registry)
     }
 }
 

@@ -27,6 +27,7 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
     if record.status.is_final() {
         return Ok(());
     }
+    let first = record.plan.is_none();
     let plan = match record.plan.clone() {
         Some(plan) => plan,
         None => match read {
@@ -55,9 +56,11 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         .filter(|(_, stored)| stored.status == TaskStatus::Queued)
         .map(|(task, stored)| (task, stored.attempt));
     resources::dispatch_all(app, &record, queued).await?;
-    app.metrics
-        .planning_seconds
-        .observe(began.elapsed().as_secs_f64());
+    if first {
+        app.metrics
+            .planning_seconds
+            .observe(began.elapsed().as_secs_f64());
+    }
     tracing::info!(build_id = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())
 }

@@ -11,13 +11,15 @@
 //!
 //! Silence is measured on the bot's own clock, from when it last saw a worker's presence
 //! change, so workers whose clocks disagree with the bot's are judged alike; a bot that
-//! starts waits `reclaim_after` before it takes anything back. Several bots may look at
-//! once: one compare-and-set wins, and only its bot announces.
+//! starts, or could not read the presences for a while, times silence afresh. Several bots
+//! may look at once: one compare-and-set wins; an end that may not have been announced (by
+//! a bot that stopped in between, or by the silent worker itself) is announced again, which
+//! changes nothing if it was.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use kiln_shared::build::{TaskOutcome, TaskStatus};
+use kiln_shared::build::TaskOutcome;
 use kiln_shared::presence::{HeldJob, Presence};
 use kiln_shared::record;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 struct Watch {
     /// Per worker: the last heartbeat time it wrote, and when the bot saw it change.
     heard: HashMap<String, (u64, Instant)>,
+    /// When the presences were last read.
+    read_at: Option<Instant>,
     /// Attempts taken back whose end has been announced.
     announced: HashSet<(String, HeldJob)>,
 }
@@ -59,6 +63,17 @@ pub async fn watch(app: App, shutdown: CancellationToken) -> anyhow::Result<()> 
 async fn look(app: &App, watch: &mut Watch) -> anyhow::Result<()> {
     let workers = app.store.workers().await?;
     let now = Instant::now();
+    if watch
+        .read_at
+        .is_none_or(|at| now.duration_since(at) > 3 * LOOK_EVERY)
+    {
+        // The bot could not look for a while (Redis or the broker away, or a look that took
+        // long): it did not see the heartbeats of meanwhile, so silence is timed afresh.
+        for heard in watch.heard.values_mut() {
+            heard.1 = now;
+        }
+    }
+    watch.read_at = Some(now);
     watch
         .heard
         .retain(|name, _| workers.iter().any(|w| &w.name == name));
@@ -105,25 +120,33 @@ async fn take_back(
     let outcome = TaskOutcome::Errored { reason };
     let fields = record::task::ended(&outcome, now_ms());
     let (id, worker) = (job.build, presence.name.as_str());
-    let outcome = if app
+    let ended = if app
         .store
         .take_back(id, &job.task, job.attempt, worker, &fields)
         .await?
     {
         tracing::warn!(build_id = %id, task = %job.task, attempt = job.attempt, %worker,
             silent_s = silent.as_secs(), "attempt taken back from a silent worker");
-        outcome
+        Ended::bare(outcome)
     } else {
-        // Not running there any more; but if an earlier look (or bot) took it back and could
-        // not announce it, its end is announced now. Announcing twice changes nothing.
+        // Not running there any more. If it ended there (taken back by an earlier look or
+        // another bot, or recorded by the worker before it went silent) its end may never
+        // have been announced: it is announced now. Announcing twice changes nothing.
         let task = app.store.task(id, &job.task).await?;
         match task {
             Some(task)
                 if task.attempt == job.attempt
-                    && task.status == TaskStatus::Errored
+                    && task.status.is_final()
                     && task.worker.as_deref() == Some(worker) =>
             {
-                task.ended.unwrap_or(outcome)
+                let Some(outcome) = task.ended else {
+                    return Ok(true);
+                };
+                Ended {
+                    outcome,
+                    artifacts: task.artifacts,
+                    images: task.images,
+                }
             }
             _ => return Ok(true),
         }
@@ -131,7 +154,6 @@ async fn take_back(
     let Some(record) = app.store.build(id).await? else {
         return Ok(true);
     };
-    let ended = Ended::bare(outcome);
     scheduler::announce_end(app, &record.build, &job.task, job.attempt, ended).await?;
     Ok(true)
 }

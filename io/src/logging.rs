@@ -1,7 +1,7 @@
 //! Where a process's logs go: standard output, filtered by `RUST_LOG` (`info` by default), as
 //! text for people or as one JSON object per line for a log pipeline (`--log-format json`):
-//! each line then carries its event's fields and those of the spans it is in, so every line
-//! about a build has the build's `build_id`.
+//! each line then carries its event's fields and those of the spans it is in, so the lines
+//! written while a build's event or job is handled have the build's `build_id`.
 
 use std::str::FromStr;
 

@@ -300,6 +300,27 @@ impl Kiln {
         process.stop().await;
     }
 
+    /// A `kiln-worker` process of this Kiln for `linux/amd64`, named `<prefix>-<name>`, with
+    /// `slots` slots and `env` besides the usual settings; returned once it is present.
+    pub async fn worker_process(
+        &self,
+        name: &str,
+        slots: usize,
+        env: &[(&str, &str)],
+    ) -> processes::Process {
+        let (services, state) = (&self.services, self.state.path());
+        processes::start_worker_with(services, &self.prefix, state, slots, name, env).await
+    }
+
+    /// Whether build `id`'s first task runs on the worker named `worker` at `attempt`.
+    pub async fn first_task_runs_on(&self, id: u64, attempt: u64, worker: &str) -> bool {
+        let Some(build) = self.build(id).await else {
+            return false;
+        };
+        let task = &build["tasks"][0];
+        task["status"] == "running" && task["attempt"] == attempt && task["worker"] == worker
+    }
+
     /// The directory of this Kiln's state: its bots' and workers' directories.
     pub fn state_path(&self) -> &std::path::Path {
         self.state.path()

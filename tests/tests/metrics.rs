@@ -4,7 +4,7 @@
 //! lines it stored; and the worker's `--log-format json` lines carry the build's `build_id`.
 
 use kiln_tests::forge::{TestRepo, push_payload};
-use kiln_tests::{Kiln, REPO, config, processes};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, config, wait_for};
 
 /// The value of the sample named exactly `name` (with its labels) in `text`.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -36,9 +36,7 @@ async fn bot_and_worker_metrics_count_a_build_and_logs_name_it() {
         ("RUST_LOG", "info"),
     ];
     let state = kiln.state_path().to_owned();
-    let mut worker =
-        processes::start_worker_with(&kiln.services, &kiln.prefix, &state, 1, "metered", &env)
-            .await;
+    let mut worker = kiln.worker_process("metered", 1, &env).await;
     let repo = TestRepo::new();
     let spec = "steps:\n  t:\n    runner: shell\n    run: [echo one, echo two, echo three]\n";
     let commit = repo.commit("master", "Metered", &[(".kiln.yml", spec)]);
@@ -69,10 +67,14 @@ async fn bot_and_worker_metrics_count_a_build_and_logs_name_it() {
         .sum();
     assert_eq!(consumers, 1.0, "one worker takes jobs:\n{bot}");
 
-    let own = scrape(&kiln.http, &format!("http://{listen}/metrics")).await;
+    // The worker lets the job go just after the build has ended.
+    let own = wait_for("the worker to hold no job", E2E_TIMEOUT, || async {
+        let own = scrape(&kiln.http, &format!("http://{listen}/metrics")).await;
+        (sample(&own, "kiln_worker_running") == Some(0.0)).then_some(own)
+    })
+    .await;
     for (name, value) in [
         ("kiln_worker_slots", 1.0),
-        ("kiln_worker_running", 0.0),
         (
             "kiln_worker_task_duration_seconds_count{status=\"passed\"}",
             1.0,

@@ -260,6 +260,9 @@ fn push_own_image(registry: &TestRegistry, names: &[String], label: &str) {
     }
 }
 
+/// The operator whose token `kiln-worker gc --registry` gives the bot.
+const OPERATOR_TOKEN: &str = "gc-operator-token-0123456789";
+
 /// `kiln-worker gc --registry` with every image old (`--max-age 0s`), asking the bot at
 /// `bot`; what it printed, once it has passed.
 async fn gc(registry: &TestRegistry, bot: &str, dry_run: bool) -> String {
@@ -268,7 +271,7 @@ async fn gc(registry: &TestRegistry, bot: &str, dry_run: bool) -> String {
         .args(["gc", "--max-age", "0s", "--registry", &registry.addr])
         .arg("--registry-auth")
         .arg(&registry.auth)
-        .args(["--bot-url", bot]);
+        .args(["--bot-url", bot, "--bot-token", OPERATOR_TOKEN]);
     if dry_run {
         command.arg("--dry-run");
     }
@@ -290,7 +293,8 @@ async fn gc_of_the_registry_takes_out_gone_branches_and_unnamed_images() {
     let name = format!("{}/api", kiln_tests::services::unique_prefix());
     let config = format!(
         "public_url = \"http://kiln.test\"\n[[repository]]\nname = \"{name}\"\n\
-         webhook_secret = \"{}\"\nclone_url = \"{}\"\n",
+         webhook_secret = \"{}\"\nclone_url = \"{}\"\n\
+         [[operator]]\nname = \"gc\"\ntoken = \"{OPERATOR_TOKEN}\"\n",
         kiln_tests::TEST_SECRET,
         repo.clone_url()
     );
@@ -315,6 +319,12 @@ async fn gc_of_the_registry_takes_out_gone_branches_and_unnamed_images() {
     assert_eq!(registry_tags(&registry, &repository), all);
 
     let bot = kiln.url("");
+    let anyone = kiln.http.get(kiln.url("/api/repositories")).send().await;
+    assert_eq!(
+        anyone.expect("the bot answers").status(),
+        401,
+        "branches are for operators"
+    );
     let said = gc(&registry, &bot, true).await;
     assert!(
         said.contains(&format!("{repository}:{gone}: would take out")),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kiln_shared::presence::Presence;
 use kiln_tests::forge::TestRepo;
-use kiln_tests::processes::{self, Process};
+use kiln_tests::processes::Process;
 use kiln_tests::{E2E_TIMEOUT, Kiln, config, wait_for};
 use nix::sys::signal::Signal;
 
@@ -30,8 +30,7 @@ fn slow_spec(mark: &Path, seconds: u32) -> String {
 
 /// A worker process for this Kiln, named `<prefix>-<name>`, with one slot.
 async fn worker(kiln: &Kiln, name: &str, env: &[(&str, &str)]) -> Process {
-    let (services, prefix) = (&kiln.services, &kiln.prefix);
-    processes::start_worker_with(services, prefix, kiln.state_path(), 1, name, env).await
+    kiln.worker_process(name, 1, env).await
 }
 
 /// The first task of build `id`: (status, attempt, worker).
@@ -48,8 +47,9 @@ async fn task(kiln: &Kiln, id: u64) -> Option<(String, u64, String)> {
 /// Waits until build `id`'s task runs on `worker` at `attempt`.
 async fn running_on(kiln: &Kiln, id: u64, attempt: u64, worker: &str, within: Duration) {
     wait_for(&format!("the task to run on {worker}"), within, || async {
-        let (status, at, on) = task(kiln, id).await?;
-        (status == "running" && at == attempt && on == worker).then_some(())
+        kiln.first_task_runs_on(id, attempt, worker)
+            .await
+            .then_some(())
     })
     .await;
 }
@@ -142,7 +142,8 @@ async fn a_worker_told_to_stop_finishes_its_task_and_takes_no_new_job() {
     let mark = marks.path().join("mark");
     let repo = TestRepo::new();
     let slow = repo.commit("master", "Slow", &[(".kiln.yml", &slow_spec(&mark, 10))]);
-    let mut draining = worker(&kiln, "draining", &[]).await;
+    // Two slots: with one free, only the cancelled consumer keeps the next job away.
+    let mut draining = kiln.worker_process("draining", 2, &[]).await;
     let draining_name = format!("{}-draining", kiln.prefix);
     let id = kiln.push(&repo, "master", &slow, "drain-1").await;
     running_on(&kiln, id, 1, &draining_name, E2E_TIMEOUT).await;

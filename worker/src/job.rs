@@ -208,11 +208,7 @@ async fn run_job(
         {
             Err(error) => Ran::errored(format!("cannot check out {}: {error}", job.build.commit)),
             Ok(dir) => {
-                let log = RedisLog {
-                    store: &worker.store,
-                    job,
-                    stored: &worker.metrics.log_lines,
-                };
+                let log = redis_log(worker, job);
                 let tools = Tools {
                     docker: worker.docker.as_ref(),
                     artifacts: &worker.artifacts,
@@ -246,15 +242,11 @@ async fn run_job(
         standing = taken_away(worker, job) => {
             stopped.await;
             if standing == Standing::Cancelled {
-                let log = RedisLog {
-                    store: &worker.store,
-                    job,
-                    stored: &worker.metrics.log_lines,
-                };
-                crate::lines::note(&log, "cancelled".into()).await;
+                crate::lines::note(&redis_log(worker, job), "cancelled".into()).await;
                 tracing::info!("task cancelled");
             } else {
-                // Its log is the next attempt's now: nothing more is written to it.
+                // Its log is the next attempt's now: the run is stopped, though lines it wrote
+                // since the attempt was taken back (up to a second's) may be in it.
                 tracing::warn!("this attempt was taken back (the bot had not heard from this \
                     worker) and runs elsewhere; stopped");
             }
@@ -263,7 +255,6 @@ async fn run_job(
     };
     let took = began.elapsed();
     tracing::info!(outcome = %ran.outcome, "task ended");
-    count(worker, &ran, took);
     let recorded = with_pauses(worker, &shutdown, || async {
         Ok(worker.store.finish(job, &worker.name, &ran).await?)
     })
@@ -274,6 +265,7 @@ async fn run_job(
         tracing::info!("the task's record moved on while it ran; its end is not announced");
         return Ok(Done::Finished);
     }
+    count(worker, &ran, took);
     with_pauses(worker, &shutdown, || {
         announce_finished(worker, job, ran.clone(), Some(took))
     })
@@ -295,6 +287,15 @@ async fn taken_away(worker: &Worker, job: &JobRequested) -> Standing {
                 tracing::warn!(%error, "cannot read whether the task is still this worker's")
             }
         }
+    }
+}
+
+/// Where `job`'s log lines go.
+fn redis_log<'a>(worker: &'a Worker, job: &'a JobRequested) -> RedisLog<'a> {
+    RedisLog {
+        store: &worker.store,
+        job,
+        stored: &worker.metrics.log_lines,
     }
 }
 

@@ -17,7 +17,8 @@ use kiln_worker::docker::{DockerRunner, Registries};
 struct Args {
     #[command(subcommand)]
     command: Option<Subcommand>,
-    /// `text`, or `json`: one object per line, each of a job's carrying its `build_id`.
+    /// `text`, or `json`: one object per line; those about a job carry its build's
+    /// `build_id`.
     #[arg(long, global = true, env = "KILN_LOG_FORMAT", default_value = "text")]
     log_format: kiln_io::logging::Format,
     #[command(flatten)]
@@ -70,6 +71,9 @@ enum Subcommand {
         /// The bot, which says which branches exist (`/api/repositories`).
         #[arg(long, env = "KILN_BOT_URL", default_value = "http://127.0.0.1:8080")]
         bot_url: String,
+        /// An operator's token for the bot (`[[operator]]` in its configuration).
+        #[arg(long, env = "KILN_BOT_TOKEN", hide_env_values = true)]
+        bot_token: Option<String>,
     },
     /// Makes a worker's own RabbitMQ and Redis users, which may do what a worker does and
     /// nothing more (take its platform's jobs, publish `task.*` events, store task records
@@ -219,14 +223,22 @@ async fn main() -> anyhow::Result<()> {
             registry,
             registry_auth,
             bot_url,
+            bot_token,
         }) => {
             let verb = if dry_run { "would be " } else { "" };
             if registry.is_some() {
                 let registries = Registries::load(registry, registry_auth.as_deref())
                     .map_err(anyhow::Error::msg)?;
                 let oci = registries.store().expect("a registry was given");
+                let token = bot_token.ok_or_else(|| {
+                    anyhow::anyhow!("--registry needs --bot-token (KILN_BOT_TOKEN), an operator's")
+                })?;
+                let bot = kiln_worker::gc::registry::Bot {
+                    url: bot_url,
+                    token,
+                };
                 let pruned =
-                    kiln_worker::gc::registry::collect(&oci, &bot_url, max_age, dry_run).await?;
+                    kiln_worker::gc::registry::collect(&oci, &bot, max_age, dry_run).await?;
                 println!("registry ({verb}{pruned})");
                 return Ok(());
             }

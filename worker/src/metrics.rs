@@ -14,7 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ impl Default for Metrics {
         let running = Gauge::default();
         registry.register("running", "The jobs it holds now", running.clone());
         let task_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.1, 2.0, 16))
+            Histogram::new(kiln_io::metrics::duration_buckets())
         });
         registry.register(
             "task_duration_seconds",
@@ -79,10 +79,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric in Prometheus's text format.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String does not fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        kiln_io::metrics::encode(&self.registry)
     }
 }
 
@@ -113,6 +110,6 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 async fn show(State(worker): State<Arc<Worker>>) -> impl IntoResponse {
     let held = i64::try_from(worker.running.now().len()).unwrap_or(i64::MAX);
     worker.metrics.running.set(held);
-    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(CONTENT_TYPE, kind)], worker.metrics.encode())
+    let text = worker.metrics.encode();
+    ([(CONTENT_TYPE, kiln_io::metrics::CONTENT_TYPE)], text)
 }

@@ -26,8 +26,7 @@ pub async fn show(State(app): State<App>) -> Response {
         Err(_) => tracing::debug!("no queue depths for this scrape: the broker is slow"),
     }
     let text = app.metrics.encode();
-    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(CONTENT_TYPE, kind)], text).into_response()
+    ([(CONTENT_TYPE, kiln_io::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Counts a forge delivery (`/hooks/<forge>`) by its answer, whatever gave it.

@@ -229,6 +229,13 @@ impl Mirrors {
             ])
             .output()
             .await?;
+        if !output.status.success() {
+            // Never an empty list: that would say every branch is gone.
+            return Err(GitError::Git {
+                action: "for-each-ref",
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(BranchName::from)

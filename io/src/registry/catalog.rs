@@ -2,15 +2,19 @@
 //! registry side of `kiln-worker gc --registry`.
 //!
 //! The distribution API deletes a manifest by digest only, and with it every tag that names
-//! it (CNCF Distribution 2.x has no tag deletion). A tag alone is taken out by moving it to a
+//! it (CNCF Distribution 2.x has no tag deletion). A registry with a token service (Harbor,
+//! GitLab's) is answered with a token for the credentials. A tag alone is taken out by moving it to a
 //! placeholder manifest of its own, then deleting that. The space goes when the registry's
 //! own `garbage-collect` runs.
 
 use std::io;
 use std::time::SystemTime;
 
+use std::collections::BTreeMap;
+
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
 
 use super::oci::{Oci, failed, is_not_found};
 
@@ -110,18 +114,12 @@ impl Oci {
 
     /// Deletes the manifest `digest` of `repository`, and so every tag that names it.
     pub async fn delete_manifest(&self, repository: &str, digest: &str) -> io::Result<()> {
-        let reference = self.at(repository, "latest");
-        self.signed_in(&reference, RegistryOperation::Push).await?;
         let url = format!(
             "{}://{}/v2/{repository}/manifests/{digest}",
             self.scheme, self.registry
         );
-        let mut request = reqwest::Client::new().delete(&url);
-        if let oci_client::secrets::RegistryAuth::Basic(user, password) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let answer = request
-            .send()
+        let answer = self
+            .delete(&url)
             .await
             .map_err(|e| io::Error::other(format!("cannot delete {repository}@{digest}: {e}")))?;
         match answer.status().as_u16() {
@@ -133,6 +131,43 @@ impl Oci {
                 )))
             }
         }
+    }
+
+    /// Sends `DELETE url`, signed in as the registry asks: with the credentials, or with a
+    /// token its token service gives for them (a `WWW-Authenticate: Bearer` challenge).
+    async fn delete(&self, url: &str) -> Result<reqwest::Response, reqwest::Error> {
+        let http = reqwest::Client::new();
+        let signed = |request: reqwest::RequestBuilder| match &self.auth {
+            RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            _ => request,
+        };
+        let answer = signed(http.delete(url)).send().await?;
+        let challenge = answer
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_challenge);
+        let Some(challenge) = challenge.filter(|_| answer.status() == 401) else {
+            return Ok(answer);
+        };
+        let mut query = Vec::new();
+        for key in ["service", "scope"] {
+            if let Some(value) = challenge.get(key) {
+                query.push((key, value.as_str()));
+            }
+        }
+        let realm = challenge.get("realm").map_or("", String::as_str);
+        let granted: serde_json::Value = signed(http.get(realm).query(&query))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = granted["token"]
+            .as_str()
+            .or_else(|| granted["access_token"].as_str())
+            .unwrap_or_default();
+        http.delete(url).bearer_auth(token).send().await
     }
 
     /// Takes `tag` out of `repository`, leaving any other tag of its manifest.
@@ -170,6 +205,20 @@ impl Oci {
 const EMPTY_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
+/// The parameters of a `Bearer realm="…",service="…",scope="…"` challenge.
+fn bearer_challenge(header: &str) -> Option<BTreeMap<String, String>> {
+    let rest = header.strip_prefix("Bearer ")?;
+    let mut params = BTreeMap::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let after = after.strip_prefix('"')?;
+        let (value, more) = after.split_once('"')?;
+        params.insert(key.trim().to_owned(), value.to_owned());
+        rest = more.trim_start_matches(',').trim();
+    }
+    params.contains_key("realm").then_some(params)
+}
+
 /// An image config's `created`, if it has one that reads.
 fn created(config: &str) -> Option<SystemTime> {
     let config: serde_json::Value = serde_json::from_str(config).ok()?;
@@ -188,6 +237,17 @@ mod tests {
         assert_eq!(created(config), Some(expected));
         assert_eq!(created(r#"{"os":"linux"}"#), None);
         assert_eq!(created("not json"), None);
+    }
+
+    #[test]
+    fn a_bearer_challenge_gives_its_realm_service_and_scope() {
+        let header = r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:kiln/acme/api/app:delete,pull""#;
+        let params = bearer_challenge(header).expect("a challenge");
+        assert_eq!(params["realm"], "https://auth.example.com/token");
+        assert_eq!(params["service"], "registry.example.com");
+        assert_eq!(params["scope"], "repository:kiln/acme/api/app:delete,pull");
+        assert_eq!(bearer_challenge(r#"Basic realm="Registry""#), None);
+        assert_eq!(bearer_challenge("Bearer service=\"x\""), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Bench, Figure, Options};
-use crate::processes::{self, Process};
+use crate::processes::Process;
 use crate::{E2E_TIMEOUT, Kiln, wait_for};
 
 /// The bot's default `[workers] reclaim_after`, in seconds.
@@ -12,16 +12,14 @@ const RECLAIM_AFTER_SECS: f64 = 30.0;
 
 /// Whether build `id`'s first task runs on `worker` at `attempt`.
 async fn runs_on(kiln: &Kiln, id: u64, attempt: u64, worker: &str) -> Option<()> {
-    let build = kiln.build(id).await?;
-    let task = &build["tasks"][0];
-    (task["status"] == "running" && task["attempt"] == attempt && task["worker"] == worker)
+    kiln.first_task_runs_on(id, attempt, worker)
+        .await
         .then_some(())
 }
 
 /// A worker process of one slot named `<prefix>-<name>`, with `env` besides the usual.
 async fn worker(kiln: &Kiln, name: &str, env: &[(&str, &str)]) -> Process {
-    let (services, prefix) = (&kiln.services, &kiln.prefix);
-    processes::start_worker_with(services, prefix, kiln.state_path(), 1, name, env).await
+    kiln.worker_process(name, 1, env).await
 }
 
 /// From a worker's freeze (SIGSTOP of it and its task's processes) to its task running again,

@@ -99,16 +99,26 @@ impl std::fmt::Display for Pruned {
     }
 }
 
-/// Collects the in-tree images of `oci`'s registry, asking the bot at `bot_url` which
-/// branches exist. With `dry_run`, only says what it would take out.
+/// The bot that says which branches exist, and an operator's token for it.
+#[derive(Debug)]
+pub struct Bot {
+    pub url: String,
+    pub token: String,
+}
+
+/// Collects the in-tree images of `oci`'s registry, asking `bot` which branches exist. With
+/// `dry_run`, only says what it would take out.
 pub async fn collect(
     oci: &Oci,
-    bot_url: &str,
+    bot: &Bot,
     max_age: Duration,
     dry_run: bool,
 ) -> anyhow::Result<Pruned> {
-    let url = format!("{}/api/repositories", bot_url.trim_end_matches('/'));
-    let listing: Listing = reqwest::get(&url)
+    let url = format!("{}/api/repositories", bot.url.trim_end_matches('/'));
+    let listing: Listing = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&bot.token)
+        .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| anyhow::anyhow!("cannot ask the bot which branches exist ({url}): {e}"))?
