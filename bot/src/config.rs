@@ -553,27 +553,25 @@ impl Config {
             if names.len() == 1 { "y" } else { "ies" },
             names.join(", ")
         )];
-        let chats: Vec<&str> = [
+        let configured = |what: &str, names: &[(&str, bool)]| {
+            let on: Vec<&str> = names
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(n, _)| *n)
+                .collect();
+            (!on.is_empty()).then(|| format!("{what}{}", on.join(", ")))
+        };
+        let chats = [
             ("Discord", self.discord.is_some()),
             ("Slack", self.slack.is_some()),
             ("Zulip", self.zulip.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-        if !chats.is_empty() {
-            parts.push(format!("chat: {}", chats.join(", ")));
-        }
-        let forges: Vec<&str> = [
+        ];
+        let forges = [
             ("GitHub", self.github.is_some()),
             ("GitLab", self.gitlab.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-        if !forges.is_empty() {
-            parts.push(format!("statuses on {}", forges.join(", ")));
-        }
+        ];
+        parts.extend(configured("chat: ", &chats));
+        parts.extend(configured("statuses on ", &forges));
         if !self.pools.is_empty() {
             parts.push(format!("{} pool(s)", self.pools.len()));
         }

@@ -53,13 +53,7 @@ pub fn run_until_stopped<T: Send + 'static>(
             ended = &mut running => return ended,
             () = stop => shutdown.cancel(),
         }
-        match tokio::time::timeout(STOP_GRACE, running).await {
-            Ok(ended) => ended,
-            Err(_) => {
-                tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
-                std::process::exit(1);
-            }
-        }
+        within_grace(running).await
     }
 }
 
@@ -90,12 +84,17 @@ pub fn run_until_drained<T: Send + 'static>(
             () = tokio::time::sleep(drain_for) => tracing::warn!("not drained in time: stopping at once"),
         }
         stop_now();
-        match tokio::time::timeout(STOP_GRACE, running).await {
-            Ok(ended) => ended,
-            Err(_) => {
-                tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
-                std::process::exit(1);
-            }
+        within_grace(running).await
+    }
+}
+
+/// `running`'s end, if it comes within [`STOP_GRACE`]; else the process exits with status 1.
+async fn within_grace<T>(running: tokio::task::JoinHandle<T>) -> Result<T, tokio::task::JoinError> {
+    match tokio::time::timeout(STOP_GRACE, running).await {
+        Ok(ended) => ended,
+        Err(_) => {
+            tracing::error!(grace = ?STOP_GRACE, "not stopped within the grace; exiting");
+            std::process::exit(1);
         }
     }
 }

@@ -50,14 +50,19 @@ fn ran(outcome: TaskOutcome) -> Ran {
     }
 }
 
-#[tokio::test]
-async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
+/// The Redis of `KILN_REDIS_URL` (or the local default).
+async fn redis() -> redis::aio::ConnectionManager {
     let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    let mut conn = redis::Client::open(url.as_str())
+    redis::Client::open(url.as_str())
         .expect("Redis URL")
         .get_connection_manager()
         .await
-        .expect("Redis answers (deploy/dev/services starts it)");
+        .expect("Redis answers (deploy/dev/services starts it)")
+}
+
+#[tokio::test]
+async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
+    let mut conn = redis().await;
     let keys = Keys::new(format!("kw-store-{}", std::process::id()));
     let job = job();
     let task = keys.task(job.build.id, &job.task);
@@ -119,12 +124,7 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
 
 #[tokio::test]
 async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
-    let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("Redis URL")
-        .get_connection_manager()
-        .await
-        .expect("Redis answers (deploy/dev/services starts it)");
+    let mut conn = redis().await;
     let keys = Keys::new(format!("kw-back-{}", std::process::id()));
     let job = job();
     let task = keys.task(job.build.id, &job.task);
@@ -205,12 +205,7 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
 
 #[tokio::test]
 async fn an_environment_is_reported_once_and_only_while_its_lease_runs() {
-    let url = std::env::var("KILN_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("Redis URL")
-        .get_connection_manager()
-        .await
-        .expect("Redis answers (deploy/dev/services starts it)");
+    let mut conn = redis().await;
     let keys = Keys::new(format!("kw-lease-{}", std::process::id()));
     let (id, ended) = (LeaseId(4), LeaseId(5));
     let record = keys.lease(id);
