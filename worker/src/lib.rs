@@ -233,7 +233,16 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
             let next = tokio::select! {
                 () = drain.cancelled() => {
                     if !shutdown.is_cancelled() {
-                        stop_consuming(&channel, consumer).await;
+                        // A broker that does not answer (frozen, cut off) must not keep the
+                        // worker from draining: what it sends later goes back when the
+                        // worker's connection closes.
+                        tokio::select! {
+                            () = stop_consuming(&channel, consumer) => {}
+                            () = shutdown.cancelled() => {}
+                            () = tokio::time::sleep(CANCEL_WITHIN) => {
+                                tracing::warn!("the broker did not confirm that it sends no more jobs");
+                            }
+                        }
                     }
                     break 'sessions;
                 }
@@ -286,6 +295,9 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
     }
     Ok(())
 }
+
+/// How long a draining worker waits for the broker to confirm that it sends no more jobs.
+const CANCEL_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Tells the broker to send this worker no more jobs, and hands back those it had sent but
 /// the worker had not started.
