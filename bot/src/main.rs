@@ -18,7 +18,8 @@ struct Args {
     /// Address the HTTP server listens on.
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// RabbitMQ.
+    /// RabbitMQ: one URL, or the URLs of a cluster's nodes separated by commas (the
+    /// connection goes to one and moves to the next when it ends).
     #[arg(
         long,
         env = "KILN_AMQP_URL",

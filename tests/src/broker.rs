@@ -39,6 +39,12 @@ fn free_port() -> u16 {
 impl TestBroker {
     /// Boots a new node and returns it once it takes AMQP connections.
     pub async fn start() -> Self {
+        Self::start_with_cookie(None).await
+    }
+
+    /// Like [`TestBroker::start`], with the Erlang cookie `cookie` (nodes of one cluster
+    /// share theirs) instead of one made up at boot.
+    async fn start_with_cookie(cookie: Option<&str>) -> Self {
         let port = free_port();
         // `KILN_KEEP=1` keeps its data and log for a look after the test.
         let dir = tempfile::Builder::new()
@@ -53,6 +59,13 @@ impl TestBroker {
             "consumer_timeout = 90000000\n",
         )
         .expect("config file");
+        if let Some(cookie) = cookie {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(".erlang.cookie");
+            std::fs::write(&path, cookie).expect("cookie file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
+                .expect("cookie file's mode");
+        }
         let mut broker = Self {
             port,
             node: format!("kiln-test-{port}@localhost"),
@@ -62,6 +75,11 @@ impl TestBroker {
         };
         broker.boot().await;
         broker
+    }
+
+    /// The node's Erlang name (`kiln-test-<port>@localhost`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The URL to reach it with.
@@ -212,5 +230,53 @@ impl Drop for TestBroker {
             let group = nix::unistd::Pid::from_raw(server as i32);
             let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
+    }
+}
+
+/// RabbitMQ nodes of a test's own joined in one cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub nodes: Vec<TestBroker>,
+}
+
+impl TestCluster {
+    /// Boots `size` nodes and joins the others to the first; returns once the cluster is
+    /// whole and every node takes connections.
+    pub async fn start(size: usize) -> Self {
+        let cookie = format!("KILNTEST{}", free_port());
+        let nodes = futures_util::future::join_all(
+            (0..size).map(|_| TestBroker::start_with_cookie(Some(&cookie))),
+        )
+        .await;
+        let first = nodes[0].node.clone();
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]).await;
+            node.ctl(&["join_cluster", &first]).await;
+            node.start_app().await;
+        }
+        let cluster = Self { nodes };
+        let status = cluster.nodes[0]
+            .ctl(&["eval", "length(rabbit_nodes:all_running())."])
+            .await;
+        assert_eq!(
+            status.trim(),
+            size.to_string(),
+            "nodes running in the cluster"
+        );
+        cluster
+    }
+
+    /// The URLs of every node, separated by commas, as `--amqp-url` takes a cluster.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(TestBroker::url).collect();
+        urls.join(",")
+    }
+
+    /// The node listening on `port`.
+    pub fn on_port(&self, port: u16) -> &TestBroker {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node listens on {port}"))
     }
 }

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod discord;
 pub mod events;
 pub mod forge;
+pub mod installation;
 pub mod processes;
 pub mod redis_server;
 pub mod registry;

@@ -30,9 +30,19 @@ pub async fn send(
     secret: &str,
     timestamp: u64,
 ) -> (u16, Value) {
-    let response = kiln
-        .http
-        .post(kiln.url(path))
+    send_to(&kiln.http, &kiln.url(path), body, secret, timestamp).await
+}
+
+/// Like [`send`], to the bot's `url`.
+pub async fn send_to(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+    secret: &str,
+    timestamp: u64,
+) -> (u16, Value) {
+    let response = http
+        .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", timestamp.to_string())
         .header(

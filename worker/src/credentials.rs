@@ -50,12 +50,14 @@ impl std::fmt::Debug for Issued {
 }
 
 impl Issued {
-    /// `base` (`amqps://host:5671/%2f`, `rediss://host:6380/`) with the user and `password`.
+    /// `base` (`amqps://host:5671/%2f`, `rediss://host:6380/`, or a cluster's nodes
+    /// separated by commas) with the user and `password` in each URL.
     pub fn url(&self, base: &str, password: &str) -> String {
-        match base.split_once("://") {
+        let with_user = |url: &str| match url.trim().split_once("://") {
             Some((scheme, rest)) => format!("{scheme}://{}:{password}@{rest}", self.user),
-            None => base.to_owned(),
-        }
+            None => url.to_owned(),
+        };
+        base.split(',').map(with_user).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -246,6 +248,10 @@ mod tests {
         assert_eq!(
             issued.url("amqps://mq:5671/%2f", "p"),
             "amqps://kiln-worker-a:p@mq:5671/%2f"
+        );
+        assert_eq!(
+            issued.url("amqps://mq-0:5671/k, amqps://mq-1:5671/k", "p"),
+            "amqps://kiln-worker-a:p@mq-0:5671/k,amqps://kiln-worker-a:p@mq-1:5671/k"
         );
     }
 }

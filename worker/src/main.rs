@@ -101,7 +101,8 @@ enum Subcommand {
         tls_ca: Option<PathBuf>,
         #[arg(long, default_value = "rabbitmqctl")]
         rabbitmqctl: PathBuf,
-        /// The broker as the worker reaches it, for the printed URL.
+        /// The broker as the worker reaches it (a cluster's nodes separated by commas), for
+        /// the printed URL.
         #[arg(long, default_value = "amqps://127.0.0.1:5671/%2f")]
         worker_amqp_url: String,
         /// Redis as the worker reaches it, for the printed URL.
@@ -133,7 +134,8 @@ enum Subcommand {
 /// Serving jobs from RabbitMQ (the default).
 #[derive(Debug, clap::Args)]
 struct Serve {
-    /// RabbitMQ.
+    /// RabbitMQ: one URL, or the URLs of a cluster's nodes separated by commas (the
+    /// connection goes to one and moves to the next when it ends).
     #[arg(
         long,
         env = "KILN_AMQP_URL",

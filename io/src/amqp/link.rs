@@ -1,6 +1,11 @@
 //! A process's one RabbitMQ connection, kept open through broker outages by a keeper task
 //! that Kiln owns rather than lapin's automatic recovery.
 //!
+//! The connection goes to one node of a list: a single broker, or the nodes of a cluster.
+//! Each process starts at a node of its own choosing (so a fleet spreads over the cluster)
+//! and moves to the next one whenever its connection ends or an attempt fails, so a node
+//! that goes away costs one failed attempt, not an outage.
+//!
 //! Each connection's life is a [`Session`]: the connection, a publisher channel in confirm
 //! mode and the topology declared on it. When anything sees the session fail (the
 //! connection reports an error or stops being connected, a confirm does not come within
@@ -89,6 +94,26 @@ impl Preparing {
 #[error("the AMQP URL is not valid: {0}")]
 pub struct BadUrl(String);
 
+/// The nodes of `urls`: one AMQP URL, or several separated by commas (a cluster's nodes,
+/// each with its user, password and virtual host).
+fn nodes(urls: &str) -> Result<Vec<AMQPUri>, BadUrl> {
+    let nodes = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| url.parse::<AMQPUri>().map_err(BadUrl))
+        .collect::<Result<Vec<_>, _>>()?;
+    if nodes.is_empty() {
+        return Err(BadUrl("no URL given".into()));
+    }
+    Ok(nodes)
+}
+
+/// `uri`'s host and port, to name a node in logs (never its password).
+fn node_name(uri: &AMQPUri) -> String {
+    format!("{}:{}", uri.authority.host, uri.authority.port)
+}
+
 /// A handle on the kept connection; cheap to clone. The keeper stops, and closes the
 /// connection, when the last handle is dropped.
 #[derive(Clone)]
@@ -98,7 +123,8 @@ pub struct Link {
 }
 
 struct Inner {
-    uri: AMQPUri,
+    /// The nodes connections go to, in turn.
+    nodes: Vec<AMQPUri>,
     trust: Trust,
     name: String,
     prepare: Prepare,
@@ -212,24 +238,24 @@ impl Session {
 }
 
 impl Link {
-    /// Starts keeping a connection to `url` (over TLS for `amqps://`, the broker verified as
-    /// `trust` says), named `name` in the broker's list, with `prepare` run on every new
-    /// connection before it is used. Waits for the first session at most
+    /// Starts keeping a connection to `urls` (one AMQP URL, or a cluster's nodes separated
+    /// by commas; over TLS for `amqps://`, the broker verified as `trust` says), named `name`
+    /// in the broker's list, with `prepare` run on every new connection before it is used. Waits for the first session at most
     /// [`FIRST_SESSION_WAIT`]; past that the link is returned down (the warning says why),
     /// and the keeper goes on trying. Fails only for a URL that cannot be used at all.
     pub async fn open(
-        url: &str,
+        urls: &str,
         trust: &Trust,
         name: &str,
         prepare: Prepare,
     ) -> Result<Self, BadUrl> {
-        let uri = url.parse::<AMQPUri>().map_err(BadUrl)?;
+        let nodes = nodes(urls)?;
         let (state, _) = watch::channel(LinkState::Down {
             since: Instant::now(),
             error: None,
         });
         let inner = Arc::new(Inner {
-            uri,
+            nodes,
             trust: trust.clone(),
             name: name.to_owned(),
             prepare,
@@ -346,9 +372,10 @@ impl Link {
     }
 }
 
-/// Opens a session: the connection, its publisher channel in confirm mode, the topology.
-async fn start_session(inner: &Inner, number: u64) -> lapin::Result<Session> {
-    let connection = Arc::new(open(inner.uri.clone(), &inner.name, &inner.trust).await?);
+/// Opens a session with `node`: the connection, its publisher channel in confirm mode, the
+/// topology.
+async fn start_session(inner: &Inner, node: &AMQPUri, number: u64) -> lapin::Result<Session> {
+    let connection = Arc::new(open(node.clone(), &inner.name, &inner.trust).await?);
     let opened = async {
         let publisher = connection.create_channel().await?;
         publisher
@@ -375,21 +402,25 @@ async fn start_session(inner: &Inner, number: u64) -> lapin::Result<Session> {
     }
 }
 
-/// The keeper: opens a session, watches it until it breaks, closes it, opens the next;
-/// until `stop` is cancelled, which closes the last one.
+/// The keeper: opens a session, watches it until it breaks, closes it, opens the next (with
+/// the next node); until `stop` is cancelled, which closes the last one.
 async fn keep(inner: Arc<Inner>, stop: CancellationToken) {
     let mut delays = pauses();
     let mut number = 0;
+    let mut at = fastrand::usize(..inner.nodes.len());
     loop {
+        let uri = &inner.nodes[at];
+        let node = node_name(uri);
+        at = (at + 1) % inner.nodes.len();
         let opened = tokio::select! {
             () = stop.cancelled() => break,
-            opened = tokio::time::timeout(OPEN_DEADLINE, start_session(&inner, number + 1)) => opened,
+            opened = tokio::time::timeout(OPEN_DEADLINE, start_session(&inner, uri, number + 1)) => opened,
         };
         let error = match opened {
             Ok(Ok(session)) => {
                 number = session.number;
                 delays = pauses();
-                tracing::info!(session = number, "connected to RabbitMQ");
+                tracing::info!(session = number, node, "connected to RabbitMQ");
                 inner.state.send_replace(LinkState::Up(session.clone()));
                 tokio::select! {
                     () = stop.cancelled() => {}
@@ -420,9 +451,9 @@ async fn keep(inner: Arc<Inner>, stop: CancellationToken) {
             LinkState::Up(_) => true,
         };
         if new_reason {
-            tracing::warn!(%error, "cannot connect to RabbitMQ");
+            tracing::warn!(%error, node, "cannot connect to RabbitMQ");
         } else {
-            tracing::debug!(%error, "cannot connect to RabbitMQ");
+            tracing::debug!(%error, node, "cannot connect to RabbitMQ");
         }
         inner.state.send_modify(|state| match state {
             LinkState::Down { error: last, .. } => *last = Some(error.clone()),
@@ -458,5 +489,36 @@ async fn watch_connection(connection: &Connection) -> String {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_urls_is_a_cluster_s_nodes() {
+        let nodes = nodes(
+            "amqps://w:p@mq-0.example:5671/kiln, amqps://w:p@mq-1.example:5671/kiln,amqp://w:p@mq-2.example/kiln",
+        )
+        .expect("three nodes");
+        let names: Vec<String> = nodes.iter().map(node_name).collect();
+        assert_eq!(
+            names,
+            [
+                "mq-0.example:5671",
+                "mq-1.example:5671",
+                "mq-2.example:5672"
+            ]
+        );
+        assert!(nodes.iter().all(|n| n.vhost == "kiln"));
+    }
+
+    #[test]
+    fn an_empty_or_broken_list_is_refused() {
+        assert!(nodes("").is_err());
+        assert!(nodes(" , ").is_err());
+        let error = nodes("amqp://127.0.0.1/%2f,http://x").expect_err("not AMQP");
+        assert!(error.to_string().contains("not valid"), "{error}");
     }
 }

@@ -1,0 +1,275 @@
+//! A small installation of Kiln as processes, for tests that do things to its services (a
+//! broker restarted, a cluster's node stopped) under a stream of signed pushes, and the
+//! pushes themselves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::forge::{TestRepo, push_payload};
+use crate::processes::{self, Process};
+use crate::services::{Services, unique_prefix};
+use crate::{E2E_TIMEOUT, REPO, TEST_SECRET, config, github_signature, wait_for};
+
+/// The installation's workers, each named `<prefix>-<name>`.
+const WORKERS: [&str; 2] = ["worker-a", "worker-b"];
+
+/// One quick task, in the shell: these tests are about delivery, not running.
+const SPEC: &str = "steps:\n  t:\n    runner: shell\n    run: 'true'\n";
+
+/// How often a stream of pushes sends one.
+const PUSH_EVERY: Duration = Duration::from_millis(400);
+
+/// How long a push's answer may take: longer than the bot waits for a confirm.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bot and two workers as processes (`kiln-bot`, `kiln-worker`), as operators run them,
+/// on `services` of the test's choosing, building one commit of a one-task pipeline.
+#[derive(Debug)]
+pub struct Installation {
+    pub services: Services,
+    pub prefix: String,
+    pub bot: Process,
+    pub bot_addr: std::net::SocketAddr,
+    pub workers: Vec<Process>,
+    repo: TestRepo,
+    commit: String,
+    http: reqwest::Client,
+    _state: tempfile::TempDir,
+}
+
+impl Installation {
+    /// Starts the bot and the workers on `services`, and sees a first build pass.
+    pub async fn start(services: Services) -> Self {
+        let prefix = unique_prefix();
+        // `KILN_KEEP=1` keeps the processes' logs for a look after the test.
+        let state = tempfile::Builder::new()
+            .prefix("kiln-installation-")
+            .disable_cleanup(std::env::var_os("KILN_KEEP").is_some())
+            .tempdir()
+            .expect("temp dir");
+        eprintln!("logs in {}", state.path().display());
+        let repo = TestRepo::new();
+        let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);
+        let (bot, bot_addr) =
+            processes::start_bot(&config(""), &services, &prefix, state.path()).await;
+        let mut workers = Vec::new();
+        for name in WORKERS {
+            workers.push(
+                processes::start_named_worker(&services, &prefix, state.path(), 2, name).await,
+            );
+        }
+        let installation = Self {
+            services,
+            prefix,
+            bot,
+            bot_addr,
+            workers,
+            repo,
+            commit,
+            http: reqwest::Client::builder()
+                .timeout(ANSWER_TIMEOUT)
+                .build()
+                .expect("HTTP client"),
+            _state: state,
+        };
+        // A running installation: a build has gone all the way through before any outage.
+        let first = installation.pusher().push("warm-up").await;
+        let status = installation.ended(first.build, E2E_TIMEOUT).await;
+        assert_eq!(status, "passed", "the first build");
+        installation
+    }
+
+    /// The workers' names, as they connect and say they are present.
+    pub fn worker_names(&self) -> Vec<String> {
+        WORKERS
+            .iter()
+            .map(|name| format!("{}-{name}", self.prefix))
+            .collect()
+    }
+
+    /// The bot's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.bot_addr)
+    }
+
+    /// Checks that the bot and the workers are still running.
+    pub fn check_running(&mut self, when: &str) {
+        for process in std::iter::once(&mut self.bot).chain(self.workers.iter_mut()) {
+            if let Some(status) = process.exited() {
+                panic!("{} exited ({status}) {when}", process.name);
+            }
+        }
+    }
+
+    /// A pusher for this installation's commit, to move into a task.
+    pub fn pusher(&self) -> Pusher {
+        Pusher {
+            http: self.http.clone(),
+            url: self.url("/hooks/github"),
+            body: Arc::new(push_payload(
+                REPO,
+                "master",
+                &self.commit,
+                &self.repo.clone_url(),
+                "One quick task",
+            )),
+        }
+    }
+
+    /// `GET /builds/{id}`'s status, if the bot answers.
+    pub async fn status(&self, id: u64) -> Option<String> {
+        let response = self
+            .http
+            .get(self.url(&format!("/builds/{id}")))
+            .send()
+            .await
+            .ok()?;
+        let build: serde_json::Value = response.json().await.ok()?;
+        build["status"].as_str().map(str::to_owned)
+    }
+
+    /// Waits for build `id` to end, within `timeout`, and returns its status.
+    pub async fn ended(&self, id: u64, timeout: Duration) -> String {
+        wait_for(&format!("build {id} to end"), timeout, || async {
+            self.status(id)
+                .await
+                .filter(|s| !matches!(s.as_str(), "queued" | "running"))
+        })
+        .await
+    }
+
+    /// `/readyz`: its status and answer.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("the bot answers /readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
+    /// How many builds wait in the outbox.
+    pub async fn outbox_len(&self) -> u64 {
+        let mut redis = redis::Client::open(self.services.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("Redis");
+        redis::cmd("ZCARD")
+            .arg(format!("{}:outbox", self.prefix))
+            .query(&mut redis)
+            .expect("ZCARD")
+    }
+
+    /// Checks that every answered push became its own build and that each passed; returns
+    /// how many waited in the outbox.
+    pub async fn check_builds(&self, answers: &[Answer]) -> usize {
+        let mut ids: Vec<u64> = answers.iter().map(|a| a.build).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), answers.len(), "two pushes became one build");
+        for id in &ids {
+            let status = self.ended(*id, E2E_TIMEOUT).await;
+            assert_eq!(status, "passed", "build {id}");
+        }
+        wait_for("the outbox to empty", E2E_TIMEOUT, || async {
+            (self.outbox_len().await == 0).then_some(())
+        })
+        .await;
+        answers.iter().filter(|a| a.outbox).count()
+    }
+
+    /// Stops the bot and the workers (SIGTERM), checking each stopped cleanly.
+    pub async fn stop_processes(&mut self) {
+        let processes = std::iter::once(&mut self.bot).chain(self.workers.iter_mut());
+        futures_util::future::join_all(processes.map(Process::stop_in_place)).await;
+    }
+
+    /// Stops everything cleanly (SIGTERM), checking each process stopped well, and removes
+    /// what the installation left.
+    pub async fn stop(mut self) {
+        self.stop_processes().await;
+        let prefix = self.prefix.clone();
+        self.services.remove_everything_under(&prefix).await;
+    }
+}
+
+/// What the bot answered a push.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub build: u64,
+    /// Whether its request waited in the outbox.
+    pub outbox: bool,
+}
+
+/// Sends signed pushes of one commit, each with a delivery id of its own.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    http: reqwest::Client,
+    url: String,
+    body: Arc<Vec<u8>>,
+}
+
+impl Pusher {
+    /// Sends one push as `delivery`; the answer must be `202`.
+    pub async fn push(&self, delivery: &str) -> Answer {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                github_signature(TEST_SECRET, &self.body),
+            )
+            .body(self.body.as_ref().clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("push {delivery} got no answer: {e}"));
+        let status = response.status().as_u16();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, 202, "push {delivery}: {answer}");
+        Answer {
+            build: answer["build_id"].as_u64().expect("a build id"),
+            outbox: answer["outbox"].as_bool().unwrap_or(false),
+        }
+    }
+
+    /// Pushes every [`PUSH_EVERY`] until `stop` is set, each push in a task of its own so
+    /// a slow answer does not hold up the stream; returns every answer.
+    pub async fn stream(self, name: &'static str, stop: Arc<AtomicBool>) -> Vec<Answer> {
+        let mut pushes = Vec::new();
+        let mut every = tokio::time::interval(PUSH_EVERY);
+        while !stop.load(Ordering::Relaxed) {
+            every.tick().await;
+            let pusher = self.clone();
+            let delivery = format!("{name}-{}", pushes.len());
+            pushes.push(tokio::spawn(async move { pusher.push(&delivery).await }));
+        }
+        let mut answers = Vec::new();
+        for push in pushes {
+            answers.push(push.await.expect("a push panicked"));
+        }
+        answers
+    }
+
+    /// Sends `count` pushes named `<name>-<n>`, one every `every`, each in a task of its own;
+    /// returns every answer.
+    pub async fn burst(&self, name: &str, count: usize, every: Duration) -> Vec<Answer> {
+        let mut pushes = Vec::with_capacity(count);
+        let mut ticks = tokio::time::interval(every);
+        for n in 0..count {
+            ticks.tick().await;
+            let pusher = self.clone();
+            let delivery = format!("{name}-{n}");
+            pushes.push(tokio::spawn(async move { pusher.push(&delivery).await }));
+        }
+        let mut answers = Vec::with_capacity(count);
+        for push in pushes {
+            answers.push(push.await.expect("a push panicked"));
+        }
+        answers
+    }
+}
