@@ -28,6 +28,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
 mod fleet;
 mod workers;
 
@@ -198,7 +199,10 @@ pub async fn run(options: Options) -> Vec<Figure> {
         "webhooks_accepted",
         "builds_completed",
     ];
-    let idle = if options.wants(&LOAD) {
+    // The cluster's figures are judged against the single node's of the same run.
+    let cluster = options.wants(&["cluster_"]);
+    let (mut single_started, mut single_accepted) = (None, None);
+    let idle = if options.wants(&LOAD) || cluster {
         let [mut bot_idle, mut worker_idle] = bench.footprint_idle(options).await;
         bot_idle.target = Some((15.0, false));
         worker_idle.target = Some((12.0, false));
@@ -207,11 +211,11 @@ pub async fn run(options: Options) -> Vec<Figure> {
         None
     };
 
-    if options.wants(&["push_to_task_started"]) {
+    if options.wants(&["push_to_task_started"]) || cluster {
         let mut started = bench.push_to_task_started(options).await;
         started.floor = Some((amqp.name, amqp.value()));
         started.target = Some((3.0, false));
-        report(started.clone());
+        single_started = Some(report(started.clone()));
         let mut p99 = started;
         p99.name = "push_to_task_started_p99";
         p99.percentile = 99;
@@ -235,7 +239,7 @@ pub async fn run(options: Options) -> Vec<Figure> {
         let mut accepted = bench.webhooks_accepted(options).await;
         accepted.floor = Some((confirms.name, confirms.value()));
         accepted.target = Some((3000.0, true));
-        report(accepted);
+        single_accepted = Some(report(accepted));
         let mut builds = bench.builds_completed(options).await;
         builds.target = Some((3000.0, true));
         report(builds);
@@ -252,6 +256,13 @@ pub async fn run(options: Options) -> Vec<Figure> {
         }
         report(bot_loaded);
         report(worker_loaded);
+    }
+
+    if cluster {
+        let single = (single_started.as_ref(), single_accepted.as_ref());
+        for figure in cluster::figures(options, single.0, single.1).await {
+            report(figure);
+        }
     }
 
     if options.wants(&["log_lines"]) {

@@ -52,9 +52,12 @@ pub async fn tap_jobs(kiln: &Kiln, platform: Platform) -> lapin::Consumer {
 /// An exclusive queue (gone with its connection) bound to `exchange` with `bindings`;
 /// `no_ack`: deliveries need no acknowledgement.
 async fn tap(kiln: &Kiln, exchange: &str, bindings: &[&str], no_ack: bool) -> lapin::Consumer {
-    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
-        .await
-        .expect("connect");
+    let connection = Connection::connect(
+        kiln.services.first_amqp_url(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
     let options = QueueDeclareOptions {
         exclusive: true,
@@ -139,9 +142,12 @@ pub async fn jobs_so_far(
 /// Publishes `requested` to the bot's comments queue as the door would: what a bot that
 /// stopped before acknowledging it leaves for another to take again.
 pub async fn queue_comment(kiln: &Kiln, requested: &CommentRequested) {
-    let connection = Connection::connect(&kiln.services.amqp_url, ConnectionProperties::default())
-        .await
-        .expect("connect");
+    let connection = Connection::connect(
+        kiln.services.first_amqp_url(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
     channel
         .confirm_select(ConfirmSelectOptions::default())

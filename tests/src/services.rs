@@ -18,8 +18,16 @@ use crate::{TEST_IMAGE, TEST_IMAGE_ARM64};
 /// Where RabbitMQ, Redis and Docker are.
 #[derive(Debug, Clone)]
 pub struct Services {
+    /// One node's URL, or a cluster's separated by commas (as Kiln's `--amqp-url` takes them).
     pub amqp_url: String,
     pub redis_url: String,
+}
+
+impl Services {
+    /// The URL of the first node: what a plain AMQP client of the test connects to.
+    pub fn first_amqp_url(&self) -> &str {
+        self.amqp_url.split(',').next().unwrap_or_default()
+    }
 }
 
 /// How long a service has to answer the check before the test fails.
@@ -100,7 +108,7 @@ impl Services {
     /// `prefix`, and the in-tree images built on its branches (named `<prefix>-…`).
     pub async fn remove_everything_under(&self, prefix: &str) {
         if let Ok(connection) =
-            Connection::connect(&self.amqp_url, ConnectionProperties::default()).await
+            Connection::connect(self.first_amqp_url(), ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
         {
             let topology = Topology::new(prefix);
