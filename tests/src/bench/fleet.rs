@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use kiln_io::registry::oci::{ARTIFACTS, Oci};
 use kiln_worker::docker::{DockerRunner, Registries};
 
-use super::{Figure, Options, millis};
+use super::{Figure, Options, Target, millis};
 use crate::TEST_IMAGE;
 use crate::registry::{TestRegistry, docker};
 
@@ -100,9 +100,8 @@ pub async fn image_pull(options: Options) -> [Figure; 2] {
         docker(&["rmi", &local, &shared], None);
     }
     let floor = Figure::new("floor_registry_pull", "ms", floor);
-    let mut pulled = Figure::new("registry_image_pull", "ms", kiln);
-    pulled.floor = Some((floor.name, floor.value()));
-    pulled.target = Some((1.2 * floor.value(), false));
+    let pulled = Figure::new("registry_image_pull", "ms", kiln);
+    let pulled = pulled.against(&floor, Some(Target::AtMostTimes(1.2)));
     [floor, pulled]
 }
 
@@ -195,12 +194,10 @@ pub async fn artifact_transfer(options: Options) -> [Figure; 4] {
     }
     let raw_up = Figure::new("floor_registry_blob_upload", "MiB/s", raw_up);
     let raw_down = Figure::new("floor_registry_blob_download", "MiB/s", raw_down);
-    let mut up = Figure::new("artifact_upload", "MiB/s", up);
-    up.floor = Some((raw_up.name, raw_up.value()));
-    up.target = Some((raw_up.value() / 1.2, true));
-    let mut down = Figure::new("artifact_download", "MiB/s", down);
-    down.floor = Some((raw_down.name, raw_down.value()));
-    down.target = Some((raw_down.value() / 1.2, true));
+    let up = Figure::new("artifact_upload", "MiB/s", up);
+    let up = up.against(&raw_up, Some(Target::AtLeastTimes(0.83)));
+    let down = Figure::new("artifact_download", "MiB/s", down);
+    let down = down.against(&raw_down, Some(Target::AtLeastTimes(0.83)));
     [raw_up, raw_down, up, down]
 }
 
