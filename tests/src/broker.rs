@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::wait_for;
+use crate::{free_port, wait_for};
 
 /// How long a node may take to boot, or to start its application again, on a loaded
 /// two-core machine.
@@ -26,14 +26,6 @@ pub struct TestBroker {
     dist_port: u16,
     dir: tempfile::TempDir,
     server: Option<tokio::process::Child>,
-}
-
-/// A port the system just gave out, so free for the next taker.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl TestBroker {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::forge::{TestRepo, push_payload};
 use crate::processes::{self, Process};
 use crate::services::{Services, unique_prefix};
-use crate::{E2E_TIMEOUT, REPO, TEST_SECRET, config, github_signature, wait_for};
+use crate::{E2E_TIMEOUT, REPO, TEST_SECRET, build_at, config, post_github, wait_for};
 
 /// The installation's workers, each named `<prefix>-<name>`.
 const WORKERS: [&str; 2] = ["worker-a", "worker-b"];
@@ -119,13 +119,7 @@ impl Installation {
 
     /// `GET /builds/{id}`'s status, if the bot answers.
     pub async fn status(&self, id: u64) -> Option<String> {
-        let response = self
-            .http
-            .get(self.url(&format!("/builds/{id}")))
-            .send()
-            .await
-            .ok()?;
-        let build: serde_json::Value = response.json().await.ok()?;
+        let build = build_at(&self.http, &self.url(""), id).await?;
         build["status"].as_str().map(str::to_owned)
     }
 
@@ -214,22 +208,17 @@ pub struct Pusher {
 impl Pusher {
     /// Sends one push as `delivery`; the answer must be `202`.
     pub async fn push(&self, delivery: &str) -> Answer {
-        let response = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", delivery)
-            .header(
-                "x-hub-signature-256",
-                github_signature(TEST_SECRET, &self.body),
-            )
-            .body(self.body.as_ref().clone())
-            .send()
+        let sent = post_github(
+            &self.http,
+            &self.url,
+            "push",
+            delivery,
+            &self.body,
+            TEST_SECRET,
+        );
+        let (status, answer) = sent
             .await
             .unwrap_or_else(|e| panic!("push {delivery} got no answer: {e}"));
-        let status = response.status().as_u16();
-        let answer: serde_json::Value = response.json().await.unwrap_or_default();
         assert_eq!(status, 202, "push {delivery}: {answer}");
         Answer {
             build: answer["build_id"].as_u64().expect("a build id"),

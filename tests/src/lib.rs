@@ -56,6 +56,46 @@ pub fn config(extra: &str) -> String {
     )
 }
 
+/// A port the system just gave out on loopback, so free for the next taker.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sends a GitHub delivery of `event` to `url` (a bot's `/hooks/github`), signed with
+/// `secret`: the status and the JSON answer (`null` when it is not JSON).
+pub async fn post_github(
+    http: &reqwest::Client,
+    url: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    secret: &str,
+) -> reqwest::Result<(u16, serde_json::Value)> {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", github_signature(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+/// `GET <base>/builds/{id}` as JSON; `None` when no bot answers or there is no such build.
+pub async fn build_at(http: &reqwest::Client, base: &str, id: u64) -> Option<serde_json::Value> {
+    let response = http.get(format!("{base}/builds/{id}")).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.json().await.ok()
+}
+
 /// `sha256=<hex>` of `body` under `secret`, as GitHub signs deliveries.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
@@ -350,20 +390,10 @@ impl Kiln {
         body: &[u8],
         secret: &str,
     ) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .post(self.url("/hooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery)
-            .header("x-hub-signature-256", github_signature(secret, body))
-            .body(body.to_vec())
-            .send()
+        let url = self.url("/hooks/github");
+        post_github(&self.http, &url, event, delivery, body, secret)
             .await
-            .expect("the bot answers");
-        let status = response.status().as_u16();
-        let json = response.json().await.unwrap_or(serde_json::Value::Null);
-        (status, json)
+            .expect("the bot answers")
     }
 
     /// Sends a GitLab webhook delivery with `token` in `X-Gitlab-Token` and, unless empty,
@@ -457,16 +487,7 @@ impl Kiln {
 
     /// `GET /builds/{id}` as JSON, or `None` when there is no such build.
     pub async fn build(&self, id: u64) -> Option<serde_json::Value> {
-        let response = self
-            .http
-            .get(self.url(&format!("/builds/{id}")))
-            .send()
-            .await
-            .ok()?;
-        if response.status() != 200 {
-            return None;
-        }
-        response.json().await.ok()
+        build_at(&self.http, &self.url(""), id).await
     }
 
     /// Waits until build `id` has a final status, and returns it.

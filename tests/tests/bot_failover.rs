@@ -9,7 +9,7 @@ use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::processes::{self, Process};
 use kiln_tests::services::unique_prefix;
 use kiln_tests::slack::{BOT_TOKEN, FakeSlack, now, send_to, slash_command};
-use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, github_signature, wait_for};
+use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, build_at, post_github, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
 
@@ -60,12 +60,7 @@ impl Replica {
 
     /// `GET /builds/{id}`'s status, if the bot answers.
     async fn status(&self, http: &reqwest::Client, id: u64) -> Option<String> {
-        let response = http
-            .get(self.url(&format!("/builds/{id}")))
-            .send()
-            .await
-            .ok()?;
-        let build: serde_json::Value = response.json().await.ok()?;
+        let build = build_at(http, &self.url(""), id).await?;
         build["status"].as_str().map(str::to_owned)
     }
 
@@ -78,18 +73,11 @@ impl Replica {
         delivery: &str,
     ) -> u64 {
         let body = push_payload(REPO, "master", commit, &repo.clone_url(), "Slow");
-        let response = http
-            .post(self.url("/hooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", delivery)
-            .header("x-hub-signature-256", github_signature(TEST_SECRET, &body))
-            .body(body)
-            .send()
+        let url = self.url("/hooks/github");
+        let (status, answer) = post_github(http, &url, "push", delivery, &body, TEST_SECRET)
             .await
             .expect("the bot answers");
-        assert_eq!(response.status(), 202);
-        let answer: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(status, 202, "{answer}");
         answer["build_id"].as_u64().expect("a build id")
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::processes;
-use kiln_tests::{E2E_TIMEOUT, REPO, TEST_IMAGE, TEST_SECRET, github_signature, wait_for};
+use kiln_tests::{
+    E2E_TIMEOUT, REPO, TEST_IMAGE, TEST_SECRET, build_at, free_port, post_github, wait_for,
+};
 
 /// How long `up` may take: the images are built from this build's binaries, and the base
 /// images made first when this machine has none (a `debootstrap`, about a minute).
@@ -39,13 +41,6 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 
 fn docker(args: &[&str]) -> String {
     run("docker", args, &[])
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A stack of the test's own, removed (and the swarm left, if the test made it) when dropped.
@@ -228,30 +223,17 @@ async fn push(
     delivery: &str,
 ) -> u64 {
     let body = push_payload(REPO, "master", commit, &git.url, "On the swarm");
-    let response = http
-        .post(stack.url("/hooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", github_signature(TEST_SECRET, &body))
-        .body(body)
-        .send()
+    let url = stack.url("/hooks/github");
+    let (status, answer) = post_github(http, &url, "push", delivery, &body, TEST_SECRET)
         .await
         .expect("the proxy answers");
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
     assert_eq!(status, 202, "{answer}");
     answer["build_id"].as_u64().expect("a build id")
 }
 
 /// Build `id` as the bot shows it, through the proxy; `None` while no bot answers.
 async fn build(http: &reqwest::Client, stack: &Stack, id: u64) -> Option<serde_json::Value> {
-    let response = http
-        .get(stack.url(&format!("/builds/{id}")))
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
+    build_at(http, &stack.url(""), id).await
 }
 
 /// Waits for build `id` to end; the build.
