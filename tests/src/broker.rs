@@ -91,8 +91,10 @@ impl TestBroker {
             .open(self.path("rabbitmq.log"))
             .expect("log file");
         let server = Command::new(format!("{RABBITMQ_BIN}/rabbitmq-server"))
-            // The Erlang cookie is made in $HOME: one of its own.
+            // The Erlang cookie is made in $HOME: one of its own. What the node writes in
+            // its working directory (Mnesia's core dumps when it is killed) goes there too.
             .env("HOME", self.dir.path())
+            .current_dir(self.dir.path())
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
