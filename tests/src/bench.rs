@@ -74,7 +74,7 @@ pub struct Figure {
     pub samples: Vec<f64>,
     /// The floor it is compared with: its name and median.
     pub floor: Option<(&'static str, f64)>,
-    /// What it should be, as the issues state it.
+    /// What it should be.
     pub target: Option<Target>,
     /// Which of the samples' percentiles the figure is (50 for the median).
     pub percentile: u8,
@@ -584,8 +584,11 @@ async fn redis_xread_wakeup(options: Options) -> Figure {
         .get_multiplexed_async_connection()
         .await
         .expect("connect to Redis");
+    // A blocked read must outlast the connection's default response timeout.
+    let blocking =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
     let reader = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&blocking)
         .await
         .expect("connect to Redis");
     let key = format!("{}-bench-wakeup", crate::services::unique_prefix());

@@ -84,7 +84,7 @@ impl Stack {
         let env = [
             ("KILN_SWARM_DIR", swarm_dir.to_str().expect("utf-8")),
             ("KILN_BOT_CONFIG", config_path.to_str().expect("utf-8")),
-            ("KILN_REGISTRY_PORT", &free_port().to_string()),
+            ("KILN_TAG", stack.name.as_str()),
             ("KILN_WORKER_SLOTS", "1"),
         ];
         let up = up.to_str().expect("utf-8").to_owned();
@@ -125,7 +125,8 @@ impl Stack {
             .collect()
     }
 
-    /// Every object of the stack still on the node, by kind.
+    /// Every object of the stack still on the node, by kind; what cannot be listed is left
+    /// out (this runs while dropping, too, where it must not panic).
     fn leftovers(&self) -> Vec<String> {
         let label = format!("label=com.docker.stack.namespace={}", self.name);
         let mut left = Vec::new();
@@ -139,7 +140,10 @@ impl Stack {
         ] {
             let mut args = kind.to_vec();
             args.extend(["--filter", &label]);
-            for id in docker(&args).split_whitespace() {
+            let Ok(listed) = Command::new("docker").args(&args).output() else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
                 left.push(format!("{} {id}", kind[0]));
             }
         }
@@ -157,6 +161,14 @@ impl Drop for Stack {
         if !self.leftovers().is_empty() {
             let down = root().join("deploy/swarm/down");
             let _ = Command::new(down).args(["--name", &self.name]).status();
+        }
+        // The images of this build, tagged with the stack's name.
+        for image in ["kiln-bot", "kiln-worker"] {
+            let _ = Command::new("docker")
+                .args(["rmi", &format!("{image}:{}", self.name)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
         if self.made_swarm {
             let _ = Command::new("docker")

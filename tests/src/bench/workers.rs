@@ -57,7 +57,7 @@ pub(super) async fn frozen_worker(options: Options) -> Figure {
     }
     let mut figure = Figure::new("frozen_worker_to_task_restarted", "s", samples);
     figure.floor = Some(("reclaim_after", RECLAIM_AFTER_SECS));
-    // 60 s with the default `reclaim_after`, as the hung-worker work asks.
+    // 60 s with the default `reclaim_after`.
     figure.target = Some(Target::AtMostTimes(2.0));
     figure
 }
