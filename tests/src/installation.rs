@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::forge::{TestRepo, push_payload};
 use crate::processes::{self, Process};
 use crate::services::{Services, unique_prefix};
-use crate::{E2E_TIMEOUT, REPO, TEST_SECRET, build_at, config, post_github, wait_for};
+use crate::{E2E_TIMEOUT, REPO, TEST_SECRET, config, ended_at, post_github, wait_for};
 
 /// The installation's workers, each named `<prefix>-<name>`.
 const WORKERS: [&str; 2] = ["worker-a", "worker-b"];
@@ -117,20 +117,10 @@ impl Installation {
         }
     }
 
-    /// `GET /builds/{id}`'s status, if the bot answers.
-    pub async fn status(&self, id: u64) -> Option<String> {
-        let build = build_at(&self.http, &self.url(""), id).await?;
-        build["status"].as_str().map(str::to_owned)
-    }
-
     /// Waits for build `id` to end, within `timeout`, and returns its status.
     pub async fn ended(&self, id: u64, timeout: Duration) -> String {
-        wait_for(&format!("build {id} to end"), timeout, || async {
-            self.status(id)
-                .await
-                .filter(|s| !matches!(s.as_str(), "queued" | "running"))
-        })
-        .await
+        let build = ended_at(&self.http, &self.url(""), id, timeout).await;
+        build["status"].as_str().unwrap_or_default().to_owned()
     }
 
     /// `/readyz`: its status and answer.

@@ -96,6 +96,21 @@ pub async fn build_at(http: &reqwest::Client, base: &str, id: u64) -> Option<ser
     response.json().await.ok()
 }
 
+/// Waits at most `timeout` for build `id`, read from the bot at `base`, to end; the build.
+pub async fn ended_at(
+    http: &reqwest::Client,
+    base: &str,
+    id: u64,
+    timeout: Duration,
+) -> serde_json::Value {
+    wait_for(&format!("build {id} to end"), timeout, || async {
+        let build = build_at(http, base, id).await?;
+        let status = build["status"].as_str()?;
+        (!matches!(status, "queued" | "running")).then_some(build)
+    })
+    .await
+}
+
 /// `sha256=<hex>` of `body` under `secret`, as GitHub signs deliveries.
 pub fn github_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
@@ -492,12 +507,7 @@ impl Kiln {
 
     /// Waits until build `id` has a final status, and returns it.
     pub async fn finished_build(&self, id: u64) -> serde_json::Value {
-        wait_for(&format!("build {id} to finish"), E2E_TIMEOUT, || async {
-            let build = self.build(id).await?;
-            let status = build["status"].as_str()?;
-            (!matches!(status, "queued" | "running")).then_some(build)
-        })
-        .await
+        ended_at(&self.http, &self.url(""), id, E2E_TIMEOUT).await
     }
 
     /// Stops the bots and the workers, and surfaces an error any ended with. What they

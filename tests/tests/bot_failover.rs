@@ -9,7 +9,7 @@ use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::processes::{self, Process};
 use kiln_tests::services::unique_prefix;
 use kiln_tests::slack::{BOT_TOKEN, FakeSlack, now, send_to, slash_command};
-use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, build_at, post_github, wait_for};
+use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, ended_at, post_github, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
 
@@ -56,12 +56,6 @@ impl Replica {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    /// `GET /builds/{id}`'s status, if the bot answers.
-    async fn status(&self, http: &reqwest::Client, id: u64) -> Option<String> {
-        let build = build_at(http, &self.url(""), id).await?;
-        build["status"].as_str().map(str::to_owned)
     }
 
     /// Sends a signed push of `commit` as `delivery`; the build's id.
@@ -135,16 +129,7 @@ async fn a_bot_killed_mid_build_loses_nothing() {
     a.process.ended(E2E_TIMEOUT).await;
 
     // The second finishes the build and edits the card.
-    let status = wait_for(
-        "the build to end, through the second bot",
-        E2E_TIMEOUT,
-        || async {
-            b.status(&http, id)
-                .await
-                .filter(|s| !matches!(s.as_str(), "queued" | "running"))
-        },
-    )
-    .await;
+    let status = ended_at(&http, &b.url(""), id, E2E_TIMEOUT).await["status"].clone();
     let ended = Instant::now();
     assert_eq!(status, "passed");
     let text = wait_for("the card to show the build passed", E2E_TIMEOUT, || async {
@@ -161,12 +146,7 @@ async fn a_bot_killed_mid_build_loses_nothing() {
 
     // The second goes on alone.
     let next = b.push(&http, &repo, &commit, "failover-2").await;
-    let status = wait_for("the next build to end", E2E_TIMEOUT, || async {
-        b.status(&http, next)
-            .await
-            .filter(|s| !matches!(s.as_str(), "queued" | "running"))
-    })
-    .await;
+    let status = ended_at(&http, &b.url(""), next, E2E_TIMEOUT).await["status"].clone();
     assert_eq!(status, "passed");
     eprintln!("the surviving bot edited the card {took:?} after the build ended");
 

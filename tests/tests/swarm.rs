@@ -11,7 +11,8 @@ use std::time::Duration;
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::processes;
 use kiln_tests::{
-    E2E_TIMEOUT, REPO, TEST_IMAGE, TEST_SECRET, build_at, free_port, post_github, wait_for,
+    E2E_TIMEOUT, REPO, TEST_IMAGE, TEST_SECRET, build_at, ended_at, free_port, post_github,
+    wait_for,
 };
 
 /// How long `up` may take: the images are built from this build's binaries, and the base
@@ -250,12 +251,7 @@ async fn build(http: &reqwest::Client, stack: &Stack, id: u64) -> Option<serde_j
 
 /// Waits for build `id` to end; the build.
 async fn ended(http: &reqwest::Client, stack: &Stack, id: u64) -> serde_json::Value {
-    wait_for(&format!("build {id} to end"), E2E_TIMEOUT * 2, || async {
-        build(http, stack, id)
-            .await
-            .filter(|b| !matches!(b["status"].as_str(), Some("queued" | "running") | None))
-    })
-    .await
+    ended_at(http, &stack.url(""), id, E2E_TIMEOUT * 2).await
 }
 
 /// How many consumers the workers' queue has, from the bot's metrics.
