@@ -119,11 +119,38 @@ impl Topology {
     pub fn bot_dead_jobs_queue(&self) -> String {
         format!("{}.bot.dead.jobs", self.prefix)
     }
+
+    /// Every queue of the installation: each platform's jobs and the bot's own, for whoever
+    /// takes an installation down.
+    pub fn queues(&self) -> Vec<String> {
+        Platform::ALL
+            .map(|platform| self.jobs_queue(platform))
+            .into_iter()
+            .chain([
+                self.bot_events_queue(),
+                self.bot_builds_queue(),
+                self.bot_held_pushes_queue(),
+                self.bot_comments_queue(),
+                self.dead_jobs_queue(),
+                self.bot_dead_jobs_queue(),
+            ])
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_queue_is_the_installation_s_and_named_once() {
+        let queues = Topology::new("t1").queues();
+        let distinct: std::collections::BTreeSet<&String> = queues.iter().collect();
+        assert_eq!(distinct.len(), queues.len(), "{queues:?}");
+        assert!(queues.iter().all(|q| q.starts_with("t1.")), "{queues:?}");
+        assert!(queues.contains(&"t1.bot.comments".to_owned()), "{queues:?}");
+        assert_eq!(queues.len(), Platform::ALL.len() + 6);
+    }
 
     #[test]
     fn event_keys() {

@@ -8,7 +8,6 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use futures_util::StreamExt;
-use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
@@ -111,18 +110,10 @@ impl Services {
             Connection::connect(self.first_amqp_url(), ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
         {
-            let topology = Topology::new(prefix);
-            let queues = Platform::ALL
-                .map(|p| topology.jobs_queue(p))
+            let queues = Topology::new(prefix)
+                .queues()
                 .into_iter()
-                .chain([
-                    topology.bot_events_queue(),
-                    topology.bot_builds_queue(),
-                    topology.bot_held_pushes_queue(),
-                    topology.dead_jobs_queue(),
-                    topology.bot_dead_jobs_queue(),
-                    format!("{prefix}.test.events"),
-                ]);
+                .chain([format!("{prefix}.test.events")]);
             for queue in queues {
                 let _ = channel
                     .queue_delete(queue.into(), QueueDeleteOptions::default())
