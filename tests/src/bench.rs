@@ -591,6 +591,11 @@ async fn redis_xread_wakeup(options: Options) -> Figure {
         .get_multiplexed_async_connection_with_config(&blocking)
         .await
         .expect("connect to Redis");
+    let reader_id: u64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut reader.clone())
+        .await
+        .expect("CLIENT ID");
     let key = format!("{}-bench-wakeup", crate::services::unique_prefix());
     let mut last = "0-0".to_owned();
     let mut samples = Vec::new();
@@ -608,8 +613,21 @@ async fn redis_xread_wakeup(options: Options) -> Figure {
                 .expect("XREAD");
             Instant::now()
         });
-        // Long enough for the reader to be blocked when the entry comes.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The entry comes once Redis has the reader blocked (`b` among its flags).
+        crate::wait_for("the reader to block", E2E_TIMEOUT, || async {
+            let listed: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .arg("ID")
+                .arg(reader_id)
+                .query_async(&mut writer.clone())
+                .await
+                .ok()?;
+            let flags = listed
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("flags="))?;
+            flags.contains('b').then_some(())
+        })
+        .await;
         let sent = Instant::now();
         last = redis::cmd("XADD")
             .arg(&key)

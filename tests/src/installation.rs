@@ -135,6 +135,19 @@ impl Installation {
         (status, response.json().await.expect("JSON"))
     }
 
+    /// How many builds the installation has numbered so far.
+    pub async fn builds_numbered(&self) -> u64 {
+        let mut redis = redis::Client::open(self.services.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("Redis");
+        let key = kiln_shared::keys::Keys::new(&self.prefix).build_sequence();
+        redis::cmd("GET")
+            .arg(key)
+            .query::<Option<u64>>(&mut redis)
+            .expect("GET")
+            .unwrap_or(0)
+    }
+
     /// How many builds wait in the outbox.
     pub async fn outbox_len(&self) -> u64 {
         let mut redis = redis::Client::open(self.services.redis_url.as_str())

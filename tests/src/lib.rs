@@ -87,6 +87,25 @@ pub async fn post_github(
     Ok((status, response.json().await.unwrap_or_default()))
 }
 
+/// Sends a signed push of `commit` on `branch` (cloned from `clone_url`) to the bot at `base`
+/// as `delivery`; the answer must be `202`. The build's id.
+pub async fn push_to(
+    http: &reqwest::Client,
+    base: &str,
+    clone_url: &str,
+    branch: &str,
+    commit: &str,
+    delivery: &str,
+) -> u64 {
+    let body = forge::push_payload(REPO, branch, commit, clone_url, "A commit");
+    let url = format!("{base}/hooks/github");
+    let (status, answer) = post_github(http, &url, "push", delivery, &body, TEST_SECRET)
+        .await
+        .unwrap_or_else(|e| panic!("{base} does not answer: {e}"));
+    assert_eq!(status, 202, "{answer}");
+    answer["build_id"].as_u64().expect("a build id")
+}
+
 /// `GET <base>/builds/{id}` as JSON; `None` when no bot answers or there is no such build.
 pub async fn build_at(http: &reqwest::Client, base: &str, id: u64) -> Option<serde_json::Value> {
     let response = http.get(format!("{base}/builds/{id}")).send().await.ok()?;
@@ -448,10 +467,16 @@ impl Kiln {
         commit: &str,
         delivery: &str,
     ) -> u64 {
-        let body = forge::push_payload(REPO, branch, commit, &repo.clone_url(), "A commit");
-        let (status, answer) = self.send_github("push", delivery, &body, TEST_SECRET).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["build_id"].as_u64().expect("a build id")
+        let clone_url = repo.clone_url();
+        push_to(
+            &self.http,
+            &self.url(""),
+            &clone_url,
+            branch,
+            commit,
+            delivery,
+        )
+        .await
     }
 
     /// Gives `command` through `POST /api/commands` as the operator whose token is `token`:

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_tests::forge::{TestRepo, push_payload};
+use kiln_tests::forge::TestRepo;
 use kiln_tests::processes::{self, Process};
 use kiln_tests::services::unique_prefix;
 use kiln_tests::slack::{BOT_TOKEN, FakeSlack, now, send_to, slash_command};
-use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, ended_at, post_github, wait_for};
+use kiln_tests::{E2E_TIMEOUT, Services, ended_at, push_to, wait_for};
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
 
@@ -66,13 +66,8 @@ impl Replica {
         commit: &str,
         delivery: &str,
     ) -> u64 {
-        let body = push_payload(REPO, "master", commit, &repo.clone_url(), "Slow");
-        let url = self.url("/hooks/github");
-        let (status, answer) = post_github(http, &url, "push", delivery, &body, TEST_SECRET)
-            .await
-            .expect("the bot answers");
-        assert_eq!(status, 202, "{answer}");
-        answer["build_id"].as_u64().expect("a build id")
+        let clone_url = repo.clone_url();
+        push_to(http, &self.url(""), &clone_url, "master", commit, delivery).await
     }
 }
 

@@ -55,8 +55,15 @@ async fn a_burst_through_a_node_stopped_and_started_is_built_once() {
         .expect("another node");
 
     let pusher = kiln.pusher();
+    let numbered = kiln.builds_numbered().await;
     let burst = tokio::spawn(async move { pusher.burst("burst", BURST, PUSH_EVERY).await });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The node goes once the burst is well under way.
+    wait_for(
+        "the burst's first pushes to be built",
+        E2E_TIMEOUT,
+        || async { (kiln.builds_numbered().await >= numbered + 20).then_some(()) },
+    )
+    .await;
     let stopped = Instant::now();
     node.stop_app().await;
     let moved = wait_for("the bot to move to another node", E2E_TIMEOUT, || async {

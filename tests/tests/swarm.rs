@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_tests::forge::{TestRepo, push_payload};
+use kiln_tests::forge::TestRepo;
 use kiln_tests::processes;
-use kiln_tests::{
-    E2E_TIMEOUT, REPO, TEST_IMAGE, TEST_SECRET, build_at, ended_at, free_port, post_github,
-    wait_for,
-};
+use kiln_tests::{E2E_TIMEOUT, TEST_IMAGE, build_at, ended_at, free_port, push_to, wait_for};
 
 /// How long `up` may take: the images are built from this build's binaries, and the base
 /// images made first when this machine has none (a `debootstrap`, about a minute).
@@ -235,13 +232,7 @@ async fn push(
     commit: &str,
     delivery: &str,
 ) -> u64 {
-    let body = push_payload(REPO, "master", commit, &git.url, "On the swarm");
-    let url = stack.url("/hooks/github");
-    let (status, answer) = post_github(http, &url, "push", delivery, &body, TEST_SECRET)
-        .await
-        .expect("the proxy answers");
-    assert_eq!(status, 202, "{answer}");
-    answer["build_id"].as_u64().expect("a build id")
+    push_to(http, &stack.url(""), &git.url, "master", commit, delivery).await
 }
 
 /// Build `id` as the bot shows it, through the proxy; `None` while no bot answers.
