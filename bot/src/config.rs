@@ -10,6 +10,8 @@
 //! # clone_url = "https://git.example.com/acme/api.git"   # default: the webhook's
 //! # Which branches may use each secret a step names; the values are on the workers.
 //! secrets = { DEPLOY_TOKEN = ["master"], NPM_TOKEN = ["*", "release/**"] }
+//! # Linux capabilities its steps' containers may ask for (`capabilities:`); none by default.
+//! capabilities = ["CHOWN", "SETUID", "SETGID"]
 //!
 //! [repository.promote]         # `promote`: fast-forwards production to a passed master commit
 //! approvals = 2                # from approvers other than the one who asked
@@ -431,6 +433,10 @@ pub struct Repository {
     /// may use it. A secret not listed here is refused on every branch.
     #[serde(default)]
     pub secrets: BTreeMap<String, Vec<String>>,
+    /// The Linux capabilities (e.g. `CHOWN`, `NET_BIND_SERVICE`) its steps may ask for in
+    /// `capabilities`; a step's container gets none otherwise.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// How its production branch is promoted; no section, no `promote`.
     #[serde(default)]
     pub promote: Option<Promote>,
@@ -508,6 +514,23 @@ impl Repository {
             ),
         })
     }
+
+    /// Why `plan` may not run, if a task asks for a capability the repository may not use.
+    pub fn refuse_capabilities(&self, plan: &Plan) -> Option<String> {
+        refuse_capabilities(plan, &self.capabilities, &self.name)
+    }
+}
+
+/// Why `plan` may not run, if a task asks for a capability not in `allowed`.
+pub fn refuse_capabilities(plan: &Plan, allowed: &[String], repo: &str) -> Option<String> {
+    plan.tasks.iter().find_map(|task| {
+        let refused = task.capabilities.iter().find(|c| !allowed.contains(c))?;
+        Some(format!(
+            "step `{}` asks for the capability `{refused}`, which Kiln's configuration does \
+             not allow for {repo} (`capabilities` of its [[repository]])",
+            task.step
+        ))
+    })
 }
 
 /// Discord, through its REST API.
@@ -616,6 +639,17 @@ impl Config {
                 anyhow::ensure!(
                     promote.approval_ttl >= Duration::from_secs(1),
                     "[repository.promote] of {}: `approval_ttl` is at least a second",
+                    repo.name
+                );
+            }
+            if let Some(unknown) = repo
+                .capabilities
+                .iter()
+                .find(|c| !kiln_shared::spec::CAPABILITIES.contains(&c.as_str()))
+            {
+                anyhow::bail!(
+                    "`capabilities` of {}: `{unknown}` is not a Linux capability (write it \
+                     without `CAP_`, e.g. `CHOWN`)",
                     repo.name
                 );
             }

@@ -165,12 +165,17 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
     }
     // Policy comes from Kiln's configuration, never from the commit.
     let refused = match app.config.repository(&request.build.repo) {
-        Some(repository) => repository.refuse_secrets(&plan, &request.build.branch),
+        Some(repository) => repository
+            .refuse_secrets(&plan, &request.build.branch)
+            .or_else(|| repository.refuse_capabilities(&plan)),
         None => plan
             .tasks
             .iter()
             .find(|t| !t.secrets.is_empty())
-            .map(|t| format!("step `{}` uses secrets; this repository has none", t.step)),
+            .map(|t| format!("step `{}` uses secrets; this repository has none", t.step))
+            .or_else(|| {
+                crate::config::refuse_capabilities(&plan, &[], request.build.repo.as_str())
+            }),
     };
     if let Some(reason) = refused {
         return Err((BuildStatus::Failed, reason));

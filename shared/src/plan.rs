@@ -94,6 +94,12 @@ pub struct PlannedTask {
     /// Pools a slot of each of which the task holds while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// Linux capabilities its container gets (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Its container's root file system is read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl PlannedTask {
@@ -335,6 +341,8 @@ fn expand(
                 environment: environment.clone(),
                 on_stop: step.on_stop.as_ref().map(|s| s.value.clone()),
                 resources: step.resources.clone(),
+                capabilities: step.capabilities.clone(),
+                read_only: step.read_only,
             });
         }
     }

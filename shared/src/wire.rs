@@ -168,6 +168,12 @@ pub struct JobRequested {
     /// Names of the secrets its commands get; the worker has their values.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Linux capabilities its container gets; it has none otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Its container's root file system is read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// A `docker` pool's environment to start for a lease: published to the jobs exchange with
@@ -305,6 +311,8 @@ impl JobRequested {
             cache: task.cache.clone(),
             inputs,
             secrets: task.secrets.clone(),
+            capabilities: task.capabilities.clone(),
+            read_only: task.read_only,
         }
     }
 

@@ -991,8 +991,8 @@ impl<'a> Bench<'a> {
             (50, 50, 4)
         };
         let total = steps * shards * builds;
-        let ran = tempfile::tempdir().expect("temp dir");
-        let record = ran.path().join("ran");
+        let ran = crate::state_dir(tempfile::tempdir().expect("temp dir"));
+        let record = crate::task_share(ran.path()).join("ran");
         let mut spec = String::from("steps:\n");
         for step in 0..steps {
             spec.push_str(&format!(
@@ -1008,6 +1008,9 @@ impl<'a> Bench<'a> {
         let (mut times, mut lost, mut twice) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..options.runs {
             std::fs::write(&record, "").expect("empty the record");
+            // The tasks append to it as kiln-task.
+            std::fs::set_permissions(&record, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .expect("chmod the record");
             let mut ids = Vec::new();
             for _ in 0..builds {
                 ids.push(self.push(&commit).await.1);
@@ -1018,7 +1021,7 @@ impl<'a> Bench<'a> {
             .await;
 
             let stop = CancellationToken::new();
-            let state = tempfile::tempdir().expect("temp dir");
+            let state = crate::state_dir(tempfile::tempdir().expect("temp dir"));
             let begun = Instant::now();
             let running: Vec<_> = (0..workers)
                 .map(|n| {
@@ -1038,6 +1041,8 @@ impl<'a> Bench<'a> {
                         registry_auth: None,
                         docker_host: None,
                         metrics_listen: None,
+                        task_user: Some("kiln-task".into()),
+                        task_shares: vec![crate::task_share(ran.path())],
                     };
                     tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })

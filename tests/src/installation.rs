@@ -43,11 +43,13 @@ impl Installation {
     pub async fn start(services: Services) -> Self {
         let prefix = unique_prefix();
         // `KILN_KEEP=1` keeps the processes' logs for a look after the test.
-        let state = tempfile::Builder::new()
-            .prefix("kiln-installation-")
-            .disable_cleanup(std::env::var_os("KILN_KEEP").is_some())
-            .tempdir()
-            .expect("temp dir");
+        let state = crate::state_dir(
+            tempfile::Builder::new()
+                .prefix("kiln-installation-")
+                .disable_cleanup(std::env::var_os("KILN_KEEP").is_some())
+                .tempdir()
+                .expect("temp dir"),
+        );
         eprintln!("logs in {}", state.path().display());
         let repo = TestRepo::new();
         let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);

@@ -56,6 +56,26 @@ pub fn config(extra: &str) -> String {
     )
 }
 
+/// A Kiln's state directory, `dir`, made ready for its workers: their shell tasks run as
+/// `kiln-task`, who must reach the work directories in it and write in its
+/// [`task_share`].
+pub fn state_dir(dir: tempfile::TempDir) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let traversable = std::fs::Permissions::from_mode(0o711);
+    std::fs::set_permissions(dir.path(), traversable).expect("chmod the state directory");
+    let share = task_share(dir.path());
+    std::fs::create_dir(&share).expect("the tasks' shared directory");
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod the tasks' shared directory");
+    dir
+}
+
+/// The directory the shell tasks of the Kiln whose state is in `state` may use beside their
+/// work directories (`kiln-worker --task-share`).
+pub fn task_share(state: &std::path::Path) -> std::path::PathBuf {
+    state.join("shared")
+}
+
 /// A port the system just gave out on loopback, so free for the next taker.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -253,6 +273,8 @@ impl Kiln {
             registry_auth: Some(registry.auth.clone()),
             docker_host: engine.map(str::to_owned),
             metrics_listen: None,
+            task_user: Some("kiln-task".into()),
+            task_shares: vec![task_share(self.state.path())],
             name: name.clone(),
         };
         let stop = self.shutdown.child_token();
@@ -285,7 +307,7 @@ impl Kiln {
     ) -> Self {
         init_logging();
         let prefix = services::unique_prefix();
-        let state = tempfile::tempdir().expect("temp dir");
+        let state = state_dir(tempfile::tempdir().expect("temp dir"));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -343,7 +365,7 @@ impl Kiln {
     pub async fn start_processes_on(services: Services, config: &str, slots: usize) -> Self {
         init_logging();
         let prefix = services::unique_prefix();
-        let state = tempfile::tempdir().expect("temp dir");
+        let state = state_dir(tempfile::tempdir().expect("temp dir"));
         let (bot, bot_addr) = processes::start_bot(config, &services, &prefix, state.path()).await;
         let worker = processes::start_worker(&services, &prefix, state.path(), slots).await;
         Self {
@@ -404,6 +426,12 @@ impl Kiln {
     /// The artifact and cache store the workers share.
     pub fn store_dir(&self) -> std::path::PathBuf {
         self.state.path().join("store")
+    }
+
+    /// Where this Kiln's shell tasks may read and write beside their work directories: the
+    /// files a task waits for or leaves for the test go there.
+    pub fn task_share(&self) -> std::path::PathBuf {
+        task_share(self.state.path())
     }
 
     /// Where the workers read secret values, one file per name.
@@ -631,6 +659,8 @@ fn spawn_workers(
                 registry_auth: registry.map(|r| r.auth.clone()),
                 docker_host: None,
                 metrics_listen: None,
+                task_user: Some("kiln-task".into()),
+                task_shares: vec![task_share(state)],
             };
             tokio::spawn(kiln_worker::run(settings, shutdown.clone()))
         })

@@ -241,6 +241,7 @@ pub async fn start_worker_with(
         .env("KILN_WORKER_NAME", &name)
         .env("KILN_ADVERTISE_HOST", "127.0.0.1")
         .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
+        .env("KILN_TASK_SHARE", crate::task_share(state))
         .envs(env.iter().copied())
         .spawn()
         .expect("start kiln-worker");

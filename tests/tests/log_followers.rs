@@ -11,8 +11,7 @@ const MAX_FOLLOWERS: usize = 64;
 async fn followers_beyond_the_limit_are_told_to_come_back_later() {
     let kiln = Kiln::start(&kiln_tests::config("")).await;
     let repo = TestRepo::new();
-    let gate = tempfile::tempdir().expect("temp dir");
-    let go = gate.path().join("go");
+    let go = kiln.task_share().join("go");
     let spec = format!(
         "steps:\n  t:\n    runner: shell\n    run:\n      - echo waiting\n      - for i in $(seq 1 600); do [ -e {go} ] && break; sleep 0.05; done\n",
         go = go.display()

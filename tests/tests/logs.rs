@@ -17,8 +17,7 @@ async fn next_chunk(response: &mut reqwest::Response) -> Option<String> {
 async fn a_running_tasks_log_is_followed_until_it_ends() {
     let kiln = Kiln::start(&kiln_tests::config("")).await;
     let repo = TestRepo::new();
-    let gate = tempfile::tempdir().expect("temp dir");
-    let go = gate.path().join("go");
+    let go = kiln.task_share().join("go");
     // The task waits (a bounded while) for the test to let it go.
     let spec = format!(
         "steps:\n  t:\n    runner: shell\n    run:\n      - echo first\n      - for i in $(seq 1 600); do [ -e {go} ] && break; sleep 0.05; done\n      - echo second\n",

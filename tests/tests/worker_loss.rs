@@ -75,8 +75,7 @@ fn lines(mark: &Path, word: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_workers_task_runs_again_elsewhere_and_its_late_result_changes_nothing() {
     let kiln = Kiln::start_without_workers(&config("")).await;
-    let marks = tempfile::tempdir().expect("temp dir");
-    let mark = marks.path().join("mark");
+    let mark = kiln.task_share().join("mark");
     let repo = TestRepo::new();
     let commit = repo.commit("master", "Slow", &[(".kiln.yml", &slow_spec(&mark, 20))]);
     let mut first = worker(&kiln, "first", &[]).await;
@@ -138,8 +137,7 @@ async fn a_frozen_workers_task_runs_again_elsewhere_and_its_late_result_changes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_finishes_its_task_and_takes_no_new_job() {
     let kiln = Kiln::start_without_workers(&config("")).await;
-    let marks = tempfile::tempdir().expect("temp dir");
-    let mark = marks.path().join("mark");
+    let mark = kiln.task_share().join("mark");
     let repo = TestRepo::new();
     let slow = repo.commit("master", "Slow", &[(".kiln.yml", &slow_spec(&mark, 10))]);
     // Two slots: with one free, only the cancelled consumer keeps the next job away.
@@ -195,8 +193,7 @@ async fn a_worker_told_to_stop_finishes_its_task_and_takes_no_new_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_not_finished_within_the_drain_timeout_is_handed_back_and_runs_elsewhere() {
     let kiln = Kiln::start_without_workers(&config("")).await;
-    let marks = tempfile::tempdir().expect("temp dir");
-    let mark = marks.path().join("mark");
+    let mark = kiln.task_share().join("mark");
     let repo = TestRepo::new();
     let commit = repo.commit("master", "Slow", &[(".kiln.yml", &slow_spec(&mark, 15))]);
     let mut leaving = worker(&kiln, "leaving", &[("KILN_DRAIN_TIMEOUT", "2s")]).await;

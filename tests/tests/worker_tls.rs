@@ -130,6 +130,8 @@ async fn a_worker_with_users_of_its_own_runs_a_build_over_tls() {
         registry_auth: None,
         docker_host: None,
         metrics_listen: None,
+        task_user: Some("kiln-task".into()),
+        task_shares: Vec::new(),
     };
     let stop = CancellationToken::new();
     let worker = tokio::spawn(kiln_worker::run(settings, stop.clone()));
@@ -412,6 +414,8 @@ async fn a_worker_that_trusts_another_ca_refuses_the_services_and_says_why() {
         registry_auth: None,
         docker_host: None,
         metrics_listen: None,
+        task_user: Some("kiln-task".into()),
+        task_shares: Vec::new(),
     };
     let ended = tokio::time::timeout(
         E2E_TIMEOUT,

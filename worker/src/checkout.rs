@@ -98,7 +98,12 @@ impl Checkouts {
 
     /// Where the work directory called `name` is.
     pub fn work_dir(&self, name: &str) -> PathBuf {
-        self.root.join("work").join(name)
+        self.work_root().join(name)
+    }
+
+    /// Where the work directories are.
+    pub fn work_root(&self) -> PathBuf {
+        self.root.join("work")
     }
 
     /// Removes a work directory; a missing one is fine.

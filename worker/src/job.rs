@@ -214,6 +214,7 @@ async fn run_job(
                     artifacts: &worker.artifacts,
                     caches: &worker.caches,
                     secrets: &worker.secrets,
+                    sandbox: &worker.sandbox,
                     shell_without_docker: false,
                 };
                 let ran = task::run(tools, job, &dir, &log).await;

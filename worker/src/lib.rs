@@ -79,6 +79,11 @@ pub struct Settings {
     /// Where to serve `GET /metrics`; nowhere when none (the worker then has no inbound
     /// port).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The unprivileged user `runner: shell` tasks run as when the worker is root (Linux);
+    /// as the worker's own user when none.
+    pub task_user: Option<String>,
+    /// Directories a sandboxed shell task may read and write beside its work directory.
+    pub task_shares: Vec<PathBuf>,
 }
 
 /// A running worker's parts, shared by its jobs.
@@ -96,6 +101,8 @@ pub struct Worker {
     /// The cache entries.
     pub caches: cache::Caches,
     pub secrets: secrets::Secrets,
+    /// How its shell tasks are kept from it.
+    pub sandbox: shell::Sandbox,
     /// The jobs it holds now, for its presence.
     pub running: presence::Running,
     /// The host testers reach its environments at ([`Settings::advertise_host`]).
@@ -181,6 +188,25 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         }
         Err(error) => return Err(error).context("cannot connect to Docker"),
     };
+    // Everything of the worker's a task must not read, should it lie where tasks can look.
+    let hidden = [Some(&settings.state_dir), Some(&settings.store_dir)]
+        .into_iter()
+        .chain([
+            settings.secrets_dir.as_ref(),
+            settings.registry_auth.as_ref(),
+        ])
+        .flatten()
+        .cloned()
+        .chain([PathBuf::from("/etc/kiln")])
+        .collect();
+    let checkouts = checkout::Checkouts::new(&settings.state_dir);
+    let sandbox = shell::Sandbox::prepare(shell::Confinement {
+        task_user: settings.task_user.clone(),
+        hidden,
+        shared: settings.task_shares.clone(),
+        work_root: checkouts.work_root(),
+    })
+    .await?;
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -200,17 +226,18 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         prefix: settings.prefix.clone(),
         store: store::Store::new(redis, Keys::new(&settings.prefix)),
         broker,
-        checkouts: checkout::Checkouts::new(&settings.state_dir),
+        checkouts,
         docker,
         artifacts,
         caches,
         secrets: secrets::Secrets::new(settings.secrets_dir.clone()),
+        sandbox,
         running: presence::Running::default(),
         advertise_host: settings.advertise_host.clone(),
         metrics: metrics::Metrics::default(),
     });
     worker.metrics.slots.set(i64::from(settings.slots));
-    tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, "worker ready");
+    tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, shell = %worker.sandbox.describe(), "worker ready");
 
     let jobs = TaskTracker::new();
     let beat_until = CancellationToken::new();

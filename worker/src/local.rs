@@ -150,11 +150,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             running.spawn(async move {
                 let started = Instant::now();
                 let log = MemoryLog::default();
+                // The developer's own machine and repository: tasks run as they would.
+                let sandbox = crate::shell::Sandbox::none();
                 let tools = Tools {
                     docker: docker.as_ref(),
                     artifacts: &artifacts,
                     caches: &caches,
                     secrets: &secrets,
+                    sandbox: &sandbox,
                     shell_without_docker: true,
                 };
                 let ran = task::run(tools, &job, &workdir, &log).await;

@@ -188,6 +188,14 @@ struct Serve {
     /// Where to serve `GET /metrics` for Prometheus (e.g. `0.0.0.0:9101`); off by default.
     #[arg(long, env = "KILN_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// On Linux, the unprivileged user `runner: shell` tasks run as when the worker runs as
+    /// root; it must exist. A worker that is not root runs them as itself.
+    #[arg(long, env = "KILN_TASK_USER", default_value = "kiln-task")]
+    task_user: String,
+    /// A directory sandboxed shell tasks may read and write beside their work directory
+    /// (e.g. a tool cache builds share); repeat it, or separate several with commas.
+    #[arg(long, env = "KILN_TASK_SHARE", value_delimiter = ',')]
+    task_share: Vec<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -385,6 +393,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         registry_auth: args.registry.registry_auth,
         docker_host: None,
         metrics_listen: args.metrics_listen,
+        task_user: Some(args.task_user),
+        task_shares: args.task_share,
     };
     let stopping = kiln_worker::Stopping::new();
     let (drain, now) = (stopping.clone(), stopping.clone());

@@ -8,6 +8,9 @@
 
 #[cfg(windows)]
 mod job_object;
+mod sandbox;
+
+pub use sandbox::{Confinement, Sandbox};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -40,8 +43,18 @@ const KEPT_VARIABLES: &[&str] = &[
 ];
 
 /// Runs `job`'s commands in `workdir`, streaming lines to `log`.
-pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> TaskOutcome {
-    let mut command = match script(job, workdir).await {
+pub async fn run(
+    job: &JobRequested,
+    workdir: &Path,
+    sandbox: &Sandbox,
+    log: &impl LogSink,
+) -> TaskOutcome {
+    if let Err(error) = sandbox.hand_over(workdir).await {
+        return TaskOutcome::Errored {
+            reason: format!("cannot give the work directory to the task's user: {error}"),
+        };
+    }
+    let mut command = match script(job, workdir, sandbox).await {
         Ok(command) => command,
         Err(error) => {
             return TaskOutcome::Errored {
@@ -57,6 +70,7 @@ pub async fn run(job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Task
                 .iter()
                 .filter_map(|k| Some((*k, std::env::var_os(k)?))),
         )
+        .envs(sandbox.environment())
         .envs(job.environment())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -173,7 +187,7 @@ fn exit_code(status: std::process::ExitStatus) -> i64 {
 
 /// The task's script: `sh` with `set -e` on Unix; a `.cmd` file beside the work directory
 /// on Windows, stopping at the first command that fails.
-async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> {
+async fn script(job: &JobRequested, workdir: &Path, sandbox: &Sandbox) -> std::io::Result<Command> {
     if cfg!(windows) {
         let mut text = String::from("@echo off\r\n");
         for line in &job.commands {
@@ -195,9 +209,7 @@ async fn script(job: &JobRequested, workdir: &Path) -> std::io::Result<Command> 
         }
         // By its path: were `sh` looked up in the PATH the task sets, the standard library
         // would fork the whole worker (copying its page tables) instead of spawning.
-        let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(text);
-        Ok(command)
+        Ok(sandbox.command("/bin/sh", &["-c", &text], workdir))
     }
 }
 
@@ -307,6 +319,8 @@ mod tests {
             cache: None,
             inputs: Vec::new(),
             secrets: Vec::new(),
+            capabilities: Vec::new(),
+            read_only: false,
         }
     }
 
@@ -349,6 +363,7 @@ mod tests {
                 30,
             ),
             dir.path(),
+            &Sandbox::none(),
             &lines,
         )
         .await;
@@ -367,6 +382,7 @@ mod tests {
         let outcome = run(
             &job(&["sleep 300 & echo $! > background.pid", "sleep 300"], 1),
             dir.path(),
+            &Sandbox::none(),
             &lines,
         )
         .await;
@@ -386,6 +402,7 @@ mod tests {
         let outcome = run(
             &job(&["sleep 300 & echo $! > background.pid", "echo done"], 30),
             dir.path(),
+            &Sandbox::none(),
             &lines,
         )
         .await;

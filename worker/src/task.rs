@@ -24,6 +24,8 @@ pub struct Tools<'a> {
     pub artifacts: &'a ArtifactStore,
     pub caches: &'a Caches,
     pub secrets: &'a Secrets,
+    /// How shell tasks are kept from the worker.
+    pub sandbox: &'a shell::Sandbox,
     /// Run Docker tasks in the shell when there is no engine (`kiln-worker run`), instead
     /// of erroring them (a worker).
     pub shell_without_docker: bool,
@@ -95,7 +97,7 @@ pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &imp
     };
     let mut images = Vec::new();
     let outcome = match (runner, tools.docker) {
-        (Runner::Shell, _) => shell::run(job, workdir, log).await,
+        (Runner::Shell, _) => shell::run(job, workdir, tools.sandbox, log).await,
         (Runner::Docker, None) => {
             return Ran::errored("this worker has no Docker engine".into());
         }

@@ -39,6 +39,8 @@ fn job() -> JobRequested {
         cache: None,
         inputs: Vec::new(),
         secrets: Vec::new(),
+        capabilities: Vec::new(),
+        read_only: false,
     }
 }
 

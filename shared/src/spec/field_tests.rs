@@ -293,4 +293,20 @@ fn every_field_is_blamed_where_it_is_written() {
         &step("    on_stop: s\n"),
         "line 5, column 14: step `a` has an `on_stop` but no `environment` to stop",
     );
+    check(
+        &step("    capabilities: [CHOWN, CAP_SETUID]\n"),
+        "line 5, column 27: step `a`: `CAP_SETUID` is not a Linux capability; name one without its `CAP_` prefix, e.g. `CHOWN` or `NET_BIND_SERVICE`",
+    );
+    check(
+        &step("    capabilities: [CHOWN, CHOWN]\n"),
+        "line 5, column 27: step `a` lists the capability `CHOWN` twice",
+    );
+    check(
+        "steps:\n  a:\n    runner: shell\n    run: x\n    capabilities: [KILL]\n",
+        "line 5, column 20: step `a` runs in the shell, where `capabilities` means nothing; remove it",
+    );
+    check(
+        "steps:\n  a:\n    runner: shell\n    run: x\n    read_only: true\n",
+        "line 5, column 16: step `a` runs in the shell, where `read_only` means nothing; remove it",
+    );
 }

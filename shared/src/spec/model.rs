@@ -161,6 +161,15 @@ pub struct Step {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub on_stop: Option<Spanned<String>>,
+    /// Linux capabilities the step's container gets (Docker runner), e.g. `[CHOWN, SETUID,
+    /// SETGID]`, each one Kiln's configuration allows for the repository. A container gets
+    /// none otherwise, and no process in it gains privileges through set-user-ID programs.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The container's root file system is read-only (Docker runner); `/workspace` and a
+    /// fresh `/tmp` stay writable.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One shard when a step asks for none; the schema shows it as the default.

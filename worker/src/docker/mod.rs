@@ -327,14 +327,34 @@ fn labels(job: &JobRequested) -> HashMap<String, String> {
     ])
 }
 
-/// Limits every container of a task gets.
+/// Limits every container of a task gets: no process in it gains privileges by running a
+/// set-user-ID program.
 fn host_config(network: &str) -> HostConfig {
     HostConfig {
         network_mode: Some(network.to_owned()),
         memory: Some(MEMORY_LIMIT_BYTES),
         pids_limit: Some(PIDS_LIMIT),
         privileged: Some(false),
+        security_opt: Some(vec!["no-new-privileges".into()]),
         ..Default::default()
+    }
+}
+
+/// The task's own container, beyond every container's limits: no capability but those the
+/// step asked for (and Kiln's configuration allowed), so its root can neither mount, nor
+/// change files' owners, nor read files it does not own; its root file system read-only if
+/// the step said so. A service keeps the image's usual capabilities: a database's image
+/// starts as root to hand its files to its own user.
+fn task_host_config(job: &JobRequested, workdir: &Path, network: &str) -> HostConfig {
+    HostConfig {
+        binds: Some(vec![format!("{}:{WORKSPACE}", workdir.display())]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: (!job.capabilities.is_empty()).then(|| job.capabilities.clone()),
+        readonly_rootfs: Some(job.read_only),
+        tmpfs: job
+            .read_only
+            .then(|| HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev".to_owned())])),
+        ..host_config(network)
     }
 }
 
@@ -384,13 +404,25 @@ fn container_body(job: &JobRequested, workdir: &Path, network: &str) -> Containe
         cmd: Some(vec![script]),
         env: Some(env),
         working_dir: Some(WORKSPACE.into()),
+        user: unprivileged_worker(),
         labels: Some(labels(job)),
-        host_config: Some(HostConfig {
-            binds: Some(vec![format!("{}:{WORKSPACE}", workdir.display())]),
-            ..host_config(network)
-        }),
+        host_config: Some(task_host_config(job, workdir, network)),
         ..Default::default()
     }
+}
+
+/// `uid:gid` of the worker when it is not root: the task's container runs as the same user,
+/// so it can write the checkout it is given and leaves nothing its worker cannot remove (a
+/// root without capabilities could do neither). A root worker's tasks run as the image's
+/// user.
+fn unprivileged_worker() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        (!uid.is_root()).then(|| format!("{uid}:{gid}"))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Says what went wrong in words for the person reading the build.

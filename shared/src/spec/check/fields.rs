@@ -11,7 +11,8 @@ use crate::platform::Platform;
 use crate::spec::error::SpecError;
 use crate::spec::raw::{RawImage, RawRetry, RawService};
 use crate::spec::{
-    CACHE_KEY_VARIABLES, ENVIRONMENT_VARIABLES, MAX_RETRIES, MAX_SHARDS, MAX_STEP_TIMEOUT, Runner,
+    CACHE_KEY_VARIABLES, CAPABILITIES, ENVIRONMENT_VARIABLES, MAX_RETRIES, MAX_SHARDS,
+    MAX_STEP_TIMEOUT, Runner,
 };
 
 /// Step names are names: they end up in Redis keys, container names and URLs.
@@ -442,6 +443,48 @@ pub(super) fn resources(s: &StepAt) -> Result<(), SpecError> {
                     s.name(),
                     pool.value
                 ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Capabilities are Linux's, by name, each once, for a container.
+pub(super) fn capabilities(s: &StepAt) -> Result<(), SpecError> {
+    let name = s.name();
+    let capabilities = &s.step.capabilities;
+    let docker_only = capabilities
+        .first()
+        .map(|c| (c.referenced, "capabilities"))
+        .or_else(|| {
+            s.step
+                .read_only
+                .as_ref()
+                .map(|r| (r.referenced, "read_only"))
+        });
+    if let Some((at, field)) = docker_only
+        && s.step.runner() == Runner::Shell
+    {
+        return refuse(
+            at,
+            format!("step `{name}` runs in the shell, where `{field}` means nothing; remove it"),
+        );
+    }
+    for (i, capability) in capabilities.iter().enumerate() {
+        let value = capability.value.as_str();
+        if !CAPABILITIES.contains(&value) {
+            return refuse(
+                capability.referenced,
+                format!(
+                    "step `{name}`: `{value}` is not a Linux capability; name one without its \
+                     `CAP_` prefix, e.g. `CHOWN` or `NET_BIND_SERVICE`"
+                ),
+            );
+        }
+        if capabilities[..i].iter().any(|c| c.value == value) {
+            return refuse(
+                capability.referenced,
+                format!("step `{name}` lists the capability `{value}` twice"),
             );
         }
     }

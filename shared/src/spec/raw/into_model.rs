@@ -106,6 +106,8 @@ impl RawStep {
             environment: self.environment.map(|e| e.value),
             resources: values(self.resources),
             on_stop: self.on_stop,
+            capabilities: values(self.capabilities),
+            read_only: self.read_only.is_some_and(|r| r.value),
         }
     }
 }

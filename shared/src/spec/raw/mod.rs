@@ -86,6 +86,10 @@ pub(super) struct RawStep {
     pub resources: Vec<Spanned<String>>,
     #[serde(default)]
     pub on_stop: Option<Spanned<String>>,
+    #[serde(default)]
+    pub capabilities: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub read_only: Option<Spanned<bool>>,
 }
 
 impl RawStep {
