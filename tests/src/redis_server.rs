@@ -50,6 +50,8 @@ impl TestRedis {
         let server = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--appendonly", "yes", "--save", ""])
+            // `DEBUG SLEEP`, for a Redis that answers slowly, from loopback only.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

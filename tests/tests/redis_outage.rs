@@ -1,6 +1,10 @@
 //! Redis stopped while pushes arrive, with RabbitMQ up: the bot cannot record them, so it
 //! holds them in RabbitMQ and answers `202`; once Redis is back each delivery becomes exactly
-//! one build that runs, a delivery sent twice still one. Redis here is the test's own.
+//! one build that runs, a delivery sent twice still one. A Redis that stops answering for a
+//! while (`DEBUG SLEEP`) does not keep a webhook waiting past the forge's deadline, and its
+//! push is built once. Redis here is the test's own.
+
+use std::time::{Duration, Instant};
 
 use kiln_shared::keys::Keys;
 use kiln_tests::forge::{TestRepo, push_payload};
@@ -84,6 +88,105 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
     assert_eq!(numbered, 4, "one build before, three held");
     let (status, ready) = readyz(&kiln).await;
     assert_eq!(status, 200, "{ready}");
+    kiln.stop().await;
+}
+
+/// How long GitHub waits for a webhook's answer before it counts the delivery as failed
+/// (GitHub's documentation: "respond within 10 seconds"); it does not send it again by itself.
+const WEBHOOK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the test's Redis sleeps: longer than the bot waits for an answer.
+const REDIS_SLEEP_SECS: u64 = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_does_not_hold_a_webhook_past_its_deadline() {
+    let redis = TestRedis::start().await;
+    let services = Services {
+        redis_url: redis.url(),
+        ..Services::require().await
+    };
+    let kiln = Kiln::start_on(services, &config("")).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);
+    let first = kiln.push(&repo, "master", &commit, "before-sleep").await;
+    assert_eq!(kiln.finished_build(first).await["status"], "passed");
+
+    let client = redis::Client::open(redis.url().as_str()).expect("Redis URL");
+    let sleeper = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let patient = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(REDIS_SLEEP_SECS * 4)));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&patient)
+                .await
+                .expect("Redis");
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(REDIS_SLEEP_SECS)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("DEBUG SLEEP");
+        })
+    };
+    wait_for("Redis to stop answering", E2E_TIMEOUT, || {
+        let client = client.clone();
+        async move {
+            let ping = async {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            };
+            let answered = tokio::time::timeout(Duration::from_millis(300), ping).await;
+            answered.is_err().then_some(())
+        }
+    })
+    .await;
+
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "One quick task");
+    let sent = Instant::now();
+    let (status, answer) = kiln
+        .send_github("push", "while-asleep", &body, TEST_SECRET)
+        .await;
+    let waited = sent.elapsed();
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        waited < WEBHOOK_DEADLINE,
+        "the webhook was answered after {waited:?}, past GitHub's {WEBHOOK_DEADLINE:?}: {answer}"
+    );
+    sleeper.await.expect("the sleeper");
+
+    // Whether Redis took the build when it woke or the held push brought it, it is one build.
+    let key = Keys::new(&kiln.prefix).delivery("github", "while-asleep");
+    let id: u64 = wait_for("the push to become a build", E2E_TIMEOUT, || {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .ok()?
+        }
+    })
+    .await;
+    assert_eq!(
+        kiln.finished_build(id).await["status"],
+        "passed",
+        "build {id}"
+    );
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let numbered: u64 = redis::cmd("GET")
+        .arg(Keys::new(&kiln.prefix).build_sequence())
+        .query_async(&mut conn)
+        .await
+        .expect("the build counter");
+    assert_eq!(numbered, 2, "one build before, one while Redis slept");
     kiln.stop().await;
 }
 
