@@ -417,6 +417,12 @@ mod tests {
             "{:?}",
             names(&plan)
         );
+        let install = plan.task("install-test").expect("install-test");
+        assert_eq!(
+            install.capabilities,
+            ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+        );
+        assert!(plan.task("lint").expect("lint").read_only);
         let package = plan.task("package").expect("package");
         assert!(package.image.is_none(), "in-tree: built by the worker");
         assert_eq!(

@@ -20,6 +20,12 @@ const SPEC: &str = "steps:\n  t:\n    runner: shell\n    run: 'true'\n";
 /// How often a stream of pushes sends one.
 const PUSH_EVERY: Duration = Duration::from_millis(400);
 
+/// How long a push held while Redis was away may take to become a build.
+const HELD_BUILT_WITHIN: Duration = Duration::from_secs(120);
+
+/// How long a retrying sender waits before it sends a push again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// How long a push's answer may take: longer than the bot waits for a confirm.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,12 +41,21 @@ pub struct Installation {
     repo: TestRepo,
     commit: String,
     http: reqwest::Client,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Installation {
     /// Starts the bot and the workers on `services`, and sees a first build pass.
     pub async fn start(services: Services) -> Self {
+        Self::start_with(services, |_| SPEC.to_owned()).await
+    }
+
+    /// Like [`Installation::start`], building a commit whose `.kiln.yml` is `spec` of the
+    /// directory its shell tasks may write in.
+    pub async fn start_with(
+        services: Services,
+        spec: impl FnOnce(&std::path::Path) -> String,
+    ) -> Self {
         let prefix = unique_prefix();
         // `KILN_KEEP=1` keeps the processes' logs for a look after the test.
         let state = crate::state_dir(
@@ -52,7 +67,8 @@ impl Installation {
         );
         eprintln!("logs in {}", state.path().display());
         let repo = TestRepo::new();
-        let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);
+        let spec = spec(&crate::task_share(state.path()));
+        let commit = repo.commit("master", "One quick task", &[(".kiln.yml", &spec)]);
         let (bot, bot_addr) =
             processes::start_bot(&config(""), &services, &prefix, state.path()).await;
         let mut workers = Vec::new();
@@ -73,7 +89,7 @@ impl Installation {
                 .timeout(ANSWER_TIMEOUT)
                 .build()
                 .expect("HTTP client"),
-            _state: state,
+            state,
         };
         // A running installation: a build has gone all the way through before any outage.
         let first = installation.pusher().push("warm-up").await;
@@ -88,6 +104,37 @@ impl Installation {
             .iter()
             .map(|name| format!("{}-{name}", self.prefix))
             .collect()
+    }
+
+    /// Where its shell tasks may write beside their work directories.
+    pub fn task_share(&self) -> std::path::PathBuf {
+        crate::task_share(self.state.path())
+    }
+
+    /// Starts worker `n` again, under its name and state, once its process has ended.
+    pub async fn restart_worker(&mut self, n: usize) {
+        let state = self.state.path();
+        self.workers[n] =
+            processes::start_named_worker(&self.services, &self.prefix, state, 2, WORKERS[n]).await;
+    }
+
+    /// Starts the bot again where it listened, once its process has ended.
+    pub async fn restart_bot(&mut self) {
+        let state = self.state.path();
+        self.bot = processes::start_bot_at(
+            &config(""),
+            &self.services,
+            &self.prefix,
+            state,
+            self.bot_addr,
+        )
+        .await;
+    }
+
+    /// Build `id`'s status; `None` while the bot does not answer or knows no such build.
+    pub async fn status(&self, id: u64) -> Option<String> {
+        let build = crate::build_at(&self.http, &self.url(""), id).await?;
+        Some(build["status"].as_str()?.to_owned())
     }
 
     /// The bot's URL for `path`.
@@ -116,6 +163,8 @@ impl Installation {
                 &self.repo.clone_url(),
                 "One quick task",
             )),
+            redis_url: self.services.redis_url.clone(),
+            keys: kiln_shared::keys::Keys::new(&self.prefix),
         }
     }
 
@@ -208,6 +257,9 @@ pub struct Pusher {
     http: reqwest::Client,
     url: String,
     body: Arc<Vec<u8>>,
+    /// Where a held push's build is found once Redis is back.
+    redis_url: String,
+    keys: kiln_shared::keys::Keys,
 }
 
 impl Pusher {
@@ -229,6 +281,62 @@ impl Pusher {
             build: answer["build_id"].as_u64().expect("a build id"),
             outbox: answer["outbox"].as_bool().unwrap_or(false),
         }
+    }
+
+    /// Sends one push as `delivery` as a forge that retries would: again, with the same
+    /// delivery id, while the bot does not answer or answers `503`, at most `tries` times.
+    /// The answer, or why there is none.
+    pub async fn push_retrying(&self, delivery: &str, tries: usize) -> Result<Answer, String> {
+        let mut why = String::new();
+        for _ in 0..tries {
+            let sent = post_github(
+                &self.http,
+                &self.url,
+                "push",
+                delivery,
+                &self.body,
+                TEST_SECRET,
+            );
+            match sent.await {
+                Ok((202, answer)) if answer["held"] == true => {
+                    return self.held_build(delivery).await.map(|build| Answer {
+                        build,
+                        outbox: false,
+                    });
+                }
+                Ok((202, answer)) => {
+                    return Ok(Answer {
+                        build: answer["build_id"].as_u64().ok_or("no build id")?,
+                        outbox: answer["outbox"].as_bool().unwrap_or(false),
+                    });
+                }
+                Ok((status, answer)) => why = format!("{status}: {answer}"),
+                Err(error) => why = error.to_string(),
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+        Err(format!("push {delivery}: {why}"))
+    }
+
+    /// The build a push held in RabbitMQ (Redis being away) became, once Redis is back.
+    async fn held_build(&self, delivery: &str) -> Result<u64, String> {
+        let key = self.keys.delivery("github", delivery);
+        let client = redis::Client::open(self.redis_url.as_str()).map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + HELD_BUILT_WITHIN;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && let Ok(Some(id)) = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<u64>>(&mut conn)
+                    .await
+            {
+                return Ok(id);
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+        Err(format!(
+            "push {delivery} was held, and no build came of it in {HELD_BUILT_WITHIN:?}"
+        ))
     }
 
     /// Pushes every [`PUSH_EVERY`] until `stop` is set, each push in a task of its own so

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod chaos;
 pub mod discord;
 pub mod events;
 pub mod forge;

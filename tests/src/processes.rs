@@ -58,6 +58,12 @@ impl Process {
         self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.ended(E2E_TIMEOUT).await;
+    }
+
     /// Waits at most `timeout` for it to end, and says how.
     pub async fn ended(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
         tokio::time::timeout(timeout, self.child.wait())
@@ -149,7 +155,12 @@ pub fn binary(name: &str) -> PathBuf {
 /// What a process of Kiln's is started with: the services, the prefix, and its own state
 /// directory, with its log in `<state>/<name>.log`.
 fn command(name: &'static str, services: &Services, prefix: &str, state: &Path) -> Command {
-    let log = std::fs::File::create(state.join(format!("{name}.log"))).expect("log file");
+    // Appended to: a process started again (a restart under test) keeps its predecessor's log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join(format!("{name}.log")))
+        .expect("log file");
     let mut command = Command::new(binary(name));
     command
         .env("KILN_AMQP_URL", &services.amqp_url)
@@ -176,12 +187,26 @@ pub async fn start_bot(
     prefix: &str,
     state: &Path,
 ) -> (Process, std::net::SocketAddr) {
-    let path = state.join("kiln-bot.toml");
-    std::fs::write(&path, config).expect("write the bot's configuration");
     // A port the system has just given out is free: the bot takes it next.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
+    (
+        start_bot_at(config, services, prefix, state, addr).await,
+        addr,
+    )
+}
+
+/// Like [`start_bot`], listening on `addr` (a bot started again where the last one was).
+pub async fn start_bot_at(
+    config: &str,
+    services: &Services,
+    prefix: &str,
+    state: &Path,
+    addr: std::net::SocketAddr,
+) -> Process {
+    let path = state.join("kiln-bot.toml");
+    std::fs::write(&path, config).expect("write the bot's configuration");
     let child = command("kiln-bot", services, prefix, state)
         .env("KILN_CONFIG", &path)
         .env("KILN_LISTEN", addr.to_string())
@@ -194,11 +219,10 @@ pub async fn start_bot(
         answer.ok().filter(|r| r.status() == 200).map(|_| ())
     })
     .await;
-    let process = Process {
+    Process {
         name: "kiln-bot",
         child,
-    };
-    (process, addr)
+    }
 }
 
 /// Starts `kiln-worker` for `linux/amd64` with `slots` slots; returns it once it is present.

@@ -80,12 +80,22 @@ impl TestRedis {
     /// Stops the server as a service manager would (SIGTERM: it writes its AOF and exits)
     /// and waits until it has.
     pub async fn stop(&mut self) {
+        self.end(nix::sys::signal::Signal::SIGTERM).await;
+    }
+
+    /// Kills the server (SIGKILL), as a machine that loses power would: with AOF's
+    /// `appendfsync everysec`, up to the last second of writes is lost.
+    pub async fn kill(&mut self) {
+        self.end(nix::sys::signal::Signal::SIGKILL).await;
+    }
+
+    async fn end(&mut self, signal: nix::sys::signal::Signal) {
         let Some(mut server) = self.server.take() else {
             return;
         };
         if let Some(pid) = server.id() {
             let pid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, signal);
         }
         tokio::time::timeout(REDIS_TIMEOUT, server.wait())
             .await

@@ -89,14 +89,13 @@ impl Sandbox {
         };
         sandbox.bwrap = sandbox.working_bwrap().await;
         if sandbox.bwrap.is_none() {
+            let who = sandbox
+                .user
+                .as_ref()
+                .map_or("the worker's user", |u| u.name.as_str());
             tracing::warn!(
-                "bubblewrap (bwrap) makes no sandbox here: shell tasks can see what the \
-                 worker's user{} can (install Debian's `bubblewrap`)",
-                sandbox
-                    .user
-                    .as_ref()
-                    .map(|u| format!(" {} (not root)", u.name))
-                    .unwrap_or_default()
+                "bubblewrap (bwrap) makes no sandbox here: shell tasks may read whatever {who} \
+                 may (install Debian's `bubblewrap`)"
             );
         }
         Ok(sandbox)
@@ -115,7 +114,7 @@ impl Sandbox {
         format!("shell tasks run {user}{sandbox}")
     }
 
-    /// Gives the task's user its work directory, every file in it, and its parent's way in.
+    /// Gives the task's user its work directory and every file in it.
     pub async fn hand_over(&self, workdir: &Path) -> io::Result<()> {
         let Some(user) = &self.user else {
             return Ok(());
@@ -326,4 +325,42 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
 #[cfg(not(unix))]
 fn chown_tree(_: &Path, _: u32, _: u32) -> io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(args: &[String], wanted: &[&str]) -> usize {
+        args.windows(wanted.len())
+            .position(|w| w.iter().zip(wanted).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{wanted:?} in {args:?}"))
+    }
+
+    #[test]
+    fn the_work_directory_is_bound_over_what_covers_it_and_the_workers_paths_are_covered() {
+        let sandbox = Sandbox {
+            user: None,
+            bwrap: Some("bwrap".into()),
+            hidden: vec![
+                "/usr/share".into(),
+                "/etc/hostname".into(),
+                "/var/lib".into(),
+            ],
+            shared: vec!["/srv/cache".into()],
+        };
+        let args = sandbox.bwrap_args(Path::new("/tmp/work/t-1"));
+        let fresh_tmp = at(&args, &["--tmpfs", "/tmp"]);
+        let workdir = at(&args, &["--bind", "/tmp/work/t-1", "/tmp/work/t-1"]);
+        assert!(fresh_tmp < workdir, "{args:?}");
+        assert!(
+            at(&args, &["--ro-bind-try", "/usr", "/usr"]) < at(&args, &["--tmpfs", "/usr/share"])
+        );
+        at(&args, &["--ro-bind", "/dev/null", "/etc/hostname"]);
+        at(&args, &["--bind-try", "/srv/cache", "/srv/cache"]);
+        at(&args, &["--cap-drop", "ALL"]);
+        assert_eq!(args[args.len() - 2..], ["--chdir", "/tmp/work/t-1"]);
+        // Outside the system's directories, nothing needs covering: it is not there at all.
+        assert!(!args.iter().any(|a| a == "/var/lib"), "{args:?}");
+    }
 }
