@@ -4,8 +4,8 @@
 //! unanswered, and no attempt run twice.
 //!
 //! One exception, an open fault: under worker kills, full runs have found a few attempts (0
-//! to 6 in 100 kills) run to their end twice with no kill between the two runs' starts, once
-//! two runs at the same time. Until it is found, a worker-kill phase prints what it doubled
+//! to 5 in 100 kills) run to their end twice with no kill between the two runs' starts, now
+//! and then two runs at the same time. Until it is found, a worker-kill phase prints what it doubled
 //! and `deploy/dev/chaos` fails on it, but this test does not.
 
 use kiln_tests::chaos::{Fault, run};

@@ -41,15 +41,19 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
     let _held = worker.running.hold(&job);
     let span = tracing::info_span!("job", build_id = %job.build.id, task = %job.task, attempt = job.attempt);
     let mut redelivered = delivery.redelivered;
-    if redelivered {
-        tracing::Instrument::instrument(wait_while_running(worker, &job, &shutdown), span.clone())
-            .await;
-    }
     let tries = with_pauses(worker, &shutdown, || {
-        let claim_again = redelivered;
+        let given_again = redelivered;
         // Whatever a failed try claimed is this worker's to take again.
         redelivered = true;
-        let tried = run_job(worker, &job, claim_again, shutdown.clone());
+        let (job, shutdown) = (&job, shutdown.clone());
+        let tried = async move {
+            let gone = if given_again {
+                wait_while_running(worker, job, &shutdown).await
+            } else {
+                None
+            };
+            run_job(worker, job, gone.as_deref(), shutdown).await
+        };
         async move {
             // Before the task ran, trying again is safe; after, it would run it twice.
             match tried.await {
@@ -86,12 +90,17 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
 /// Waits while the job's task runs on a worker that is there: this one, given the job again
 /// after its broker connection was lost, or another. Running it again beside that run would
 /// run it twice; once the run ends (or its worker is gone), the job is claimed as usual and
-/// finds the task finished (or takes it over). A Redis that cannot say ends the wait.
-async fn wait_while_running(worker: &Worker, job: &JobRequested, shutdown: &CancellationToken) {
+/// finds the task finished (or takes it over from the worker returned, the one gone). A
+/// Redis that cannot say ends the wait, with no worker to take over from.
+async fn wait_while_running(
+    worker: &Worker,
+    job: &JobRequested,
+    shutdown: &CancellationToken,
+) -> Option<String> {
     let mut said = false;
     loop {
         let Ok(Some(owner)) = worker.store.running_on(job).await else {
-            return;
+            return None;
         };
         let alive = if owner == worker.name {
             // This delivery is one hold; the run's own is the other.
@@ -102,14 +111,14 @@ async fn wait_while_running(worker: &Worker, job: &JobRequested, shutdown: &Canc
                 if p.is_there(crate::store::now_ms()) && p.running.contains(&label))
         };
         if !alive {
-            return;
+            return Some(owner);
         }
         if !said {
             tracing::info!(%owner, "job given again while it runs; waiting for that run");
             said = true;
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(CANCEL_POLL) => {}
         }
     }
@@ -163,10 +172,10 @@ where
 async fn run_job(
     worker: &Worker,
     job: &JobRequested,
-    redelivered: bool,
+    gone: Option<&str>,
     shutdown: CancellationToken,
 ) -> Result<Done, Failure> {
-    let claim = worker.store.claim(job, redelivered, &worker.name).await;
+    let claim = worker.store.claim(job, gone, &worker.name).await;
     match claim.map_err(|e| Failure::BeforeRun(e.into()))? {
         Claim::Taken => {}
         Claim::Finished(ran) => {

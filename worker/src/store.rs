@@ -151,23 +151,35 @@ impl Store {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
-    /// Takes the task for `worker`. A job redelivered by RabbitMQ may take a task another
-    /// worker was running: that worker died without acknowledging it.
+    /// Takes the task for `worker`: a queued one, or, with `gone`, one that worker was
+    /// running and no longer runs (it died without acknowledging a job RabbitMQ has given
+    /// again). Taking over is a compare-and-set on that owner: two deliveries of one job that
+    /// both judged it gone (a job published twice, both copies handed back by a worker that
+    /// died) cannot both take it, since the first changes the owner.
     pub async fn claim(
         &self,
         job: &JobRequested,
-        redelivered: bool,
+        gone: Option<&str>,
         worker: &str,
     ) -> Result<Claim, StoreError> {
-        let from: &[TaskStatus] = if redelivered {
-            &[TaskStatus::Queued, TaskStatus::Running]
-        } else {
-            &[TaskStatus::Queued]
-        };
         let fields = record::task::claimed(worker, now_ms());
+        let queued = &[TaskStatus::Queued];
         if self
-            .transition(job, TaskStatus::Running, from, None, &fields)
+            .transition(job, TaskStatus::Running, queued, None, &fields)
             .await?
+        {
+            return Ok(Claim::Taken);
+        }
+        if let Some(gone) = gone
+            && self
+                .transition(
+                    job,
+                    TaskStatus::Running,
+                    &[TaskStatus::Running],
+                    Some(gone),
+                    &fields,
+                )
+                .await?
         {
             return Ok(Claim::Taken);
         }

@@ -81,7 +81,7 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
     let store = Store::new(conn.clone(), keys);
 
     assert_eq!(
-        store.claim(&job, false, "w1").await.expect("claim"),
+        store.claim(&job, None, "w1").await.expect("claim"),
         Claim::Taken
     );
     let passed = ran(TaskOutcome::Passed);
@@ -145,7 +145,7 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
     set(&["status", "queued", "attempt", "1"]).await;
     let store = Store::new(conn.clone(), keys);
     assert_eq!(
-        store.claim(&job, false, "w1").await.expect("claim"),
+        store.claim(&job, None, "w1").await.expect("claim"),
         Claim::Taken
     );
     assert_eq!(
@@ -155,8 +155,14 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
 
     // RabbitMQ gave the job to w2 after w1's connection died: w2 takes it over.
     assert_eq!(
-        store.claim(&job, true, "w2").await.expect("claim"),
+        store.claim(&job, Some("w1"), "w2").await.expect("claim"),
         Claim::Taken
+    );
+    // A second copy of the job, handed back by the same death and judged the same way,
+    // finds w1 no longer the owner: it does not run the task beside w2.
+    assert_eq!(
+        store.claim(&job, Some("w1"), "w3").await.expect("claim"),
+        Claim::Elsewhere(Some("running".into()))
     );
     assert_eq!(
         store.standing(&job, "w1").await.expect("read"),
@@ -190,7 +196,7 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
     let mut next = job.clone();
     next.attempt = 2;
     assert_eq!(
-        store.claim(&next, false, "w3").await.expect("claim"),
+        store.claim(&next, None, "w3").await.expect("claim"),
         Claim::Taken
     );
     set(&["status", "cancelled"]).await;
