@@ -52,6 +52,10 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
             } else {
                 None
             };
+            if shutdown.is_cancelled() {
+                // Stopped while waiting: the job goes back unacknowledged, untouched.
+                return Ok(Done::Interrupted);
+            }
             run_job(worker, job, gone.as_deref(), shutdown).await
         };
         async move {

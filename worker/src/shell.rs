@@ -8,6 +8,8 @@
 
 #[cfg(windows)]
 mod job_object;
+#[cfg(target_os = "linux")]
+mod parent_death;
 mod sandbox;
 
 pub use sandbox::{Confinement, Sandbox};

@@ -6,7 +6,8 @@
 //! The task's process is started suspended (with [`CREATION_FLAGS`]), put in the job, and
 //! only then let run, so nothing it starts can escape the job by starting first.
 //!
-//! The only `unsafe` code of Kiln: the calls into Windows, each on handles this module owns.
+//! One of Kiln's two `unsafe` modules (with `parent_death.rs`): the calls into Windows,
+//! each on handles this module owns.
 #![allow(unsafe_code)]
 
 use std::io;

@@ -143,6 +143,8 @@ impl Sandbox {
         if let Some(user) = &self.user {
             command.uid(user.uid).gid(user.gid);
         }
+        #[cfg(target_os = "linux")]
+        super::parent_death::die_with_worker(&mut command);
         command
     }
 
