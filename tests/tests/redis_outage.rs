@@ -44,23 +44,7 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
     let client = redis::Client::open(redis.url().as_str()).expect("Redis URL");
     let mut builds = Vec::new();
     for delivery in ["held-1", "held-2", "held-3"] {
-        let key = keys.delivery("github", delivery);
-        let id: u64 = wait_for(
-            &format!("{delivery} to become a build"),
-            E2E_TIMEOUT,
-            || {
-                let (client, key) = (client.clone(), key.clone());
-                async move {
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    redis::cmd("GET")
-                        .arg(&key)
-                        .query_async::<Option<u64>>(&mut conn)
-                        .await
-                        .ok()?
-                }
-            },
-        )
-        .await;
+        let id = build_of(&client, &keys, delivery).await;
         assert_eq!(
             kiln.finished_build(id).await["status"],
             "passed",
@@ -76,16 +60,11 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
         "three deliveries, three builds: {builds:?}"
     );
     // The delivery sent twice made no fourth build.
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    let numbered: u64 = redis::cmd("GET")
-        .arg(keys.build_sequence())
-        .query_async(&mut conn)
-        .await
-        .expect("the build counter");
-    assert_eq!(numbered, 4, "one build before, three held");
+    assert_eq!(
+        numbered(&client, &keys).await,
+        4,
+        "one build before, three held"
+    );
     let (status, ready) = readyz(&kiln).await;
     assert_eq!(status, 200, "{ready}");
     kiln.stop().await;
@@ -159,35 +138,53 @@ async fn a_redis_that_stops_answering_does_not_hold_a_webhook_past_its_deadline(
     sleeper.await.expect("the sleeper");
 
     // Whether Redis took the build when it woke or the held push brought it, it is one build.
-    let key = Keys::new(&kiln.prefix).delivery("github", "while-asleep");
-    let id: u64 = wait_for("the push to become a build", E2E_TIMEOUT, || {
-        let (client, key) = (client.clone(), key.clone());
-        async move {
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<u64>>(&mut conn)
-                .await
-                .ok()?
-        }
-    })
-    .await;
+    let keys = Keys::new(&kiln.prefix);
+    let id = build_of(&client, &keys, "while-asleep").await;
     assert_eq!(
         kiln.finished_build(id).await["status"],
         "passed",
         "build {id}"
     );
+    assert_eq!(
+        numbered(&client, &keys).await,
+        2,
+        "one build before, one while Redis slept"
+    );
+    kiln.stop().await;
+}
+
+/// The build GitHub's delivery `delivery` became, once it has.
+async fn build_of(client: &redis::Client, keys: &Keys, delivery: &str) -> u64 {
+    let key = keys.delivery("github", delivery);
+    wait_for(
+        &format!("{delivery} to become a build"),
+        E2E_TIMEOUT,
+        || {
+            let (client, key) = (client.clone(), key.clone());
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<u64>>(&mut conn)
+                    .await
+                    .ok()?
+            }
+        },
+    )
+    .await
+}
+
+/// How many builds the installation has numbered.
+async fn numbered(client: &redis::Client, keys: &Keys) -> u64 {
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("Redis");
-    let numbered: u64 = redis::cmd("GET")
-        .arg(Keys::new(&kiln.prefix).build_sequence())
+    redis::cmd("GET")
+        .arg(keys.build_sequence())
         .query_async(&mut conn)
         .await
-        .expect("the build counter");
-    assert_eq!(numbered, 2, "one build before, one while Redis slept");
-    kiln.stop().await;
+        .expect("the build counter")
 }
 
 /// `/readyz`: its status and answer.
