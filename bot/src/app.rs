@@ -9,6 +9,7 @@ use crate::config;
 use crate::config::Config;
 use crate::forge::{ForgeClient, Forges};
 use crate::health::Watchdog;
+use crate::logs::{Archive, Logs};
 use crate::metrics::Metrics;
 use crate::mirror::Mirrors;
 use crate::notify::Chat;
@@ -48,6 +49,8 @@ pub struct App {
     pub registry: Option<Oci>,
     /// What `GET /metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// Tasks' logs, from Redis or their archive.
+    pub logs: Logs,
 }
 
 impl App {
@@ -73,6 +76,12 @@ impl App {
             }
             None => None,
         };
+        let archive = match (&registry, &config.retention.archive_dir) {
+            (Some(oci), _) => Some(Archive::Registry(oci.clone())),
+            (None, Some(dir)) => Some(Archive::Directory(dir.clone())),
+            (None, None) => None,
+        };
+        let logs = Logs::new(store.clone(), archive);
         let interactions = match &config.discord {
             Some(d) => Interactions::new(d)?.map(Arc::new),
             None => None,
@@ -96,6 +105,7 @@ impl App {
             http,
             registry,
             metrics,
+            logs,
         })
     }
 }

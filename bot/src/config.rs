@@ -66,10 +66,15 @@
 //!
 //! [registry]                   # where workers keep artifacts: `GET /builds/<id>/artifacts`
 //! address = "registry.example.com:5000"
-//! auth = "/etc/kiln/registry.json"   # a Docker config.json; read access is enough
+//! auth = "/etc/kiln/registry.json"   # a Docker config.json: reads artifacts, writes logs
 //!
 //! [workers]
 //! reclaim_after = "30s"        # a worker unheard for this long loses its jobs to others
+//!
+//! [retention]                  # per repository too: [repository.retention]
+//! builds = "90d"               # an ended build's records and logs, then they expire
+//! logs_in_redis = "7d"         # a log's stream once archived (to the registry, or:)
+//! # archive_dir = "/var/lib/kiln/logs"   # where logs are archived without a [registry]
 //! ```
 //!
 //! Policy lives here, never in the repository under test: a commit cannot make Kiln build a
@@ -87,7 +92,10 @@ use kiln_shared::platform::Platform;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod retention;
 mod secret;
+
+pub use retention::{Kept, Retention, RetentionOverride};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +140,9 @@ pub struct Config {
     /// How the bot watches over workers.
     #[serde(default)]
     pub workers: Workers,
+    /// How long ended builds' records and logs are kept.
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 /// How the bot watches over workers.
@@ -440,6 +451,9 @@ pub struct Repository {
     /// How its production branch is promoted; no section, no `promote`.
     #[serde(default)]
     pub promote: Option<Promote>,
+    /// Its own retention rules, in place of `[retention]`'s.
+    #[serde(default)]
+    pub retention: Option<RetentionOverride>,
 }
 
 /// The gates of a repository's promotions.
@@ -834,6 +848,12 @@ impl Config {
         self.repositories
             .iter()
             .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// How long repository `name`'s ended builds are kept.
+    pub fn retention_of(&self, name: &str) -> Kept {
+        let own = self.repository(name).and_then(|r| r.retention.as_ref());
+        self.retention.for_repository(own)
     }
 }
 

@@ -2,7 +2,7 @@
 //! the scheduler, then pokes its build's card keeper if it has cards to keep; every
 //! dead-lettered job goes to the scheduler, every push held while Redis was away to ingress;
 //! each message is acknowledged only once handled.
-//! Beside them run the leases' reaper and the outbox's relay.
+//! Beside them run the leases' reaper, the outbox's relay and retention's keeper.
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::BotQueue;
 use crate::app::App;
 use crate::notify::cards;
-use crate::{comments, ingress, leases, outbox, planner, reclaim, scheduler};
+use crate::{comments, ingress, leases, logs, outbox, planner, reclaim, scheduler};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -50,6 +50,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
         leases::reap(app.clone(), shutdown.clone()),
         reclaim::watch(app.clone(), shutdown.clone()),
         outbox::relay::relay(app.clone(), shutdown.clone()),
+        logs::keeper::keep(app.clone(), shutdown.clone()),
         serve(
             &app,
             BotQueue::Builds,

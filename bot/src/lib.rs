@@ -21,6 +21,7 @@ pub mod http;
 pub mod ingress;
 pub mod leases;
 pub mod lifecycle;
+pub mod logs;
 pub mod metrics;
 pub mod mirror;
 pub mod notify;

@@ -11,6 +11,7 @@ use kiln_shared::record;
 use kiln_shared::wire::{BuildFinished, Event, TaskSummary};
 
 use crate::app::App;
+use crate::logs::keeper::ARCHIVE_AFTER;
 use crate::notify::cards;
 use crate::resources;
 use crate::store::{BuildRecord, now_ms};
@@ -70,6 +71,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
     // The build's cards are to show the cancel; noted first, so that a bot stopped half-way
     // brings them up to date when it starts again.
     app.store.cards_due(id).await?;
+    app.store.retention_due(id, ARCHIVE_AFTER).await?;
     if !app
         .store
         .transition_build(id, BuildStatus::Cancelled, &fields)
@@ -152,6 +154,10 @@ pub async fn end_build(
         .await?;
     let ended_ms = now_ms();
     let fields = record::build::ended(ended_ms, error);
+    // Noted first: a bot stopped before the end is stored leaves it noted, not forgotten.
+    app.store
+        .retention_due(record.build.id, ARCHIVE_AFTER)
+        .await?;
     if app
         .store
         .transition_build(record.build.id, status, &fields)

@@ -267,6 +267,12 @@ impl Keys {
         format!("{}:outbox", self.prefix)
     }
 
+    /// The ended builds whose logs are to be archived and whose records are to expire
+    /// (sorted set), each scored with when (ms since the Unix epoch) it is due.
+    pub fn retention_due(&self) -> String {
+        format!("{}:retention:due", self.prefix)
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

@@ -1,4 +1,4 @@
-//! `logs <build> [task] [lines]`: the end of a task's log.
+//! `logs <build> [task] [--lines N]`: the end of a task's log, from Redis or its archive.
 
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::view::log_excerpt;
@@ -41,7 +41,10 @@ pub async fn logs(
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         return Ok(not_found(build, task, &names));
     };
-    let (tail, total) = app.store.log_tail(build, &chosen.name, lines).await?;
+    let (tail, total) = app
+        .logs
+        .tail(&record.build.repo, build, &chosen.name, lines)
+        .await?;
     // In a code block, within what a chat message holds: the end is what matters.
     let excerpt = log_excerpt(&tail, lines, MAX_LOG_CHARS);
     let state = chosen

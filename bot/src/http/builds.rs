@@ -134,7 +134,7 @@ pub async fn handle_build_logs(
                 format!("build {id} has no task `{task}`"),
             );
         }
-        return super::follow::follow(app, id, task, stopping).await;
+        return super::follow::follow(app, &record.build.repo, id, task, stopping).await;
     }
     let mut text = String::new();
     if let Some(reason) = &record.error {
@@ -144,9 +144,9 @@ pub async fn handle_build_logs(
         if query.task.as_ref().is_some_and(|only| *only != task.name) {
             continue;
         }
-        let lines = match app.store.log_lines(id, &task.name).await {
+        let lines = match app.logs.all(&record.build.repo, id, &task.name).await {
             Ok(lines) => lines,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
         };
         if query.task.is_none() {
             let outcome = task.outcome.as_deref().unwrap_or(task.status.as_str());

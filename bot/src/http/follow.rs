@@ -5,6 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_shared::build::BuildId;
+use kiln_shared::ident::RepoName;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -75,12 +76,19 @@ impl Follower {
 }
 
 /// Follows `task` of build `build`, which exists; the answer also ends when the bot stops.
+/// A log archived and gone from Redis is given whole.
 pub async fn follow(
     app: App,
+    repo: &RepoName,
     build: BuildId,
     task: String,
     stopping: CancellationToken,
 ) -> Response {
+    match app.logs.instead_of_stream(repo, build, &task).await {
+        Ok(Some(lines)) => return whole(&lines),
+        Ok(None) => {}
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
     let Ok(place) = FOLLOWERS.try_acquire() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -124,4 +132,13 @@ pub async fn follow(
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// An ended task's log given at once, as a follow of it would end up.
+fn whole(lines: &[String]) -> Response {
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }

@@ -302,8 +302,8 @@ async fn add_failure(
 ) -> anyhow::Result<()> {
     if let Some(task) = message.failed_task().map(|t| t.name.clone()) {
         let (lines, _) = app
-            .store
-            .log_tail(record.build.id, &task, FAILURE_LINES)
+            .logs
+            .tail(&record.build.repo, record.build.id, &task, FAILURE_LINES)
             .await?;
         message.failure = Some(FailureExcerpt {
             task,

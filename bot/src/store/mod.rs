@@ -8,10 +8,12 @@ mod chat;
 mod environment;
 mod lease;
 mod promotion;
+mod retention;
 
 pub use environment::Deployed;
 pub use lease::{LeaseRecord, Waiting};
 pub use promotion::{Approval, Approved, PromotionRecord};
+pub use retention::RawLine;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -112,9 +114,10 @@ return {1, id}
     )
 });
 
-/// Claims the outbox's due builds: those scored up to `ARGV[1]` (now) are scored `ARGV[2]`
-/// (the lease's end) and returned, at most `ARGV[3]` of them.
-static OUTBOX_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+/// Claims the due builds of a sorted set (the outbox, retention's): those scored up to
+/// `ARGV[1]` (now) are scored `ARGV[2]` (the lease's end) and returned, at most `ARGV[3]`
+/// of them.
+static DUE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -385,7 +388,7 @@ impl Store {
     /// first: another bot's relay does not see them until the lease runs out.
     pub async fn outbox_claim(&self, count: usize, lease: Duration) -> RedisResult<Vec<BuildId>> {
         let now = now_ms();
-        let ids: Vec<u64> = OUTBOX_CLAIM
+        let ids: Vec<u64> = DUE_CLAIM
             .key(self.keys.outbox())
             .arg(now)
             .arg(now + lease.as_millis() as u64)

@@ -28,6 +28,8 @@ use crate::digest::{Stored, sha256, sha256_file};
 pub const ARTIFACTS: &str = "artifacts";
 /// The blob repository of a repository's cache entries.
 pub const CACHE: &str = "cache";
+/// The blob repository of a repository's archived task logs.
+pub const LOGS: &str = "logs";
 
 /// The empty JSON object, the config of every artifact manifest (OCI image spec 1.1).
 const EMPTY_CONFIG: &[u8] = b"{}";
@@ -35,6 +37,8 @@ const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// What a manifest of a task's artifacts, or of a cache entry, holds.
 pub const ARTIFACTS_TYPE: &str = "application/vnd.kiln.artifacts.v1";
 pub const CACHE_TYPE: &str = "application/vnd.kiln.cache.v1";
+/// What a manifest of a build's archived logs holds.
+pub const LOGS_TYPE: &str = "application/vnd.kiln.logs.v1";
 /// A file's layer: its bytes, as they were.
 const FILE_LAYER_TYPE: &str = "application/octet-stream";
 /// Where a layer's path in the checkout is written.
@@ -140,6 +144,60 @@ impl Oci {
             size,
             uploaded,
         })
+    }
+
+    /// Uploads `bytes` as a blob of `repo`'s `kind`, unless the registry has them already.
+    pub async fn put_bytes(&self, repo: &str, kind: &str, bytes: Vec<u8>) -> io::Result<Stored> {
+        let digest = sha256(&bytes);
+        let size = bytes.len() as u64;
+        let reference = self.reference(repo, kind, "latest");
+        self.signed_in(&reference, RegistryOperation::Push).await?;
+        let exists = self
+            .client
+            .blob_exists(&reference, &digest)
+            .await
+            .map_err(|e| failed("ask", &reference, e))?;
+        if !exists {
+            self.client
+                .push_blob(&reference, bytes, &digest)
+                .await
+                .map_err(|e| failed("upload to", &reference, e))?;
+        }
+        Ok(Stored {
+            digest,
+            size,
+            uploaded: !exists,
+        })
+    }
+
+    /// The blob `digest` of `repo`'s `kind`, read whole and checked against its digest.
+    pub async fn get_bytes(
+        &self,
+        repo: &str,
+        kind: &str,
+        digest: &str,
+        size: u64,
+    ) -> io::Result<Vec<u8>> {
+        let reference = self.reference(repo, kind, "latest");
+        self.signed_in(&reference, RegistryOperation::Pull).await?;
+        let descriptor = OciDescriptor {
+            media_type: FILE_LAYER_TYPE.into(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        self.client
+            .pull_blob(&reference, &descriptor, &mut bytes)
+            .await
+            .map_err(|e| failed("download from", &reference, e))?;
+        if sha256(&bytes) != digest {
+            return Err(io::Error::other(format!(
+                "the registry {} gave a blob that is not {digest}",
+                self.registry
+            )));
+        }
+        Ok(bytes)
     }
 
     async fn put_blob(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use build::{BuildField, BuildRecord};
-pub use task::{TaskField, TaskRecord};
+pub use task::{ArchivedLog, TaskField, TaskRecord};
 
 /// Field/value pairs to write to a record's hash.
 pub type Fields = Vec<(&'static str, String)>;

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Fields, Reader, RecordError, to_json};
 use crate::build::{BuildId, TaskOutcome, TaskStatus};
 use crate::wire::{Artifact, ImageUse};
@@ -31,11 +33,14 @@ pub enum TaskField {
     ImagesJson,
     /// The earlier build whose pass this task took.
     ReusedFrom,
+    /// Where its log went once its build ended (JSON): Redis keeps the stream only for a
+    /// while.
+    LogArchiveJson,
 }
 
 impl TaskField {
     /// Every field.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Status,
         Self::Attempt,
         Self::Worker,
@@ -47,6 +52,7 @@ impl TaskField {
         Self::ArtifactsJson,
         Self::ImagesJson,
         Self::ReusedFrom,
+        Self::LogArchiveJson,
     ];
 
     /// The field's name in the hash.
@@ -63,6 +69,7 @@ impl TaskField {
             Self::ArtifactsJson => "artifacts_json",
             Self::ImagesJson => "images_json",
             Self::ReusedFrom => "reused_from",
+            Self::LogArchiveJson => "log_archive_json",
         }
     }
 
@@ -79,7 +86,8 @@ impl TaskField {
             | Self::OutcomeJson
             | Self::ExitCode
             | Self::ArtifactsJson
-            | Self::ImagesJson => true,
+            | Self::ImagesJson
+            | Self::LogArchiveJson => true,
         }
     }
 
@@ -118,6 +126,20 @@ pub struct TaskRecord {
     pub images: Vec<ImageUse>,
     /// The earlier build whose pass this task took; absent when it ran here.
     pub reused_from: Option<BuildId>,
+    /// Where its log was archived; absent until its build ended and the log was archived.
+    pub log_archive: Option<ArchivedLog>,
+}
+
+/// A task's log as archived: a blob of the installation's store (gzip of one JSON object
+/// per line), by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedLog {
+    /// `sha256:<hex>` of the blob.
+    pub digest: String,
+    /// The blob's size, compressed.
+    pub size: u64,
+    /// How many lines it holds.
+    pub lines: u64,
 }
 
 impl TaskRecord {
@@ -137,6 +159,7 @@ impl TaskRecord {
             artifacts: Vec::new(),
             images: Vec::new(),
             reused_from: None,
+            log_archive: None,
         }
     }
 
@@ -164,6 +187,10 @@ impl TaskRecord {
         text(
             TaskField::ReusedFrom,
             self.reused_from.map(|b| b.0.to_string()),
+        );
+        text(
+            TaskField::LogArchiveJson,
+            self.log_archive.as_ref().map(to_json),
         );
         fields.extend(kept(&self.artifacts, &self.images));
         fields
@@ -200,6 +227,7 @@ impl TaskRecord {
             artifacts: r.json(TaskField::ArtifactsJson.name())?.unwrap_or_default(),
             images: r.json(TaskField::ImagesJson.name())?.unwrap_or_default(),
             reused_from: r.parsed(TaskField::ReusedFrom.name())?.map(BuildId),
+            log_archive: r.json(TaskField::LogArchiveJson.name())?,
         }))
     }
 }
@@ -240,6 +268,11 @@ pub fn finished(
     let mut fields = kept(artifacts, images);
     fields.extend(ended(outcome, finished_ms));
     fields
+}
+
+/// What archiving the task's log sets.
+pub fn archived(log: &ArchivedLog) -> Fields {
+    vec![(TaskField::LogArchiveJson.name(), to_json(log))]
 }
 
 /// What taking an earlier build's pass of the task sets with the status `passed`.
@@ -303,6 +336,11 @@ mod tests {
             artifacts: artifacts(),
             images: Vec::new(),
             reused_from: None,
+            log_archive: Some(ArchivedLog {
+                digest: "sha256:cd".into(),
+                size: 120,
+                lines: 7,
+            }),
         }
     }
 
@@ -369,6 +407,8 @@ mod tests {
             &[],
             1_700_000_001_000,
         )));
+        let log = finished_record().log_archive.expect("archived");
+        h.extend(hash(archived(&log)));
         h.insert("status".into(), "failed".into());
         h.insert("attempt".into(), "2".into());
         assert_eq!(
@@ -424,7 +464,8 @@ mod tests {
                 "outcome_json",
                 "exit_code",
                 "artifacts_json",
-                "images_json"
+                "images_json",
+                "log_archive_json"
             ]
         );
         // Whatever an attempt's end writes, a retry clears.
