@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 mod cluster;
 mod fleet;
+mod retention;
 mod workers;
 
 use crate::forge::{TestRepo, push_payload};
@@ -307,6 +308,12 @@ pub async fn run(options: Options) -> Vec<Figure> {
     }
     if options.wants(&["artifact_upload", "artifact_download"]) {
         for figure in fleet::artifact_transfer(options).await {
+            report(figure);
+        }
+    }
+
+    if options.wants(&["redis_per_build", "redis_after_soak"]) {
+        for figure in retention::redis_per_build(options).await {
             report(figure);
         }
     }
