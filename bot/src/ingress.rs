@@ -17,9 +17,16 @@ use kiln_shared::promotion::PromotionId;
 use kiln_shared::trigger::{Push, TriggerKind};
 use kiln_shared::wire::{BuildRequested, Event, NewBuild, PushHeld};
 
+use crate::amqp::PublishError;
 use crate::app::App;
 use crate::config::Repository;
 use crate::store::Created;
+
+/// The longest an answer waits for RabbitMQ's confirm of its publish. GitHub gives a
+/// delivery 10 s, and Redis's part of the answer must fit beside it: a broker that takes the
+/// connection and never answers must not keep a webhook past that. A publish not confirmed
+/// by then is left to the outbox (a build) or refused (a comment's command).
+pub const BROKER_BUDGET: Duration = Duration::from_secs(4);
 
 /// What became of a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +132,8 @@ async fn announce(app: &App, request: &BuildRequested) -> bool {
         branch = %request.build.branch, commit = %request.build.commit, kind = ?request.kind,
         "build accepted");
     let event = Event::BuildRequested(request.clone());
-    match app.broker.publish_event(&event).await {
+    let published = tokio::time::timeout(BROKER_BUDGET, app.broker.publish_event(&event)).await;
+    match published.unwrap_or_else(|_| Err(PublishError::NotWithin(BROKER_BUDGET))) {
         Ok(()) => {
             // Off the answer's path: if this is lost, the relay publishes the build again
             // after the grace, and planning it twice changes nothing.

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use kiln_io::amqp::CONFIRM_DEADLINE;
 use kiln_tests::broker::TestBroker;
+use kiln_tests::forge::github_comment_payload;
 use kiln_tests::installation::Installation;
-use kiln_tests::{E2E_TIMEOUT, Services, wait_for};
+use kiln_tests::{E2E_TIMEOUT, REPO, Services, TEST_SECRET, post_github, wait_for};
 
 /// How soon after the broker is back a new push must have been built. The target is 5 s
 /// (the benchmark prints the figures); the bound leaves room for a loaded machine.
@@ -21,6 +22,9 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(20);
 /// How long the bot and the workers may take to stop together, whatever the broker does:
 /// their 20 s grace, and room for a loaded machine.
 const STOP_BOUND: Duration = Duration::from_secs(30);
+
+/// How long GitHub waits for a webhook's answer before it calls the delivery failed.
+const FORGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a test does to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,5 +230,60 @@ async fn a_connection_cut_under_a_publish_loses_nothing() {
     let took = asked.elapsed();
     assert!(took < STOP_BOUND, "stopping took {took:?}");
     broker.signal(nix::sys::signal::Signal::SIGCONT);
+    kiln.stop().await;
+}
+
+/// A broker that holds the connection and never answers keeps no webhook past GitHub's 10 s:
+/// a push is accepted into the outbox, and built once the broker answers again; a comment's
+/// command is refused with `503`, and its delivery is left unclaimed for the forge's
+/// redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_keeps_no_webhook_past_the_forges_timeout() {
+    let OnOwnBroker { broker, mut kiln } = OnOwnBroker::start().await;
+    let pusher = kiln.pusher();
+    let before = pusher.push("frozen-before").await;
+    assert_eq!(kiln.ended(before.build, E2E_TIMEOUT).await, "passed");
+
+    broker.signal(nix::sys::signal::Signal::SIGSTOP);
+    let asked = std::time::Instant::now();
+    let push = pusher.push("frozen-push").await;
+    let took = asked.elapsed();
+    assert!(push.outbox, "the push waits in the outbox");
+    assert!(took < FORGE_TIMEOUT, "the push was answered after {took:?}");
+
+    let http = reqwest::Client::new();
+    let hook = kiln.url("/hooks/github");
+    let comment = github_comment_payload(REPO, 7, "alice", 101, "/kiln workers");
+    let send = || {
+        post_github(
+            &http,
+            &hook,
+            "issue_comment",
+            "frozen-comment",
+            &comment,
+            TEST_SECRET,
+        )
+    };
+    let asked = std::time::Instant::now();
+    let (status, answer) = send().await.expect("the bot answers");
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("RabbitMQ")),
+        "{answer}"
+    );
+    assert!(
+        took < FORGE_TIMEOUT,
+        "the comment was answered after {took:?}"
+    );
+    kiln.check_running("while the broker was frozen");
+
+    broker.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(kiln.ended(push.build, E2E_TIMEOUT).await, "passed");
+    // Redelivered once the broker answers, the comment is taken.
+    let (status, answer) = send().await.expect("the bot answers");
+    assert_eq!(status, 202, "{answer}");
     kiln.stop().await;
 }

@@ -18,9 +18,10 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::error;
+use crate::amqp::PublishError;
 use crate::app::App;
 use crate::config::{Forge, Repository};
-use crate::ingress::{self, Accepted, Unavailable};
+use crate::ingress::{self, Accepted, BROKER_BUDGET, Unavailable};
 use crate::review;
 
 /// A refused delivery: the status and why.
@@ -159,7 +160,13 @@ pub async fn accept(
                 delivery: delivery.to_owned(),
                 comment,
             };
-            if let Err(broker) = app.broker.request_comment(&requested).await {
+            let published =
+                tokio::time::timeout(BROKER_BUDGET, app.broker.request_comment(&requested)).await;
+            // A publish given up on may still reach RabbitMQ: a retried delivery may then give
+            // the command twice, which beats never.
+            let published =
+                published.unwrap_or_else(|_| Err(PublishError::NotWithin(BROKER_BUDGET)));
+            if let Err(broker) = published {
                 // Not taken: the forge's retry must find the delivery unclaimed.
                 if let Err(e) = app.store.forget_delivery(forge, delivery).await {
                     tracing::error!(forge, delivery, error = %e, "cannot forget a comment's delivery");

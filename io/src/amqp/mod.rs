@@ -30,6 +30,9 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("RabbitMQ did not confirm the message within {CONFIRM_DEADLINE:?}")]
     Unconfirmed,
+    /// The caller gave up waiting sooner: the message may still be confirmed later.
+    #[error("RabbitMQ did not confirm the message within {0:?}")]
+    NotWithin(std::time::Duration),
     #[error("RabbitMQ did not confirm the message (nack)")]
     Nacked,
     #[error("no queue is bound for routing key `{0}`; the message was returned")]
