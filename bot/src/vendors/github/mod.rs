@@ -5,8 +5,8 @@
 
 pub mod client;
 pub mod door;
-mod payload;
-mod signature;
+pub mod payload;
+pub mod signature;
 
 pub use client::GitHub;
 pub use payload::{repository_name, translate};

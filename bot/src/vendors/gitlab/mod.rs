@@ -5,7 +5,7 @@
 
 pub mod client;
 pub mod door;
-mod payload;
+pub mod payload;
 
 pub use client::GitLab;
 pub use payload::{delivery_id, project_name, translate, verify_token};

@@ -12,7 +12,7 @@ use kiln_shared::ident::ChannelName;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::forms::{ActionForm, BlockActions, SlashCommand};
+use super::forms;
 use super::{escape, signature};
 use crate::app::App;
 use crate::commands::{self, Actor};
@@ -40,11 +40,9 @@ pub async fn handle_slack_command(
         Ok(slack) => slack,
         Err((status, why)) => return error(status, why),
     };
-    let command: SlashCommand = match serde_urlencoded::from_bytes(&body) {
+    let command = match forms::slash_command(&body) {
         Ok(command) => command,
-        Err(e) => {
-            return error(StatusCode::BAD_REQUEST, format!("not a slash command: {e}"));
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     if !slack.teams.is_empty() && !slack.teams.contains(&command.team_id) {
         return Json(json!({ "response_type": "ephemeral", "text": OTHER_WORKSPACE }))
@@ -76,12 +74,9 @@ pub async fn handle_slack_action(
         Ok(slack) => slack,
         Err((status, why)) => return error(status, why),
     };
-    let click: BlockActions = match serde_urlencoded::from_bytes::<ActionForm>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|form| serde_json::from_str(&form.payload).map_err(|e| e.to_string()))
-    {
+    let click = match forms::block_actions(&body) {
         Ok(click) => click,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a block action: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let team = click
         .team

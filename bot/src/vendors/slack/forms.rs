@@ -68,6 +68,19 @@ pub struct ActionForm {
     pub payload: String,
 }
 
+/// The slash command a form's `body` holds, or why it is not one.
+pub fn slash_command(body: &[u8]) -> Result<SlashCommand, String> {
+    serde_urlencoded::from_bytes(body).map_err(|e| format!("not a slash command: {e}"))
+}
+
+/// The click a form's `body` holds, or why it is not one.
+pub fn block_actions(body: &[u8]) -> Result<BlockActions, String> {
+    serde_urlencoded::from_bytes::<ActionForm>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|form| serde_json::from_str(&form.payload).map_err(|e| e.to_string()))
+        .map_err(|e| format!("not a block action: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,19 +110,25 @@ impl FromRequest<App> for ZulipCommand {
         let body = Bytes::from_request(request, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let outgoing: Outgoing = serde_json::from_slice(&body).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("not a Zulip outgoing webhook: {e}"),
-            )
-        })?;
-        if !token_matches(zulip.token.expose_secret().as_bytes(), &outgoing.token) {
+        let (token, command) =
+            ZulipCommand::read(&body).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        if !token_matches(zulip.token.expose_secret().as_bytes(), &token) {
             tracing::warn!("refused a Zulip request with a wrong token");
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "the token does not match the outgoing webhook's",
             ));
         }
+        Ok(command)
+    }
+}
+
+impl ZulipCommand {
+    /// The token and the command of an outgoing webhook's `body`, the token not yet checked;
+    /// or why it is not one.
+    pub fn read(body: &[u8]) -> Result<(String, Self), String> {
+        let outgoing: Outgoing = serde_json::from_slice(body)
+            .map_err(|e| format!("not a Zulip outgoing webhook: {e}"))?;
         let message = outgoing.message;
         let topic = match (message.kind.as_str(), message.stream_id) {
             ("stream", Some(stream)) if !message.subject.is_empty() => {
@@ -130,12 +136,13 @@ impl FromRequest<App> for ZulipCommand {
             }
             _ => None,
         };
-        Ok(Self {
+        let command = Self {
             text: command_text(&outgoing.data),
             sender_id: message.sender_id,
             sender_name: message.sender_full_name,
             topic,
-        })
+        };
+        Ok((outgoing.token, command))
     }
 }
 
