@@ -984,7 +984,7 @@ impl<'a> Bench<'a> {
     /// tasks, each recording that it ran): the time until every build ended, and how many
     /// tasks never ran or ran twice.
     async fn drain(&self, options: Options) -> Vec<Figure> {
-        let workers = options.count(200, 20);
+        let workers = options.count(1000, 20);
         let (steps, shards, builds) = if options.quick {
             (4, 25, 2)
         } else {
