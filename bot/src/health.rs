@@ -1,11 +1,12 @@
-//! Whether the bot is alive (`/healthz`) and ready (`/readyz`).
+//! Whether the bot is alive (`/healthz`) and ready (`/readyz`, `/readyz/webhooks`).
 //!
 //! Alive: every piece of work the bot's loops take on (a message handled, the outbox
 //! relayed) holds a [`Busy`] guard while it runs; every wait inside has a deadline, so work
 //! that has held its guard for [`STALLED_AFTER`] is stuck, and so is the bot: a service
 //! manager should restart it. Waiting for work (an idle queue, a broker that is away) is not
 //! being stuck. Ready: RabbitMQ is connected and Redis answers; while either is not, the
-//! answer names it.
+//! answer names it. Ready for webhooks: either of them is, since a push is taken with one
+//! of the two away.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,8 @@
 //! Kiln's whole installation on Docker Swarm, deployed with one command (`deploy/swarm/up`)
 //! from images of this build: a signed push is built, by a worker in the stack running its
 //! step in a container on the node's engine; scaled from 1 to 3 workers, the jobs spread over
-//! them; a bot container killed mid-build leaves the build to the other; and
-//! `deploy/swarm/down` leaves nothing of the stack behind.
+//! them; the bot container that took a push, killed mid-build, leaves the build to the other;
+//! and `deploy/swarm/down` leaves nothing of the stack behind.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,6 +39,17 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 
 fn docker(args: &[&str]) -> String {
     run("docker", args, &[])
+}
+
+/// Whether `log`, a bot's in its image's format (a JSON object a line), says it accepted
+/// build `id`.
+fn accepted(log: &str, id: u64) -> bool {
+    let id = id.to_string();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|line| {
+            line["fields"]["message"] == "build accepted" && line["fields"]["build_id"] == id
+        })
 }
 
 /// A stack of the test's own, removed (and the swarm left, if the test made it) when dropped.
@@ -121,6 +132,19 @@ impl Stack {
             .split_whitespace()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The bot container that took the push of build `id`: the one whose log says it
+    /// accepted the build; `None` while no log says so yet.
+    fn bot_that_accepted(&self, id: u64) -> Option<String> {
+        let bots = self.containers("bot");
+        assert_eq!(bots.len(), 2, "{bots:?}");
+        let mut took: Vec<String> = bots
+            .into_iter()
+            .filter(|bot| accepted(&docker(&["logs", bot]), id))
+            .collect();
+        assert!(took.len() <= 1, "bots that accepted build {id}: {took:?}");
+        took.pop()
     }
 
     /// Every object of the stack still on the node, by kind; what cannot be listed is left
@@ -323,7 +347,7 @@ async fn a_whole_installation_on_swarm() {
     }
     assert_eq!(workers.len(), 3, "the jobs ran on {workers:?}");
 
-    // One of the two bots killed mid-build: the other finishes it.
+    // The bot that took the push killed mid-build: the other finishes it.
     let spec = "steps:\n  slow:\n    runner: shell\n    run: sleep 8\n";
     let commit = repo.commit("master", "Slow", &[(".kiln.yml", spec)]);
     let id = push(&http, &stack, &git, &commit, "swarm-kill").await;
@@ -333,9 +357,13 @@ async fn a_whole_installation_on_swarm() {
             .filter(|b| b["tasks"][0]["status"] == "running")
     })
     .await;
-    let bots = stack.containers("bot");
-    assert_eq!(bots.len(), 2, "{bots:?}");
-    docker(&["kill", &bots[0]]);
+    let taker = wait_for(
+        "the log of the bot that took the push",
+        E2E_TIMEOUT,
+        || async { stack.bot_that_accepted(id) },
+    )
+    .await;
+    docker(&["kill", &taker]);
     let slow = ended(&http, &stack, id).await;
     assert_eq!(slow["status"], "passed", "{slow:#}");
 

@@ -1,5 +1,6 @@
-//! `/healthz` (is the bot alive?) and `/readyz` (can it do its work now?), for service
-//! managers and load balancers; see [`crate::health`].
+//! `/healthz` (is the bot alive?), `/readyz` (can it do all its work now?) and
+//! `/readyz/webhooks` (can it take a push now?), for service managers, monitoring and load
+//! balancers; see [`crate::health`].
 
 use std::time::Duration;
 
@@ -25,11 +26,26 @@ pub async fn healthz(State(app): State<App>) -> Response {
 }
 
 /// `200` when RabbitMQ and Redis are both reachable, `503` otherwise; the JSON answer says
-/// `"up"` or why not for each. While RabbitMQ is away the bot still accepts builds (into
-/// its outbox), so a load balancer may keep sending it webhooks.
+/// `"up"` or why not for each.
 pub async fn readyz(State(app): State<App>) -> Response {
     let services = readiness(&app).await;
     let ready = services.iter().all(|(_, state)| state.is_ok());
+    answer(ready, services)
+}
+
+/// `200` while the bot can take a push: Redis answers (the build is recorded, its request
+/// waiting in the outbox while RabbitMQ is away) or RabbitMQ does (the push is held there
+/// until Redis is back); `503` when neither does. The same JSON answer as `/readyz`. This is
+/// the load balancers' check: every bot shares both services, so one that took bots out of
+/// rotation while either is away would refuse webhooks they would have taken.
+pub async fn readyz_webhooks(State(app): State<App>) -> Response {
+    let services = readiness(&app).await;
+    let ready = services.iter().any(|(_, state)| state.is_ok());
+    answer(ready, services)
+}
+
+/// `200` or `503`, with what each service says.
+fn answer(ready: bool, services: [(&'static str, Result<(), String>); 2]) -> Response {
     let body: serde_json::Map<String, serde_json::Value> = services
         .into_iter()
         .map(|(name, state)| {

@@ -66,6 +66,7 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/zulip/commands", post(zulip::door::handle_zulip_command))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/readyz/webhooks", get(health::readyz_webhooks))
         .route("/metrics", get(metrics::show))
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(shutdown))
