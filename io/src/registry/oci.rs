@@ -129,6 +129,14 @@ impl Oci {
             .map_err(|e| failed("sign in to", reference, e))
     }
 
+    /// Whether the registry has blob `digest` in `reference`'s repository.
+    async fn has_blob(&self, reference: &Reference, digest: &str) -> io::Result<bool> {
+        self.client
+            .blob_exists(reference, digest)
+            .await
+            .map_err(|e| failed("ask", reference, e))
+    }
+
     /// Uploads the file at `path` as a blob of `repo`'s `kind`, unless the registry has its
     /// content already.
     pub async fn put_file(&self, repo: &str, kind: &str, path: &Path) -> io::Result<Stored> {
@@ -152,11 +160,7 @@ impl Oci {
         let size = bytes.len() as u64;
         let reference = self.reference(repo, kind, "latest");
         self.signed_in(&reference, RegistryOperation::Push).await?;
-        let exists = self
-            .client
-            .blob_exists(&reference, &digest)
-            .await
-            .map_err(|e| failed("ask", &reference, e))?;
+        let exists = self.has_blob(&reference, &digest).await?;
         if !exists {
             self.client
                 .push_blob(&reference, bytes, &digest)
@@ -180,12 +184,7 @@ impl Oci {
     ) -> io::Result<Vec<u8>> {
         let reference = self.reference(repo, kind, "latest");
         self.signed_in(&reference, RegistryOperation::Pull).await?;
-        let descriptor = OciDescriptor {
-            media_type: FILE_LAYER_TYPE.into(),
-            digest: digest.to_owned(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let descriptor = file_descriptor(digest, size);
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         self.client
             .pull_blob(&reference, &descriptor, &mut bytes)
@@ -207,11 +206,7 @@ impl Oci {
         digest: &str,
         size: u64,
     ) -> io::Result<bool> {
-        let exists = self
-            .client
-            .blob_exists(reference, digest)
-            .await
-            .map_err(|e| failed("ask", reference, e))?;
+        let exists = self.has_blob(reference, digest).await?;
         if exists {
             return Ok(false);
         }
@@ -244,12 +239,7 @@ impl Oci {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        let descriptor = OciDescriptor {
-            media_type: FILE_LAYER_TYPE.into(),
-            digest: digest.to_owned(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let descriptor = file_descriptor(digest, size);
         let file = tokio::fs::File::create(dest).await?;
         let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, file);
         self.client
@@ -270,12 +260,7 @@ impl Oci {
     ) -> io::Result<oci_client::client::SizedStream> {
         let reference = self.reference(repo, kind, "latest");
         self.signed_in(&reference, RegistryOperation::Pull).await?;
-        let descriptor = OciDescriptor {
-            media_type: FILE_LAYER_TYPE.into(),
-            digest: digest.to_owned(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let descriptor = file_descriptor(digest, size);
         self.client
             .pull_blob_stream(&reference, &descriptor)
             .await
@@ -296,11 +281,7 @@ impl Oci {
         let reference = self.reference(repo, kind, tag);
         self.signed_in(&reference, RegistryOperation::Push).await?;
         let config_digest = sha256(EMPTY_CONFIG);
-        let exists = self
-            .client
-            .blob_exists(&reference, &config_digest)
-            .await
-            .map_err(|e| failed("ask", &reference, e))?;
+        let exists = self.has_blob(&reference, &config_digest).await?;
         if !exists {
             self.client
                 .push_blob(&reference, EMPTY_CONFIG.to_vec(), &config_digest)
@@ -367,6 +348,16 @@ impl Oci {
             Err(error) if is_not_found(&error) => Ok(None),
             Err(error) => Err(failed("read a manifest from", &reference, error)),
         }
+    }
+}
+
+/// The descriptor of a file's blob, `digest` of `size` bytes.
+fn file_descriptor(digest: &str, size: u64) -> OciDescriptor {
+    OciDescriptor {
+        media_type: FILE_LAYER_TYPE.into(),
+        digest: digest.to_owned(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..Default::default()
     }
 }
 

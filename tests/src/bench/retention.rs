@@ -52,22 +52,30 @@ async fn build_bytes(redis: &mut MultiplexedConnection, prefix: &str, id: u64) -
         + bytes_of(redis, &format!("{prefix}:logs:{id}:*")).await
 }
 
+/// A Kiln keeping artifacts and logs in `registry`, whose builds last 2 s and logs none in
+/// Redis once archived, with `more` configuration; and a connection to its Redis.
+async fn start(registry: &TestRegistry, more: &str) -> (Kiln, MultiplexedConnection) {
+    let config = crate::config(&format!(
+        "[registry]\naddress = \"{}\"\nauth = \"{}\"\n[retention]\nbuilds = \"2s\"\nlogs_in_redis = \"0s\"\n{more}",
+        registry.addr,
+        registry.auth.display()
+    ));
+    let kiln = Kiln::start_with_registry(&config, registry).await;
+    let redis = redis::Client::open(kiln.services.redis_url.as_str())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    (kiln, redis)
+}
+
 /// Redis's bytes per finished build before and after its logs are archived (target: at most
 /// 2 KiB after), and, after a stream of builds that expire within seconds, what this Kiln's
 /// keys hold in all (printed: it must not grow with the number of builds).
 pub(super) async fn redis_per_build(options: Options) -> [Figure; 3] {
     let registry = TestRegistry::require();
-    let config = crate::config(&format!(
-        "[registry]\naddress = \"{}\"\nauth = \"{}\"\n[retention]\nbuilds = \"2s\"\nlogs_in_redis = \"0s\"\n[repository.retention]\nbuilds = \"1h\"\n",
-        registry.addr,
-        registry.auth.display()
-    ));
-    let kiln = Kiln::start_with_registry(&config, &registry).await;
-    let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
-        .expect("a Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis answers");
+    // The repository's builds stay an hour, to be measured once archived.
+    let (kiln, mut redis) = start(&registry, "[repository.retention]\nbuilds = \"1h\"\n").await;
     let repo = TestRepo::new();
     let commit = repo.commit("master", "Five tasks", &[(".kiln.yml", &spec())]);
     let (mut before, mut after) = (Vec::new(), Vec::new());
@@ -101,17 +109,7 @@ pub(super) async fn redis_per_build(options: Options) -> [Figure; 3] {
 /// last has expired: about what one build leaves for good (its delivery's deduplication,
 /// the counters), not what each does.
 async fn soak(options: Options, registry: &TestRegistry) -> Figure {
-    let config = crate::config(&format!(
-        "[registry]\naddress = \"{}\"\nauth = \"{}\"\n[retention]\nbuilds = \"2s\"\nlogs_in_redis = \"0s\"\n",
-        registry.addr,
-        registry.auth.display()
-    ));
-    let kiln = Kiln::start_with_registry(&config, registry).await;
-    let mut redis = redis::Client::open(kiln.services.redis_url.as_str())
-        .expect("a Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis answers");
+    let (kiln, mut redis) = start(registry, "").await;
     let repo = TestRepo::new();
     let spec = "steps:\n  t:\n    runner: shell\n    run: echo soak\n";
     let commit = repo.commit("master", "Soak", &[(".kiln.yml", spec)]);
