@@ -113,7 +113,7 @@ async fn soak(options: Options, registry: &TestRegistry) -> Figure {
     let repo = TestRepo::new();
     let spec = "steps:\n  t:\n    runner: shell\n    run: echo soak\n";
     let commit = repo.commit("master", "Soak", &[(".kiln.yml", spec)]);
-    let builds = options.count(200, 10);
+    let builds = options.count(10_000, 10);
     let mut last = 0;
     for n in 0..builds {
         last = kiln
