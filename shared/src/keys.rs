@@ -273,6 +273,12 @@ impl Keys {
         format!("{}:retention:due", self.prefix)
     }
 
+    /// Set once every build of the installation has been looked at for a due note: builds
+    /// that ended before retention existed have none.
+    pub fn retention_swept(&self) -> String {
+        format!("{}:retention:swept", self.prefix)
+    }
+
     /// A forge delivery already accepted, for deduplication; holds the build id.
     pub fn delivery(&self, forge: &str, delivery: &str) -> String {
         format!("{}:delivery:{forge}:{delivery}", self.prefix)

@@ -155,3 +155,45 @@ async fn without_a_registry_logs_go_to_a_directory_and_a_build_expires_whole() {
     assert_eq!(response.status(), 404);
     kiln.stop().await;
 }
+
+/// A build that ended before its Kiln had retention (no due note, no expiry) is found by the
+/// first bot that starts with retention, and expires like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_from_before_retention_is_found_and_expires() {
+    let config = kiln_tests::config("[retention]\nbuilds = \"3s\"\n");
+    let mut kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Old", &[(".kiln.yml", SPEC)]);
+    let id = kiln.push(&repo, "master", &commit, "retention-old").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+
+    // Made to look like a build from before: within the keeper's 10 s after the end, its
+    // due note is taken out, and no sweep has been done.
+    kiln.halt().await;
+    let mut redis = redis(&kiln).await;
+    let build_key = format!("{}:build:{id}", kiln.prefix);
+    let _: () = redis
+        .zrem(format!("{}:retention:due", kiln.prefix), id)
+        .await
+        .expect("ZREM");
+    let _: () = redis.persist(&build_key).await.expect("PERSIST");
+    let _: () = redis
+        .del(format!("{}:retention:swept", kiln.prefix))
+        .await
+        .expect("DEL");
+    let ttl: i64 = redis.ttl(&build_key).await.expect("a TTL");
+    assert_eq!(ttl, -1, "the build has no expiry");
+
+    kiln.start_bot(&config).await;
+    wait_for("the old build expired", ARCHIVED_WITHIN, || async {
+        kiln.build(id).await.is_none().then_some(())
+    })
+    .await;
+    let swept: bool = redis
+        .exists(format!("{}:retention:swept", kiln.prefix))
+        .await
+        .expect("EXISTS");
+    assert!(swept, "the sweep is done once");
+    kiln.stop().await;
+}

@@ -5,7 +5,9 @@
 //! stopped in between leaves it noted; a build that did not end after all is dropped). Every
 //! bot runs a keeper; each claims due builds for [`CLAIM`] before working on them, so two do
 //! not archive one build at once, and a claim left by a stopped bot runs out and is taken
-//! up again. Archiving twice is harmless: blobs are stored by content.
+//! up again. Archiving twice is harmless: blobs are stored by content. Builds that ended
+//! before there was retention are noted due by the first keeper that finds the installation
+//! not yet swept ([`sweep`]).
 
 use std::time::Duration;
 
@@ -31,20 +33,54 @@ const CLAIM: Duration = Duration::from_secs(5 * 60);
 /// How many builds a keeper claims at once.
 const BATCH: usize = 16;
 
-/// Archives and expires due builds every [`LOOK_EVERY`] until `shutdown`.
+/// How many builds' records the sweep looks at in one round trip.
+const SWEEP_BATCH: u64 = 1000;
+
+/// Archives and expires due builds every [`LOOK_EVERY`] until `shutdown`; first, once per
+/// installation, notes due the builds that ended before there was retention.
 pub async fn keep(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut swept = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(LOOK_EVERY) => {}
         }
         let _busy = app.watchdog.busy("retention's keeper");
+        if !swept {
+            match sweep(&app).await {
+                Ok(0) => swept = true,
+                Ok(noted) => {
+                    tracing::info!(noted, "builds from before retention noted for it");
+                    swept = true;
+                }
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "the sweep waits"),
+            }
+        }
         match keep_due(&app).await {
             Ok(0) => {}
             Ok(kept) => tracing::info!(kept, "ended builds archived"),
             Err(error) => tracing::warn!(error = format!("{error:#}"), "retention waits"),
         }
     }
+}
+
+/// Notes due every build whose record has no expiry and no due note (it ended before this
+/// bot's version), unless a bot has done so already; returns how many. Notes of running
+/// builds are dropped by the keeper and come again when they end.
+async fn sweep(app: &App) -> anyhow::Result<usize> {
+    if app.store.retention_swept().await? {
+        return Ok(0);
+    }
+    let mut noted = 0;
+    let mut high = app.store.latest_build_id().await?.map_or(0, |id| id.0);
+    while high > 0 {
+        let low = high.saturating_sub(SWEEP_BATCH) + 1;
+        let ids: Vec<BuildId> = (low..=high).map(BuildId).collect();
+        noted += app.store.note_unexpiring(&ids).await?;
+        high = low - 1;
+    }
+    app.store.mark_retention_swept().await?;
+    Ok(noted)
 }
 
 /// Archives the due builds, batch after batch; returns how many. A build that cannot be

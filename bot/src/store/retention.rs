@@ -53,6 +53,47 @@ impl Store {
             .await
     }
 
+    /// Whether every build has been looked at for a due note ([`Store::note_unexpiring`]).
+    pub async fn retention_swept(&self) -> RedisResult<bool> {
+        self.conn.clone().exists(self.keys.retention_swept()).await
+    }
+
+    /// Notes that every build has been looked at.
+    pub async fn mark_retention_swept(&self) -> RedisResult<()> {
+        self.conn.clone().set(self.keys.retention_swept(), 1).await
+    }
+
+    /// Notes due now those of builds `ids` whose record has no expiry and no due note yet;
+    /// returns how many. One round trip to read, one to note.
+    pub async fn note_unexpiring(&self, ids: &[BuildId]) -> RedisResult<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.ttl(self.keys.build(*id));
+        }
+        let ttls: Vec<i64> = pipe.query_async(&mut self.conn.clone()).await?;
+        // -1: the record is there, with no expiry; -2: there is none.
+        let unexpiring: Vec<u64> = ids
+            .iter()
+            .zip(ttls)
+            .filter(|(_, ttl)| *ttl == -1)
+            .map(|(id, _)| id.0)
+            .collect();
+        if unexpiring.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.keys.retention_due()).arg("NX");
+        for id in &unexpiring {
+            zadd.arg(now).arg(id);
+        }
+        zadd.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(unexpiring.len())
+    }
+
     /// Every line of one task's log as stored, in order.
     pub async fn raw_log(&self, id: BuildId, task: &str) -> RedisResult<Vec<RawLine>> {
         let reply: redis::streams::StreamRangeReply = self
