@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::mutate::Mutator;
@@ -137,7 +137,7 @@ struct Watchdog {
     began: Arc<AtomicU64>,
     index: Arc<AtomicU64>,
     epoch: Instant,
-    stop: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Watchdog {
@@ -151,7 +151,7 @@ impl Watchdog {
         let (began, index, stop) = (watch.began.clone(), watch.index.clone(), watch.stop.clone());
         let (epoch, hang, seed) = (watch.epoch, settings.hang, settings.seed);
         std::thread::spawn(move || {
-            while stop.load(Ordering::Relaxed) == 0 {
+            while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 let at = began.load(Ordering::Relaxed);
                 if at == 0 {
@@ -190,7 +190,7 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.stop.store(1, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

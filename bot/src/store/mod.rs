@@ -387,17 +387,28 @@ impl Store {
     /// Claims, for `lease`, up to `count` builds of the outbox that are due, oldest build
     /// first: another bot's relay does not see them until the lease runs out.
     pub async fn outbox_claim(&self, count: usize, lease: Duration) -> RedisResult<Vec<BuildId>> {
+        let mut ids = self.claim_due(self.keys.outbox(), count, lease).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Claims, for `lease`, up to `count` of the due builds of the sorted set `key`
+    /// ([`DUE_CLAIM`]).
+    async fn claim_due(
+        &self,
+        key: String,
+        count: usize,
+        lease: Duration,
+    ) -> RedisResult<Vec<BuildId>> {
         let now = now_ms();
         let ids: Vec<u64> = DUE_CLAIM
-            .key(self.keys.outbox())
+            .key(key)
             .arg(now)
             .arg(now + lease.as_millis() as u64)
             .arg(count)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let mut ids: Vec<BuildId> = ids.into_iter().map(BuildId).collect();
-        ids.sort();
-        Ok(ids)
+        Ok(ids.into_iter().map(BuildId).collect())
     }
 
     /// When build `id` was accepted, in ms since the Unix epoch.

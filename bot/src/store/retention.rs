@@ -8,7 +8,7 @@ use kiln_shared::build::BuildId;
 use kiln_shared::record::{self, ArchivedLog};
 use redis::{AsyncCommands, RedisResult};
 
-use super::{DUE_CLAIM, Store, now_ms};
+use super::{Store, now_ms};
 
 /// A log line as the worker stored it: its stream (`out`, `err`, `kiln`) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,15 +34,8 @@ impl Store {
         count: usize,
         lease: Duration,
     ) -> RedisResult<Vec<BuildId>> {
-        let now = now_ms();
-        let ids: Vec<u64> = DUE_CLAIM
-            .key(self.keys.retention_due())
-            .arg(now)
-            .arg(now + lease.as_millis() as u64)
-            .arg(count)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(ids.into_iter().map(BuildId).collect())
+        self.claim_due(self.keys.retention_due(), count, lease)
+            .await
     }
 
     /// Takes build `id` out of the due builds: it is done.
