@@ -19,6 +19,7 @@ pub mod forge;
 pub mod health;
 pub mod http;
 pub mod ingress;
+pub mod kept;
 pub mod leases;
 pub mod lifecycle;
 pub mod logs;

@@ -2,38 +2,43 @@
 //! and parsing it (YAML, then every check) costs more than the rest of planning a build, so
 //! a text parsed once is not parsed again while it is kept.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use kiln_shared::spec::{Spec, SpecError};
 use sha2::{Digest, Sha256};
 
-/// How many parsed pipelines are kept; past that the kept ones are dropped.
-const KEPT: usize = 64;
+use crate::kept::Kept;
+
+/// What the parsed pipelines kept may weigh, by their texts' sizes times
+/// [`PARSED_PER_TEXT_BYTE`].
+const KEPT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// About how many bytes a pipeline takes parsed per byte of its text (its names, commands
+/// and maps, each an allocation of its own).
+const PARSED_PER_TEXT_BYTE: usize = 4;
 
 /// Parsed pipelines by the SHA-256 of their text; cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Specs(Arc<Mutex<HashMap<[u8; 32], Arc<Spec>>>>);
+#[derive(Debug, Clone)]
+pub struct Specs(Kept<[u8; 32], Arc<Spec>>);
+
+impl Default for Specs {
+    fn default() -> Self {
+        Self(Kept::new(KEPT_BYTES, 4 * 1024))
+    }
+}
 
 impl Specs {
     /// `text` parsed, or why it cannot be used (which is not kept: it is read again and
     /// explained again each time).
     pub fn parse(&self, text: &str) -> Result<Arc<Spec>, SpecError> {
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if let Some(spec) = self.kept().get(&digest) {
-            return Ok(spec.clone());
+        if let Some(spec) = self.0.get(&digest) {
+            return Ok(spec);
         }
         let spec = Arc::new(Spec::parse(text)?);
-        let mut kept = self.kept();
-        if kept.len() >= KEPT {
-            kept.clear();
-        }
-        kept.insert(digest, spec.clone());
+        self.0
+            .insert(digest, spec.clone(), text.len() * PARSED_PER_TEXT_BYTE);
         Ok(spec)
-    }
-
-    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Spec>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -61,15 +66,17 @@ mod tests {
     }
 
     #[test]
-    fn no_more_than_are_kept_are_kept() {
+    fn what_is_kept_is_bounded_by_bytes() {
         let specs = Specs::default();
-        for i in 0..KEPT + 1 {
+        let padding = "#".repeat(64 * 1024);
+        for i in 0..200 {
             specs
                 .parse(&format!(
-                    "steps:\n  t{i}:\n    runner: shell\n    run: 'true'\n"
+                    "{padding}\nsteps:\n  t{i}:\n    runner: shell\n    run: 'true'\n"
                 ))
                 .expect("a spec");
         }
-        assert!(specs.kept().len() <= KEPT);
+        assert!(specs.0.bytes() <= KEPT_BYTES, "{}", specs.0.bytes());
+        assert!(specs.0.entries() < 200);
     }
 }

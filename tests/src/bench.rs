@@ -1043,6 +1043,7 @@ impl<'a> Bench<'a> {
                         slots: 1,
                         name: format!("{}-drain-{run}-{n}", self.kiln.prefix),
                         state_dir: state.path().join(format!("worker-{n}")),
+                        work_dirs: Default::default(),
                         store_dir: state.path().join("store"),
                         secrets_dir: None,
                         advertise_host: "127.0.0.1".into(),

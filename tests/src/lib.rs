@@ -267,6 +267,7 @@ impl Kiln {
             platform,
             slots: 2,
             state_dir: self.state.path().join(&name),
+            work_dirs: Default::default(),
             store_dir: self.state.path().join(&name).join("store"),
             secrets_dir: Some(self.secrets_dir()),
             advertise_host: "127.0.0.1".into(),
@@ -653,6 +654,7 @@ fn spawn_workers(
                 slots: 2,
                 name: format!("{prefix}-{}", platform.label()),
                 state_dir: state.join(format!("worker-{}", platform.label())),
+                work_dirs: Default::default(),
                 store_dir: state.join("store"), // see Kiln::store_dir
                 secrets_dir: Some(state.join("secrets")), // see Kiln::secrets_dir
                 advertise_host: "127.0.0.1".into(),

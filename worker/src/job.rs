@@ -230,8 +230,9 @@ async fn run_job(
                     sandbox: &worker.sandbox,
                     shell_without_docker: false,
                 };
-                let ran = task::run(tools, job, &dir, &log).await;
-                worker.checkouts.remove(&dir).await;
+                let ran = task::run(tools, job, dir.path(), &log).await;
+                drop(dir);
+                worker.checkouts.remove(&workdir).await;
                 ran
             }
         }
@@ -242,10 +243,7 @@ async fn run_job(
         if let Some(docker) = &worker.docker {
             docker.remove_for(job).await;
         }
-        worker
-            .checkouts
-            .remove(&worker.checkouts.work_dir(&workdir))
-            .await;
+        worker.checkouts.remove(&workdir).await;
     };
     let ran = tokio::select! {
         outcome = run => outcome,

@@ -58,8 +58,10 @@ pub struct Settings {
     pub slots: u16,
     /// The worker's name in task records and events.
     pub name: String,
-    /// Where mirrors and work directories are kept.
+    /// Where mirrors and work directories are kept; one worker's own.
     pub state_dir: PathBuf,
+    /// How a task's work directory is made from its commit's checkout.
+    pub work_dirs: checkout::WorkDirs,
     /// Where artifacts and caches are kept without a registry: shared by every worker of
     /// such an installation (a network mount when they are on several hosts).
     pub store_dir: PathBuf,
@@ -199,14 +201,17 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         .cloned()
         .chain([PathBuf::from("/etc/kiln")])
         .collect();
-    let checkouts = checkout::Checkouts::new(&settings.state_dir);
     let sandbox = shell::Sandbox::prepare(shell::Confinement {
         task_user: settings.task_user.clone(),
         hidden,
         shared: settings.task_shares.clone(),
-        work_root: checkouts.work_root(),
+        work_root: checkout::work_root(&settings.state_dir),
     })
     .await?;
+    let checkouts =
+        checkout::Checkouts::open(&settings.state_dir, settings.work_dirs, sandbox.owner())
+            .await
+            .context("cannot prepare the work directories")?;
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
@@ -237,7 +242,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         metrics: metrics::Metrics::default(),
     });
     worker.metrics.slots.set(i64::from(settings.slots));
-    tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, shell = %worker.sandbox.describe(), "worker ready");
+    tracing::info!(worker = %worker.name, platform = %settings.platform, slots = settings.slots, shell = %worker.sandbox.describe(), work_dirs = if worker.checkouts.overlays() { "overlays" } else { "copies" }, "worker ready");
 
     let jobs = TaskTracker::new();
     let beat_until = CancellationToken::new();

@@ -165,9 +165,15 @@ struct Serve {
     /// The worker's name in task records; default: host name and process id.
     #[arg(long, env = "KILN_WORKER_NAME")]
     name: Option<String>,
-    /// Where mirrors and work directories are kept.
+    /// Where mirrors and work directories are kept; each worker needs its own.
     #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/worker")]
     state_dir: PathBuf,
+    /// How a task's work directory is made from its commit's checkout: `overlay` mounts
+    /// one (Linux, root or CAP_SYS_ADMIN), `copy` copies every file, `auto` an overlay
+    /// where it can be mounted. Choose `copy` when the Docker engine does not see the
+    /// worker's mounts (it runs in another mount namespace).
+    #[arg(long, env = "KILN_WORK_DIRS", value_enum, default_value_t)]
+    work_dirs: kiln_worker::checkout::WorkDirs,
     /// Where artifacts and caches are kept when there is no `--registry`; every worker of
     /// such an installation must see the same directory (a network mount across hosts).
     #[arg(long, env = "KILN_STORE_DIR", default_value = "/var/tmp/kiln/store")]
@@ -386,6 +392,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         slots: args.slots.max(1),
         name,
         state_dir: args.state_dir,
+        work_dirs: args.work_dirs,
         store_dir: args.store_dir,
         secrets_dir: args.secrets_dir,
         advertise_host: args.advertise_host.unwrap_or_else(|| host.to_owned()),

@@ -18,12 +18,14 @@ use kiln_shared::ident::{BranchName, CommitId};
 use reader::Reader;
 use tokio::sync::Mutex;
 
-/// How many files read at a commit are kept; past that the kept ones are dropped. Most
-/// reads are of `.kiln.yml`, a few KiB, and a commit is often built more than once (its
-/// push, its pull request, a retry, a promotion).
-const KEPT_FILES: usize = 64;
+use crate::kept::Kept;
 
-/// The largest file kept, so that those kept take at most 4 MiB.
+/// What the files read at a commit and kept may weigh together. Most reads are of
+/// `.kiln.yml`, a few KiB, and a commit is often built more than once (its push, its pull
+/// request, a retry, a promotion).
+const KEPT_FILES_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The largest file kept.
 const KEPT_FILE_BYTES: usize = 64 * 1024;
 
 /// A branch or commit, as it is in a repository now.
@@ -58,7 +60,7 @@ pub struct Mirrors {
     readers: Arc<StdMutex<HashMap<PathBuf, ReaderSlot>>>,
     /// Files read lately at a full commit id, by clone URL, commit and path: what a commit
     /// holds never changes, so reading it again needs neither the mirror nor its reader.
-    kept: Arc<StdMutex<HashMap<FileAt, Vec<u8>>>>,
+    kept: Kept<FileAt, Arc<[u8]>>,
 }
 
 /// A file at a commit of a repository: clone URL, commit id, path.
@@ -73,7 +75,7 @@ impl Mirrors {
         Self {
             mirrors: kiln_io::git::Mirrors::new(root),
             readers: Arc::default(),
-            kept: Arc::default(),
+            kept: Kept::new(KEPT_FILES_BYTES, 4 * 1024),
         }
     }
 
@@ -87,25 +89,18 @@ impl Mirrors {
         path: &str,
     ) -> Result<Option<Vec<u8>>, GitError> {
         let key = (clone_url.to_owned(), commit.to_owned(), path.to_owned());
-        if let Some(content) = self.kept_files().get(&key) {
-            return Ok(Some(content.clone()));
+        if let Some(content) = self.kept.get(&key) {
+            return Ok(Some(content.to_vec()));
         }
         let content = self.read_file_from_mirror(clone_url, commit, path).await?;
         if let Some(content) = &content
             && content.len() <= KEPT_FILE_BYTES
             && is_object_id(commit)
         {
-            let mut kept = self.kept_files();
-            if kept.len() >= KEPT_FILES {
-                kept.clear();
-            }
-            kept.insert(key, content.clone());
+            let bytes = content.len() + key.0.len() + key.1.len() + key.2.len();
+            self.kept.insert(key, Arc::from(content.as_slice()), bytes);
         }
         Ok(content)
-    }
-
-    fn kept_files(&self) -> std::sync::MutexGuard<'_, HashMap<FileAt, Vec<u8>>> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn read_file_from_mirror(

@@ -15,9 +15,9 @@ pub use lease::{LeaseRecord, Waiting};
 pub use promotion::{Approval, Approved, PromotionRecord};
 pub use retention::RawLine;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::LazyLock;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
@@ -132,12 +132,11 @@ return due
 /// twice while the broker is well.
 pub const OUTBOX_GRACE: Duration = Duration::from_secs(30);
 
-/// The plans read lately, by build (and when it was made); the newest [`PLANS_KEPT`]
-/// builds' are kept.
-type Plans = Arc<Mutex<BTreeMap<(BuildId, u64), Arc<Plan>>>>;
+/// The plans read lately, by build (and when it was made), weighed by their stored text.
+type Plans = crate::kept::Kept<(BuildId, u64), Arc<Plan>>;
 
-/// How many builds' plans are kept in memory.
-const PLANS_KEPT: usize = 256;
+/// What the plans kept in memory may weigh, by their stored texts' sizes.
+const PLANS_KEPT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub use kiln_io::clock::now_ms;
 
@@ -191,7 +190,7 @@ impl Store {
             client,
             conn,
             keys,
-            plans: Plans::default(),
+            plans: Plans::new(PLANS_KEPT_BYTES, 4 * 1024),
         }
     }
 
@@ -479,13 +478,10 @@ impl Store {
                 Ok(Some((*id, created)))
             })
             .collect::<Result<_, StoreError>>()?;
-        let mut plans: Vec<Option<Arc<Plan>>> = {
-            let kept = self.plans.lock().expect("not poisoned");
-            plan_keys
-                .iter()
-                .map(|key| kept.get(key.as_ref()?).cloned())
-                .collect()
-        };
+        let mut plans: Vec<Option<Arc<Plan>>> = plan_keys
+            .iter()
+            .map(|key| self.plans.get(key.as_ref()?))
+            .collect();
         let missing: Vec<usize> = (0..ids.len())
             .filter(|i| plan_keys[*i].is_some() && plans[*i].is_none())
             .collect();
@@ -495,21 +491,16 @@ impl Store {
                 pipe.hget(self.keys.build(ids[*i]), BuildField::Plan.name());
             }
             let texts: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+            let alone = missing.len() == 1;
             for (i, text) in missing.iter().zip(texts) {
-                plans[*i] = text
-                    .map(|t| record::build::decode_plan(&t))
-                    .transpose()
-                    .map_err(|e| unreadable(self.keys.build(ids[*i]), e))?
-                    .map(Arc::new);
-            }
-            if let ([i], Some(plan)) = (&missing[..], &plans[missing[0]])
-                && let Some(key) = plan_keys[*i]
-            {
-                let mut kept = self.plans.lock().expect("not poisoned");
-                kept.insert(key, plan.clone());
-                while kept.len() > PLANS_KEPT {
-                    kept.pop_first();
+                let Some(text) = text else { continue };
+                let plan = record::build::decode_plan(&text)
+                    .map_err(|e| unreadable(self.keys.build(ids[*i]), e))?;
+                let plan = Arc::new(plan);
+                if alone && let Some(key) = plan_keys[*i] {
+                    self.plans.insert(key, plan.clone(), text.len());
                 }
+                plans[*i] = Some(plan);
             }
         }
         ids.iter()

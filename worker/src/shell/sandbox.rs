@@ -101,6 +101,11 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// The task user's ids, who should own checkouts, when it is not the worker's user.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.user.as_ref().map(|user| (user.uid, user.gid))
+    }
+
     /// In words, for the worker's start-up log.
     pub fn describe(&self) -> String {
         let user = match &self.user {
@@ -120,7 +125,7 @@ impl Sandbox {
             return Ok(());
         };
         let (workdir, uid, gid) = (workdir.to_owned(), user.uid, user.gid);
-        tokio::task::spawn_blocking(move || chown_tree(&workdir, uid, gid))
+        tokio::task::spawn_blocking(move || crate::checkout::tree::chown(&workdir, uid, gid))
             .await
             .map_err(io::Error::other)?
     }
@@ -311,22 +316,6 @@ impl Args {
         self.0
             .extend([flag.to_owned(), path_text(from), path_text(to)]);
     }
-}
-
-/// Makes `root` and everything under it `uid:gid`'s, links themselves rather than what they
-/// point to.
-#[cfg(unix)]
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    for entry in walkdir::WalkDir::new(root) {
-        let entry = entry.map_err(io::Error::other)?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn chown_tree(_: &Path, _: u32, _: u32) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
