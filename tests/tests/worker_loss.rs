@@ -1,7 +1,8 @@
 //! Workers that hang or are asked to stop, as processes on the real services: a frozen
 //! worker's task is taken back and run again elsewhere within a minute, and its late result
 //! changes nothing; a worker told to stop (SIGTERM) takes no new job and lets its task finish,
-//! or hands it back once its drain timeout has passed.
+//! or hands it back once its drain timeout has passed; a killed worker's overlays are removed
+//! by the next worker on its state directory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -226,5 +227,76 @@ async fn a_task_not_finished_within_the_drain_timeout_is_handed_back_and_runs_el
     assert_eq!(lines(&mark, "start"), 2);
     assert_eq!(lines(&mark, "done"), 1);
     other.stop_in_place().await;
+    kiln.stop().await;
+}
+
+/// The mount points under `dir` in this (the workers') mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("the mount table");
+    let dir = dir.display().to_string();
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&format!("{dir}/")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_overlay_is_unmounted_and_removed_when_it_starts_again() {
+    const TOKEN: &str = "olga-token-0123456789";
+    let kiln = Kiln::start_without_workers(&config(&format!(
+        "[[operator]]\nname = \"olga\"\ntoken = \"{TOKEN}\"\n"
+    )))
+    .await;
+    let mark = kiln.task_share().join("mark");
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Slow", &[(".kiln.yml", &slow_spec(&mark, 60))]);
+    let mut killed = worker(&kiln, "killed", &[]).await;
+    let name = format!("{}-killed", kiln.prefix);
+    let state = kiln.state_path().join(&name).join("kiln-worker");
+    let id = kiln.push(&repo, "master", &commit, "killed-1").await;
+    running_on(&kiln, id, 1, &name, E2E_TIMEOUT).await;
+    wait_for("the task's shell to start", E2E_TIMEOUT, || async {
+        (lines(&mark, "start") == 1).then_some(())
+    })
+    .await;
+    let work = state.join("work");
+    assert_eq!(
+        mounts_under(&work).len(),
+        1,
+        "the task's work directory is an overlay"
+    );
+
+    killed.kill().await;
+    assert_eq!(
+        mounts_under(&work).len(),
+        1,
+        "a killed worker unmounts nothing"
+    );
+    let (status, reply) = kiln.command(TOKEN, &format!("cancel {id}")).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // Its successor on the same state directory unmounts and removes what it left.
+    let _again = worker(&kiln, "killed", &[]).await;
+    let entries = |dir: &Path| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir).map_or_else(
+            |_| vec!["(unreadable)".into()],
+            |entries| entries.map(|e| e.expect("an entry").file_name()).collect(),
+        )
+    };
+    wait_for(
+        "the next worker to remove the killed one's work directory",
+        E2E_TIMEOUT,
+        || async {
+            let left = (
+                mounts_under(&state),
+                entries(&work),
+                entries(&state.join("layers")),
+            );
+            (left.0.is_empty() && left.1.is_empty() && left.2.is_empty()).then_some(())
+        },
+    )
+    .await;
     kiln.stop().await;
 }
