@@ -29,6 +29,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 mod cluster;
+mod drain;
 mod fleet;
 mod retention;
 mod workers;
@@ -135,6 +136,26 @@ impl Figure {
         })
     }
 
+    /// The figure as JSON: its value, samples, floor, target and verdict.
+    pub fn json(&self) -> serde_json::Value {
+        let target = self.target.map(|target| match target {
+            Target::AtMostTimes(times) => serde_json::json!({ "at_most_times": times }),
+            Target::AtLeastTimes(times) => serde_json::json!({ "at_least_times": times }),
+            Target::AtMost(count) => serde_json::json!({ "at_most": count }),
+        });
+        serde_json::json!({
+            "name": self.name,
+            "unit": self.unit,
+            "value": self.value(),
+            "percentile": self.percentile,
+            "samples": self.samples,
+            "floor": self.floor.map(|(name, value)| serde_json::json!({ "name": name, "value": value })),
+            "target": target,
+            "bound": self.bound(),
+            "met": self.meets(),
+        })
+    }
+
     /// `name: value unit [min=… max=… n=…]`, then the floor and the target.
     pub fn line(&self) -> String {
         let min = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
@@ -208,8 +229,16 @@ pub fn summary(figures: &[Figure]) -> String {
 /// Runs every figure and returns them, printing each line as it is measured.
 pub async fn run(options: Options) -> Vec<Figure> {
     let mut figures = Vec::new();
+    // Sampled through every figure from the Kiln's start: each line is followed by the
+    // processes' peak and end while it was measured.
+    let memory = std::sync::OnceLock::<Footprint>::new();
     let mut report = |figure: Figure| {
         println!("{}", figure.line());
+        if let Some(said) = memory.get().map(Footprint::since_mark)
+            && !said.is_empty()
+        {
+            println!("{said}");
+        }
         figures.push(figure.clone());
         figure
     };
@@ -221,6 +250,7 @@ pub async fn run(options: Options) -> Vec<Figure> {
 
     // The bot and a worker of two slots, as processes of their own: their memory is theirs.
     let kiln = Kiln::start_processes(&crate::config(""), 2).await;
+    let _ = memory.set(Footprint::sample(&kiln));
     let bench = Bench::new(&kiln).await;
     bench
         .warm_up(&bench.pipeline("steps:\n  t:\n    runner: shell\n    run: 'true'\n"))
@@ -236,13 +266,10 @@ pub async fn run(options: Options) -> Vec<Figure> {
     // The cluster's figures are judged against the single node's of the same run.
     let cluster = options.wants(&["cluster_"]);
     let (mut single_started, mut single_accepted) = (None, None);
-    let idle = if options.wants(&LOAD) || cluster {
-        // Printed, not judged: idle memory has no floor to compare it with.
-        let [bot_idle, worker_idle] = bench.footprint_idle(options).await;
-        Some((report(bot_idle), report(worker_idle)))
-    } else {
-        None
-    };
+    // Printed, not judged: idle memory has no floor to compare it with. Every figure's
+    // memory is judged against it.
+    let [bot_idle, worker_idle] = bench.footprint_idle(options).await;
+    let (bot_idle, worker_idle) = (report(bot_idle), report(worker_idle));
 
     if options.wants(&["push_to_task_started"]) || cluster {
         let started = bench
@@ -265,7 +292,7 @@ pub async fn run(options: Options) -> Vec<Figure> {
         report(done.against(&docker, None));
     }
 
-    if let Some((bot_idle, worker_idle)) = idle {
+    if options.wants(&LOAD) || cluster {
         let load = Footprint::sample(&kiln);
         let accepted = bench.webhooks_accepted(options).await;
         let accepted = accepted.against(&confirms, Some(Target::AtLeastTimes(0.6)));
@@ -339,13 +366,34 @@ pub async fn run(options: Options) -> Vec<Figure> {
         }
     }
 
+    let drained = options.wants(&["drain"]);
     kiln.stop_process("kiln-worker").await;
-    if options.wants(&["drain"]) {
+    if drained {
         for figure in bench.drain(options).await {
             report(figure);
         }
     }
     drop(bench);
+    let memory = memory.get().expect("sampled since the Kiln started");
+    if drained {
+        // What the bot keeps once the drain is over, over a second (a fifth, quick).
+        let from = memory.samples.lock().expect("not poisoned")[0].len();
+        memory.sampled(options.count(50, 10)).await;
+        let after = memory.samples.lock().expect("not poisoned")[0][from..].to_vec();
+        let after = Figure::new("bot_rss_after_drain", "MiB", after);
+        report(after.against(&bot_idle, Some(Target::AtMostTimes(2.0))));
+    }
+    // The peaks through every figure since the Kiln started, against four times idle.
+    memory.stop.cancel();
+    let [bot, worker] = memory.samples.lock().expect("not poisoned").clone();
+    let peaks = [
+        Figure::new("bot_rss_peak", "MiB", bot),
+        Figure::new("worker_rss_peak", "MiB", worker),
+    ];
+    for (mut peak, idle) in peaks.into_iter().zip([&bot_idle, &worker_idle]) {
+        peak.percentile = 100;
+        report(peak.against(idle, Some(Target::AtMostTimes(4.0))));
+    }
     kiln.stop().await;
     println!("{}", summary(&figures));
     figures
@@ -1015,7 +1063,9 @@ impl<'a> Bench<'a> {
         // Ample: a task not run by then is counted lost.
         let deadline = E2E_TIMEOUT + Duration::from_millis(total as u64 * 50);
         let (mut times, mut lost, mut twice) = (Vec::new(), Vec::new(), Vec::new());
+        let mut floors = Vec::new();
         for run in 0..options.runs {
+            floors.push(drain::floors(workers, total, &self.repo.clone_url(), &commit).await);
             std::fs::write(&record, "").expect("empty the record");
             // The tasks append to it as kiln-task.
             std::fs::set_permissions(&record, std::os::unix::fs::PermissionsExt::from_mode(0o666))
@@ -1090,7 +1140,10 @@ impl<'a> Bench<'a> {
             lost.push(total.saturating_sub(distinct.len()) as f64);
             twice.push((runs.len() - distinct.len()) as f64);
         }
-        let drained = Figure::new("drain_time", "s", times);
+        let (mut figures, floor) = drain::floors_figures(&floors);
+        let drained =
+            Figure::new("drain_time", "s", times).against(&floor, Some(Target::AtMostTimes(2.0)));
+        figures.push(floor);
         let mut lost = Figure::new("drain_tasks_lost", "tasks", lost);
         lost.percentile = 100;
         lost.target = Some(Target::AtMost(0.0));
@@ -1098,7 +1151,8 @@ impl<'a> Bench<'a> {
         twice.percentile = 100;
         twice.target = Some(Target::AtMost(0.0));
         println!("drain: {workers} worker connections, {total} queued tasks");
-        vec![drained, lost, twice]
+        figures.extend([drained, lost, twice]);
+        figures
     }
 }
 
@@ -1137,9 +1191,11 @@ fn unix_nanos() -> u128 {
 /// [`Footprint::finish`].
 struct Footprint {
     stop: CancellationToken,
-    /// How many times both processes have been sampled so far.
-    rounds: Arc<std::sync::atomic::AtomicUsize>,
-    sampler: tokio::task::JoinHandle<[Vec<f64>; 2]>,
+    /// The bot's samples and the worker's (none once a process has ended).
+    samples: Arc<Mutex<[Vec<f64>; 2]>>,
+    /// How many of each one's samples [`Footprint::since_mark`] has told of.
+    marked: Mutex<[usize; 2]>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl Footprint {
@@ -1148,42 +1204,68 @@ impl Footprint {
             .map(|name| kiln.process_id(name).expect("Kiln runs as processes"));
         let stop = CancellationToken::new();
         let until = stop.clone();
-        let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = rounds.clone();
+        let samples: Arc<Mutex<[Vec<f64>; 2]>> = Arc::default();
+        let taken = samples.clone();
         let sampler = tokio::spawn(async move {
-            let mut samples = [Vec::new(), Vec::new()];
             let mut every = tokio::time::interval(Duration::from_millis(20));
             loop {
                 tokio::select! {
                     _ = every.tick() => {}
-                    () = until.cancelled() => return samples,
+                    () = until.cancelled() => return,
                 }
-                for (pid, samples) in pids.iter().zip(&mut samples) {
-                    samples.extend(rss_mib(*pid));
+                let rss = pids.map(rss_mib);
+                let mut samples = taken.lock().expect("not poisoned");
+                for (rss, samples) in rss.into_iter().zip(samples.iter_mut()) {
+                    samples.extend(rss);
                 }
-                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
         Self {
             stop,
-            rounds,
+            samples,
+            marked: Mutex::default(),
             sampler,
         }
     }
 
-    /// Waits until both processes have been sampled `rounds` times.
+    /// Waits until the bot has been sampled `rounds` more times.
     async fn sampled(&self, rounds: usize) {
+        let from = self.samples.lock().expect("not poisoned")[0].len();
         crate::wait_for(&format!("{rounds} memory samples"), E2E_TIMEOUT, || async {
-            let taken = self.rounds.load(std::sync::atomic::Ordering::Relaxed);
-            (taken >= rounds).then_some(())
+            let taken = self.samples.lock().expect("not poisoned")[0].len();
+            (taken >= from + rounds).then_some(())
         })
         .await;
+    }
+
+    /// Each process's peak and last sample since the last call, in words (a figure measured
+    /// with others, as the drain's are, is told of with the first of them).
+    fn since_mark(&self) -> String {
+        let samples = self.samples.lock().expect("not poisoned");
+        let mut marked = self.marked.lock().expect("not poisoned");
+        let said: Vec<String> = ["bot", "worker"]
+            .iter()
+            .zip(samples.iter().zip(marked.iter_mut()))
+            .filter_map(|(who, (samples, mark))| {
+                let new = &samples[(*mark).min(samples.len())..];
+                *mark = samples.len();
+                let peak = new.iter().copied().reduce(f64::max)?;
+                let end = new.last()?;
+                Some(format!("{who} peak {peak:.1} MiB, end {end:.1} MiB"))
+            })
+            .collect();
+        if said.is_empty() {
+            String::new()
+        } else {
+            format!("  memory since the figure before: {}", said.join("; "))
+        }
     }
 
     /// The bot's samples and the worker's, named `bot_<what>` and `worker_<what>`.
     async fn finish(self, names: [&'static str; 2]) -> [Figure; 2] {
         self.stop.cancel();
-        let [bot, worker] = self.sampler.await.expect("the sampler ends");
+        self.sampler.await.expect("the sampler ends");
+        let [bot, worker] = std::mem::take(&mut *self.samples.lock().expect("not poisoned"));
         [
             Figure::new(names[0], "MiB", bot),
             Figure::new(names[1], "MiB", worker),

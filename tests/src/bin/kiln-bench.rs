@@ -1,4 +1,4 @@
-//! `kiln-bench [--quick] [--runs N] [--only NAME,…]`: Kiln's benchmark (see `kiln_tests::bench`), on the
+//! `kiln-bench [--quick] [--runs N] [--only NAME,…] [--json FILE]`: Kiln's benchmark (see `kiln_tests::bench`), on the
 //! services `deploy/dev/services` starts. `deploy/dev/bench` runs it.
 
 use kiln_tests::bench::{Options, run};
@@ -10,6 +10,7 @@ async fn main() {
         quick: false,
         only: &[],
     };
+    let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -33,13 +34,27 @@ async fn main() {
                     .collect();
                 options.only = names.leak();
             }
+            "--json" => {
+                json = Some(
+                    args.next()
+                        .unwrap_or_else(|| usage("`--json` takes a file to write")),
+                );
+            }
             other => usage(&format!("unknown argument `{other}`")),
         }
     }
-    run(options).await;
+    let figures = run(options).await;
+    if let Some(path) = json {
+        let all: Vec<_> = figures.iter().map(|figure| figure.json()).collect();
+        let text = serde_json::to_string_pretty(&all).expect("figures as JSON");
+        if let Err(error) = std::fs::write(&path, text) {
+            eprintln!("kiln-bench: cannot write {path}: {error}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("kiln-bench: {why}\nusage: kiln-bench [--quick] [--runs N] [--only NAME,…]");
+    eprintln!("kiln-bench: {why}\nusage: kiln-bench [--quick] [--runs N] [--only NAME,…] [--json FILE]");
     std::process::exit(2);
 }
