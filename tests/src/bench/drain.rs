@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use futures_util::{StreamExt, stream};
 use kiln_worker::checkout::{Checkouts, WorkDirs};
-use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicQosOptions, QueueDeleteOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::{Figure, consume, floor_queue};
@@ -92,13 +92,21 @@ async fn consume_ack(workers: usize, total: usize) -> f64 {
                     all_taken.cancel();
                 }
             }
-            // Closed with the connection.
-            channel
+            (channel, consumer)
         }
     });
     let channels = futures_util::future::join_all(consumers).await;
     let took = begun.elapsed().as_secs_f64();
-    drop(channels);
+    for (channel, consumer) in channels {
+        channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .expect("cancel the consumer");
+        channel
+            .close(0, "".into())
+            .await
+            .expect("close the channel");
+    }
     assert_eq!(taken.load(Ordering::Relaxed), total, "every message taken");
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())

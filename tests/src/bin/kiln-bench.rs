@@ -55,6 +55,8 @@ async fn main() {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("kiln-bench: {why}\nusage: kiln-bench [--quick] [--runs N] [--only NAME,…] [--json FILE]");
+    eprintln!(
+        "kiln-bench: {why}\nusage: kiln-bench [--quick] [--runs N] [--only NAME,…] [--json FILE]"
+    );
     std::process::exit(2);
 }
