@@ -26,6 +26,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+use kiln_worker::checkout::WorkDirs;
 use tokio_util::sync::CancellationToken;
 
 mod cluster;
@@ -1064,8 +1065,14 @@ impl<'a> Bench<'a> {
         let deadline = E2E_TIMEOUT + Duration::from_millis(total as u64 * 50);
         let (mut times, mut lost, mut twice) = (Vec::new(), Vec::new(), Vec::new());
         let mut floors = Vec::new();
+        // As `kiln-worker --work-dirs` would take it, to compare overlays with copies.
+        let work_dirs = std::env::var("KILN_WORK_DIRS").map_or(WorkDirs::Auto, |chosen| {
+            clap::ValueEnum::from_str(&chosen, true).expect("KILN_WORK_DIRS: auto, overlay or copy")
+        });
         for run in 0..options.runs {
-            floors.push(drain::floors(workers, total, &self.repo.clone_url(), &commit).await);
+            let repo = (self.repo.clone_url(), commit.clone());
+            let floor = drain::floors(workers, total, (&repo.0, &repo.1), work_dirs).await;
+            floors.push(floor);
             std::fs::write(&record, "").expect("empty the record");
             // The tasks append to it as kiln-task.
             std::fs::set_permissions(&record, std::os::unix::fs::PermissionsExt::from_mode(0o666))
@@ -1093,7 +1100,7 @@ impl<'a> Bench<'a> {
                         slots: 1,
                         name: format!("{}-drain-{run}-{n}", self.kiln.prefix),
                         state_dir: state.path().join(format!("worker-{n}")),
-                        work_dirs: Default::default(),
+                        work_dirs,
                         store_dir: state.path().join("store"),
                         secrets_dir: None,
                         advertise_host: "127.0.0.1".into(),

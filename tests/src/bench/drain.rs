@@ -16,17 +16,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Figure, consume, floor_queue};
 
 /// The floors of a drain of `total` tasks by `workers` workers, of commit `commit` of
-/// `clone_url`, in seconds: consume and ack, claim, work directories, spawn.
+/// `clone_url` with work directories `made` so, in seconds: consume and ack, claim, work
+/// directories, spawn.
 pub(super) async fn floors(
     workers: usize,
     total: usize,
-    clone_url: &str,
-    commit: &str,
+    (clone_url, commit): (&str, &str),
+    made: WorkDirs,
 ) -> [f64; 4] {
     [
         consume_ack(workers, total).await,
         claims(workers, total).await,
-        work_dirs(workers, total, clone_url, commit).await,
+        work_dirs(workers, total, clone_url, commit, made).await,
         spawns(workers, total).await,
     ]
 }
@@ -163,9 +164,15 @@ return 1
 
 /// `total` work directories of `commit` made and removed by the worker's own code (the
 /// commit's pristine checkout made before), `workers` at once.
-async fn work_dirs(workers: usize, total: usize, clone_url: &str, commit: &str) -> f64 {
+async fn work_dirs(
+    workers: usize,
+    total: usize,
+    clone_url: &str,
+    commit: &str,
+    made: WorkDirs,
+) -> f64 {
     let root = tempfile::tempdir().expect("temp dir");
-    let checkouts = Checkouts::open(root.path(), WorkDirs::Auto, None)
+    let checkouts = Checkouts::open(root.path(), made, None)
         .await
         .expect("the work directories' root");
     let first = checkouts
