@@ -1038,9 +1038,11 @@ impl<'a> Bench<'a> {
 
     /// Workers started together on a queue that already holds every task (one-line shell
     /// tasks, each recording that it ran): the time until every build ended, and how many
-    /// tasks never ran or ran twice. 200 workers: 1,000 in this one process on two cores,
-    /// even with a broker allowed 20,000 files, had their Redis calls time out and their
-    /// AMQP connections reset, and the drain did not end.
+    /// tasks never ran or ran twice. 200 workers, each a process of one slot: 1,000 (run
+    /// then inside the benchmark's process) on two cores, even with a broker allowed 20,000
+    /// files, had their Redis calls time out and their AMQP connections reset, and the drain
+    /// did not end. The workers' work directories are `KILN_WORK_DIRS`'s (overlays by
+    /// default, where the benchmark runs as root).
     async fn drain(&self, options: Options) -> Vec<Figure> {
         let workers = options.count(200, 20);
         let (steps, shards, builds) = if options.quick {
@@ -1086,34 +1088,15 @@ impl<'a> Bench<'a> {
             })
             .await;
 
-            let stop = CancellationToken::new();
-            let state = crate::state_dir(tempfile::tempdir().expect("temp dir"));
             let begun = Instant::now();
-            let running: Vec<_> = (0..workers)
-                .map(|n| {
-                    let settings = kiln_worker::Settings {
-                        amqp_url: services.amqp_url.clone(),
-                        redis_url: services.redis_url.clone(),
-                        tls_ca: None,
-                        prefix: self.kiln.prefix.clone(),
-                        platform: Platform::LinuxAmd64,
-                        slots: 1,
-                        name: format!("{}-drain-{run}-{n}", self.kiln.prefix),
-                        state_dir: state.path().join(format!("worker-{n}")),
-                        work_dirs,
-                        store_dir: state.path().join("store"),
-                        secrets_dir: None,
-                        advertise_host: "127.0.0.1".into(),
-                        registry: None,
-                        registry_auth: None,
-                        docker_host: None,
-                        metrics_listen: None,
-                        task_user: Some("kiln-task".into()),
-                        task_shares: vec![crate::task_share(ran.path())],
-                    };
-                    tokio::spawn(kiln_worker::run(settings, stop.clone()))
-                })
-                .collect();
+            // Each a process of its own, as operators run them, with its state beside the
+            // record (`ran`), whose share its tasks write in.
+            let names: Vec<String> = (0..workers).map(|n| format!("drain-{run}-{n}")).collect();
+            let running = futures_util::future::join_all(names.iter().map(|name| {
+                let prefix = &self.kiln.prefix;
+                crate::processes::start_worker_with(&services, prefix, ran.path(), 1, name, &[])
+            }))
+            .await;
             // Lost tasks would keep their build from ending: the wait is bounded, and what
             // never ran is counted below.
             let mut every = tokio::time::interval(Duration::from_millis(50));
@@ -1133,13 +1116,7 @@ impl<'a> Bench<'a> {
             };
             let last = ended.unwrap_or_else(Instant::now);
             times.push(last.duration_since(begun).as_secs_f64());
-            stop.cancel();
-            for worker in running {
-                worker
-                    .await
-                    .expect("no panic")
-                    .expect("the worker stops cleanly");
-            }
+            futures_util::future::join_all(running.into_iter().map(|worker| worker.stop())).await;
 
             let text = std::fs::read_to_string(&record).expect("the record");
             let runs: Vec<&str> = text.lines().collect();
