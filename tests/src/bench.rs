@@ -1091,12 +1091,12 @@ impl<'a> Bench<'a> {
             let begun = Instant::now();
             // Each a process of its own, as operators run them, with its state beside the
             // record (`ran`), whose share its tasks write in.
-            let names: Vec<String> = (0..workers).map(|n| format!("drain-{run}-{n}")).collect();
-            let running = futures_util::future::join_all(names.iter().map(|name| {
-                let prefix = &self.kiln.prefix;
-                crate::processes::start_worker_with(&services, prefix, ran.path(), 1, name, &[])
-            }))
-            .await;
+            let running: Vec<_> = (0..workers)
+                .map(|n| {
+                    let (prefix, name) = (&self.kiln.prefix, format!("drain-{run}-{n}"));
+                    crate::processes::spawn_worker(&services, prefix, ran.path(), 1, &name, &[])
+                })
+                .collect();
             // Lost tasks would keep their build from ending: the wait is bounded, and what
             // never ran is counted below.
             let mut every = tokio::time::interval(Duration::from_millis(50));

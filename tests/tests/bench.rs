@@ -52,13 +52,25 @@ async fn the_quick_benchmark_measures_every_figure() {
             "frozen_worker_to_task_restarted",
             "dispatch_plain_p50",
             "dispatch_tls_p50",
+            "floor_drain_consume_ack",
+            "floor_drain_claim",
+            "floor_drain_work_dirs",
+            "floor_drain_spawn",
+            "floor_drain",
             "drain_time",
             "drain_tasks_lost",
             "drain_tasks_run_twice",
+            "bot_rss_after_drain",
+            "bot_rss_peak",
+            "worker_rss_peak",
         ]
     );
     for figure in &figures {
         assert!(!figure.samples.is_empty(), "{}", figure.line());
+        let json = figure.json();
+        assert_eq!(json["name"], figure.name);
+        assert_eq!(json["value"], figure.value(), "{json}");
+        assert_eq!(json["met"].as_bool(), figure.meets(), "{json}");
         if figure.name.starts_with("drain_tasks_") {
             // Correctness, not speed: every queued task ran, and ran once.
             assert_eq!(figure.value(), 0.0, "{}", figure.line());
