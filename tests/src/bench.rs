@@ -1038,11 +1038,11 @@ impl<'a> Bench<'a> {
 
     /// Workers started together on a queue that already holds every task (one-line shell
     /// tasks, each recording that it ran): the time until every build ended, and how many
-    /// tasks never ran or ran twice. 200 workers, each a process of one slot: 1,000 (run
-    /// then inside the benchmark's process) on two cores, even with a broker allowed 20,000
-    /// files, had their Redis calls time out and their AMQP connections reset, and the drain
-    /// did not end. The workers' work directories are `KILN_WORK_DIRS`'s (overlays by
-    /// default, where the benchmark runs as root).
+    /// tasks never ran or ran twice. 200 workers of one slot in this process: 1,000 on two
+    /// cores, even with a broker allowed 20,000 files, had their Redis calls time out and
+    /// their AMQP connections reset, and the drain did not end; 200 as processes of their
+    /// own drained slower (347 s against 235). Their work directories are `KILN_WORK_DIRS`'s
+    /// (overlays by default, where the benchmark runs as root).
     async fn drain(&self, options: Options) -> Vec<Figure> {
         let workers = options.count(200, 20);
         let (steps, shards, builds) = if options.quick {
@@ -1088,13 +1088,32 @@ impl<'a> Bench<'a> {
             })
             .await;
 
+            let stop = CancellationToken::new();
+            let state = crate::state_dir(tempfile::tempdir().expect("temp dir"));
             let begun = Instant::now();
-            // Each a process of its own, as operators run them, with its state beside the
-            // record (`ran`), whose share its tasks write in.
             let running: Vec<_> = (0..workers)
                 .map(|n| {
-                    let (prefix, name) = (&self.kiln.prefix, format!("drain-{run}-{n}"));
-                    crate::processes::spawn_worker(&services, prefix, ran.path(), 1, &name, &[])
+                    let settings = kiln_worker::Settings {
+                        amqp_url: services.amqp_url.clone(),
+                        redis_url: services.redis_url.clone(),
+                        tls_ca: None,
+                        prefix: self.kiln.prefix.clone(),
+                        platform: Platform::LinuxAmd64,
+                        slots: 1,
+                        name: format!("{}-drain-{run}-{n}", self.kiln.prefix),
+                        state_dir: state.path().join(format!("worker-{n}")),
+                        work_dirs,
+                        store_dir: state.path().join("store"),
+                        secrets_dir: None,
+                        advertise_host: "127.0.0.1".into(),
+                        registry: None,
+                        registry_auth: None,
+                        docker_host: None,
+                        metrics_listen: None,
+                        task_user: Some("kiln-task".into()),
+                        task_shares: vec![crate::task_share(ran.path())],
+                    };
+                    tokio::spawn(kiln_worker::run(settings, stop.clone()))
                 })
                 .collect();
             // Lost tasks would keep their build from ending: the wait is bounded, and what
@@ -1116,7 +1135,13 @@ impl<'a> Bench<'a> {
             };
             let last = ended.unwrap_or_else(Instant::now);
             times.push(last.duration_since(begun).as_secs_f64());
-            futures_util::future::join_all(running.into_iter().map(|worker| worker.stop())).await;
+            stop.cancel();
+            for worker in running {
+                worker
+                    .await
+                    .expect("no panic")
+                    .expect("the worker stops cleanly");
+            }
 
             let text = std::fs::read_to_string(&record).expect("the record");
             let runs: Vec<&str> = text.lines().collect();
@@ -1184,8 +1209,8 @@ struct Footprint {
 
 impl Footprint {
     fn sample(kiln: &Kiln) -> Self {
-        let pids = ["kiln-bot", "kiln-worker"]
-            .map(|name| kiln.process_id(name).expect("Kiln runs as processes"));
+        const NAMES: [&str; 2] = ["kiln-bot", "kiln-worker"];
+        let pids = NAMES.map(|name| kiln.process_id(name).expect("Kiln runs as processes"));
         let stop = CancellationToken::new();
         let until = stop.clone();
         let samples: Arc<Mutex<[Vec<f64>; 2]>> = Arc::default();
@@ -1197,7 +1222,7 @@ impl Footprint {
                     _ = every.tick() => {}
                     () = until.cancelled() => return,
                 }
-                let rss = pids.map(rss_mib);
+                let rss = [0, 1].map(|i| rss_mib(pids[i], NAMES[i]));
                 let mut samples = taken.lock().expect("not poisoned");
                 for (rss, samples) in rss.into_iter().zip(samples.iter_mut()) {
                     samples.extend(rss);

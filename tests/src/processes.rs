@@ -121,9 +121,14 @@ fn descendants(pid: u32) -> Vec<i32> {
     found.split_off(1)
 }
 
-/// The resident memory of process `pid` in MiB, from `/proc`; `None` once it has ended.
-pub fn rss_mib(pid: u32) -> Option<f64> {
+/// The resident memory of process `pid`, the program `name`, in MiB, from `/proc`; `None`
+/// once it has ended (also when its id has been given to another process since).
+pub fn rss_mib(pid: u32, name: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let running = status.lines().find_map(|l| l.strip_prefix("Name:"))?.trim();
+    if running != name {
+        return None;
+    }
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
@@ -256,8 +261,19 @@ pub async fn start_worker_with(
     name: &str,
     env: &[(&str, &str)],
 ) -> Process {
-    let process = spawn_worker(services, prefix, state, slots, name, env);
     let name = format!("{prefix}-{name}");
+    let own_state = state.join(&name);
+    std::fs::create_dir_all(&own_state).expect("the worker's state directory");
+    let child = command("kiln-worker", services, prefix, &own_state)
+        .env("KILN_PLATFORM", "linux/amd64")
+        .env("KILN_SLOTS", slots.to_string())
+        .env("KILN_WORKER_NAME", &name)
+        .env("KILN_ADVERTISE_HOST", "127.0.0.1")
+        .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
+        .env("KILN_TASK_SHARE", crate::task_share(state))
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("start kiln-worker");
     let client = redis::Client::open(services.redis_url.as_str()).expect("Redis URL");
     let conn = client
         .get_multiplexed_async_connection()
@@ -278,31 +294,6 @@ pub async fn start_worker_with(
         }
     })
     .await;
-    process
-}
-
-/// A worker process as [`start_worker_with`] starts it, not waited for.
-pub fn spawn_worker(
-    services: &Services,
-    prefix: &str,
-    state: &Path,
-    slots: usize,
-    name: &str,
-    env: &[(&str, &str)],
-) -> Process {
-    let name = format!("{prefix}-{name}");
-    let own_state = state.join(&name);
-    std::fs::create_dir_all(&own_state).expect("the worker's state directory");
-    let child = command("kiln-worker", services, prefix, &own_state)
-        .env("KILN_PLATFORM", "linux/amd64")
-        .env("KILN_SLOTS", slots.to_string())
-        .env("KILN_WORKER_NAME", &name)
-        .env("KILN_ADVERTISE_HOST", "127.0.0.1")
-        .env("KILN_STORE_DIR", state.join("store")) // shared, see Kiln::store_dir
-        .env("KILN_TASK_SHARE", crate::task_share(state))
-        .envs(env.iter().copied())
-        .spawn()
-        .expect("start kiln-worker");
     Process {
         name: "kiln-worker",
         child,
