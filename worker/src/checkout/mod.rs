@@ -449,17 +449,29 @@ mod tests {
             .to_owned()
     }
 
-    /// The pristine checkouts on disk, once those no longer kept are removed (in the
-    /// background) and at most `kept` are left.
-    async fn pristines(root: &Path, kept: usize) -> usize {
-        let count = || std::fs::read_dir(root.join("pristine")).map_or(0, Iterator::count);
-        for _ in 0..100 {
-            if count() <= kept {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        count()
+    /// How soon a pristine checkout no longer needed is removed (in the background).
+    const REMOVED_WITHIN: Duration = Duration::from_secs(5);
+
+    /// The pristine checkouts on disk.
+    fn pristines(root: &Path) -> usize {
+        std::fs::read_dir(root.join("pristine")).map_or(0, Iterator::count)
+    }
+
+    /// The pristine checkouts on disk, once at most `kept` are left.
+    async fn pristines_down_to(root: &Path, kept: usize) -> usize {
+        let what = format!("at most {kept} pristine checkouts");
+        kiln_tests::wait_for(&what, REMOVED_WITHIN, || async {
+            let left = pristines(root);
+            (left <= kept).then_some(left)
+        })
+        .await
+    }
+
+    /// A repository with one commit more than are kept, each writing its index to `file`.
+    fn one_commit_more_than_kept(dir: &Path) -> Vec<String> {
+        let texts: Vec<String> = (0..=PRISTINES_KEPT).map(|n| n.to_string()).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        repository(dir, &texts)
     }
 
     async fn opened(root: &Path, work_dirs: WorkDirs) -> Checkouts {
@@ -613,7 +625,7 @@ mod tests {
             assert_eq!(git_in(other, &["rev-parse", "HEAD"]), commit);
             assert_eq!(git_in(other, &["status", "--porcelain"]), "", "clean");
         }
-        assert_eq!(pristines(root.path(), 1).await, 1);
+        assert_eq!(pristines(root.path()), 1);
         let pristine = std::fs::read_dir(root.path().join("pristine"))
             .expect("the pristine checkouts")
             .next()
@@ -674,7 +686,7 @@ mod tests {
         let next = opened(root.path(), WorkDirs::Overlay).await;
         assert_eq!(mounts(root.path()), Vec::<PathBuf>::new());
         assert!(!path.exists());
-        assert_eq!(pristines(root.path(), 0).await, 0);
+        assert_eq!(pristines(root.path()), 0);
         let again = next
             .checkout(url, &commit, "left")
             .await
@@ -706,9 +718,7 @@ mod tests {
     #[tokio::test]
     async fn a_pristine_checkout_no_longer_kept_stays_while_a_work_directory_reads_it() {
         let origin = tempfile::tempdir().expect("tempdir");
-        let texts: Vec<String> = (0..=PRISTINES_KEPT).map(|n| n.to_string()).collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let commits = repository(origin.path(), &texts);
+        let commits = one_commit_more_than_kept(origin.path());
         let root = tempfile::tempdir().expect("tempdir");
         let checkouts = opened(root.path(), WorkDirs::Overlay).await;
         let url = origin.path().to_str().expect("utf-8");
@@ -727,20 +737,18 @@ mod tests {
             "0",
             "the overlay still reads its lower layer"
         );
-        assert_eq!(
-            pristines(root.path(), PRISTINES_KEPT).await,
-            PRISTINES_KEPT + 1
-        );
+        assert_eq!(pristines(root.path()), PRISTINES_KEPT + 1);
         drop(oldest);
-        assert_eq!(pristines(root.path(), PRISTINES_KEPT).await, PRISTINES_KEPT);
+        assert_eq!(
+            pristines_down_to(root.path(), PRISTINES_KEPT).await,
+            PRISTINES_KEPT
+        );
     }
 
     #[tokio::test]
     async fn only_the_most_recently_used_pristine_checkouts_are_kept() {
         let origin = tempfile::tempdir().expect("tempdir");
-        let texts: Vec<String> = (0..=PRISTINES_KEPT).map(|n| n.to_string()).collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let commits = repository(origin.path(), &texts);
+        let commits = one_commit_more_than_kept(origin.path());
         let root = tempfile::tempdir().expect("tempdir");
         // Left by an earlier run of the worker.
         std::fs::create_dir_all(root.path().join("pristine/left-over")).expect("mkdir");
@@ -754,7 +762,7 @@ mod tests {
                 .expect("checks out");
             assert_eq!(
                 std::fs::read_to_string(dir.path().join("file")).expect("read"),
-                texts[n]
+                n.to_string()
             );
             // The first, used again, is the most recent; the second is the least.
             checkouts
@@ -763,7 +771,10 @@ mod tests {
                 .expect("checks out");
         }
 
-        assert_eq!(pristines(root.path(), PRISTINES_KEPT).await, PRISTINES_KEPT);
+        assert_eq!(
+            pristines_down_to(root.path(), PRISTINES_KEPT).await,
+            PRISTINES_KEPT
+        );
         // The one removed was the second commit's: without the repository, it cannot be
         // made again; the first's is still there.
         std::fs::remove_dir_all(origin.path()).expect("remove");
@@ -801,7 +812,7 @@ mod tests {
             ),
             "{error}"
         );
-        assert_eq!(pristines(root.path(), 0).await, 0);
+        assert_eq!(pristines(root.path()), 0);
         checkouts
             .checkout(url, &commit, "a")
             .await
