@@ -143,6 +143,32 @@ pub struct Config {
     /// How long ended builds' records and logs are kept.
     #[serde(default)]
     pub retention: Retention,
+    /// How the bot finds pushes whose webhooks never came.
+    #[serde(default)]
+    pub reconcile: Reconcile,
+}
+
+/// Reconciliation: every `every`, the bot compares each repository's branch heads (fetched
+/// into its mirror) with the newest build of each branch, and builds a head that was pushed
+/// but never built.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    /// How often; `0s` turns reconciliation off.
+    #[serde(default = "default_reconcile_every", with = "humantime_serde")]
+    pub every: Duration,
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Self {
+            every: default_reconcile_every(),
+        }
+    }
+}
+
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 /// How the bot watches over workers.
@@ -454,6 +480,10 @@ pub struct Repository {
     /// Its own retention rules, in place of `[retention]`'s.
     #[serde(default)]
     pub retention: Option<RetentionOverride>,
+    /// Branches (patterns, as in `when`) reconciliation builds even if no webhook ever told
+    /// Kiln of them; a branch Kiln was told of is reconciled whatever this says.
+    #[serde(default)]
+    pub reconcile_branches: Vec<String>,
 }
 
 /// The gates of a repository's promotions.
@@ -848,6 +878,16 @@ impl Config {
         self.repositories
             .iter()
             .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether reconciliation builds `branch` of repository `name` though no webhook told
+    /// Kiln of it.
+    pub fn reconciles_unknown(&self, name: &str, branch: &str) -> bool {
+        self.repository(name).is_some_and(|r| {
+            r.reconcile_branches
+                .iter()
+                .any(|pattern| branch_matches(pattern, branch))
+        })
     }
 
     /// How long repository `name`'s ended builds are kept.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kiln_shared::build::BuildId;
 use kiln_shared::ident::ChannelName;
 use kiln_shared::promotion::PromotionId;
-use kiln_shared::trigger::{Push, TriggerKind};
+use kiln_shared::trigger::{Push, Pushed};
 use kiln_shared::wire::{BuildRequested, Event, NewBuild, PushHeld};
 
 use crate::amqp::PublishError;
@@ -54,8 +54,22 @@ pub async fn accept_push(
     delivery: &str,
     push: Push,
 ) -> Result<Accepted, Unavailable> {
+    accept_noted(app, repo, forge, delivery, push, None).await
+}
+
+/// [`accept_push`], with `note` on the build's card (why it was built, when there is more to
+/// say than a push).
+pub async fn accept_noted(
+    app: &App,
+    repo: &Repository,
+    forge: &str,
+    delivery: &str,
+    push: Push,
+    note: Option<String>,
+) -> Result<Accepted, Unavailable> {
     let store = &app.store;
     if let Some(promote) = &repo.promote
+        && push.pushed == Pushed::Branch
         && push.branch == promote.to
         && let Some(promotion) = store
             .pushed_by(&repo.name, &push.branch, &push.commit)
@@ -70,9 +84,11 @@ pub async fn accept_push(
         clone_url: repo.clone_url.clone().unwrap_or(push.clone_url),
         author: push.author,
         subject: push.subject,
-        kind: TriggerKind::Push,
+        kind: push.pushed.trigger(),
         changed_paths: push.changed_paths,
         reuse: None,
+        note,
+        vars: Default::default(),
     };
     let request = match store.create_build(new, Some((forge, delivery))).await? {
         Created::New(request) => request,

@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod planner;
 pub mod promotion;
 pub mod reclaim;
+pub mod reconcile;
 pub mod repositories;
 pub mod resources;
 pub mod review;

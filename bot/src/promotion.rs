@@ -515,6 +515,8 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
             kind: TriggerKind::Push,
             changed_paths: None,
             reuse: None,
+            note: None,
+            vars: Default::default(),
         },
     )
     .await?;

@@ -258,6 +258,7 @@ async fn job(
         .collect();
     Ok(JobRequested::for_task(
         &record.build,
+        record.kind,
         &record.clone_url,
         task,
         attempt,

@@ -74,6 +74,8 @@ pub async fn stop(
             kind: TriggerKind::Stop,
             changed_paths: None,
             reuse: None,
+            note: None,
+            vars: Default::default(),
         },
     )
     .await;

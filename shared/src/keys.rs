@@ -251,6 +251,13 @@ impl Keys {
         )
     }
 
+    /// Each branch of a repository Kiln was told of by a push, and the newest commit a
+    /// push's build of it was accepted for (hash: branch to commit id): what reconciliation
+    /// compares the forge's branch heads with.
+    pub fn heads(&self, repo: &RepoName) -> String {
+        format!("{}:heads:{}", self.prefix, repo.to_ascii_lowercase())
+    }
+
     /// The newest build when a branch last went (string, with an expiry): a build of it
     /// started before then, ending later, deploys nothing that would never be stopped.
     pub fn branch_gone(&self, repo: &RepoName, branch: &BranchName) -> String {

@@ -15,20 +15,24 @@ pub enum ForgeEvent {
     /// A branch went: deleted, or its pull or merge request closed or merged. Its
     /// environments are stopped.
     BranchGone(BranchGone),
-    /// Something Kiln does not build (a tag, a deleted branch, an event it has no use for).
+    /// Something Kiln does not build (a deleted tag, an event it has no use for).
     Ignored {
         /// Said back to the forge and logged, so people see why nothing happened.
         reason: String,
     },
 }
 
-/// Commits pushed to a branch.
+/// Commits pushed to a branch, or a tag pushed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Push {
     /// `owner/name`.
     pub repo: RepoName,
+    /// The branch pushed to; for a tag, the tag's name.
     pub branch: BranchName,
-    /// The branch's new head: the commit to build.
+    /// Whether a branch or a tag was pushed.
+    #[serde(default)]
+    pub pushed: Pushed,
+    /// The branch's new head, or the commit the tag names: the commit to build.
     pub commit: CommitId,
     /// Where the forge says the repository can be cloned from.
     pub clone_url: String,
@@ -39,6 +43,25 @@ pub struct Push {
     /// Every file the pushed commits added, changed or removed; `None` when the forge's list
     /// may be incomplete (a new or force-pushed branch, a long push).
     pub changed_paths: Option<Vec<String>>,
+}
+
+/// What a push moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pushed {
+    #[default]
+    Branch,
+    Tag,
+}
+
+impl Pushed {
+    /// The kind of build such a push starts.
+    pub fn trigger(self) -> TriggerKind {
+        match self {
+            Self::Branch => TriggerKind::Push,
+            Self::Tag => TriggerKind::Tag,
+        }
+    }
 }
 
 /// A branch that went, and how.
@@ -108,6 +131,19 @@ pub enum TriggerKind {
     /// The branch went (deleted, or its pull or merge request closed): its environments'
     /// `on_stop` steps run, and nothing else.
     Stop,
+}
+
+impl TriggerKind {
+    /// Its name in `.kiln.yml` and in `KILN_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Tag => "tag",
+            Self::MergeRequest => "merge_request",
+            Self::Command => "command",
+            Self::Stop => "stop",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,14 @@ pub struct PromotionMessage {
 pub struct BuildMessage {
     pub build_id: u64,
     pub repo: RepoName,
+    /// The branch built, or the tag when `tag`.
     pub branch: BranchName,
+    /// Whether the build is of a tag.
+    pub tag: bool,
+    /// Why it was started, when its trigger has more to say.
+    pub note: Option<String>,
+    /// The variables it was asked for with, `KEY=VALUE`.
+    pub vars: Vec<String>,
     pub commit: CommitId,
     pub short_commit: String,
     pub status: String,
@@ -213,6 +220,9 @@ impl BuildMessage {
             build_id: build.id.0,
             repo: build.repo.clone(),
             branch: build.branch.clone(),
+            tag: false,
+            note: None,
+            vars: Vec::new(),
             commit: build.commit.clone(),
             short_commit: short_commit(&build.commit).to_owned(),
             status: status.as_str().to_owned(),

@@ -52,6 +52,10 @@ pub struct NewBuild {
     pub changed_paths: Option<Vec<String>>,
     /// An earlier build of the same commit whose passed tasks this one takes as they are.
     pub reuse: Option<BuildId>,
+    /// Why it was started, for its card, when its trigger has more to say.
+    pub note: Option<String>,
+    /// Variables its tasks see, as asked for (`build … KEY=VALUE`); not secrets.
+    pub vars: BTreeMap<String, String>,
 }
 
 impl NewBuild {
@@ -70,6 +74,8 @@ impl NewBuild {
             kind: self.kind,
             changed_paths: self.changed_paths,
             reuse: self.reuse,
+            note: self.note,
+            vars: self.vars,
         }
     }
 }
@@ -94,6 +100,12 @@ pub struct BuildRequested {
     /// running only the others (`retry --failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<BuildId>,
+    /// Why it was started, for its card, when its trigger has more to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Variables its tasks see, as asked for (`build … KEY=VALUE`); not secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A verified push the bot could not record, Redis being unreachable: held in the bot's
@@ -128,6 +140,9 @@ pub struct CommentRequested {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRequested {
     pub build: BuildRef,
+    /// What started the build: a tag build's ref is a tag (`KILN_TAG`), not a branch.
+    #[serde(default)]
+    pub event: TriggerKind,
     pub clone_url: String,
     pub task: String,
     /// The step the task comes from.
@@ -286,6 +301,7 @@ impl JobRequested {
     /// The job that runs attempt `attempt` of `task`, with the artifacts of what it needs.
     pub fn for_task(
         build: &BuildRef,
+        event: TriggerKind,
         clone_url: &str,
         task: &PlannedTask,
         attempt: u32,
@@ -293,6 +309,7 @@ impl JobRequested {
     ) -> Self {
         Self {
             build: build.clone(),
+            event,
             clone_url: clone_url.to_owned(),
             task: task.name.clone(),
             step: task.step.clone(),
@@ -324,11 +341,16 @@ impl JobRequested {
     /// Every variable the task's commands see: the step's own, then Kiln's.
     pub fn environment(&self) -> BTreeMap<String, String> {
         let mut env = self.env.clone();
+        let git_ref = match self.event {
+            TriggerKind::Tag => "KILN_TAG",
+            _ => "KILN_BRANCH",
+        };
         env.extend([
             ("CI".to_owned(), "true".to_owned()),
             ("KILN_BUILD_ID".to_owned(), self.build.id.to_string()),
             ("KILN_REPO".to_owned(), self.build.repo.to_string()),
-            ("KILN_BRANCH".to_owned(), self.build.branch.to_string()),
+            ("KILN_EVENT".to_owned(), self.event.as_str().to_owned()),
+            (git_ref.to_owned(), self.build.branch.to_string()),
             ("KILN_COMMIT".to_owned(), self.build.commit.to_string()),
             ("KILN_TASK".to_owned(), self.task.clone()),
             ("KILN_ATTEMPT".to_owned(), self.attempt.to_string()),
@@ -474,6 +496,7 @@ fn versioned(bytes: &[u8]) -> Result<serde_json::Value, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trigger::Pushed;
 
     fn build() -> BuildRef {
         BuildRef {
@@ -515,7 +538,8 @@ mod tests {
             delivery: "72d3162e".into(),
             push: Push {
                 repo: "acme/api".into(),
-                branch: "master".into(),
+                branch: "v1.2.0".into(),
+                pushed: Pushed::Tag,
                 commit: "a".repeat(40).into(),
                 clone_url: "https://example.com/acme/api.git".into(),
                 author: "Octo Cat".into(),

@@ -98,6 +98,16 @@ impl TestRepo {
         );
     }
 
+    /// Tags `commit` as `tag` (annotated, as releases are) and pushes the tag.
+    pub fn tag(&self, tag: &str, commit: &str) {
+        git(
+            &self.work,
+            &["tag", "--annotate", "--message", tag, tag, commit],
+        );
+        let refspec = format!("refs/tags/{tag}:refs/tags/{tag}");
+        git(&self.work, &["push", "--quiet", "origin", &refspec]);
+    }
+
     /// Where `branch` of the bare repository is, if it exists.
     pub fn head(&self, branch: &str) -> Option<String> {
         let output = Command::new("git")
@@ -127,6 +137,20 @@ impl Default for TestRepo {
 
 /// GitHub's published push payload (tests/fixtures/github-push.json), pointed at `repo`'s
 /// `branch` and `commit`.
+/// GitHub's push payload of a tag (tests/fixtures/github-push-tag.json), pointed at `repo`'s
+/// `tag` of `commit`; `after` is the annotated tag's own object, as GitHub sends it.
+pub fn tag_payload(repo_name: &str, tag: &str, commit: &str, clone_url: &str) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/github-push-tag.json"))
+            .expect("fixture is JSON");
+    payload["ref"] = format!("refs/tags/{tag}").into();
+    payload["after"] = "f".repeat(40).into();
+    payload["head_commit"]["id"] = commit.into();
+    payload["repository"]["full_name"] = repo_name.into();
+    payload["repository"]["clone_url"] = clone_url.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}
+
 /// GitLab's push payload (the captured fixture) rewritten to announce `commit` on `branch` of
 /// `repo_name`, cloneable from `clone_url`, by `author`.
 pub fn gitlab_push_payload(

@@ -49,11 +49,17 @@ pub const TEST_IMAGE: &str = "kiln/busybox:latest";
 pub const TEST_IMAGE_ARM64: &str = "kiln/busybox-arm64:latest";
 
 /// The bot's configuration the tests share: the test repository, followed by `extra` (more
-/// of the repository's keys, or further sections).
+/// of the repository's keys, or further sections). Reconciliation is off: a test counts the
+/// builds its own pushes make.
 pub fn config(extra: &str) -> String {
+    reconciling("0s", extra)
+}
+
+/// [`config`], with reconciliation every `every` (`1s`).
+pub fn reconciling(every: &str, extra: &str) -> String {
     format!(
-        "public_url = \"http://kiln.test\"\n[[repository]]\nname = \"{REPO}\"\n\
-         webhook_secret = \"{TEST_SECRET}\"\n{extra}"
+        "public_url = \"http://kiln.test\"\n[reconcile]\nevery = \"{every}\"\n\
+         [[repository]]\nname = \"{REPO}\"\nwebhook_secret = \"{TEST_SECRET}\"\n{extra}"
     )
 }
 

@@ -1,6 +1,7 @@
 //! GitLab's webhooks, end to end on the real services: a push with the project's secret token
 //! becomes a build; a wrong or missing token, a malformed payload or an unknown project is
-//! refused and creates nothing; the same delivery twice makes one build; a tag is ignored.
+//! refused and creates nothing; the same delivery twice makes one build; a pushed tag builds
+//! its commit as a tag's build, and a deleted one nothing.
 
 use kiln_shared::keys::Keys;
 use kiln_tests::forge::{TestRepo, gitlab_push_payload};
@@ -10,8 +11,9 @@ use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET};
 async fn gitlab_pushes_are_verified_and_built_once() {
     let kiln = Kiln::start(&kiln_tests::config("forge = \"gitlab\"\n")).await;
     let repo = TestRepo::new();
-    let spec =
-        format!("steps:\n  hello:\n    image: {TEST_IMAGE}\n    run: echo \"from $KILN_BRANCH\"\n");
+    let spec = format!(
+        "steps:\n  hello:\n    image: {TEST_IMAGE}\n    run: echo \"from ${{KILN_TAG:-$KILN_BRANCH}}\"\n"
+    );
     let commit = repo.commit("master", "Add the pipeline", &[(".kiln.yml", &spec)]);
     let body = gitlab_push_payload(REPO, "master", &commit, &repo.clone_url(), "Ada Lovelace");
 
@@ -91,15 +93,39 @@ async fn gitlab_pushes_are_verified_and_built_once() {
     let (status, again) = kiln.send_gitlab("Push Hook", "", &body, TEST_SECRET).await;
     assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)));
 
-    // A tag is acknowledged and ignored, with the reason.
+    // A pushed tag builds the commit it names, as a tag's build; a deleted one nothing.
+    repo.tag("v1.0.0", &commit);
     let mut tag: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/gitlab-tag_push.json")).expect("JSON");
     tag["project"]["path_with_namespace"] = REPO.into();
-    let tag = serde_json::to_vec(&tag).expect("serialises");
+    tag["project"]["git_http_url"] = repo.clone_url().into();
+    tag["checkout_sha"] = commit.as_str().into();
+    let body = serde_json::to_vec(&tag).expect("serialises");
     let (status, answer) = kiln
-        .send_gitlab("Tag Push Hook", "k3", &tag, TEST_SECRET)
+        .send_gitlab("Tag Push Hook", "k3", &body, TEST_SECRET)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("a build id");
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(
+        (build["event"].as_str(), build["tag"].as_str()),
+        (Some("tag"), Some("v1.0.0"))
+    );
+    assert_eq!(
+        kiln.task_log(id, "hello").await.lines().last(),
+        Some("from v1.0.0")
+    );
+    tag["checkout_sha"] = serde_json::Value::Null;
+    tag["after"] = "0".repeat(40).into();
+    let body = serde_json::to_vec(&tag).expect("serialises");
+    let (status, answer) = kiln
+        .send_gitlab("Tag Push Hook", "k4", &body, TEST_SECRET)
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["ignored"], "a tag was pushed; Kiln builds branches");
+    assert_eq!(
+        answer["ignored"],
+        "tag `v1.0.0` was deleted; nothing to build"
+    );
     kiln.stop().await;
 }

@@ -291,7 +291,7 @@ async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
     let (status, _) = kiln.send_github("push", "d-huge", &huge, TEST_SECRET).await;
     assert_eq!(status, 413);
 
-    // An unknown repository, a malformed payload, a tag, a ping.
+    // An unknown repository, a malformed payload, a deleted tag, a ping.
     let other = push_payload("acme/other", "master", &commit, &repo.clone_url(), "x");
     let (status, answer) = kiln
         .send_github("push", "d-other", &other, TEST_SECRET)
@@ -309,11 +309,13 @@ async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
     assert_eq!(status, 400);
     let mut tag: serde_json::Value = serde_json::from_slice(&body).expect("json");
     tag["ref"] = "refs/tags/v1.0".into();
+    tag["deleted"] = true.into();
+    tag["after"] = "0".repeat(40).into();
     let tag = serde_json::to_vec(&tag).expect("json");
     let (status, answer) = kiln.send_github("push", "d-tag", &tag, TEST_SECRET).await;
     assert_eq!(
         (status, answer["ignored"].as_str()),
-        (200, Some("`v1.0` is a tag; Kiln builds branches"))
+        (200, Some("tag `v1.0` was deleted; nothing to build"))
     );
 
     // The same delivery twice makes one build.

@@ -137,7 +137,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 .flatten()
                 .cloned()
                 .collect();
-            let job = JobRequested::for_task(&build, "", task, attempt, inputs);
+            let job = JobRequested::for_task(&build, TriggerKind::Push, "", task, attempt, inputs);
             let workdir = scratch.path().join(format!("{}-{attempt}", task.name));
             copy_files(&root, &files, &workdir).await?;
             let (docker, artifacts, caches, secrets) = (

@@ -303,6 +303,7 @@ mod tests {
                 branch: "master".into(),
                 commit: "abc".into(),
             },
+            event: Default::default(),
             clone_url: String::new(),
             task: "t".into(),
             step: "t".into(),

@@ -21,6 +21,7 @@ fn job() -> JobRequested {
             branch: "master".into(),
             commit: "abc".into(),
         },
+        event: Default::default(),
         clone_url: String::new(),
         task: "t".into(),
         step: "t".into(),

@@ -52,6 +52,8 @@ pub async fn build(
             kind: TriggerKind::Command,
             changed_paths: None,
             reuse: None,
+            note: None,
+            vars: Default::default(),
         },
     )
     .await?;

@@ -38,6 +38,7 @@ pub async fn retry(
         // what passed in it when only what did not is to run again.
         NewBuild {
             reuse: failed_only.then_some(build),
+            note: Some(format!("retry of #{build}")),
             ..record.asked()
         },
     )

@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kiln_shared::build::BuildId;
+use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::Manifest;
 use serde::Deserialize;
 use serde_json::json;
@@ -68,10 +69,16 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
         Ok(reports) => reports,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
+    // A tag's build is of its tag, not of a branch.
+    let tag = record.kind == TriggerKind::Tag;
     Json(json!({
         "id": id,
         "repo": record.build.repo,
-        "branch": record.build.branch,
+        "event": record.kind,
+        "branch": (!tag).then_some(&record.build.branch),
+        "tag": tag.then_some(&record.build.branch),
+        "note": record.note,
+        "vars": record.vars,
         "commit": record.build.commit,
         "author": record.author,
         "subject": record.subject,

@@ -40,6 +40,16 @@ pub struct Resolved {
     pub branches: Vec<BranchName>,
 }
 
+/// A branch and the commit at its head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub branch: BranchName,
+    pub commit: CommitId,
+    /// The commit's author and subject line.
+    pub author: String,
+    pub subject: String,
+}
+
 /// What came of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pushed {
@@ -215,11 +225,17 @@ impl Mirrors {
 
     /// Every branch of `clone_url` now, after a fetch.
     pub async fn branches(&self, clone_url: &str) -> Result<Vec<BranchName>, GitError> {
+        let heads = self.branch_heads(clone_url).await?;
+        Ok(heads.into_iter().map(|head| head.branch).collect())
+    }
+
+    /// Every branch of `clone_url` now and the commit at its head, after a fetch.
+    pub async fn branch_heads(&self, clone_url: &str) -> Result<Vec<Head>, GitError> {
         let mirror = self.update(clone_url, None).await?;
         let output = git(&mirror)
             .args([
                 "for-each-ref",
-                "--format=%(refname:lstrip=2)",
+                "--format=%(refname:lstrip=2)%00%(objectname)%00%(authorname)%00%(contents:subject)",
                 "refs/heads/",
             ])
             .output()
@@ -233,7 +249,15 @@ impl Mirrors {
         }
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
-            .map(BranchName::from)
+            .filter_map(|line| {
+                let mut fields = line.split('\0');
+                Some(Head {
+                    branch: fields.next()?.into(),
+                    commit: fields.next()?.into(),
+                    author: fields.next().unwrap_or_default().to_owned(),
+                    subject: fields.next().unwrap_or_default().to_owned(),
+                })
+            })
             .collect())
     }
 

@@ -18,6 +18,7 @@ use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::commit_status::statuses;
 use kiln_shared::ident::{ChannelName, RepoName};
 use kiln_shared::subscription::Subscription;
+use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
 use kiln_shared::wire::BuildRef;
 
@@ -283,7 +284,7 @@ fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessag
             allow_failure: planned.allow_failure,
         })
         .collect();
-    BuildMessage::new(
+    let mut message = BuildMessage::new(
         &record.build,
         record.status,
         &record.author,
@@ -291,7 +292,15 @@ fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessag
         lines,
         record.error.clone(),
         &app.config.public_url,
-    )
+    );
+    message.tag = record.kind == TriggerKind::Tag;
+    message.note = record.note.clone();
+    message.vars = record
+        .vars
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    message
 }
 
 /// Adds the end of the log of the first task that failed (and was not allowed to).

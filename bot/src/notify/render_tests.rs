@@ -364,3 +364,41 @@ fn promotion_cards() {
     \`production\` moved
     ");
 }
+
+/// A tag's build, started with a note and variables, one of which tries to mention and
+/// format: each dialect says it is a tag, and escapes the variables as user text.
+fn tagged() -> BuildMessage {
+    let mut message = message(BuildStatus::Passed, "v1.2.0", "Release", None);
+    message.tag = true;
+    message.note = Some("found by reconciliation".into());
+    message.vars = vec!["DEPLOY_TO=eu-west".into(), "WHY=@everyone **now**".into()];
+    message.tasks.truncate(1);
+    message
+}
+
+#[test]
+fn card_of_a_tag_with_a_note_and_variables() {
+    insta::assert_snapshot!(card(&vendors::discord::DIALECT, &tagged()), @r"
+    ✅ **acme/api** at tag v1.2.0: build #42 **passed**
+    0d1a26e67d Release (by octocat)
+    found by reconciliation
+    with DEPLOY\_TO=eu\-west, WHY=@{ZWSP}everyone \*\*now\*\*
+    • build: passed
+    ");
+    insta::assert_snapshot!(card(&vendors::slack::DIALECT, &tagged()), @"
+    ✅ *acme/api* at tag v1.2.0: build #42 *passed*
+    `0d1a26e67d` Release (by octocat)
+    found by reconciliation
+    with DEPLOY_TO=eu-west, WHY=@everyone **now**
+    • build: passed
+    ");
+    insta::assert_snapshot!(card(&vendors::zulip::DIALECT, &tagged()), @r"
+    ✅ **acme/api** at tag v1.2.0: build #42 **passed**
+    `0d1a26e67d` Release (by octocat)
+    found by reconciliation
+    with DEPLOY\_TO=eu\-west, WHY=@{ZWSP}everyone \*\*now\*\*
+    * build: passed
+
+    [Build #42](http://kiln.test/builds/42) · [logs](http://kiln.test/builds/42/logs) · `logs 42` · `retry 42`
+    ");
+}

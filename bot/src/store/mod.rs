@@ -21,11 +21,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
-use kiln_shared::ident::ChannelName;
+use kiln_shared::ident::{BranchName, ChannelName, CommitId, RepoName};
 use kiln_shared::keys::{Keys, STATUS_TRANSITION_SCRIPT};
 use kiln_shared::plan::Plan;
 use kiln_shared::presence::Presence;
 use kiln_shared::record::{self, BuildField, RecordError, TaskField};
+use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::{BuildRequested, NewBuild};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -98,16 +99,18 @@ return 1
 static CREATE_BUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: the build sequence, the delivery's key (or none: ''), the outbox. ARGV: how long a
--- delivery is remembered (s), the build key prefix, when the relay may publish the build
--- (ms), then the record's field/value pairs.
+-- KEYS: the build sequence, the delivery's key (or none: ''), the outbox, the repository's
+-- branch heads (or none: ''). ARGV: how long a delivery is remembered (s), the build key
+-- prefix, when the relay may publish the build (ms), its branch and commit, then the
+-- record's field/value pairs.
 if KEYS[2] ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then return {0, tonumber(seen)} end
 end
 local id = redis.call('INCR', KEYS[1])
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[1]) end
-redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 4))
+if KEYS[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[5]) end
+redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 6))
 redis.call('ZADD', KEYS[3], ARGV[3], id)
 return {1, id}
 ",
@@ -312,22 +315,71 @@ impl Store {
         let fields = record::build::queued(&new, now_ms());
         let delivery =
             delivery.map_or_else(String::new, |(forge, id)| self.keys.delivery(forge, id));
+        // A push's build is what reconciliation compares the branch's head with; a command
+        // may build any commit of a branch, a tag's build is of no branch.
+        let heads = if new.kind == TriggerKind::Push {
+            self.keys.heads(&new.repo)
+        } else {
+            String::new()
+        };
         let mut invocation = CREATE_BUILD.key(self.keys.build_sequence());
         invocation
             .key(delivery)
             .key(self.keys.outbox())
+            .key(heads)
             .arg(DELIVERY_MEMORY.as_secs())
             .arg(self.keys.build_prefix())
-            .arg(now_ms() + OUTBOX_GRACE.as_millis() as u64);
+            .arg(now_ms() + OUTBOX_GRACE.as_millis() as u64)
+            .arg(new.branch.as_str())
+            .arg(new.commit.as_str());
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }
         let (stored, id): (bool, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(if stored {
-            Created::New(new.numbered(BuildId(id)))
+            Created::New(Box::new(new.numbered(BuildId(id))))
         } else {
             Created::Seen(BuildId(id))
         })
+    }
+
+    /// Each branch of `repo` Kiln was told of, with the newest commit a push's build of it
+    /// was accepted for.
+    pub async fn branch_heads(
+        &self,
+        repo: &RepoName,
+    ) -> RedisResult<HashMap<BranchName, CommitId>> {
+        let heads: HashMap<String, String> =
+            self.conn.clone().hgetall(self.keys.heads(repo)).await?;
+        Ok(heads
+            .into_iter()
+            .map(|(branch, commit)| (branch.into(), commit.into()))
+            .collect())
+    }
+
+    /// Notes `commit` as `branch`'s newest build of `repo` (a promotion built it).
+    pub async fn note_branch_head(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+        commit: &CommitId,
+    ) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .hset(self.keys.heads(repo), branch.as_str(), commit.as_str())
+            .await
+    }
+
+    /// Forgets `branch` of `repo` in its branch heads: it is gone from the forge.
+    pub async fn forget_branch_head(
+        &self,
+        repo: &RepoName,
+        branch: &BranchName,
+    ) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .hdel(self.keys.heads(repo), branch.as_str())
+            .await
     }
 
     /// Takes task `task` of build `id`, not yet started, as passed with what `passed` (the
@@ -874,7 +926,7 @@ fn shown_line(entry: &redis::streams::StreamId) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     /// Stored the build, numbered so.
-    New(BuildRequested),
+    New(Box<BuildRequested>),
     /// Stored nothing: the delivery was seen before, and became this build.
     Seen(BuildId),
 }

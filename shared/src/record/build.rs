@@ -4,7 +4,7 @@
 //! plan and the count of tasks not yet accounted for are added once when it is planned
 //! ([`planned`]); its status moves by compare-and-set with [`ended`]'s fields at its end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{Fields, Reader, RecordError, decode_json, required, to_json};
@@ -29,6 +29,10 @@ pub enum BuildField {
     Status,
     Error,
     Reuse,
+    /// Why it was started, for people, when its trigger has more to say.
+    Note,
+    /// The variables it was asked for with (JSON).
+    Vars,
     CreatedMs,
     FinishedMs,
     /// The build's tasks not yet accounted for: there once it is planned. The settle script
@@ -40,7 +44,7 @@ pub enum BuildField {
 
 impl BuildField {
     /// Every field.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::Repo,
         Self::Branch,
         Self::Commit,
@@ -52,6 +56,8 @@ impl BuildField {
         Self::Status,
         Self::Error,
         Self::Reuse,
+        Self::Note,
+        Self::Vars,
         Self::CreatedMs,
         Self::FinishedMs,
         Self::Remaining,
@@ -72,6 +78,8 @@ impl BuildField {
             Self::Status => "status",
             Self::Error => "error",
             Self::Reuse => "reuse",
+            Self::Note => "note",
+            Self::Vars => "vars",
             Self::CreatedMs => "created_ms",
             Self::FinishedMs => "finished_ms",
             Self::Remaining => "remaining",
@@ -107,6 +115,10 @@ pub struct BuildRecord {
     /// The earlier build whose passed tasks this one takes as they are. Absent (or empty)
     /// when there is none.
     pub reuse: Option<BuildId>,
+    /// Why it was started, when its trigger has more to say (`found by reconciliation`).
+    pub note: Option<String>,
+    /// The variables it was asked for with (`build … KEY=VALUE`).
+    pub vars: BTreeMap<String, String>,
     /// When it was accepted, in ms since the Unix epoch.
     pub created_ms: u64,
     /// When it ended; absent until then.
@@ -128,6 +140,8 @@ impl BuildRecord {
             error: None,
             plan: None,
             reuse: request.reuse,
+            note: request.note,
+            vars: request.vars,
             created_ms,
             finished_ms: None,
         }
@@ -145,6 +159,8 @@ impl BuildRecord {
             kind: self.kind,
             changed_paths: self.changed_paths.clone(),
             reuse: self.reuse,
+            note: self.note.clone(),
+            vars: self.vars.clone(),
         }
     }
 
@@ -158,6 +174,8 @@ impl BuildRecord {
             kind: self.kind,
             changed_paths: self.changed_paths.clone(),
             reuse: self.reuse,
+            note: self.note.clone(),
+            vars: self.vars.clone(),
         }
     }
 
@@ -211,6 +229,11 @@ impl BuildRecord {
                 .map(str::to_owned),
             plan,
             reuse,
+            note: r
+                .get(BuildField::Note.name())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            vars: r.json(BuildField::Vars.name())?.unwrap_or_default(),
             created_ms: required(
                 BuildField::CreatedMs.name(),
                 r.parsed(BuildField::CreatedMs.name())?,
@@ -255,6 +278,12 @@ fn asked_fields(new: &NewBuild, status: BuildStatus, created_ms: u64) -> Fields 
     ];
     if let Some(reuse) = new.reuse {
         fields.push((BuildField::Reuse.name(), reuse.0.to_string()));
+    }
+    if let Some(note) = &new.note {
+        fields.push((BuildField::Note.name(), note.clone()));
+    }
+    if !new.vars.is_empty() {
+        fields.push((BuildField::Vars.name(), to_json(&new.vars)));
     }
     fields
 }
@@ -312,6 +341,8 @@ mod tests {
             error: Some("cancelled by alice".into()),
             plan: None,
             reuse: Some(BuildId(3)),
+            note: Some("found by reconciliation".into()),
+            vars: BTreeMap::from([("DEPLOY_TO".into(), "eu \"west\"".into())]),
             created_ms: 1_700_000_000_123,
             finished_ms: Some(1_700_000_009_000),
         }
@@ -329,6 +360,8 @@ mod tests {
         let unchanged = BuildRecord {
             changed_paths: None,
             reuse: None,
+            note: None,
+            vars: BTreeMap::new(),
             ..fresh.clone()
         };
         for record in [full, fresh, unchanged] {

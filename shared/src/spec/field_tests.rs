@@ -238,8 +238,12 @@ fn every_field_is_blamed_where_it_is_written() {
         "line 6, column 16: step `a` has a bad pattern `src/[x` in `when`: unclosed character class; missing ']'",
     );
     check(
-        &step("    when:\n      tag: x\n"),
-        "line 6, column 7: unknown field `tag`, expected one of branch, event, changes",
+        &step("    when:\n      tag: 'v[1'\n"),
+        "line 6, column 12: step `a` has a bad pattern `v[1` in `when`: unclosed character class; missing ']'",
+    );
+    check(
+        &step("    when:\n      tags: x\n"),
+        "line 6, column 7: unknown field `tags`, expected one of branch, tag, event, changes",
     );
     check(
         &step("    runner: podman\n"),

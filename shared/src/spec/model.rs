@@ -366,9 +366,14 @@ impl<'de> Deserialize<'de> for Retry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct When {
-    /// Branch name patterns (`*` matches anything, `/` included).
+    /// Branch name patterns (`*` matches anything, `/` included); a tag's build has no
+    /// branch, so it holds for none.
     #[serde(default)]
     pub branch: Option<Patterns>,
+    /// Tag name patterns, as for branches: the step is part of a tag's build (`event: tag`)
+    /// whose tag matches, and of no other build.
+    #[serde(default)]
+    pub tag: Option<Patterns>,
     /// What started the build.
     #[serde(default)]
     pub event: Option<Vec<TriggerKind>>,
@@ -381,6 +386,7 @@ pub struct When {
 /// What a build is about, for [`When`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger<'a> {
+    /// The branch built; for a tag's build (`kind` tag), the tag.
     pub branch: &'a str,
     pub kind: TriggerKind,
     /// The files the push changed, if the forge said.
@@ -391,10 +397,17 @@ impl When {
     /// Whether a step with these conditions is part of a build of `trigger`. The patterns
     /// were checked by [`Spec::parse`]; one that does not compile matches nothing.
     pub fn holds(&self, trigger: &Trigger) -> bool {
+        let tagged = trigger.kind == TriggerKind::Tag;
+        let matches =
+            |patterns: &Patterns| patterns.0.iter().any(|p| branch_matches(p, trigger.branch));
         let branch = self
             .branch
             .as_ref()
-            .is_none_or(|patterns| patterns.0.iter().any(|p| branch_matches(p, trigger.branch)));
+            .is_none_or(|patterns| !tagged && matches(patterns));
+        let tag = self
+            .tag
+            .as_ref()
+            .is_none_or(|patterns| tagged && matches(patterns));
         let event = self
             .event
             .as_ref()
@@ -403,7 +416,7 @@ impl When {
             (Some(patterns), Some(paths)) => patterns.0.iter().any(|p| any_path_matches(p, paths)),
             _ => true,
         };
-        branch && event && changes
+        branch && tag && event && changes
     }
 }
 

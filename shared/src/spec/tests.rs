@@ -229,6 +229,32 @@ fn when_decides_by_branch_event_and_changed_paths() {
 }
 
 #[test]
+fn a_tag_condition_takes_matching_tags_and_a_branch_condition_no_tag() {
+    let spec = Spec::parse(
+        "steps:\n  release:\n    image: i\n    run: x\n    when: { tag: ['v*'] }\n  \
+         nightly:\n    image: i\n    run: x\n    when: { branch: '*' }\n",
+    )
+    .expect("valid spec");
+    let holds = |step: &str, branch: &str, kind: TriggerKind| {
+        spec.steps[step].value.when.holds(&Trigger {
+            branch,
+            kind,
+            changed_paths: None,
+        })
+    };
+    assert!(holds("release", "v1.2.0", TriggerKind::Tag));
+    assert!(!holds("release", "nightly-7", TriggerKind::Tag));
+    assert!(
+        !holds("release", "v1", TriggerKind::Push),
+        "a branch named like a tag"
+    );
+    assert!(holds("nightly", "master", TriggerKind::Push));
+    assert!(!holds("nightly", "v1.2.0", TriggerKind::Tag));
+    let e = error("steps:\n  s:\n    image: i\n    run: x\n    when: { tag: ['v[1'] }\n");
+    assert!(e.message.contains("bad pattern `v[1`"), "{e}");
+}
+
+#[test]
 fn refuses_impossible_steps_with_a_place() {
     let check = |text: &str, line: u64, column: u64, needle: &str| {
         let e = error(text);

@@ -3,7 +3,7 @@
 //! Hand-written and minimal on purpose: every field GitHub adds or changes elsewhere in the
 //! payload cannot break us. Parse errors say where the payload was wrong.
 
-use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_command};
+use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, Pushed, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -52,6 +52,8 @@ const MAX_LISTED_COMMITS: usize = 20;
 
 #[derive(Debug, Deserialize)]
 struct Commit {
+    #[serde(default)]
+    id: Option<String>,
     message: String,
     author: Person,
     #[serde(default)]
@@ -197,7 +199,8 @@ fn translate_pull_request(payload: PullRequestPayload) -> ForgeEvent {
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     let ignored = |reason: String| Ok(ForgeEvent::Ignored { reason });
     if let Some(tag) = push.git_ref.strip_prefix("refs/tags/") {
-        return ignored(format!("`{tag}` is a tag; Kiln builds branches"));
+        let tag = tag.to_owned();
+        return translate_tag(&tag, push);
     }
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
         return ignored(format!("`{}` is not a branch", push.git_ref));
@@ -220,20 +223,51 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
         paths.dedup();
         paths
     });
-    let (author, subject) = push.head_commit.map_or_else(Default::default, |c| {
-        let author = c.author.username.unwrap_or(c.author.name);
-        let subject = c.message.lines().next().unwrap_or_default().to_owned();
-        (author, subject)
-    });
+    let (author, subject) = push
+        .head_commit
+        .map_or_else(Default::default, author_and_subject);
     Ok(ForgeEvent::Push(Push {
         repo: push.repository.full_name.into(),
         branch: branch.to_owned().into(),
+        pushed: Pushed::Branch,
         commit: push.after.into(),
         clone_url: push.repository.clone_url,
         author,
         subject,
         changed_paths,
     }))
+}
+
+/// A tag pushed builds the commit it names (for an annotated tag, `after` is the tag
+/// object's id, `head_commit` the commit's); a deleted one builds nothing.
+fn translate_tag(tag: &str, push: PushPayload) -> Result<ForgeEvent, PayloadError> {
+    if push.deleted || push.after == NULL_COMMIT {
+        return Ok(ForgeEvent::Ignored {
+            reason: format!("tag `{tag}` was deleted; nothing to build"),
+        });
+    }
+    let commit = push.head_commit.as_ref().and_then(|c| c.id.clone());
+    let commit = commit.unwrap_or(push.after);
+    let (author, subject) = push
+        .head_commit
+        .map_or_else(Default::default, author_and_subject);
+    Ok(ForgeEvent::Push(Push {
+        repo: push.repository.full_name.into(),
+        branch: tag.to_owned().into(),
+        pushed: Pushed::Tag,
+        commit: commit.into(),
+        clone_url: push.repository.clone_url,
+        author,
+        subject,
+        changed_paths: None,
+    }))
+}
+
+/// A commit's author (their login when GitHub knows it) and subject line.
+fn author_and_subject(commit: Commit) -> (String, String) {
+    let author = commit.author.username.unwrap_or(commit.author.name);
+    let subject = commit.message.lines().next().unwrap_or_default().to_owned();
+    (author, subject)
 }
 
 #[cfg(test)]
@@ -293,6 +327,7 @@ mod tests {
             ForgeEvent::Push(Push {
                 repo: "baxterthehacker/public-repo".into(),
                 branch: "changes".into(),
+                pushed: Pushed::Branch,
                 commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
                 clone_url: "https://github.com/baxterthehacker/public-repo.git".into(),
                 author: "baxterthehacker".into(),
@@ -334,16 +369,34 @@ mod tests {
     }
 
     #[test]
-    fn ignores_tags_with_a_reason() {
-        let reason = |body: &[u8]| match translate("push", body).expect("valid") {
-            ForgeEvent::Ignored { reason } => reason,
-            other => panic!("expected Ignored, got {other:?}"),
+    fn a_pushed_tag_builds_its_commit_and_a_deleted_one_nothing() {
+        let ForgeEvent::Push(push) = translate("push", PUSH_TAG).expect("valid") else {
+            panic!("a tag push is built");
         };
-        assert_eq!(reason(PUSH_TAG), "`v0.0.1` is a tag; Kiln builds branches");
+        assert_eq!(push.pushed, Pushed::Tag);
+        assert_eq!(push.branch.as_str(), "v0.0.1");
         assert_eq!(
-            reason(TAG_DELETE),
-            "`simple-tag` is a tag; Kiln builds branches"
+            push.commit.as_str(),
+            "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"
         );
+        assert_eq!(push.changed_paths, None);
+        // An annotated tag's `after` is the tag object: the commit is the head commit's.
+        let mut annotated: serde_json::Value = serde_json::from_slice(PUSH_TAG).expect("JSON");
+        annotated["after"] = "f".repeat(40).into();
+        let body = serde_json::to_vec(&annotated).expect("JSON");
+        let ForgeEvent::Push(push) = translate("push", &body).expect("valid") else {
+            panic!("a tag push is built");
+        };
+        assert_eq!(
+            push.commit.as_str(),
+            "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd"
+        );
+        match translate("push", TAG_DELETE).expect("valid") {
+            ForgeEvent::Ignored { reason } => {
+                assert_eq!(reason, "tag `simple-tag` was deleted; nothing to build");
+            }
+            other => panic!("expected Ignored, got {other:?}"),
+        }
         assert_eq!(translate("ping", PING).expect("valid"), ForgeEvent::Ping);
         assert!(matches!(
             translate("check_suite", b"{}").expect("not parsed"),

@@ -4,7 +4,7 @@
 //! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
 //! translated into a [`ForgeEvent`], reading only the few fields Kiln uses.
 
-use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, comment_command};
+use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, Pushed, comment_command};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -54,6 +54,20 @@ struct PushPayload {
     commits: Vec<Commit>,
     #[serde(default)]
     total_commits_count: usize,
+}
+
+/// <https://docs.gitlab.com/user/project/integrations/webhook_events/#tag-events>
+#[derive(Debug, Deserialize)]
+struct TagPushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    /// The commit the tag names; `null` when the tag was deleted.
+    #[serde(default)]
+    checkout_sha: Option<String>,
+    /// Who pushed the tag.
+    #[serde(default)]
+    user_name: String,
+    project: Project,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,9 +191,7 @@ pub fn delivery_id(idempotency_key: &str, event_uuid: &str, body: &[u8]) -> Opti
 pub fn translate(event: &str, body: &[u8]) -> Result<ForgeEvent, PayloadError> {
     match event {
         "Push Hook" => translate_push(parse(event, body)?),
-        "Tag Push Hook" => Ok(ForgeEvent::Ignored {
-            reason: "a tag was pushed; Kiln builds branches".into(),
-        }),
+        "Tag Push Hook" => translate_tag(parse(event, body)?),
         "Note Hook" => Ok(translate_note(parse(event, body)?)),
         "Merge Request Hook" => Ok(translate_merge_request(parse(event, body)?)),
         other => Ok(ForgeEvent::Ignored {
@@ -283,11 +295,37 @@ fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
     Ok(ForgeEvent::Push(Push {
         repo: push.project.path_with_namespace.into(),
         branch: branch.to_owned().into(),
+        pushed: Pushed::Branch,
         commit: push.after.into(),
         clone_url: push.project.git_http_url,
         author,
         subject,
         changed_paths,
+    }))
+}
+
+/// A tag pushed builds the commit it names (`checkout_sha`; `after` is an annotated tag's
+/// own object); a deleted one builds nothing. GitLab lists no commits for a tag, so the
+/// pusher stands for the author.
+fn translate_tag(push: TagPushPayload) -> Result<ForgeEvent, PayloadError> {
+    let tag = push
+        .git_ref
+        .strip_prefix("refs/tags/")
+        .unwrap_or(&push.git_ref);
+    let Some(commit) = push.checkout_sha.filter(|c| c != NULL_COMMIT) else {
+        return Ok(ForgeEvent::Ignored {
+            reason: format!("tag `{tag}` was deleted; nothing to build"),
+        });
+    };
+    Ok(ForgeEvent::Push(Push {
+        repo: push.project.path_with_namespace.into(),
+        branch: tag.to_owned().into(),
+        pushed: Pushed::Tag,
+        commit: commit.into(),
+        clone_url: push.project.git_http_url,
+        author: push.user_name,
+        subject: String::new(),
+        changed_paths: None,
     }))
 }
 
@@ -314,6 +352,7 @@ mod tests {
             ForgeEvent::Push(Push {
                 repo: "gitlab-org/hello-world".into(),
                 branch: "master".into(),
+                pushed: Pushed::Branch,
                 commit: "2adc9465c4edfc33834e173fe89436a7cb899a1d".into(),
                 clone_url: "https://gitlab.com/gitlab-org/hello-world.git".into(),
                 author: "Sid Sijbrandij".into(),
@@ -359,14 +398,32 @@ mod tests {
     }
 
     #[test]
-    fn ignores_tags_and_the_rest_with_a_reason() {
+    fn a_pushed_tag_builds_the_commit_it_names() {
+        let ForgeEvent::Push(push) = translate("Tag Push Hook", TAG).expect("valid") else {
+            panic!("a tag push is built");
+        };
+        assert_eq!(push.pushed, Pushed::Tag);
+        assert_eq!(push.branch.as_str(), "v1.0.0");
+        assert_eq!(
+            push.commit.as_str(),
+            "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7"
+        );
+        assert_eq!(push.author, "John Smith");
+    }
+
+    #[test]
+    fn ignores_deleted_tags_and_the_rest_with_a_reason() {
         let reason = |event: &str, body: &[u8]| match translate(event, body).expect("valid") {
             ForgeEvent::Ignored { reason } => reason,
             other => panic!("expected Ignored, got {other:?}"),
         };
+        let mut deleted: serde_json::Value = serde_json::from_slice(TAG).expect("JSON");
+        deleted["after"] = NULL_COMMIT.into();
+        deleted["checkout_sha"] = serde_json::Value::Null;
+        let deleted = serde_json::to_vec(&deleted).expect("JSON");
         assert_eq!(
-            reason("Tag Push Hook", TAG),
-            "a tag was pushed; Kiln builds branches"
+            reason("Tag Push Hook", &deleted),
+            "tag `v1.0.0` was deleted; nothing to build"
         );
         assert!(reason("Merge Request Hook", MERGE_REQUEST).contains("source branch"));
         assert_eq!(

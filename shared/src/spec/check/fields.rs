@@ -387,10 +387,11 @@ pub(super) fn cache(s: &StepAt) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// `when`'s branch and path patterns compile.
+/// `when`'s branch, tag and path patterns compile.
 pub(super) fn when(s: &StepAt) -> Result<(), SpecError> {
     let when = &s.step.when;
-    let branches = when.branch.iter().flat_map(|p| &p.items);
+    let refs = when.branch.iter().chain(&when.tag);
+    let branches = refs.flat_map(|p| &p.items);
     let paths = when.changes.iter().flat_map(|p| &p.items);
     let compiled = branches
         .map(|p| (p, branch_glob(&p.value)))

@@ -126,6 +126,7 @@ impl RawWhen {
     fn into_when(self) -> When {
         When {
             branch: self.branch.map(|b| Patterns(b.values())),
+            tag: self.tag.map(|t| Patterns(t.values())),
             event: self.event,
             changes: self.changes.map(|c| Patterns(c.values())),
         }

@@ -136,6 +136,8 @@ pub(super) struct RawWhen {
     #[serde(default)]
     pub branch: Option<Strings<Patterns>>,
     #[serde(default)]
+    pub tag: Option<Strings<Patterns>>,
+    #[serde(default)]
     pub event: Option<Vec<TriggerKind>>,
     #[serde(default)]
     pub changes: Option<Strings<Patterns>>,

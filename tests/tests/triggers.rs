@@ -1,0 +1,162 @@
+//! What starts a build besides a push to a branch, end to end on the real services: a pushed
+//! tag builds the commit it names as a tag's build, with the steps its `when: tag` selects;
+//! a push no webhook announced (made while the bot was down) is found by reconciliation.
+
+use std::time::Duration;
+
+use kiln_tests::forge::{TestRepo, tag_payload};
+use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
+
+/// Every build runs `unit`; only a `v*` tag's runs `release`; only a branch's runs `nightly`.
+fn pipeline() -> String {
+    format!(
+        "steps:\n  \
+         unit:\n    image: {TEST_IMAGE}\n    \
+         run: echo \"$KILN_EVENT tag=${{KILN_TAG:-none}} branch=${{KILN_BRANCH:-none}}\"\n  \
+         release:\n    image: {TEST_IMAGE}\n    when: {{ tag: ['v*'] }}\n    \
+         run: echo \"releasing $KILN_TAG\"\n  \
+         nightly:\n    image: {TEST_IMAGE}\n    when: {{ branch: master }}\n    \
+         run: 'true'\n"
+    )
+}
+
+/// The names of a build's tasks, sorted.
+fn task_names(build: &serde_json::Value) -> Vec<&str> {
+    let tasks = build["tasks"].as_array().expect("tasks");
+    let mut names: Vec<&str> = tasks.iter().filter_map(|t| t["name"].as_str()).collect();
+    names.sort_unstable();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_tag_builds_its_commit_with_its_release_steps() {
+    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Release it", &[(".kiln.yml", &pipeline())]);
+    repo.tag("v1.2.0", &commit);
+    repo.tag("nightly-7", &commit);
+
+    let body = tag_payload(REPO, "v1.2.0", &commit, &repo.clone_url());
+    let (status, answer) = kiln.send_github("push", "t-1", &body, TEST_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("a build id");
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(
+        (
+            build["event"].as_str(),
+            build["tag"].as_str(),
+            build["branch"].as_str(),
+            build["commit"].as_str()
+        ),
+        (Some("tag"), Some("v1.2.0"), None, Some(commit.as_str())),
+        "{build:#}"
+    );
+    assert_eq!(task_names(&build), ["release", "unit"], "{build:#}");
+    let log = kiln.task_log(id, "unit").await;
+    assert_eq!(
+        log.lines().last(),
+        Some("tag tag=v1.2.0 branch=none"),
+        "{log}"
+    );
+    let log = kiln.task_log(id, "release").await;
+    assert_eq!(log.lines().last(), Some("releasing v1.2.0"), "{log}");
+
+    // A tag the release steps do not match; then the branch itself, for comparison.
+    let body = tag_payload(REPO, "nightly-7", &commit, &repo.clone_url());
+    let (status, answer) = kiln.send_github("push", "t-2", &body, TEST_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let build = kiln
+        .finished_build(answer["build_id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(task_names(&build), ["unit"], "{build:#}");
+    let id = kiln.push(&repo, "master", &commit, "t-3").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(task_names(&build), ["nightly", "unit"], "{build:#}");
+    assert_eq!(
+        kiln.task_log(id, "unit").await.lines().last(),
+        Some("push tag=none branch=master")
+    );
+    kiln.stop().await;
+}
+
+/// The builds of `kiln` numbered above `after`, as the bot has them, in order.
+async fn builds_after(kiln: &Kiln, after: u64) -> Vec<serde_json::Value> {
+    let mut builds = Vec::new();
+    let mut id = after + 1;
+    while let Some(build) = kiln.build(id).await {
+        builds.push(build);
+        id += 1;
+    }
+    builds
+}
+
+/// How long the test looks on for a build reconciliation should not make: a few passes.
+const PASSES: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
+    let config = kiln_tests::reconciling("1s", "reconcile_branches = [\"release/*\"]\n");
+    let mut kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let spec =
+        format!("steps:\n  unit:\n    image: {TEST_IMAGE}\n    run: echo \"on $KILN_BRANCH\"\n");
+    let first = repo.commit("master", "Add the pipeline", &[(".kiln.yml", &spec)]);
+    let told = kiln.push(&repo, "master", &first, "r-1").await;
+    assert_eq!(kiln.finished_build(told).await["status"], "passed");
+
+    // While the bot is down: a push to master, a new release branch, a new feature branch.
+    kiln.halt().await;
+    let missed = repo.commit("master", "Pushed while Kiln was down", &[]);
+    let release = repo.commit("release/1", "Cut the release", &[]);
+    let feature = repo.commit("feature/x", "Try something", &[]);
+    kiln.start_bot(&config).await;
+    kiln.start_workers().await;
+
+    // The first pass builds master's head and the release branch, which the configuration
+    // names; never the feature branch no webhook named.
+    let found = wait_for("the missed pushes to be built", E2E_TIMEOUT, || async {
+        let builds = builds_after(&kiln, told).await;
+        (builds.len() >= 2).then_some(builds)
+    })
+    .await;
+    let mut seen: Vec<(&str, &str)> = found
+        .iter()
+        .map(|b| {
+            (
+                b["branch"].as_str().unwrap_or(""),
+                b["commit"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [("master", missed.as_str()), ("release/1", release.as_str())],
+        "{found:#?}"
+    );
+    for build in &found {
+        assert_eq!(build["note"], "found by reconciliation", "{build:#}");
+        assert_eq!(build["event"], "push", "{build:#}");
+        let id = build["id"].as_u64().expect("id");
+        assert_eq!(kiln.finished_build(id).await["status"], "passed");
+    }
+
+    // Later passes find nothing more to build: not the same heads again, not the feature.
+    tokio::time::sleep(PASSES).await;
+    let builds = builds_after(&kiln, told).await;
+    assert_eq!(builds.len(), 2, "{builds:#?}");
+    assert!(
+        builds.iter().all(|b| b["commit"] != feature.as_str()),
+        "{builds:#?}"
+    );
+
+    // A push whose webhook comes is built once, by the webhook, not again by a pass.
+    let next = repo.commit("master", "Announced", &[]);
+    let id = kiln.push(&repo, "master", &next, "r-2").await;
+    assert_eq!(kiln.finished_build(id).await["status"], "passed");
+    tokio::time::sleep(PASSES).await;
+    let builds = builds_after(&kiln, told).await;
+    assert_eq!(builds.len(), 3, "{builds:#?}");
+    kiln.stop().await;
+}
