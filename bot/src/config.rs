@@ -1010,6 +1010,7 @@ channel_id = 42
                 branch: "x",
                 kind: kiln_shared::trigger::TriggerKind::Push,
                 changed_paths: None,
+                vars: &kiln_shared::vars::NONE,
             };
             Plan::from_spec_text(&spec, &trigger).expect("valid")
         };

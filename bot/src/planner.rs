@@ -148,6 +148,7 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
         branch: &request.build.branch,
         kind: request.kind,
         changed_paths: request.changed_paths.as_deref(),
+        vars: &request.vars,
     };
     let plan = app
         .specs

@@ -241,7 +241,8 @@ async fn try_again(app: &App, waiting: &Waiting) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job that runs attempt `attempt` of `task`, with the artifacts of the tasks it needs.
+/// The job that runs attempt `attempt` of `task`, with the artifacts of the tasks it needs
+/// and the build's variables.
 async fn job(
     app: &App,
     record: &BuildRecord,
@@ -256,12 +257,15 @@ async fn job(
         .into_iter()
         .flat_map(|t| t.artifacts)
         .collect();
-    Ok(JobRequested::for_task(
+    let mut job = JobRequested::for_task(
         &record.build,
         record.kind,
         &record.clone_url,
         task,
         attempt,
         inputs,
-    ))
+    );
+    // The build's variables above the step's own `env`; Kiln's own are above both.
+    job.env.extend(record.vars.clone());
+    Ok(job)
 }

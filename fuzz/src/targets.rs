@@ -286,6 +286,7 @@ fn spec(data: &[u8]) {
             branch: "master",
             kind,
             changed_paths: Some(&[]),
+            vars: &kiln_shared::vars::NONE,
         };
         let _ = Plan::from_spec_text(&text, &trigger);
     }
@@ -452,6 +453,7 @@ mod tests {
                 branch: "master",
                 kind: TriggerKind::Push,
                 changed_paths: None,
+                vars: &kiln_shared::vars::NONE,
             };
             Plan::from_spec_text(&text, &trigger).expect("the seed plans");
         }

@@ -16,8 +16,8 @@
 //! A leading `/`, and a leading `kiln` (as in a PR comment, `/kiln build …`), are optional. A
 //! build is written `12` or `#12`.
 
+use std::collections::BTreeMap;
 use std::fmt;
-
 use std::time::Duration;
 
 use crate::build::BuildId;
@@ -30,8 +30,8 @@ use crate::promotion::PromotionId;
 pub const COMMANDS: [(&str, &str, &str); 14] = [
     (
         "build",
-        "build <owner/repo> [branch | commit]",
-        "builds a branch (default `master`) or a commit",
+        "build <owner/repo> [branch | commit] [KEY=VALUE …]",
+        "builds a branch (default `master`) or a commit, with variables its tasks see",
     ),
     (
         "status",
@@ -106,6 +106,8 @@ pub enum Command {
     Build {
         repo: RepoName,
         target: Target,
+        /// `KEY=VALUE` words: variables its tasks see.
+        vars: BTreeMap<String, String>,
     },
     Status {
         repo: Option<RepoName>,
@@ -243,12 +245,13 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
     let command = match name.as_str() {
         "build" => {
             let repo = args.repo()?;
+            let vars = args.assignments()?;
             let target = match args.optional() {
                 None => Target::Branch("master".into()),
                 Some(word) if is_commit(word) => Target::Commit(word.to_ascii_lowercase().into()),
                 Some(word) => Target::Branch(branch(word)?),
             };
-            Command::Build { repo, target }
+            Command::Build { repo, target, vars }
         }
         "status" => {
             let repo = args.optional().map(checked_repo).transpose()?;
@@ -507,6 +510,29 @@ impl<'a> Args<'a> {
         Ok(Some(value))
     }
 
+    /// Takes every `KEY=VALUE` word: a build's variables.
+    fn assignments(&mut self) -> Result<BTreeMap<String, String>, CommandError> {
+        let mut vars = BTreeMap::new();
+        let mut error = None;
+        self.words
+            .retain(|word| match crate::vars::assignment(word) {
+                None => true,
+                Some(Ok((name, value))) => {
+                    vars.insert(name, value);
+                    false
+                }
+                Some(Err(why)) => {
+                    error.get_or_insert(why);
+                    false
+                }
+            });
+        if let Some(why) = error {
+            return Err(self.usage_error(&why));
+        }
+        crate::vars::check(&vars).map_err(|why| self.usage_error(&why))?;
+        Ok(vars)
+    }
+
     fn optional(&mut self) -> Option<&'a str> {
         (!self.words.is_empty()).then(|| self.words.remove(0))
     }
@@ -621,6 +647,13 @@ mod tests {
     }
 
     #[test]
+    fn a_builds_variables_are_checked() {
+        assert!(err("build acme/api KILN_TAG=v1").contains("Kiln's own"));
+        assert!(err("build acme/api master A-B=1").contains("not a variable name"));
+        assert!(err("build acme/api master x y").contains("one word too many"));
+    }
+
+    #[test]
     fn env_leases_name_pools_branches_and_lengths() {
         let hour = Duration::from_secs(3600);
         assert_eq!(
@@ -685,6 +718,7 @@ mod tests {
                 Command::Build {
                     repo: "acme/api".into(),
                     target: Target::Branch("master".into()),
+                    vars: BTreeMap::new(),
                 },
             ),
             (
@@ -692,6 +726,7 @@ mod tests {
                 Command::Build {
                     repo: "acme/api".into(),
                     target: Target::Branch("feature/x".into()),
+                    vars: BTreeMap::new(),
                 },
             ),
             (
@@ -699,6 +734,18 @@ mod tests {
                 Command::Build {
                     repo: "acme/api".into(),
                     target: Target::Commit("1a2b3c4d".into()),
+                    vars: BTreeMap::new(),
+                },
+            ),
+            (
+                "build acme/api DEPLOY_TO=eu-west release/1 DRY_RUN=",
+                Command::Build {
+                    repo: "acme/api".into(),
+                    target: Target::Branch("release/1".into()),
+                    vars: BTreeMap::from([
+                        ("DEPLOY_TO".into(), "eu-west".into()),
+                        ("DRY_RUN".into(), String::new()),
+                    ]),
                 },
             ),
             (

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod subscription;
 pub mod template;
 pub mod trigger;
+pub mod vars;
 pub mod view;
 pub mod walk;
 pub mod wire;

@@ -360,6 +360,7 @@ mod tests {
             branch,
             kind: TriggerKind::Push,
             changed_paths: None,
+            vars: &crate::vars::NONE,
         }
     }
 

@@ -160,3 +160,70 @@ async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
     assert_eq!(builds.len(), 3, "{builds:#?}");
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_asked_for_reach_the_tasks_and_choose_their_steps() {
+    const TOKEN: &str = "alice-token-0123456789";
+    let config = kiln_tests::config(&format!(
+        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    ));
+    let kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  \
+         unit:\n    image: {TEST_IMAGE}\n    env: {{ DEPLOY_TO: nowhere, FROM_STEP: kept }}\n    \
+         run: echo \"to $DEPLOY_TO, $FROM_STEP, on $KILN_BRANCH\"\n  \
+         deploy:\n    image: {TEST_IMAGE}\n    when: {{ vars: {{ DEPLOY_TO: 'eu-*' }} }}\n    \
+         run: echo \"deploying to $DEPLOY_TO\"\n"
+    );
+    let commit = repo.commit("master", "Deploy it", &[(".kiln.yml", &spec)]);
+    let pushed = kiln.push(&repo, "master", &commit, "v-1").await;
+    let build = kiln.finished_build(pushed).await;
+    assert_eq!(task_names(&build), ["unit"], "{build:#}");
+    assert_eq!(
+        kiln.task_log(pushed, "unit").await.lines().last(),
+        Some("to nowhere, kept, on master")
+    );
+
+    // The build's variables are above the step's own, and choose the deploy step.
+    let (status, reply) = kiln
+        .command(TOKEN, &format!("build {REPO} master DEPLOY_TO=eu-west"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = pushed + 1;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(build["vars"], serde_json::json!({ "DEPLOY_TO": "eu-west" }));
+    assert_eq!(task_names(&build), ["deploy", "unit"], "{build:#}");
+    assert_eq!(
+        kiln.task_log(id, "unit").await.lines().last(),
+        Some("to eu-west, kept, on master")
+    );
+    assert_eq!(
+        kiln.task_log(id, "deploy").await.lines().last(),
+        Some("deploying to eu-west")
+    );
+
+    // A variable that does not match leaves the step out; Kiln's own names are refused.
+    let (status, reply) = kiln
+        .command(TOKEN, &format!("build {REPO} master DEPLOY_TO=us-east"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let build = kiln.finished_build(id + 1).await;
+    assert_eq!(task_names(&build), ["unit"], "{build:#}");
+    let (_, reply) = kiln
+        .command_text(
+            TOKEN,
+            &format!("build {REPO} master KILN_BRANCH=production"),
+        )
+        .await;
+    assert!(
+        reply.contains("`KILN_BRANCH` is Kiln's own variable"),
+        "{reply}"
+    );
+    assert!(
+        kiln.build(id + 2).await.is_none(),
+        "a refused command builds nothing"
+    );
+    kiln.stop().await;
+}

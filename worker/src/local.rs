@@ -84,6 +84,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         branch: if branch.is_empty() { "local" } else { &branch },
         kind: TriggerKind::Push,
         changed_paths: None,
+        vars: &kiln_shared::vars::NONE,
     };
     let plan = Plan::from_spec_text(&text, &trigger)?;
 

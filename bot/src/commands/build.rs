@@ -1,4 +1,6 @@
-//! `build <repo> [branch | commit]`.
+//! `build <repo> [branch | commit] [KEY=VALUE …]`.
+
+use std::collections::BTreeMap;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::command::Target;
@@ -11,14 +13,15 @@ use super::reply::{self, Reply};
 use crate::app::App;
 use crate::{ingress, repositories};
 
-/// `build <repo> [branch | commit]`: the branch's head, or the commit on a branch that holds
-/// it (the default branch first): a build always has a branch, which decides its caches,
-/// images and secrets.
+/// `build <repo> [branch | commit] [KEY=VALUE …]`: the branch's head, or the commit on a
+/// branch that holds it (the default branch first): a build always has a branch, which
+/// decides its caches, images and secrets. Its tasks see `vars`.
 pub async fn build(
     app: &App,
     actor: Actor<'_>,
     repo: &RepoName,
     target: &Target,
+    vars: &BTreeMap<String, String>,
 ) -> anyhow::Result<Reply> {
     let Some(repository) = app.config.repository(repo) else {
         return Ok(reply::not_built(repo));
@@ -53,7 +56,7 @@ pub async fn build(
             changed_paths: None,
             reuse: None,
             note: None,
-            vars: Default::default(),
+            vars: vars.clone(),
         },
     )
     .await?;

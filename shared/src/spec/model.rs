@@ -381,6 +381,10 @@ pub struct When {
     /// changed a matching file, or if the forge did not say which files changed.
     #[serde(default)]
     pub changes: Option<Patterns>,
+    /// The build's variables (`build … KEY=VALUE`) and patterns of their values, as for
+    /// branches: each named variable is set and matches one of its patterns.
+    #[serde(default)]
+    pub vars: Option<BTreeMap<String, Patterns>>,
 }
 
 /// What a build is about, for [`When`].
@@ -391,6 +395,8 @@ pub struct Trigger<'a> {
     pub kind: TriggerKind,
     /// The files the push changed, if the forge said.
     pub changed_paths: Option<&'a [String]>,
+    /// The build's variables.
+    pub vars: &'a BTreeMap<String, String>,
 }
 
 impl When {
@@ -416,7 +422,15 @@ impl When {
             (Some(patterns), Some(paths)) => patterns.0.iter().any(|p| any_path_matches(p, paths)),
             _ => true,
         };
-        branch && tag && event && changes
+        let vars = self.vars.as_ref().is_none_or(|wanted| {
+            wanted.iter().all(|(name, patterns)| {
+                trigger
+                    .vars
+                    .get(name)
+                    .is_some_and(|value| patterns.0.iter().any(|p| branch_matches(p, value)))
+            })
+        });
+        branch && tag && event && changes && vars
     }
 }
 

@@ -218,13 +218,15 @@ fn when_decides_by_branch_event_and_changed_paths() {
             branch,
             kind: *kind,
             changed_paths: paths.as_deref(),
+            vars: &crate::vars::NONE,
         };
         assert_eq!(when.holds(&trigger), *expect, "{trigger:?}");
     }
     assert!(When::default().holds(&Trigger {
         branch: "x",
         kind: TriggerKind::Tag,
-        changed_paths: Some(&[])
+        changed_paths: Some(&[]),
+        vars: &crate::vars::NONE,
     }));
 }
 
@@ -240,6 +242,7 @@ fn a_tag_condition_takes_matching_tags_and_a_branch_condition_no_tag() {
             branch,
             kind,
             changed_paths: None,
+            vars: &crate::vars::NONE,
         })
     };
     assert!(holds("release", "v1.2.0", TriggerKind::Tag));
@@ -252,6 +255,42 @@ fn a_tag_condition_takes_matching_tags_and_a_branch_condition_no_tag() {
     assert!(!holds("nightly", "v1.2.0", TriggerKind::Tag));
     let e = error("steps:\n  s:\n    image: i\n    run: x\n    when: { tag: ['v[1'] }\n");
     assert!(e.message.contains("bad pattern `v[1`"), "{e}");
+}
+
+#[test]
+fn a_vars_condition_wants_each_variable_set_and_matching() {
+    let spec = Spec::parse(
+        "steps:\n  deploy:\n    image: i\n    run: x\n    \
+         when: { vars: { DEPLOY_TO: [staging, 'eu-*'], DRY_RUN: '' } }\n",
+    )
+    .expect("valid spec");
+    let holds = |vars: &[(&str, &str)]| {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        spec.steps["deploy"].value.when.holds(&Trigger {
+            branch: "master",
+            kind: TriggerKind::Command,
+            changed_paths: None,
+            vars: &vars,
+        })
+    };
+    assert!(holds(&[("DEPLOY_TO", "staging"), ("DRY_RUN", "")]));
+    assert!(holds(&[
+        ("DEPLOY_TO", "eu-west"),
+        ("DRY_RUN", ""),
+        ("X", "y")
+    ]));
+    assert!(!holds(&[("DEPLOY_TO", "production"), ("DRY_RUN", "")]));
+    assert!(!holds(&[("DEPLOY_TO", "staging")]), "DRY_RUN is not set");
+    assert!(!holds(&[]));
+    let e = error("steps:\n  s:\n    image: i\n    run: x\n    when: { vars: { KILN_TAG: x } }\n");
+    assert!(
+        e.message.contains("`KILN_TAG` is Kiln's own variable"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.column), (5, 21), "{e}");
 }
 
 #[test]

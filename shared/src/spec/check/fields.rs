@@ -387,11 +387,22 @@ pub(super) fn cache(s: &StepAt) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// `when`'s branch, tag and path patterns compile.
+/// `when`'s variables are named as variables may be, and its branch, tag, variable and path
+/// patterns compile.
 pub(super) fn when(s: &StepAt) -> Result<(), SpecError> {
     let when = &s.step.when;
+    let vars = when.vars.iter().flat_map(|v| &v.0);
+    for (name, _) in vars.clone() {
+        if let Err(why) = crate::vars::check_name(&name.value) {
+            return refuse(
+                name.referenced,
+                format!("step `{}` tests a variable in `when`: {why}", s.name()),
+            );
+        }
+    }
     let refs = when.branch.iter().chain(&when.tag);
-    let branches = refs.flat_map(|p| &p.items);
+    let values = vars.map(|(_, patterns)| &patterns.value);
+    let branches = refs.chain(values).flat_map(|p| &p.items);
     let paths = when.changes.iter().flat_map(|p| &p.items);
     let compiled = branches
         .map(|p| (p, branch_glob(&p.value)))

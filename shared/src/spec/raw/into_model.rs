@@ -129,6 +129,12 @@ impl RawWhen {
             tag: self.tag.map(|t| Patterns(t.values())),
             event: self.event,
             changes: self.changes.map(|c| Patterns(c.values())),
+            vars: self.vars.map(|vars| {
+                vars.0
+                    .into_iter()
+                    .map(|(name, values)| (name.value, Patterns(values.value.values())))
+                    .collect()
+            }),
         }
     }
 }

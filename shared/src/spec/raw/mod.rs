@@ -141,4 +141,6 @@ pub(super) struct RawWhen {
     pub event: Option<Vec<TriggerKind>>,
     #[serde(default)]
     pub changes: Option<Strings<Patterns>>,
+    #[serde(default)]
+    pub vars: Option<Entries<Strings<Patterns>>>,
 }
