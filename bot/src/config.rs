@@ -93,9 +93,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 mod retention;
+mod schedule;
 mod secret;
 
 pub use retention::{Kept, Retention, RetentionOverride};
+pub use schedule::When;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -484,6 +486,40 @@ pub struct Repository {
     /// Kiln of them; a branch Kiln was told of is reconciled whatever this says.
     #[serde(default)]
     pub reconcile_branches: Vec<String>,
+    /// Builds started by the clock (`[[repository.schedule]]`).
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<Schedule>,
+}
+
+/// A build of a branch's head started by the clock, as event `schedule`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Its name, unique in the repository: on the build's card and in `status`.
+    pub name: String,
+    /// When: a cron expression of five fields (minute to day of week), or six with seconds
+    /// first.
+    pub cron: String,
+    /// The branch built.
+    #[serde(default = "default_from")]
+    pub branch: BranchName,
+    /// Variables its builds' tasks see, as `build … KEY=VALUE` gives them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// The time zone `cron` is read in (an IANA name, `Europe/Berlin`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Schedule {
+    /// When it is due, or why its `cron` or `timezone` is not a time.
+    pub fn when(&self) -> Result<When, String> {
+        When::of(self)
+    }
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
 }
 
 /// The gates of a repository's promotions.
@@ -668,6 +704,21 @@ impl Config {
                 "repository `{}` is listed twice",
                 repo.name
             );
+            for (j, schedule) in repo.schedules.iter().enumerate() {
+                let at = format!(
+                    "[[repository.schedule]] `{}` of {}",
+                    schedule.name, repo.name
+                );
+                anyhow::ensure!(
+                    !repo.schedules[..j].iter().any(|s| s.name == schedule.name),
+                    "{at} is listed twice"
+                );
+                schedule
+                    .when()
+                    .map_err(|why| anyhow::anyhow!("{at}: {why}"))?;
+                kiln_shared::vars::check(&schedule.vars)
+                    .map_err(|why| anyhow::anyhow!("{at}: {why}"))?;
+            }
             if let Some(promote) = &repo.promote {
                 anyhow::ensure!(
                     promote.from != promote.to,
@@ -994,6 +1045,24 @@ channel_id = 42
         );
         check("[[repository]]\nname = 'a/b'", "webhook_secret");
         check("[[operator]]\nname = 'al'\ntoken = 'short'", "at least 16");
+        let schedule = |fields: &str| {
+            format!(
+                "[[repository]]\nname = 'a/b'\nwebhook_secret = 's'\n\
+                 [[repository.schedule]]\nname = 'nightly'\n{fields}"
+            )
+        };
+        check(
+            &schedule("cron = '0 25 * * *'"),
+            "[[repository.schedule]] `nightly` of a/b: `0 25 * * *` is not a cron expression",
+        );
+        check(
+            &schedule("cron = '0 2 * * *'\ntimezone = 'Nowhere'"),
+            "`Nowhere` is not a time zone",
+        );
+        check(
+            &schedule("cron = '0 2 * * *'\nvars = { KILN_TAG = 'x' }"),
+            "`KILN_TAG` is Kiln's own variable",
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::BotQueue;
 use crate::app::App;
 use crate::notify::cards;
-use crate::{comments, ingress, leases, logs, outbox, planner, reclaim, reconcile, scheduler};
+use crate::{
+    comments, ingress, leases, logs, outbox, planner, reclaim, reconcile, scheduler, schedules,
+};
 
 /// How many tasks' events (and dead-lettered jobs) the bot handles at once.
 const EVENTS_AT_ONCE: u16 = 16;
@@ -52,6 +54,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
         outbox::relay::relay(app.clone(), shutdown.clone()),
         logs::keeper::keep(app.clone(), shutdown.clone()),
         reconcile::reconcile(app.clone(), shutdown.clone()),
+        schedules::run(app.clone(), shutdown.clone()),
         serve(
             &app,
             BotQueue::Builds,

@@ -90,7 +90,18 @@ pub async fn accept_noted(
         note,
         vars: Default::default(),
     };
-    let request = match store.create_build(new, Some((forge, delivery))).await? {
+    accept_new(app, forge, delivery, new).await
+}
+
+/// Accepts `new`, asked for by `delivery` from `forge` (or another door: a schedule's),
+/// at most once per delivery.
+pub async fn accept_new(
+    app: &App,
+    forge: &str,
+    delivery: &str,
+    new: NewBuild,
+) -> Result<Accepted, Unavailable> {
+    let request = match app.store.create_build(new, Some((forge, delivery))).await? {
         Created::New(request) => request,
         Created::Seen(existing) => return Ok(Accepted::Duplicate(existing)),
     };

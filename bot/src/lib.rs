@@ -35,6 +35,7 @@ pub mod repositories;
 pub mod resources;
 pub mod review;
 pub mod scheduler;
+pub mod schedules;
 pub mod specs;
 pub mod store;
 pub mod vendors;

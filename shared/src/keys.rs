@@ -258,6 +258,16 @@ impl Keys {
         format!("{}:heads:{}", self.prefix, repo.to_ascii_lowercase())
     }
 
+    /// The latest due time of a repository's schedule that was built (string, ms since the
+    /// Unix epoch).
+    pub fn schedule(&self, repo: &RepoName, name: &str) -> String {
+        format!(
+            "{}:schedule:{}:{name}",
+            self.prefix,
+            repo.to_ascii_lowercase()
+        )
+    }
+
     /// The newest build when a branch last went (string, with an expiry): a build of it
     /// started before then, ending later, deploys nothing that would never be stopped.
     pub fn branch_gone(&self, repo: &RepoName, branch: &BranchName) -> String {

@@ -128,6 +128,8 @@ pub enum TriggerKind {
     MergeRequest,
     /// Someone asked in chat or the web console.
     Command,
+    /// A schedule of the repository's came due.
+    Schedule,
     /// The branch went (deleted, or its pull or merge request closed): its environments'
     /// `on_stop` steps run, and nothing else.
     Stop,
@@ -141,6 +143,7 @@ impl TriggerKind {
             Self::Tag => "tag",
             Self::MergeRequest => "merge_request",
             Self::Command => "command",
+            Self::Schedule => "schedule",
             Self::Stop => "stop",
         }
     }

@@ -73,7 +73,11 @@ mod tests {
         for bad in ["", "1X", "A-B", "A B", "Ü", &"A".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
-        assert!(check_name("KILN_TAG").expect_err("Kiln's").contains("Kiln's own"));
+        assert!(
+            check_name("KILN_TAG")
+                .expect_err("Kiln's")
+                .contains("Kiln's own")
+        );
         assert!(check_name("CI").expect_err("Kiln's").contains("Kiln's own"));
     }
 

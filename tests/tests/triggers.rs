@@ -227,3 +227,56 @@ async fn variables_asked_for_reach_the_tasks_and_choose_their_steps() {
     );
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_due_time_of_a_schedule_is_built_once_by_two_bots() {
+    let config = kiln_tests::config(
+        "clone_url = \"{CLONE_URL}\"\n[[repository.schedule]]\nname = \"often\"\n\
+         cron = \"*/2 * * * * *\"\nvars = { SUITE = \"full\" }\n",
+    );
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE}\n    \
+         run: echo \"$KILN_EVENT $SUITE on $KILN_BRANCH\"\n  \
+         pushed-only:\n    image: {TEST_IMAGE}\n    when: {{ event: [push] }}\n    run: 'true'\n"
+    );
+    let commit = repo.commit("master", "Test it often", &[(".kiln.yml", &spec)]);
+    let config = config.replace("{CLONE_URL}", &repo.clone_url());
+    let kiln = Kiln::start_with(&config, 2).await;
+
+    // Every two seconds a due time; the first is noted, not built. Three builds, then a look.
+    let scheduled = wait_for("three scheduled builds", E2E_TIMEOUT, || async {
+        let builds = builds_after(&kiln, 0).await;
+        (builds.len() >= 3).then_some(builds)
+    })
+    .await;
+    let mut notes: Vec<&str> = scheduled
+        .iter()
+        .map(|b| b["note"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        notes.iter().all(|n| n.starts_with("scheduled: often at ")),
+        "{notes:?}"
+    );
+    notes.sort_unstable();
+    notes.dedup();
+    assert_eq!(
+        notes.len(),
+        scheduled.len(),
+        "a due time built twice: {scheduled:#?}"
+    );
+    let first = &scheduled[0];
+    assert_eq!(
+        (first["event"].as_str(), first["commit"].as_str()),
+        (Some("schedule"), Some(commit.as_str())),
+        "{first:#}"
+    );
+    let id = first["id"].as_u64().expect("id");
+    let build = kiln.finished_build(id).await;
+    assert_eq!(task_names(&build), ["unit"], "{build:#}");
+    assert_eq!(
+        kiln.task_log(id, "unit").await.lines().last(),
+        Some("schedule full on master")
+    );
+    kiln.stop().await;
+}

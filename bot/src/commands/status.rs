@@ -6,6 +6,7 @@ use kiln_shared::wire::BuildRef;
 
 use super::reply::Reply;
 use crate::app::App;
+use crate::config::Schedule;
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -28,12 +29,33 @@ pub async fn status(
         .take(STATUS_SHOWN)
         .map(|r| line(&r.build, r.status, &r.subject))
         .collect();
-    Ok(listed(
+    let mut reply = listed(
         recent.is_empty(),
         &lines,
         repo.map(|r| r.as_str()),
         branch.map(|b| b.as_str()),
-    ))
+    );
+    let repository = repo.and_then(|r| app.config.repository(r));
+    for schedule in repository.iter().flat_map(|r| &r.schedules) {
+        reply.text.push('\n');
+        reply
+            .text
+            .push_str(&scheduled(schedule, chrono::Utc::now()));
+    }
+    Ok(reply)
+}
+
+/// A schedule and when it is next due after `now`.
+fn scheduled(schedule: &Schedule, now: chrono::DateTime<chrono::Utc>) -> String {
+    let next = schedule
+        .when()
+        .ok()
+        .and_then(|when| when.next(now))
+        .map_or_else(|| "never".to_owned(), |next| next.to_rfc3339());
+    format!(
+        "Schedule {}: `{}` ({}) builds {}, next at {next}",
+        schedule.name, schedule.cron, schedule.timezone, schedule.branch
+    )
 }
 
 /// One build, on one line.
@@ -78,6 +100,15 @@ mod tests {
         insta::assert_snapshot!(listed(true, &[], None, None).text, @"No builds yet.");
         insta::assert_snapshot!(listed(false, &[], Some("acme/app"), Some("dev")).text, @"No recent builds of acme/app dev.");
         insta::assert_snapshot!(listed(false, &[], Some("acme/app"), None).text, @"No recent builds of acme/app.");
+        let nightly = Schedule {
+            name: "nightly".into(),
+            cron: "0 2 * * *".into(),
+            branch: "master".into(),
+            vars: Default::default(),
+            timezone: "Europe/Berlin".into(),
+        };
+        let now = "2026-12-07T12:00:00Z".parse().expect("a time");
+        insta::assert_snapshot!(scheduled(&nightly, now), @"Schedule nightly: `0 2 * * *` (Europe/Berlin) builds master, next at 2026-12-08T02:00:00+01:00");
         insta::assert_snapshot!(listed(false, &[one.clone(), one], None, None).text, @r"
         #8 acme/app main 01234567 failed: Fix `@everyone` <b>
         #8 acme/app main 01234567 failed: Fix `@everyone` <b>

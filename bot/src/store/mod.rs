@@ -370,6 +370,19 @@ impl Store {
             .await
     }
 
+    /// The latest due time of `repo`'s schedule `name` that was built, if any was noted.
+    pub async fn schedule_noted(&self, repo: &RepoName, name: &str) -> RedisResult<Option<u64>> {
+        self.conn.clone().get(self.keys.schedule(repo, name)).await
+    }
+
+    /// Notes `due_ms` as the latest due time of `repo`'s schedule `name` that was built.
+    pub async fn note_schedule(&self, repo: &RepoName, name: &str, due_ms: u64) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .set(self.keys.schedule(repo, name), due_ms)
+            .await
+    }
+
     /// Forgets `branch` of `repo` in its branch heads: it is gone from the forge.
     pub async fn forget_branch_head(
         &self,
