@@ -486,6 +486,14 @@ pub struct Repository {
     /// Kiln of them; a branch Kiln was told of is reconciled whatever this says.
     #[serde(default)]
     pub reconcile_branches: Vec<String>,
+    /// Whether a newer push to a branch cancels the branch's older builds still running;
+    /// never on `master`, `main` or the branches of `promote` unless
+    /// `interruptible_default_branch`.
+    #[serde(default)]
+    pub interruptible: bool,
+    /// Whether `interruptible` holds on `master`, `main` and the branches of `promote` too.
+    #[serde(default)]
+    pub interruptible_default_branch: bool,
     /// Builds started by the clock (`[[repository.schedule]]`).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
@@ -509,6 +517,18 @@ pub struct Schedule {
     /// The time zone `cron` is read in (an IANA name, `Europe/Berlin`).
     #[serde(default = "default_timezone")]
     pub timezone: String,
+}
+
+impl Repository {
+    /// Whether a newer push to `branch` cancels its older builds still running.
+    pub fn interrupts(&self, branch: &str) -> bool {
+        let promoted = self
+            .promote
+            .as_ref()
+            .is_some_and(|p| p.from == branch || p.to == branch);
+        let default = promoted || ["master", "main"].contains(&branch);
+        self.interruptible && (self.interruptible_default_branch || !default)
+    }
 }
 
 impl Schedule {

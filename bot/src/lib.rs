@@ -38,6 +38,7 @@ pub mod scheduler;
 pub mod schedules;
 pub mod specs;
 pub mod store;
+pub mod supersede;
 pub mod vendors;
 
 use std::path::PathBuf;

@@ -11,7 +11,7 @@ use kiln_shared::wire::BuildRequested;
 
 use crate::app::App;
 use crate::store::BuildRecord;
-use crate::{lifecycle, resources};
+use crate::{lifecycle, resources, supersede};
 
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
 /// stored and publishes only jobs still queued, which workers take at most once.
@@ -60,6 +60,10 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         app.metrics
             .planning_seconds
             .observe(began.elapsed().as_secs_f64());
+        if let Err(error) = supersede::cancel_older(app, &record).await {
+            tracing::warn!(build_id = %id, error = format!("{error:#}"),
+                "cannot cancel the builds this one supersedes");
+        }
     }
     tracing::info!(build_id = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())

@@ -280,3 +280,52 @@ async fn each_due_time_of_a_schedule_is_built_once_by_two_bots() {
     );
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_push_cancels_the_branchs_older_build_but_not_on_master() {
+    let kiln = Kiln::start(&kiln_tests::config("interruptible = true\n")).await;
+    let repo = TestRepo::new();
+    // A commit whose file `speed` says `slow` runs for a minute.
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE}\n    \
+         run: 'if [ \"$(cat speed)\" = slow ]; then sleep 60; fi'\n"
+    );
+    let running = |id: u64| {
+        let kiln = &kiln;
+        async move {
+            wait_for("the slow build to run", E2E_TIMEOUT, || async {
+                let build = kiln.build(id).await?;
+                (build["tasks"][0]["status"] == "running").then_some(())
+            })
+            .await;
+        }
+    };
+    let files = [(".kiln.yml", spec.as_str()), ("speed", "slow")];
+    let slow = repo.commit("feature/x", "Slow", &files);
+    let older = kiln.push(&repo, "feature/x", &slow, "s-1").await;
+    running(older).await;
+    let fast = repo.commit("feature/x", "Fast", &[("speed", "fast")]);
+    let newer = kiln.push(&repo, "feature/x", &fast, "s-2").await;
+    let build = kiln.finished_build(older).await;
+    assert_eq!(build["status"], "cancelled", "{build:#}");
+    assert_eq!(
+        build["error"],
+        format!("cancelled by build #{newer}, a newer push to feature/x"),
+        "{build:#}"
+    );
+    assert_eq!(kiln.finished_build(newer).await["status"], "passed");
+
+    // On master the older build runs on.
+    let slow = repo.commit("master", "Slow on master", &files);
+    let older = kiln.push(&repo, "master", &slow, "s-3").await;
+    running(older).await;
+    let again = kiln.push(&repo, "master", &slow, "s-4").await;
+    wait_for("the newer build to run", E2E_TIMEOUT, || async {
+        let build = kiln.build(again).await?;
+        (build["tasks"][0]["status"] == "running").then_some(())
+    })
+    .await;
+    let build = kiln.build(older).await.expect("the older build");
+    assert_eq!(build["status"], "running", "{build:#}");
+    kiln.stop().await;
+}
