@@ -255,6 +255,22 @@ pub struct Pool {
 
 impl Pool {
     /// How many leases it holds at once.
+    /// A static pool of one slot with no host: a concurrency group's.
+    pub fn one_at_a_time(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: PoolKind::Static,
+            hosts: vec![String::new()],
+            capacity: 1,
+            image: None,
+            command: Vec::new(),
+            ports: Vec::new(),
+            platform: Platform::default(),
+            default_ttl: default_lease(),
+            max_ttl: max_lease(),
+        }
+    }
+
     pub fn capacity(&self) -> u32 {
         match self.kind {
             PoolKind::Static => u32::try_from(self.hosts.len()).unwrap_or(u32::MAX),

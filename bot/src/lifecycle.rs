@@ -122,7 +122,7 @@ pub async fn cancel_tasks(app: &App, record: &BuildRecord) -> anyhow::Result<Vec
                 .await?
         {
             // A cancelled task may never be heard of again: its slots go back now.
-            if let Some(planned) = plan.task(&task.name).filter(|p| !p.resources.is_empty()) {
+            if let Some(planned) = plan.task(&task.name).filter(|p| p.holds_slots()) {
                 resources::release(app, record, planned, task.attempt).await?;
             }
             cancelled.push(task.name);

@@ -4,6 +4,9 @@
 //! task ended, and every pass of the leases' reaper, which also catches slots freed by
 //! `env release` or an expiry).
 //!
+//! A step's concurrency group (`concurrency: deploy-production`) is a pool of one slot of its
+//! repository's, made here and in no configuration: its tasks of every build take turns.
+//!
 //! A task's slots are leases like people's, held by `build #N task T`, lasting its timeout
 //! and a margin, so a lost task cannot hold them for ever.
 
@@ -13,7 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use kiln_shared::build::TaskStatus;
 use kiln_shared::lease::{LeaseId, resource_variable};
-use kiln_shared::plan::PlannedTask;
+use kiln_shared::plan::{PlannedTask, group_pool};
 use kiln_shared::wire::JobRequested;
 
 use crate::app::App;
@@ -35,9 +38,8 @@ pub async fn dispatch_all<'a>(
     record: &BuildRecord,
     tasks: impl IntoIterator<Item = (&'a PlannedTask, u32)>,
 ) -> anyhow::Result<()> {
-    let (pooled, free): (Vec<_>, Vec<_>) = tasks
-        .into_iter()
-        .partition(|(task, _)| !task.resources.is_empty());
+    let (pooled, free): (Vec<_>, Vec<_>) =
+        tasks.into_iter().partition(|(task, _)| task.holds_slots());
     let jobs: Vec<_> = free
         .into_iter()
         .map(|(task, attempt)| dispatch(app, record, task, attempt))
@@ -63,14 +65,13 @@ pub async fn dispatch(
     let mut job = job(app, record, task, attempt).await?;
     let attempt = Waiting::of(record, task, attempt);
     let mut held = Vec::new();
-    for name in &task.resources {
-        let pool = app.config.pool(name).filter(|p| p.kind == PoolKind::Static);
-        let Some(pool) = pool else {
+    for name in task.pools(&record.build.repo) {
+        let Some(pool) = pool(app, record, task, &name) else {
             // The planner refuses such a plan; a pool gone from the configuration since
             // then cannot be waited for.
             anyhow::bail!("pool `{name}` of task `{}` is not a static pool", task.name);
         };
-        match slot(app, pool, &attempt, task.timeout_secs).await? {
+        match slot(app, &pool, &attempt, task.timeout_secs).await? {
             Some(lease) => held.push((pool, lease)),
             None => {
                 // All or none: what was taken goes back, so two tasks never hold half each.
@@ -78,7 +79,7 @@ pub async fn dispatch(
                     app.store.end_lease(lease, None).await?;
                     app.store.drop_task_lease(&attempt, &pool.name).await?;
                 }
-                app.store.wait_for_slot(name, &attempt).await?;
+                app.store.wait_for_slot(&name, &attempt).await?;
                 tracing::info!(build_id = %record.build.id, task = %task.name, pool = %name,
                     "task waits for a slot");
                 return Ok(());
@@ -94,7 +95,11 @@ pub async fn dispatch(
         }
         return Ok(());
     }
-    for (pool, lease) in &held {
+    // A group's slot is no host: only pools' slots are named to the task.
+    for (pool, lease) in held
+        .iter()
+        .filter(|(p, _)| task.resources.contains(&p.name))
+    {
         let host = pool
             .hosts
             .get(lease.slot as usize)
@@ -104,6 +109,19 @@ pub async fn dispatch(
     }
     app.broker.publish_job(&job).await?;
     Ok(())
+}
+
+/// The pool named `name` of `task`'s: a static pool of the configuration, or the one slot of
+/// its concurrency group.
+fn pool(app: &App, record: &BuildRecord, task: &PlannedTask, name: &str) -> Option<Pool> {
+    let group = task.concurrency.as_ref();
+    if group.is_some_and(|g| group_pool(&record.build.repo, g) == name) {
+        return Some(Pool::one_at_a_time(name));
+    }
+    app.config
+        .pool(name)
+        .filter(|p| p.kind == PoolKind::Static)
+        .cloned()
 }
 
 /// Whether `attempt` is still to run: its task queued at that attempt, its build not ended.
@@ -169,13 +187,14 @@ pub async fn release(
     attempt: u32,
 ) -> anyhow::Result<()> {
     let attempt = Waiting::of(record, task, attempt);
-    for pool in &task.resources {
+    let pools = task.pools(&record.build.repo);
+    for pool in &pools {
         if let Some(lease) = app.store.task_lease(&attempt, pool).await? {
             app.store.end_lease(&lease, None).await?;
         }
         app.store.drop_task_lease(&attempt, pool).await?;
     }
-    for pool in &task.resources {
+    for pool in &pools {
         if let Err(error) = wake(app, pool).await {
             tracing::warn!(pool, error = format!("{error:#}"), "cannot hand out slots");
         }
@@ -192,7 +211,7 @@ pub async fn started(
 ) -> anyhow::Result<()> {
     let attempt = Waiting::of(record, task, attempt);
     let until = now_ms() + held_for(task.timeout_secs);
-    for pool in &task.resources {
+    for pool in &task.pools(&record.build.repo) {
         if let Some(lease) = app.store.task_lease(&attempt, pool).await? {
             let until = until.max(lease.expires_ms);
             app.store.extend_lease(lease.id, until, 0).await?;

@@ -25,12 +25,11 @@ pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Resu
     app.store
         .transition_build(event.build.id, BuildStatus::Running, &[])
         .await?;
-    // Its slots are held from now for as long as it may run, however long it waited (only
-    // an installation with pools reads the plan to see whether it holds any).
-    if !app.config.pools.is_empty()
-        && let Some(record) = app.store.build(event.build.id).await?
+    // Its slots (a pool's, a concurrency group's) are held from now for as long as it may
+    // run, however long it waited.
+    if let Some(record) = app.store.build(event.build.id).await?
         && let Some(task) = record.plan.as_ref().and_then(|p| p.task(&event.task))
-        && !task.resources.is_empty()
+        && task.holds_slots()
     {
         resources::started(app, &record, task, event.attempt).await?;
     }
@@ -58,7 +57,7 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         return Ok(());
     };
     // Its slots go back whatever happens next, a cancelled build's too.
-    if !task.resources.is_empty() {
+    if task.holds_slots() {
         resources::release(app, &record, task, event.attempt).await?;
     }
     if record.status.is_final() {

@@ -94,6 +94,9 @@ pub struct PlannedTask {
     /// Pools a slot of each of which the task holds while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// The concurrency group whose one slot the task holds while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<String>,
     /// Linux capabilities its container gets (none by default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
@@ -102,7 +105,33 @@ pub struct PlannedTask {
     pub read_only: bool,
 }
 
+/// The pool a concurrency group is: one slot, named apart from the configuration's pools and
+/// from other repositories' groups.
+pub fn group_pool(repo: &str, group: &str) -> String {
+    format!("{GROUP_POOL}{}:{group}", repo.to_ascii_lowercase())
+}
+
+/// Whether pool `name` is a concurrency group's ([`group_pool`]).
+pub fn is_group_pool(name: &str) -> bool {
+    name.starts_with(GROUP_POOL)
+}
+
+/// How a concurrency group's pool is named first: no configured pool's name has a `:`.
+const GROUP_POOL: &str = "group:";
+
 impl PlannedTask {
+    /// The pools a slot of each of which the task holds while it runs, in `repo`: its
+    /// resources' and its concurrency group's ([`group_pool`]).
+    pub fn pools(&self, repo: &str) -> Vec<String> {
+        let group = self.concurrency.iter().map(|g| group_pool(repo, g));
+        self.resources.iter().cloned().chain(group).collect()
+    }
+
+    /// Whether the task holds any slot while it runs.
+    pub fn holds_slots(&self) -> bool {
+        !self.resources.is_empty() || self.concurrency.is_some()
+    }
+
     /// Whether attempt `attempt`, which ended with `outcome`, earns another attempt.
     pub fn retries(&self, outcome: &TaskOutcome, attempt: u32) -> bool {
         let worth_it = match outcome {
@@ -341,6 +370,7 @@ fn expand(
                 environment: environment.clone(),
                 on_stop: step.on_stop.as_ref().map(|s| s.value.clone()),
                 resources: step.resources.clone(),
+                concurrency: step.concurrency.clone(),
                 capabilities: step.capabilities.clone(),
                 read_only: step.read_only,
             });

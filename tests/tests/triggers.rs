@@ -329,3 +329,39 @@ async fn a_newer_push_cancels_the_branchs_older_build_but_not_on_master() {
     assert_eq!(build["status"], "running", "{build:#}");
     kiln.stop().await;
 }
+
+/// `<word> <seconds>` in a task's log, as its commands printed it.
+fn moment(log: &str, word: &str) -> u64 {
+    log.lines()
+        .find_map(|line| line.split_once(&format!("{word} "))?.1.trim().parse().ok())
+        .unwrap_or_else(|| panic!("`{word}` in the log:\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_of_one_concurrency_group_take_turns_across_builds() {
+    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  deploy:\n    image: {TEST_IMAGE}\n    concurrency: production\n    \
+         run: ['echo \"from $(date +%s)\"', 'sleep 2', 'echo \"until $(date +%s)\"']\n"
+    );
+    let first = repo.commit("master", "Deploy", &[(".kiln.yml", &spec)]);
+    let second = repo.commit("hotfix", "Deploy the fix", &[]);
+    let ids = [
+        kiln.push(&repo, "master", &first, "g-1").await,
+        kiln.push(&repo, "hotfix", &second, "g-2").await,
+    ];
+    let mut spans = Vec::new();
+    for id in ids {
+        let build = kiln.finished_build(id).await;
+        assert_eq!(build["status"], "passed", "{build:#}");
+        let log = kiln.task_log(id, "deploy").await;
+        spans.push((moment(&log, "from"), moment(&log, "until")));
+    }
+    spans.sort_unstable();
+    assert!(
+        spans[1].0 >= spans[0].1,
+        "the second deploy started after the first ended: {spans:?}"
+    );
+    kiln.stop().await;
+}

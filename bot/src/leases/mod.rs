@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kiln_shared::command::Env;
 use kiln_shared::lease::{LeaseId, extended, lease_length, reminder_at};
+use kiln_shared::plan::is_group_pool;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -258,21 +259,28 @@ pub async fn reap(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
 
 async fn reap_once(app: &App) -> anyhow::Result<()> {
     let now = now_ms();
-    for lease in app.store.leases().await? {
+    let leases = app.store.leases().await?;
+    for lease in &leases {
         // One lease that cannot be reaped holds up no other.
-        if let Err(error) = reap_lease(app, &lease, now).await {
+        if let Err(error) = reap_lease(app, lease, now).await {
             tracing::warn!(lease = %lease.id, error = format!("{error:#}"), "cannot reap a lease");
         }
     }
-    // Tasks waiting for slots: some may have come free (a lease released or expired).
-    for pool in app
+    // Tasks waiting for slots: some may have come free (a lease released or expired). A
+    // concurrency group is in no configuration: its held slot's lease names it.
+    let static_pools = app
         .config
         .pools
         .iter()
-        .filter(|p| p.kind == PoolKind::Static)
-    {
-        if let Err(error) = crate::resources::wake(app, &pool.name).await {
-            tracing::warn!(pool = %pool.name, error = format!("{error:#}"), "cannot hand out slots");
+        .filter(|p| p.kind == PoolKind::Static);
+    let groups = leases.iter().filter(|l| is_group_pool(&l.pool));
+    let pools: std::collections::BTreeSet<&str> = static_pools
+        .map(|p| p.name.as_str())
+        .chain(groups.map(|l| l.pool.as_str()))
+        .collect();
+    for pool in pools {
+        if let Err(error) = crate::resources::wake(app, pool).await {
+            tracing::warn!(pool, error = format!("{error:#}"), "cannot hand out slots");
         }
     }
     Ok(())

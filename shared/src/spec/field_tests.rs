@@ -290,6 +290,10 @@ fn every_field_is_blamed_where_it_is_written() {
         "line 5, column 22: step `a`: resource `a b` must be a pool's name (letters, digits, `-`, `_`, `.`), listed once",
     );
     check(
+        &step("    concurrency: 'deploy prod'\n"),
+        "line 5, column 18: step `a`: concurrency group `deploy prod` must be a name (letters, digits, `-`, `_`, `.`)",
+    );
+    check(
         &step("    environment: review\n    on_stop: nope\n"),
         "line 6, column 14: the `on_stop` of step `a`, `nope`, is not a step",
     );

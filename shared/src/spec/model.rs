@@ -156,6 +156,10 @@ pub struct Step {
     /// each slot's host as `KILN_RESOURCE_<POOL>` (`DEVICE_LAB`).
     #[serde(default)]
     pub resources: Vec<String>,
+    /// A concurrency group of the repository, e.g. `deploy-production`: its tasks, of every
+    /// build, run one at a time, in the order they became ready; the next waits, queued.
+    #[serde(default)]
+    pub concurrency: Option<String>,
     /// The step that stops the environment: it runs in a build of its own, at the commit
     /// last deployed, when the branch goes; never in other builds.
     #[serde(default)]

@@ -461,6 +461,21 @@ pub(super) fn resources(s: &StepAt) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// `concurrency`: a group's name.
+pub(super) fn concurrency(s: &StepAt) -> Result<(), SpecError> {
+    match &s.step.concurrency {
+        Some(group) if !crate::command::is_name(&group.value) => refuse(
+            group.referenced,
+            format!(
+                "step `{}`: concurrency group `{}` must be a name (letters, digits, `-`, `_`, `.`)",
+                s.name(),
+                group.value
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Capabilities are Linux's, by name, each once, for a container.
 pub(super) fn capabilities(s: &StepAt) -> Result<(), SpecError> {
     let name = s.name();

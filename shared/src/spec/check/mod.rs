@@ -80,6 +80,7 @@ const STEP_CHECKS: &[StepCheck] = &[
     fields::when,
     fields::environment,
     fields::resources,
+    fields::concurrency,
     fields::capabilities,
     links::needs_no_stop_step,
     links::on_stop,

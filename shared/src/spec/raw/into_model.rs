@@ -105,6 +105,7 @@ impl RawStep {
             secrets: values(self.secrets),
             environment: self.environment.map(|e| e.value),
             resources: values(self.resources),
+            concurrency: self.concurrency.map(|c| c.value),
             on_stop: self.on_stop,
             capabilities: values(self.capabilities),
             read_only: self.read_only.is_some_and(|r| r.value),

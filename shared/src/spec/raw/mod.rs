@@ -85,6 +85,8 @@ pub(super) struct RawStep {
     #[serde(default)]
     pub resources: Vec<Spanned<String>>,
     #[serde(default)]
+    pub concurrency: Option<Spanned<String>>,
+    #[serde(default)]
     pub on_stop: Option<Spanned<String>>,
     #[serde(default)]
     pub capabilities: Vec<Spanned<String>>,
