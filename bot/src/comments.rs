@@ -1,5 +1,6 @@
 //! Commands in pull request (GitHub) and merge request (GitLab) comments: `/kiln build` builds
-//! the request's branch; the other commands about the request's repository and its builds
+//! the request's branch, `/kiln ok-to-test` its head (a fork's request waits for it); the
+//! other commands about the request's repository and its builds
 //! work as in chat. The forge says who may: a commenter who may push to the repository may
 //! give any of them; anyone else only what Kiln's `[[permission]]`s grant them, looking
 //! included, since the answer is public. The answer is a comment on the request.
@@ -7,14 +8,15 @@
 //! The door verifies and claims the comment's delivery, then queues its command on the bot's
 //! comments queue; any bot takes it from there.
 
-use kiln_shared::trigger::Comment;
+use kiln_shared::command::{Command, parse};
+use kiln_shared::trigger::{Comment, Request, RequestRef};
 use kiln_shared::wire::CommentRequested;
 
 use crate::app::App;
-use kiln_shared::command::{Command, parse};
-
 use crate::commands::{self, Actor};
 use crate::config::Forge;
+use crate::ingress::{self, Accepted};
+use crate::repositories;
 
 /// Carries out the command of a comment taken from the bot's queue and answers it on the
 /// request, once: a command whose answer was posted is not carried out again when its
@@ -54,6 +56,9 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
     let writer = app.forges.may_write(forge, comment).await?;
     let id = format!("{via}:{}", comment.author_id);
     let mut text = comment.command.clone();
+    if text == OK_TO_TEST {
+        return ok_to_test(app, forge, comment, writer, &id).await;
+    }
     if text == "status" {
         text = format!("status {}", comment.repo);
     }
@@ -103,9 +108,9 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
             .await?;
         if request.from_fork {
             return Ok(format!(
-                "Kiln builds requests from branches of {}; this one comes from a fork. Push \
-                 its branch to {} to have it built.",
-                comment.repo, comment.repo
+                "This request comes from a fork: `/kiln {OK_TO_TEST}` from someone who may push \
+                 to {} builds its head.",
+                comment.repo
             ));
         }
         text = format!("build {} {}", comment.repo, request.branch);
@@ -124,6 +129,72 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         roles: &[],
     };
     Ok(commands::run(app, actor, &text).await.text)
+}
+
+/// What a writer comments on a request from a fork to have its head built.
+pub const OK_TO_TEST: &str = "ok-to-test";
+
+/// `/kiln ok-to-test`: someone who may push to the repository (or whom a `[[permission]]`
+/// grants `ok-to-test`) has the request's head built as it is now; a fork's build gets no
+/// secrets. The same head is built once, however often it is asked.
+async fn ok_to_test(
+    app: &App,
+    forge: Forge,
+    comment: &Comment,
+    writer: bool,
+    id: &str,
+) -> anyhow::Result<String> {
+    let (name, number) = (&comment.repo, comment.number);
+    let Some(repo) = app.config.repository(name) else {
+        return Ok(format!("Kiln does not build {name}."));
+    };
+    if !writer && !app.config.may(id, &[], OK_TO_TEST, name) {
+        return Ok(format!(
+            "{} may not `{OK_TO_TEST}` on {name}; they need push access to it, or a \
+             `[[permission]]` in Kiln's configuration must name `{id}`.",
+            comment.author
+        ));
+    }
+    let pull = app.forges.pull_request(forge, name, number).await?;
+    let Some(clone_url) = repositories::clone_url(app, repo).await? else {
+        return Ok(format!(
+            "Kiln does not know where to fetch {name} from yet: set its `clone_url`."
+        ));
+    };
+    let head = pull.head.clone();
+    let request = Request {
+        repo: repo.name.clone(),
+        head: pull.head,
+        clone_url,
+        author: pull.author,
+        title: pull.title,
+        about: RequestRef {
+            number,
+            source_branch: pull.branch,
+            target_branch: pull.target,
+            from_fork: pull.from_fork,
+        },
+    };
+    let delivery = format!("{name}:{number}:{head}");
+    let new = ingress::request_build(repo, request);
+    let short: String = head.chars().take(8).collect();
+    match ingress::accept_new(app, OK_TO_TEST, &delivery, new).await? {
+        Accepted::New { id, .. } => {
+            // The request follows its build: the card is a comment there.
+            let channel = app.forges.request_channel(forge, name, number);
+            if app.chat.can_post(&channel) {
+                app.store.follow_build(id, &channel).await?;
+            }
+            Ok(format!(
+                "Build #{id} of request #{number} ({short}) is queued, for {}.",
+                comment.author
+            ))
+        }
+        Accepted::Duplicate(id) => Ok(format!(
+            "Request #{number} at {short} is being built already: build #{id}."
+        )),
+        Accepted::Promoted(_) => anyhow::bail!("a request's head is no promotion"),
+    }
 }
 
 /// `text` as a comment that shows it as it is: in one code block, so that nothing in it (a

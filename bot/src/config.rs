@@ -510,6 +510,10 @@ pub struct Repository {
     /// Whether `interruptible` holds on `master`, `main` and the branches of `promote` too.
     #[serde(default)]
     pub interruptible_default_branch: bool,
+    /// Forge logins whose pull (merge) requests from forks are built without a writer's
+    /// `/kiln ok-to-test`.
+    #[serde(default)]
+    pub trusted_authors: Vec<String>,
     /// Builds started by the clock (`[[repository.schedule]]`).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
@@ -536,6 +540,13 @@ pub struct Schedule {
 }
 
 impl Repository {
+    /// Whether a request from a fork by `author` is built without a writer's `ok-to-test`.
+    pub fn trusts(&self, author: &str) -> bool {
+        self.trusted_authors
+            .iter()
+            .any(|trusted| trusted.eq_ignore_ascii_case(author))
+    }
+
     /// Whether a newer push to `branch` cancels its older builds still running.
     pub fn interrupts(&self, branch: &str) -> bool {
         let promoted = self

@@ -14,7 +14,7 @@ use std::time::Duration;
 use kiln_shared::build::BuildId;
 use kiln_shared::ident::ChannelName;
 use kiln_shared::promotion::PromotionId;
-use kiln_shared::trigger::{Push, Pushed};
+use kiln_shared::trigger::{Push, Pushed, Request, TriggerKind};
 use kiln_shared::wire::{BuildRequested, Event, NewBuild, PushHeld};
 
 use crate::amqp::PublishError;
@@ -89,8 +89,62 @@ pub async fn accept_noted(
         reuse: None,
         note,
         vars: Default::default(),
+        request: None,
     };
     accept_new(app, forge, delivery, new).await
+}
+
+/// What became of a pull or merge request's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestAccepted {
+    /// Built (or a build of it already was).
+    Built(Accepted),
+    /// From a fork, by an author the configuration does not trust: it waits for a writer's
+    /// `/kiln ok-to-test`.
+    Waits,
+}
+
+/// Accepts the head of `request`, delivered as `delivery` by `forge`: built at once, unless
+/// it comes from a fork and its author is not trusted. A fork's build gets no secrets.
+pub async fn accept_request(
+    app: &App,
+    repo: &Repository,
+    forge: &str,
+    delivery: &str,
+    request: Request,
+) -> Result<RequestAccepted, Unavailable> {
+    if request.about.from_fork && !repo.trusts(&request.author) {
+        return Ok(RequestAccepted::Waits);
+    }
+    let new = request_build(repo, request);
+    Ok(RequestAccepted::Built(
+        accept_new(app, forge, delivery, new).await?,
+    ))
+}
+
+/// The build of `request`'s head.
+pub fn request_build(repo: &Repository, request: Request) -> NewBuild {
+    let about = request.about;
+    NewBuild {
+        repo: repo.name.clone(),
+        branch: about.branch(),
+        commit: request.head,
+        clone_url: repo.clone_url.clone().unwrap_or(request.clone_url),
+        author: request.author,
+        subject: request.title,
+        kind: TriggerKind::MergeRequest,
+        changed_paths: None,
+        reuse: None,
+        note: Some(format!(
+            "request #{} from {}{} into {}",
+            about.number,
+            if about.from_fork { "a fork's " } else { "" },
+            about.source_branch,
+            about.target_branch
+        )),
+        vars: Default::default(),
+        request: Some(about),
+    }
 }
 
 /// Accepts `new`, asked for by `delivery` from `forge` (or another door: a schedule's),

@@ -154,7 +154,7 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
         changed_paths: request.changed_paths.as_deref(),
         vars: &request.vars,
     };
-    let plan = app
+    let mut plan = app
         .specs
         .parse(text)
         .and_then(|spec| Plan::from_spec(&spec, &trigger))
@@ -167,6 +167,12 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
                 task.step, task.platform
             ),
         ));
+    }
+    // A fork's code never sees the repository's secrets: its steps run without them.
+    if request.request.as_ref().is_some_and(|r| r.from_fork) {
+        for task in &mut plan.tasks {
+            task.secrets.clear();
+        }
     }
     // Policy comes from Kiln's configuration, never from the commit.
     let refused = match app.config.repository(&request.build.repo) {

@@ -517,6 +517,7 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
             reuse: None,
             note: None,
             vars: Default::default(),
+            request: None,
         },
     )
     .await?;

@@ -286,5 +286,6 @@ async fn job(
     );
     // The build's variables above the step's own `env`; Kiln's own are above both.
     job.env.extend(record.vars.clone());
+    job.request.clone_from(&record.request);
     Ok(job)
 }

@@ -76,6 +76,7 @@ pub async fn stop(
             reuse: None,
             note: None,
             vars: Default::default(),
+            request: None,
         },
     )
     .await;

@@ -132,6 +132,7 @@ async fn build(
         reuse: None,
         note: Some(format!("scheduled: {} at {due}", schedule.name)),
         vars: schedule.vars.clone(),
+        request: None,
     };
     let delivery = format!("{}:{}:{}", repo.name, schedule.name, due.timestamp());
     Ok(ingress::accept_new(app, DOOR, &delivery, new).await?)

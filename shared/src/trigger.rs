@@ -10,6 +10,8 @@ pub enum ForgeEvent {
     Ping,
     /// Commits pushed to a branch: build the newest.
     Push(Push),
+    /// A pull or merge request opened, pushed to or reopened: build its head.
+    Request(Request),
     /// A command in a comment on a pull or merge request (`/kiln build`).
     Comment(Comment),
     /// A branch went: deleted, or its pull or merge request closed or merged. Its
@@ -61,6 +63,59 @@ impl Pushed {
             Self::Branch => TriggerKind::Push,
             Self::Tag => TriggerKind::Tag,
         }
+    }
+}
+
+/// A pull (GitHub) or merge (GitLab) request whose head is to be built.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Request {
+    /// `owner/name`: the repository it asks to merge into.
+    pub repo: RepoName,
+    /// Its head commit: the commit to build.
+    pub head: CommitId,
+    /// Where the forge says the repository can be cloned from (the head is fetched from it:
+    /// a fork's head too, under the forge's request refs).
+    pub clone_url: String,
+    /// Who opened (GitHub) or updated (GitLab) it, by login.
+    pub author: String,
+    /// Its title.
+    pub title: String,
+    #[serde(flatten)]
+    pub about: RequestRef,
+}
+
+/// What a build of a request knows of it: on its card, and in its tasks' environment
+/// (`KILN_PR`, `KILN_PR_SOURCE_BRANCH`, `KILN_PR_TARGET_BRANCH`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestRef {
+    /// The request's number (GitLab: its `iid`).
+    pub number: u64,
+    /// The branch it asks to merge, in its own repository.
+    pub source_branch: BranchName,
+    /// The branch it asks to merge into.
+    pub target_branch: BranchName,
+    /// Whether the source branch is in another repository: such a build gets no secrets.
+    pub from_fork: bool,
+}
+
+impl RequestRef {
+    /// The branch a build of the request is of: its source branch, or for a fork's request,
+    /// `pr/<number>` (a fork's branch names nothing in the repository).
+    pub fn branch(&self) -> BranchName {
+        if self.from_fork {
+            format!("pr/{}", self.number).into()
+        } else {
+            self.source_branch.clone()
+        }
+    }
+
+    /// The variables its tasks see.
+    pub fn variables(&self) -> [(&'static str, String); 3] {
+        [
+            ("KILN_PR", self.number.to_string()),
+            ("KILN_PR_SOURCE_BRANCH", self.source_branch.to_string()),
+            ("KILN_PR_TARGET_BRANCH", self.target_branch.to_string()),
+        ]
     }
 }
 
@@ -124,7 +179,8 @@ pub enum TriggerKind {
     Push,
     /// A tag pushed.
     Tag,
-    /// A merge or pull request opened or updated.
+    /// A merge or pull request opened or updated (`pull_request` is the same).
+    #[serde(alias = "pull_request")]
     MergeRequest,
     /// Someone asked in chat or the web console.
     Command,

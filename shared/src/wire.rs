@@ -16,7 +16,7 @@ use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
 use crate::routing::event_key;
 use crate::spec::{Cache, Network, Pull, Runner};
-use crate::trigger::{Comment, Push, TriggerKind};
+use crate::trigger::{Comment, Push, RequestRef, TriggerKind};
 
 /// The version of the wire format this crate reads and writes.
 pub const WIRE_VERSION: u64 = 1;
@@ -56,6 +56,8 @@ pub struct NewBuild {
     pub note: Option<String>,
     /// Variables its tasks see, as asked for (`build … KEY=VALUE`); not secrets.
     pub vars: BTreeMap<String, String>,
+    /// The pull or merge request it builds the head of.
+    pub request: Option<RequestRef>,
 }
 
 impl NewBuild {
@@ -76,6 +78,7 @@ impl NewBuild {
             reuse: self.reuse,
             note: self.note,
             vars: self.vars,
+            request: self.request,
         }
     }
 }
@@ -106,6 +109,9 @@ pub struct BuildRequested {
     /// Variables its tasks see, as asked for (`build … KEY=VALUE`); not secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The pull or merge request it builds the head of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRef>,
 }
 
 /// A verified push the bot could not record, Redis being unreachable: held in the bot's
@@ -143,6 +149,9 @@ pub struct JobRequested {
     /// What started the build: a tag build's ref is a tag (`KILN_TAG`), not a branch.
     #[serde(default)]
     pub event: TriggerKind,
+    /// The pull or merge request the build is of (`KILN_PR`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRef>,
     pub clone_url: String,
     pub task: String,
     /// The step the task comes from.
@@ -310,6 +319,7 @@ impl JobRequested {
         Self {
             build: build.clone(),
             event,
+            request: None,
             clone_url: clone_url.to_owned(),
             task: task.name.clone(),
             step: task.step.clone(),
@@ -355,6 +365,8 @@ impl JobRequested {
             ("KILN_TASK".to_owned(), self.task.clone()),
             ("KILN_ATTEMPT".to_owned(), self.attempt.to_string()),
         ]);
+        let request = self.request.iter().flat_map(RequestRef::variables);
+        env.extend(request.map(|(name, value)| (name.to_owned(), value)));
         env
     }
 }

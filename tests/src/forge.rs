@@ -194,6 +194,37 @@ pub fn github_comment_payload(
     serde_json::to_vec(&payload).expect("serialises")
 }
 
+/// GitHub's `pull_request` payload (the published `closed` example), rewritten: `author`
+/// did `action` (`opened`, `synchronize`) to request `number` of `repo_name`, whose head is
+/// `head` on `branch`, of a fork when `from_fork`.
+pub fn pull_request_payload(
+    repo_name: &str,
+    action: &str,
+    number: u64,
+    (branch, head, from_fork): (&str, &str, bool),
+    author: &str,
+    clone_url: &str,
+) -> Vec<u8> {
+    let mut payload: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/github-pull_request-closed.json"))
+            .expect("fixture is JSON");
+    let head_repo = if from_fork {
+        format!("{author}/fork")
+    } else {
+        repo_name.to_owned()
+    };
+    payload["action"] = action.into();
+    payload["number"] = number.into();
+    payload["pull_request"]["number"] = number.into();
+    payload["pull_request"]["user"]["login"] = author.into();
+    payload["pull_request"]["head"]["ref"] = branch.into();
+    payload["pull_request"]["head"]["sha"] = head.into();
+    payload["pull_request"]["head"]["repo"]["full_name"] = head_repo.into();
+    payload["repository"]["full_name"] = repo_name.into();
+    payload["repository"]["clone_url"] = clone_url.into();
+    serde_json::to_vec(&payload).expect("serialises")
+}
+
 /// GitLab's Note Hook payload on a merge request (the docs' example), rewritten: user
 /// `user_id` (`username`) wrote `note` on merge request `iid` of `repo_name`.
 pub fn gitlab_note_payload(

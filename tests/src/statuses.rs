@@ -44,10 +44,19 @@ struct Forge {
     comments: Vec<(String, u64, String)>,
     /// How many edits comments took.
     edits: usize,
-    /// Pull (merge) requests by number: their branch, and whether it comes from a fork.
-    pulls: HashMap<u64, (String, bool)>,
+    /// Pull (merge) requests by number.
+    pulls: HashMap<u64, Pull>,
     /// Users' permissions: GitHub's names (`write`), GitLab's access levels (`30`).
     permissions: HashMap<String, String>,
+}
+
+/// A pull (merge) request the fake answers for.
+#[derive(Debug, Clone)]
+struct Pull {
+    branch: String,
+    from_fork: bool,
+    /// Its head commit.
+    head: String,
 }
 
 type Shared = Arc<Mutex<Forge>>;
@@ -137,7 +146,21 @@ impl FakeForge {
     /// Makes pull (merge) request `number` ask to merge `branch`, from a fork or not.
     pub fn open_pull(&self, number: u64, branch: &str, from_fork: bool) {
         let mut state = self.state.lock().expect("not poisoned");
-        state.pulls.insert(number, (branch.to_owned(), from_fork));
+        let head = "0".repeat(40);
+        let pull = Pull {
+            branch: branch.to_owned(),
+            from_fork,
+            head,
+        };
+        state.pulls.insert(number, pull);
+    }
+
+    /// Moves the head of request `number` (opened before) to `head`.
+    pub fn push_to_pull(&self, number: u64, head: &str) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(pull) = state.pulls.get_mut(&number) {
+            head.clone_into(&mut pull.head);
+        }
     }
 
     /// Gives `user` `permission` on every repository (GitHub: `write`; GitLab: `30`).
@@ -277,10 +300,10 @@ async fn github_pull(
     Path((owner, name, number)): Path<(String, String, u64)>,
 ) -> (StatusCode, Json<Value>) {
     let state = state.lock().expect("not poisoned");
-    let Some((branch, from_fork)) = state.pulls.get(&number) else {
+    let Some(pull) = state.pulls.get(&number) else {
         return not_found();
     };
-    let head_repo = if *from_fork {
+    let head_repo = if pull.from_fork {
         format!("someone/{name}")
     } else {
         format!("{owner}/{name}")
@@ -289,7 +312,10 @@ async fn github_pull(
         StatusCode::OK,
         Json(json!({
             "number": number,
-            "head": { "ref": branch, "sha": "0000000", "repo": { "full_name": head_repo } }
+            "title": "A change",
+            "user": { "login": "someone" },
+            "head": { "ref": pull.branch, "sha": pull.head, "repo": { "full_name": head_repo } },
+            "base": { "ref": "master" }
         })),
     )
 }
@@ -374,18 +400,19 @@ async fn gitlab_merge_request(
     Path((_project, iid)): Path<(String, u64)>,
 ) -> (StatusCode, Json<Value>) {
     let state = state.lock().expect("not poisoned");
-    let Some((branch, from_fork)) = state.pulls.get(&iid) else {
+    let Some(pull) = state.pulls.get(&iid) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({ "message": "404 Not found" })),
         );
     };
-    let source = if *from_fork { 99 } else { 5 };
+    let source = if pull.from_fork { 99 } else { 5 };
     (
         StatusCode::OK,
         Json(json!({
-            "iid": iid, "source_branch": branch, "source_project_id": source,
-            "target_project_id": 5
+            "iid": iid, "source_branch": pull.branch, "source_project_id": source,
+            "target_project_id": 5, "sha": pull.head, "target_branch": "master",
+            "title": "A change", "author": { "username": "someone" }
         })),
     )
 }

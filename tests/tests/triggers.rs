@@ -1,10 +1,13 @@
 //! What starts a build besides a push to a branch, end to end on the real services: a pushed
 //! tag builds the commit it names as a tag's build, with the steps its `when: tag` selects;
-//! a push no webhook announced (made while the bot was down) is found by reconciliation.
+//! a push no webhook announced (made while the bot was down) is found by reconciliation;
+//! build variables, schedules, superseded builds, concurrency groups, and pull requests
+//! (a fork's waits for a writer's `/kiln ok-to-test`, and gets no secrets).
 
 use std::time::Duration;
 
-use kiln_tests::forge::{TestRepo, tag_payload};
+use kiln_tests::forge::{TestRepo, github_comment_payload, pull_request_payload, tag_payload};
+use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
 /// Every build runs `unit`; only a `v*` tag's runs `release`; only a branch's runs `nightly`.
@@ -363,5 +366,131 @@ async fn deploys_of_one_concurrency_group_take_turns_across_builds() {
         spans[1].0 >= spans[0].1,
         "the second deploy started after the first ended: {spans:?}"
     );
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
+    let github = FakeForge::github().await;
+    let repo = TestRepo::new();
+    let config = kiln_tests::config(&format!(
+        "clone_url = \"{}\"\nsecrets = {{ DEPLOY_TOKEN = [\"*\"] }}\n\
+         trusted_authors = [\"trusted-dev\"]\n\
+         [github]\ntoken = \"{FORGE_TOKEN}\"\napi_url = \"{}\"\n",
+        repo.clone_url(),
+        github.url()
+    ));
+    let kiln = Kiln::start(&config).await;
+    std::fs::create_dir_all(kiln.secrets_dir()).expect("mkdir");
+    std::fs::write(kiln.secrets_dir().join("DEPLOY_TOKEN"), "s3cret-value").expect("write");
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE}\n    secrets: [DEPLOY_TOKEN]\n    \
+         run: echo \"$KILN_EVENT PR $KILN_PR $KILN_PR_SOURCE_BRANCH into \
+         $KILN_PR_TARGET_BRANCH on $KILN_BRANCH, token ${{#DEPLOY_TOKEN}} long\"\n"
+    );
+    let own = repo.commit("feature/x", "The feature", &[(".kiln.yml", &spec)]);
+    let send = |action: &str, number: u64, head: (&str, &str, bool), author: &str| {
+        let body = pull_request_payload(REPO, action, number, head, author, &repo.clone_url());
+        let delivery = format!("pr-{number}-{action}-{author}");
+        let kiln = &kiln;
+        async move {
+            kiln.send_github("pull_request", &delivery, &body, TEST_SECRET)
+                .await
+        }
+    };
+
+    // The repository's own branch: built at once, with its statuses on the head.
+    let (status, answer) = send("opened", 7, ("feature/x", &own, false), "octo").await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("a build id");
+    let build = kiln.finished_build(id).await;
+    let log = kiln.task_log(id, "unit").await;
+    assert_eq!(build["status"], "passed", "{build:#}\n{log}");
+    assert_eq!(build["event"], "merge_request", "{build:#}");
+    assert_eq!(
+        build["note"], "request #7 from feature/x into master",
+        "{build:#}"
+    );
+    assert_eq!(
+        kiln.task_log(id, "unit").await.lines().last(),
+        Some("merge_request PR 7 feature/x into master on feature/x, token 12 long")
+    );
+    wait_for("the head's status", E2E_TIMEOUT, || async {
+        github
+            .statuses()
+            .iter()
+            .any(|s| s.commit == own && s.state == "success")
+            .then_some(())
+    })
+    .await;
+
+    // A fork's: nothing until a writer says it is fine; then built without secrets.
+    let forked = repo.commit("fork/feature", "From a fork", &[]);
+    github.open_pull(8, "feature", true);
+    github.push_to_pull(8, &forked);
+    github.grant("alice", "write");
+    github.grant("mallory", "read");
+    let (status, answer) = send("opened", 8, ("feature", &forked, true), "mallory").await;
+    assert_eq!(status, 200, "{answer}");
+    let ignored = answer["ignored"].as_str().unwrap_or_default();
+    assert!(ignored.contains("`/kiln ok-to-test`"), "{answer}");
+    assert!(kiln.build(id + 1).await.is_none(), "a fork's request waits");
+    let comment = |author: &str, user: u64, delivery: &str| {
+        let body = github_comment_payload(REPO, 8, author, user, "/kiln ok-to-test");
+        let (kiln, delivery) = (&kiln, delivery.to_owned());
+        async move {
+            let (status, answer) = kiln
+                .send_github("issue_comment", &delivery, &body, TEST_SECRET)
+                .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let answered = |needle: &'static str| {
+        let github = &github;
+        async move {
+            wait_for(
+                &format!("a comment with `{needle}`"),
+                E2E_TIMEOUT,
+                || async {
+                    github
+                        .comments()
+                        .into_iter()
+                        .map(|(_, _, body)| body)
+                        .find(|body| body.contains(needle))
+                },
+            )
+            .await
+        }
+    };
+    comment("mallory", 666, "ok-1").await;
+    answered("mallory may not `ok-to-test`").await;
+    assert!(
+        kiln.build(id + 1).await.is_none(),
+        "only a writer's word builds it"
+    );
+    comment("alice", 101, "ok-2").await;
+    let said = answered("of request #8").await;
+    assert!(
+        said.contains(&format!("Build #{} of request #8", id + 1)),
+        "{said}"
+    );
+    let build = kiln.finished_build(id + 1).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(build["commit"], forked.as_str(), "{build:#}");
+    assert_eq!(
+        kiln.task_log(id + 1, "unit").await.lines().last(),
+        Some("merge_request PR 8 feature into master on pr/8, token 0 long"),
+        "no secret reaches a fork's build"
+    );
+    comment("alice", 101, "ok-3").await;
+    answered("is being built already: build #").await;
+
+    // A trusted author's fork is built at once, still without secrets.
+    let (status, answer) = send("opened", 9, ("other", &forked, true), "trusted-dev").await;
+    assert_eq!(status, 202, "{answer}");
+    let build = kiln
+        .finished_build(answer["build_id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(build["status"], "passed", "{build:#}");
     kiln.stop().await;
 }

@@ -304,6 +304,7 @@ mod tests {
                 commit: "abc".into(),
             },
             event: Default::default(),
+            request: None,
             clone_url: String::new(),
             task: "t".into(),
             step: "t".into(),

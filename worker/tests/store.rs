@@ -22,6 +22,7 @@ fn job() -> JobRequested {
             commit: "abc".into(),
         },
         event: Default::default(),
+        request: None,
         clone_url: String::new(),
         task: "t".into(),
         step: "t".into(),

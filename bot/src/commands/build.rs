@@ -57,6 +57,7 @@ pub async fn build(
             reuse: None,
             note: None,
             vars: vars.clone(),
+            request: None,
         },
     )
     .await?;

@@ -29,6 +29,13 @@ pub struct PullRequest {
     pub branch: BranchName,
     /// Whether that branch is in another repository (a fork).
     pub from_fork: bool,
+    /// Its head commit.
+    pub head: CommitId,
+    /// The branch it asks to merge into.
+    pub target: BranchName,
+    /// Its title, and its author's login.
+    pub title: String,
+    pub author: String,
 }
 
 /// One forge's REST API. Repositories are named `owner/name` (GitLab: the project's path).

@@ -21,7 +21,7 @@ use super::error;
 use crate::amqp::PublishError;
 use crate::app::App;
 use crate::config::{Forge, Repository};
-use crate::ingress::{self, Accepted, BROKER_BUDGET, Unavailable};
+use crate::ingress::{self, Accepted, BROKER_BUDGET, RequestAccepted, Unavailable};
 use crate::review;
 
 /// A refused delivery: the status and why.
@@ -194,6 +194,36 @@ pub async fn accept(
                 error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
             }
         },
+        ForgeEvent::Request(request) => {
+            let (number, from) = (request.about.number, request.about.source_branch.clone());
+            match ingress::accept_request(app, repo, forge, delivery, request).await {
+                Ok(RequestAccepted::Built(Accepted::New { id, waiting })) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
+                )
+                    .into_response(),
+                Ok(RequestAccepted::Built(Accepted::Duplicate(id))) => (
+                    StatusCode::OK,
+                    Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
+                )
+                    .into_response(),
+                Ok(RequestAccepted::Built(Accepted::Promoted(_))) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "a request is not a promotion")
+                }
+                Ok(RequestAccepted::Waits) => {
+                    let reason = format!(
+                        "request #{number} comes from a fork ({from}): someone with write \
+                         access comments `/kiln ok-to-test` to have it built"
+                    );
+                    tracing::info!(repo = %name, forge, delivery, %reason, "request waits");
+                    (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()
+                }
+                Err(e) => {
+                    tracing::error!(repo = %name, forge, delivery, error = %e, "cannot accept a request");
+                    error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+                }
+            }
+        }
         ForgeEvent::Ignored { reason } => {
             tracing::info!(repo = %name, forge, delivery, %reason, "webhook ignored");
             (StatusCode::OK, Json(json!({ "ignored": reason }))).into_response()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::{Fields, Reader, RecordError, decode_json, required, to_json};
 use crate::build::{BuildId, BuildStatus};
 use crate::plan::Plan;
-use crate::trigger::TriggerKind;
+use crate::trigger::{RequestRef, TriggerKind};
 use crate::wire::{BuildRef, BuildRequested, NewBuild};
 
 /// A field of a build's hash.
@@ -33,6 +33,8 @@ pub enum BuildField {
     Note,
     /// The variables it was asked for with (JSON).
     Vars,
+    /// The pull or merge request it builds (JSON).
+    Request,
     CreatedMs,
     FinishedMs,
     /// The build's tasks not yet accounted for: there once it is planned. The settle script
@@ -44,7 +46,7 @@ pub enum BuildField {
 
 impl BuildField {
     /// Every field.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Repo,
         Self::Branch,
         Self::Commit,
@@ -58,6 +60,7 @@ impl BuildField {
         Self::Reuse,
         Self::Note,
         Self::Vars,
+        Self::Request,
         Self::CreatedMs,
         Self::FinishedMs,
         Self::Remaining,
@@ -80,6 +83,7 @@ impl BuildField {
             Self::Reuse => "reuse",
             Self::Note => "note",
             Self::Vars => "vars",
+            Self::Request => "request",
             Self::CreatedMs => "created_ms",
             Self::FinishedMs => "finished_ms",
             Self::Remaining => "remaining",
@@ -119,6 +123,8 @@ pub struct BuildRecord {
     pub note: Option<String>,
     /// The variables it was asked for with (`build … KEY=VALUE`).
     pub vars: BTreeMap<String, String>,
+    /// The pull or merge request it builds the head of.
+    pub request: Option<RequestRef>,
     /// When it was accepted, in ms since the Unix epoch.
     pub created_ms: u64,
     /// When it ended; absent until then.
@@ -142,6 +148,7 @@ impl BuildRecord {
             reuse: request.reuse,
             note: request.note,
             vars: request.vars,
+            request: request.request,
             created_ms,
             finished_ms: None,
         }
@@ -161,6 +168,7 @@ impl BuildRecord {
             reuse: self.reuse,
             note: self.note.clone(),
             vars: self.vars.clone(),
+            request: self.request.clone(),
         }
     }
 
@@ -176,6 +184,7 @@ impl BuildRecord {
             reuse: self.reuse,
             note: self.note.clone(),
             vars: self.vars.clone(),
+            request: self.request.clone(),
         }
     }
 
@@ -234,6 +243,7 @@ impl BuildRecord {
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned),
             vars: r.json(BuildField::Vars.name())?.unwrap_or_default(),
+            request: r.json(BuildField::Request.name())?,
             created_ms: required(
                 BuildField::CreatedMs.name(),
                 r.parsed(BuildField::CreatedMs.name())?,
@@ -284,6 +294,9 @@ fn asked_fields(new: &NewBuild, status: BuildStatus, created_ms: u64) -> Fields 
     }
     if !new.vars.is_empty() {
         fields.push((BuildField::Vars.name(), to_json(&new.vars)));
+    }
+    if let Some(request) = &new.request {
+        fields.push((BuildField::Request.name(), to_json(request)));
     }
     fields
 }
@@ -343,6 +356,12 @@ mod tests {
             reuse: Some(BuildId(3)),
             note: Some("found by reconciliation".into()),
             vars: BTreeMap::from([("DEPLOY_TO".into(), "eu \"west\"".into())]),
+            request: Some(RequestRef {
+                number: 7,
+                source_branch: "feature/`x`".into(),
+                target_branch: "master".into(),
+                from_fork: true,
+            }),
             created_ms: 1_700_000_000_123,
             finished_ms: Some(1_700_000_009_000),
         }
@@ -362,6 +381,7 @@ mod tests {
             reuse: None,
             note: None,
             vars: BTreeMap::new(),
+            request: None,
             ..fresh.clone()
         };
         for record in [full, fresh, unchanged] {

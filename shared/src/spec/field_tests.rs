@@ -231,7 +231,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    when:\n      event: [push, pull]\n"),
-        "line 6, column 21: unknown variant `pull`, expected one of push, tag, merge_request, command, schedule, stop",
+        "line 6, column 21: unknown variant `pull`, expected one of push, tag, merge_request, pull_request, command, schedule, stop",
     );
     check(
         &step("    when:\n      changes: 'src/[x'\n"),

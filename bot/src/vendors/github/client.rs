@@ -94,6 +94,13 @@ impl ForgeClient for GitHub {
             from_fork: !head["repo"]["full_name"]
                 .as_str()
                 .is_some_and(|r| r.eq_ignore_ascii_case(repo)),
+            head: text(&head["sha"], "head.sha")?.into(),
+            target: text(&pull["base"]["ref"], "base.ref")?.into(),
+            title: pull["title"].as_str().unwrap_or_default().to_owned(),
+            author: pull["user"]["login"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 

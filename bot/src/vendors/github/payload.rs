@@ -3,7 +3,9 @@
 //! Hand-written and minimal on purpose: every field GitHub adds or changes elsewhere in the
 //! payload cannot break us. Parse errors say where the payload was wrong.
 
-use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, Pushed, comment_command};
+use kiln_shared::trigger::{
+    BranchGone, Comment, ForgeEvent, Push, Pushed, Request, RequestRef, comment_command,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -107,22 +109,33 @@ struct PullRequestPayload {
     action: String,
     number: u64,
     pull_request: PullRequest,
-    repository: RepositoryName,
+    repository: Repository,
 }
 
 #[derive(Debug, Deserialize)]
 struct PullRequest {
     #[serde(default)]
     merged: bool,
+    #[serde(default)]
+    title: String,
+    user: User,
     head: PullRequestHead,
+    base: PullRequestBase,
 }
 
 #[derive(Debug, Deserialize)]
 struct PullRequestHead {
     #[serde(rename = "ref")]
     branch: String,
+    sha: String,
     /// `null` when the fork it came from was deleted.
     repo: Option<RepositoryName>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PullRequestBase {
+    #[serde(rename = "ref")]
+    branch: String,
 }
 
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
@@ -170,30 +183,50 @@ fn translate_comment(payload: IssueCommentPayload) -> ForgeEvent {
     })
 }
 
-/// A closed (or merged) pull request takes its branch's environments with it; a fork's
-/// branch is not the repository's and has none.
+/// An opened, pushed to (`synchronize`) or reopened pull request builds its head; a closed
+/// (or merged) one takes its branch's environments with it (a fork's branch is not the
+/// repository's and has none).
 fn translate_pull_request(payload: PullRequestPayload) -> ForgeEvent {
-    let head = &payload.pull_request.head;
+    let request = payload.pull_request;
+    let head = &request.head;
     let own = head.repo.as_ref().is_some_and(|r| {
         r.full_name
             .eq_ignore_ascii_case(&payload.repository.full_name)
     });
-    if payload.action != "closed" || !own {
-        return ForgeEvent::Ignored {
-            reason: "Kiln acts on a pull request of the repository's own branch when it closes"
+    match payload.action.as_str() {
+        "opened" | "synchronize" | "reopened" => ForgeEvent::Request(Request {
+            repo: payload.repository.full_name.into(),
+            head: head.sha.clone().into(),
+            clone_url: payload.repository.clone_url,
+            author: request.user.login,
+            title: request.title,
+            about: RequestRef {
+                number: payload.number,
+                source_branch: head.branch.clone().into(),
+                target_branch: request.base.branch.into(),
+                from_fork: !own,
+            },
+        }),
+        "closed" if own => ForgeEvent::BranchGone(BranchGone {
+            repo: payload.repository.full_name.into(),
+            branch: head.branch.clone().into(),
+            why: format!(
+                "pull request #{} {}",
+                payload.number,
+                if request.merged { "merged" } else { "closed" }
+            ),
+        }),
+        "closed" => ForgeEvent::Ignored {
+            reason: "the closed pull request's branch is a fork's, not the repository's own \
+                     branch: it deployed no environment"
                 .into(),
-        };
+        },
+        _ => ForgeEvent::Ignored {
+            reason: "Kiln builds a pull request when it is opened, pushed to or reopened, and \
+                     stops its branch's environments when it closes"
+                .into(),
+        },
     }
-    let how = if payload.pull_request.merged {
-        "merged"
-    } else {
-        "closed"
-    };
-    ForgeEvent::BranchGone(BranchGone {
-        repo: payload.repository.full_name.into(),
-        branch: head.branch.clone().into(),
-        why: format!("pull request #{} {how}", payload.number),
-    })
 }
 
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
@@ -359,13 +392,56 @@ mod tests {
                 why: "pull request #2 closed".into(),
             })
         );
-        // Opened, or from a fork: nothing goes.
-        let opened = String::from_utf8_lossy(PR_CLOSED)
-            .replace(r#""action": "closed""#, r#""action": "opened""#);
+        // Edited, or closed from a fork: nothing goes.
+        let mut payload: serde_json::Value = serde_json::from_slice(PR_CLOSED).expect("JSON");
+        payload["action"] = "edited".into();
+        let edited = serde_json::to_vec(&payload).expect("JSON");
         assert!(matches!(
-            translate("pull_request", opened.as_bytes()).expect("valid"),
+            translate("pull_request", &edited).expect("valid"),
             ForgeEvent::Ignored { .. }
         ));
+        payload["action"] = "closed".into();
+        payload["pull_request"]["head"]["repo"]["full_name"] = "someone/Hello-World".into();
+        let forked = serde_json::to_vec(&payload).expect("JSON");
+        assert!(matches!(
+            translate("pull_request", &forked).expect("valid"),
+            ForgeEvent::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn an_opened_or_pushed_pull_request_builds_its_head() {
+        for action in ["opened", "synchronize", "reopened"] {
+            let mut payload: serde_json::Value = serde_json::from_slice(PR_CLOSED).expect("JSON");
+            payload["action"] = action.into();
+            let body = serde_json::to_vec(&payload).expect("JSON");
+            assert_eq!(
+                translate("pull_request", &body).expect("valid"),
+                ForgeEvent::Request(Request {
+                    repo: "Codertocat/Hello-World".into(),
+                    head: "ec26c3e57ca3a959ca5aad62de7213c562f8c821".into(),
+                    clone_url: "https://github.com/Codertocat/Hello-World.git".into(),
+                    author: "Codertocat".into(),
+                    title: "Update the README with new information.".into(),
+                    about: RequestRef {
+                        number: 2,
+                        source_branch: "changes".into(),
+                        target_branch: "master".into(),
+                        from_fork: false,
+                    },
+                }),
+                "{action}"
+            );
+        }
+        let mut payload: serde_json::Value = serde_json::from_slice(PR_CLOSED).expect("JSON");
+        payload["action"] = "opened".into();
+        payload["pull_request"]["head"]["repo"] = serde_json::Value::Null;
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        let ForgeEvent::Request(request) = translate("pull_request", &body).expect("valid") else {
+            panic!("a request from a deleted fork is still built");
+        };
+        assert!(request.about.from_fork);
+        assert_eq!(request.about.branch().as_str(), "pr/2");
     }
 
     #[test]

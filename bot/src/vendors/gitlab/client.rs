@@ -123,9 +123,17 @@ impl ForgeClient for GitLab {
             .query_async(self.client().await?)
             .await
             .with_context(|| format!("cannot read merge request !{iid} of {repo}"))?;
+        let field = |name: &str| merge_request[name].as_str().unwrap_or_default().to_owned();
         Ok(PullRequest {
             branch: text(&merge_request["source_branch"], "source_branch")?.into(),
             from_fork: merge_request["source_project_id"] != merge_request["target_project_id"],
+            head: text(&merge_request["sha"], "sha")?.into(),
+            target: text(&merge_request["target_branch"], "target_branch")?.into(),
+            title: field("title"),
+            author: merge_request["author"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 

@@ -4,7 +4,9 @@
 //! `X-Gitlab-Token`, which [`verify_token`] compares in constant time. A delivery is then
 //! translated into a [`ForgeEvent`], reading only the few fields Kiln uses.
 
-use kiln_shared::trigger::{BranchGone, Comment, ForgeEvent, Push, Pushed, comment_command};
+use kiln_shared::trigger::{
+    BranchGone, Comment, ForgeEvent, Push, Pushed, Request, RequestRef, comment_command,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -122,18 +124,40 @@ struct MergeRequestRef {
 #[derive(Debug, Deserialize)]
 struct MergeRequestPayload {
     project: Project,
+    /// Who acted: opened, pushed to, closed.
+    #[serde(default)]
+    user: Option<Username>,
     object_attributes: MergeRequest,
+}
+
+#[derive(Debug, Deserialize)]
+struct Username {
+    username: String,
 }
 
 #[derive(Debug, Deserialize)]
 struct MergeRequest {
     iid: u64,
     source_branch: String,
+    #[serde(default)]
+    target_branch: String,
     source_project_id: u64,
     target_project_id: u64,
+    #[serde(default)]
+    title: String,
     /// `open`, `update`, `close`, `reopen`, `merge`, …
     #[serde(default)]
     action: Option<String>,
+    /// The head before an `update` that pushed commits; absent for other updates.
+    #[serde(default)]
+    oldrev: Option<String>,
+    #[serde(default)]
+    last_commit: Option<LastCommit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LastCommit {
+    id: String,
 }
 
 fn parse<T: DeserializeOwned>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
@@ -232,29 +256,53 @@ fn translate_note(payload: NotePayload) -> ForgeEvent {
 
 /// A merge request closed or merged takes its source branch's environments with it; a
 /// fork's branch is not the project's and has none.
+/// An opened or reopened merge request, or one pushed to (an `update` with `oldrev`), builds
+/// its head; a closed or merged one takes its branch's environments with it (a fork's branch
+/// has none).
 fn translate_merge_request(payload: MergeRequestPayload) -> ForgeEvent {
     let request = payload.object_attributes;
+    let from_fork = request.source_project_id != request.target_project_id;
+    let pushed = request.oldrev.as_deref().is_some_and(|r| !r.is_empty());
     let how = match request.action.as_deref() {
-        Some("close") => "closed",
-        Some("merge") => "merged",
+        Some("open" | "reopen") => None,
+        Some("update") if pushed => None,
+        Some("close") => Some("closed"),
+        Some("merge") => Some("merged"),
         _ => {
             return ForgeEvent::Ignored {
-                reason: "Kiln builds a merge request's source branch when it is pushed to, and \
-                         stops its environments when the request is closed or merged"
+                reason: "Kiln builds a merge request when it is opened, pushed to or reopened, \
+                         and stops its environments when it is closed or merged"
                     .into(),
             };
         }
     };
-    if request.source_project_id != request.target_project_id {
-        return ForgeEvent::Ignored {
+    let repo = payload.project.path_with_namespace.into();
+    match (how, request.last_commit) {
+        (None, Some(head)) => ForgeEvent::Request(Request {
+            repo,
+            head: head.id.into(),
+            clone_url: payload.project.git_http_url,
+            author: payload.user.map(|u| u.username).unwrap_or_default(),
+            title: request.title,
+            about: RequestRef {
+                number: request.iid,
+                source_branch: request.source_branch.into(),
+                target_branch: request.target_branch.into(),
+                from_fork,
+            },
+        }),
+        (None, None) => ForgeEvent::Ignored {
+            reason: "the merge request names no last commit".into(),
+        },
+        (Some(_), _) if from_fork => ForgeEvent::Ignored {
             reason: "the merge request comes from a fork".into(),
-        };
+        },
+        (Some(how), _) => ForgeEvent::BranchGone(BranchGone {
+            repo,
+            branch: request.source_branch.into(),
+            why: format!("merge request !{} {how}", request.iid),
+        }),
     }
-    ForgeEvent::BranchGone(BranchGone {
-        repo: payload.project.path_with_namespace.into(),
-        branch: request.source_branch.into(),
-        why: format!("merge request !{} {how}", request.iid),
-    })
 }
 
 fn translate_push(push: PushPayload) -> Result<ForgeEvent, PayloadError> {
@@ -398,6 +446,39 @@ mod tests {
     }
 
     #[test]
+    fn an_opened_or_pushed_merge_request_builds_its_head() {
+        let request = |payload: &serde_json::Value| {
+            let body = serde_json::to_vec(payload).expect("JSON");
+            match translate("Merge Request Hook", &body).expect("valid") {
+                ForgeEvent::Request(request) => request,
+                other => panic!("expected a request, got {other:?}"),
+            }
+        };
+        let mut payload: serde_json::Value = serde_json::from_slice(MERGE_REQUEST).expect("JSON");
+        let opened = request(&payload);
+        assert_eq!(
+            opened,
+            Request {
+                repo: "gitlabhq/gitlab-test".into(),
+                head: "da1560886d4f094c3e6c9ef40349f7d38b5d27d7".into(),
+                clone_url: "http://example.com/gitlabhq/gitlab-test.git".into(),
+                author: "root".into(),
+                title: "MS-Viewport".into(),
+                about: RequestRef {
+                    number: 1,
+                    source_branch: "ms-viewport".into(),
+                    target_branch: "master".into(),
+                    from_fork: false,
+                },
+            }
+        );
+        payload["object_attributes"]["action"] = "update".into();
+        payload["object_attributes"]["oldrev"] = "0".repeat(40).into();
+        payload["object_attributes"]["source_project_id"] = 99.into();
+        assert!(request(&payload).about.from_fork);
+    }
+
+    #[test]
     fn a_pushed_tag_builds_the_commit_it_names() {
         let ForgeEvent::Push(push) = translate("Tag Push Hook", TAG).expect("valid") else {
             panic!("a tag push is built");
@@ -425,7 +506,10 @@ mod tests {
             reason("Tag Push Hook", &deleted),
             "tag `v1.0.0` was deleted; nothing to build"
         );
-        assert!(reason("Merge Request Hook", MERGE_REQUEST).contains("source branch"));
+        let mut edited: serde_json::Value = serde_json::from_slice(MERGE_REQUEST).expect("JSON");
+        edited["object_attributes"]["action"] = "update".into();
+        let edited = serde_json::to_vec(&edited).expect("JSON");
+        assert!(reason("Merge Request Hook", &edited).contains("pushed to"));
         assert_eq!(
             reason("Note Hook", NOTE),
             "the comment does not start with /kiln"
