@@ -78,6 +78,7 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
         let about = match &command {
             Command::Cancel { build }
             | Command::Retry { build, .. }
+            | Command::Run { build, .. }
             | Command::Logs { build, .. } => app
                 .store
                 .build(*build)

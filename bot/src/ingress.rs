@@ -90,6 +90,7 @@ pub async fn accept_noted(
         note,
         vars: Default::default(),
         request: None,
+        rerun: None,
     };
     accept_new(app, forge, delivery, new).await
 }
@@ -144,6 +145,7 @@ pub fn request_build(repo: &Repository, request: Request) -> NewBuild {
         )),
         vars: Default::default(),
         request: Some(about),
+        rerun: None,
     }
 }
 

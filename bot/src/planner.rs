@@ -4,13 +4,15 @@
 //! A spec that cannot be used ends the build as failed with the reason, line and column; a
 //! repository that cannot be fetched ends it as errored. Neither is an error of the bot's.
 
+use std::collections::BTreeSet;
+
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::plan::Plan;
 use kiln_shared::spec::{SPEC_FILE, Trigger};
 use kiln_shared::wire::BuildRequested;
 
 use crate::app::App;
-use crate::store::BuildRecord;
+use crate::store::{BuildRecord, TaskRecord};
 use crate::{lifecycle, resources, supersede};
 
 /// Plans a requested build and starts it. Idempotent: a redelivered request finds the plan
@@ -65,6 +67,11 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
                 "cannot cancel the builds this one supersedes");
         }
     }
+    if plan.held().len() == plan.tasks.len() {
+        // Every task is run by hand: there is nothing to wait for.
+        let record = app.store.build(id).await?.unwrap_or(record);
+        lifecycle::finish_build(app, &record).await?;
+    }
     tracing::info!(build_id = %id, tasks = plan.tasks.len(), "build planned");
     Ok(())
 }
@@ -82,13 +89,26 @@ async fn reuse_passed(
     let id = record.build.id;
     let names: Vec<&str> = plan.tasks.iter().map(|t| t.name.as_str()).collect();
     let earlier = app.store.task_records(from, &names).await?;
+    // What the build was asked to run again runs, with what needs it, though it passed.
+    let mut again = BTreeSet::new();
+    for task in plan.tasks.iter().filter(|t| {
+        record
+            .rerun
+            .as_ref()
+            .is_some_and(|n| *n == t.name || *n == t.step)
+    }) {
+        again.insert(task.name.as_str());
+        again.extend(plan.downstream_of(&task.name));
+    }
+    let taken =
+        |t: &&TaskRecord| t.status == TaskStatus::Passed && !again.contains(t.name.as_str());
     let passed: Vec<&str> = earlier
         .iter()
-        .filter(|t| t.status == TaskStatus::Passed)
+        .filter(taken)
         .map(|t| t.name.as_str())
         .collect();
-    let mut remaining = plan.tasks.len() as i64;
-    for task in earlier.iter().filter(|t| t.status == TaskStatus::Passed) {
+    let mut remaining = (plan.tasks.len() - plan.held().len()) as i64;
+    for task in earlier.iter().filter(taken) {
         app.store.reuse_task(id, from, task).await?;
         let dependents: Vec<&str> = plan
             .dependents(&task.name)
@@ -167,6 +187,28 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
                 task.step, task.platform
             ),
         ));
+    }
+    // A step run by hand runs in the build that was asked to run it, and is taken as it
+    // passed in the build this one takes from.
+    if let Some(name) = &request.rerun {
+        plan.run_by_hand(name);
+    }
+    if let Some(from) = request.reuse {
+        let manual: Vec<&str> = plan.held().into_iter().collect();
+        let earlier = app.store.task_records(from, &manual).await.map_err(|e| {
+            (
+                BuildStatus::Errored,
+                format!("cannot read build #{from}: {e}"),
+            )
+        })?;
+        let passed: Vec<String> = earlier
+            .into_iter()
+            .filter(|t| t.status == TaskStatus::Passed)
+            .map(|t| t.name)
+            .collect();
+        for name in &passed {
+            plan.run_by_hand(name);
+        }
     }
     // A fork's code never sees the repository's secrets: its steps run without them.
     if request.request.as_ref().is_some_and(|r| r.from_fork) {

@@ -518,6 +518,7 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
             note: None,
             vars: Default::default(),
             request: None,
+            rerun: None,
         },
     )
     .await?;

@@ -77,6 +77,7 @@ pub async fn stop(
             note: None,
             vars: Default::default(),
             request: None,
+            rerun: None,
         },
     )
     .await;

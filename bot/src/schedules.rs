@@ -133,6 +133,7 @@ async fn build(
         note: Some(format!("scheduled: {} at {due}", schedule.name)),
         vars: schedule.vars.clone(),
         request: None,
+        rerun: None,
     };
     let delivery = format!("{}:{}:{}", repo.name, schedule.name, due.timestamp());
     Ok(ingress::accept_new(app, DOOR, &delivery, new).await?)

@@ -391,6 +391,7 @@ fn templates(data: &[u8]) {
         status: TaskStatus::Failed.as_str().into(),
         exit_code: Some(1),
         allow_failure: false,
+        by_hand: false,
     }];
     let error = (!error.is_empty()).then_some(error);
     let mut message = BuildMessage::new(

@@ -141,11 +141,14 @@ pub enum TaskStatus {
     Skipped,
     /// Someone stopped it.
     Cancelled,
+    /// Not run in this build: its step is run by hand (`when: { manual: true }`), or it
+    /// needs such a step. `run <build> <step>` runs it in a new build.
+    Manual,
 }
 
 impl TaskStatus {
     /// Every status, in the order they are usually met.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Waiting,
         Self::Queued,
         Self::Running,
@@ -154,6 +157,7 @@ impl TaskStatus {
         Self::Errored,
         Self::Skipped,
         Self::Cancelled,
+        Self::Manual,
     ];
 
     /// The lowercase name used in Redis, routing keys and messages.
@@ -167,6 +171,7 @@ impl TaskStatus {
             Self::Errored => "errored",
             Self::Skipped => "skipped",
             Self::Cancelled => "cancelled",
+            Self::Manual => "manual",
         }
     }
 

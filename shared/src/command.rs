@@ -27,7 +27,7 @@ use crate::pattern::is_branch_pattern;
 use crate::promotion::PromotionId;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
-pub const COMMANDS: [(&str, &str, &str); 14] = [
+pub const COMMANDS: [(&str, &str, &str); 15] = [
     (
         "build",
         "build <owner/repo> [branch | commit] [KEY=VALUE …]",
@@ -46,8 +46,14 @@ pub const COMMANDS: [(&str, &str, &str); 14] = [
     ("cancel", "cancel <build>", "stops a build and its tasks"),
     (
         "retry",
-        "retry <build> [--failed]",
-        "builds the same commit again; with --failed, only what failed",
+        "retry <build> [task] [--failed]",
+        "builds the same commit again; with a task, only it and what needs it; with \
+         --failed, only what failed",
+    ),
+    (
+        "run",
+        "run <build> <step>",
+        "runs a step run by hand (`when: { manual: true }`), in a new build",
     ),
     (
         "subscribe",
@@ -124,6 +130,13 @@ pub enum Command {
     Retry {
         build: BuildId,
         failed_only: bool,
+        /// Only this task (or step) and what needs it; the rest as it passed.
+        task: Option<String>,
+    },
+    /// A step run by hand, run in a new build that takes the rest as it passed.
+    Run {
+        build: BuildId,
+        step: String,
     },
     Subscribe {
         repo: RepoName,
@@ -162,6 +175,7 @@ impl Command {
             Self::Logs { .. } => "logs",
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
+            Self::Run { .. } => "run",
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Subscriptions => "subscriptions",
@@ -277,11 +291,21 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
         },
         "retry" => {
             let failed_only = args.flag("--failed");
+            let build = args.build()?;
+            let task = args.optional().map(str::to_owned);
+            if failed_only && task.is_some() {
+                return Err(args.usage_error("a task or `--failed`, not both"));
+            }
             Command::Retry {
-                build: args.build()?,
+                build,
                 failed_only,
+                task,
             }
         }
+        "run" => Command::Run {
+            build: args.build()?,
+            step: args.required("a step")?.to_owned(),
+        },
         "subscribe" => {
             let (repo, branch) = args.repo_and_branch()?;
             let mut events = Vec::new();
@@ -814,6 +838,22 @@ mod tests {
                 Command::Retry {
                     build: BuildId(7),
                     failed_only: true,
+                    task: None,
+                },
+            ),
+            (
+                "retry 7 deploy",
+                Command::Retry {
+                    build: BuildId(7),
+                    failed_only: false,
+                    task: Some("deploy".into()),
+                },
+            ),
+            (
+                "run #7 deploy",
+                Command::Run {
+                    build: BuildId(7),
+                    step: "deploy".into(),
                 },
             ),
             (

@@ -53,7 +53,7 @@ impl From<TaskStatus> for CommitState {
             TaskStatus::Failed => Self::Failure,
             TaskStatus::Errored => Self::Error,
             TaskStatus::Cancelled => Self::Cancelled,
-            TaskStatus::Skipped => Self::Skipped,
+            TaskStatus::Skipped | TaskStatus::Manual => Self::Skipped,
         }
     }
 }

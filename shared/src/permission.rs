@@ -34,7 +34,9 @@ pub fn scope(command: &Command) -> Scope<'_> {
         Command::Approve { .. } | Command::Env(Env::List) => Scope::Open,
         c if OPEN_COMMANDS.contains(&c.name()) => Scope::Open,
         Command::Env(_) => Scope::Environments,
-        Command::Cancel { build } | Command::Retry { build, .. } => Scope::Build(*build),
+        Command::Cancel { build } | Command::Retry { build, .. } | Command::Run { build, .. } => {
+            Scope::Build(*build)
+        }
         other => Scope::Repository(other.repo().map_or("", |repo| repo.as_str())),
     }
 }

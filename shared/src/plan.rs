@@ -97,6 +97,9 @@ pub struct PlannedTask {
     /// The concurrency group whose one slot the task holds while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<String>,
+    /// Run by hand only: not run in this build, nor is anything that needs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
     /// Linux capabilities its container gets (none by default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
@@ -211,6 +214,28 @@ impl Plan {
         self.tasks
             .iter()
             .filter(move |t| t.needs.iter().any(|n| n == name))
+    }
+
+    /// The tasks this build does not run: those run by hand, and what needs them.
+    pub fn held(&self) -> BTreeSet<&str> {
+        let mut held = BTreeSet::new();
+        for task in self.tasks.iter().filter(|t| t.manual) {
+            held.insert(task.name.as_str());
+            held.extend(self.downstream_of(&task.name));
+        }
+        held
+    }
+
+    /// Runs the tasks named `name` (a task's name, or a step's: all its tasks) though they
+    /// are run by hand: the build was asked to run them.
+    pub fn run_by_hand(&mut self, name: &str) {
+        for task in self
+            .tasks
+            .iter_mut()
+            .filter(|t| t.name == name || t.step == name)
+        {
+            task.manual = false;
+        }
     }
 
     /// Every task that cannot run if `name` does not pass: its dependents, theirs, and so on.
@@ -371,6 +396,7 @@ fn expand(
                 on_stop: step.on_stop.as_ref().map(|s| s.value.clone()),
                 resources: step.resources.clone(),
                 concurrency: step.concurrency.clone(),
+                manual: step.when.manual,
                 capabilities: step.capabilities.clone(),
                 read_only: step.read_only,
             });
@@ -613,6 +639,20 @@ steps:
             "needs a step that was left out"
         );
         assert!(plan.task("package").is_some());
+    }
+
+    #[test]
+    fn a_step_run_by_hand_is_held_with_what_needs_it_until_it_is_asked_for() {
+        let text = "steps:\n  unit: { image: i, run: x }\n  \
+                    deploy: { image: i, run: x, needs: [unit], when: { manual: true } }\n  \
+                    smoke: { image: i, run: x, needs: [deploy] }\n  \
+                    lint: { image: i, run: x }\n";
+        let mut plan = Plan::from_spec_text(text, &push("master")).expect("valid");
+        assert_eq!(names(&plan), ["lint", "unit", "deploy", "smoke"]);
+        let held: Vec<&str> = plan.held().into_iter().collect();
+        assert_eq!(held, ["deploy", "smoke"]);
+        plan.run_by_hand("deploy");
+        assert!(plan.held().is_empty());
     }
 
     #[test]

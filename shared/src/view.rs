@@ -191,6 +191,9 @@ pub struct TaskLine {
     pub exit_code: Option<i64>,
     /// The task may fail without failing the build.
     pub allow_failure: bool,
+    /// Its step is run by hand (`when: { manual: true }`): a Run button runs it.
+    #[serde(default)]
+    pub by_hand: bool,
 }
 
 /// A build's status at a glance.

@@ -58,6 +58,9 @@ pub struct NewBuild {
     pub vars: BTreeMap<String, String>,
     /// The pull or merge request it builds the head of.
     pub request: Option<RequestRef>,
+    /// A task or step of `reuse` run again, with what needs it, though it passed or is run
+    /// by hand; the rest is taken from `reuse` as it passed.
+    pub rerun: Option<String>,
 }
 
 impl NewBuild {
@@ -79,6 +82,7 @@ impl NewBuild {
             note: self.note,
             vars: self.vars,
             request: self.request,
+            rerun: self.rerun,
         }
     }
 }
@@ -112,6 +116,10 @@ pub struct BuildRequested {
     /// The pull or merge request it builds the head of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestRef>,
+    /// A task or step of `reuse` run again, with what needs it, though it passed or is run
+    /// by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<String>,
 }
 
 /// A verified push the bot could not record, Redis being unreachable: held in the bot's

@@ -494,3 +494,77 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
     assert_eq!(build["status"], "passed", "{build:#}");
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
+    const TOKEN: &str = "alice-token-0123456789";
+    let config = kiln_tests::config(&format!(
+        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    ));
+    let kiln = Kiln::start(&config).await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  \
+         unit:\n    image: {TEST_IMAGE}\n    run: echo unit\n  \
+         deploy:\n    image: {TEST_IMAGE}\n    needs: [unit]\n    when: {{ manual: true }}\n    \
+         run: echo deploying\n  \
+         smoke:\n    image: {TEST_IMAGE}\n    needs: [deploy]\n    run: echo smoke\n"
+    );
+    let commit = repo.commit("master", "Ship it by hand", &[(".kiln.yml", &spec)]);
+    let id = kiln.push(&repo, "master", &commit, "m-1").await;
+    let build = kiln.finished_build(id).await;
+    assert_eq!(
+        build["status"], "passed",
+        "the only steps not run are run by hand: {build:#}"
+    );
+    let status_of = |build: &serde_json::Value, task: &str| {
+        let tasks = build["tasks"].as_array().expect("tasks");
+        let task = tasks.iter().find(|t| t["name"] == task).expect("the task");
+        task["status"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(status_of(&build, "unit"), "passed");
+    assert_eq!(status_of(&build, "deploy"), "manual");
+    assert_eq!(status_of(&build, "smoke"), "manual");
+
+    let (_, reply) = kiln.command_text(TOKEN, &format!("run {id} unit")).await;
+    assert!(reply.contains("is not run by hand"), "{reply}");
+    let (status, reply) = kiln.command_text(TOKEN, &format!("run {id} deploy")).await;
+    assert_eq!(status, 200, "{reply}");
+    let run = id + 1;
+    assert!(
+        reply.starts_with(&format!("Build #{run} runs `deploy`")),
+        "{reply}"
+    );
+    let build = kiln.finished_build(run).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    for task in ["unit", "deploy", "smoke"] {
+        assert_eq!(status_of(&build, task), "passed", "{task}: {build:#}");
+    }
+    assert_eq!(
+        kiln.task_log(run, "deploy").await.lines().last(),
+        Some("deploying")
+    );
+    assert_eq!(
+        build["tasks"][0]["worker"],
+        serde_json::Value::Null,
+        "unit is taken: {build:#}"
+    );
+
+    // One task again, with what needs it; the rest as it passed.
+    let (status, reply) = kiln
+        .command_text(TOKEN, &format!("retry {run} smoke"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let build = kiln.finished_build(run + 1).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(
+        build["note"],
+        format!("retry of `smoke` of #{run}"),
+        "{build:#}"
+    );
+    assert_eq!(
+        kiln.task_log(run + 1, "smoke").await.lines().last(),
+        Some("smoke")
+    );
+    kiln.stop().await;
+}

@@ -58,6 +58,7 @@ pub async fn build(
             note: None,
             vars: vars.clone(),
             request: None,
+            rerun: None,
         },
     )
     .await?;

@@ -110,9 +110,12 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             build::build(app, actor, repo, target, vars).await?
         }
         Command::Queue => queue::queue(app).await?,
-        Command::Retry { build, failed_only } => {
-            retry::retry(app, actor, *build, *failed_only).await?
-        }
+        Command::Retry {
+            build,
+            failed_only,
+            task,
+        } => retry::retry(app, actor, *build, *failed_only, task.as_deref()).await?,
+        Command::Run { build, step } => retry::run(app, actor, *build, step).await?,
         Command::Promote {
             repo,
             commit,

@@ -1,4 +1,4 @@
-//! `retry <build> [--failed]`.
+//! `retry <build> [task] [--failed]` and `run <build> <step>`.
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::wire::{BuildRef, NewBuild};
@@ -7,18 +7,24 @@ use super::actor::Actor;
 use super::reply::{self, Reply};
 use crate::app::App;
 use crate::ingress;
+use crate::store::BuildRecord;
 
-/// `retry <build> [--failed]`: the same commit of the same branch, built again from the
-/// start, or (`--failed`) with the tasks that passed taken as they are.
+/// `retry <build> [task] [--failed]`: the same commit of the same branch, built again from the
+/// start; with a task (or a step), a new build that runs it and what needs it and takes the
+/// rest as it passed; with `--failed`, one that takes the tasks that passed as they are.
 pub async fn retry(
     app: &App,
     actor: Actor<'_>,
     build: BuildId,
     failed_only: bool,
+    task: Option<&str>,
 ) -> anyhow::Result<Reply> {
     let Some(record) = app.store.build(build).await? else {
         return Ok(reply::no_such_build(build));
     };
+    if let Some(task) = task {
+        return again(app, actor, &record, task, false).await;
+    }
     if failed_only {
         if !record.status.is_final() {
             return Ok(still_running(build, record.status));
@@ -44,6 +50,56 @@ pub async fn retry(
     )
     .await?;
     Ok(retried(id, build, failed_only, &record.build, actor.name))
+}
+
+/// `run <build> <step>`: a step run by hand (`when: { manual: true }`) of `build`, run in a
+/// new build with what needs it, the rest taken as it passed.
+pub async fn run(app: &App, actor: Actor<'_>, build: BuildId, step: &str) -> anyhow::Result<Reply> {
+    let Some(record) = app.store.build(build).await? else {
+        return Ok(reply::no_such_build(build));
+    };
+    again(app, actor, &record, step, true).await
+}
+
+/// A new build of `record`'s commit that runs `name` (a task or a step) and what needs it,
+/// and takes the rest as it passed in `record`; `by_hand` when only a step run by hand may be
+/// named.
+async fn again(
+    app: &App,
+    actor: Actor<'_>,
+    record: &BuildRecord,
+    name: &str,
+    by_hand: bool,
+) -> anyhow::Result<Reply> {
+    let build = record.build.id;
+    let tasks = record.plan.iter().flat_map(|p| &p.tasks);
+    let named: Vec<_> = tasks.filter(|t| t.name == name || t.step == name).collect();
+    if named.is_empty() {
+        return Ok(Reply::invalid(format!(
+            "Build #{build} has no task or step `{name}`."
+        )));
+    }
+    if by_hand && !named.iter().all(|t| t.manual) {
+        return Ok(Reply::invalid(format!(
+            "`{name}` of build #{build} is not run by hand; `retry {build} {name}` runs it again."
+        )));
+    }
+    let what = if by_hand { "run" } else { "retry" };
+    let id = ingress::accept_command(
+        app,
+        actor.channel,
+        NewBuild {
+            reuse: Some(build),
+            rerun: Some(name.to_owned()),
+            note: Some(format!("{what} of `{name}` of #{build}")),
+            ..record.asked()
+        },
+    )
+    .await?;
+    Ok(Reply::done(format!(
+        "Build #{id} runs `{name}` of build #{build} and what needs it ({} {}), for {}.",
+        record.build.repo, record.build.branch, actor.name
+    )))
 }
 
 fn still_running(build: BuildId, status: BuildStatus) -> Reply {

@@ -282,6 +282,7 @@ fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessag
             status: task.status.as_str().to_owned(),
             exit_code: task.exit_code.filter(|code| *code != 0),
             allow_failure: planned.allow_failure,
+            by_hand: planned.manual,
         })
         .collect();
     let mut message = BuildMessage::new(

@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 /// message it could not take is tried again by a later pass of the card keeper.
 const CHAT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The most Run buttons a card shows (Discord takes five buttons to a row).
+const MAX_RUN_BUTTONS: usize = 2;
+
 /// A card's buttons: commands a click gives, as `(label, command)`, and a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buttons {
@@ -28,12 +31,19 @@ pub struct Buttons {
 }
 
 impl Buttons {
-    /// A build card's: its logs, a retry once it has ended, and its page.
+    /// A build card's: its logs, a retry and a Run for each of its first steps run by hand
+    /// once it has ended, and its page.
     pub fn card(message: &BuildMessage) -> Self {
         let id = message.build_id;
         let mut commands = vec![("Logs", format!("logs {id}"))];
         if message.finished {
             commands.push(("Retry", format!("retry {id}")));
+            let manual = message
+                .tasks
+                .iter()
+                .filter(|t| t.by_hand && t.status == "manual");
+            let runs = manual.take(MAX_RUN_BUTTONS);
+            commands.extend(runs.map(|t| ("Run", format!("run {id} {}", t.name))));
         }
         Self {
             commands,
@@ -195,4 +205,53 @@ async fn in_time<T>(
     tokio::time::timeout(CHAT_TIMEOUT, call)
         .await
         .map_err(|_| anyhow!("{channel} took longer than {CHAT_TIMEOUT:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_shared::build::{BuildId, BuildStatus};
+    use kiln_shared::view::TaskLine;
+    use kiln_shared::wire::BuildRef;
+
+    #[test]
+    fn an_ended_cards_steps_run_by_hand_get_run_buttons() {
+        let build = BuildRef {
+            id: BuildId(12),
+            repo: "acme/api".into(),
+            branch: "master".into(),
+            commit: "abc".into(),
+        };
+        let line = |name: &str, status: &str| TaskLine {
+            name: name.into(),
+            status: status.into(),
+            exit_code: None,
+            allow_failure: false,
+            by_hand: name != "unit" && name != "smoke",
+        };
+        // `smoke` needs `deploy`: held with it, but not run by hand itself.
+        let tasks = vec![
+            line("unit", "passed"),
+            line("deploy", "manual"),
+            line("smoke", "manual"),
+            line("docs", "manual"),
+            line("notes", "manual"),
+        ];
+        let message =
+            |status| BuildMessage::new(&build, status, "a", "s", tasks.clone(), None, "http://k");
+        let commands = |status| Buttons::card(&message(status)).commands;
+        assert_eq!(
+            commands(BuildStatus::Passed),
+            [
+                ("Logs", "logs 12".to_owned()),
+                ("Retry", "retry 12".to_owned()),
+                ("Run", "run 12 deploy".to_owned()),
+                ("Run", "run 12 docs".to_owned()),
+            ]
+        );
+        assert_eq!(
+            commands(BuildStatus::Running),
+            [("Logs", "logs 12".to_owned())]
+        );
+    }
 }

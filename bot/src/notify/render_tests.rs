@@ -13,6 +13,7 @@ fn task(name: &str, status: TaskStatus, code: i64, allow_failure: bool) -> TaskL
         status: status.as_str().into(),
         exit_code: (code != 0).then_some(code),
         allow_failure,
+        by_hand: false,
     }
 }
 

@@ -607,8 +607,16 @@ impl Store {
         for (field, value) in record::build::planned(plan) {
             pipe.hset_nx(&build, field, value).ignore();
         }
+        // What the build holds (run by hand) is settled from the start: the settle script
+        // neither readies nor counts it again.
+        let held = plan.held();
+        for name in &held {
+            pipe.sadd(self.keys.settled(id), *name).ignore();
+        }
         for task in &plan.tasks {
-            let status = if task.needs.is_empty() {
+            let status = if held.contains(task.name.as_str()) {
+                TaskStatus::Manual
+            } else if task.needs.is_empty() {
                 TaskStatus::Queued
             } else {
                 TaskStatus::Waiting

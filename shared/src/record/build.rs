@@ -35,6 +35,8 @@ pub enum BuildField {
     Vars,
     /// The pull or merge request it builds (JSON).
     Request,
+    /// The task or step of `reuse` it runs again.
+    Rerun,
     CreatedMs,
     FinishedMs,
     /// The build's tasks not yet accounted for: there once it is planned. The settle script
@@ -46,7 +48,7 @@ pub enum BuildField {
 
 impl BuildField {
     /// Every field.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Repo,
         Self::Branch,
         Self::Commit,
@@ -61,6 +63,7 @@ impl BuildField {
         Self::Note,
         Self::Vars,
         Self::Request,
+        Self::Rerun,
         Self::CreatedMs,
         Self::FinishedMs,
         Self::Remaining,
@@ -84,6 +87,7 @@ impl BuildField {
             Self::Note => "note",
             Self::Vars => "vars",
             Self::Request => "request",
+            Self::Rerun => "rerun",
             Self::CreatedMs => "created_ms",
             Self::FinishedMs => "finished_ms",
             Self::Remaining => "remaining",
@@ -125,6 +129,8 @@ pub struct BuildRecord {
     pub vars: BTreeMap<String, String>,
     /// The pull or merge request it builds the head of.
     pub request: Option<RequestRef>,
+    /// The task or step of `reuse` it runs again, with what needs it.
+    pub rerun: Option<String>,
     /// When it was accepted, in ms since the Unix epoch.
     pub created_ms: u64,
     /// When it ended; absent until then.
@@ -149,6 +155,7 @@ impl BuildRecord {
             note: request.note,
             vars: request.vars,
             request: request.request,
+            rerun: request.rerun,
             created_ms,
             finished_ms: None,
         }
@@ -169,6 +176,7 @@ impl BuildRecord {
             note: self.note.clone(),
             vars: self.vars.clone(),
             request: self.request.clone(),
+            rerun: self.rerun.clone(),
         }
     }
 
@@ -185,6 +193,7 @@ impl BuildRecord {
             note: self.note.clone(),
             vars: self.vars.clone(),
             request: self.request.clone(),
+            rerun: self.rerun.clone(),
         }
     }
 
@@ -244,6 +253,10 @@ impl BuildRecord {
                 .map(str::to_owned),
             vars: r.json(BuildField::Vars.name())?.unwrap_or_default(),
             request: r.json(BuildField::Request.name())?,
+            rerun: r
+                .get(BuildField::Rerun.name())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
             created_ms: required(
                 BuildField::CreatedMs.name(),
                 r.parsed(BuildField::CreatedMs.name())?,
@@ -261,9 +274,11 @@ impl BuildRecord {
 /// What planning a build adds to its record, each field only if it is not there yet: its
 /// plan and how many of its tasks are to be accounted for.
 pub fn planned(plan: &Plan) -> Fields {
+    // The tasks it holds (run by hand) are accounted for from the start.
+    let remaining = plan.tasks.len() - plan.held().len();
     vec![
         (BuildField::Plan.name(), to_json(plan)),
-        (BuildField::Remaining.name(), plan.tasks.len().to_string()),
+        (BuildField::Remaining.name(), remaining.to_string()),
     ]
 }
 
@@ -297,6 +312,9 @@ fn asked_fields(new: &NewBuild, status: BuildStatus, created_ms: u64) -> Fields 
     }
     if let Some(request) = &new.request {
         fields.push((BuildField::Request.name(), to_json(request)));
+    }
+    if let Some(rerun) = &new.rerun {
+        fields.push((BuildField::Rerun.name(), rerun.clone()));
     }
     fields
 }
@@ -362,6 +380,7 @@ mod tests {
                 target_branch: "master".into(),
                 from_fork: true,
             }),
+            rerun: Some("deploy".into()),
             created_ms: 1_700_000_000_123,
             finished_ms: Some(1_700_000_009_000),
         }
@@ -382,6 +401,7 @@ mod tests {
             note: None,
             vars: BTreeMap::new(),
             request: None,
+            rerun: None,
             ..fresh.clone()
         };
         for record in [full, fresh, unchanged] {

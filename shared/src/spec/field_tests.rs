@@ -243,7 +243,7 @@ fn every_field_is_blamed_where_it_is_written() {
     );
     check(
         &step("    when:\n      tags: x\n"),
-        "line 6, column 7: unknown field `tags`, expected one of branch, tag, event, changes, vars",
+        "line 6, column 7: unknown field `tags`, expected one of branch, tag, event, changes, vars, manual",
     );
     check(
         &step("    runner: podman\n"),

@@ -389,6 +389,10 @@ pub struct When {
     /// branches: each named variable is set and matches one of its patterns.
     #[serde(default)]
     pub vars: Option<BTreeMap<String, Patterns>>,
+    /// Run by hand only: the step is planned but not run (nor is what needs it) until
+    /// someone runs it (`run <build> <step>`, the card's Run button), in a new build.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// What a build is about, for [`When`].

@@ -37,7 +37,8 @@ fn blocks(text: &str, buttons: Option<&Buttons>) -> Value {
                 json!({
                     "type": "button",
                     "text": { "type": "plain_text", "text": label },
-                    "action_id": label.to_ascii_lowercase(),
+                    // Unique in the block, as Slack requires: two Run buttons share a label.
+                    "action_id": command.replace(' ', "-"),
                     "value": command,
                 })
             })

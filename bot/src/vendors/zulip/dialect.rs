@@ -59,6 +59,7 @@ mod tests {
             status: status.as_str().into(),
             exit_code: (code != 0).then_some(code),
             allow_failure: false,
+            by_hand: false,
         };
         BuildMessage::new(
             &build,

@@ -136,6 +136,7 @@ impl RawWhen {
                     .map(|(name, values)| (name.value, Patterns(values.value.values())))
                     .collect()
             }),
+            manual: self.manual,
         }
     }
 }

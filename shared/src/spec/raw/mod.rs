@@ -145,4 +145,6 @@ pub(super) struct RawWhen {
     pub changes: Option<Strings<Patterns>>,
     #[serde(default)]
     pub vars: Option<Entries<Strings<Patterns>>>,
+    #[serde(default)]
+    pub manual: bool,
 }
