@@ -8,15 +8,14 @@
 //! The door verifies and claims the comment's delivery, then queues its command on the bot's
 //! comments queue; any bot takes it from there.
 
-use kiln_shared::command::{Command, parse};
-use kiln_shared::trigger::{Comment, Request, RequestRef};
+use kiln_shared::command::{Command, OK_TO_TEST, parse};
+use kiln_shared::trigger::Comment;
 use kiln_shared::wire::CommentRequested;
 
 use crate::app::App;
 use crate::commands::{self, Actor};
 use crate::config::Forge;
-use crate::ingress::{self, Accepted};
-use crate::repositories;
+use crate::requests;
 
 /// Carries out the command of a comment taken from the bot's queue and answers it on the
 /// request, once: a command whose answer was posted is not carried out again when its
@@ -132,12 +131,8 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
     Ok(commands::run(app, actor, &text).await.text)
 }
 
-/// What a writer comments on a request from a fork to have its head built.
-pub const OK_TO_TEST: &str = "ok-to-test";
-
 /// `/kiln ok-to-test`: someone who may push to the repository (or whom a `[[permission]]`
-/// grants `ok-to-test`) has the request's head built as it is now; a fork's build gets no
-/// secrets. The same head is built once, however often it is asked.
+/// grants `ok-to-test`) has the request's head built as it is now ([`requests::build_head`]).
 async fn ok_to_test(
     app: &App,
     forge: Forge,
@@ -156,46 +151,9 @@ async fn ok_to_test(
             comment.author
         ));
     }
-    let pull = app.forges.pull_request(forge, name, number).await?;
-    let Some(clone_url) = repositories::clone_url(app, repo).await? else {
-        return Ok(format!(
-            "Kiln does not know where to fetch {name} from yet: set its `clone_url`."
-        ));
-    };
-    let head = pull.head.clone();
-    let request = Request {
-        repo: repo.name.clone(),
-        head: pull.head,
-        clone_url,
-        author: pull.author,
-        title: pull.title,
-        about: RequestRef {
-            number,
-            source_branch: pull.branch,
-            target_branch: pull.target,
-            from_fork: pull.from_fork,
-        },
-    };
-    let delivery = format!("{name}:{number}:{head}");
-    let new = ingress::request_build(repo, request);
-    let short: String = head.chars().take(8).collect();
-    match ingress::accept_new(app, OK_TO_TEST, &delivery, new).await? {
-        Accepted::New { id, .. } => {
-            // The request follows its build: the card is a comment there.
-            let channel = app.forges.request_channel(forge, name, number);
-            if app.chat.can_post(&channel) {
-                app.store.follow_build(id, &channel).await?;
-            }
-            Ok(format!(
-                "Build #{id} of request #{number} ({short}) is queued, for {}.",
-                comment.author
-            ))
-        }
-        Accepted::Duplicate(id) => Ok(format!(
-            "Request #{number} at {short} is being built already: build #{id}."
-        )),
-        Accepted::Promoted(_) => anyhow::bail!("a request's head is no promotion"),
-    }
+    // The request follows its build: the card is a comment there.
+    let channel = app.forges.request_channel(forge, name, number);
+    requests::build_head(app, forge, repo, number, Some(&channel), &comment.author).await
 }
 
 /// `text` as a comment that shows it as it is: in one code block, so that nothing in it (a

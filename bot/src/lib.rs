@@ -32,6 +32,7 @@ pub mod promotion;
 pub mod reclaim;
 pub mod reconcile;
 pub mod repositories;
+pub mod requests;
 pub mod resources;
 pub mod review;
 pub mod scheduler;

@@ -69,9 +69,12 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
     let reason = format!("cancelled by {by}");
     let fields = record::build::ended(now_ms(), Some(reason.clone()));
     // The build's cards are to show the cancel; noted first, so that a bot stopped half-way
-    // brings them up to date when it starts again.
+    // brings them up to date when it starts again. A build that has ended is noted for
+    // retention already: noting it again would put its expiry off.
     app.store.cards_due(id).await?;
-    app.store.retention_due(id, ARCHIVE_AFTER).await?;
+    if !record.status.is_final() {
+        app.store.retention_due(id, ARCHIVE_AFTER).await?;
+    }
     if !app
         .store
         .transition_build(id, BuildStatus::Cancelled, &fields)

@@ -27,7 +27,7 @@ use crate::pattern::is_branch_pattern;
 use crate::promotion::PromotionId;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
-pub const COMMANDS: [(&str, &str, &str); 15] = [
+pub const COMMANDS: [(&str, &str, &str); 16] = [
     (
         "build",
         "build <owner/repo> [branch | commit] [KEY=VALUE …]",
@@ -54,6 +54,11 @@ pub const COMMANDS: [(&str, &str, &str); 15] = [
         "run",
         "run <build> <step>",
         "runs a step run by hand (`when: { manual: true }`), in a new build",
+    ),
+    (
+        OK_TO_TEST,
+        "ok-to-test <owner/repo> <request>",
+        "builds a pull or merge request's head, a fork's too (without secrets)",
     ),
     (
         "subscribe",
@@ -138,6 +143,11 @@ pub enum Command {
         build: BuildId,
         step: String,
     },
+    /// A pull (merge) request's head built on this word: a fork's waits for it.
+    OkToTest {
+        repo: RepoName,
+        number: u64,
+    },
     Subscribe {
         repo: RepoName,
         branch: Option<String>,
@@ -176,6 +186,7 @@ impl Command {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Run { .. } => "run",
+            Self::OkToTest { .. } => OK_TO_TEST,
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Subscriptions => "subscriptions",
@@ -193,6 +204,7 @@ impl Command {
     pub fn repo(&self) -> Option<&RepoName> {
         match self {
             Self::Build { repo, .. }
+            | Self::OkToTest { repo, .. }
             | Self::Subscribe { repo, .. }
             | Self::Unsubscribe { repo, .. }
             | Self::Promote { repo, .. } => Some(repo),
@@ -224,6 +236,9 @@ pub enum Env {
 
 /// How much `env extend` adds unless told.
 pub const DEFAULT_EXTENSION: Duration = Duration::from_secs(60 * 60);
+
+/// The word that has a pull (merge) request's head built: a fork's waits for it.
+pub const OK_TO_TEST: &str = "ok-to-test";
 
 /// Why a text is not a command; the message is for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +316,15 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 failed_only,
                 task,
             }
+        }
+        OK_TO_TEST => {
+            let repo = args.repo()?;
+            let word = args.required("a request's number")?;
+            let number = word.trim_start_matches(['#', '!']).parse::<u64>().ok();
+            let Some(number) = number.filter(|n| *n > 0) else {
+                return Err(args.usage_error(&format!("`{word}` is not a request's number")));
+            };
+            Command::OkToTest { repo, number }
         }
         "run" => Command::Run {
             build: args.build()?,
@@ -847,6 +871,13 @@ mod tests {
                     build: BuildId(7),
                     failed_only: false,
                     task: Some("deploy".into()),
+                },
+            ),
+            (
+                "ok-to-test acme/api #8",
+                Command::OkToTest {
+                    repo: "acme/api".into(),
+                    number: 8,
                 },
             ),
             (

@@ -10,6 +10,16 @@ use kiln_tests::forge::{TestRepo, github_comment_payload, pull_request_payload, 
 use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
 
+/// The token of the operator [`with_operator`] configures.
+const TOKEN: &str = "alice-token-0123456789";
+
+/// The tests' configuration with an operator, `alice`, who gives commands with [`TOKEN`].
+fn with_operator() -> String {
+    kiln_tests::config(&format!(
+        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    ))
+}
+
 /// Every build runs `unit`; only a `v*` tag's runs `release`; only a branch's runs `nightly`.
 fn pipeline() -> String {
     format!(
@@ -166,11 +176,7 @@ async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_asked_for_reach_the_tasks_and_choose_their_steps() {
-    const TOKEN: &str = "alice-token-0123456789";
-    let config = kiln_tests::config(&format!(
-        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
-    ));
-    let kiln = Kiln::start(&config).await;
+    let kiln = Kiln::start(&with_operator()).await;
     let repo = TestRepo::new();
     let spec = format!(
         "steps:\n  \
@@ -376,7 +382,8 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
     let config = kiln_tests::config(&format!(
         "clone_url = \"{}\"\nsecrets = {{ DEPLOY_TOKEN = [\"*\"] }}\n\
          trusted_authors = [\"trusted-dev\"]\n\
-         [github]\ntoken = \"{FORGE_TOKEN}\"\napi_url = \"{}\"\n",
+         [github]\ntoken = \"{FORGE_TOKEN}\"\napi_url = \"{}\"\n\
+         [[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n",
         repo.clone_url(),
         github.url()
     ));
@@ -485,6 +492,20 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
     comment("alice", 101, "ok-3").await;
     answered("is being built already: build #").await;
 
+    // A new push to the fork's request needs the word again: given in chat this time.
+    let more = repo.commit("fork/feature", "More from the fork", &[]);
+    github.push_to_pull(8, &more);
+    let (status, answer) = send("synchronize", 8, ("feature", &more, true), "mallory").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(kiln.build(id + 2).await.is_none(), "a new head waits again");
+    let (status, reply) = kiln
+        .command_text(TOKEN, &format!("ok-to-test {REPO} 8"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.starts_with(&format!("Build #{} of request #8", id + 2)), "{reply}");
+    let build = kiln.finished_build(id + 2).await;
+    assert_eq!(build["commit"], more.as_str(), "{build:#}");
+
     // A trusted author's fork is built at once, still without secrets.
     let (status, answer) = send("opened", 9, ("other", &forked, true), "trusted-dev").await;
     assert_eq!(status, 202, "{answer}");
@@ -497,11 +518,7 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
-    const TOKEN: &str = "alice-token-0123456789";
-    let config = kiln_tests::config(&format!(
-        "[[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
-    ));
-    let kiln = Kiln::start(&config).await;
+    let kiln = Kiln::start(&with_operator()).await;
     let repo = TestRepo::new();
     let spec = format!(
         "steps:\n  \

@@ -27,7 +27,7 @@ pub use actor::Actor;
 pub use reply::{Outcome, Reply};
 
 use crate::app::App;
-use crate::{leases, promotion};
+use crate::{leases, promotion, requests};
 
 /// How much of an answer the audit stream keeps, in characters.
 const MAX_AUDITED_REPLY_CHARS: usize = 300;
@@ -116,6 +116,20 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             task,
         } => retry::retry(app, actor, *build, *failed_only, task.as_deref()).await?,
         Command::Run { build, step } => retry::run(app, actor, *build, step).await?,
+        Command::OkToTest { repo, number } => match app.config.repository(repo) {
+            Some(repository) => Reply::done(
+                requests::build_head(
+                    app,
+                    repository.forge,
+                    repository,
+                    *number,
+                    actor.channel,
+                    actor.name,
+                )
+                .await?,
+            ),
+            None => reply::not_built(repo),
+        },
         Command::Promote {
             repo,
             commit,
