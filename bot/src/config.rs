@@ -254,7 +254,6 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// How many leases it holds at once.
     /// A static pool of one slot with no host: a concurrency group's.
     pub fn one_at_a_time(name: &str) -> Self {
         Self {
@@ -271,6 +270,7 @@ impl Pool {
         }
     }
 
+    /// How many leases it holds at once.
     pub fn capacity(&self) -> u32 {
         match self.kind {
             PoolKind::Static => u32::try_from(self.hosts.len()).unwrap_or(u32::MAX),

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::plan::Plan;
 use kiln_shared::spec::{SPEC_FILE, Trigger};
+use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::BuildRequested;
 
 use crate::app::App;
@@ -201,25 +202,34 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
                 format!("cannot read build #{from}: {e}"),
             )
         })?;
-        let passed: Vec<String> = earlier
+        // Held there or not, what ran there is taken (it passed) or runs again (it did not).
+        let ran: Vec<String> = earlier
             .into_iter()
-            .filter(|t| t.status == TaskStatus::Passed)
+            .filter(|t| t.status != TaskStatus::Manual)
             .map(|t| t.name)
             .collect();
-        for name in &passed {
+        for name in &ran {
             plan.run_by_hand(name);
         }
     }
     // A fork's code never sees the repository's secrets: its steps run without them.
     if request.request.as_ref().is_some_and(|r| r.from_fork) {
+        // Nor does it deploy an environment: a fork's branch is not the repository's, and
+        // nothing would stop it.
         for task in &mut plan.tasks {
             task.secrets.clear();
+            task.environment = None;
         }
     }
-    // Policy comes from Kiln's configuration, never from the commit.
+    // Policy comes from Kiln's configuration, never from the commit. A tag's build is
+    // matched as `tags/<name>`: a tag named like a branch gets none of its secrets.
+    let policy_ref = match request.kind {
+        TriggerKind::Tag => format!("tags/{}", request.build.branch),
+        _ => request.build.branch.to_string(),
+    };
     let refused = match app.config.repository(&request.build.repo) {
         Some(repository) => repository
-            .refuse_secrets(&plan, &request.build.branch)
+            .refuse_secrets(&plan, &policy_ref)
             .or_else(|| repository.refuse_capabilities(&plan)),
         None => plan
             .tasks

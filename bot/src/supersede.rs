@@ -1,6 +1,6 @@
 //! Superseded builds: in a repository whose builds are `interruptible`, a newer push to a
-//! branch cancels the branch's older push builds still queued or running, each with the
-//! newer build named on its card. `master`, `main` and the branches of `promote` are left
+//! branch cancels the branch's older push builds still queued or running whose commits the
+//! new one descends from, each with the newer build named on its card. `master`, `main` and the branches of `promote` are left
 //! alone unless `interruptible_default_branch` says otherwise.
 
 use kiln_shared::build::BuildId;
@@ -26,11 +26,19 @@ pub async fn cancel_older(app: &App, record: &BuildRecord) -> anyhow::Result<Vec
     let by = format!("build #{}, a newer push to {}", build.id, build.branch);
     let mut cancelled = Vec::new();
     for older in app.store.recent_builds(LOOKBACK).await? {
-        let superseded = older.build.id < build.id
+        let candidate = older.build.id < build.id
             && older.kind == TriggerKind::Push
             && !older.status.is_final()
             && older.build.repo.eq_ignore_ascii_case(&build.repo)
-            && older.build.branch == build.branch;
+            && older.build.branch == build.branch
+            && older.build.commit != build.commit;
+        // Only what the new commit carries on from: a retry of an old commit, or a push held
+        // while Redis was away, supersedes nothing newer.
+        let superseded = candidate
+            && app
+                .mirrors
+                .is_ancestor(&record.clone_url, &older.build.commit, &build.commit)
+                .await?;
         if superseded
             && let Cancel::Cancelled { .. } =
                 lifecycle::cancel_build(app, older.build.id, &by).await?

@@ -392,6 +392,7 @@ fn templates(data: &[u8]) {
         exit_code: Some(1),
         allow_failure: false,
         by_hand: false,
+        step: String::new(),
     }];
     let error = (!error.is_empty()).then_some(error);
     let mut message = BuildMessage::new(

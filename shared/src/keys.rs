@@ -229,6 +229,12 @@ impl Keys {
         format!("{}:pool:{pool}:waiting", self.prefix)
     }
 
+    /// The pools tasks have waited in line for (set): the concurrency groups, which no
+    /// configuration names, are woken from it.
+    pub fn waited_pools(&self) -> String {
+        format!("{}:pools:waited", self.prefix)
+    }
+
     /// The lease one attempt of a task holds in a pool (string: the lease id).
     pub fn task_lease(&self, id: BuildId, task: &str, attempt: u32, pool: &str) -> String {
         format!(

@@ -130,6 +130,11 @@ impl PlannedTask {
         self.resources.iter().cloned().chain(group).collect()
     }
 
+    /// Whether `name` names it: its own name, or its step's (all the step's tasks).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name == name || self.step == name
+    }
+
     /// Whether the task holds any slot while it runs.
     pub fn holds_slots(&self) -> bool {
         !self.resources.is_empty() || self.concurrency.is_some()

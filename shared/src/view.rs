@@ -194,6 +194,9 @@ pub struct TaskLine {
     /// Its step is run by hand (`when: { manual: true }`): a Run button runs it.
     #[serde(default)]
     pub by_hand: bool,
+    /// Its step's name (a step of shards or platforms has several tasks).
+    #[serde(default)]
+    pub step: String,
 }
 
 /// A build's status at a glance.

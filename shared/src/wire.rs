@@ -351,6 +351,15 @@ impl JobRequested {
         }
     }
 
+    /// What the build's caches are kept under: its branch, or `tags/<name>` for a tag's
+    /// build, so that a tag named like a branch never writes that branch's caches.
+    pub fn scope(&self) -> String {
+        match self.event {
+            TriggerKind::Tag => format!("tags/{}", self.build.branch),
+            _ => self.build.branch.to_string(),
+        }
+    }
+
     /// `build/task/attempt`: the AMQP message id, the same for every copy of this job.
     pub fn message_id(&self) -> String {
         format!("{}/{}/{}", self.build.id, self.task, self.attempt)

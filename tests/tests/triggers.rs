@@ -502,7 +502,10 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
         .command_text(TOKEN, &format!("ok-to-test {REPO} 8"))
         .await;
     assert_eq!(status, 200, "{reply}");
-    assert!(reply.starts_with(&format!("Build #{} of request #8", id + 2)), "{reply}");
+    assert!(
+        reply.starts_with(&format!("Build #{} of request #8", id + 2)),
+        "{reply}"
+    );
     let build = kiln.finished_build(id + 2).await;
     assert_eq!(build["commit"], more.as_str(), "{build:#}");
 

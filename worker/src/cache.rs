@@ -102,11 +102,11 @@ impl Caches {
 
     /// The branches whose entries the job may restore, in order: its own, then the default
     /// branch's.
-    fn readable(job: &JobRequested) -> Vec<&str> {
-        let own = job.build.branch.as_str();
-        let mut branches = vec![own];
-        if !DEFAULT_BRANCHES.contains(&own) {
-            branches.extend(DEFAULT_BRANCHES);
+    fn readable(job: &JobRequested) -> Vec<String> {
+        let own = job.scope();
+        let mut branches = vec![own.clone()];
+        if !DEFAULT_BRANCHES.contains(&own.as_str()) {
+            branches.extend(DEFAULT_BRANCHES.map(str::to_owned));
         }
         branches
     }
@@ -127,7 +127,7 @@ impl Caches {
             Place::Directory(root) => {
                 let entries: Vec<PathBuf> = Self::readable(job)
                     .into_iter()
-                    .map(|branch| Self::entry(root, job, branch, &key))
+                    .map(|branch| Self::entry(root, job, &branch, &key))
                     .collect();
                 let workdir = workdir.to_owned();
                 tokio::task::spawn_blocking(move || -> io::Result<bool> {
@@ -160,7 +160,7 @@ impl Caches {
         let (paths, from) = (cache.paths.clone(), workdir.to_owned());
         match &self.place {
             Place::Directory(root) => {
-                let entry = Self::entry(root, job, &job.build.branch, key);
+                let entry = Self::entry(root, job, &job.scope(), key);
                 tokio::task::spawn_blocking(move || -> io::Result<bool> {
                     if entry.exists() {
                         return Ok(false);
@@ -177,7 +177,7 @@ impl Caches {
             }
             Place::Registry(oci) => {
                 let repo = job.build.repo.as_str();
-                let tag = Self::tag(&job.build.branch, key);
+                let tag = Self::tag(&job.scope(), key);
                 if oci.manifest(repo, CACHE, &tag).await?.is_some() {
                     return Ok(false);
                 }
@@ -195,7 +195,7 @@ impl Caches {
                     size: stored.size,
                 };
                 let annotations = BTreeMap::from([
-                    ("dev.kiln.branch".to_owned(), job.build.branch.to_string()),
+                    ("dev.kiln.branch".to_owned(), job.scope()),
                     ("dev.kiln.key".to_owned(), key.to_owned()),
                 ]);
                 oci.put_manifest(repo, CACHE, &tag, CACHE_TYPE, &[layer], annotations)
@@ -215,7 +215,10 @@ async fn restore_from(
 ) -> io::Result<bool> {
     let repo = job.build.repo.as_str();
     for branch in Caches::readable(job) {
-        let Some(layers) = oci.manifest(repo, CACHE, &Caches::tag(branch, key)).await? else {
+        let Some(layers) = oci
+            .manifest(repo, CACHE, &Caches::tag(&branch, key))
+            .await?
+        else {
             continue;
         };
         let Some(layer) = layers.first() else {

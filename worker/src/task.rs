@@ -57,7 +57,10 @@ impl Ran {
 
 /// Runs `job` in its checkout at `workdir`.
 pub async fn run(tools: Tools<'_>, job: &JobRequested, workdir: &Path, log: &impl LogSink) -> Ran {
-    let secrets = match tools.secrets.resolve(&job.secrets) {
+    // A fork's code never sees secrets, whatever a bot of another version asked for.
+    let from_fork = job.request.as_ref().is_some_and(|r| r.from_fork);
+    let names: &[String] = if from_fork { &[] } else { &job.secrets };
+    let secrets = match tools.secrets.resolve(names) {
         Ok(secrets) => secrets,
         Err(reason) => return Ran::errored(reason),
     };

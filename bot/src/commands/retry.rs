@@ -33,7 +33,8 @@ pub async fn retry(
             Some(plan) => app.store.tasks(build, plan).await?,
             None => Vec::new(),
         };
-        if tasks.is_empty() || tasks.iter().all(|t| t.status == TaskStatus::Passed) {
+        let done = |s: TaskStatus| matches!(s, TaskStatus::Passed | TaskStatus::Manual);
+        if tasks.is_empty() || tasks.iter().all(|t| done(t.status)) {
             return Ok(nothing_failed(build));
         }
     }
@@ -44,6 +45,7 @@ pub async fn retry(
         // what passed in it when only what did not is to run again.
         NewBuild {
             reuse: failed_only.then_some(build),
+            rerun: None,
             note: Some(format!("retry of #{build}")),
             ..record.asked()
         },
@@ -72,8 +74,10 @@ async fn again(
     by_hand: bool,
 ) -> anyhow::Result<Reply> {
     let build = record.build.id;
-    let tasks = record.plan.iter().flat_map(|p| &p.tasks);
-    let named: Vec<_> = tasks.filter(|t| t.name == name || t.step == name).collect();
+    let Some(plan) = &record.plan else {
+        return Ok(Reply::invalid(format!("Build #{build} has no plan.")));
+    };
+    let named: Vec<_> = plan.tasks.iter().filter(|t| t.is_named(name)).collect();
     if named.is_empty() {
         return Ok(Reply::invalid(format!(
             "Build #{build} has no task or step `{name}`."
@@ -82,6 +86,16 @@ async fn again(
     if by_hand && !named.iter().all(|t| t.manual) {
         return Ok(Reply::invalid(format!(
             "`{name}` of build #{build} is not run by hand; `retry {build} {name}` runs it again."
+        )));
+    }
+    let held = plan.held();
+    let waits = named
+        .iter()
+        .any(|t| !t.manual && held.contains(t.name.as_str()));
+    if waits {
+        return Ok(Reply::invalid(format!(
+            "`{name}` of build #{build} waits for a step run by hand: `run {build} <step>` runs \
+             that step and it."
         )));
     }
     let what = if by_hand { "run" } else { "retry" };

@@ -259,24 +259,25 @@ pub async fn reap(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
 
 async fn reap_once(app: &App) -> anyhow::Result<()> {
     let now = now_ms();
-    let leases = app.store.leases().await?;
-    for lease in &leases {
+    for lease in &app.store.leases().await? {
         // One lease that cannot be reaped holds up no other.
         if let Err(error) = reap_lease(app, lease, now).await {
             tracing::warn!(lease = %lease.id, error = format!("{error:#}"), "cannot reap a lease");
         }
     }
-    // Tasks waiting for slots: some may have come free (a lease released or expired). A
-    // concurrency group is in no configuration: its held slot's lease names it.
+    // Tasks waiting for slots: some may have come free (a lease released or expired, a
+    // release whose wake was lost). A concurrency group is in no configuration: the pools
+    // tasks have waited for name it.
     let static_pools = app
         .config
         .pools
         .iter()
         .filter(|p| p.kind == PoolKind::Static);
-    let groups = leases.iter().filter(|l| is_group_pool(&l.pool));
+    let waited = app.store.waited_pools().await?;
+    let groups = waited.iter().filter(|pool| is_group_pool(pool));
     let pools: std::collections::BTreeSet<&str> = static_pools
         .map(|p| p.name.as_str())
-        .chain(groups.map(|l| l.pool.as_str()))
+        .chain(groups.map(String::as_str))
         .collect();
     for pool in pools {
         if let Err(error) = crate::resources::wake(app, pool).await {

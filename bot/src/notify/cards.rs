@@ -283,6 +283,7 @@ fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessag
             exit_code: task.exit_code.filter(|code| *code != 0),
             allow_failure: planned.allow_failure,
             by_hand: planned.manual,
+            step: planned.step.clone(),
         })
         .collect();
     let mut message = BuildMessage::new(

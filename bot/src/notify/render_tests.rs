@@ -14,6 +14,7 @@ fn task(name: &str, status: TaskStatus, code: i64, allow_failure: bool) -> TaskL
         exit_code: (code != 0).then_some(code),
         allow_failure,
         by_hand: false,
+        step: String::new(),
     }
 }
 

@@ -330,12 +330,18 @@ impl Store {
     /// Puts a task attempt in line for a slot of `pool`.
     pub async fn wait_for_slot(&self, pool: &str, waiting: &Waiting) -> RedisResult<()> {
         let json = serde_json::to_string(waiting).unwrap_or_default();
-        let _: usize = self
-            .conn
-            .clone()
+        redis::pipe()
             .rpush(self.keys.pool_waiting(pool), json)
-            .await?;
-        Ok(())
+            .ignore()
+            .sadd(self.keys.waited_pools(), pool)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Every pool a task has waited in line for.
+    pub async fn waited_pools(&self) -> RedisResult<Vec<String>> {
+        self.conn.clone().smembers(self.keys.waited_pools()).await
     }
 
     /// The task attempts waiting for a slot of `pool`, in the order they came.

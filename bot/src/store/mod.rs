@@ -130,6 +130,16 @@ return due
     )
 });
 
+/// Sets `KEYS[1]` to the number `ARGV[1]` unless it holds a larger one.
+static NOTE_LATER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local noted = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > noted then redis.call('SET', KEYS[1], ARGV[1]) end
+",
+    )
+});
+
 /// How long after a build is accepted the outbox's relay leaves it to the request that
 /// accepted it: longer than that request waits for its confirm, so a build is not published
 /// twice while the broker is well.
@@ -315,9 +325,10 @@ impl Store {
         let fields = record::build::queued(&new, now_ms());
         let delivery =
             delivery.map_or_else(String::new, |(forge, id)| self.keys.delivery(forge, id));
-        // A push's build is what reconciliation compares the branch's head with; a command
-        // may build any commit of a branch, a tag's build is of no branch.
-        let heads = if new.kind == TriggerKind::Push {
+        // A push's build, delivered by a forge or found by reconciliation, is what
+        // reconciliation compares the branch's head with; a command may build any commit of
+        // a branch (a retry an old one), a tag's build is of no branch.
+        let heads = if new.kind == TriggerKind::Push && !delivery.is_empty() {
             self.keys.heads(&new.repo)
         } else {
             String::new()
@@ -375,11 +386,13 @@ impl Store {
         self.conn.clone().get(self.keys.schedule(repo, name)).await
     }
 
-    /// Notes `due_ms` as the latest due time of `repo`'s schedule `name` that was built.
+    /// Notes `due_ms` as the latest due time of `repo`'s schedule `name` that was built,
+    /// unless a later one is noted already (a bot that looked later noted it first).
     pub async fn note_schedule(&self, repo: &RepoName, name: &str, due_ms: u64) -> RedisResult<()> {
-        self.conn
-            .clone()
-            .set(self.keys.schedule(repo, name), due_ms)
+        NOTE_LATER
+            .key(self.keys.schedule(repo, name))
+            .arg(due_ms)
+            .invoke_async(&mut self.conn.clone())
             .await
     }
 

@@ -157,7 +157,7 @@ pub struct Step {
     #[serde(default)]
     pub resources: Vec<String>,
     /// A concurrency group of the repository, e.g. `deploy-production`: its tasks, of every
-    /// build, run one at a time, in the order they became ready; the next waits, queued.
+    /// build, run one at a time; the others wait, queued, and take turns.
     #[serde(default)]
     pub concurrency: Option<String>,
     /// The step that stops the environment: it runs in a build of its own, at the commit

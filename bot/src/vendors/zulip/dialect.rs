@@ -60,6 +60,7 @@ mod tests {
             exit_code: (code != 0).then_some(code),
             allow_failure: false,
             by_hand: false,
+            step: String::new(),
         };
         BuildMessage::new(
             &build,
