@@ -55,8 +55,12 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
     let writer = app.forges.may_write(forge, comment).await?;
     let id = format!("{via}:{}", comment.author_id);
     let mut text = comment.command.clone();
-    if text == OK_TO_TEST {
-        return ok_to_test(app, forge, comment, writer, &id).await;
+    if let Some(rest) = text.strip_prefix(OK_TO_TEST)
+        && (rest.is_empty() || rest.starts_with(' '))
+    {
+        let head = rest.trim().to_ascii_lowercase();
+        let head = (!head.is_empty()).then_some(head.as_str());
+        return ok_to_test(app, forge, comment, (writer, &id), head).await;
     }
     if text == "status" {
         text = format!("status {}", comment.repo);
@@ -131,14 +135,15 @@ async fn carry_out(app: &App, forge: Forge, comment: &Comment) -> anyhow::Result
     Ok(commands::run(app, actor, &text).await.text)
 }
 
-/// `/kiln ok-to-test`: someone who may push to the repository (or whom a `[[permission]]`
-/// grants `ok-to-test`) has the request's head built as it is now ([`requests::build_head`]).
+/// `/kiln ok-to-test [head]`: someone who may push to the repository (or whom a
+/// `[[permission]]` grants `ok-to-test`) has the request's head built as it is now, or only
+/// if it is still `head` ([`requests::build_head`]).
 async fn ok_to_test(
     app: &App,
     forge: Forge,
     comment: &Comment,
-    writer: bool,
-    id: &str,
+    (writer, id): (bool, &str),
+    head: Option<&str>,
 ) -> anyhow::Result<String> {
     let (name, number) = (&comment.repo, comment.number);
     let Some(repo) = app.config.repository(name) else {
@@ -153,7 +158,8 @@ async fn ok_to_test(
     }
     // The request follows its build: the card is a comment there.
     let channel = app.forges.request_channel(forge, name, number);
-    requests::build_head(app, forge, repo, number, Some(&channel), &comment.author).await
+    let request = (number, head);
+    requests::build_head(app, forge, repo, request, Some(&channel), &comment.author).await
 }
 
 /// `text` as a comment that shows it as it is: in one code block, so that nothing in it (a

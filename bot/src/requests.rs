@@ -14,18 +14,28 @@ use crate::repositories;
 const DOOR: &str = "ok-to-test";
 
 /// Builds the head of request `number` of `repo` on `forge` as it is now, for `by`; the same
-/// head is built once, however often it is asked. The build's cards go to `channel`. The
-/// answer says what became of it.
+/// head is built once, however often it is asked. With `looked_at` (a commit id or its
+/// prefix), only if the head is still that commit: a push made after someone looked is not
+/// built on their word. The build's cards go to `channel`. The answer says what became of it.
 pub async fn build_head(
     app: &App,
     forge: Forge,
     repo: &Repository,
-    number: u64,
+    (number, looked_at): (u64, Option<&str>),
     channel: Option<&ChannelName>,
     by: &str,
 ) -> anyhow::Result<String> {
     let name = &repo.name;
     let pull = app.forges.pull_request(forge, name, number).await?;
+    if let Some(looked_at) = looked_at
+        && !pull.head.starts_with(looked_at)
+    {
+        return Ok(format!(
+            "The head of request #{number} is {}, not {looked_at}: look at it, then say \
+             `ok-to-test` with it.",
+            pull.head
+        ));
+    }
     let Some(clone_url) = repositories::clone_url(app, repo).await? else {
         return Ok(format!(
             "Kiln does not know where to fetch {name} from yet: set its `clone_url`."

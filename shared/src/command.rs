@@ -57,7 +57,7 @@ pub const COMMANDS: [(&str, &str, &str); 16] = [
     ),
     (
         OK_TO_TEST,
-        "ok-to-test <owner/repo> <request>",
+        "ok-to-test <owner/repo> <request> [head]",
         "builds a pull or merge request's head, a fork's too (without secrets)",
     ),
     (
@@ -147,6 +147,9 @@ pub enum Command {
     OkToTest {
         repo: RepoName,
         number: u64,
+        /// The head looked at (a commit id or its prefix): nothing is built if the head
+        /// has moved since.
+        head: Option<String>,
     },
     Subscribe {
         repo: RepoName,
@@ -324,7 +327,11 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
             let Some(number) = number.filter(|n| *n > 0) else {
                 return Err(args.usage_error(&format!("`{word}` is not a request's number")));
             };
-            Command::OkToTest { repo, number }
+            let head = args.optional().map(str::to_ascii_lowercase);
+            if head.as_deref().is_some_and(|h| !is_commit(h)) {
+                return Err(args.usage_error("the head is a commit id of 7 to 40 hex digits"));
+            }
+            Command::OkToTest { repo, number, head }
         }
         "run" => Command::Run {
             build: args.build()?,
@@ -878,6 +885,15 @@ mod tests {
                 Command::OkToTest {
                     repo: "acme/api".into(),
                     number: 8,
+                    head: None,
+                },
+            ),
+            (
+                "ok-to-test acme/api 8 ABC1234",
+                Command::OkToTest {
+                    repo: "acme/api".into(),
+                    number: 8,
+                    head: Some("abc1234".into()),
                 },
             ),
             (

@@ -442,8 +442,8 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
     let ignored = answer["ignored"].as_str().unwrap_or_default();
     assert!(ignored.contains("`/kiln ok-to-test`"), "{answer}");
     assert!(kiln.build(id + 1).await.is_none(), "a fork's request waits");
-    let comment = |author: &str, user: u64, delivery: &str| {
-        let body = github_comment_payload(REPO, 8, author, user, "/kiln ok-to-test");
+    let comment_saying = |author: &str, user: u64, delivery: &str, text: &str| {
+        let body = github_comment_payload(REPO, 8, author, user, text);
         let (kiln, delivery) = (&kiln, delivery.to_owned());
         async move {
             let (status, answer) = kiln
@@ -451,6 +451,9 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
                 .await;
             assert_eq!(status, 202, "{answer}");
         }
+    };
+    let comment = |author: &str, user: u64, delivery: &str| {
+        comment_saying(author, user, delivery, "/kiln ok-to-test")
     };
     let answered = |needle: &'static str| {
         let github = &github;
@@ -475,8 +478,15 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
         kiln.build(id + 1).await.is_none(),
         "only a writer's word builds it"
     );
+    // A word about a head that has moved since builds nothing.
+    comment_saying("alice", 101, "ok-stale", "/kiln ok-to-test 1234567").await;
+    answered("The head of request #8 is").await;
+    assert!(
+        kiln.build(id + 1).await.is_none(),
+        "a moved head is not built"
+    );
     comment("alice", 101, "ok-2").await;
-    let said = answered("of request #8").await;
+    let said = answered("is queued, for alice").await;
     assert!(
         said.contains(&format!("Build #{} of request #8", id + 1)),
         "{said}"

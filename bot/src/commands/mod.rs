@@ -116,13 +116,13 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             task,
         } => retry::retry(app, actor, *build, *failed_only, task.as_deref()).await?,
         Command::Run { build, step } => retry::run(app, actor, *build, step).await?,
-        Command::OkToTest { repo, number } => match app.config.repository(repo) {
+        Command::OkToTest { repo, number, head } => match app.config.repository(repo) {
             Some(repository) => Reply::done(
                 requests::build_head(
                     app,
                     repository.forge,
                     repository,
-                    *number,
+                    (*number, head.as_deref()),
                     actor.channel,
                     actor.name,
                 )
