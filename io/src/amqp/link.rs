@@ -296,6 +296,9 @@ impl Link {
     pub async fn next_session(&self, stop: &CancellationToken) -> Option<Session> {
         let mut states = self.inner.state.subscribe();
         loop {
+            if stop.is_cancelled() {
+                return None;
+            }
             if let Some(session) = self.session() {
                 return Some(session);
             }
@@ -363,7 +366,12 @@ impl Link {
                     .await?;
                 lapin::Result::Ok((channel, consumer))
             };
-            match tokio::time::timeout(OPEN_DEADLINE, started).await {
+            // A process asked to stop stops waiting for a broker that does not answer.
+            let started = tokio::select! {
+                () = stop.cancelled() => return None,
+                started = tokio::time::timeout(OPEN_DEADLINE, started) => started,
+            };
+            match started {
                 Ok(Ok((channel, consumer))) => return Some((session, channel, consumer)),
                 Ok(Err(error)) => session.fail(&format!("cannot consume {queue}: {error}")),
                 Err(_) => session.fail(&format!("consuming {queue} did not start in time")),
