@@ -4,8 +4,6 @@
 //! build variables, schedules, superseded builds, concurrency groups, and pull requests
 //! (a fork's waits for a writer's `/kiln ok-to-test`, and gets no secrets).
 
-use std::time::Duration;
-
 use kiln_tests::forge::{TestRepo, github_comment_payload, pull_request_payload, tag_payload};
 use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, TEST_IMAGE, TEST_SECRET, wait_for};
@@ -104,8 +102,28 @@ async fn builds_after(kiln: &Kiln, after: u64) -> Vec<serde_json::Value> {
     builds
 }
 
-/// How long the test looks on for a build reconciliation should not make: a few passes.
-const PASSES: Duration = Duration::from_secs(4);
+/// Waits until reconciliation has made two more passes: it builds a new head of `release/1`,
+/// which no webhook announces, on its second sighting. Returns that head, whose build is the
+/// test's mark, not one it counts.
+async fn two_more_passes(kiln: &Kiln, repo: &TestRepo, after: u64, mark: &str) -> String {
+    let head = repo.commit("release/1", mark, &[]);
+    wait_for("reconciliation to build a mark", E2E_TIMEOUT, || async {
+        let builds = builds_after(kiln, after).await;
+        builds
+            .iter()
+            .any(|b| b["commit"] == head.as_str())
+            .then_some(())
+    })
+    .await;
+    head
+}
+
+/// The builds numbered above `after` but the marks of [`two_more_passes`].
+async fn counted_after(kiln: &Kiln, after: u64, marks: &[&str]) -> Vec<serde_json::Value> {
+    let builds = builds_after(kiln, after).await;
+    let marked = |b: &serde_json::Value| marks.iter().any(|m| b["commit"] == *m);
+    builds.into_iter().filter(|b| !marked(b)).collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
@@ -156,8 +174,8 @@ async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
     }
 
     // Later passes find nothing more to build: not the same heads again, not the feature.
-    tokio::time::sleep(PASSES).await;
-    let builds = builds_after(&kiln, told).await;
+    let first_mark = two_more_passes(&kiln, &repo, told, "Mark 1").await;
+    let builds = counted_after(&kiln, told, &[&first_mark]).await;
     assert_eq!(builds.len(), 2, "{builds:#?}");
     assert!(
         builds.iter().all(|b| b["commit"] != feature.as_str()),
@@ -168,8 +186,8 @@ async fn a_push_made_while_the_bot_was_down_is_found_and_built_once() {
     let next = repo.commit("master", "Announced", &[]);
     let id = kiln.push(&repo, "master", &next, "r-2").await;
     assert_eq!(kiln.finished_build(id).await["status"], "passed");
-    tokio::time::sleep(PASSES).await;
-    let builds = builds_after(&kiln, told).await;
+    let second_mark = two_more_passes(&kiln, &repo, told, "Mark 2").await;
+    let builds = counted_after(&kiln, told, &[&first_mark, &second_mark]).await;
     assert_eq!(builds.len(), 3, "{builds:#?}");
     kiln.stop().await;
 }

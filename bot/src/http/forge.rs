@@ -197,19 +197,7 @@ pub async fn accept(
         ForgeEvent::Request(request) => {
             let (number, from) = (request.about.number, request.about.source_branch.clone());
             match ingress::accept_request(app, repo, forge, delivery, request).await {
-                Ok(RequestAccepted::Built(Accepted::New { id, waiting })) => (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
-                )
-                    .into_response(),
-                Ok(RequestAccepted::Built(Accepted::Duplicate(id))) => (
-                    StatusCode::OK,
-                    Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
-                )
-                    .into_response(),
-                Ok(RequestAccepted::Built(Accepted::Promoted(_))) => {
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "a request is not a promotion")
-                }
+                Ok(RequestAccepted::Built(accepted)) => answer(app, accepted),
                 Ok(RequestAccepted::Waits) => {
                     let reason = format!(
                         "request #{number} comes from a fork ({from}): someone with write \
@@ -230,27 +218,35 @@ pub async fn accept(
         }
         ForgeEvent::Push(push) => {
             match ingress::accept_push(app, repo, forge, delivery, push.clone()).await {
-                Ok(Accepted::New { id, waiting }) => (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
-                )
-                    .into_response(),
-                Ok(Accepted::Duplicate(id)) => (
-                    StatusCode::OK,
-                    Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
-                )
-                    .into_response(),
-                Ok(Accepted::Promoted(promotion)) => (
-                    StatusCode::OK,
-                    Json(json!({
-                        "promotion": promotion,
-                        "message": format!("promotion #{promotion} made this push and builds it"),
-                    })),
-                )
-                    .into_response(),
+                Ok(accepted) => answer(app, accepted),
                 Err(e) => hold(app, repo, forge, delivery, push, e).await,
             }
         }
+    }
+}
+
+/// What the forge is told of an accepted build: `202` for a new one, `200` for one its
+/// delivery made before or a promotion's push.
+fn answer(app: &App, accepted: Accepted) -> Response {
+    match accepted {
+        Accepted::New { id, waiting } => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "build_id": id, "url": build_url(app, id), "outbox": waiting })),
+        )
+            .into_response(),
+        Accepted::Duplicate(id) => (
+            StatusCode::OK,
+            Json(json!({ "build_id": id, "url": build_url(app, id), "duplicate": true })),
+        )
+            .into_response(),
+        Accepted::Promoted(promotion) => (
+            StatusCode::OK,
+            Json(json!({
+                "promotion": promotion,
+                "message": format!("promotion #{promotion} made this push and builds it"),
+            })),
+        )
+            .into_response(),
     }
 }
 

@@ -182,19 +182,7 @@ impl BuildRecord {
 
     /// The request that asked for this build, as it is published.
     pub fn request(&self) -> BuildRequested {
-        BuildRequested {
-            build: self.build.clone(),
-            clone_url: self.clone_url.clone(),
-            author: self.author.clone(),
-            subject: self.subject.clone(),
-            kind: self.kind,
-            changed_paths: self.changed_paths.clone(),
-            reuse: self.reuse,
-            note: self.note.clone(),
-            vars: self.vars.clone(),
-            request: self.request.clone(),
-            rerun: self.rerun.clone(),
-        }
+        self.asked().numbered(self.build.id)
     }
 
     /// The record's fields, but its plan (see [`planned`]), and only those it has.
