@@ -92,10 +92,12 @@ use kiln_shared::platform::Platform;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod access;
 mod retention;
 mod schedule;
 mod secret;
 
+pub use access::{Access, OAuthApp};
 pub use retention::{Kept, Retention, RetentionOverride};
 pub use schedule::When;
 
@@ -148,6 +150,9 @@ pub struct Config {
     /// How the bot finds pushes whose webhooks never came.
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// Who may read the web pages, logs and artifacts.
+    #[serde(default)]
+    pub access: Access,
 }
 
 /// Reconciliation: every `every`, the bot compares each repository's branch heads (fetched

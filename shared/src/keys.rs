@@ -72,6 +72,16 @@ impl Keys {
         }
     }
 
+    /// The key the bots sign web sessions' cookies with (string, made once by the first bot).
+    pub fn web_key(&self) -> String {
+        format!("{}:web:key", self.prefix)
+    }
+
+    /// One signed-in reader's session (string: JSON), which expires with it.
+    pub fn web_session(&self, id: &str) -> String {
+        format!("{}:web:session:{id}", self.prefix)
+    }
+
     /// The counter build ids are drawn from.
     pub fn build_sequence(&self) -> String {
         format!("{}:build:seq", self.prefix)

@@ -209,6 +209,29 @@ impl Plan {
         self.tasks.iter().find(|t| t.name == name)
     }
 
+    /// The tasks in columns, as a graph of them is drawn: a task's column is one past the
+    /// furthest of those it needs, so each needs only tasks of columns before its own.
+    /// Tasks are in the plan's order in each column (a plan lists a task after what it needs).
+    pub fn columns(&self) -> Vec<Vec<&PlannedTask>> {
+        let mut column_of: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut columns: Vec<Vec<&PlannedTask>> = Vec::new();
+        for task in &self.tasks {
+            let column = task
+                .needs
+                .iter()
+                .filter_map(|n| column_of.get(n.as_str()))
+                .map(|c| c + 1)
+                .max()
+                .unwrap_or(0);
+            column_of.insert(&task.name, column);
+            if columns.len() <= column {
+                columns.resize_with(column + 1, Vec::new);
+            }
+            columns[column].push(task);
+        }
+        columns
+    }
+
     /// Tasks that need nothing: they start as soon as the build is accepted.
     pub fn roots(&self) -> impl Iterator<Item = &PlannedTask> {
         self.tasks.iter().filter(|t| t.needs.is_empty())
@@ -435,6 +458,17 @@ mod tests {
   build: { image: i, run: b }
   ship: { image: i, run: s, needs: [test, lint] }
 ";
+
+    #[test]
+    fn columns_put_each_task_after_what_it_needs() {
+        let plan = Plan::from_spec_text(DIAMOND, &push("master")).expect("valid");
+        let columns: Vec<Vec<&str>> = plan
+            .columns()
+            .iter()
+            .map(|c| c.iter().map(|t| t.name.as_str()).collect())
+            .collect();
+        assert_eq!(columns, [vec!["build"], vec!["lint", "test"], vec!["ship"]]);
+    }
 
     #[test]
     fn stop_steps_run_only_when_the_branch_goes() {

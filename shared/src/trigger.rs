@@ -192,6 +192,16 @@ pub enum TriggerKind {
 }
 
 impl TriggerKind {
+    /// Every kind of trigger.
+    pub const ALL: [Self; 6] = [
+        Self::Push,
+        Self::Tag,
+        Self::MergeRequest,
+        Self::Command,
+        Self::Schedule,
+        Self::Stop,
+    ];
+
     /// Its name in `.kiln.yml` and in `KILN_EVENT`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -87,7 +87,7 @@ fn on_no_branch(repo: &str, commit: &str) -> Reply {
 
 fn queued(id: BuildId, repo: &str, branch: &str, commit: &str, by: &str) -> Reply {
     let short: String = commit.chars().take(8).collect();
-    Reply::done(format!(
+    Reply::started(id, format!(
         "Build #{id} of {repo} {branch} ({short}) is queued, for {by}."
     ))
 }

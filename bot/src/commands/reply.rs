@@ -34,6 +34,9 @@ impl Outcome {
 pub struct Reply {
     pub outcome: Outcome,
     pub text: String,
+    /// The build the command started, if it started one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<BuildId>,
 }
 
 impl Reply {
@@ -41,6 +44,15 @@ impl Reply {
         Self {
             outcome: Outcome::Done,
             text: text.into(),
+            started: None,
+        }
+    }
+
+    /// Carried out: build `id` started.
+    pub fn started(id: BuildId, text: impl Into<String>) -> Self {
+        Self {
+            started: Some(id),
+            ..Self::done(text)
         }
     }
 
@@ -48,6 +60,7 @@ impl Reply {
         Self {
             outcome: Outcome::Invalid,
             text: text.into(),
+            started: None,
         }
     }
 
@@ -55,6 +68,7 @@ impl Reply {
         Self {
             outcome: Outcome::Refused,
             text: text.into(),
+            started: None,
         }
     }
 
@@ -62,6 +76,7 @@ impl Reply {
         Self {
             outcome: Outcome::Failed,
             text: text.into(),
+            started: None,
         }
     }
 }

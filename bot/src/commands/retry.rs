@@ -110,7 +110,7 @@ async fn again(
         },
     )
     .await?;
-    Ok(Reply::done(format!(
+    Ok(Reply::started(id, format!(
         "Build #{id} runs `{name}` of build #{build} and what needs it ({} {}), for {}.",
         record.build.repo, record.build.branch, actor.name
     )))
@@ -136,7 +136,7 @@ fn retried(id: BuildId, of: BuildId, failed_only: bool, build: &BuildRef, by: &s
     } else {
         format!("build #{of}")
     };
-    Reply::done(format!(
+    Reply::started(id, format!(
         "Build #{id} runs {what} again ({} {}), for {by}.",
         build.repo, build.branch
     ))

@@ -18,12 +18,13 @@ use kiln_io::registry::oci::ARTIFACTS;
 
 use super::builds::build_and_tasks;
 use super::error;
+use super::pages::readers::Reader;
 use crate::app::App;
 
 /// Every artifact of build `id`, with where to download it.
-pub async fn list(State(app): State<App>, Path(id): Path<u64>) -> Response {
+pub async fn list(State(app): State<App>, reader: Reader, Path(id): Path<u64>) -> Response {
     let id = BuildId(id);
-    let tasks = match build_and_tasks(&app, id).await {
+    let tasks = match build_and_tasks(&app, &reader, id).await {
         Ok((_, tasks)) => tasks,
         Err((status, message)) => return error(status, message),
     };
@@ -53,11 +54,12 @@ pub struct Which {
 /// The artifact at `path` of build `id`, streamed from the registry.
 pub async fn download(
     State(app): State<App>,
+    reader: Reader,
     Path((id, path)): Path<(u64, String)>,
     Query(which): Query<Which>,
 ) -> Response {
     let id = BuildId(id);
-    let (record, tasks) = match build_and_tasks(&app, id).await {
+    let (record, tasks) = match build_and_tasks(&app, &reader, id).await {
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };

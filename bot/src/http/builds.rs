@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kiln_shared::build::BuildId;
@@ -15,12 +15,15 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::error;
+use super::pages::{self, build::Shown, readers::Reader};
 use crate::app::App;
 use crate::store::{BuildRecord, StoreError, TaskRecord};
 
 /// Build `id` and its tasks' records (none before it is planned), or the error to answer.
-pub(super) async fn build_and_tasks(
+/// A build `reader` may not read is answered as one that does not exist.
+pub(crate) async fn build_and_tasks(
     app: &App,
+    reader: &Reader,
     id: BuildId,
 ) -> Result<(BuildRecord, Vec<TaskRecord>), (StatusCode, String)> {
     // Redis away is passing; a record that does not decode is not, and says which field.
@@ -35,6 +38,7 @@ pub(super) async fn build_and_tasks(
         .build(id)
         .await
         .map_err(unavailable)?
+        .filter(|r| reader.may_read(&r.build.repo))
         .ok_or_else(|| (StatusCode::NOT_FOUND, format!("there is no build {id}")))?;
     let tasks = match &record.plan {
         Some(plan) => app.store.tasks(id, plan).await.map_err(unavailable)?,
@@ -43,10 +47,19 @@ pub(super) async fn build_and_tasks(
     Ok((record, tasks))
 }
 
-/// The build's status and each task's.
-pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Response {
+/// The build's status and each task's; its page, to a browser.
+pub async fn handle_build(
+    State(app): State<App>,
+    headers: HeaderMap,
+    reader: Reader,
+    Path(id): Path<u64>,
+    Query(shown): Query<Shown>,
+) -> Response {
     let id = BuildId(id);
-    let (record, tasks) = match build_and_tasks(&app, id).await {
+    if pages::wants_html(&headers) {
+        return pages::build::page(&app, &reader, id, shown, None).await;
+    }
+    let (record, tasks) = match build_and_tasks(&app, &reader, id).await {
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };
@@ -91,9 +104,13 @@ pub async fn handle_build(State(app): State<App>, Path(id): Path<u64>) -> Respon
 }
 
 /// The build's manifest: every artifact and in-tree image, with its digest.
-pub async fn handle_build_manifest(State(app): State<App>, Path(id): Path<u64>) -> Response {
+pub async fn handle_build_manifest(
+    State(app): State<App>,
+    reader: Reader,
+    Path(id): Path<u64>,
+) -> Response {
     let id = BuildId(id);
-    let (record, tasks) = match build_and_tasks(&app, id).await {
+    let (record, tasks) = match build_and_tasks(&app, &reader, id).await {
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };
@@ -118,11 +135,12 @@ pub struct LogsQuery {
 pub async fn handle_build_logs(
     State(app): State<App>,
     Extension(stopping): Extension<CancellationToken>,
+    reader: Reader,
     Path(id): Path<u64>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
     let id = BuildId(id);
-    let (record, tasks) = match build_and_tasks(&app, id).await {
+    let (record, tasks) = match build_and_tasks(&app, &reader, id).await {
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };

@@ -21,7 +21,8 @@ pub const MAX_FOLLOWERS: usize = 64;
 static FOLLOWERS: Semaphore = Semaphore::const_new(MAX_FOLLOWERS);
 
 /// Where a follower is in the task's log.
-struct Follower {
+#[derive(Debug)]
+pub struct Follower {
     app: App,
     conn: MultiplexedConnection,
     build: BuildId,
@@ -35,8 +36,38 @@ struct Follower {
 }
 
 impl Follower {
-    /// The next lines, `None` once the task has ended and every line was sent.
-    async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
+    /// A follower of `task` of build `build` from after the entry `after` (`0-0`: from the
+    /// start), or the answer that there is no room for one more.
+    pub async fn start(
+        app: App,
+        build: BuildId,
+        task: String,
+        after: String,
+    ) -> Result<Self, Response> {
+        let Ok(place) = FOLLOWERS.try_acquire() else {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_FOLLOWERS} logs are being followed already; try again later"),
+            ));
+        };
+        let conn = match app.store.log_reader().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        };
+        Ok(Self {
+            app,
+            conn,
+            build,
+            task,
+            after,
+            ending: false,
+            _place: place,
+        })
+    }
+
+    /// The next lines and the id of the last one's entry, `None` once the task has ended
+    /// and every line was given.
+    pub async fn next(&mut self) -> Result<Option<(Vec<String>, String)>, StoreError> {
         loop {
             let wait = !self.ending;
             let (lines, last) = self
@@ -45,10 +76,8 @@ impl Follower {
                 .read_log(&mut self.conn, self.build, &self.task, &self.after, wait)
                 .await?;
             if let Some(last) = last {
-                self.after = last;
-                let mut text = lines.join("\n");
-                text.push('\n');
-                return Ok(Some(Bytes::from(text)));
+                self.after.clone_from(&last);
+                return Ok(Some((lines, last)));
             }
             if self.ending {
                 return Ok(None);
@@ -89,24 +118,9 @@ pub async fn follow(
         Ok(None) => {}
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
     }
-    let Ok(place) = FOLLOWERS.try_acquire() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_FOLLOWERS} logs are being followed already; try again later"),
-        );
-    };
-    let conn = match app.store.log_reader().await {
-        Ok(conn) => conn,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let follower = Follower {
-        app,
-        conn,
-        build,
-        task,
-        after: "0-0".into(),
-        ending: false,
-        _place: place,
+    let follower = match Follower::start(app, build, task, "0-0".into()).await {
+        Ok(follower) => follower,
+        Err(refusal) => return refusal,
     };
     let lines = futures_util::stream::unfold(Some(follower), move |follower| {
         let stopping = stopping.clone();
@@ -117,7 +131,11 @@ pub async fn follow(
                 () = stopping.cancelled() => return None,
             };
             match next {
-                Ok(Some(bytes)) => Some((Ok(bytes), Some(follower))),
+                Ok(Some((lines, _))) => {
+                    let mut text = lines.join("\n");
+                    text.push('\n');
+                    Some((Ok(Bytes::from(text)), Some(follower)))
+                }
                 Ok(None) => None,
                 // The answer is cut short: the reader sees it did not end cleanly.
                 Err(e) => Some((Err(e), None)),

@@ -2,14 +2,15 @@
 //! commands from operators.
 
 mod artifacts;
-mod builds;
+pub mod builds;
 mod cancel;
 mod commands;
 mod console;
-mod follow;
+pub mod follow;
 pub mod forge;
 mod health;
 mod metrics;
+pub mod pages;
 mod reports;
 mod repositories;
 pub mod respond;
@@ -68,6 +69,7 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/readyz/webhooks", get(health::readyz_webhooks))
         .route("/metrics", get(metrics::show))
+        .merge(pages::routes())
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(shutdown))
         .with_state(app)

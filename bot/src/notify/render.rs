@@ -33,6 +33,22 @@ pub struct Templates {
     html: Tera,
 }
 
+/// The web pages and their parts, by name.
+const PAGES: [(&str, &str); 12] = [
+    ("layout.html", include_str!("../../templates/html/layout.html")),
+    ("card.html", include_str!("../../templates/html/card.html")),
+    ("console.html", include_str!("../../templates/html/console.html")),
+    ("index.html", include_str!("../../templates/html/index.html")),
+    ("rows.html", include_str!("../../templates/html/rows.html")),
+    ("build.html", include_str!("../../templates/html/build.html")),
+    ("graph.html", include_str!("../../templates/html/graph.html")),
+    ("log.html", include_str!("../../templates/html/log.html")),
+    ("repo.html", include_str!("../../templates/html/repo.html")),
+    ("workers.html", include_str!("../../templates/html/workers.html")),
+    ("sign_in.html", include_str!("../../templates/html/sign_in.html")),
+    ("said.html", include_str!("../../templates/html/said.html")),
+];
+
 /// One dialect's templates, compiled.
 fn compile(dialect: &Dialect) -> tera::TeraResult<Tera> {
     let suffix = format!(".{}.md", dialect.name);
@@ -59,16 +75,7 @@ impl Templates {
             html: {
                 // tera escapes `.html` templates for HTML by default.
                 let mut html = Tera::new();
-                html.add_raw_templates([
-                    (
-                        "build.html",
-                        include_str!("../../templates/html/build.html"),
-                    ),
-                    (
-                        "console.html",
-                        include_str!("../../templates/html/console.html"),
-                    ),
-                ])?;
+                html.add_raw_templates(PAGES)?;
                 html
             },
         })
@@ -76,8 +83,12 @@ impl Templates {
 
     /// The web console's page for `page`.
     pub fn console(&self, page: &impl serde::Serialize) -> tera::TeraResult<String> {
-        self.html
-            .render("console.html", &Context::from_serialize(page)?)
+        self.page("console.html", page)
+    }
+
+    /// The web page (or part of one) `name` (`index.html`), for `view`.
+    pub fn page(&self, name: &str, view: &impl serde::Serialize) -> tera::TeraResult<String> {
+        self.html.render(name, &Context::from_serialize(view)?)
     }
 
     /// A build's card, as it is now.

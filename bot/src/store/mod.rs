@@ -9,11 +9,13 @@ mod environment;
 mod lease;
 mod promotion;
 mod retention;
+mod session;
 
 pub use environment::Deployed;
 pub use lease::{LeaseRecord, Waiting};
 pub use promotion::{Approval, Approved, PromotionRecord};
 pub use retention::RawLine;
+pub use session::Session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,6 +190,8 @@ pub struct Store {
     conn: ConnectionManager,
     keys: Keys,
     plans: Plans,
+    /// The key web sessions' cookies are signed with, once read.
+    web_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -204,6 +208,7 @@ impl Store {
             conn,
             keys,
             plans: Plans::new(PLANS_KEPT_BYTES, 4 * 1024),
+            web_key: Arc::default(),
         }
     }
 
@@ -909,6 +914,21 @@ impl Store {
             .xrange_all(self.keys.logs(id, task))
             .await?;
         Ok(reply.ids.iter().filter_map(shown_line).collect())
+    }
+
+    /// Every log line of one task with its entry's id, in order: a page shows them and
+    /// follows the log from the last.
+    pub async fn log_entries(&self, id: BuildId, task: &str) -> RedisResult<Vec<(String, String)>> {
+        let reply: redis::streams::StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_all(self.keys.logs(id, task))
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|e| Some((e.id.clone(), shown_line(e)?)))
+            .collect())
     }
 
     /// A connection of its own, for [`Store::read_log`]: a blocked read holds up every other

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod door;
 pub mod payload;
+pub mod sign_in;
 pub mod signature;
 
 pub use client::GitHub;

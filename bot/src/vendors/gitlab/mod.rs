@@ -6,6 +6,7 @@
 pub mod client;
 pub mod door;
 pub mod payload;
+pub mod sign_in;
 
 pub use client::GitLab;
 pub use payload::{delivery_id, project_name, translate, verify_token};
