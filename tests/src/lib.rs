@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod browser;
 pub mod chaos;
 pub mod discord;
 pub mod events;
@@ -17,6 +18,7 @@ pub mod processes;
 pub mod redis_server;
 pub mod registry;
 pub mod services;
+pub mod sign_in;
 pub mod slack;
 pub mod statuses;
 pub mod wine;
@@ -57,8 +59,17 @@ pub fn config(extra: &str) -> String {
 
 /// [`config`], with reconciliation every `every` (`1s`).
 pub fn reconciling(every: &str, extra: &str) -> String {
+    configured("http://kiln.test", every, extra)
+}
+
+/// [`config`] of a bot people reach at `public_url` (where a forge sends a browser back).
+pub fn config_at(public_url: &str, extra: &str) -> String {
+    configured(public_url, "0s", extra)
+}
+
+fn configured(public_url: &str, every: &str, extra: &str) -> String {
     format!(
-        "public_url = \"http://kiln.test\"\n[reconcile]\nevery = \"{every}\"\n\
+        "public_url = \"{public_url}\"\n[reconcile]\nevery = \"{every}\"\n\
          [[repository]]\nname = \"{REPO}\"\nwebhook_secret = \"{TEST_SECRET}\"\n{extra}"
     )
 }
@@ -234,6 +245,28 @@ impl Kiln {
         Self::launch_on(services, config, 1, &Platform::ALL).await
     }
 
+    /// Like [`Kiln::start_with_registry`] (or [`Kiln::start`] with no registry), with the
+    /// configuration `config` makes of the bot's own URL (`http://127.0.0.1:<port>`).
+    pub async fn start_addressed(
+        config: impl FnOnce(&str) -> String,
+        registry: Option<&registry::TestRegistry>,
+    ) -> Self {
+        let services = Services::require().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        Self::launch_listening(
+            services,
+            &config(&url),
+            1,
+            &Platform::ALL,
+            Workers::Usual(registry),
+            Some(listener),
+        )
+        .await
+    }
+
     /// Like [`Kiln::start`], with workers that pull from and push to `registry`.
     pub async fn start_with_registry(config: &str, registry: &registry::TestRegistry) -> Self {
         let services = Services::require().await;
@@ -313,6 +346,18 @@ impl Kiln {
         platforms: &[Platform],
         workers: Workers<'_>,
     ) -> Self {
+        Self::launch_listening(services, config, bots, platforms, workers, None).await
+    }
+
+    /// Launches with the first bot on `listener` when there is one.
+    async fn launch_listening(
+        services: Services,
+        config: &str,
+        bots: usize,
+        platforms: &[Platform],
+        workers: Workers<'_>,
+        mut listener: Option<tokio::net::TcpListener>,
+    ) -> Self {
         init_logging();
         let prefix = services::unique_prefix();
         let state = state_dir(tempfile::tempdir().expect("temp dir"));
@@ -333,9 +378,12 @@ impl Kiln {
             let app = kiln_bot::connect(config.clone(), &connections)
                 .await
                 .expect("bot connects");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
+            let listener = match listener.take() {
+                Some(listener) => listener,
+                None => tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            };
             bot_addr.get_or_insert(listener.local_addr().expect("address"));
             tasks.push(tokio::spawn(kiln_bot::run(listener, app, shutdown.clone())));
         }

@@ -1,0 +1,148 @@
+//! A fake GitHub to sign in with, on loopback: its OAuth endpoints (the authorization page
+//! answers at once, as if the reader agreed) and the two API calls Kiln makes with the
+//! reader's token, so the bot's real OAuth client runs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde_json::json;
+
+/// Each reader's login and the repositories (`owner/name`) they may read.
+type Readers = Arc<HashMap<String, Vec<String>>>;
+
+/// A fake GitHub that signs in whoever the test names.
+#[derive(Debug, Clone)]
+pub struct FakeGitHubSignIn {
+    pub addr: SocketAddr,
+    /// The login the authorization page signs in.
+    pub client_id: String,
+}
+
+/// The OAuth app's secret the fake expects.
+pub const CLIENT_SECRET: &str = "oauth-secret-for-tests";
+
+impl FakeGitHubSignIn {
+    /// Serves the fake: the authorization page signs in `login`, who reads `reads`; other
+    /// logins in `others` read theirs.
+    pub async fn start(login: &str, readers: &[(&str, &[&str])]) -> Self {
+        let readers: Readers = Arc::new(
+            readers
+                .iter()
+                .map(|(l, repos)| ((*l).to_owned(), repos.iter().map(|r| (*r).to_owned()).collect()))
+                .collect(),
+        );
+        let app = Router::new()
+            .route("/login/oauth/authorize", get(authorize))
+            .route("/login/oauth/access_token", post(token))
+            .route("/user", get(user))
+            .route("/repos/{owner}/{name}", get(repo))
+            .with_state((readers, login.to_owned()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            client_id: "kiln-client-id".into(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `[access.github]` for a bot that signs in here.
+    pub fn config(&self) -> String {
+        format!(
+            "[access.github]\nclient_id = \"{}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+             url = \"{}\"\napi_url = \"{}\"\n",
+            self.client_id,
+            self.url(),
+            self.url()
+        )
+    }
+}
+
+type Shared = State<(Readers, String)>;
+
+/// The authorization page: the reader agrees at once, and is sent back with a code that
+/// names them.
+async fn authorize(
+    State((_, login)): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(back), Some(state)) = (query.get("redirect_uri"), query.get("state")) else {
+        return (StatusCode::BAD_REQUEST, "redirect_uri and state are needed").into_response();
+    };
+    if query.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return (StatusCode::BAD_REQUEST, "PKCE is expected").into_response();
+    }
+    Redirect::to(&format!("{back}?code=code-{login}&state={state}")).into_response()
+}
+
+/// The code for a token: the client's secret must be right.
+async fn token(headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let secret_in_form = form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET);
+    let expected = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("kiln-client-id:{CLIENT_SECRET}")
+        )
+    );
+    if !secret_in_form && basic != expected {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad_client"}))).into_response();
+    }
+    let Some(login) = form.get("code").and_then(|c| c.strip_prefix("code-")) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "bad_verification_code"}))).into_response();
+    };
+    if form.get("code_verifier").is_none_or(String::is_empty) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "no verifier"}))).into_response();
+    }
+    Json(json!({ "access_token": format!("token-{login}"), "token_type": "bearer", "scope": "repo" }))
+        .into_response()
+}
+
+fn login_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer token-")
+        .map(str::to_owned)
+}
+
+async fn user(headers: HeaderMap) -> Response {
+    match login_of(&headers) {
+        Some(login) => Json(json!({ "login": login, "id": 1 })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn repo(
+    State((readers, _)): Shared,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+) -> Response {
+    let full = format!("{owner}/{name}");
+    let reads = login_of(&headers)
+        .and_then(|login| readers.get(&login).cloned())
+        .is_some_and(|repos| repos.contains(&full));
+    if reads {
+        Json(json!({ "full_name": full, "private": true })).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
