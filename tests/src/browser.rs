@@ -2,8 +2,8 @@
 //! WebDriver (chromedriver, started by the test on a port of its own) with `fantoccini`.
 //! Screenshots go under the build's target folder, `kiln-screenshots/<test>/`.
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,7 +24,9 @@ pub struct Browser {
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Browser").field("shots", &self.shots).finish()
+        f.debug_struct("Browser")
+            .field("shots", &self.shots)
+            .finish()
     }
 }
 

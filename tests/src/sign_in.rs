@@ -34,7 +34,12 @@ impl FakeGitHubSignIn {
         let readers: Readers = Arc::new(
             readers
                 .iter()
-                .map(|(l, repos)| ((*l).to_owned(), repos.iter().map(|r| (*r).to_owned()).collect()))
+                .map(|(l, repos)| {
+                    (
+                        (*l).to_owned(),
+                        repos.iter().map(|r| (*r).to_owned()).collect(),
+                    )
+                })
                 .collect(),
         );
         let app = Router::new()
@@ -103,13 +108,25 @@ async fn token(headers: HeaderMap, Form(form): Form<HashMap<String, String>>) ->
         )
     );
     if !secret_in_form && basic != expected {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad_client"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bad_client"})),
+        )
+            .into_response();
     }
     let Some(login) = form.get("code").and_then(|c| c.strip_prefix("code-")) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "bad_verification_code"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "bad_verification_code"})),
+        )
+            .into_response();
     };
     if form.get("code_verifier").is_none_or(String::is_empty) {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "no verifier"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "no verifier"})),
+        )
+            .into_response();
     }
     Json(json!({ "access_token": format!("token-{login}"), "token_type": "bearer", "scope": "repo" }))
         .into_response()

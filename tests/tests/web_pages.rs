@@ -75,15 +75,26 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
     let browser = Browser::start("follow_and_retry").await;
     browser.open(&kiln.url(&format!("/builds/{id}"))).await;
     let heading = browser.text("#log-panel h2").await;
-    assert!(heading.contains("slow"), "the running task's log is open: {heading}");
-    browser.run("window.kilnMark = 'the same page'; return null;").await;
+    assert!(
+        heading.contains("slow"),
+        "the running task's log is open: {heading}"
+    );
+    browser
+        .run("window.kilnMark = 'the same page'; return null;")
+        .await;
 
     // New lines arrive in the open log, colours rendered; the graph follows the build.
-    browser.wait_for_text("#log", "more 3", Duration::from_secs(30)).await;
+    browser
+        .wait_for_text("#log", "more 3", Duration::from_secs(30))
+        .await;
     let red = browser.text("#log .f1").await;
     assert_eq!(red, "red words");
-    browser.wait_for_text("#build-status", "failed", Duration::from_secs(30)).await;
-    browser.wait_for_text("li.task.failed", "slow", Duration::from_secs(5)).await;
+    browser
+        .wait_for_text("#build-status", "failed", Duration::from_secs(30))
+        .await;
+    browser
+        .wait_for_text("li.task.failed", "slow", Duration::from_secs(5))
+        .await;
     let mark = browser.run("return window.kilnMark;").await;
     assert_eq!(mark, "the same page", "the page was not loaded again");
     browser.screenshot("build-page-live").await;
@@ -140,7 +151,11 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
         .await
         .expect("clicked");
     browser
-        .wait_for_text("dl.header", &format!("takes what passed in #{id}"), Duration::from_secs(20))
+        .wait_for_text(
+            "dl.header",
+            &format!("takes what passed in #{id}"),
+            Duration::from_secs(20),
+        )
         .await;
     let url = browser.client.current_url().await.expect("the URL");
     let retried: u64 = url
@@ -153,7 +168,9 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
 
     // The list shows both builds; the workers and the repository have their pages.
     browser.open(&kiln.url("/")).await;
-    browser.wait_for_text("#rows", &format!("#{retried}"), Duration::from_secs(10)).await;
+    browser
+        .wait_for_text("#rows", &format!("#{retried}"), Duration::from_secs(10))
+        .await;
     assert!(browser.text("#rows").await.contains(&format!("#{id}")));
     browser.screenshot("builds").await;
     browser.open(&kiln.url("/workers")).await;
@@ -180,10 +197,18 @@ async fn a_private_installation_shows_each_reader_their_repositories() {
     let spec = format!("steps:\n  hello:\n    image: {TEST_IMAGE}\n    run: echo hello\n");
     let repo = TestRepo::new();
     let commit = repo.commit("master", "Open work", &[(".kiln.yml", &spec)]);
-    let open_id = kiln.push(&repo, "master", &commit, "web-private-open").await;
+    let open_id = kiln
+        .push(&repo, "master", &commit, "web-private-open")
+        .await;
     let secret = TestRepo::new();
     let commit = secret.commit("master", "Hidden work", &[(".kiln.yml", &spec)]);
-    let body = push_payload(SECRET_REPO, "master", &commit, &secret.clone_url(), "Hidden work");
+    let body = push_payload(
+        SECRET_REPO,
+        "master",
+        &commit,
+        &secret.clone_url(),
+        "Hidden work",
+    );
     let (status, answer) = kiln
         .send_github("push", "web-private-secret", &body, TEST_SECRET)
         .await;
@@ -214,8 +239,12 @@ async fn a_private_installation_shows_each_reader_their_repositories() {
         .click()
         .await
         .expect("clicked");
-    browser.wait_for_text("header .who", "ada", Duration::from_secs(20)).await;
-    browser.wait_for_text("#rows", &format!("#{open_id}"), Duration::from_secs(20)).await;
+    browser
+        .wait_for_text("header .who", "ada", Duration::from_secs(20))
+        .await;
+    browser
+        .wait_for_text("#rows", &format!("#{open_id}"), Duration::from_secs(20))
+        .await;
     let rows = browser.text("#rows").await;
     assert!(!rows.contains(SECRET_REPO), "{rows}");
     let cookies = browser.client.get_all_cookies().await.expect("cookies");
@@ -258,7 +287,9 @@ async fn a_private_installation_shows_each_reader_their_repositories() {
         let (status, body) = browser.fetch(&kiln.url(&path)).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
-    let (status, body) = browser.fetch(&kiln.url(&format!("/builds/{open_id}"))).await;
+    let (status, body) = browser
+        .fetch(&kiln.url(&format!("/builds/{open_id}")))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hello"), "{body}");
 
@@ -272,7 +303,9 @@ async fn a_private_installation_shows_each_reader_their_repositories() {
         .click()
         .await
         .expect("clicked");
-    browser.wait_for_text("#said", "may not", Duration::from_secs(10)).await;
+    browser
+        .wait_for_text("#said", "may not", Duration::from_secs(10))
+        .await;
     browser.close().await;
 }
 
@@ -305,17 +338,27 @@ async fn hostile_text_is_shown_as_text() {
     kiln.finished_build(id).await;
 
     let browser = Browser::start("hostile").await;
-    for path in ["/".to_owned(), format!("/repos/{REPO}"), format!("/builds/{id}")] {
+    for path in [
+        "/".to_owned(),
+        format!("/repos/{REPO}"),
+        format!("/builds/{id}"),
+    ] {
         browser.open(&kiln.url(&path)).await;
         let source = browser.client.source().await.expect("the page's source");
         assert!(!source.contains("<script>window.pwned"), "{path}: {source}");
-        assert!(source.contains("&lt;script&gt;window.pwned=1"), "{path}: {source}");
+        assert!(
+            source.contains("&lt;script&gt;window.pwned=1"),
+            "{path}: {source}"
+        );
         let pwned = browser.run("return window.pwned === undefined;").await;
         assert_eq!(pwned, true, "{path}");
     }
     let log = browser.text("#log").await;
     assert!(log.contains("<img src=x onerror=window.pwned=3>"), "{log}");
-    assert!(log.contains("concealed and black on black"), "nothing is hidden: {log}");
+    assert!(
+        log.contains("concealed and black on black"),
+        "nothing is hidden: {log}"
+    );
     let hidden = browser
         .run("return Array.from(document.querySelectorAll('#log span')).filter((e) => getComputedStyle(e).visibility === 'hidden' || getComputedStyle(e).display === 'none').length;")
         .await;
@@ -337,8 +380,13 @@ async fn a_long_log_opens_a_page_at_a_time() {
     let browser = Browser::start("long_log").await;
     let started = Instant::now();
     browser.open(&kiln.url(&format!("/builds/{id}"))).await;
-    browser.wait_for_text("#log", "100000", Duration::from_secs(20)).await;
-    println!("a 100,000-line log's page opened in {:?}", started.elapsed());
+    browser
+        .wait_for_text("#log", "100000", Duration::from_secs(20))
+        .await;
+    println!(
+        "a 100,000-line log's page opened in {:?}",
+        started.elapsed()
+    );
     let shown = browser
         .run("return document.querySelectorAll('#log .line').length;")
         .await;

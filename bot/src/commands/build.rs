@@ -87,9 +87,10 @@ fn on_no_branch(repo: &str, commit: &str) -> Reply {
 
 fn queued(id: BuildId, repo: &str, branch: &str, commit: &str, by: &str) -> Reply {
     let short: String = commit.chars().take(8).collect();
-    Reply::started(id, format!(
-        "Build #{id} of {repo} {branch} ({short}) is queued, for {by}."
-    ))
+    Reply::started(
+        id,
+        format!("Build #{id} of {repo} {branch} ({short}) is queued, for {by}."),
+    )
 }
 
 #[cfg(test)]

@@ -110,10 +110,13 @@ async fn again(
         },
     )
     .await?;
-    Ok(Reply::started(id, format!(
-        "Build #{id} runs `{name}` of build #{build} and what needs it ({} {}), for {}.",
-        record.build.repo, record.build.branch, actor.name
-    )))
+    Ok(Reply::started(
+        id,
+        format!(
+            "Build #{id} runs `{name}` of build #{build} and what needs it ({} {}), for {}.",
+            record.build.repo, record.build.branch, actor.name
+        ),
+    ))
 }
 
 fn still_running(build: BuildId, status: BuildStatus) -> Reply {
@@ -136,10 +139,13 @@ fn retried(id: BuildId, of: BuildId, failed_only: bool, build: &BuildRef, by: &s
     } else {
         format!("build #{of}")
     };
-    Reply::started(id, format!(
-        "Build #{id} runs {what} again ({} {}), for {by}.",
-        build.repo, build.branch
-    ))
+    Reply::started(
+        id,
+        format!(
+            "Build #{id} runs {what} again ({} {}), for {by}.",
+            build.repo, build.branch
+        ),
+    )
 }
 
 #[cfg(test)]

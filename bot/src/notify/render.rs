@@ -35,17 +35,38 @@ pub struct Templates {
 
 /// The web pages and their parts, by name.
 const PAGES: [(&str, &str); 12] = [
-    ("layout.html", include_str!("../../templates/html/layout.html")),
+    (
+        "layout.html",
+        include_str!("../../templates/html/layout.html"),
+    ),
     ("card.html", include_str!("../../templates/html/card.html")),
-    ("console.html", include_str!("../../templates/html/console.html")),
-    ("index.html", include_str!("../../templates/html/index.html")),
+    (
+        "console.html",
+        include_str!("../../templates/html/console.html"),
+    ),
+    (
+        "index.html",
+        include_str!("../../templates/html/index.html"),
+    ),
     ("rows.html", include_str!("../../templates/html/rows.html")),
-    ("build.html", include_str!("../../templates/html/build.html")),
-    ("graph.html", include_str!("../../templates/html/graph.html")),
+    (
+        "build.html",
+        include_str!("../../templates/html/build.html"),
+    ),
+    (
+        "graph.html",
+        include_str!("../../templates/html/graph.html"),
+    ),
     ("log.html", include_str!("../../templates/html/log.html")),
     ("repo.html", include_str!("../../templates/html/repo.html")),
-    ("workers.html", include_str!("../../templates/html/workers.html")),
-    ("sign_in.html", include_str!("../../templates/html/sign_in.html")),
+    (
+        "workers.html",
+        include_str!("../../templates/html/workers.html"),
+    ),
+    (
+        "sign_in.html",
+        include_str!("../../templates/html/sign_in.html"),
+    ),
     ("said.html", include_str!("../../templates/html/said.html")),
 ];
 

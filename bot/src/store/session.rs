@@ -56,7 +56,12 @@ impl Store {
     }
 
     /// Keeps `session` under `id` for `lasts`.
-    pub async fn open_session(&self, id: &str, session: &Session, lasts: Duration) -> RedisResult<()> {
+    pub async fn open_session(
+        &self,
+        id: &str,
+        session: &Session,
+        lasts: Duration,
+    ) -> RedisResult<()> {
         let json = serde_json::to_string(session).expect("a session serializes");
         self.conn
             .clone()

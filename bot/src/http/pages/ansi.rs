@@ -69,7 +69,10 @@ impl Style {
                 // the default colour. Truecolour is left the same way.
                 38 => match params.next() {
                     Some(5) => {
-                        self.colour = params.next().and_then(|n| u8::try_from(n).ok()).filter(|n| *n < 16)
+                        self.colour = params
+                            .next()
+                            .and_then(|n| u8::try_from(n).ok())
+                            .filter(|n| *n < 16)
                     }
                     Some(2) => {
                         params.by_ref().take(3).for_each(drop);
@@ -181,7 +184,10 @@ mod tests {
     fn nothing_can_hide_text() {
         // Concealed, the background's colour, overwritten by a carriage return, erased.
         assert_eq!(to_html("\x1b[8msecret\x1b[0m"), "secret");
-        assert_eq!(to_html("\x1b[30;40mblack\x1b[0m"), "<span class=\"f0\">black</span>");
+        assert_eq!(
+            to_html("\x1b[30;40mblack\x1b[0m"),
+            "<span class=\"f0\">black</span>"
+        );
         assert_eq!(to_html("shown\r\x1b[2Kover"), "shownover");
         assert_eq!(to_html("a\x1b]0;title\x07b\x1b[5Dc"), "abc");
         assert_eq!(to_html("abc\u{202e}def"), "abcdef");
@@ -189,6 +195,9 @@ mod tests {
 
     #[test]
     fn a_sequence_cut_short_ends_the_span() {
-        assert_eq!(to_html("\x1b[33mwarn\x1b["), "<span class=\"f3\">warn</span>");
+        assert_eq!(
+            to_html("\x1b[33mwarn\x1b["),
+            "<span class=\"f3\">warn</span>"
+        );
     }
 }

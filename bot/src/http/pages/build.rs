@@ -22,9 +22,9 @@ use super::readers::{Reader, from_elsewhere};
 use super::view::{Who, duration, first_line, time};
 use super::{not_found, render, sign_in_first, unavailable};
 use crate::app::App;
-use crate::http::builds::build_and_tasks;
-use crate::commands::{self, Actor, Reply};
 use crate::commands::reply::Outcome;
+use crate::commands::{self, Actor, Reply};
+use crate::http::builds::build_and_tasks;
 use crate::store::{BuildRecord, TaskRecord};
 
 /// What the page is asked to show.
@@ -147,7 +147,11 @@ fn header(id: BuildId, record: &BuildRecord) -> Header {
         subject: first_line(&record.subject),
         author: record.author.clone(),
         note: record.note.clone(),
-        vars: record.vars.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        vars: record
+            .vars
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         error: record.error.clone().filter(|e| !e.is_empty()),
         created: time(record.created_ms),
         duration: duration(record.created_ms, record.finished_ms),
@@ -206,7 +210,13 @@ fn graph(id: BuildId, record: &BuildRecord, tasks: &[TaskRecord], selected: Opti
 }
 
 /// The build's page for `reader`, with `said` the answer to what they just asked.
-pub async fn page(app: &App, reader: &Reader, id: BuildId, shown: Shown, said: Option<Reply>) -> Response {
+pub async fn page(
+    app: &App,
+    reader: &Reader,
+    id: BuildId,
+    shown: Shown,
+    said: Option<Reply>,
+) -> Response {
     let path = format!("/builds/{id}");
     if !reader.may_read_some() {
         return sign_in_first(&path);
@@ -309,9 +319,7 @@ pub async fn live(
     let look = move || {
         let (app, reader, task) = (app.clone(), reader.clone(), shown.task.clone());
         async move {
-            let (record, tasks) = build_and_tasks(&app, &reader, id)
-                .await
-                .ok()?;
+            let (record, tasks) = build_and_tasks(&app, &reader, id).await.ok()?;
             let selected = chosen(&tasks, task.as_deref()).map(|t| t.name.clone());
             let view = graph(id, &record, &tasks, selected.as_deref());
             let html = app.templates.page("graph.html", &view).ok()?;
@@ -370,7 +378,11 @@ pub async fn act(
         "cancel" => format!("cancel {id}"),
         "run" => format!("run {id} {}", action.step),
         other => {
-            return (StatusCode::BAD_REQUEST, format!("there is no button `{other}`")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("there is no button `{other}`"),
+            )
+                .into_response();
         }
     };
     let actor = Actor {

@@ -1,7 +1,6 @@
 //! `/`: the recent builds of the repositories the reader may see, filtered, kept current
 //! while the page is open.
 
-use std::convert::Infallible;
 use axum::Extension;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -11,6 +10,7 @@ use kiln_shared::build::BuildStatus;
 use kiln_shared::trigger::TriggerKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::convert::Infallible;
 use tokio_util::sync::CancellationToken;
 
 use super::readers::Reader;
@@ -76,7 +76,11 @@ pub async fn rows(app: &App, reader: &Reader, filter: &Filter) -> anyhow::Result
 }
 
 /// `GET /`.
-pub async fn index(State(app): State<App>, reader: Reader, Query(filter): Query<Filter>) -> Response {
+pub async fn index(
+    State(app): State<App>,
+    reader: Reader,
+    Query(filter): Query<Filter>,
+) -> Response {
     if !reader.may_read_some() {
         return sign_in_first("/");
     }
@@ -121,7 +125,10 @@ pub async fn live(
         let (app, reader, filter) = (app.clone(), reader.clone(), filter.clone());
         async move {
             let rows = rows(&app, &reader, &filter).await.ok()?;
-            let html = app.templates.page("rows.html", &json!({ "rows": rows })).ok()?;
+            let html = app
+                .templates
+                .page("rows.html", &json!({ "rows": rows }))
+                .ok()?;
             Some((html, false))
         }
     };

@@ -90,7 +90,10 @@ pub async fn view(
 ) -> anyhow::Result<LogView> {
     let entries = app.store.log_entries(id, &task.name).await?;
     let (lines, last_entry): (Vec<String>, Option<String>) = if entries.is_empty() {
-        let archived = app.logs.archived(&record.build.repo, id, &task.name).await?;
+        let archived = app
+            .logs
+            .archived(&record.build.repo, id, &task.name)
+            .await?;
         (archived.unwrap_or_default(), None)
     } else {
         let last = entries.last().map(|(entry, _)| entry.clone());
@@ -199,7 +202,12 @@ pub async fn live(
                     let data = serde_json::Value::Array(lines).to_string();
                     Event::default().event("lines").id(last).data(data)
                 }
-                Ok(None) => return Some((Ok::<_, Infallible>(Event::default().event("end").data("ended")), None)),
+                Ok(None) => {
+                    return Some((
+                        Ok::<_, Infallible>(Event::default().event("end").data("ended")),
+                        None,
+                    ));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, build = %id, "a followed log cannot be read");
                     return None;

@@ -57,7 +57,11 @@ pub fn render(app: &App, name: &str, view: &impl serde::Serialize) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::error!(%error, page = name, "cannot render a page");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page cannot be shown").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page cannot be shown",
+            )
+                .into_response()
         }
     }
 }
@@ -84,7 +88,11 @@ pub fn not_found(app: &App, reader: &Reader) -> Response {
     let mut page = render(
         app,
         "said.html",
-        &view::Said::new(reader, "Not found", "There is nothing here, or you may not see it.".into()),
+        &view::Said::new(
+            reader,
+            "Not found",
+            "There is nothing here, or you may not see it.".into(),
+        ),
     );
     *page.status_mut() = StatusCode::NOT_FOUND;
     page

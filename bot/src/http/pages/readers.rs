@@ -48,7 +48,10 @@ impl Reader {
 
     /// The token a form of theirs carries; none when nobody signed in.
     pub fn form_token(&self) -> Option<String> {
-        Some(sign(&self.key, &format!("form:{}", self.session_id.as_ref()?)))
+        Some(sign(
+            &self.key,
+            &format!("form:{}", self.session_id.as_ref()?),
+        ))
     }
 
     /// Whether `token` is the one their forms carry.

@@ -55,7 +55,10 @@ pub async fn page(
     };
     let mut branches: Vec<Row> = Vec::new();
     for row in &history {
-        if !branches.iter().any(|b| b.target == row.target && b.tag == row.tag) {
+        if !branches
+            .iter()
+            .any(|b| b.target == row.target && b.tag == row.tag)
+        {
             branches.push(row.clone());
         }
     }

@@ -56,10 +56,13 @@ fn local(next: &str) -> String {
 
 fn forges(app: &App) -> Vec<&'static str> {
     let access = &app.config.access;
-    [("github", access.github.is_some()), ("gitlab", access.gitlab.is_some())]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
+    [
+        ("github", access.github.is_some()),
+        ("gitlab", access.gitlab.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
 }
 
 fn sign_in_page(app: &App, reader: &Reader, next: &str, error: Option<String>) -> Response {
@@ -97,7 +100,11 @@ pub struct TokenForm {
 async fn open(app: &App, jar: CookieJar, session: Session, next: &str) -> Response {
     let mut id = [0u8; 32];
     if getrandom::fill(&mut id).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness for a session").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for a session",
+        )
+            .into_response();
     }
     let id = hex::encode(id);
     let key = match app.store.web_key().await {
@@ -147,11 +154,7 @@ pub async fn with_token(
 }
 
 /// `POST /logout`.
-pub async fn sign_out(
-    State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
-) -> Response {
+pub async fn sign_out(State(app): State<App>, headers: HeaderMap, jar: CookieJar) -> Response {
     if let Some(refusal) = from_elsewhere(&headers) {
         return refusal;
     }
@@ -166,8 +169,26 @@ pub async fn sign_out(
 }
 
 fn unavailable_text(e: impl std::fmt::Display) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, format!("Kiln cannot do that now: {e}")).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("Kiln cannot do that now: {e}"),
+    )
+        .into_response()
 }
+
+/// An OAuth client with its authorization and token endpoints set.
+type OAuthClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    oauth2::basic::BasicTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
 
 /// A forge people sign in with, as configured.
 struct Provider<'a> {
@@ -186,11 +207,17 @@ fn provider<'a>(app: &'a App, forge: &str) -> Option<Provider<'a>> {
     match forge {
         "github" => {
             let oauth = access.github.as_ref()?;
-            let url = oauth.url.clone().unwrap_or_else(|| github::sign_in::URL.into());
+            let url = oauth
+                .url
+                .clone()
+                .unwrap_or_else(|| github::sign_in::URL.into());
             Some(Provider {
                 forge: Forge::GitHub,
                 app: oauth,
-                api: oauth.api_url.clone().unwrap_or_else(|| github::sign_in::API.into()),
+                api: oauth
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| github::sign_in::API.into()),
                 url,
                 authorize: github::sign_in::AUTHORIZE,
                 token: github::sign_in::TOKEN,
@@ -199,11 +226,17 @@ fn provider<'a>(app: &'a App, forge: &str) -> Option<Provider<'a>> {
         }
         "gitlab" => {
             let oauth = access.gitlab.as_ref()?;
-            let url = oauth.url.clone().unwrap_or_else(|| gitlab::sign_in::URL.into());
+            let url = oauth
+                .url
+                .clone()
+                .unwrap_or_else(|| gitlab::sign_in::URL.into());
             Some(Provider {
                 forge: Forge::GitLab,
                 app: oauth,
-                api: oauth.api_url.clone().unwrap_or_else(|| gitlab::sign_in::api(&url)),
+                api: oauth
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| gitlab::sign_in::api(&url)),
                 url,
                 authorize: gitlab::sign_in::AUTHORIZE,
                 token: gitlab::sign_in::TOKEN,
@@ -222,23 +255,7 @@ impl Provider<'_> {
         }
     }
 
-    fn client(
-        &self,
-        public_url: &str,
-    ) -> anyhow::Result<
-        oauth2::Client<
-            oauth2::basic::BasicErrorResponse,
-            oauth2::basic::BasicTokenResponse,
-            oauth2::basic::BasicTokenIntrospectionResponse,
-            oauth2::StandardRevocableToken,
-            oauth2::basic::BasicRevocationErrorResponse,
-            oauth2::EndpointSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointNotSet,
-            oauth2::EndpointSet,
-        >,
-    > {
+    fn client(&self, public_url: &str) -> anyhow::Result<OAuthClient> {
         let base = self.url.trim_end_matches('/');
         Ok(BasicClient::new(ClientId::new(self.app.client_id.clone()))
             .set_client_secret(ClientSecret::new(
@@ -260,7 +277,12 @@ impl Provider<'_> {
         }
     }
 
-    async fn reads(&self, http: &reqwest::Client, token: &SecretString, repo: &str) -> anyhow::Result<bool> {
+    async fn reads(
+        &self,
+        http: &reqwest::Client,
+        token: &SecretString,
+        repo: &str,
+    ) -> anyhow::Result<bool> {
         match self.forge {
             Forge::GitHub => github::sign_in::reads(http, &self.api, token, repo).await,
             Forge::GitLab => gitlab::sign_in::reads(http, &self.api, token, repo).await,
@@ -284,7 +306,9 @@ pub async fn to_forge(
         Err(e) => return unavailable(&app, &reader, format!("{e:#}")),
     };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client.authorize_url(CsrfToken::new_random).set_pkce_challenge(challenge);
+    let mut request = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge);
     for scope in provider.scopes {
         request = request.add_scope(Scope::new((*scope).into()));
     }

@@ -23,7 +23,11 @@ fn get(http: &reqwest::Client, url: String, token: &SecretString) -> reqwest::Re
 }
 
 /// The login of the token's owner.
-pub async fn login(http: &reqwest::Client, api: &str, token: &SecretString) -> anyhow::Result<String> {
+pub async fn login(
+    http: &reqwest::Client,
+    api: &str,
+    token: &SecretString,
+) -> anyhow::Result<String> {
     let user: serde_json::Value = get(http, format!("{api}/user"), token)
         .send()
         .await?
@@ -43,7 +47,9 @@ pub async fn reads(
     token: &SecretString,
     repo: &str,
 ) -> anyhow::Result<bool> {
-    let answer = get(http, format!("{api}/repos/{repo}"), token).send().await?;
+    let answer = get(http, format!("{api}/repos/{repo}"), token)
+        .send()
+        .await?;
     match answer.status() {
         StatusCode::OK => Ok(true),
         StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Ok(false),

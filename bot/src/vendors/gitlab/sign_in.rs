@@ -20,7 +20,11 @@ pub fn api(url: &str) -> String {
 }
 
 /// The username of the token's owner.
-pub async fn login(http: &reqwest::Client, api: &str, token: &SecretString) -> anyhow::Result<String> {
+pub async fn login(
+    http: &reqwest::Client,
+    api: &str,
+    token: &SecretString,
+) -> anyhow::Result<String> {
     let user: serde_json::Value = http
         .get(format!("{api}/user"))
         .bearer_auth(token.expose_secret())
