@@ -324,6 +324,17 @@ pub async fn run(options: Options) -> Vec<Figure> {
         let lag = bench.live_tail_lag(options).await;
         report(lag.against(&xread, Some(Target::AtMostTimes(5.0))));
     }
+    if options.wants(&["sse_log_lag"]) {
+        let lag = bench.sse_log_lag(options).await;
+        report(lag.against(&xread, Some(Target::AtMostTimes(5.0))));
+    }
+    if options.wants(&["build_json_first_byte", "build_page_first_byte", "build_page_render"]) {
+        let [json, first_byte, render] = bench.build_page(options).await;
+        let json = report(json);
+        report(first_byte.against(&json, Some(Target::AtMostTimes(2.0))));
+        // Printed, not judged: no floor measures a browser's render.
+        report(render);
+    }
     if options.wants(&["image_resolve"]) {
         // Printed, not judged: hashing the context and asking Docker have no floor here.
         report(bench.image_resolve(options).await);
@@ -1003,6 +1014,119 @@ impl<'a> Bench<'a> {
         let mut figure = Figure::new("live_tail_lag_p99", "ms", samples);
         figure.percentile = 99;
         figure
+    }
+
+    /// The same lag through a build page's live log (Server-Sent Events): each line is the
+    /// time it was printed, read from the `lines` events of
+    /// `GET /builds/{id}/tasks/{task}/live`.
+    async fn sse_log_lag(&self, options: Options) -> Figure {
+        let lines = options.count(200, 50);
+        let commit = self.pipeline(&format!(
+            "steps:\n  t:\n    runner: shell\n    run: 'for i in $(seq 1 {lines}); do date +%s%N; sleep 0.01; done'\n"
+        ));
+        let mut samples = Vec::new();
+        for _ in 0..options.runs {
+            let (_, id) = self.push(&commit).await;
+            // The stream answers once the build is planned.
+            let url = self.kiln.url(&format!("/builds/{id}/tasks/t/live"));
+            let mut response = crate::wait_for("the live log", E2E_TIMEOUT, || async {
+                let answer = self.kiln.http.get(&url).send().await.ok()?;
+                answer.status().is_success().then_some(answer)
+            })
+            .await;
+            let mut pending = String::new();
+            'events: loop {
+                let chunk = tokio::time::timeout(E2E_TIMEOUT, response.chunk())
+                    .await
+                    .expect("the log goes on in time")
+                    .expect("the answer goes on");
+                let Some(chunk) = chunk else { break };
+                let now = unix_nanos();
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = pending.find("\n\n") {
+                    let event: String = pending.drain(..end + 2).collect();
+                    if event.contains("event: end") {
+                        break 'events;
+                    }
+                    for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                        let lines: Vec<serde_json::Value> =
+                            serde_json::from_str(data).unwrap_or_default();
+                        for line in lines {
+                            if let Some(printed) =
+                                line["html"].as_str().and_then(|t| t.trim().parse::<u128>().ok())
+                            {
+                                samples.push(now.saturating_sub(printed) as f64 / 1e6);
+                            }
+                        }
+                    }
+                }
+            }
+            let build = self.kiln.finished_build(id).await;
+            assert_eq!(build["status"], "passed", "{build:#}");
+        }
+        assert_eq!(samples.len(), lines * options.runs, "every line arrived");
+        let mut figure = Figure::new("sse_log_lag_p99", "ms", samples);
+        figure.percentile = 99;
+        figure
+    }
+
+    /// A 200-task build's page: its JSON record (the floor: the same reads, nothing
+    /// rendered), the page's first byte, and its whole render in a headless browser (to the
+    /// load event).
+    async fn build_page(&self, options: Options) -> [Figure; 3] {
+        // Four steps of 50 shards (the most a step has is 64), each after the one before.
+        let mut spec = String::from("steps:\n");
+        for step in 0..4 {
+            spec.push_str(&format!(
+                "  s{step}:\n    runner: shell\n    shards: 50\n    run: 'echo \"shard $KILN_TASK\"'\n"
+            ));
+            if step > 0 {
+                spec.push_str(&format!("    needs: [s{}]\n", step - 1));
+            }
+        }
+        let commit = self.pipeline(&spec);
+        let (_, id) = self.push(&commit).await;
+        let build = self.kiln.finished_build(id).await;
+        assert_eq!(build["status"], "passed", "{build:#}");
+        let url = self.kiln.url(&format!("/builds/{id}"));
+        let first_byte = |accept: &'static str| {
+            let url = url.clone();
+            async move {
+                let started = Instant::now();
+                let answer = self
+                    .kiln
+                    .http
+                    .get(&url)
+                    .header("accept", accept)
+                    .send()
+                    .await
+                    .expect("the bot answers");
+                assert!(answer.status().is_success(), "{}", answer.status());
+                let took = millis(started.elapsed());
+                answer.bytes().await.expect("the body");
+                took
+            }
+        };
+        let (mut json, mut page) = (Vec::new(), Vec::new());
+        for _ in 0..options.count(50, 10) {
+            json.push(first_byte("application/json").await);
+            page.push(first_byte("text/html").await);
+        }
+        let browser = crate::browser::Browser::start("bench").await;
+        let mut render = Vec::new();
+        for _ in 0..options.count(10, 3) {
+            browser.open(&url).await;
+            let took = browser
+                .run("const t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd - t.startTime;")
+                .await;
+            render.push(took.as_f64().expect("a duration"));
+        }
+        browser.close().await;
+        [
+            Figure::new("build_json_first_byte", "ms", json),
+            Figure::new("build_page_first_byte", "ms", page),
+            Figure::new("build_page_render", "ms", render),
+        ]
     }
 
     /// The time a worker takes to find that an in-tree image is already built, as the
