@@ -328,7 +328,11 @@ pub async fn run(options: Options) -> Vec<Figure> {
         let lag = bench.sse_log_lag(options).await;
         report(lag.against(&xread, Some(Target::AtMostTimes(5.0))));
     }
-    if options.wants(&["build_json_first_byte", "build_page_first_byte", "build_page_render"]) {
+    if options.wants(&[
+        "build_json_first_byte",
+        "build_page_first_byte",
+        "build_page_render",
+    ]) {
         let [json, first_byte, render] = bench.build_page(options).await;
         let json = report(json);
         report(first_byte.against(&json, Some(Target::AtMostTimes(2.0))));
@@ -1052,8 +1056,9 @@ impl<'a> Bench<'a> {
                         let lines: Vec<serde_json::Value> =
                             serde_json::from_str(data).unwrap_or_default();
                         for line in lines {
-                            if let Some(printed) =
-                                line["html"].as_str().and_then(|t| t.trim().parse::<u128>().ok())
+                            if let Some(printed) = line["html"]
+                                .as_str()
+                                .and_then(|t| t.trim().parse::<u128>().ok())
                             {
                                 samples.push(now.saturating_sub(printed) as f64 / 1e6);
                             }

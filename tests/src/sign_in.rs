@@ -1,6 +1,6 @@
-//! A fake GitHub to sign in with, on loopback: its OAuth endpoints (the authorization page
-//! answers at once, as if the reader agreed) and the two API calls Kiln makes with the
-//! reader's token, so the bot's real OAuth client runs.
+//! A fake GitHub or GitLab to sign in with, on loopback: its OAuth endpoints (the
+//! authorization page answers at once, as if the reader agreed) and the two API calls Kiln
+//! makes with the reader's token, so the bot's real OAuth client runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,21 +16,46 @@ use serde_json::json;
 /// Each reader's login and the repositories (`owner/name`) they may read.
 type Readers = Arc<HashMap<String, Vec<String>>>;
 
-/// A fake GitHub that signs in whoever the test names.
+/// A fake forge that signs in whoever the test names.
 #[derive(Debug, Clone)]
-pub struct FakeGitHubSignIn {
+pub struct FakeSignIn {
     pub addr: SocketAddr,
-    /// The login the authorization page signs in.
     pub client_id: String,
+    /// `github` or `gitlab`.
+    forge: &'static str,
 }
 
 /// The OAuth app's secret the fake expects.
 pub const CLIENT_SECRET: &str = "oauth-secret-for-tests";
 
-impl FakeGitHubSignIn {
-    /// Serves the fake: the authorization page signs in `login`, who reads `reads`; other
-    /// logins in `others` read theirs.
-    pub async fn start(login: &str, readers: &[(&str, &[&str])]) -> Self {
+impl FakeSignIn {
+    /// A fake GitHub whose authorization page signs in `login`; `readers` are each login
+    /// with the repositories it reads.
+    pub async fn github(login: &str, readers: &[(&str, &[&str])]) -> Self {
+        let routes = Router::new()
+            .route("/login/oauth/authorize", get(authorize))
+            .route("/login/oauth/access_token", post(token))
+            .route("/user", get(user))
+            .route("/repos/{owner}/{name}", get(repo));
+        Self::serve("github", routes, login, readers).await
+    }
+
+    /// The same as GitLab: its endpoints, and projects by their URL-encoded path.
+    pub async fn gitlab(login: &str, readers: &[(&str, &[&str])]) -> Self {
+        let routes = Router::new()
+            .route("/oauth/authorize", get(authorize))
+            .route("/oauth/token", post(token))
+            .route("/api/v4/user", get(user))
+            .route("/api/v4/projects/{project}", get(project));
+        Self::serve("gitlab", routes, login, readers).await
+    }
+
+    async fn serve(
+        forge: &'static str,
+        routes: Router<(Readers, String)>,
+        login: &str,
+        readers: &[(&str, &[&str])],
+    ) -> Self {
         let readers: Readers = Arc::new(
             readers
                 .iter()
@@ -42,12 +67,7 @@ impl FakeGitHubSignIn {
                 })
                 .collect(),
         );
-        let app = Router::new()
-            .route("/login/oauth/authorize", get(authorize))
-            .route("/login/oauth/access_token", post(token))
-            .route("/user", get(user))
-            .route("/repos/{owner}/{name}", get(repo))
-            .with_state((readers, login.to_owned()));
+        let app = routes.with_state((readers, login.to_owned()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -56,6 +76,7 @@ impl FakeGitHubSignIn {
         Self {
             addr,
             client_id: "kiln-client-id".into(),
+            forge,
         }
     }
 
@@ -63,14 +84,18 @@ impl FakeGitHubSignIn {
         format!("http://{}", self.addr)
     }
 
-    /// `[access.github]` for a bot that signs in here.
+    /// `[access.github]` or `[access.gitlab]` for a bot that signs in here.
     pub fn config(&self) -> String {
+        let api = match self.forge {
+            "github" => format!("api_url = \"{}\"\n", self.url()),
+            _ => String::new(),
+        };
         format!(
-            "[access.github]\nclient_id = \"{}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
-             url = \"{}\"\napi_url = \"{}\"\n",
+            "[access.{}]\nclient_id = \"{}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+             url = \"{}\"\n{api}",
+            self.forge,
             self.client_id,
             self.url(),
-            self.url()
         )
     }
 }
@@ -141,20 +166,28 @@ fn login_of(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Who the token is of, as GitHub (`login`) and GitLab (`username`) say it.
 async fn user(headers: HeaderMap) -> Response {
     match login_of(&headers) {
-        Some(login) => Json(json!({ "login": login, "id": 1 })).into_response(),
+        Some(login) => Json(json!({ "login": login, "username": login, "id": 1 })).into_response(),
         None => StatusCode::UNAUTHORIZED.into_response(),
     }
 }
 
 async fn repo(
-    State((readers, _)): Shared,
+    state: Shared,
     headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
 ) -> Response {
-    let full = format!("{owner}/{name}");
-    let reads = login_of(&headers)
+    readable(state, &headers, format!("{owner}/{name}"))
+}
+
+async fn project(state: Shared, headers: HeaderMap, Path(project): Path<String>) -> Response {
+    readable(state, &headers, project)
+}
+
+fn readable(State((readers, _)): Shared, headers: &HeaderMap, full: String) -> Response {
+    let reads = login_of(headers)
         .and_then(|login| readers.get(&login).cloned())
         .is_some_and(|repos| repos.contains(&full));
     if reads {

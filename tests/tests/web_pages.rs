@@ -11,7 +11,7 @@ use fantoccini::Locator;
 use kiln_tests::browser::Browser;
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::registry::TestRegistry;
-use kiln_tests::sign_in::FakeGitHubSignIn;
+use kiln_tests::sign_in::FakeSignIn;
 use kiln_tests::{Kiln, REPO, TEST_IMAGE, TEST_SECRET, config_at, wait_for};
 use sha2::{Digest, Sha256};
 
@@ -173,6 +173,28 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
         .await;
     assert!(browser.text("#rows").await.contains(&format!("#{id}")));
     browser.screenshot("builds").await;
+    // Signed in to the pages is signed in to the console, on the same layout.
+    browser.open(&kiln.url("/console")).await;
+    let field = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("input[name=command]"))
+        .await
+        .expect("the command box");
+    field.send_keys("status acme/api").await.expect("typed");
+    browser
+        .client
+        .find(Locator::Css("form.command button"))
+        .await
+        .expect("its button")
+        .click()
+        .await
+        .expect("clicked");
+    browser
+        .wait_for_text("pre.done", &format!("#{retried}"), Duration::from_secs(10))
+        .await;
+    browser.screenshot("console").await;
     browser.open(&kiln.url("/workers")).await;
     assert!(browser.text("table.workers").await.contains("linux/amd64"));
     browser.screenshot("workers").await;
@@ -186,7 +208,7 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_installation_shows_each_reader_their_repositories() {
     const SECRET_REPO: &str = "acme/secret";
-    let github = FakeGitHubSignIn::start("ada", &[("ada", &[REPO])]).await;
+    let github = FakeSignIn::github("ada", &[("ada", &[REPO])]).await;
     let extra = format!(
         "{}[access]\npublic = false\n{}[[repository]]\nname = \"{SECRET_REPO}\"\n\
          webhook_secret = \"{TEST_SECRET}\"\n",
@@ -408,5 +430,51 @@ async fn a_long_log_opens_a_page_at_a_time() {
         .await;
     let found = browser.text(".found").await;
     assert!(found.contains("99999"), "{found}");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_reader_reads_the_gitlab_projects_they_may() {
+    const PROJECT: &str = "acme/tools";
+    let gitlab = FakeSignIn::gitlab("grace", &[("grace", &[PROJECT])]).await;
+    let extra = format!(
+        "[access]\npublic = false\n{}[[repository]]\nname = \"{PROJECT}\"\nforge = \"gitlab\"\n\
+         webhook_secret = \"{TEST_SECRET}\"\n",
+        gitlab.config()
+    );
+    let kiln = Kiln::start_addressed(|url| config_at(url, &extra), None).await;
+    let browser = Browser::start("gitlab").await;
+    browser.open(&kiln.url(&format!("/repos/{PROJECT}"))).await;
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#with-gitlab"))
+        .await
+        .expect("a GitLab sign-in")
+        .click()
+        .await
+        .expect("clicked");
+    // Back where they were going, signed in.
+    browser
+        .wait_for_text("h1", PROJECT, Duration::from_secs(20))
+        .await;
+    assert!(browser.text("header .who").await.contains("grace"));
+    // A repository of another forge is not theirs to read.
+    let (status, _) = browser.fetch(&kiln.url(&format!("/repos/{REPO}"))).await;
+    assert_eq!(status, 404);
+    // Signed out, the pages ask again.
+    browser
+        .client
+        .find(Locator::Css("header .who button"))
+        .await
+        .expect("a sign-out button")
+        .click()
+        .await
+        .expect("clicked");
+    browser.open(&kiln.url(&format!("/repos/{PROJECT}"))).await;
+    browser
+        .wait_for_text("h1", "Sign in", Duration::from_secs(10))
+        .await;
     browser.close().await;
 }

@@ -1,7 +1,8 @@
 //! `/console`: the web console, the local way to use Kiln with no chat account. An operator
 //! signs in with their token, which is kept in a cookie the browser sends only to this page
 //! (`HttpOnly`, `Secure`, `SameSite=Strict`), types the commands chat takes, and sees the
-//! recent builds' cards.
+//! recent builds' cards. Someone signed in to the pages (`/login`) is signed in here too, and
+//! gives commands as themselves, under the permissions chat has.
 
 use axum::Form;
 use axum::extract::State;
@@ -11,10 +12,12 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use kiln_shared::view::BuildMessage;
 use serde::{Deserialize, Serialize};
 
+use super::pages::readers::{Reader, from_elsewhere};
+use super::pages::view::Who;
 use crate::app::App;
 use crate::commands::{self, Actor, Reply};
-use crate::config::Operator;
 use crate::notify::cards;
+use crate::store::Session;
 
 /// The cookie that holds the operator's token.
 const COOKIE: &str = "kiln_console";
@@ -23,10 +26,15 @@ const COOKIE: &str = "kiln_console";
 const BUILDS_SHOWN: u64 = 10;
 
 /// What the page shows.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct Page {
+    who: Who,
+    title: &'static str,
     /// Who is signed in; nobody: the sign-in form.
     operator: Option<String>,
+    /// The token the command form carries, when signed in to the pages rather than here
+    /// (whose sign-out is the pages').
+    form_token: Option<String>,
     /// The command just given, kept in the box.
     command: String,
     reply: Option<Reply>,
@@ -42,31 +50,46 @@ pub struct SignIn {
 #[derive(Debug, Deserialize)]
 pub struct CommandForm {
     command: String,
+    /// Carried by the form of someone signed in to the pages.
+    #[serde(default)]
+    form_token: String,
 }
 
-/// A refusal of a form another site made the browser send: browsers say where a request
-/// comes from in `Sec-Fetch-Site`, and `SameSite=Strict` alone lets a sibling subdomain in.
-fn from_elsewhere(headers: &HeaderMap) -> Option<Response> {
-    let site = headers.get("sec-fetch-site")?.to_str().unwrap_or_default();
-    (site != "same-origin" && site != "none").then(|| {
-        (
-            StatusCode::FORBIDDEN,
-            "the console takes forms from its own pages only",
-        )
-            .into_response()
-    })
+impl Page {
+    /// The sign-in form, for `reader`.
+    fn signed_out(reader: &Reader) -> Self {
+        Self {
+            who: Who::of(reader),
+            title: "Console",
+            operator: None,
+            form_token: None,
+            command: String::new(),
+            reply: None,
+            builds: Vec::new(),
+            error: None,
+        }
+    }
 }
 
-/// The operator whose token the cookie holds.
-fn signed_in<'a>(app: &'a App, jar: &CookieJar) -> Option<&'a Operator> {
-    app.config.operator(jar.get(COOKIE)?.value())
+/// Who gives the console's commands: an operator by the console's cookie, or whoever signed
+/// in to the pages.
+fn signed_in(app: &App, jar: &CookieJar, reader: &Reader) -> Option<Session> {
+    if let Some(operator) = jar.get(COOKIE).and_then(|c| app.config.operator(c.value())) {
+        return Some(Session {
+            name: operator.name.clone(),
+            id: format!("operator:{}", operator.name),
+            operator: true,
+            repos: Default::default(),
+        });
+    }
+    reader.session().cloned()
 }
 
 /// `GET /console`.
-pub async fn show(State(app): State<App>, jar: CookieJar) -> Response {
-    match signed_in(&app, &jar) {
-        Some(operator) => page(&app, operator, String::new(), None).await,
-        None => render(&app, StatusCode::OK, &Page::default()),
+pub async fn show(State(app): State<App>, jar: CookieJar, reader: Reader) -> Response {
+    match signed_in(&app, &jar, &reader) {
+        Some(session) => page(&app, &reader, &session, String::new(), None).await,
+        None => render(&app, StatusCode::OK, &Page::signed_out(&reader)),
     }
 }
 
@@ -75,6 +98,7 @@ pub async fn sign_in(
     State(app): State<App>,
     headers: HeaderMap,
     jar: CookieJar,
+    reader: Reader,
     Form(form): Form<SignIn>,
 ) -> Response {
     if let Some(refusal) = from_elsewhere(&headers) {
@@ -84,7 +108,7 @@ pub async fn sign_in(
     if app.config.operator(token).is_none() {
         let page = Page {
             error: Some("That is not an operator's token.".into()),
-            ..Page::default()
+            ..Page::signed_out(&reader)
         };
         return render(&app, StatusCode::UNAUTHORIZED, &page);
     }
@@ -111,51 +135,70 @@ pub async fn command(
     State(app): State<App>,
     headers: HeaderMap,
     jar: CookieJar,
+    reader: Reader,
     Form(form): Form<CommandForm>,
 ) -> Response {
     if let Some(refusal) = from_elsewhere(&headers) {
         return refusal;
     }
-    let Some(operator) = signed_in(&app, &jar) else {
+    let Some(session) = signed_in(&app, &jar, &reader) else {
         let page = Page {
             error: Some("Sign in first.".into()),
-            ..Page::default()
+            ..Page::signed_out(&reader)
         };
         return render(&app, StatusCode::UNAUTHORIZED, &page);
     };
-    let id = format!("operator:{}", operator.name);
+    // A page sign-in's cookie goes with every request to the site: its forms carry a token.
+    let by_console_cookie = jar
+        .get(COOKIE)
+        .is_some_and(|c| app.config.operator(c.value()).is_some());
+    if !by_console_cookie && !reader.checks(&form.form_token) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this form is not from your page: load the page again",
+        )
+            .into_response();
+    }
     let actor = Actor {
-        name: &operator.name,
+        name: &session.name,
         via: "console",
-        id: &id,
-        operator: true,
+        id: &session.id,
+        operator: session.operator,
         channel: None,
         writes: None,
         roles: &[],
     };
     let reply = commands::run(&app, actor, &form.command).await;
-    page(&app, operator, form.command, Some(reply)).await
+    page(&app, &reader, &session, form.command, Some(reply)).await
 }
 
-/// The signed-in page: the command box, the answer, the recent builds.
-async fn page(app: &App, operator: &Operator, command: String, reply: Option<Reply>) -> Response {
+/// The signed-in page: the command box, the answer, the recent builds `reader` may read.
+async fn page(
+    app: &App,
+    reader: &Reader,
+    session: &Session,
+    command: String,
+    reply: Option<Reply>,
+) -> Response {
     let mut page = Page {
-        operator: Some(operator.name.clone()),
+        operator: Some(session.name.clone()),
+        form_token: reader.form_token(),
         command,
         reply,
-        ..Page::default()
+        ..Page::signed_out(reader)
     };
-    match recent_cards(app).await {
+    match recent_cards(app, reader).await {
         Ok(builds) => page.builds = builds,
         Err(error) => page.error = Some(format!("Kiln cannot read its builds now: {error:#}")),
     }
     render(app, StatusCode::OK, &page)
 }
 
-async fn recent_cards(app: &App) -> anyhow::Result<Vec<BuildMessage>> {
+async fn recent_cards(app: &App, reader: &Reader) -> anyhow::Result<Vec<BuildMessage>> {
     let mut shown = Vec::new();
-    for record in app.store.recent_builds(BUILDS_SHOWN).await? {
-        shown.push(cards::current(app, &record).await?.0);
+    let records = app.store.recent_builds(BUILDS_SHOWN).await?;
+    for record in records.iter().filter(|r| reader.may_read(&r.build.repo)) {
+        shown.push(cards::current(app, record).await?.0);
     }
     Ok(shown)
 }

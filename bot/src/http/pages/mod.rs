@@ -11,7 +11,7 @@ pub mod log;
 pub mod readers;
 mod repo;
 mod sign_in;
-mod view;
+pub mod view;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
