@@ -1075,9 +1075,9 @@ impl<'a> Bench<'a> {
         figure
     }
 
-    /// A 200-task build's page: its JSON record (the floor: the same reads, nothing
-    /// rendered), the page's first byte, and its whole render in a headless browser (to the
-    /// load event).
+    /// A 200-task build's page: its JSON record (the floor: the build's and tasks' records
+    /// read, nothing rendered), the page's first byte, and its whole render in a headless
+    /// browser (to the load event).
     async fn build_page(&self, options: Options) -> [Figure; 3] {
         // Four steps of 50 shards (the most a step has is 64), each after the one before.
         let mut spec = String::from("steps:\n");

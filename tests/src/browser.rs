@@ -103,7 +103,7 @@ impl Browser {
         element.text().await.expect("its text")
     }
 
-    /// Waits until the element `css` shows `text`, and the page was not loaded again.
+    /// Waits until the element `css` shows `text`; fails with what the page says.
     pub async fn wait_for_text(&self, css: &str, text: &str, within: Duration) {
         let started = std::time::Instant::now();
         loop {
@@ -114,10 +114,17 @@ impl Browser {
             if shown.contains(text) {
                 return;
             }
-            assert!(
-                started.elapsed() < within,
-                "`{css}` did not show {text:?} within {within:?}; it shows {shown:?}"
-            );
+            if started.elapsed() >= within {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let page = match self.client.find(Locator::Css("main")).await {
+                    Ok(main) => main.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!(
+                    "`{css}` did not show {text:?} within {within:?}; it shows {shown:?}\n\
+                     at {url:?}, the page says: {page}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::json;
+use sha2::Digest as _;
 
 /// Each reader's login and the repositories (`owner/name`) they may read.
 type Readers = Arc<HashMap<String, Vec<String>>>;
@@ -111,10 +112,17 @@ async fn authorize(
     let (Some(back), Some(state)) = (query.get("redirect_uri"), query.get("state")) else {
         return (StatusCode::BAD_REQUEST, "redirect_uri and state are needed").into_response();
     };
-    if query.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return (StatusCode::BAD_REQUEST, "PKCE is expected").into_response();
-    }
-    Redirect::to(&format!("{back}?code=code-{login}&state={state}")).into_response()
+    let (Some("S256"), Some(challenge)) = (
+        query.get("code_challenge_method").map(String::as_str),
+        query.get("code_challenge"),
+    ) else {
+        return (StatusCode::BAD_REQUEST, "PKCE (S256) is expected").into_response();
+    };
+    // The code carries the challenge, for the token endpoint to check the verifier against.
+    Redirect::to(&format!(
+        "{back}?code=code-{login}.{challenge}&state={state}"
+    ))
+    .into_response()
 }
 
 /// The code for a token: the client's secret must be right.
@@ -139,17 +147,27 @@ async fn token(headers: HeaderMap, Form(form): Form<HashMap<String, String>>) ->
         )
             .into_response();
     }
-    let Some(login) = form.get("code").and_then(|c| c.strip_prefix("code-")) else {
+    let Some((login, challenge)) = form
+        .get("code")
+        .and_then(|c| c.strip_prefix("code-"))
+        .and_then(|c| c.split_once('.'))
+    else {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "bad_verification_code"})),
         )
             .into_response();
     };
-    if form.get("code_verifier").is_none_or(String::is_empty) {
+    // PKCE: the verifier is the one the challenge was made of.
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    let derived = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sha2::Sha256::digest(verifier.as_bytes()),
+    );
+    if derived != challenge {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "no verifier"})),
+            Json(json!({"error": "invalid_grant"})),
         )
             .into_response();
     }

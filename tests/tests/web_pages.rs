@@ -315,6 +315,17 @@ async fn a_private_installation_shows_each_reader_their_repositories() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hello"), "{body}");
 
+    // The console is for operators: its commands read every repository.
+    browser.open(&kiln.url("/console")).await;
+    browser
+        .client
+        .find(Locator::Css("form[action='/console/login']"))
+        .await
+        .expect("the console asks for an operator's token");
+    let (status, workers) = browser.fetch(&kiln.url("/workers")).await;
+    assert_eq!(status, 200);
+    assert!(!workers.contains(&format!("#{secret_id} ")), "{workers}");
+
     // Reading is not acting: the permissions chat has apply to the page's buttons.
     browser.open(&kiln.url(&format!("/builds/{open_id}"))).await;
     browser
@@ -398,6 +409,14 @@ async fn a_long_log_opens_a_page_at_a_time() {
     let id = kiln.push(&repo, "master", &commit, "web-long").await;
     let build = kiln.finished_build(id).await;
     assert_eq!(build["status"], "passed", "{build:#}");
+    let log = kiln.task_log(id, "count").await;
+    let counted = log.lines().filter(|l| !l.starts_with("[kiln]")).count();
+    assert_eq!(
+        counted,
+        100_000,
+        "every line is stored: {}",
+        &log[log.len().saturating_sub(300)..]
+    );
 
     let browser = Browser::start("long_log").await;
     let started = Instant::now();
@@ -423,6 +442,13 @@ async fn a_long_log_opens_a_page_at_a_time() {
     let line = browser.text("#L120").await;
     assert!(line.ends_with("120"), "{line}");
     assert!(browser.text(".pages").await.contains("page 1 of 100"));
+
+    // A line past the end stays on the page it is asked from.
+    browser
+        .open(&kiln.url(&format!("/builds/{id}?task=count&page=3#L999999")))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(browser.text(".pages").await.contains("page 3 of 100"));
 
     // A search finds lines on every page, each linked to its own.
     browser

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -53,13 +53,25 @@ pub async fn handle_build(
     headers: HeaderMap,
     reader: Reader,
     Path(id): Path<u64>,
-    Query(shown): Query<Shown>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let id = BuildId(id);
-    if pages::wants_html(&headers) {
-        return pages::build::page(&app, &reader, id, shown, None).await;
-    }
-    let (record, tasks) = match build_and_tasks(&app, &reader, id).await {
+    // The same URL answers a page or JSON: caches must keep them apart.
+    let mut answer = if pages::wants_html(&headers) {
+        let shown = Shown::from_query(query.as_deref());
+        pages::build::page(&app, &reader, id, shown, None).await
+    } else {
+        build_json(&app, &reader, id).await
+    };
+    answer
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("accept"));
+    answer
+}
+
+/// The build's record as JSON.
+async fn build_json(app: &App, reader: &Reader, id: BuildId) -> Response {
+    let (record, tasks) = match build_and_tasks(app, reader, id).await {
         Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };

@@ -1,8 +1,9 @@
 //! `/console`: the web console, the local way to use Kiln with no chat account. An operator
 //! signs in with their token, which is kept in a cookie the browser sends only to this page
 //! (`HttpOnly`, `Secure`, `SameSite=Strict`), types the commands chat takes, and sees the
-//! recent builds' cards. Someone signed in to the pages (`/login`) is signed in here too, and
-//! gives commands as themselves, under the permissions chat has.
+//! recent builds' cards. An operator signed in to the pages (`/login`) is signed in here
+//! too. The console is for operators only: its commands (`logs`, `status`) read every
+//! repository.
 
 use axum::Form;
 use axum::extract::State;
@@ -12,7 +13,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use kiln_shared::view::BuildMessage;
 use serde::{Deserialize, Serialize};
 
-use super::pages::readers::{Reader, from_elsewhere};
+use super::pages::readers::{Reader, from_elsewhere, operator_session};
 use super::pages::view::Who;
 use crate::app::App;
 use crate::commands::{self, Actor, Reply};
@@ -71,18 +72,13 @@ impl Page {
     }
 }
 
-/// Who gives the console's commands: an operator by the console's cookie, or whoever signed
-/// in to the pages.
+/// The operator who gives the console's commands: by the console's cookie, or signed in to
+/// the pages.
 fn signed_in(app: &App, jar: &CookieJar, reader: &Reader) -> Option<Session> {
     if let Some(operator) = jar.get(COOKIE).and_then(|c| app.config.operator(c.value())) {
-        return Some(Session {
-            name: operator.name.clone(),
-            id: format!("operator:{}", operator.name),
-            operator: true,
-            repos: Default::default(),
-        });
+        return Some(operator_session(b"console", operator));
     }
-    reader.session().cloned()
+    reader.session().filter(|s| s.operator).cloned()
 }
 
 /// `GET /console`.
@@ -180,25 +176,26 @@ async fn page(
     command: String,
     reply: Option<Reply>,
 ) -> Response {
+    // A page sign-in's form carries its token; the console's own cookie needs none.
+    let by_page = reader.session().is_some_and(|s| s.id == session.id);
     let mut page = Page {
         operator: Some(session.name.clone()),
-        form_token: reader.form_token(),
+        form_token: by_page.then(|| reader.form_token()).flatten(),
         command,
         reply,
         ..Page::signed_out(reader)
     };
-    match recent_cards(app, reader).await {
+    match recent_cards(app).await {
         Ok(builds) => page.builds = builds,
         Err(error) => page.error = Some(format!("Kiln cannot read its builds now: {error:#}")),
     }
     render(app, StatusCode::OK, &page)
 }
 
-async fn recent_cards(app: &App, reader: &Reader) -> anyhow::Result<Vec<BuildMessage>> {
+async fn recent_cards(app: &App) -> anyhow::Result<Vec<BuildMessage>> {
     let mut shown = Vec::new();
-    let records = app.store.recent_builds(BUILDS_SHOWN).await?;
-    for record in records.iter().filter(|r| reader.may_read(&r.build.repo)) {
-        shown.push(cards::current(app, record).await?.0);
+    for record in app.store.recent_builds(BUILDS_SHOWN).await? {
+        shown.push(cards::current(app, &record).await?.0);
     }
     Ok(shown)
 }

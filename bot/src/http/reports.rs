@@ -46,9 +46,22 @@ pub async fn handle_report(
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
     let id = BuildId(request.build);
+    // Where access is not public, a wrong token learns nothing of the build, not even
+    // whether there is one.
+    let public = app.config.access.public;
+    let not_theirs = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "the token is not a reporter's of that build's repository: see \
+             `[[repository.reporter]]`",
+        )
+    };
     let record = match app.store.build(id).await {
         Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("there is no build #{id}")),
+        Ok(None) if public => {
+            return error(StatusCode::NOT_FOUND, format!("there is no build #{id}"));
+        }
+        Ok(None) => return not_theirs(),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let reporter = app
@@ -56,6 +69,9 @@ pub async fn handle_report(
         .repository(&record.build.repo)
         .and_then(|repository| repository.reporter(token));
     let Some(reporter) = reporter else {
+        if !public {
+            return not_theirs();
+        }
         return error(
             StatusCode::UNAUTHORIZED,
             format!(

@@ -256,11 +256,15 @@ fn failure_forge() {
 fn console_hostile() {
     #[derive(serde::Serialize)]
     struct Page {
+        who: serde_json::Value,
+        title: &'static str,
         operator: &'static str,
         command: &'static str,
         builds: Vec<BuildMessage>,
     }
     let page = Page {
+        who: serde_json::json!({ "name": "carol\"><script>" }),
+        title: "Console",
         operator: "carol",
         command: "\"><script>",
         builds: vec![hostile()],
@@ -272,12 +276,21 @@ fn console_hostile() {
     let body = html.split("<body>").nth(1).expect("a body");
     insta::assert_snapshot!(body, @r#"
 
-    <h1>Kiln</h1>
+    <header class="top">
+    <a class="brand" href="/">Kiln</a>
+    <nav><a href="/">Builds</a> <a href="/workers">Workers</a> <a href="/console">Console</a></nav>
+    <span class="who">carol&quot;&gt;&lt;script&gt;
+    <form class="inline" method="post" action="/logout"><button>Sign out</button></form></span>
+    </header>
+    <main>
+
+    <h1>Console</h1>
 
     <p>Signed in as carol.
     <form class="inline" method="post" action="/console/logout"><button>Sign out</button></form>
     <a href="/console">Refresh</a></p>
     <form class="command" method="post" action="/console">
+
     <input name="command" value="&quot;&gt;&lt;script&gt;" placeholder="status acme/api" autofocus aria-label="command">
     <button>Run</button>
     </form>
@@ -293,10 +306,12 @@ fn console_hostile() {
     </ul>
     <p class="error">line 1:
     &gt; quote</p>
-    <p><a href="http://kiln.test/builds/42">the build's record</a> · <a href="http://kiln.test/builds/42/logs">its logs</a></p>
+    <p><a href="http://kiln.test/builds/42">the build's page</a> · <a href="http://kiln.test/builds/42/logs">its logs</a></p>
     </section>
 
 
+
+    </main>
     </body>
     </html>
     "#);

@@ -14,10 +14,15 @@ use super::Store;
 pub struct Session {
     /// Who they are, as pages name them.
     pub name: String,
-    /// What permissions know them as: `operator:<name>`, `github:<login>`, `gitlab:<username>`.
+    /// What permissions know them as: `operator:<name>`, or `github:<user id>` and
+    /// `gitlab:<user id>` (the forge's number for them, which a rename does not change).
     pub id: String,
     /// An operator, who reads and may do everything.
     pub operator: bool,
+    /// For an operator, their token's mark (signed with the cookie key): the session holds
+    /// only while a configured operator still has that token.
+    #[serde(default)]
+    pub token_mark: Option<String>,
     /// The repositories (`owner/name`, lower case) their forge lets them read.
     #[serde(default)]
     pub repos: BTreeSet<String>,

@@ -36,10 +36,10 @@ function followLog(log) {
     }
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
   });
-  source.addEventListener("end", () => {
+  source.addEventListener("end", (event) => {
     source.close();
     const status = document.getElementById("log-status");
-    if (status) status.textContent = "ended";
+    if (status) status.textContent = event.data;
   });
 }
 
@@ -48,7 +48,7 @@ function toLine(log) {
   const match = /^#L(\d+)$/.exec(window.location.hash);
   if (!match || document.getElementById("L" + match[1])) return;
   const page = Math.ceil(Number(match[1]) / Number(log.dataset.pageLines));
-  if (page !== Number(log.dataset.page)) {
+  if (page >= 1 && page <= Number(log.dataset.pages) && page !== Number(log.dataset.page)) {
     window.location.replace(log.dataset.base + "&page=" + page + window.location.hash);
   }
 }

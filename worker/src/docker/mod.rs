@@ -242,9 +242,30 @@ impl DockerRunner {
         .await
     }
 
+    /// Reads the container's output as it comes, then, once it has stopped, reads it whole
+    /// again for the lines the follow missed: Docker's follow can end at the container's exit
+    /// while its log copier is still behind (a container that printed fast on a busy
+    /// machine), and what it misses is the log's end, where a task says why it failed.
     async fn read_logs(&self, name: &str, batches: Batches) -> Result<(), DockerError> {
+        let followed = self.send_lines(name, true, 0, &batches).await?;
+        // The exit itself is read by the caller: a wait on a stopped container ends at once.
+        let _ = self.docker.wait_container(name, None).next().await;
+        self.send_lines(name, false, followed, &batches).await?;
+        Ok(())
+    }
+
+    /// Sends the lines of the container's output after the first `skip`, following it while
+    /// it runs when `follow`; the number of whole lines read. Without `follow`, the last
+    /// line is sent even without its newline; with it, it is left for the read after.
+    async fn send_lines(
+        &self,
+        name: &str,
+        follow: bool,
+        skip: usize,
+        batches: &Batches,
+    ) -> Result<usize, DockerError> {
         let options = LogsOptionsBuilder::new()
-            .follow(true)
+            .follow(follow)
             .stdout(true)
             .stderr(true)
             .build();
@@ -254,6 +275,12 @@ impl DockerRunner {
             .ready_chunks(LOG_BATCH);
         let mut splitter = LineSplitter::default();
         let mut lines = Vec::new();
+        let mut read = 0;
+        let mut keep_new = |lines: &mut Vec<_>| {
+            let before = read;
+            read += lines.len();
+            lines.drain(..skip.saturating_sub(before).min(lines.len()));
+        };
         while let Some(chunk) = frames.next().await {
             for frame in chunk {
                 match frame? {
@@ -264,11 +291,15 @@ impl DockerRunner {
                     LogOutput::StdIn { .. } => {}
                 }
             }
+            keep_new(&mut lines);
             batches.send(&mut lines).await;
         }
-        splitter.finish(&mut lines);
-        batches.send(&mut lines).await;
-        Ok(())
+        if !follow {
+            splitter.finish(&mut lines);
+            keep_new(&mut lines);
+            batches.send(&mut lines).await;
+        }
+        Ok(read)
     }
 
     /// Removes the containers and network of a job's attempt, if there are any.

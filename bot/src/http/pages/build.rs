@@ -5,7 +5,6 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
@@ -16,11 +15,11 @@ use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::builds::changes;
+use super::builds::live_response;
 use super::log::{self, LogView};
 use super::readers::{Reader, from_elsewhere};
 use super::view::{Who, duration, first_line, time};
-use super::{not_found, render, sign_in_first, unavailable};
+use super::{render, sign_in_first, unavailable, unreadable};
 use crate::app::App;
 use crate::commands::reply::Outcome;
 use crate::commands::{self, Actor, Reply};
@@ -28,7 +27,7 @@ use crate::http::builds::build_and_tasks;
 use crate::store::{BuildRecord, TaskRecord};
 
 /// What the page is asked to show.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Shown {
     /// The task whose log is open; the first that failed when absent.
     pub task: Option<String>,
@@ -65,6 +64,8 @@ struct Header {
     repo: String,
     repo_url: String,
     status: BuildStatus,
+    /// Its status will not change again: the page stops asking.
+    ended: bool,
     trigger: TriggerKind,
     target: String,
     tag: bool,
@@ -128,6 +129,21 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'?')
     .add(b'`');
 
+impl Shown {
+    /// What a query asks to be shown; a query that does not say is the page's default.
+    pub fn from_query(query: Option<&str>) -> Self {
+        serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// `path` showing this.
+    fn url(&self, path: &str) -> String {
+        match serde_urlencoded::to_string(self) {
+            Ok(query) if !query.is_empty() => format!("{path}?{query}"),
+            _ => path.to_owned(),
+        }
+    }
+}
+
 /// A task's name in a URL's query.
 pub fn encoded(name: &str) -> String {
     utf8_percent_encode(name, NON_ALPHANUMERIC).to_string()
@@ -139,6 +155,7 @@ fn header(id: BuildId, record: &BuildRecord) -> Header {
         repo: record.build.repo.to_string(),
         repo_url: format!("/repos/{}", record.build.repo),
         status: record.status,
+        ended: record.status.is_final(),
         trigger: record.kind,
         target: record.build.branch.to_string(),
         tag: record.kind == TriggerKind::Tag,
@@ -219,12 +236,11 @@ pub async fn page(
 ) -> Response {
     let path = format!("/builds/{id}");
     if !reader.may_read_some() {
-        return sign_in_first(&path);
+        return sign_in_first(&shown.url(&path));
     }
     let (record, tasks) = match build_and_tasks(app, reader, id).await {
         Ok(found) => found,
-        Err((StatusCode::NOT_FOUND, _)) => return not_found(app, reader),
-        Err((_, message)) => return unavailable(app, reader, message),
+        Err(error) => return unreadable(app, reader, error),
     };
     let reports = match app.store.reports(id).await {
         Ok(reports) => reports,
@@ -310,11 +326,8 @@ pub async fn live(
     Query(shown): Query<Shown>,
 ) -> Response {
     let id = BuildId(id);
-    if let Err((status, _)) = build_and_tasks(&app, &reader, id).await {
-        return match status {
-            StatusCode::NOT_FOUND => not_found(&app, &reader),
-            _ => unavailable(&app, &reader, status),
-        };
+    if let Err(error) = build_and_tasks(&app, &reader, id).await {
+        return unreadable(&app, &reader, error);
     }
     let look = move || {
         let (app, reader, task) = (app.clone(), reader.clone(), shown.task.clone());
@@ -326,9 +339,7 @@ pub async fn live(
             Some((html, record.status.is_final()))
         }
     };
-    Sse::new(changes(stopping, "graph", look))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    live_response(stopping, "graph", look)
 }
 
 /// A button of the page.
@@ -359,18 +370,11 @@ pub async fn act(
     let Some(session) = reader.session().cloned() else {
         return sign_in_first(&format!("/builds/{id}"));
     };
-    if !reader.checks(&action.form_token) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this form is not from your page: load the page again",
-        )
-            .into_response();
+    if let Some(refusal) = reader.refuse_form(&action.form_token) {
+        return refusal;
     }
-    if let Err((status, _)) = build_and_tasks(&app, &reader, id).await {
-        return match status {
-            StatusCode::NOT_FOUND => not_found(&app, &reader),
-            _ => unavailable(&app, &reader, status),
-        };
+    if let Err(error) = build_and_tasks(&app, &reader, id).await {
+        return unreadable(&app, &reader, error);
     }
     let command = match action.action.as_str() {
         "retry" => format!("retry {id}"),

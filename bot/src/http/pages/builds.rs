@@ -11,12 +11,27 @@ use kiln_shared::trigger::TriggerKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::readers::Reader;
 use super::view::{Row, Who};
 use super::{LIVE_EVERY, render, sign_in_first, unavailable};
 use crate::app::App;
+
+/// Pages kept current at once, at most: each looks at Redis twice a second.
+pub const MAX_LIVE_PAGES: usize = 256;
+
+static LIVE_PAGES: Semaphore = Semaphore::const_new(MAX_LIVE_PAGES);
+
+/// The answer to a page that asks to be kept current when [`MAX_LIVE_PAGES`] are: the page
+/// stays as it is (a browser does not try again after an error status).
+fn too_many() -> Response {
+    crate::http::respond::error(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        format!("{MAX_LIVE_PAGES} pages are kept current already"),
+    )
+}
 
 /// How many of the newest builds a list looks through, and shows at most.
 const LOOKED_AT: u64 = 500;
@@ -69,7 +84,7 @@ pub async fn rows(app: &App, reader: &Reader, filter: &Filter) -> anyhow::Result
         .await?
         .iter()
         .filter(|r| reader.may_read(&r.build.repo))
-        .map(|r| Row::of(r, r.build.id.0))
+        .map(Row::of)
         .filter(|row| filter.keeps(row))
         .take(SHOWN)
         .collect())
@@ -132,25 +147,39 @@ pub async fn live(
             Some((html, false))
         }
     };
-    Sse::new(changes(stopping, "rows", look))
+    live_response(stopping, "rows", look)
+}
+
+/// The answer that keeps a page current with `look` ([`changes`]), if there is room.
+pub fn live_response<F, Fut>(stopping: CancellationToken, name: &'static str, look: F) -> Response
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Option<(String, bool)>> + Send + 'static,
+{
+    let Ok(place) = LIVE_PAGES.try_acquire() else {
+        return too_many();
+    };
+    Sse::new(changes(stopping, name, look, place))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
 /// Events named `name`, each a new value of `look` (looked at every [`LIVE_EVERY`]), sent
 /// when it changes. `look` answers the value and whether it is the last (a build that
-/// ended), or `None` to skip a turn. The stream also ends when the bot stops.
-pub fn changes<F, Fut>(
+/// ended), or `None` to skip a turn. The stream also ends when the bot stops; it holds
+/// `place` until then.
+fn changes<F, Fut>(
     stopping: CancellationToken,
     name: &'static str,
     look: F,
+    place: SemaphorePermit<'static>,
 ) -> impl Stream<Item = Result<Event, Infallible>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Option<(String, bool)>> + Send,
 {
-    let start = (None::<String>, false, look);
-    futures_util::stream::unfold(start, move |(last, ended, look)| {
+    let start = (None::<String>, false, (look, place));
+    futures_util::stream::unfold(start, move |(last, ended, (look, place))| {
         let stopping = stopping.clone();
         async move {
             if ended {
@@ -170,7 +199,7 @@ where
                 };
                 if last.as_ref() != Some(&now) || ended {
                     let event = Event::default().event(name).data(&now);
-                    return Some((Ok(event), (Some(now), ended, look)));
+                    return Some((Ok(event), (Some(now), ended, (look, place))));
                 }
             }
         }

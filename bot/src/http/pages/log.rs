@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::ansi;
 use super::build::{Shown, encoded};
 use super::readers::Reader;
-use super::{not_found, unavailable};
+use super::{not_found, unreadable};
 use crate::app::App;
 use crate::http::builds::build_and_tasks;
 use crate::http::follow::Follower;
@@ -62,6 +62,8 @@ pub struct LogView {
     url: String,
     page: usize,
     pages: usize,
+    /// Lines on a page, [`PAGE_LINES`]: the page's script finds a line's page with it.
+    page_lines: usize,
     total: usize,
     lines: Vec<Line>,
     q: String,
@@ -132,6 +134,7 @@ pub async fn view(
         url,
         page,
         pages,
+        page_lines: PAGE_LINES,
         total,
         lines: lines
             .iter()
@@ -158,6 +161,15 @@ fn from_the_start() -> String {
     "0-0".into()
 }
 
+/// Whether `id` is a Redis stream entry's id: `<ms>-<sequence>`.
+fn is_entry_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, n)| {
+        [ms, n].iter().all(|part| {
+            !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
+        })
+    })
+}
+
 /// `GET /builds/{id}/tasks/{task}/live`: the task's lines after `after` (or the event id the
 /// browser last saw), as they are written; event `lines` carries a JSON list of
 /// `{html, kiln}`, event `end` says the task ended.
@@ -172,19 +184,27 @@ pub async fn live(
     let id = BuildId(id);
     match build_and_tasks(&app, &reader, id).await {
         Ok((_, tasks)) if tasks.iter().any(|t| t.name == task) => {}
-        Ok(_) | Err((StatusCode::NOT_FOUND, _)) => return not_found(&app, &reader),
-        Err((status, _)) => return unavailable(&app, &reader, status),
+        Ok(_) => return not_found(&app, &reader),
+        Err(error) => return unreadable(&app, &reader, error),
     }
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map_or(after.after, str::to_owned);
-    let follower = match Follower::start(app, id, task, after).await {
+    if !is_entry_id(&after) {
+        return crate::http::respond::error(
+            StatusCode::BAD_REQUEST,
+            format!("`{after}` is not a log entry's id (`<ms>-<n>`)"),
+        );
+    }
+    let status_of = app.clone();
+    let follower = match Follower::start(app, id, task.clone(), after).await {
         Ok(follower) => follower,
         Err(refusal) => return refusal,
     };
     let events = futures_util::stream::unfold(Some(follower), move |follower| {
         let stopping = stopping.clone();
+        let (status_of, task) = (status_of.clone(), task.clone());
         async move {
             let mut follower = follower?;
             let next = tokio::select! {
@@ -203,8 +223,13 @@ pub async fn live(
                     Event::default().event("lines").id(last).data(data)
                 }
                 Ok(None) => {
+                    // The task's status as it ended, for the page to show.
+                    let status = match status_of.store.task(id, &task).await {
+                        Ok(Some(record)) => record.status.to_string(),
+                        _ => "ended".to_owned(),
+                    };
                     return Some((
-                        Ok::<_, Infallible>(Event::default().event("end").data("ended")),
+                        Ok::<_, Infallible>(Event::default().event("end").data(status)),
                         None,
                     ));
                 }
@@ -219,4 +244,18 @@ pub async fn live(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entry_ids_are_followed_from() {
+        assert!(is_entry_id("0-0"));
+        assert!(is_entry_id("1765112400000-3"));
+        for bad in ["", "0", "-0", "0-", "a-1", "1-1-1", "$", "+"] {
+            assert!(!is_entry_id(bad), "{bad}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub fn routes() -> Router<App> {
         .route("/builds/{id}/live", get(build::live))
         .route("/builds/{id}/actions", post(build::act))
         .route("/builds/{id}/tasks/{task}/live", get(log::live))
-        .route("/repos/{owner}/{name}", get(repo::page))
+        .route("/repos/{*repo}", get(repo::page))
         .route("/workers", get(fleet::workers))
         .route("/queue", get(fleet::workers))
         .route("/login", get(sign_in::page).post(sign_in::with_token))
@@ -51,10 +51,18 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
     accept.contains("text/html") && !accept.contains("application/json")
 }
 
-/// Page `name` for `view`, or why it cannot be shown.
+/// Page `name` for `view`, or why it cannot be shown. No other site may frame a page: its
+/// buttons act.
 pub fn render(app: &App, name: &str, view: &impl serde::Serialize) -> Response {
     match app.templates.page(name, view) {
-        Ok(html) => Html(html).into_response(),
+        Ok(html) => (
+            [
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            ],
+            Html(html),
+        )
+            .into_response(),
         Err(error) => {
             tracing::error!(%error, page = name, "cannot render a page");
             (
@@ -81,6 +89,15 @@ pub fn unavailable(app: &App, reader: &Reader, what: impl std::fmt::Display) -> 
     );
     *page.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     page
+}
+
+/// The answer to a build that could not be read: not found (or not theirs to see), or
+/// Redis away.
+pub fn unreadable(app: &App, reader: &Reader, (status, message): (StatusCode, String)) -> Response {
+    match status {
+        StatusCode::NOT_FOUND => not_found(app, reader),
+        _ => unavailable(app, reader, message),
+    }
 }
 
 /// The answer to an unknown page, or one the reader may not see: the same.

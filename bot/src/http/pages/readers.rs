@@ -13,17 +13,21 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use secrecy::ExposeSecret;
+
+use crate::config::Operator;
 use crate::http::respond::{error, operator};
 use crate::store::Session;
 
-/// The cookie that holds a session's id, signed.
+/// The cookie that holds a session's id, signed (so a cookie planted by a sibling subdomain
+/// is not taken).
 pub const COOKIE: &str = "kiln_session";
 
 /// The one who asked for a page.
 #[derive(Debug, Clone)]
 pub struct Reader {
     /// Who signed in or presented a token; none: someone anonymous.
-    pub session: Option<Session>,
+    session: Option<Session>,
     /// The signed-in session's id; its forms carry a token made of it.
     session_id: Option<String>,
     /// Whether anyone may read.
@@ -64,6 +68,49 @@ impl Reader {
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
     }
+
+    /// Whether they are an operator, who sees everything.
+    pub fn is_operator(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.operator)
+    }
+
+    /// The refusal of a form that does not carry their token, if it does not.
+    pub fn refuse_form(&self, token: &str) -> Option<Response> {
+        (!self.checks(token)).then(|| {
+            (
+                StatusCode::FORBIDDEN,
+                "this form is not from your page: load the page again",
+            )
+                .into_response()
+        })
+    }
+}
+
+/// The session of `operator`, whose token is marked with `key`.
+pub fn operator_session(key: &[u8], operator: &Operator) -> Session {
+    Session {
+        name: operator.name.clone(),
+        id: format!("operator:{}", operator.name),
+        operator: true,
+        token_mark: Some(sign(key, operator.token.expose_secret())),
+        repos: Default::default(),
+    }
+}
+
+/// Whether `session` still holds: an operator's only while their token is configured.
+fn still_holds(app: &App, key: &[u8], session: &Session) -> bool {
+    if !session.operator {
+        return true;
+    }
+    session.token_mark.as_ref().is_some_and(|mark| {
+        app.config.operators.iter().any(|o| {
+            bool::from(
+                sign(key, o.token.expose_secret())
+                    .as_bytes()
+                    .ct_eq(mark.as_bytes()),
+            )
+        })
+    })
 }
 
 /// `value`'s signature under `key`, in hex.
@@ -94,11 +141,6 @@ pub fn session_cookie(key: &[u8], id: &str) -> Cookie<'static> {
         .build()
 }
 
-/// The answer to an unknown or forbidden build: the same, so ids cannot be probed.
-pub fn no_such_build(id: impl std::fmt::Display) -> Response {
-    error(StatusCode::NOT_FOUND, format!("there is no build {id}"))
-}
-
 impl FromRequestParts<App> for Reader {
     type Rejection = Response;
 
@@ -117,12 +159,7 @@ impl FromRequestParts<App> for Reader {
             key,
         };
         if let Some(op) = operator(app, &parts.headers) {
-            reader.session = Some(Session {
-                name: op.name.clone(),
-                id: format!("operator:{}", op.name),
-                operator: true,
-                repos: Default::default(),
-            });
+            reader.session = Some(operator_session(&reader.key, op));
             return Ok(reader);
         }
         let jar = CookieJar::from_headers(&parts.headers);
@@ -130,8 +167,9 @@ impl FromRequestParts<App> for Reader {
             .get(COOKIE)
             .and_then(|c| unsigned(&reader.key, c.value()))
         {
-            reader.session = app.store.session(id).await.map_err(unavailable)?;
-            if reader.session.is_some() {
+            let session = app.store.session(id).await.map_err(unavailable)?;
+            if let Some(session) = session.filter(|s| still_holds(app, &reader.key, s)) {
+                reader.session = Some(session);
                 reader.session_id = Some(id.to_owned());
             }
         }

@@ -25,12 +25,7 @@ struct Page {
 }
 
 /// `GET /repos/{owner}/{name}`.
-pub async fn page(
-    State(app): State<App>,
-    reader: Reader,
-    Path((owner, name)): Path<(String, String)>,
-) -> Response {
-    let repo = format!("{owner}/{name}");
+pub async fn page(State(app): State<App>, reader: Reader, Path(repo): Path<String>) -> Response {
     if !reader.may_read_some() {
         return sign_in_first(&format!("/repos/{repo}"));
     }

@@ -16,7 +16,9 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::readers::{COOKIE, Reader, from_elsewhere, session_cookie, signed, unsigned};
+use super::readers::{
+    COOKIE, Reader, from_elsewhere, operator_session, session_cookie, signed, unsigned,
+};
 use super::view::Who;
 use super::{render, unavailable};
 use crate::app::App;
@@ -46,8 +48,13 @@ pub struct Next {
 }
 
 /// `next` if it is a path of this site, else `/`: a sign-in never sends anyone elsewhere.
+/// Browsers drop tabs and newlines from a URL and read `\\` as `/`, so a path with any of
+/// them (or starting `//`) could name another site.
 fn local(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let plain = next
+        .chars()
+        .all(|c| !c.is_control() && !c.is_whitespace() && c != '\\');
+    if plain && next.starts_with('/') && !next.starts_with("//") {
         next.to_owned()
     } else {
         "/".into()
@@ -144,13 +151,11 @@ pub async fn with_token(
             Some("That is not an operator's token.".into()),
         );
     };
-    let session = Session {
-        name: operator.name.clone(),
-        id: format!("operator:{}", operator.name),
-        operator: true,
-        repos: Default::default(),
+    let key = match app.store.web_key().await {
+        Ok(key) => key,
+        Err(e) => return unavailable(&app, &reader, e),
     };
-    open(&app, jar, session, &form.next).await
+    open(&app, jar, operator_session(&key, operator), &form.next).await
 }
 
 /// `POST /logout`.
@@ -270,7 +275,11 @@ impl Provider<'_> {
             ))?))
     }
 
-    async fn login(&self, http: &reqwest::Client, token: &SecretString) -> anyhow::Result<String> {
+    async fn login(
+        &self,
+        http: &reqwest::Client,
+        token: &SecretString,
+    ) -> anyhow::Result<(u64, String)> {
         match self.forge {
             Forge::GitHub => github::sign_in::login(http, &self.api, token).await,
             Forge::GitLab => gitlab::sign_in::login(http, &self.api, token).await,
@@ -400,8 +409,8 @@ pub async fn back_from_forge(
         Ok(answer) => SecretString::from(answer.access_token().secret().to_owned()),
         Err(e) => return refuse(format!("{forge} did not give Kiln a token: {e}")),
     };
-    let login = match provider.login(&http, &token).await {
-        Ok(login) => login,
+    let (user_id, login) = match provider.login(&http, &token).await {
+        Ok(user) => user,
         Err(e) => return refuse(format!("{forge} did not say who you are: {e:#}")),
     };
     let repos: Vec<&str> = app
@@ -422,11 +431,41 @@ pub async fn back_from_forge(
             Err(e) => return refuse(format!("{forge} did not say what you may read: {e:#}")),
         }
     }
+    if readable.is_empty() {
+        return refuse(format!(
+            "{login} may read none of the repositories this Kiln builds on {forge}."
+        ));
+    }
     let session = Session {
-        id: format!("{}:{login}", provider.name()),
+        id: format!("{}:{user_id}", provider.name()),
         name: login,
         operator: false,
+        token_mark: None,
         repos: readable,
     };
     open(&app, jar, session, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_goes_on_to_this_site_only() {
+        for kept in ["/", "/builds/7?task=unit&page=2", "/repos/acme/api"] {
+            assert_eq!(local(kept), kept);
+        }
+        for elsewhere in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "evil",
+            "",
+        ] {
+            assert_eq!(local(elsewhere), "/", "{elsewhere:?}");
+        }
+    }
 }

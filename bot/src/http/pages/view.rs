@@ -12,15 +12,12 @@ use crate::store::{BuildRecord, now_ms};
 pub struct Who {
     /// Who signed in; none: the sign-in link.
     pub name: Option<String>,
-    /// The token the page's forms carry.
-    pub form_token: Option<String>,
 }
 
 impl Who {
     pub fn of(reader: &Reader) -> Self {
         Self {
             name: reader.session().map(|s| s.name.clone()),
-            form_token: reader.form_token(),
         }
     }
 }
@@ -63,9 +60,9 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn of(record: &BuildRecord, id: u64) -> Self {
+    pub fn of(record: &BuildRecord) -> Self {
         Self {
-            id,
+            id: record.build.id.0,
             status: record.status,
             repo: record.build.repo.to_string(),
             repo_url: format!("/repos/{}", record.build.repo),

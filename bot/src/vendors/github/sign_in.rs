@@ -8,6 +8,17 @@ use secrecy::{ExposeSecret, SecretString};
 /// Where people sign in, and the API beside it.
 pub const URL: &str = "https://github.com";
 pub const API: &str = "https://api.github.com";
+
+/// The API of the GitHub at `url`: GitHub's own beside `github.com`, an Enterprise
+/// server's under `/api/v3`.
+pub fn api(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url == URL {
+        API.to_owned()
+    } else {
+        format!("{url}/api/v3")
+    }
+}
 /// The OAuth endpoints, under [`URL`].
 pub const AUTHORIZE: &str = "/login/oauth/authorize";
 pub const TOKEN: &str = "/login/oauth/access_token";
@@ -22,22 +33,24 @@ fn get(http: &reqwest::Client, url: String, token: &SecretString) -> reqwest::Re
         .header(reqwest::header::USER_AGENT, "kiln")
 }
 
-/// The login of the token's owner.
+/// The token's owner: their number (which a rename does not change) and their name.
 pub async fn login(
     http: &reqwest::Client,
     api: &str,
     token: &SecretString,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(u64, String)> {
     let user: serde_json::Value = get(http, format!("{api}/user"), token)
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    user["login"]
+    let name = user["login"]
         .as_str()
         .map(str::to_owned)
-        .context("GitHub's user has no login")
+        .context("GitHub's user has no login")?;
+    let id = user["id"].as_u64().context("GitHub's user has no id")?;
+    Ok((id, name))
 }
 
 /// Whether the token reads `repo` (`owner/name`).

@@ -19,12 +19,12 @@ pub fn api(url: &str) -> String {
     format!("{}/api/v4", url.trim_end_matches('/'))
 }
 
-/// The username of the token's owner.
+/// The token's owner: their number (which a rename does not change) and their name.
 pub async fn login(
     http: &reqwest::Client,
     api: &str,
     token: &SecretString,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(u64, String)> {
     let user: serde_json::Value = http
         .get(format!("{api}/user"))
         .bearer_auth(token.expose_secret())
@@ -33,10 +33,12 @@ pub async fn login(
         .error_for_status()?
         .json()
         .await?;
-    user["username"]
+    let name = user["username"]
         .as_str()
         .map(str::to_owned)
-        .context("GitLab's user has no username")
+        .context("GitLab's user has no username")?;
+    let id = user["id"].as_u64().context("GitLab's user has no id")?;
+    Ok((id, name))
 }
 
 /// Whether the token reads the project `repo` (`group/name`).
