@@ -916,19 +916,49 @@ impl Store {
         Ok(reply.ids.iter().filter_map(shown_line).collect())
     }
 
-    /// Every log line of one task with its entry's id, in order: a page shows them and
-    /// follows the log from the last.
+    /// Every log line of one task with its entry's id, in order.
     pub async fn log_entries(&self, id: BuildId, task: &str) -> RedisResult<Vec<(String, String)>> {
         let reply: redis::streams::StreamRangeReply = self
             .conn
             .clone()
             .xrange_all(self.keys.logs(id, task))
             .await?;
-        Ok(reply
-            .ids
-            .iter()
-            .filter_map(|e| Some((e.id.clone(), shown_line(e)?)))
-            .collect())
+        Ok(entries(&reply))
+    }
+
+    /// The first `count` log lines of one task with their entries' ids, in order.
+    pub async fn log_head(
+        &self,
+        id: BuildId,
+        task: &str,
+        count: usize,
+    ) -> RedisResult<Vec<(String, String)>> {
+        let reply: redis::streams::StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(self.keys.logs(id, task), "-", "+", count)
+            .await?;
+        Ok(entries(&reply))
+    }
+
+    /// The last `count` log lines of one task with their entries' ids, in order, and how
+    /// many entries its log has then (read together: a running task's log grows).
+    pub async fn log_end(
+        &self,
+        id: BuildId,
+        task: &str,
+        count: usize,
+    ) -> RedisResult<(Vec<(String, String)>, usize)> {
+        let key = self.keys.logs(id, task);
+        let (newest, total): (redis::streams::StreamRangeReply, usize) = redis::pipe()
+            .atomic()
+            .xrevrange_count(&key, "+", "-", count)
+            .xlen(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut lines = entries(&newest);
+        lines.reverse();
+        Ok((lines, total))
     }
 
     /// A connection of its own, for [`Store::read_log`]: a blocked read holds up every other
@@ -967,6 +997,15 @@ impl Store {
         let lines = entries.iter().filter_map(shown_line).collect();
         Ok((lines, last))
     }
+}
+
+/// The lines of `reply`'s entries, with their ids.
+fn entries(reply: &redis::streams::StreamRangeReply) -> Vec<(String, String)> {
+    reply
+        .ids
+        .iter()
+        .filter_map(|e| Some((e.id.clone(), shown_line(e)?)))
+        .collect()
 }
 
 /// A log entry's line as it is shown ([`kiln_shared::log_line`]).

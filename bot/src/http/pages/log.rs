@@ -82,6 +82,78 @@ fn line(n: usize, text: &str) -> Line {
     }
 }
 
+/// What of a task's log a page reads.
+struct Read {
+    /// Lines from the `from`-th (from 0) on: the page's, or every line for a search.
+    lines: Vec<String>,
+    from: usize,
+    /// The page's first line (from 0).
+    first: usize,
+    /// How many lines the log has.
+    total: usize,
+    /// The last line's entry, when the page is the last and the log is in Redis.
+    last_entry: Option<String>,
+}
+
+/// Reads page `page` of `task`'s log (its last when `None`), or every line when `all`.
+/// A page of a log in Redis is read alone (the last with the log's length, at once); a
+/// search, and a log only in its archive, read every line.
+async fn read(
+    app: &App,
+    record: &BuildRecord,
+    id: BuildId,
+    task: &str,
+    page: Option<usize>,
+    all: bool,
+) -> anyhow::Result<Read> {
+    let page_of = |total: usize| {
+        let pages = total.div_ceil(PAGE_LINES).max(1);
+        (page.unwrap_or(pages).clamp(1, pages), pages)
+    };
+    if !all {
+        let (end, total) = app.store.log_end(id, task, PAGE_LINES).await?;
+        if total > 0 {
+            let (page, pages) = page_of(total);
+            let first = (page - 1) * PAGE_LINES;
+            let (lines, last_entry) = if page == pages {
+                let last_entry = end.last().map(|(entry, _)| entry.clone());
+                let before_page = end.len().saturating_sub(total - first);
+                (
+                    end.into_iter().skip(before_page).collect::<Vec<_>>(),
+                    last_entry,
+                )
+            } else {
+                let head = app.store.log_head(id, task, first + PAGE_LINES).await?;
+                (head.into_iter().skip(first).collect(), None)
+            };
+            return Ok(Read {
+                lines: lines.into_iter().map(|(_, text)| text).collect(),
+                from: first,
+                first,
+                total,
+                last_entry,
+            });
+        }
+    }
+    let entries = app.store.log_entries(id, task).await?;
+    let (lines, last_entry) = if entries.is_empty() {
+        let archived = app.logs.archived(&record.build.repo, id, task).await?;
+        (archived.unwrap_or_default(), None)
+    } else {
+        let last = entries.last().map(|(entry, _)| entry.clone());
+        (entries.into_iter().map(|(_, text)| text).collect(), last)
+    };
+    let total = lines.len();
+    let (page, _) = page_of(total);
+    Ok(Read {
+        lines,
+        from: 0,
+        first: (page - 1) * PAGE_LINES,
+        total,
+        last_entry,
+    })
+}
+
 /// The log panel of `task`, as `shown` asks.
 pub async fn view(
     app: &App,
@@ -90,23 +162,17 @@ pub async fn view(
     task: &TaskRecord,
     shown: &Shown,
 ) -> anyhow::Result<LogView> {
-    let entries = app.store.log_entries(id, &task.name).await?;
-    let (lines, last_entry): (Vec<String>, Option<String>) = if entries.is_empty() {
-        let archived = app
-            .logs
-            .archived(&record.build.repo, id, &task.name)
-            .await?;
-        (archived.unwrap_or_default(), None)
-    } else {
-        let last = entries.last().map(|(entry, _)| entry.clone());
-        (entries.into_iter().map(|(_, text)| text).collect(), last)
-    };
-    let total = lines.len();
-    let pages = total.div_ceil(PAGE_LINES).max(1);
-    let page = shown.page.unwrap_or(pages).clamp(1, pages);
-    let first = (page - 1) * PAGE_LINES;
-    let url = format!("/builds/{id}?task={}", encoded(&task.name));
     let q = shown.q.clone().unwrap_or_default();
+    let Read {
+        lines,
+        from,
+        first,
+        total,
+        last_entry,
+    } = read(app, record, id, &task.name, shown.page, !q.is_empty()).await?;
+    let pages = total.div_ceil(PAGE_LINES).max(1);
+    let page = first / PAGE_LINES + 1;
+    let url = format!("/builds/{id}?task={}", encoded(&task.name));
     let found = (!q.is_empty()).then(|| {
         lines
             .iter()
@@ -114,9 +180,13 @@ pub async fn view(
             .filter(|(_, text)| text.contains(q.as_str()))
             .take(FOUND_SHOWN)
             .map(|(at, text)| Found {
-                n: at + 1,
+                n: from + at + 1,
                 html: ansi::to_html(text),
-                url: format!("{url}&page={}#L{}", at / PAGE_LINES + 1, at + 1),
+                url: format!(
+                    "{url}&page={}#L{}",
+                    (from + at) / PAGE_LINES + 1,
+                    from + at + 1
+                ),
             })
             .collect()
     });
@@ -139,9 +209,9 @@ pub async fn view(
         lines: lines
             .iter()
             .enumerate()
-            .skip(first)
+            .skip(first - from)
             .take(PAGE_LINES)
-            .map(|(at, text)| line(at + 1, text))
+            .map(|(at, text)| line(from + at + 1, text))
             .collect(),
         q,
         found,
