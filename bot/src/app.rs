@@ -17,6 +17,7 @@ use crate::notify::keepers::Keepers;
 use crate::notify::render::Templates;
 use crate::outbox::Outbox;
 use crate::specs::Specs;
+use crate::spool::Spool;
 use crate::store::Store;
 use crate::vendors;
 use crate::vendors::discord::interactions::Interactions;
@@ -51,6 +52,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Tasks' logs, from Redis or their archive.
     pub logs: Logs,
+    /// The deliveries that wait until Redis or RabbitMQ is back.
+    pub spool: Spool,
 }
 
 impl App {
@@ -60,6 +63,7 @@ impl App {
         store: Store,
         broker: Broker,
         mirrors: Mirrors,
+        spool: Spool,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
@@ -106,6 +110,7 @@ impl App {
             registry,
             metrics,
             logs,
+            spool,
         })
     }
 }

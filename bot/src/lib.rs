@@ -38,6 +38,7 @@ pub mod review;
 pub mod scheduler;
 pub mod schedules;
 pub mod specs;
+pub mod spool;
 pub mod store;
 pub mod supersede;
 pub mod vendors;
@@ -66,7 +67,8 @@ pub struct Connections {
     pub tls_ca: Option<PathBuf>,
     /// Prefix of every queue, exchange and Redis key (`kiln` in production).
     pub prefix: String,
-    /// Where the bot keeps its repository mirrors.
+    /// Where the bot keeps its repository mirrors, and the deliveries it could not accept
+    /// yet (`spool/`).
     pub state_dir: PathBuf,
     /// The platform labels whose job queues the bot declares, so jobs wait for a worker.
     pub platforms: Vec<Platform>,
@@ -90,7 +92,8 @@ pub async fn connect(config: Config, connections: &Connections) -> anyhow::Resul
     )
     .await?;
     let mirrors = mirror::Mirrors::new(connections.state_dir.join("mirrors"));
-    App::new(config, store, broker, mirrors)
+    let spool = spool::Spool::new(connections.state_dir.join("spool"));
+    App::new(config, store, broker, mirrors, spool)
 }
 
 /// Runs the bot (HTTP and the event loop) until `shutdown` is cancelled or one part fails.

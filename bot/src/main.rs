@@ -40,7 +40,7 @@ struct Args {
     /// Prefix of every queue, exchange and Redis key.
     #[arg(long, env = "KILN_PREFIX", default_value = "kiln")]
     prefix: String,
-    /// Where repository mirrors are kept.
+    /// Where repository mirrors, and deliveries waiting for Redis and RabbitMQ, are kept.
     #[arg(long, env = "KILN_STATE_DIR", default_value = "/var/tmp/kiln/bot")]
     state_dir: PathBuf,
     /// Platform labels whose job queues are declared, comma-separated.

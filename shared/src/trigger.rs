@@ -4,7 +4,8 @@
 use crate::ident::{BranchName, CommitId, RepoName};
 
 /// A webhook, translated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ForgeEvent {
     /// The forge checking that the hook works.
     Ping,
@@ -120,7 +121,7 @@ impl RequestRef {
 }
 
 /// A branch that went, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BranchGone {
     /// `owner/name`.
     pub repo: RepoName,

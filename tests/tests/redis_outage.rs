@@ -1,12 +1,14 @@
 //! Redis stopped while pushes arrive, with RabbitMQ up: the bot cannot record them, so it
 //! holds them in RabbitMQ and answers `202`; once Redis is back each delivery becomes exactly
-//! one build that runs, a delivery sent twice still one. A Redis that stops answering for a
+//! one build that runs, a delivery sent twice still one. With RabbitMQ stopped too, the bot
+//! spools them on its disk, and builds them once both are back. A Redis that stops answering for a
 //! while (`DEBUG SLEEP`) does not keep a webhook waiting past the forge's deadline, and its
 //! push is built once. Redis here is the test's own.
 
 use std::time::{Duration, Instant};
 
 use kiln_shared::keys::Keys;
+use kiln_tests::broker::TestBroker;
 use kiln_tests::forge::{TestRepo, push_payload};
 use kiln_tests::redis_server::TestRedis;
 use kiln_tests::{E2E_TIMEOUT, Kiln, REPO, Services, TEST_SECRET, config, wait_for};
@@ -67,6 +69,60 @@ async fn pushes_while_redis_is_away_are_held_and_built_once_it_is_back() {
     );
     let (status, ready) = readyz(&kiln).await;
     assert_eq!(status, 200, "{ready}");
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_while_redis_and_rabbitmq_are_away_are_spooled_and_built_once_they_are_back() {
+    let mut redis = TestRedis::start().await;
+    let broker = TestBroker::start().await;
+    let services = Services {
+        redis_url: redis.url(),
+        amqp_url: broker.url(),
+    };
+    let kiln = Kiln::start_on(services, &config("")).await;
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "One quick task", &[(".kiln.yml", SPEC)]);
+    let first = kiln.push(&repo, "master", &commit, "before-both").await;
+    assert_eq!(kiln.finished_build(first).await["status"], "passed");
+
+    broker.stop_app().await;
+    redis.stop().await;
+    // Load balancers keep the bot: it still takes webhooks.
+    let answer = kiln
+        .http
+        .get(kiln.url("/readyz/webhooks"))
+        .send()
+        .await
+        .expect("/readyz/webhooks");
+    assert_eq!(answer.status(), 200);
+    let ready: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(ready["spool"], "up", "{ready}");
+    let body = push_payload(REPO, "master", &commit, &repo.clone_url(), "One quick task");
+    for delivery in ["spooled-1", "spooled-2", "spooled-1"] {
+        let (status, answer) = kiln.send_github("push", delivery, &body, TEST_SECRET).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["spooled"], true, "{answer}");
+    }
+
+    broker.start_app().await;
+    redis.run().await;
+    let keys = Keys::new(&kiln.prefix);
+    let client = redis::Client::open(redis.url().as_str()).expect("Redis URL");
+    for delivery in ["spooled-1", "spooled-2"] {
+        let id = build_of(&client, &keys, delivery).await;
+        assert_eq!(
+            kiln.finished_build(id).await["status"],
+            "passed",
+            "build {id}"
+        );
+    }
+    // The delivery sent twice made no third build.
+    assert_eq!(
+        numbered(&client, &keys).await,
+        3,
+        "one build before, two spooled"
+    );
     kiln.stop().await;
 }
 

@@ -16,6 +16,7 @@ use kiln_shared::trigger::{ForgeEvent, Push};
 use kiln_shared::wire::{CommentRequested, PushHeld};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::amqp::PublishError;
@@ -23,6 +24,7 @@ use crate::app::App;
 use crate::config::{Forge, Repository};
 use crate::ingress::{self, Accepted, BROKER_BUDGET, RequestAccepted, Unavailable};
 use crate::review;
+use crate::spool::Spooled;
 
 /// A refused delivery: the status and why.
 #[derive(Debug)]
@@ -121,9 +123,83 @@ impl<D: Door> FromRequest<App> for Delivery<D> {
     }
 }
 
-/// `POST /hooks/<forge>`: a verified delivery, accepted.
+/// `POST /hooks/<forge>`: a verified delivery, accepted; one that could only be answered
+/// "retry later" is spooled instead, and accepted when it can be.
 pub async fn handle<D: Door>(State(app): State<App>, delivery: Delivery<D>) -> Response {
-    accept(&app, &delivery.repo, D::FORGE, &delivery.id, delivery.event).await
+    let spooled = Spooled {
+        repo: delivery.repo.name.clone(),
+        forge: D::FORGE,
+        delivery: delivery.id,
+        event: delivery.event,
+    };
+    let answer = accept(
+        &app,
+        &delivery.repo,
+        D::FORGE,
+        &spooled.delivery,
+        spooled.event.clone(),
+    )
+    .await;
+    if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return answer;
+    }
+    match app.spool.keep(&spooled).await {
+        Ok(()) => {
+            tracing::warn!(repo = %spooled.repo, forge = D::FORGE.as_str(), delivery = %spooled.delivery,
+                "delivery spooled until Redis or RabbitMQ is back");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "spooled": true,
+                    "message": "Kiln cannot reach its Redis or RabbitMQ now; the delivery is kept and will be accepted when they are back",
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(repo = %spooled.repo, delivery = %spooled.delivery, error = %e, "cannot spool a delivery");
+            answer
+        }
+    }
+}
+
+/// How often the spooled deliveries are tried again.
+pub const SPOOL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accepts the spooled deliveries again, oldest first, every [`SPOOL_EVERY`], until
+/// `shutdown`: each leaves the spool once its answer is not "retry later" (a build, a
+/// duplicate, or why nothing happens). A pass stops at the first that must still wait.
+pub async fn replay_spooled(app: App, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SPOOL_EVERY) => {}
+        }
+        let kept = match app.spool.kept().await {
+            Ok(kept) => kept,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the spool");
+                continue;
+            }
+        };
+        for (file, spooled) in kept {
+            let Some(repo) = app.config.repository(spooled.repo.as_str()) else {
+                tracing::warn!(repo = %spooled.repo, delivery = %spooled.delivery,
+                    "a spooled delivery's repository is no longer built; dropped");
+                let _ = app.spool.done(&file).await;
+                continue;
+            };
+            let answer = accept(&app, repo, spooled.forge, &spooled.delivery, spooled.event).await;
+            if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tracing::info!(repo = %spooled.repo, delivery = %spooled.delivery, status = %answer.status(),
+                "spooled delivery accepted");
+            if let Err(error) = app.spool.done(&file).await {
+                tracing::error!(file = %file.display(), %error, "cannot take a delivery out of the spool");
+            }
+        }
+    }
 }
 
 /// Answers the verified delivery `delivery` from `door`, translated to `event`.

@@ -30,24 +30,34 @@ pub async fn healthz(State(app): State<App>) -> Response {
 pub async fn readyz(State(app): State<App>) -> Response {
     let services = readiness(&app).await;
     let ready = services.iter().all(|(_, state)| state.is_ok());
-    answer(ready, services)
+    answer(ready, services, None)
 }
 
 /// `200` while the bot can take a push: Redis answers (the build is recorded, its request
-/// waiting in the outbox while RabbitMQ is away) or RabbitMQ does (the push is held there
-/// until Redis is back); `503` when neither does. The same JSON answer as `/readyz`. This is
-/// the load balancers' check: every bot shares both services, so one that took bots out of
-/// rotation while either is away would refuse webhooks they would have taken.
+/// waiting in the outbox while RabbitMQ is away), RabbitMQ does (the push is held there until
+/// Redis is back), or, with both away, its spool can be written (the delivery is kept on disk
+/// until they are back); `503` otherwise. The same JSON answer as `/readyz`, with `spool`.
+/// This is the load balancers' check: every bot shares both services, so one that took bots
+/// out of rotation while they are away would refuse webhooks the bots would have taken.
 pub async fn readyz_webhooks(State(app): State<App>) -> Response {
     let services = readiness(&app).await;
-    let ready = services.iter().any(|(_, state)| state.is_ok());
-    answer(ready, services)
+    if services.iter().any(|(_, state)| state.is_ok()) {
+        return answer(true, services, None);
+    }
+    let spool = app.spool.writable().await;
+    answer(spool.is_ok(), services, Some(spool))
 }
 
-/// `200` or `503`, with what each service says.
-fn answer(ready: bool, services: [(&'static str, Result<(), String>); 2]) -> Response {
+/// `200` or `503`, with what each service (and the spool, when asked) says.
+fn answer(
+    ready: bool,
+    services: [(&'static str, Result<(), String>); 2],
+    spool: Option<std::io::Result<()>>,
+) -> Response {
+    let spool = spool.map(|s| ("spool", s.map_err(|e| format!("cannot be written: {e}"))));
     let body: serde_json::Map<String, serde_json::Value> = services
         .into_iter()
+        .chain(spool)
         .map(|(name, state)| {
             (
                 name.to_owned(),

@@ -75,13 +75,17 @@ pub fn router(app: App, shutdown: CancellationToken) -> Router {
         .with_state(app)
 }
 
-/// Serves the bot's routes on `listener` until `shutdown` is cancelled.
+/// Serves the bot's routes on `listener`, and accepts the deliveries spooled while Redis and
+/// RabbitMQ were away, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app, shutdown.clone()))
+    let spooled = tokio::spawn(forge::replay_spooled(app.clone(), shutdown.clone()));
+    let served = axum::serve(listener, router(app, shutdown.clone()))
         .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .await;
+    spooled.abort();
+    served
 }
