@@ -82,6 +82,11 @@ impl Keys {
         format!("{}:web:session:{id}", self.prefix)
     }
 
+    /// A repository's newest builds (sorted set of build ids), for its page.
+    pub fn repo_builds(&self, repo: &RepoName) -> String {
+        format!("{}:repo:{}:builds", self.prefix, repo.to_ascii_lowercase())
+    }
+
     /// The counter build ids are drawn from.
     pub fn build_sequence(&self) -> String {
         format!("{}:build:seq", self.prefix)

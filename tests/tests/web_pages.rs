@@ -200,6 +200,10 @@ async fn a_developer_follows_a_build_and_retries_what_failed() {
     browser.screenshot("workers").await;
     browser.open(&kiln.url(&format!("/repos/{REPO}"))).await;
     assert!(browser.text("h1").await.contains(REPO));
+    let history = browser.text("main").await;
+    for build in [id, retried] {
+        assert!(history.contains(&format!("#{build}")), "{history}");
+    }
     browser.screenshot("repository").await;
     browser.close().await;
     kiln.finished_build(retried).await;

@@ -102,9 +102,10 @@ static CREATE_BUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 -- KEYS: the build sequence, the delivery's key (or none: ''), the outbox, the repository's
--- branch heads (or none: ''). ARGV: how long a delivery is remembered (s), the build key
--- prefix, when the relay may publish the build (ms), its branch and commit, then the
--- record's field/value pairs.
+-- branch heads (or none: ''), the repository's builds. ARGV: how long a delivery is
+-- remembered (s), the build key prefix, when the relay may publish the build (ms), its
+-- branch and commit, how many of the repository's builds are listed, then the record's
+-- field/value pairs.
 if KEYS[2] ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen then return {0, tonumber(seen)} end
@@ -112,8 +113,10 @@ end
 local id = redis.call('INCR', KEYS[1])
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], id, 'EX', ARGV[1]) end
 if KEYS[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[5]) end
-redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 6))
+redis.call('HSET', ARGV[2] .. id, unpack(ARGV, 7))
 redis.call('ZADD', KEYS[3], ARGV[3], id)
+redis.call('ZADD', KEYS[5], id, id)
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -1 - tonumber(ARGV[6]))
 return {1, id}
 ",
     )
@@ -141,6 +144,9 @@ if tonumber(ARGV[1]) > noted then redis.call('SET', KEYS[1], ARGV[1]) end
 ",
     )
 });
+
+/// How many of a repository's newest builds its list keeps (`Keys::repo_builds`).
+pub const REPO_BUILDS_LISTED: usize = 1000;
 
 /// How long after a build is accepted the outbox's relay leaves it to the request that
 /// accepted it: longer than that request waits for its confirm, so a build is not published
@@ -343,11 +349,13 @@ impl Store {
             .key(delivery)
             .key(self.keys.outbox())
             .key(heads)
+            .key(self.keys.repo_builds(&new.repo))
             .arg(DELIVERY_MEMORY.as_secs())
             .arg(self.keys.build_prefix())
             .arg(now_ms() + OUTBOX_GRACE.as_millis() as u64)
             .arg(new.branch.as_str())
-            .arg(new.commit.as_str());
+            .arg(new.commit.as_str())
+            .arg(REPO_BUILDS_LISTED);
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }
@@ -593,6 +601,27 @@ impl Store {
                 BuildRecord::decode(*id, &h, plan).map_err(|e| unreadable(self.keys.build(*id), e))
             })
             .collect()
+    }
+
+    /// Up to `count` of `repo`'s newest builds (of the last [`REPO_BUILDS_LISTED`]), newest
+    /// first; those expired since are left out.
+    pub async fn repo_builds(
+        &self,
+        repo: &RepoName,
+        count: usize,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        let ids: Vec<u64> = self
+            .conn
+            .clone()
+            .zrevrange(self.keys.repo_builds(repo), 0, count as isize - 1)
+            .await?;
+        let ids: Vec<BuildId> = ids.into_iter().map(BuildId).collect();
+        Ok(self
+            .build_records(&ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Up to `count` of the newest builds, newest first; three round trips at most.

@@ -76,12 +76,19 @@ struct Index {
     repos: Vec<String>,
 }
 
-/// The newest builds `reader` may see that `filter` keeps.
+/// The newest builds `reader` may see that `filter` keeps: of its repository's list when it
+/// names one, else of the newest builds of all.
 pub async fn rows(app: &App, reader: &Reader, filter: &Filter) -> anyhow::Result<Vec<Row>> {
-    Ok(app
-        .store
-        .recent_builds(LOOKED_AT)
-        .await?
+    let repo = app.config.repository(filter.repo.trim());
+    let records = match repo {
+        Some(repo) => {
+            app.store
+                .repo_builds(&repo.name, LOOKED_AT as usize)
+                .await?
+        }
+        None => app.store.recent_builds(LOOKED_AT).await?,
+    };
+    Ok(records
         .iter()
         .filter(|r| reader.may_read(&r.build.repo))
         .map(Row::of)
