@@ -56,7 +56,7 @@ impl Spool {
     }
 
     /// The deliveries kept, oldest first, each with its file; a file that does not read as
-    /// one is left where it is, and said so.
+    /// one is moved to `unreadable/` beside them, and said so.
     pub async fn kept(&self) -> std::io::Result<Vec<(PathBuf, Spooled)>> {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -74,7 +74,12 @@ impl Spool {
                 .filter_map(|path| match read(&path) {
                     Ok(spooled) => Some((path, spooled)),
                     Err(error) => {
-                        tracing::error!(file = %path.display(), %error, "a spooled delivery does not read");
+                        let aside = dir.join("unreadable");
+                        let moved = std::fs::create_dir_all(&aside).and_then(|()| {
+                            std::fs::rename(&path, aside.join(path.file_name().unwrap_or_default()))
+                        });
+                        tracing::error!(file = %path.display(), %error, moved_aside = moved.is_ok(),
+                            "a spooled delivery does not read");
                         None
                     }
                 })
@@ -88,9 +93,12 @@ impl Spool {
     /// takes a file.
     pub async fn writable(&self) -> std::io::Result<()> {
         let dir = self.dir.clone();
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(std::io::Error::other)?;
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            let probe = dir.join(".probe");
+            // Each probe its own file: two at once must not remove each other's.
+            let probe = dir.join(format!(".probe-{}", hex::encode(random)));
             std::fs::write(&probe, b"")?;
             std::fs::remove_file(&probe)
         })
@@ -133,6 +141,10 @@ mod tests {
         spool.keep(&gone("b")).await.expect("kept");
         std::fs::write(dir.path().join("spool/zz.json"), "not json").expect("written");
         let kept = spool.kept().await.expect("read");
+        assert!(
+            dir.path().join("spool/unreadable/zz.json").exists(),
+            "set aside"
+        );
         let deliveries: Vec<_> = kept.iter().map(|(_, s)| s.delivery.as_str()).collect();
         assert_eq!(deliveries, ["d-a", "d-b"]);
         assert_eq!(kept[0].1, gone("a"));

@@ -140,7 +140,12 @@ pub async fn handle<D: Door>(State(app): State<App>, delivery: Delivery<D>) -> R
         spooled.event.clone(),
     )
     .await;
-    if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
+    // A comment's command is not spooled: a publish given up on may have reached RabbitMQ
+    // all the same, and replayed again and again it could be carried out as many times.
+    // A delivery without an id could not be told from its replay.
+    let spoolable =
+        !matches!(spooled.event, ForgeEvent::Comment(_)) && !spooled.delivery.is_empty();
+    if answer.status() != StatusCode::SERVICE_UNAVAILABLE || !spoolable {
         return answer;
     }
     match app.spool.keep(&spooled).await {
@@ -166,10 +171,16 @@ pub async fn handle<D: Door>(State(app): State<App>, delivery: Delivery<D>) -> R
 /// How often the spooled deliveries are tried again.
 pub const SPOOL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long one spooled delivery's acceptance may take before the pass gives up on it for
+/// now (a broker that takes a publish and never confirms it).
+const REPLAY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Accepts the spooled deliveries again, oldest first, every [`SPOOL_EVERY`], until
 /// `shutdown`: each leaves the spool once its answer is not "retry later" (a build, a
 /// duplicate, or why nothing happens). A pass stops at the first that must still wait.
 pub async fn replay_spooled(app: App, shutdown: CancellationToken) {
+    // Accepted, but their files could not be removed: not accepted again by this bot.
+    let mut accepted = std::collections::HashSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -183,13 +194,23 @@ pub async fn replay_spooled(app: App, shutdown: CancellationToken) {
             }
         };
         for (file, spooled) in kept {
-            let Some(repo) = app.config.repository(spooled.repo.as_str()) else {
+            if accepted.contains(&file) {
+                continue;
+            }
+            let repo = app
+                .config
+                .repository(spooled.repo.as_str())
+                .filter(|r| r.forge == spooled.forge);
+            let Some(repo) = repo else {
                 tracing::warn!(repo = %spooled.repo, delivery = %spooled.delivery,
-                    "a spooled delivery's repository is no longer built; dropped");
+                    "a spooled delivery's repository is no longer built from that forge; dropped");
                 let _ = app.spool.done(&file).await;
                 continue;
             };
-            let answer = accept(&app, repo, spooled.forge, &spooled.delivery, spooled.event).await;
+            let accepting = accept(&app, repo, spooled.forge, &spooled.delivery, spooled.event);
+            let Ok(answer) = tokio::time::timeout(REPLAY_WITHIN, accepting).await else {
+                break;
+            };
             if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
                 break;
             }
@@ -197,6 +218,7 @@ pub async fn replay_spooled(app: App, shutdown: CancellationToken) {
                 "spooled delivery accepted");
             if let Err(error) = app.spool.done(&file).await {
                 tracing::error!(file = %file.display(), %error, "cannot take a delivery out of the spool");
+                accepted.insert(file);
             }
         }
     }

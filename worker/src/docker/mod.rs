@@ -50,6 +50,9 @@ const PIDS_LIMIT: i64 = 4096;
 /// Log lines written to Redis in one round trip at most.
 const LOG_BATCH: usize = 512;
 
+/// How long the second read of a stopped container's output may take.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(60);
+
 /// Runs tasks in containers.
 #[derive(Debug, Clone)]
 pub struct DockerRunner {
@@ -159,7 +162,7 @@ impl DockerRunner {
         self.docker.start_container(name, None).await?;
 
         let timeout = Duration::from_secs(job.timeout_secs);
-        match self.stream_logs(name, log, timeout).await {
+        let followed = match self.stream_logs(name, log, timeout).await {
             Ok(streamed) => streamed?,
             Err(_elapsed) => {
                 let kill = KillContainerOptionsBuilder::new().signal("KILL").build();
@@ -168,9 +171,11 @@ impl DockerRunner {
                     after_secs: job.timeout_secs,
                 });
             }
-        }
+        };
         let mut wait = self.docker.wait_container(name, None);
-        Ok(match wait.next().await {
+        let ended = wait.next().await;
+        self.catch_up(name, log, followed).await;
+        Ok(match ended {
             Some(Ok(response)) if response.status_code == 0 => TaskOutcome::Passed,
             Some(Ok(response)) => TaskOutcome::Failed {
                 exit_code: response.status_code,
@@ -229,29 +234,43 @@ impl DockerRunner {
     }
 
     /// Follows the container's output until it exits or `timeout` passes; what was read by
-    /// then is stored either way.
+    /// then is stored either way. The number of whole lines read.
     async fn stream_logs(
         &self,
         name: &str,
         log: &impl LogSink,
         timeout: Duration,
-    ) -> Result<Result<(), DockerError>, tokio::time::error::Elapsed> {
+    ) -> Result<Result<usize, DockerError>, tokio::time::error::Elapsed> {
         pipelined(log, async |batches| {
-            tokio::time::timeout(timeout, self.read_logs(name, batches)).await
+            tokio::time::timeout(timeout, self.send_lines(name, true, 0, &batches)).await
         })
         .await
     }
 
-    /// Reads the container's output as it comes, then, once it has stopped, reads it whole
-    /// again for the lines the follow missed: Docker's follow can end at the container's exit
+    /// Once the container has stopped, reads its output whole again and stores the lines
+    /// after the `followed` the follow read: Docker's follow can end at the container's exit
     /// while its log copier is still behind (a container that printed fast on a busy
-    /// machine), and what it misses is the log's end, where a task says why it failed.
-    async fn read_logs(&self, name: &str, batches: Batches) -> Result<(), DockerError> {
-        let followed = self.send_lines(name, true, 0, &batches).await?;
-        // The exit itself is read by the caller: a wait on a stopped container ends at once.
-        let _ = self.docker.wait_container(name, None).next().await;
-        self.send_lines(name, false, followed, &batches).await?;
-        Ok(())
+    /// machine), and what it misses is the log's end, where a task says why it failed. The
+    /// task's outcome is known by then; a read that fails is noted in the log, nothing more.
+    async fn catch_up(&self, name: &str, log: &impl LogSink, followed: usize) {
+        let read = pipelined(log, async |batches| {
+            tokio::time::timeout(
+                CATCH_UP_WITHIN,
+                self.send_lines(name, false, followed, &batches),
+            )
+            .await
+        })
+        .await;
+        let why = match read {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("it took over {}s", CATCH_UP_WITHIN.as_secs()),
+        };
+        note(
+            log,
+            format!("the end of the output could not be read again: {why}"),
+        )
+        .await;
     }
 
     /// Sends the lines of the container's output after the first `skip`, following it while
