@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "web-operator-token-0123456789";
 
+/// How long a page may take to load completely.
+const PAGE_LOADS_WITHIN: Duration = Duration::from_secs(10);
+
 fn operator() -> String {
     format!("[[operator]]\nname = \"olivia\"\ntoken = \"{TOKEN}\"\n")
 }
@@ -451,7 +454,11 @@ async fn a_long_log_opens_a_page_at_a_time() {
     browser
         .open(&kiln.url(&format!("/builds/{id}?task=count&page=3#L999999")))
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The script that goes to a line's page runs before the page is complete.
+    wait_for("the page to be complete", PAGE_LOADS_WITHIN, || async {
+        (browser.run("return document.readyState;").await == "complete").then_some(())
+    })
+    .await;
     assert!(browser.text(".pages").await.contains("page 3 of 100"));
 
     // A search finds lines on every page, each linked to its own.
