@@ -15,8 +15,9 @@ use kiln_io::amqp::{
     Link, LinkState, Message, Session, declare_exchanges, jobs_queue_arguments, quorum,
 };
 use kiln_shared::platform::Platform;
+use kiln_shared::priority::Priority;
 use kiln_shared::promotion::PromotionEvent;
-use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
+use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology, job_key};
 use kiln_shared::wire::{
     self, CommentRequested, EnvironmentRequested, Event, JobRequested, PushHeld,
 };
@@ -157,7 +158,8 @@ impl Broker {
             .await
     }
 
-    /// Publishes a job to its platform's queue and waits for the broker to confirm it.
+    /// Publishes a job to its platform's queue of its priority and waits for the broker to
+    /// confirm it.
     pub async fn publish_job(&self, job: &JobRequested) -> Result<(), PublishError> {
         let properties = BasicProperties::default()
             .with_message_id(job.message_id().into())
@@ -165,7 +167,7 @@ impl Broker {
         self.link
             .publish(&Message {
                 exchange: &self.topology.jobs_exchange(),
-                routing_key: job.platform.label(),
+                routing_key: &job.routing_key(),
                 body: &wire::encode(job),
                 properties,
                 mandatory: true,
@@ -219,9 +221,9 @@ impl Broker {
             .await
     }
 
-    /// For each platform served: how many jobs wait in its queue, and how many workers take
-    /// from it.
-    pub async fn job_queues(&self) -> anyhow::Result<Vec<(Platform, u32, u32)>> {
+    /// For each platform served: how many jobs wait in its queues, and how many workers take
+    /// from them.
+    pub async fn job_queues(&self) -> anyhow::Result<Vec<JobQueue>> {
         let session = self
             .link
             .session()
@@ -234,14 +236,24 @@ impl Broker {
         };
         let mut depths = Vec::new();
         for platform in self.platforms.iter() {
-            let queue = channel
-                .queue_declare(
-                    self.topology.jobs_queue(*platform).into(),
-                    passive,
-                    FieldTable::default(),
-                )
-                .await?;
-            depths.push((*platform, queue.message_count(), queue.consumer_count()));
+            let mut depth = JobQueue {
+                platform: *platform,
+                waiting: 0,
+                high: 0,
+                workers: 0,
+            };
+            for (priority, name) in self.topology.jobs_queues(*platform) {
+                let queue = channel
+                    .queue_declare(name.into(), passive, FieldTable::default())
+                    .await?;
+                depth.waiting += queue.message_count();
+                match priority {
+                    Priority::High => depth.high = queue.message_count(),
+                    // Every worker takes from both.
+                    Priority::Normal => depth.workers = queue.consumer_count(),
+                }
+            }
+            depths.push(depth);
         }
         let _ = channel.close(200, "done".into()).await;
         Ok(depths)
@@ -276,6 +288,18 @@ impl Broker {
     }
 }
 
+/// What one platform's job queues hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQueue {
+    pub platform: Platform,
+    /// Jobs waiting, of either priority.
+    pub waiting: u32,
+    /// Of those, the jobs of high priority.
+    pub high: u32,
+    /// Workers taking them.
+    pub workers: u32,
+}
+
 /// Declares the bot's topology on `ch`.
 async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::Result<()> {
     declare_exchanges(ch, &t.exchanges()).await?;
@@ -297,20 +321,22 @@ async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::R
         .await?;
     }
     for platform in platforms {
-        ch.queue_declare(
-            t.jobs_queue(*platform).into(),
-            queue,
-            jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
-        )
-        .await?;
-        ch.queue_bind(
-            t.jobs_queue(*platform).into(),
-            t.jobs_exchange().into(),
-            platform.label().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        for (priority, jobs) in t.jobs_queues(*platform) {
+            ch.queue_declare(
+                jobs.as_str().into(),
+                queue,
+                jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
+            )
+            .await?;
+            ch.queue_bind(
+                jobs.into(),
+                t.jobs_exchange().into(),
+                job_key(*platform, priority).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
     }
     // Requested builds, and tasks' events, each in a queue of their own: planning may
     // wait on a fetch, which must not hold up tasks' events. Not a build's end, which the

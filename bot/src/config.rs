@@ -89,6 +89,8 @@ use kiln_shared::ident::{BranchName, RepoName};
 use kiln_shared::pattern::branch_matches;
 use kiln_shared::plan::Plan;
 use kiln_shared::platform::Platform;
+use kiln_shared::priority::Priority;
+use kiln_shared::trigger::TriggerKind;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -524,6 +526,17 @@ pub struct Repository {
     /// Builds started by the clock (`[[repository.schedule]]`).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
+    /// Branches (patterns, as in `when`) whose builds are of high priority: their tasks
+    /// start before those of normal builds already waiting for the same platform.
+    #[serde(default)]
+    pub high_priority_branches: Vec<String>,
+    /// The priority of a pushed tag's build.
+    #[serde(default = "high")]
+    pub tag_priority: Priority,
+}
+
+fn high() -> Priority {
+    Priority::High
 }
 
 /// A build of a branch's head started by the clock, as event `schedule`.
@@ -547,6 +560,22 @@ pub struct Schedule {
 }
 
 impl Repository {
+    /// The priority of its builds of `kind` on `branch` (a tag's name for a tag's build),
+    /// unless someone asks for another (`build … --priority`).
+    pub fn priority_of(&self, kind: TriggerKind, branch: &str) -> Priority {
+        match kind {
+            TriggerKind::Tag => self.tag_priority,
+            _ if self
+                .high_priority_branches
+                .iter()
+                .any(|pattern| branch_matches(pattern, branch)) =>
+            {
+                Priority::High
+            }
+            _ => Priority::Normal,
+        }
+    }
+
     /// Whether a request from a fork by `author` is built without a writer's `ok-to-test`.
     pub fn trusts(&self, author: &str) -> bool {
         self.trusted_authors

@@ -77,14 +77,16 @@ pub async fn accept_noted(
     {
         return Ok(Accepted::Promoted(promotion));
     }
+    let kind = push.pushed.trigger();
     let new = NewBuild {
         repo: repo.name.clone(),
+        priority: repo.priority_of(kind, &push.branch),
         branch: push.branch,
         commit: push.commit,
         clone_url: repo.clone_url.clone().unwrap_or(push.clone_url),
         author: push.author,
         subject: push.subject,
-        kind: push.pushed.trigger(),
+        kind,
         changed_paths: push.changed_paths,
         reuse: None,
         note,
@@ -144,6 +146,7 @@ pub fn request_build(repo: &Repository, request: Request) -> NewBuild {
             about.target_branch
         )),
         vars: Default::default(),
+        priority: repo.priority_of(TriggerKind::MergeRequest, &about.target_branch),
         request: Some(about),
         rerun: None,
     }

@@ -519,6 +519,11 @@ async fn start_build(app: &App, record: &PromotionRecord) -> anyhow::Result<Buil
             vars: Default::default(),
             request: None,
             rerun: None,
+            priority: app
+                .config
+                .repository(&record.repo)
+                .map(|r| r.priority_of(TriggerKind::Push, &record.to))
+                .unwrap_or_default(),
         },
     )
     .await?;

@@ -287,5 +287,6 @@ async fn job(
     // The build's variables above the step's own `env`; Kiln's own are above both.
     job.env.extend(record.vars.clone());
     job.request.clone_from(&record.request);
+    job.priority = record.priority;
     Ok(job)
 }

@@ -78,6 +78,7 @@ pub async fn stop(
             vars: Default::default(),
             request: None,
             rerun: None,
+            priority: repo.priority_of(TriggerKind::Stop, &gone.branch),
         },
     )
     .await;

@@ -134,6 +134,7 @@ async fn build(
         vars: schedule.vars.clone(),
         request: None,
         rerun: None,
+        priority: repo.priority_of(TriggerKind::Schedule, &schedule.branch),
     };
     let delivery = format!("{}:{}:{}", repo.name, schedule.name, due.timestamp());
     Ok(ingress::accept_new(app, DOOR, &delivery, new).await?)

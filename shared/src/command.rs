@@ -24,14 +24,16 @@ use crate::build::BuildId;
 use crate::ident::{BranchName, CommitId, RepoName};
 use crate::lease::LeaseId;
 use crate::pattern::is_branch_pattern;
+use crate::priority::Priority;
 use crate::promotion::PromotionId;
 
 /// Every command, its usage and what it does: the source of `help` and of suggestions.
 pub const COMMANDS: [(&str, &str, &str); 16] = [
     (
         "build",
-        "build <owner/repo> [branch | commit] [KEY=VALUE …]",
-        "builds a branch (default `master`) or a commit, with variables its tasks see",
+        "build <owner/repo> [branch | commit] [KEY=VALUE …] [--priority high|normal]",
+        "builds a branch (default `master`) or a commit, with variables its tasks see; a \
+         high-priority build's tasks start before those of builds already waiting",
     ),
     (
         "status",
@@ -119,6 +121,8 @@ pub enum Command {
         target: Target,
         /// `KEY=VALUE` words: variables its tasks see.
         vars: BTreeMap<String, String>,
+        /// `--priority`: the repository's default for the branch when not given.
+        priority: Option<Priority>,
     },
     Status {
         repo: Option<RepoName>,
@@ -276,6 +280,14 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
     let mut args = Args::new(&name, args);
     let command = match name.as_str() {
         "build" => {
+            let priority = args.option_value("--priority")?;
+            let priority = priority
+                .map(|word| {
+                    Priority::parse(word).ok_or_else(|| {
+                        args.usage_error(&format!("`{word}` is not a priority (high or normal)"))
+                    })
+                })
+                .transpose()?;
             let repo = args.repo()?;
             let vars = args.assignments()?;
             let target = match args.optional() {
@@ -283,7 +295,12 @@ pub fn parse(text: &str) -> Result<Command, CommandError> {
                 Some(word) if is_commit(word) => Target::Commit(word.to_ascii_lowercase().into()),
                 Some(word) => Target::Branch(branch(word)?),
             };
-            Command::Build { repo, target, vars }
+            Command::Build {
+                repo,
+                target,
+                vars,
+                priority,
+            }
         }
         "status" => {
             let repo = args.optional().map(checked_repo).transpose()?;
@@ -774,6 +791,7 @@ mod tests {
                     repo: "acme/api".into(),
                     target: Target::Branch("master".into()),
                     vars: BTreeMap::new(),
+                    priority: None,
                 },
             ),
             (
@@ -782,6 +800,7 @@ mod tests {
                     repo: "acme/api".into(),
                     target: Target::Branch("feature/x".into()),
                     vars: BTreeMap::new(),
+                    priority: None,
                 },
             ),
             (
@@ -790,6 +809,7 @@ mod tests {
                     repo: "acme/api".into(),
                     target: Target::Commit("1a2b3c4d".into()),
                     vars: BTreeMap::new(),
+                    priority: None,
                 },
             ),
             (
@@ -801,6 +821,16 @@ mod tests {
                         ("DEPLOY_TO".into(), "eu-west".into()),
                         ("DRY_RUN".into(), String::new()),
                     ]),
+                    priority: None,
+                },
+            ),
+            (
+                "build acme/api --priority HIGH hotfix/1",
+                Command::Build {
+                    repo: "acme/api".into(),
+                    target: Target::Branch("hotfix/1".into()),
+                    vars: BTreeMap::new(),
+                    priority: Some(Priority::High),
                 },
             ),
             (
@@ -956,6 +986,8 @@ mod tests {
             ("build api", "write it owner/name"),
             ("build acme/api two words", "`words` is one word too many"),
             ("build acme/api ../etc", "not a branch name"),
+            ("build acme/api --priority soon", "`soon` is not a priority"),
+            ("build acme/api --priority", "`--priority` needs a value"),
             ("cancel twelve", "`twelve` is not a build number"),
             ("cancel #0", "not a build number"),
             ("logs 3 --lines", "`--lines` needs a value"),

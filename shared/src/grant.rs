@@ -20,7 +20,7 @@ pub struct BrokerGrant {
     pub configure: String,
     /// Exchanges it may publish to (and queues it may bind): the events exchange only.
     pub write: String,
-    /// Queues it may consume (and exchanges it may bind from): its platform's job queue.
+    /// Queues it may consume (and exchanges it may bind from): its platform's job queues.
     pub read: String,
     /// The topic exchange whose routing keys are limited, and the keys it may publish with
     /// (`task.…`) and bind with (none).
@@ -35,7 +35,12 @@ pub fn broker_grant(topology: &Topology, platform: Platform) -> BrokerGrant {
     BrokerGrant {
         configure: "^$".into(),
         write: exact(&topology.events_exchange()),
-        read: exact(&topology.jobs_queue(platform)),
+        read: {
+            let queues = topology
+                .jobs_queues(platform)
+                .map(|(_, q)| regex_escape(&q));
+            format!("^({})$", queues.join("|"))
+        },
         topic_exchange: topology.events_exchange(),
         topic_write: "^task\\.".into(),
         topic_read: "^$".into(),
@@ -116,14 +121,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_broker_grant_names_one_queue_and_the_events_exchange() {
+    fn the_broker_grant_names_its_platform_s_job_queues_and_the_events_exchange() {
         let grant = broker_grant(&Topology::new("kiln"), Platform::LinuxArm64);
         assert_eq!(
             grant,
             BrokerGrant {
                 configure: "^$".into(),
                 write: "^kiln\\.events$".into(),
-                read: "^kiln\\.jobs\\.linux-arm64$".into(),
+                read: "^(kiln\\.jobs\\.linux-arm64\\.high|kiln\\.jobs\\.linux-arm64)$".into(),
                 topic_exchange: "kiln.events".into(),
                 topic_write: "^task\\.".into(),
                 topic_read: "^$".into(),

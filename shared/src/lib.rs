@@ -18,6 +18,7 @@ pub mod permission;
 pub mod plan;
 pub mod platform;
 pub mod presence;
+pub mod priority;
 pub mod promotion;
 pub mod record;
 pub mod routing;

@@ -9,6 +9,7 @@
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::platform::Platform;
+use crate::priority::Priority;
 
 /// The bytes that would change a topic key's meaning, plus `%` so decoding is unambiguous.
 const KEY_WORD: &AsciiSet = &CONTROLS.add(b'.').add(b'*').add(b'#').add(b'%');
@@ -27,6 +28,15 @@ pub fn event_key(kind: &str, status: &str, repo: &str, branch: &str) -> String {
         key_word(repo),
         key_word(branch)
     )
+}
+
+/// The jobs exchange's routing key of `platform`'s jobs of `priority`: the platform's label,
+/// with `.high` for high priority.
+pub fn job_key(platform: Platform, priority: Priority) -> String {
+    match priority {
+        Priority::Normal => platform.label().to_owned(),
+        Priority::High => format!("{}.high", platform.label()),
+    }
 }
 
 /// How many times a job is delivered before RabbitMQ dead-letters it. A job whose worker
@@ -72,9 +82,21 @@ impl Topology {
         format!("{}.jobs", self.prefix)
     }
 
-    /// The quorum queue of one platform's jobs.
+    /// The quorum queue of one platform's jobs of normal priority (and of its
+    /// environments' requests).
     pub fn jobs_queue(&self, platform: Platform) -> String {
-        format!("{}.jobs.{}", self.prefix, platform.label())
+        self.jobs_queue_of(platform, Priority::Normal)
+    }
+
+    /// The quorum queue of one platform's jobs of `priority`: quorum queues have no
+    /// priorities of their own, so each level is a queue, which workers drain highest first.
+    pub fn jobs_queue_of(&self, platform: Platform, priority: Priority) -> String {
+        format!("{}.jobs.{}", self.prefix, job_key(platform, priority))
+    }
+
+    /// Every job queue of `platform`, the highest priority first.
+    pub fn jobs_queues(&self, platform: Platform) -> [(Priority, String); 2] {
+        Priority::SERVED.map(|p| (p, self.jobs_queue_of(platform, p)))
     }
 
     /// The topic exchange every state change is published to.
@@ -124,8 +146,8 @@ impl Topology {
     /// takes an installation down.
     pub fn queues(&self) -> Vec<String> {
         Platform::ALL
-            .map(|platform| self.jobs_queue(platform))
             .into_iter()
+            .flat_map(|platform| self.jobs_queues(platform).map(|(_, queue)| queue))
             .chain([
                 self.bot_events_queue(),
                 self.bot_builds_queue(),
@@ -149,7 +171,11 @@ mod tests {
         assert_eq!(distinct.len(), queues.len(), "{queues:?}");
         assert!(queues.iter().all(|q| q.starts_with("t1.")), "{queues:?}");
         assert!(queues.contains(&"t1.bot.comments".to_owned()), "{queues:?}");
-        assert_eq!(queues.len(), Platform::ALL.len() + 6);
+        assert!(
+            queues.contains(&"t1.jobs.linux-arm64.high".to_owned()),
+            "{queues:?}"
+        );
+        assert_eq!(queues.len(), 2 * Platform::ALL.len() + 6);
     }
 
     #[test]
@@ -184,6 +210,14 @@ mod tests {
         let t = Topology::new("t1");
         assert_eq!(t.jobs_exchange(), "t1.jobs");
         assert_eq!(t.jobs_queue(Platform::LinuxAmd64), "t1.jobs.linux-amd64");
+        assert_eq!(
+            t.jobs_queues(Platform::WindowsAmd64).map(|(_, q)| q),
+            ["t1.jobs.windows-amd64.high", "t1.jobs.windows-amd64"]
+        );
+        assert_eq!(
+            job_key(Platform::LinuxAmd64, Priority::High),
+            "linux-amd64.high"
+        );
         assert_eq!(t.events_exchange(), "t1.events");
         assert_eq!(t.bot_events_queue(), "t1.bot.events");
         assert_eq!(t.bot_builds_queue(), "t1.bot.builds");

@@ -14,6 +14,7 @@ use crate::ident::{BranchName, CommitId, RepoName};
 use crate::lease::LeaseId;
 use crate::plan::{PlannedImage, PlannedService, PlannedTask};
 use crate::platform::Platform;
+use crate::priority::Priority;
 use crate::routing::event_key;
 use crate::spec::{Cache, Network, Pull, Runner};
 use crate::trigger::{Comment, Push, RequestRef, TriggerKind};
@@ -61,6 +62,8 @@ pub struct NewBuild {
     /// A task or step of `reuse` run again, with what needs it, though it passed or is run
     /// by hand; the rest is taken from `reuse` as it passed.
     pub rerun: Option<String>,
+    /// Which of its platforms' job queues its tasks go to.
+    pub priority: Priority,
 }
 
 impl NewBuild {
@@ -83,6 +86,7 @@ impl NewBuild {
             vars: self.vars,
             request: self.request,
             rerun: self.rerun,
+            priority: self.priority,
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct BuildRequested {
     /// by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<String>,
+    /// Which of its platforms' job queues its tasks go to.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 /// A verified push the bot could not record, Redis being unreachable: held in the bot's
@@ -206,6 +213,9 @@ pub struct JobRequested {
     /// Its container's root file system is read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Its build's priority: which of the platform's job queues it goes to.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 /// A `docker` pool's environment to start for a lease: published to the jobs exchange with
@@ -348,7 +358,14 @@ impl JobRequested {
             secrets: task.secrets.clone(),
             capabilities: task.capabilities.clone(),
             read_only: task.read_only,
+            priority: Priority::Normal,
         }
+    }
+
+    /// The jobs exchange's routing key it is published with: its platform's queue of its
+    /// priority.
+    pub fn routing_key(&self) -> String {
+        crate::routing::job_key(self.platform, self.priority)
     }
 
     /// What the build's caches are kept under: its branch, or `tags/<name>` for a tag's

@@ -1,8 +1,8 @@
 //! What starts a build besides a push to a branch, end to end on the real services: a pushed
 //! tag builds the commit it names as a tag's build, with the steps its `when: tag` selects;
 //! a push no webhook announced (made while the bot was down) is found by reconciliation;
-//! build variables, schedules, superseded builds, concurrency groups, and pull requests
-//! (a fork's waits for a writer's `/kiln ok-to-test`, and gets no secrets).
+//! build variables, schedules, superseded builds, concurrency groups, priority, and pull
+//! requests (a fork's waits for a writer's `/kiln ok-to-test`, and gets no secrets).
 
 use kiln_tests::forge::{TestRepo, github_comment_payload, pull_request_payload, tag_payload};
 use kiln_tests::statuses::{FORGE_TOKEN, FakeForge};
@@ -616,3 +616,92 @@ async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
     );
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_priority_build_overtakes_the_normal_jobs_queued_before_it() {
+    // Builds of `hotfix/*` are of high priority; `master`'s are normal.
+    let kiln = Kiln::start(&kiln_tests::config(&format!(
+        "high_priority_branches = [\"hotfix/*\"]\n\
+         [[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    )))
+    .await;
+    let share = kiln.task_share();
+    let (go, order) = (share.join("go"), share.join("order"));
+    // Each task says when it starts; the first ones then hold the worker's two slots until
+    // `go` is there, while the rest wait in the queue.
+    let step = |name: &str| {
+        format!(
+            "  {name}:\n    runner: shell\n    shards: {}\n    run:\n      \
+             - echo \"$KILN_BRANCH $KILN_TASK\" >> {order}\n      \
+             - for i in $(seq 1 600); do [ -e {go} ] && break; sleep 0.05; done\n",
+            LOW / 2,
+            order = order.display(),
+            go = go.display(),
+        )
+    };
+    let spec = format!("steps:\n{}{}", step("one"), step("two"));
+    let repo = TestRepo::new();
+    let commit = repo.commit("master", "Much to do", &[(".kiln.yml", &spec)]);
+    let fix = format!(
+        "steps:\n  fix:\n    runner: shell\n    shards: {HIGH}\n    \
+         run: echo \"$KILN_BRANCH $KILN_TASK\" >> {}\n",
+        order.display()
+    );
+    repo.commit("hotfix/1", "Fix it", &[(".kiln.yml", &fix)]);
+    let low = kiln.push(&repo, "master", &commit, "p-1").await;
+    let started = |lines: usize| {
+        let order = order.clone();
+        async move {
+            let text = std::fs::read_to_string(&order).unwrap_or_default();
+            (text.lines().count() >= lines).then_some(text)
+        }
+    };
+    wait_for("the first tasks to hold the slots", E2E_TIMEOUT, || {
+        started(2)
+    })
+    .await;
+
+    let (status, reply) = kiln.command(TOKEN, &format!("build {REPO} hotfix/1")).await;
+    assert_eq!(status, 200, "{reply}");
+    let high = reply["started"].as_u64().expect("a build started");
+    // Its job is published once its plan is stored; then only the order of slots decides.
+    wait_for(
+        "the high-priority build to be planned",
+        E2E_TIMEOUT,
+        || async {
+            let build = kiln.build(high).await?;
+            (!build["tasks"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let (_, queue) = kiln.command_text(TOKEN, "queue").await;
+    std::fs::write(&go, "").expect("go");
+
+    let build = kiln.finished_build(high).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    assert_eq!(build["priority"], "high", "{build:#}");
+    let build = kiln.finished_build(low).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let order = std::fs::read_to_string(&order).expect("the order");
+    let lines: Vec<&str> = order.lines().collect();
+    assert_eq!(lines.len(), LOW + HIGH, "{order}\n{build:#}");
+    let last = lines
+        .iter()
+        .rposition(|line| line.starts_with("hotfix/1 "))
+        .expect("the high-priority tasks ran");
+    // The two tasks holding the slots, maybe one more taken as the first job arrived, then
+    // every high-priority task.
+    assert!(
+        last < 2 + HIGH + 1,
+        "the last high-priority task started at {} of {}; the queue said before:\n{queue}\n\
+         {order}",
+        last + 1,
+        lines.len()
+    );
+    kiln.stop().await;
+}
+
+/// How many normal tasks wait in the queue before the high-priority build comes, and how
+/// many tasks that build has.
+const LOW: usize = 100;
+const HIGH: usize = 6;

@@ -1,15 +1,16 @@
-//! RabbitMQ for the worker: its platform's job queue in, task events out with confirms.
+//! RabbitMQ for the worker: its platform's job queues in, task events out with confirms.
 //!
 //! The worker connects out to the broker (no inbound port), so it runs behind NAT on a
 //! remote host. It declares what it uses, so it can start before the bot ever has. Its
-//! connection is a [`Link`], kept open through broker outages: the job queue is consumed
+//! connection is a [`Link`], kept open through broker outages: the job queues are consumed
 //! again on every new connection.
 
 use std::sync::Arc;
 
 use kiln_io::amqp::{Link, Message, Session, declare_exchanges, jobs_queue_arguments};
 use kiln_shared::platform::Platform;
-use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology};
+use kiln_shared::priority::Priority;
+use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology, job_key};
 use kiln_shared::wire::{self, Event};
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -28,7 +29,7 @@ pub struct Broker {
 
 impl Broker {
     /// Starts keeping a connection to `url`, declaring the exchanges and `platform`'s job
-    /// queue on each. A broker that is not there yet is waited for in the background.
+    /// queues on each. A broker that is not there yet is waited for in the background.
     pub async fn connect(
         url: &str,
         trust: &kiln_io::tls::Trust,
@@ -52,14 +53,41 @@ impl Broker {
         })
     }
 
-    /// Starts consuming the platform's job queue with at most `slots` unacknowledged jobs,
-    /// on the first session that lets it; `None` once `stop` is cancelled. The consumer ends
-    /// with its session.
-    pub async fn consume(&self, stop: &CancellationToken) -> Option<(Session, Channel, Consumer)> {
-        let queue = self.topology.jobs_queue(self.platform);
-        self.link
-            .consume(&queue, &self.name, self.slots, stop)
-            .await
+    /// Starts consuming the platform's job queues, on the first session that lets it; the
+    /// consumers with their queue's priority, the highest first. `None` once `stop` is
+    /// cancelled. The consumers end with their session.
+    ///
+    /// A job in hand waits for a free slot ([`crate::slots`]), high priority first. The
+    /// worker holds at most `slots` normal jobs, which keeps them for idle workers, and
+    /// twice as many high ones: when a high job ends, the next is already in hand to take
+    /// its slot, before a normal job waiting can.
+    pub async fn consume(
+        &self,
+        stop: &CancellationToken,
+    ) -> Option<(Session, Channel, Vec<(Priority, Consumer)>)> {
+        let queues = self.topology.jobs_queues(self.platform);
+        let tags = queues.each_ref().map(|(priority, _)| match priority {
+            Priority::Normal => self.name.clone(),
+            high => format!("{}.{high}", self.name),
+        });
+        let named: Vec<(&str, &str, u16)> = queues
+            .iter()
+            .zip(&tags)
+            .map(|((priority, queue), tag)| {
+                let prefetch = match priority {
+                    Priority::High => self.slots.saturating_mul(2),
+                    Priority::Normal => self.slots,
+                };
+                (queue.as_str(), tag.as_str(), prefetch)
+            })
+            .collect();
+        let (session, channel, consumers) = self.link.consume_each(&named, stop).await?;
+        let priorities = queues.map(|(priority, _)| priority);
+        Some((
+            session,
+            channel,
+            priorities.into_iter().zip(consumers).collect(),
+        ))
     }
 
     /// Resolves when a new broker connection is up: the next one after the call, whatever
@@ -116,10 +144,11 @@ async fn prepare(
                 passive: true,
                 ..Default::default()
             };
-            let queue = t.jobs_queue(platform);
-            channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await?;
+            for (_, queue) in t.jobs_queues(platform) {
+                channel
+                    .queue_declare(queue.into(), passive, FieldTable::default())
+                    .await?;
+            }
             channel
                 .exchange_declare(
                     t.events_exchange().into(),
@@ -137,28 +166,30 @@ async fn prepare(
     }
 }
 
-/// Declares the exchanges and `platform`'s job queue on `channel`.
+/// Declares the exchanges and `platform`'s job queues on `channel`.
 async fn declare(channel: &Channel, t: &Topology, platform: Platform) -> lapin::Result<()> {
     declare_exchanges(channel, &t.exchanges()).await?;
-    let queue = t.jobs_queue(platform);
     let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            options,
-            jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            t.jobs_exchange().into(),
-            platform.label().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    for (priority, queue) in t.jobs_queues(platform) {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                options,
+                jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                t.jobs_exchange().into(),
+                job_key(platform, priority).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }

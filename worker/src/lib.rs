@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod presence;
 pub mod secrets;
 pub mod shell;
+pub mod slots;
 pub mod store;
 pub mod task;
 
@@ -36,7 +37,9 @@ use anyhow::Context as _;
 use futures_util::StreamExt;
 use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
+use kiln_shared::priority::Priority;
 use kiln_shared::routing::Topology;
+use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -256,11 +259,11 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
     let reaper = tokio::spawn(environment::reap(worker.clone(), shutdown.clone()));
     let metrics = metrics_listener
         .map(|listener| tokio::spawn(metrics::serve(worker.clone(), listener, beat_until.clone())));
-    // Each broker connection's consumer in turn: jobs in hand when one is lost run on, and
+    let slots = slots::Slots::new(usize::from(settings.slots));
+    // Each broker connection's consumers in turn: jobs in hand when one is lost run on, and
     // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
-    'sessions: while let Some((session, channel, mut consumer)) =
-        worker.broker.consume(&drain).await
-    {
+    'sessions: while let Some((session, channel, consumers)) = worker.broker.consume(&drain).await {
+        let mut deliveries = Deliveries::of(consumers);
         loop {
             let next = tokio::select! {
                 () = drain.cancelled() => {
@@ -269,7 +272,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
                         // worker from draining: what it sends later goes back when the
                         // worker's connection closes.
                         tokio::select! {
-                            () = stop_consuming(&channel, consumer) => {}
+                            () = stop_consuming(&channel, deliveries) => {}
                             () = shutdown.cancelled() => {}
                             () = tokio::time::sleep(CANCEL_WITHIN) => {
                                 tracing::warn!("the broker did not confirm that it sends no more jobs");
@@ -279,17 +282,24 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
                     break 'sessions;
                 }
                 () = session.broken() => continue 'sessions,
-                next = consumer.next() => next,
+                next = deliveries.stream.next() => next.flatten(),
             };
             match next {
-                Some(Ok(delivery)) => {
-                    let worker = worker.clone();
-                    let shutdown = shutdown.clone();
-                    jobs.spawn(
-                        async move { job::handle_delivery(&worker, delivery, shutdown).await },
-                    );
+                Some((priority, Ok(delivery))) => {
+                    let (worker, slots) = (worker.clone(), slots.clone());
+                    let (shutdown, drain) = (shutdown.clone(), drain.clone());
+                    jobs.spawn(async move {
+                        // A job waiting for a slot when the worker drains goes back.
+                        let slot = tokio::select! {
+                            biased;
+                            () = drain.cancelled() => return hand_back(delivery).await,
+                            slot = slots.take(priority) => slot,
+                        };
+                        job::handle_delivery(&worker, delivery, shutdown).await;
+                        drop(slot);
+                    });
                 }
-                Some(Err(error)) => {
+                Some((_, Err(error))) => {
                     session.fail(&format!("consuming jobs: {error}"));
                     continue 'sessions;
                 }
@@ -331,23 +341,60 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
 /// How long a draining worker waits for the broker to confirm that it sends no more jobs.
 const CANCEL_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The jobs of a session's consumers, each with its queue's priority, as they come; `None`
+/// as soon as one of the consumers has ended.
+struct Deliveries {
+    tags: Vec<lapin::types::ShortString>,
+    stream: futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, Next>>,
+}
+
+/// A job from one of the consumers, or `None` when that consumer has ended.
+type Next = Option<(Priority, lapin::Result<Delivery>)>;
+
+impl Deliveries {
+    fn of(consumers: Vec<(Priority, lapin::Consumer)>) -> Self {
+        let tags = consumers.iter().map(|(_, c)| c.tag()).collect();
+        let stream =
+            futures_util::stream::select_all(consumers.into_iter().map(|(priority, consumer)| {
+                let end = futures_util::stream::once(async { None });
+                consumer
+                    .map(move |d| Some((priority, d)))
+                    .chain(end)
+                    .boxed()
+            }));
+        Self { tags, stream }
+    }
+}
+
 /// Tells the broker to send this worker no more jobs, and hands back those it had sent but
 /// the worker had not started.
-async fn stop_consuming(channel: &lapin::Channel, mut consumer: lapin::Consumer) {
-    let cancel = lapin::options::BasicCancelOptions::default();
-    if let Err(error) = channel.basic_cancel(consumer.tag(), cancel).await {
-        // The channel is gone: what it had sent goes back to the queue by itself.
-        tracing::warn!(%error, "cannot cancel the job consumer");
-        return;
+async fn stop_consuming(channel: &lapin::Channel, mut deliveries: Deliveries) {
+    for tag in &deliveries.tags {
+        let cancel = lapin::options::BasicCancelOptions::default();
+        if let Err(error) = channel.basic_cancel(tag.clone(), cancel).await {
+            // The channel is gone: what it had sent goes back to the queue by itself.
+            tracing::warn!(%error, "cannot cancel the job consumer");
+            return;
+        }
     }
+    let bound = std::time::Duration::from_secs(5);
+    let mut ended = 0;
+    while ended < deliveries.tags.len() {
+        match tokio::time::timeout(bound, deliveries.stream.next()).await {
+            Ok(Some(Some((_, Ok(delivery))))) => hand_back(delivery).await,
+            Ok(Some(None)) => ended += 1,
+            _ => return,
+        }
+    }
+}
+
+/// Gives a job not started back to its queue, for another worker.
+async fn hand_back(delivery: Delivery) {
     let requeue = lapin::options::BasicNackOptions {
         requeue: true,
         ..Default::default()
     };
-    let bound = std::time::Duration::from_secs(5);
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(bound, consumer.next()).await {
-        if let Err(error) = delivery.nack(requeue).await {
-            tracing::warn!(%error, "cannot hand back a job not started");
-        }
+    if let Err(error) = delivery.nack(requeue).await {
+        tracing::warn!(%error, "cannot hand back a job not started");
     }
 }

@@ -325,6 +325,7 @@ mod tests {
             secrets: Vec::new(),
             capabilities: Vec::new(),
             read_only: false,
+            priority: Default::default(),
         }
     }
 

@@ -43,6 +43,7 @@ fn job() -> JobRequested {
         secrets: Vec::new(),
         capabilities: Vec::new(),
         read_only: false,
+        priority: Default::default(),
     }
 }
 

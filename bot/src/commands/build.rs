@@ -1,10 +1,11 @@
-//! `build <repo> [branch | commit] [KEY=VALUE …]`.
+//! `build <repo> [branch | commit] [KEY=VALUE …] [--priority high|normal]`.
 
 use std::collections::BTreeMap;
 
 use kiln_shared::build::BuildId;
 use kiln_shared::command::Target;
 use kiln_shared::ident::{BranchName, RepoName};
+use kiln_shared::priority::Priority;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::NewBuild;
 
@@ -22,6 +23,7 @@ pub async fn build(
     repo: &RepoName,
     target: &Target,
     vars: &BTreeMap<String, String>,
+    priority: Option<Priority>,
 ) -> anyhow::Result<Reply> {
     let Some(repository) = app.config.repository(repo) else {
         return Ok(reply::not_built(repo));
@@ -59,6 +61,8 @@ pub async fn build(
             vars: vars.clone(),
             request: None,
             rerun: None,
+            priority: priority
+                .unwrap_or_else(|| repository.priority_of(TriggerKind::Command, &branch)),
         },
     )
     .await?;

@@ -106,9 +106,12 @@ async fn carry_out(app: &App, actor: Actor<'_>, command: &Command) -> anyhow::Re
             logs::logs(app, *build, task.as_deref(), lines).await?
         }
         Command::Cancel { build } => cancel::cancel(app, actor, *build).await?,
-        Command::Build { repo, target, vars } => {
-            build::build(app, actor, repo, target, vars).await?
-        }
+        Command::Build {
+            repo,
+            target,
+            vars,
+            priority,
+        } => build::build(app, actor, repo, target, vars, *priority).await?,
         Command::Queue => queue::queue(app).await?,
         Command::Retry {
             build,

@@ -1,18 +1,24 @@
 //! `queue`: the jobs waiting, per platform.
 
 use super::reply::Reply;
+use crate::amqp::JobQueue;
 use crate::app::App;
 
-/// The jobs waiting on each platform's queue, and the workers taking them.
+/// The jobs waiting on each platform's queues, and the workers taking them.
 pub async fn queue(app: &App) -> anyhow::Result<Reply> {
     Ok(waiting(&app.broker.job_queues().await?))
 }
 
-fn waiting<P: std::fmt::Display>(queues: &[(P, u32, u32)]) -> Reply {
+fn waiting(queues: &[JobQueue]) -> Reply {
     let mut text = String::from("Jobs waiting, per platform:");
-    for (platform, waiting, workers) in queues {
+    for q in queues {
+        let high = match q.high {
+            0 => String::new(),
+            high => format!(" ({high} of high priority)"),
+        };
         text.push_str(&format!(
-            "\n{platform}: {waiting} waiting, {workers} worker(s) taking jobs"
+            "\n{}: {} waiting{high}, {} worker(s) taking jobs",
+            q.platform, q.waiting, q.workers
         ));
     }
     Reply::done(text)
@@ -21,13 +27,24 @@ fn waiting<P: std::fmt::Display>(queues: &[(P, u32, u32)]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_shared::platform::Platform;
 
     #[test]
     fn replies() {
-        insta::assert_snapshot!(waiting(&[("linux-x86_64", 3, 1), ("windows", 0, 0)]).text, @r"
+        let queue = |platform, waiting, high, workers| JobQueue {
+            platform,
+            waiting,
+            high,
+            workers,
+        };
+        let queues = [
+            queue(Platform::LinuxAmd64, 3, 1, 1),
+            queue(Platform::WindowsAmd64, 0, 0, 0),
+        ];
+        insta::assert_snapshot!(waiting(&queues).text, @r"
         Jobs waiting, per platform:
-        linux-x86_64: 3 waiting, 1 worker(s) taking jobs
-        windows: 0 waiting, 0 worker(s) taking jobs
+        linux/amd64: 3 waiting (1 of high priority), 1 worker(s) taking jobs
+        windows/amd64: 0 waiting, 0 worker(s) taking jobs
         ");
     }
 }

@@ -104,6 +104,7 @@ async fn build_json(app: &App, reader: &Reader, id: BuildId) -> Response {
         "tag": tag.then_some(&record.build.branch),
         "note": record.note,
         "vars": record.vars,
+        "priority": record.priority,
         "commit": record.build.commit,
         "author": record.author,
         "subject": record.subject,

@@ -18,8 +18,9 @@ const QUEUES_DEADLINE: Duration = Duration::from_secs(2);
 pub async fn show(State(app): State<App>) -> Response {
     match tokio::time::timeout(QUEUES_DEADLINE, app.broker.job_queues()).await {
         Ok(Ok(queues)) => {
-            for (platform, waiting, consumers) in queues {
-                app.metrics.queue(&platform.to_string(), waiting, consumers);
+            for q in queues {
+                app.metrics
+                    .queue(&q.platform.to_string(), q.waiting, q.workers);
             }
         }
         Ok(Err(error)) => tracing::debug!(%error, "no queue depths for this scrape"),

@@ -347,24 +347,44 @@ impl Link {
         prefetch: u16,
         stop: &CancellationToken,
     ) -> Option<(Session, Channel, Consumer)> {
+        let (session, channel, mut consumers) =
+            self.consume_each(&[(queue, tag, prefetch)], stop).await?;
+        let consumer = consumers.pop().expect("one consumer per queue");
+        Some((session, channel, consumer))
+    }
+
+    /// Starts consuming each of `queues` (name, consumer tag, and how many unacknowledged
+    /// messages it may hold) on one channel, on the first session that lets it; the
+    /// consumers in the order of `queues`. `None` once `stop` is cancelled.
+    pub async fn consume_each(
+        &self,
+        queues: &[(&str, &str, u16)],
+        stop: &CancellationToken,
+    ) -> Option<(Session, Channel, Vec<Consumer>)> {
+        let names: Vec<&str> = queues.iter().map(|(queue, _, _)| *queue).collect();
+        let queue = names.join(", ");
         loop {
             let session = self.next_session(stop).await?;
             let started = async {
                 let channel = session.channel().await?;
-                // Per consumer, never global: global QoS on a quorum queue is a connection
-                // error.
-                channel
-                    .basic_qos(prefetch, BasicQosOptions { global: false })
-                    .await?;
-                let consumer = channel
-                    .basic_consume(
-                        queue.into(),
-                        tag.into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                lapin::Result::Ok((channel, consumer))
+                let mut consumers = Vec::with_capacity(queues.len());
+                for (queue, tag, prefetch) in queues {
+                    // Per consumer, never global: global QoS on a quorum queue is a
+                    // connection error. It holds for the consumers started after it.
+                    channel
+                        .basic_qos(*prefetch, BasicQosOptions { global: false })
+                        .await?;
+                    let consumer = channel
+                        .basic_consume(
+                            (*queue).into(),
+                            (*tag).into(),
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                    consumers.push(consumer);
+                }
+                lapin::Result::Ok((channel, consumers))
             };
             // A process asked to stop stops waiting for a broker that does not answer.
             let started = tokio::select! {

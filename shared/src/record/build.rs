@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::{Fields, Reader, RecordError, decode_json, required, to_json};
 use crate::build::{BuildId, BuildStatus};
 use crate::plan::Plan;
+use crate::priority::Priority;
 use crate::trigger::{RequestRef, TriggerKind};
 use crate::wire::{BuildRef, BuildRequested, NewBuild};
 
@@ -37,6 +38,8 @@ pub enum BuildField {
     Request,
     /// The task or step of `reuse` it runs again.
     Rerun,
+    /// Its priority, when not normal.
+    Priority,
     CreatedMs,
     FinishedMs,
     /// The build's tasks not yet accounted for: there once it is planned. The settle script
@@ -48,7 +51,7 @@ pub enum BuildField {
 
 impl BuildField {
     /// Every field.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Repo,
         Self::Branch,
         Self::Commit,
@@ -64,6 +67,7 @@ impl BuildField {
         Self::Vars,
         Self::Request,
         Self::Rerun,
+        Self::Priority,
         Self::CreatedMs,
         Self::FinishedMs,
         Self::Remaining,
@@ -88,6 +92,7 @@ impl BuildField {
             Self::Vars => "vars",
             Self::Request => "request",
             Self::Rerun => "rerun",
+            Self::Priority => "priority",
             Self::CreatedMs => "created_ms",
             Self::FinishedMs => "finished_ms",
             Self::Remaining => "remaining",
@@ -131,6 +136,8 @@ pub struct BuildRecord {
     pub request: Option<RequestRef>,
     /// The task or step of `reuse` it runs again, with what needs it.
     pub rerun: Option<String>,
+    /// Which of its platforms' job queues its tasks go to.
+    pub priority: Priority,
     /// When it was accepted, in ms since the Unix epoch.
     pub created_ms: u64,
     /// When it ended; absent until then.
@@ -156,6 +163,7 @@ impl BuildRecord {
             vars: request.vars,
             request: request.request,
             rerun: request.rerun,
+            priority: request.priority,
             created_ms,
             finished_ms: None,
         }
@@ -177,6 +185,7 @@ impl BuildRecord {
             vars: self.vars.clone(),
             request: self.request.clone(),
             rerun: self.rerun.clone(),
+            priority: self.priority,
         }
     }
 
@@ -245,6 +254,14 @@ impl BuildRecord {
                 .get(BuildField::Rerun.name())
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned),
+            priority: match r.get(BuildField::Priority.name()) {
+                None | Some("") => Priority::Normal,
+                Some(word) => Priority::parse(word).ok_or_else(|| RecordError::Malformed {
+                    field: BuildField::Priority.name(),
+                    value: word.to_owned(),
+                    reason: "not a priority".into(),
+                })?,
+            },
             created_ms: required(
                 BuildField::CreatedMs.name(),
                 r.parsed(BuildField::CreatedMs.name())?,
@@ -303,6 +320,10 @@ fn asked_fields(new: &NewBuild, status: BuildStatus, created_ms: u64) -> Fields 
     }
     if let Some(rerun) = &new.rerun {
         fields.push((BuildField::Rerun.name(), rerun.clone()));
+    }
+    if !new.priority.is_normal() {
+        let priority = new.priority.as_str().to_owned();
+        fields.push((BuildField::Priority.name(), priority));
     }
     fields
 }
@@ -369,6 +390,7 @@ mod tests {
                 from_fork: true,
             }),
             rerun: Some("deploy".into()),
+            priority: Priority::High,
             created_ms: 1_700_000_000_123,
             finished_ms: Some(1_700_000_009_000),
         }
@@ -390,6 +412,7 @@ mod tests {
             vars: BTreeMap::new(),
             request: None,
             rerun: None,
+            priority: Priority::Normal,
             ..fresh.clone()
         };
         for record in [full, fresh, unchanged] {

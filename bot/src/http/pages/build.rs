@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
 use kiln_shared::plan::Plan;
+use kiln_shared::priority::Priority;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::Report;
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -75,6 +76,7 @@ struct Header {
     author: String,
     note: Option<String>,
     vars: Vec<String>,
+    high_priority: bool,
     error: Option<String>,
     created: String,
     duration: String,
@@ -169,6 +171,7 @@ fn header(id: BuildId, record: &BuildRecord) -> Header {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect(),
+        high_priority: record.priority == Priority::High,
         error: record.error.clone().filter(|e| !e.is_empty()),
         created: time(record.created_ms),
         duration: duration(record.created_ms, record.finished_ms),

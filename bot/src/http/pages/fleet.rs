@@ -45,6 +45,7 @@ struct Worker {
 struct Queue {
     platform: String,
     waiting: u32,
+    high: u32,
     consumers: u32,
 }
 
@@ -141,10 +142,11 @@ pub async fn workers(State(app): State<App>, reader: Reader) -> Response {
         Ok(queues) => (
             queues
                 .into_iter()
-                .map(|(platform, waiting, consumers)| Queue {
-                    platform: platform.to_string(),
-                    waiting,
-                    consumers,
+                .map(|q| Queue {
+                    platform: q.platform.to_string(),
+                    waiting: q.waiting,
+                    high: q.high,
+                    consumers: q.workers,
                 })
                 .collect(),
             None,
