@@ -250,7 +250,8 @@ pub async fn run(options: Options) -> Vec<Figure> {
     let xread = report(redis_xread_wakeup(options).await);
 
     // The bot and a worker of two slots, as processes of their own: their memory is theirs.
-    let kiln = Kiln::start_processes(&crate::config(""), 2).await;
+    // `hotfix/*`'s builds are of high priority (`priority_normal_started_before_high`).
+    let kiln = Kiln::start_processes(&crate::config(HIGH_PRIORITY), 2).await;
     let _ = memory.set(Footprint::sample(&kiln));
     let bench = Bench::new(&kiln).await;
     bench
@@ -338,6 +339,9 @@ pub async fn run(options: Options) -> Vec<Figure> {
         report(first_byte.against(&json, Some(Target::AtMostTimes(2.0))));
         // Printed, not judged: no floor measures a browser's render.
         report(render);
+    }
+    if options.wants(&["priority_"]) {
+        report(bench.priority(options).await);
     }
     if options.wants(&["image_resolve"]) {
         // Printed, not judged: hashing the context and asking Docker have no floor here.
@@ -722,10 +726,15 @@ async fn redis_xread_wakeup(options: Options) -> Figure {
 }
 
 /// A running Kiln, its test repository, and when each build's events were heard.
+/// The repository configuration under which `hotfix/*`'s builds are of high priority.
+const HIGH_PRIORITY: &str = "high_priority_branches = [\"hotfix/*\"]\n";
+
 struct Bench<'a> {
     kiln: &'a Kiln,
     repo: TestRepo,
     heard: Arc<Mutex<HashMap<(u64, &'static str), Instant>>>,
+    /// Every `task.started` heard: when, and of which build.
+    starts: Arc<Mutex<Vec<(Instant, u64)>>>,
     deliveries: std::sync::atomic::AtomicU64,
     /// Each commit's push payload, made once: the client's own work is not what is measured.
     payloads: Mutex<HashMap<String, Arc<[u8]>>>,
@@ -746,6 +755,8 @@ impl<'a> Bench<'a> {
             .collect();
         let mut events = crate::events::listen(kiln, &bindings).await;
         let log = heard.clone();
+        let starts: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+        let started = starts.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = events.next().await {
                 let now = Instant::now();
@@ -759,6 +770,9 @@ impl<'a> Bench<'a> {
                     Event::BuildFinished(_) => "ended",
                 };
                 let id = event.build().id.0;
+                if kind == "started" {
+                    started.lock().expect("not poisoned").push((now, id));
+                }
                 log.lock()
                     .expect("not poisoned")
                     .entry((id, kind))
@@ -769,6 +783,7 @@ impl<'a> Bench<'a> {
             kiln,
             repo: TestRepo::new(),
             heard,
+            starts,
             deliveries: std::sync::atomic::AtomicU64::new(0),
             payloads: Mutex::default(),
         }
@@ -801,6 +816,76 @@ impl<'a> Bench<'a> {
         let accepted = Instant::now();
         assert_eq!(status, 202, "{answer}");
         (accepted, answer["build_id"].as_u64().expect("a build id"))
+    }
+
+    /// A high-priority build's one task pushed behind 1,000 normal ones queued (100, quick)
+    /// for the worker's two slots: how many normal tasks started between its push's `202`
+    /// and its own start. The worker gives it the next slot freed once its job is in hand:
+    /// the two slots' tasks, and those started while it was planned, are ahead of it; a
+    /// queue served in order would start all 1,000 first.
+    async fn priority(&self, options: Options) -> Figure {
+        let shards = 50;
+        let spec = format!(
+            "steps:\n  a:\n    runner: shell\n    shards: {shards}\n    run: 'true'\n  \
+             b:\n    runner: shell\n    shards: {shards}\n    run: 'true'\n"
+        );
+        let normal = self.pipeline(&spec);
+        let fix = self.repo.commit(
+            "hotfix/bench",
+            "A fix",
+            &[(
+                ".kiln.yml",
+                "steps:\n  t:\n    runner: shell\n    run: 'true'\n",
+            )],
+        );
+        self.repo.reset("master", &normal);
+        let fix_payload = push_payload(REPO, "hotfix/bench", &fix, &self.repo.clone_url(), "Fix");
+        self.warm_up(&normal).await;
+        let mut samples = Vec::new();
+        for run in 0..options.runs {
+            let mut builds = Vec::new();
+            for _ in 0..options.count(10, 1) {
+                builds.push(self.push(&normal).await.1);
+            }
+            // Every normal build's jobs are queued once its first task has started.
+            let last = *builds.last().expect("a build");
+            self.heard(last, "started").await;
+            let (status, answer) = self
+                .kiln
+                .send_github(
+                    "push",
+                    &format!("bench-fix-{run}"),
+                    &fix_payload,
+                    TEST_SECRET,
+                )
+                .await;
+            let pushed = Instant::now();
+            assert_eq!(status, 202, "{answer}");
+            let fix_build = answer["build_id"].as_u64().expect("a build id");
+            let started = self.heard(fix_build, "started").await;
+            for id in builds.iter().chain([&fix_build]) {
+                let build = self.kiln.finished_build(*id).await;
+                assert_eq!(build["status"], "passed", "{build:#}");
+            }
+            let starts = self.starts.lock().expect("not poisoned");
+            let normal: Vec<Instant> = starts
+                .iter()
+                .filter(|(_, id)| builds.contains(id))
+                .map(|(at, _)| *at)
+                .collect();
+            let ahead = normal.iter().filter(|at| **at > pushed && **at < started);
+            samples.push(ahead.count() as f64);
+            // Otherwise the queue was empty before it came, and nothing was overtaken.
+            let behind = normal.iter().filter(|at| **at > started).count();
+            assert!(
+                behind > 0,
+                "no normal task started after the high-priority one"
+            );
+        }
+        let mut figure = Figure::new("priority_normal_started_before_high", "tasks", samples);
+        figure.percentile = 100;
+        figure.target = Some(Target::AtMost(4.0));
+        figure
     }
 
     /// When build `id`'s event `kind` was heard, waiting for it.

@@ -39,6 +39,7 @@ async fn the_quick_benchmark_measures_every_figure() {
             "build_json_first_byte",
             "build_page_first_byte",
             "build_page_render",
+            "priority_normal_started_before_high",
             "image_resolve",
             "floor_registry_pull",
             "registry_image_pull",
