@@ -519,8 +519,9 @@ pub struct Repository {
     /// Whether `interruptible` holds on `master`, `main` and the branches of `promote` too.
     #[serde(default)]
     pub interruptible_default_branch: bool,
-    /// Forge logins whose pull (merge) requests from forks are built without a writer's
-    /// `/kiln ok-to-test`.
+    /// Owners of forks (GitHub logins, GitLab namespaces) whose pull (merge) requests are
+    /// built without a writer's `/kiln ok-to-test`: who can push to the fork, whoever opened
+    /// the request.
     #[serde(default)]
     pub trusted_authors: Vec<String>,
     /// Builds started by the clock (`[[repository.schedule]]`).
@@ -576,11 +577,12 @@ impl Repository {
         }
     }
 
-    /// Whether a request from a fork by `author` is built without a writer's `ok-to-test`.
-    pub fn trusts(&self, author: &str) -> bool {
+    /// Whether a request from a fork owned by `owner` is built without a writer's
+    /// `ok-to-test`.
+    pub fn trusts(&self, owner: &str) -> bool {
         self.trusted_authors
             .iter()
-            .any(|trusted| trusted.eq_ignore_ascii_case(author))
+            .any(|trusted| trusted.eq_ignore_ascii_case(owner))
     }
 
     /// Whether a newer push to `branch` cancels its older builds still running.

@@ -108,7 +108,7 @@ pub enum RequestAccepted {
 }
 
 /// Accepts the head of `request`, delivered as `delivery` by `forge`: built at once, unless
-/// it comes from a fork and its author is not trusted. A fork's build gets no secrets.
+/// it comes from a fork whose owner is not trusted. A fork's build gets no secrets.
 pub async fn accept_request(
     app: &App,
     repo: &Repository,
@@ -116,7 +116,7 @@ pub async fn accept_request(
     delivery: &str,
     request: Request,
 ) -> Result<RequestAccepted, Unavailable> {
-    if request.about.from_fork && !repo.trusts(&request.author) {
+    if request.about.from_fork && !repo.trusts(&request.head_owner) {
         return Ok(RequestAccepted::Waits);
     }
     let new = request_build(repo, request);

@@ -222,10 +222,14 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
         }
     }
     // Policy comes from Kiln's configuration, never from the commit. A tag's build is
-    // matched as `tags/<name>`: a tag named like a branch gets none of its secrets.
+    // matched as `tags/<name>`: a tag named like a branch gets none of its secrets; and a
+    // branch named like that (`tags/v1`) as `refs/heads/tags/v1`, which no tag's pattern
+    // meant for.
+    let branch = &request.build.branch;
     let policy_ref = match request.kind {
-        TriggerKind::Tag => format!("tags/{}", request.build.branch),
-        _ => request.build.branch.to_string(),
+        TriggerKind::Tag => format!("tags/{branch}"),
+        _ if branch.starts_with("tags/") => format!("refs/heads/{branch}"),
+        _ => branch.to_string(),
     };
     let refused = match app.config.repository(&request.build.repo) {
         Some(repository) => repository

@@ -47,6 +47,8 @@ pub async fn build_head(
         head: pull.head,
         clone_url,
         author: pull.author,
+        // A writer said it may be built: whose it is is not asked.
+        head_owner: String::new(),
         title: pull.title,
         about: RequestRef {
             number,

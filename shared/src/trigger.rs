@@ -79,6 +79,11 @@ pub struct Request {
     pub clone_url: String,
     /// Who opened (GitHub) or updated (GitLab) it, by login.
     pub author: String,
+    /// Whose its head is: the owner (a user's login, or a group's path) of the repository
+    /// it comes from, a fork's owner for a fork. Only they can change the head, so a fork's
+    /// request is trusted by them, never by whoever opened it.
+    #[serde(default)]
+    pub head_owner: String,
     /// Its title.
     pub title: String,
     #[serde(flatten)]
@@ -174,6 +179,7 @@ pub fn comment_command(text: &str) -> Option<String> {
     schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = with_pull_request)]
 pub enum TriggerKind {
     /// Commits pushed to a branch.
     #[default]
@@ -190,6 +196,18 @@ pub enum TriggerKind {
     /// The branch went (deleted, or its pull or merge request closed): its environments'
     /// `on_stop` steps run, and nothing else.
     Stop,
+}
+
+/// Adds `pull_request`, which reads as `merge_request`, to the schema's names of triggers.
+fn with_pull_request(schema: &mut schemars::Schema) {
+    let alias = schemars::json_schema!({
+        "description": "The same as `merge_request`, as GitHub names it.",
+        "type": "string",
+        "const": "pull_request"
+    });
+    if let Some(kinds) = schema.get_mut("oneOf").and_then(|k| k.as_array_mut()) {
+        kinds.push(alias.into());
+    }
 }
 
 impl TriggerKind {

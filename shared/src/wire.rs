@@ -368,11 +368,13 @@ impl JobRequested {
         crate::routing::job_key(self.platform, self.priority)
     }
 
-    /// What the build's caches are kept under: its branch, or `tags/<name>` for a tag's
-    /// build, so that a tag named like a branch never writes that branch's caches.
+    /// What the build's caches are kept under: its branch; `tag:<name>` for a tag's build,
+    /// and `fork:<number>` for a fork's request (whose build is of branch `pr/<number>`).
+    /// No branch's name has a `:`, so neither ever writes a branch's caches.
     pub fn scope(&self) -> String {
-        match self.event {
-            TriggerKind::Tag => format!("tags/{}", self.build.branch),
+        match (self.event, &self.request) {
+            (TriggerKind::Tag, _) => format!("tag:{}", self.build.branch),
+            (_, Some(request)) if request.from_fork => format!("fork:{}", request.number),
             _ => self.build.branch.to_string(),
         }
     }
@@ -639,6 +641,32 @@ mod tests {
         let e = decode::<JobRequested>(b"{}").expect_err("refused");
         assert_eq!(e.to_string(), "wire version missing is not 1");
         assert!(decode::<JobRequested>(b"not json").is_err());
+    }
+
+    #[test]
+    fn caches_of_tags_and_forks_are_kept_apart_from_every_branch_s() {
+        let job = r#"{"v":1,"build":{"id":7,"repo":"a/b","branch":"pr/7","commit":"c"},
+            "clone_url":"u","task":"t","attempt":1,"platform":"linux-amd64",
+            "commands":["true"],"timeout_secs":5}"#;
+        let mut job: JobRequested = decode(job.as_bytes()).expect("decodes");
+        assert_eq!(job.scope(), "pr/7", "a branch named pr/7");
+        assert_eq!(job.routing_key(), "linux-amd64");
+        job.event = TriggerKind::MergeRequest;
+        job.request = Some(RequestRef {
+            number: 7,
+            source_branch: "master".into(),
+            target_branch: "master".into(),
+            from_fork: true,
+        });
+        assert_eq!(job.scope(), "fork:7");
+        job.request.as_mut().expect("a request").from_fork = false;
+        assert_eq!(job.scope(), "pr/7", "the request's own branch");
+        job.event = TriggerKind::Tag;
+        assert_eq!(job.scope(), "tag:pr/7");
+        job.priority = Priority::High;
+        assert_eq!(job.routing_key(), "linux-amd64.high");
+        let json: serde_json::Value = serde_json::from_slice(&encode(&job)).expect("json");
+        assert_eq!(json["priority"], "high");
     }
 
     #[test]

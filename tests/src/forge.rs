@@ -208,10 +208,12 @@ pub fn pull_request_payload(
     let mut payload: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/github-pull_request-closed.json"))
             .expect("fixture is JSON");
-    let head_repo = if from_fork {
-        format!("{author}/fork")
+    // A fork is its author's; the repository's own branches are its owner's.
+    let (head_repo, head_owner) = if from_fork {
+        (format!("{author}/fork"), author)
     } else {
-        repo_name.to_owned()
+        let owner = repo_name.split('/').next().unwrap_or_default();
+        (repo_name.to_owned(), owner)
     };
     payload["action"] = action.into();
     payload["number"] = number.into();
@@ -220,6 +222,7 @@ pub fn pull_request_payload(
     payload["pull_request"]["head"]["ref"] = branch.into();
     payload["pull_request"]["head"]["sha"] = head.into();
     payload["pull_request"]["head"]["repo"]["full_name"] = head_repo.into();
+    payload["pull_request"]["head"]["user"]["login"] = head_owner.into();
     payload["repository"]["full_name"] = repo_name.into();
     payload["repository"]["clone_url"] = clone_url.into();
     serde_json::to_vec(&payload).expect("serialises")

@@ -128,6 +128,9 @@ struct PullRequestHead {
     #[serde(rename = "ref")]
     branch: String,
     sha: String,
+    /// The owner of the repository it comes from.
+    #[serde(default)]
+    user: Option<User>,
     /// `null` when the fork it came from was deleted.
     repo: Option<RepositoryName>,
 }
@@ -199,6 +202,11 @@ fn translate_pull_request(payload: PullRequestPayload) -> ForgeEvent {
             head: head.sha.clone().into(),
             clone_url: payload.repository.clone_url,
             author: request.user.login,
+            head_owner: head
+                .user
+                .as_ref()
+                .map(|u| u.login.clone())
+                .unwrap_or_default(),
             title: request.title,
             about: RequestRef {
                 number: payload.number,
@@ -422,6 +430,7 @@ mod tests {
                     head: "ec26c3e57ca3a959ca5aad62de7213c562f8c821".into(),
                     clone_url: "https://github.com/Codertocat/Hello-World.git".into(),
                     author: "Codertocat".into(),
+                    head_owner: "Codertocat".into(),
                     title: "Update the README with new information.".into(),
                     about: RequestRef {
                         number: 2,
@@ -433,6 +442,18 @@ mod tests {
                 "{action}"
             );
         }
+        // Someone opening a request from another's fork: the fork's owner is whose it is.
+        let mut payload: serde_json::Value = serde_json::from_slice(PR_CLOSED).expect("JSON");
+        payload["action"] = "opened".into();
+        payload["pull_request"]["head"]["user"]["login"] = "mallory".into();
+        let body = serde_json::to_vec(&payload).expect("JSON");
+        let ForgeEvent::Request(request) = translate("pull_request", &body).expect("valid") else {
+            panic!("a request");
+        };
+        assert_eq!(
+            (request.author.as_str(), request.head_owner.as_str()),
+            ("Codertocat", "mallory")
+        );
         let mut payload: serde_json::Value = serde_json::from_slice(PR_CLOSED).expect("JSON");
         payload["action"] = "opened".into();
         payload["pull_request"]["head"]["repo"] = serde_json::Value::Null;

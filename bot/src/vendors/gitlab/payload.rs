@@ -153,6 +153,9 @@ struct MergeRequest {
     oldrev: Option<String>,
     #[serde(default)]
     last_commit: Option<LastCommit>,
+    /// The project it comes from, a fork for a fork's request.
+    #[serde(default)]
+    source: Option<Project>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +286,13 @@ fn translate_merge_request(payload: MergeRequestPayload) -> ForgeEvent {
             head: head.id.into(),
             clone_url: payload.project.git_http_url,
             author: payload.user.map(|u| u.username).unwrap_or_default(),
+            // The namespace (a user's or a group's path) of the project it comes from.
+            head_owner: request
+                .source
+                .as_ref()
+                .and_then(|p| p.path_with_namespace.rsplit_once('/'))
+                .map(|(owner, _)| owner.to_owned())
+                .unwrap_or_default(),
             title: request.title,
             about: RequestRef {
                 number: request.iid,
@@ -463,6 +473,7 @@ mod tests {
                 head: "da1560886d4f094c3e6c9ef40349f7d38b5d27d7".into(),
                 clone_url: "http://example.com/gitlabhq/gitlab-test.git".into(),
                 author: "root".into(),
+                head_owner: "awesome_space".into(),
                 title: "MS-Viewport".into(),
                 about: RequestRef {
                     number: 1,
