@@ -366,7 +366,7 @@ fn moment(log: &str, word: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_of_one_concurrency_group_take_turns_across_builds() {
-    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let kiln = Kiln::start(&with_operator()).await;
     let repo = TestRepo::new();
     let spec = format!(
         "steps:\n  deploy:\n    image: {TEST_IMAGE}\n    concurrency: production\n    \
@@ -378,6 +378,22 @@ async fn deploys_of_one_concurrency_group_take_turns_across_builds() {
         kiln.push(&repo, "master", &first, "g-1").await,
         kiln.push(&repo, "hotfix", &second, "g-2").await,
     ];
+    // While one deploys, the other's card says what it waits for.
+    let console = reqwest::Client::new();
+    wait_for("a card to say its deploy waits", E2E_TIMEOUT, || async {
+        let page = console
+            .get(kiln.url("/console"))
+            .header("cookie", format!("kiln_console={TOKEN}"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        page.contains("deploy: waiting for group production")
+            .then_some(())
+    })
+    .await;
     let mut spans = Vec::new();
     for id in ids {
         let build = kiln.finished_build(id).await;
@@ -576,13 +592,32 @@ async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
 
     let (_, reply) = kiln.command_text(TOKEN, &format!("run {id} unit")).await;
     assert!(reply.contains("is not run by hand"), "{reply}");
-    let (status, reply) = kiln.command_text(TOKEN, &format!("run {id} deploy")).await;
-    assert_eq!(status, 200, "{reply}");
+    // The console's card of the build has a Run button for the step, which runs it.
+    let console = reqwest::Client::new();
+    let cookie = format!("kiln_console={TOKEN}");
+    let page = console
+        .get(kiln.url("/console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("the console")
+        .text()
+        .await
+        .expect("its page");
+    let button = format!("name=\"command\" value=\"run {id} deploy\"><button");
+    assert!(page.contains(&button), "{page}");
+    let page = console
+        .post(kiln.url("/console"))
+        .header("cookie", &cookie)
+        .form(&[("command", format!("run {id} deploy"))])
+        .send()
+        .await
+        .expect("the console")
+        .text()
+        .await
+        .expect("its page");
     let run = id + 1;
-    assert!(
-        reply.starts_with(&format!("Build #{run} runs `deploy`")),
-        "{reply}"
-    );
+    assert!(page.contains(&format!("Build #{run} runs")), "{page}");
     let build = kiln.finished_build(run).await;
     assert_eq!(build["status"], "passed", "{build:#}");
     for task in ["unit", "deploy", "smoke"] {

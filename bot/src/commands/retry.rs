@@ -74,6 +74,15 @@ async fn again(
     by_hand: bool,
 ) -> anyhow::Result<Reply> {
     let build = record.build.id;
+    let what = if by_hand { "run" } else { "retry" };
+    if !record.status.is_final() {
+        // What has not passed yet would be run again beside the build still running it.
+        return Ok(Reply::invalid(format!(
+            "Build #{build} is still {}: `{what} {build} {name}` takes the rest of an ended \
+             build as it passed; cancel it, or wait for its end.",
+            record.status
+        )));
+    }
     let Some(plan) = &record.plan else {
         return Ok(Reply::invalid(format!("Build #{build} has no plan.")));
     };
@@ -98,7 +107,6 @@ async fn again(
              that step and it."
         )));
     }
-    let what = if by_hand { "run" } else { "retry" };
     let id = ingress::accept_command(
         app,
         actor.channel,

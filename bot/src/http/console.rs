@@ -17,7 +17,7 @@ use super::pages::readers::{Reader, from_elsewhere, operator_session};
 use super::pages::view::Who;
 use crate::app::App;
 use crate::commands::{self, Actor, Reply};
-use crate::notify::cards;
+use crate::notify::{Buttons, cards};
 use crate::store::Session;
 
 /// The cookie that holds the operator's token.
@@ -39,8 +39,21 @@ struct Page {
     /// The command just given, kept in the box.
     command: String,
     reply: Option<Reply>,
-    builds: Vec<BuildMessage>,
+    builds: Vec<Card>,
     error: Option<String>,
+}
+
+/// A recent build's card, with the commands its chat card's buttons give, as buttons.
+#[derive(Debug, Serialize)]
+struct Card {
+    build: BuildMessage,
+    commands: Vec<CardCommand>,
+}
+
+#[derive(Debug, Serialize)]
+struct CardCommand {
+    label: &'static str,
+    command: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,10 +205,16 @@ async fn page(
     render(app, StatusCode::OK, &page)
 }
 
-async fn recent_cards(app: &App) -> anyhow::Result<Vec<BuildMessage>> {
+async fn recent_cards(app: &App) -> anyhow::Result<Vec<Card>> {
     let mut shown = Vec::new();
     for record in app.store.recent_builds(BUILDS_SHOWN).await? {
-        shown.push(cards::current(app, &record).await?.0);
+        let build = cards::current(app, &record).await?.0;
+        let commands = Buttons::card(&build)
+            .commands
+            .into_iter()
+            .map(|(label, command)| CardCommand { label, command })
+            .collect();
+        shown.push(Card { build, commands });
     }
     Ok(shown)
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use kiln_shared::build::{BuildId, TaskStatus};
 use kiln_shared::commit_status::statuses;
 use kiln_shared::ident::{ChannelName, RepoName};
+use kiln_shared::plan::group_pool;
 use kiln_shared::subscription::Subscription;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::view::{BuildMessage, FailureExcerpt, ReportLine, TaskLine, log_excerpt};
@@ -261,6 +262,7 @@ pub async fn current(
         None => Vec::new(),
     };
     let mut message = message(app, record, &tasks);
+    say_what_waits(app, record, &tasks, &mut message).await?;
     message.reports = app
         .store
         .reports(id)
@@ -269,6 +271,45 @@ pub async fn current(
         .map(ReportLine::from)
         .collect();
     Ok((message, tasks))
+}
+
+/// Says of each queued task waiting for a slot what it waits for: its concurrency group, or
+/// a pool. One read of each line a queued task of the build could be in.
+async fn say_what_waits(
+    app: &App,
+    record: &BuildRecord,
+    tasks: &[TaskRecord],
+    message: &mut BuildMessage,
+) -> anyhow::Result<()> {
+    let Some(plan) = &record.plan else {
+        return Ok(());
+    };
+    let repo = &record.build.repo;
+    // Each line a queued task could be in, and how people name it.
+    let mut lines: BTreeMap<String, String> = BTreeMap::new();
+    for (_, planned) in tasks
+        .iter()
+        .zip(&plan.tasks)
+        .filter(|(task, _)| task.status == TaskStatus::Queued)
+    {
+        for pool in &planned.resources {
+            lines.insert(pool.clone(), format!("pool {pool}"));
+        }
+        if let Some(group) = &planned.concurrency {
+            lines.insert(group_pool(repo, group), format!("group {group}"));
+        }
+    }
+    for (pool, named) in lines {
+        for waiting in app.store.waiting(&pool).await? {
+            if waiting.build != record.build.id {
+                continue;
+            }
+            if let Some(line) = message.tasks.iter_mut().find(|l| l.name == waiting.task) {
+                line.status = format!("waiting for {named}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What chat says of the build, with `tasks` as stored.
