@@ -16,6 +16,7 @@ use crate::notify::Chat;
 use crate::notify::keepers::Keepers;
 use crate::notify::render::Templates;
 use crate::outbox::Outbox;
+use crate::schedules::kept::FileSchedules;
 use crate::specs::Specs;
 use crate::spool::Spool;
 use crate::store::Store;
@@ -54,6 +55,8 @@ pub struct App {
     pub logs: Logs,
     /// The deliveries that wait until Redis or RabbitMQ is back.
     pub spool: Spool,
+    /// The schedules repositories' files name ([`crate::schedules`] reads them).
+    pub file_schedules: FileSchedules,
 }
 
 impl App {
@@ -111,6 +114,7 @@ impl App {
             metrics,
             logs,
             spool,
+            file_schedules: FileSchedules::default(),
         })
     }
 }

@@ -152,6 +152,9 @@ pub struct Config {
     /// How the bot finds pushes whose webhooks never came.
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// How often repositories' files are read for their schedules.
+    #[serde(default)]
+    pub schedules: Schedules,
     /// Who may read the web pages, logs and artifacts.
     #[serde(default)]
     pub access: Access,
@@ -166,6 +169,28 @@ pub struct Reconcile {
     /// How often; `0s` turns reconciliation off.
     #[serde(default = "default_reconcile_every", with = "humantime_serde")]
     pub every: Duration,
+}
+
+/// How schedules named in repositories' `.kiln.yml` are found.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedules {
+    /// How often each repository's `.kiln.yml` on its default branch is read again; `0s`
+    /// reads none (only the configuration's schedules run).
+    #[serde(default = "default_read_every", with = "humantime_serde")]
+    pub read_every: Duration,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Self {
+            read_every: default_read_every(),
+        }
+    }
+}
+
+fn default_read_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for Reconcile {

@@ -664,16 +664,7 @@ fn checked_repo(word: &str) -> Result<RepoName, CommandError> {
 /// A branch name as git allows it (the common rules: no spaces, control characters, `..`,
 /// `~^:?*[\`, or a leading `-`).
 fn branch(word: &str) -> Result<BranchName, CommandError> {
-    let ok = !word.is_empty()
-        && word.len() <= 255
-        && !word.starts_with('-')
-        && !word.contains("..")
-        && !word.ends_with('/')
-        && !word.ends_with(".lock")
-        && word
-            .chars()
-            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
-    if ok {
+    if crate::ident::is_branch_name(word) {
         Ok(word.into())
     } else {
         let shown: String = word.chars().take(60).collect();

@@ -309,6 +309,57 @@ async fn each_due_time_of_a_schedule_is_built_once_by_two_bots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_in_the_default_branch_s_file_is_built() {
+    let config = kiln_tests::config(&format!(
+        "clone_url = \"{{CLONE_URL}}\"\n[schedules]\nread_every = \"1s\"\n\
+         [[operator]]\nname = \"alice\"\ntoken = \"{TOKEN}\"\n"
+    ));
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  unit:\n    image: {TEST_IMAGE}\n    \
+         run: echo \"$KILN_EVENT $SUITE on $KILN_BRANCH\"\n\
+         schedules:\n  often:\n    cron: '*/2 * * * * *'\n    vars: {{ SUITE: from-file }}\n"
+    );
+    let commit = repo.commit("master", "Test it often", &[(".kiln.yml", &spec)]);
+    let kiln = Kiln::start(&config.replace("{CLONE_URL}", &repo.clone_url())).await;
+
+    let scheduled = wait_for(
+        "two builds the file's schedule made",
+        E2E_TIMEOUT,
+        || async {
+            let builds = builds_after(&kiln, 0).await;
+            (builds.len() >= 2).then_some(builds)
+        },
+    )
+    .await;
+    let first = &scheduled[0];
+    assert_eq!(
+        (first["event"].as_str(), first["commit"].as_str()),
+        (Some("schedule"), Some(commit.as_str())),
+        "{first:#}"
+    );
+    assert!(
+        first["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("scheduled: often at ")),
+        "{first:#}"
+    );
+    let id = first["id"].as_u64().expect("id");
+    kiln.finished_build(id).await;
+    assert_eq!(
+        kiln.task_log(id, "unit").await.lines().last(),
+        Some("schedule from-file on master")
+    );
+    let (_, status) = kiln.command_text(TOKEN, &format!("status {REPO}")).await;
+    assert!(
+        status.contains("Schedule often: `*/2 * * * * *` (UTC) builds master")
+            && status.contains("(.kiln.yml)"),
+        "{status}"
+    );
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_push_cancels_the_branchs_older_build_but_not_on_master() {
     let kiln = Kiln::start(&kiln_tests::config("interruptible = true\n")).await;
     let repo = TestRepo::new();

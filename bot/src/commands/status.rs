@@ -36,11 +36,23 @@ pub async fn status(
         branch.map(|b| b.as_str()),
     );
     let repository = repo.and_then(|r| app.config.repository(r));
-    for schedule in repository.iter().flat_map(|r| &r.schedules) {
-        reply.text.push('\n');
-        reply
-            .text
-            .push_str(&scheduled(schedule, chrono::Utc::now()));
+    if let Some(repository) = repository {
+        let own = &repository.schedules;
+        let from_file = app.file_schedules.of(&repository.name);
+        let from_file = from_file
+            .iter()
+            .filter(|s| !own.iter().any(|o| o.name == s.name));
+        for (schedule, source) in own
+            .iter()
+            .map(|s| (s, ""))
+            .chain(from_file.map(|s| (s, " (.kiln.yml)")))
+        {
+            reply.text.push('\n');
+            reply
+                .text
+                .push_str(&scheduled(schedule, chrono::Utc::now()));
+            reply.text.push_str(source);
+        }
     }
     Ok(reply)
 }

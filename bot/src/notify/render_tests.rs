@@ -260,14 +260,17 @@ fn console_hostile() {
         title: &'static str,
         operator: &'static str,
         command: &'static str,
-        builds: Vec<BuildMessage>,
+        builds: Vec<serde_json::Value>,
     }
     let page = Page {
         who: serde_json::json!({ "name": "carol\"><script>" }),
         title: "Console",
         operator: "carol",
         command: "\"><script>",
-        builds: vec![hostile()],
+        builds: vec![serde_json::json!({
+            "build": hostile(),
+            "commands": [{ "label": "Run", "command": "run 42 \"><script>" }],
+        })],
     };
     let html = Templates::new(vendors::DIALECTS)
         .expect("compiles")
@@ -307,6 +310,9 @@ fn console_hostile() {
     <p class="error">line 1:
     &gt; quote</p>
     <p><a href="http://kiln.test/builds/42">the build's page</a> · <a href="http://kiln.test/builds/42/logs">its logs</a></p>
+    <div class="actions"><form class="inline" method="post" action="/console"><input type="hidden" name="command" value="run 42 &quot;&gt;&lt;script&gt;"><button title="run 42 &quot;&gt;&lt;script&gt;">Run</button></form>
+    </div>
+
     </section>
 
 

@@ -318,3 +318,39 @@ fn every_field_is_blamed_where_it_is_written() {
         "line 5, column 16: step `a` runs in the shell, where `read_only` means nothing; remove it",
     );
 }
+
+/// `schedules`: each field broken in turn, and a whole one read.
+#[test]
+fn schedules_are_blamed_where_they_are_written() {
+    let with =
+        |schedule: &str| format!("steps:\n  a: {{ image: i, run: x }}\nschedules:\n{schedule}");
+    check(
+        &with("  'a b': { cron: '0 2 * * *' }\n"),
+        "line 4, column 3: schedule name `a b` may only use letters, digits, `-` and `_`",
+    );
+    check(
+        &with("  nightly:\n    cron: 'every night'\n"),
+        "line 5, column 11: the cron expression `every night` of schedule `nightly` needs five fields (minute to day of week), or six with seconds first",
+    );
+    check(
+        &with("  nightly:\n    cron: '0 2 * * *'\n    branch: 'a..b'\n"),
+        "line 6, column 13: `a..b` of schedule `nightly` is not a branch name",
+    );
+    check(
+        &with("  nightly:\n    cron: '0 2 * * *'\n    vars: { KILN_X: '1' }\n"),
+        "line 6, column 11: schedule `nightly`: `KILN_X` is Kiln's own variable",
+    );
+    check(
+        &with("  nightly:\n    cron: '0 2 * * *'\n    when: never\n"),
+        "line 6, column 5: unknown field `when`, expected one of cron, branch, vars, timezone",
+    );
+    let spec = Spec::parse(&with(
+        "  nightly:\n    cron: '0 2 * * *'\n    vars: { SUITE: full }\n    timezone: Europe/Berlin\n",
+    ))
+    .expect("a schedule");
+    let nightly = &spec.schedules["nightly"].value;
+    assert_eq!(nightly.cron, "0 2 * * *");
+    assert_eq!(nightly.branch, None);
+    assert_eq!(nightly.vars["SUITE"], "full");
+    assert_eq!(nightly.timezone.as_deref(), Some("Europe/Berlin"));
+}

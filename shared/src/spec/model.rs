@@ -36,6 +36,30 @@ pub struct Spec {
     /// The steps by name: letters, digits, `-` and `_`.
     #[schemars(with = "BTreeMap<String, Step>")]
     pub steps: BTreeMap<String, Spanned<Step>>,
+    /// Builds started by the clock, by name (letters, digits, `-` and `_`), as event
+    /// `schedule`. Only the default branch's file is read for them, as often as Kiln's
+    /// configuration says; a schedule of the same name there is Kiln's own, and wins.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Schedule>")]
+    pub schedules: BTreeMap<String, Spanned<Schedule>>,
+}
+
+/// A build of a branch's head started by the clock.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// When: a cron expression of five fields (minute to day of week), or six with seconds
+    /// first, e.g. `0 2 * * *`.
+    pub cron: String,
+    /// The branch whose head is built; the default branch when absent.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Variables its builds' tasks see, as `build … KEY=VALUE` gives them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// The time zone `cron` is read in (an IANA name, `Europe/Berlin`); UTC when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// An image built in-tree. Its tag is the hash of its context, Dockerfile, build arguments

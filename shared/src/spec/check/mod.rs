@@ -15,7 +15,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::IMAGE_ARG_VARIABLES;
 use super::error::SpecError;
-use super::raw::{RawImageSpec, RawSpec, RawStep};
+use super::raw::{RawImageSpec, RawSchedule, RawSpec, RawStep};
 
 /// A refusal at `at`.
 fn refuse(at: Location, message: String) -> Result<(), SpecError> {
@@ -93,6 +93,9 @@ pub(super) fn check(spec: &RawSpec) -> Result<(), SpecError> {
     for (name, image) in &spec.images.0 {
         image_spec(name, image)?;
     }
+    for (name, schedule) in &spec.schedules.0 {
+        schedule_spec(name, &schedule.value)?;
+    }
     let entries = &spec.steps.value.0;
     let file = File {
         spec,
@@ -114,6 +117,47 @@ pub(super) fn check(spec: &RawSpec) -> Result<(), SpecError> {
             at: step.referenced,
         };
         STEP_CHECKS.iter().try_for_each(|check| check(&at))?;
+    }
+    Ok(())
+}
+
+/// A schedule's name is a name, its cron expression has five or six fields, its branch is a
+/// branch's name and its variables are variables. Whether the expression and the time zone
+/// are times is for the bot, which reads them.
+fn schedule_spec(key: &Spanned<String>, schedule: &RawSchedule) -> Result<(), SpecError> {
+    let name = &key.value;
+    if !is_name(name) {
+        return refuse(
+            key.referenced,
+            format!("schedule name `{name}` may only use letters, digits, `-` and `_`"),
+        );
+    }
+    let cron = &schedule.cron;
+    if !(5..=6).contains(&cron.value.split_whitespace().count()) {
+        return refuse(
+            cron.referenced,
+            format!(
+                "the cron expression `{}` of schedule `{name}` needs five fields (minute to \
+                 day of week), or six with seconds first",
+                cron.value
+            ),
+        );
+    }
+    if let Some(branch) = &schedule.branch
+        && !crate::ident::is_branch_name(&branch.value)
+    {
+        return refuse(
+            branch.referenced,
+            format!(
+                "`{}` of schedule `{name}` is not a branch name",
+                branch.value
+            ),
+        );
+    }
+    if let Some(vars) = &schedule.vars
+        && let Err(why) = crate::vars::check(&crate::spec::raw::plain_vars(&vars.value))
+    {
+        return refuse(vars.referenced, format!("schedule `{name}`: {why}"));
     }
     Ok(())
 }

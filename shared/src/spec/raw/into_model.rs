@@ -7,7 +7,8 @@ use serde_saphyr::Spanned;
 
 use super::{Entries, RawImage, RawImageSpec, RawRetry, RawService, RawSpec, RawStep, RawWhen};
 use crate::spec::model::{
-    Cache, Commands, Image, ImageSpec, Patterns, Retry, Service, Spec, Step, When, dockerfile,
+    Cache, Commands, Image, ImageSpec, Patterns, Retry, Schedule, Service, Spec, Step, When,
+    dockerfile,
 };
 use crate::spec::{DEFAULT_RETRIES, MAX_SHARDS};
 
@@ -18,6 +19,12 @@ impl RawSpec {
             stages: self.stages,
             images: spanned_map(self.images, RawImageSpec::into_image_spec),
             steps: spanned_map(self.steps.value, RawStep::into_step),
+            schedules: spanned_map(self.schedules, |s| Schedule {
+                cron: s.cron.value,
+                branch: s.branch.map(|b| b.value),
+                vars: s.vars.map(|v| plain_map(v.value)).unwrap_or_default(),
+                timezone: s.timezone.map(|t| t.value),
+            }),
         }
     }
 }

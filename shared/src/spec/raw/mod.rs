@@ -26,6 +26,21 @@ pub(super) struct RawSpec {
     #[serde(default)]
     pub images: Entries<RawImageSpec>,
     pub steps: Spanned<Entries<RawStep>>,
+    #[serde(default)]
+    pub schedules: Entries<RawSchedule>,
+}
+
+/// An entry of `schedules` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub cron: Spanned<String>,
+    #[serde(default)]
+    pub branch: Option<Spanned<String>>,
+    #[serde(default)]
+    pub vars: Option<Spanned<Entries<String>>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// An entry of `images` as written.
@@ -147,4 +162,13 @@ pub(super) struct RawWhen {
     pub vars: Option<Entries<Strings<Patterns>>>,
     #[serde(default)]
     pub manual: bool,
+}
+
+/// Written variables as a plain map, for their checks.
+pub(super) fn plain_vars(entries: &Entries<String>) -> std::collections::BTreeMap<String, String> {
+    entries
+        .0
+        .iter()
+        .map(|(key, value)| (key.value.clone(), value.value.clone()))
+        .collect()
 }

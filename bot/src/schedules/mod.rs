@@ -1,4 +1,9 @@
-//! Schedules: builds started by the clock (`[[repository.schedule]]`), as event `schedule`.
+//! Schedules: builds started by the clock (`[[repository.schedule]]`, and `schedules:` in
+//! the `.kiln.yml` of a repository's default branch), as event `schedule`.
+//!
+//! A repository's file is read again every `[schedules] read_every`; a schedule of its file
+//! named like one of the configuration's is left out (the configuration's runs). A file that
+//! cannot be read or is broken keeps the schedules last read from it, and the log says why.
 //!
 //! Every bot looks each second at each schedule's latest due time. A due time newer than the
 //! one the installation last noted for the schedule (`<prefix>:schedule:<repo>:<name>`) is
@@ -8,8 +13,10 @@
 //! the next look, which finds the build made.
 //!
 //! Only the latest due time is built: those a downtime let pass before it are skipped, and
-//! the log says so. A schedule seen for the first time (new in the configuration) notes its
-//! latest due time without building it.
+//! the log says so. A schedule seen for the first time (new in the configuration or a file)
+//! notes its latest due time without building it.
+
+pub mod kept;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,6 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kiln_shared::command::Target;
+use kiln_shared::spec::SPEC_FILE;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::NewBuild;
 use tokio_util::sync::CancellationToken;
@@ -32,25 +40,28 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The "forge" of schedules' deliveries, in their keys.
 pub const DOOR: &str = "schedule";
 
-/// Looks at every schedule each [`LOOK_EVERY`] until `shutdown`.
+/// Looks at every schedule each [`LOOK_EVERY`] until `shutdown`, reading the repositories'
+/// files for theirs every `[schedules] read_every`.
 pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let schedules: Vec<(&Repository, &Schedule, When)> = app
+    let read_every = app.config.schedules.read_every;
+    let reads_files = !read_every.is_zero();
+    let configured = app
         .config
         .repositories
         .iter()
-        .flat_map(|repo| repo.schedules.iter().map(move |s| (repo, s)))
-        .filter_map(|(repo, schedule)| Some((repo, schedule, schedule.when().ok()?)))
-        .collect();
-    if schedules.is_empty() {
+        .any(|r| !r.schedules.is_empty());
+    if !configured && !reads_files {
         return Ok(());
     }
     // Those whose last look failed: said once, until one succeeds.
     let mut failing = HashSet::new();
+    let mut read_at: Option<tokio::time::Instant> = None;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(LOOK_EVERY) => {}
+        if reads_files && read_at.is_none_or(|at| at.elapsed() >= read_every) {
+            read_files(&app).await;
+            read_at = Some(tokio::time::Instant::now());
         }
+        let schedules = every_schedule(&app);
         for (repo, schedule, when) in &schedules {
             let key = (repo.name.clone(), schedule.name.clone());
             match look(&app, repo, schedule, when).await {
@@ -65,7 +76,91 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
                 }
             }
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+        }
     }
+}
+
+/// Every schedule that can be due: the configuration's, then those the repositories' files
+/// name and the configuration does not.
+fn every_schedule(app: &App) -> Vec<(&Repository, Schedule, When)> {
+    let mut all = Vec::new();
+    for repo in &app.config.repositories {
+        let from_file = app.file_schedules.of(&repo.name).into_iter();
+        let own = |s: &Schedule| repo.schedules.iter().any(|c| c.name == s.name);
+        let file: Vec<Schedule> = from_file.filter(|s| !own(s)).collect();
+        for schedule in repo.schedules.iter().cloned().chain(file) {
+            if let Ok(when) = schedule.when() {
+                all.push((repo, schedule, when));
+            }
+        }
+    }
+    all
+}
+
+/// Reads each repository's `.kiln.yml` on its default branch for its schedules, keeping
+/// what each says; one that cannot be read keeps what was read before.
+async fn read_files(app: &App) {
+    for repo in &app.config.repositories {
+        match read_file(app, repo).await {
+            Ok(Some(schedules)) => app.file_schedules.set(&repo.name, schedules),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(repo = %repo.name, error = format!("{error:#}"),
+                "cannot read the schedules of the default branch's .kiln.yml"),
+        }
+    }
+}
+
+/// The schedules `repo`'s `.kiln.yml` on its default branch (`master`, else `main`) names;
+/// `None` when there is no such branch or Kiln does not know where to fetch it yet.
+async fn read_file(app: &App, repo: &Repository) -> anyhow::Result<Option<Vec<Schedule>>> {
+    let Some(clone_url) = repositories::clone_url(app, repo).await? else {
+        return Ok(None);
+    };
+    let mut head = None;
+    for default in ["master", "main"] {
+        let target = Target::Branch(default.into());
+        if let Some(found) = app.mirrors.resolve(&clone_url, &target).await? {
+            head = Some((default, found.commit));
+            break;
+        }
+    }
+    let Some((default, commit)) = head else {
+        return Ok(None);
+    };
+    let Some(bytes) = app
+        .mirrors
+        .read_file(&clone_url, &commit, SPEC_FILE)
+        .await?
+    else {
+        return Ok(Some(Vec::new()));
+    };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{SPEC_FILE} at {commit} is not UTF-8 text"))?;
+    let spec = app
+        .specs
+        .parse(text)
+        .map_err(|e| anyhow::anyhow!("at {commit}: {e}"))?;
+    let schedules = spec
+        .schedules
+        .iter()
+        .map(|(name, s)| Schedule {
+            name: name.clone(),
+            cron: s.value.cron.clone(),
+            branch: s.value.branch.as_deref().unwrap_or(default).into(),
+            vars: s.value.vars.clone(),
+            timezone: s.value.timezone.clone().unwrap_or_else(|| "UTC".to_owned()),
+        })
+        .collect::<Vec<_>>();
+    for schedule in &schedules {
+        if let Err(why) = schedule.when() {
+            tracing::warn!(repo = %repo.name, schedule = %schedule.name, %why,
+                "a schedule of the default branch's .kiln.yml is never due");
+        }
+    }
+    Ok(Some(schedules))
 }
 
 /// Builds `schedule`'s latest due time if it is newer than the one last noted.
