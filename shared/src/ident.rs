@@ -161,6 +161,21 @@ impl ChannelName {
     }
 }
 
+/// Whether `word` may name a branch, as git allows (`git check-ref-format --branch`, mostly):
+/// no control characters, spaces or `~^:?*[\\`, no `..`, not starting with `-` nor ending
+/// with `/` or `.lock`.
+pub fn is_branch_name(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= 255
+        && !word.starts_with('-')
+        && !word.contains("..")
+        && !word.ends_with('/')
+        && !word.ends_with(".lock")
+        && word
+            .chars()
+            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,19 +211,4 @@ mod tests {
         assert!(branch == text);
         assert_eq!(&*branch, "main");
     }
-}
-
-/// Whether `word` may name a branch, as git allows (`git check-ref-format --branch`, mostly):
-/// no control characters, spaces or `~^:?*[\\`, no `..`, not starting with `-` nor ending
-/// with `/` or `.lock`.
-pub fn is_branch_name(word: &str) -> bool {
-    !word.is_empty()
-        && word.len() <= 255
-        && !word.starts_with('-')
-        && !word.contains("..")
-        && !word.ends_with('/')
-        && !word.ends_with(".lock")
-        && word
-            .chars()
-            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c))
 }
