@@ -549,6 +549,10 @@ pub struct Repository {
     /// the request.
     #[serde(default)]
     pub trusted_authors: Vec<String>,
+    /// Whether a pull or merge request is built as its head merged with its target branch
+    /// (as the target is when the build is planned), rather than as its head alone.
+    #[serde(default)]
+    pub build_merge_result: bool,
     /// Builds started by the clock (`[[repository.schedule]]`).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 
 use kiln_shared::build::{BuildId, BuildStatus, TaskStatus};
+use kiln_shared::command::Target;
+use kiln_shared::ident::CommitId;
 use kiln_shared::plan::Plan;
 use kiln_shared::spec::{SPEC_FILE, Trigger};
 use kiln_shared::trigger::TriggerKind;
@@ -39,6 +41,11 @@ pub async fn handle_build_requested(app: &App, request: &BuildRequested) -> anyh
         },
     };
     let (status, mut tasks) = app.store.store_plan(id, &plan).await?;
+    // Its jobs are made from the record, plan included (a merge result's commit).
+    let record = BuildRecord {
+        plan: Some(plan.clone()),
+        ..record
+    };
     if status.is_some_and(BuildStatus::is_final)
         && let Some(now) = app.store.build(id).await?
     {
@@ -143,6 +150,42 @@ async fn reuse_passed(
     Ok(false)
 }
 
+/// For a request of a repository that builds merge results: the commit its target branch is
+/// at now, which the workers merge the head with. Its `.kiln.yml` is the head's.
+async fn merged_with(
+    app: &App,
+    request: &BuildRequested,
+) -> Result<Option<CommitId>, (BuildStatus, String)> {
+    let merges = app
+        .config
+        .repository(&request.build.repo)
+        .is_some_and(|r| r.build_merge_result);
+    let Some(about) = request.request.as_ref().filter(|_| merges) else {
+        return Ok(None);
+    };
+    let target = Target::Branch(about.target_branch.clone());
+    let found = app
+        .mirrors
+        .resolve(&request.clone_url, &target)
+        .await
+        .map_err(|e| {
+            (
+                BuildStatus::Errored,
+                format!("cannot fetch the repository: {e}"),
+            )
+        })?;
+    match found {
+        Some(head) => Ok(Some(head.commit)),
+        None => Err((
+            BuildStatus::Failed,
+            format!(
+                "the request's target branch `{}` is gone: there is nothing to merge with",
+                about.target_branch
+            ),
+        )),
+    }
+}
+
 /// Reads and plans `.kiln.yml` at the build's commit; on failure, the status the build ends
 /// with and why.
 async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildStatus, String)> {
@@ -189,6 +232,7 @@ async fn read_plan(app: &App, request: &BuildRequested) -> Result<Plan, (BuildSt
             ),
         ));
     }
+    plan.merged_with = merged_with(app, request).await?;
     // A step run by hand runs in the build that was asked to run it, and is taken as it
     // passed in the build this one takes from.
     if let Some(name) = &request.rerun {

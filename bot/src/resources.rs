@@ -288,5 +288,6 @@ async fn job(
     job.env.extend(record.vars.clone());
     job.request.clone_from(&record.request);
     job.priority = record.priority;
+    job.merge_with = record.plan.as_ref().and_then(|p| p.merged_with.clone());
     Ok(job)
 }

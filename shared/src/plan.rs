@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::build::TaskOutcome;
+use crate::ident::CommitId;
 use crate::platform::Platform;
 use crate::spec::{Cache, ImageSpec, Network, Pull, Retry, Runner, Spec, SpecError, Step, Trigger};
 use crate::trigger::TriggerKind;
@@ -162,6 +163,10 @@ impl PlannedTask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub tasks: Vec<PlannedTask>,
+    /// For a request built as its merge result: the target branch's commit its head is
+    /// merged with, as it was when the build was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_with: Option<CommitId>,
 }
 
 impl Plan {
@@ -196,7 +201,10 @@ impl Plan {
             tasks_of.insert(name, names);
             tasks.extend(expanded);
         }
-        Ok(Self { tasks })
+        Ok(Self {
+            tasks,
+            merged_with: None,
+        })
     }
 
     /// Parses a `.kiln.yml` and plans it for `trigger`.

@@ -216,6 +216,10 @@ pub struct JobRequested {
     /// Its build's priority: which of the platform's job queues it goes to.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// A request built as its merge result: the target branch's commit the build's commit
+    /// is merged with in the checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_with: Option<CommitId>,
 }
 
 /// A `docker` pool's environment to start for a lease: published to the jobs exchange with
@@ -359,6 +363,7 @@ impl JobRequested {
             capabilities: task.capabilities.clone(),
             read_only: task.read_only,
             priority: Priority::Normal,
+            merge_with: None,
         }
     }
 

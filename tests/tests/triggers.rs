@@ -615,6 +615,47 @@ async fn pull_requests_build_their_heads_and_a_forks_waits_for_ok_to_test() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_built_merged_with_its_target_where_the_repository_asks() {
+    let repo = TestRepo::new();
+    let kiln = Kiln::start(&kiln_tests::config(&format!(
+        "clone_url = \"{}\"\nbuild_merge_result = true\n",
+        repo.clone_url()
+    )))
+    .await;
+    let spec = format!("steps:\n  unit:\n    image: {TEST_IMAGE}\n    run: cat feature target\n");
+    let base = repo.commit("master", "The pipeline", &[(".kiln.yml", &spec)]);
+    let head = repo.commit(
+        "feature/y",
+        "The feature",
+        &[("feature", "from the request\n")],
+    );
+    repo.reset("master", &base);
+    let target = repo.commit("master", "Meanwhile", &[("target", "from its target\n")]);
+
+    let body = pull_request_payload(
+        REPO,
+        "opened",
+        8,
+        ("feature/y", &head, false),
+        "octo",
+        &repo.clone_url(),
+    );
+    let (status, answer) = kiln
+        .send_github("pull_request", "merge-8", &body, TEST_SECRET)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["build_id"].as_u64().expect("a build id");
+    let build = kiln.finished_build(id).await;
+    let log = kiln.task_log(id, "unit").await;
+    assert_eq!(build["status"], "passed", "{build:#}\n{log}");
+    assert_eq!(build["commit"], head.as_str(), "{build:#}");
+    assert_eq!(build["merged_with"], target.as_str(), "{build:#}");
+    let lines: Vec<&str> = log.lines().rev().take(2).collect();
+    assert_eq!(lines, ["from its target", "from the request"], "{log}");
+    kiln.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
     let kiln = Kiln::start(&with_operator()).await;
     let repo = TestRepo::new();

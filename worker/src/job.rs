@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use kiln_shared::build::TaskOutcome;
 use kiln_shared::wire::{self, Event, JobRequested, TaskFinished, TaskStarted, Work};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
+use crate::checkout::CheckoutError;
 use crate::store::{Claim, RedisLog, Standing};
 use crate::task::{self, Ran, Tools};
 
@@ -216,9 +218,18 @@ async fn run_job(
     let run = async {
         match worker
             .checkouts
-            .checkout(&job.clone_url, &job.build.commit, &workdir)
+            .checkout(
+                &job.clone_url,
+                &job.build.commit,
+                job.merge_with.as_deref(),
+                &workdir,
+            )
             .await
         {
+            // No other attempt would merge them: the request needs its author.
+            Err(error @ CheckoutError::Conflict { .. }) => Ran::ended(TaskOutcome::Unrunnable {
+                reason: format!("cannot build the request's merge result: {error}"),
+            }),
             Err(error) => Ran::errored(format!("cannot check out {}: {error}", job.build.commit)),
             Ok(dir) => {
                 let log = redis_log(worker, job);

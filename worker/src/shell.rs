@@ -326,6 +326,7 @@ mod tests {
             capabilities: Vec::new(),
             read_only: false,
             priority: Default::default(),
+            merge_with: None,
         }
     }
 

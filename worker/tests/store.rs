@@ -44,6 +44,7 @@ fn job() -> JobRequested {
         capabilities: Vec::new(),
         read_only: false,
         priority: Default::default(),
+        merge_with: None,
     }
 }
 

@@ -105,6 +105,7 @@ async fn build_json(app: &App, reader: &Reader, id: BuildId) -> Response {
         "note": record.note,
         "vars": record.vars,
         "priority": record.priority,
+        "merged_with": record.plan.as_ref().and_then(|p| p.merged_with.as_ref()),
         "commit": record.build.commit,
         "author": record.author,
         "subject": record.subject,

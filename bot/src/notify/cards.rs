@@ -338,6 +338,16 @@ fn message(app: &App, record: &BuildRecord, tasks: &[TaskRecord]) -> BuildMessag
     );
     message.tag = record.kind == TriggerKind::Tag;
     message.note = record.note.clone();
+    // A request built as its merge result says with what.
+    let merged = record.plan.as_ref().and_then(|p| p.merged_with.as_ref());
+    if let (Some(with), Some(about)) = (merged, &record.request) {
+        let short: String = with.chars().take(10).collect();
+        let merge = format!("built merged with {} at {short}", about.target_branch);
+        message.note = Some(match message.note.take() {
+            Some(note) => format!("{note}, {merge}"),
+            None => merge,
+        });
+    }
     message.vars = record
         .vars
         .iter()

@@ -460,7 +460,10 @@ mod tests {
 
     #[test]
     fn a_hash_without_status_is_no_build() {
-        let late_plan = hash(planned(&Plan { tasks: Vec::new() }));
+        let late_plan = hash(planned(&Plan {
+            tasks: Vec::new(),
+            merged_with: None,
+        }));
         assert_eq!(BuildRecord::decode(BuildId(1), &late_plan, None), Ok(None));
     }
 
@@ -519,8 +522,14 @@ mod tests {
     #[test]
     fn a_corrupt_plan_is_an_error() {
         assert_eq!(
-            decode_plan(&to_json(&Plan { tasks: Vec::new() })),
-            Ok(Plan { tasks: Vec::new() })
+            decode_plan(&to_json(&Plan {
+                tasks: Vec::new(),
+                merged_with: None,
+            })),
+            Ok(Plan {
+                tasks: Vec::new(),
+                merged_with: None,
+            })
         );
         let error = decode_plan("{\"tasks\": 3}").expect_err("corrupt");
         assert!(

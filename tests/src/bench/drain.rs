@@ -176,7 +176,7 @@ async fn work_dirs(
         .await
         .expect("the work directories' root");
     let first = checkouts
-        .checkout(clone_url, commit, "first")
+        .checkout(clone_url, commit, None, "first")
         .await
         .expect("the pristine checkout");
     drop(first);
@@ -188,7 +188,7 @@ async fn work_dirs(
             async move {
                 let name = format!("t{n}");
                 let dir = checkouts
-                    .checkout(clone_url, commit, &name)
+                    .checkout(clone_url, commit, None, &name)
                     .await
                     .expect("a work directory");
                 drop(dir);

@@ -182,20 +182,22 @@ impl Checkouts {
         self.overlay
     }
 
-    /// Makes a fresh work directory called `name` with `commit` of `clone_url` checked out.
+    /// Makes a fresh work directory called `name` with `commit` of `clone_url` checked out,
+    /// merged with `merge_with` when given (a request built as its merge result).
     pub async fn checkout(
         &self,
         clone_url: &str,
         commit: &str,
+        merge_with: Option<&str>,
         name: &str,
-    ) -> Result<WorkDir, GitError> {
+    ) -> Result<WorkDir, CheckoutError> {
         self.remove(name).await;
         let path = self.work_dir(name);
         tokio::fs::create_dir_all(work_root(&self.root)).await?;
-        let pristine = self.pristine(clone_url, commit);
+        let pristine = self.pristine(clone_url, commit, merge_with);
         let made = pristine
             .made
-            .get_or_try_init(|| self.make_pristine(clone_url, commit))
+            .get_or_try_init(|| self.make_pristine(clone_url, commit, merge_with))
             .await?
             .clone();
         let mounted = self.overlay && self.mount_over(&made, name).await;
@@ -271,8 +273,11 @@ impl Checkouts {
     /// The pristine checkout of `commit` of `clone_url`, now the most recently used; the
     /// least recently used beyond [`PRISTINES_KEPT`] are no longer kept (and go once no
     /// work directory needs them).
-    fn pristine(&self, clone_url: &str, commit: &str) -> Arc<Pristine> {
-        let key = format!("{}-{commit}", repository_key(clone_url));
+    fn pristine(&self, clone_url: &str, commit: &str, merge_with: Option<&str>) -> Arc<Pristine> {
+        let mut key = format!("{}-{commit}", repository_key(clone_url));
+        if let Some(with) = merge_with {
+            key.push_str(&format!("+{with}"));
+        }
         let mut pristines = self.pristines.lock().unwrap_or_else(|e| e.into_inner());
         let used = &mut pristines.used;
         let entry = match used.iter().position(|(known, _)| *known == key) {
@@ -286,12 +291,17 @@ impl Checkouts {
         pristine
     }
 
-    /// Checks `commit` out into a directory of its own, given to the owner.
+    /// Checks `commit` out into a directory of its own (merged with `merge_with`, when
+    /// given), given to the owner.
     async fn make_pristine(
         &self,
         clone_url: &str,
         commit: &str,
-    ) -> Result<Arc<PristineDir>, GitError> {
+        merge_with: Option<&str>,
+    ) -> Result<Arc<PristineDir>, CheckoutError> {
+        if let Some(with) = merge_with {
+            self.mirrors.update(clone_url, Some(with)).await?;
+        }
         let mirror = self.mirrors.update(clone_url, Some(commit)).await?.path;
         // Removed again if the checkout fails.
         let making = tempfile::Builder::new().tempdir_in(self.root.join("pristine"))?;
@@ -324,6 +334,9 @@ impl Checkouts {
             self.mirrors.limit(),
         )
         .await?;
+        if let Some(with) = merge_with {
+            merge(&clone, with, self.mirrors.limit()).await?;
+        }
         if let Some((uid, gid)) = self.owner {
             let given = clone.clone();
             tokio::task::spawn_blocking(move || tree::chown(&given, uid, gid))
@@ -332,6 +345,50 @@ impl Checkouts {
         }
         let _kept = making.keep();
         Ok(Arc::new(PristineDir { checkout: clone }))
+    }
+}
+
+/// Why a work directory could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The request's head and its target do not merge: the request's author must resolve it.
+    #[error("the commit does not merge with {with}: {detail}")]
+    Conflict { with: String, detail: String },
+}
+
+impl From<io::Error> for CheckoutError {
+    fn from(error: io::Error) -> Self {
+        Self::Git(error.into())
+    }
+}
+
+/// Merges `with` into the checkout at `clone` (its HEAD), as a merge commit of Kiln's.
+async fn merge(clone: &Path, with: &str, limit: std::time::Duration) -> Result<(), CheckoutError> {
+    let merged = git::run(
+        "merge",
+        Command::new("git").arg("-C").arg(clone).args([
+            "-c",
+            "user.name=Kiln",
+            "-c",
+            "user.email=kiln@localhost",
+            "merge",
+            "--quiet",
+            "--no-edit",
+            "--no-ff",
+            with,
+        ]),
+        limit,
+    )
+    .await;
+    match merged {
+        Ok(_) => Ok(()),
+        Err(GitError::Git { detail, .. }) => Err(CheckoutError::Conflict {
+            with: with.to_owned(),
+            detail: detail.lines().last().unwrap_or_default().to_owned(),
+        }),
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -498,7 +555,7 @@ mod tests {
         };
         let checkout = tokio::time::timeout(
             Duration::from_secs(30),
-            checkouts.checkout(&url, &"0".repeat(40), "a"),
+            checkouts.checkout(&url, &"0".repeat(40), None, "a"),
         )
         .await
         .expect("given up on within the limit, not hanging");
@@ -524,7 +581,7 @@ mod tests {
         let checkouts = opened(root.path(), WorkDirs::Auto).await;
         let url = origin.path().to_str().expect("utf-8");
         checkouts
-            .checkout(url, &commit, "a")
+            .checkout(url, &commit, None, "a")
             .await
             .expect("checks out");
         let mirrors: Vec<_> = std::fs::read_dir(root.path().join("mirrors"))
@@ -572,11 +629,11 @@ mod tests {
         let url = origin.path().to_str().expect("utf-8");
 
         let first = checkouts
-            .checkout(url, &commit, "a")
+            .checkout(url, &commit, None, "a")
             .await
             .expect("checks out");
         let second = checkouts
-            .checkout(url, &commit, "b")
+            .checkout(url, &commit, None, "b")
             .await
             .expect("checks out");
 
@@ -612,7 +669,7 @@ mod tests {
             &["commit", "--quiet", "-am", "a task's commit"],
         );
         let third = checkouts
-            .checkout(url, &commit, "c")
+            .checkout(url, &commit, None, "c")
             .await
             .expect("checks out");
         for other in [second.path(), third.path()] {
@@ -666,7 +723,7 @@ mod tests {
         let url = origin.path().to_str().expect("utf-8");
         let checkouts = opened(root.path(), WorkDirs::Overlay).await;
         let left = checkouts
-            .checkout(url, &commit, "left")
+            .checkout(url, &commit, None, "left")
             .await
             .expect("checks out");
         std::fs::write(left.path().join("made"), "by the task").expect("write");
@@ -688,7 +745,7 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(pristines(root.path()), 0);
         let again = next
-            .checkout(url, &commit, "left")
+            .checkout(url, &commit, None, "left")
             .await
             .expect("checks out again");
         assert!(!again.path().join("made").exists());
@@ -703,14 +760,17 @@ mod tests {
             let checkouts = opened(root.path(), work_dirs).await;
             let url = origin.path().to_str().expect("utf-8");
             checkouts
-                .checkout(url, &commit, "a")
+                .checkout(url, &commit, None, "a")
                 .await
                 .expect("checks out");
 
             // Neither the repository nor the mirror is there any more.
             std::fs::remove_dir_all(origin.path()).expect("remove");
             std::fs::remove_dir_all(root.path().join("mirrors")).expect("remove");
-            let again = checkouts.checkout(url, &commit, "b").await.expect("made");
+            let again = checkouts
+                .checkout(url, &commit, None, "b")
+                .await
+                .expect("made");
             assert_eq!(git_in(again.path(), &["rev-parse", "HEAD"]), commit);
         }
     }
@@ -723,12 +783,12 @@ mod tests {
         let checkouts = opened(root.path(), WorkDirs::Overlay).await;
         let url = origin.path().to_str().expect("utf-8");
         let oldest = checkouts
-            .checkout(url, &commits[0], "oldest")
+            .checkout(url, &commits[0], None, "oldest")
             .await
             .expect("checks out");
         for (n, commit) in commits.iter().enumerate().skip(1) {
             checkouts
-                .checkout(url, commit, &format!("t{n}"))
+                .checkout(url, commit, None, &format!("t{n}"))
                 .await
                 .expect("checks out");
         }
@@ -757,7 +817,7 @@ mod tests {
 
         for (n, commit) in commits.iter().enumerate() {
             let dir = checkouts
-                .checkout(url, commit, &format!("t{n}"))
+                .checkout(url, commit, None, &format!("t{n}"))
                 .await
                 .expect("checks out");
             assert_eq!(
@@ -766,7 +826,7 @@ mod tests {
             );
             // The first, used again, is the most recent; the second is the least.
             checkouts
-                .checkout(url, &commits[0], "again")
+                .checkout(url, &commits[0], None, "again")
                 .await
                 .expect("checks out");
         }
@@ -780,11 +840,11 @@ mod tests {
         std::fs::remove_dir_all(origin.path()).expect("remove");
         std::fs::remove_dir_all(root.path().join("mirrors")).expect("remove");
         checkouts
-            .checkout(url, &commits[1], "t")
+            .checkout(url, &commits[1], None, "t")
             .await
             .expect_err("removed");
         checkouts
-            .checkout(url, &commits[0], "t")
+            .checkout(url, &commits[0], None, "t")
             .await
             .expect("still kept");
     }
@@ -799,23 +859,77 @@ mod tests {
 
         let missing = "0123456789abcdef0123456789abcdef01234567";
         let error = checkouts
-            .checkout(url, missing, "a")
+            .checkout(url, missing, None, "a")
             .await
             .expect_err("no such commit");
         assert!(
             matches!(
                 error,
-                GitError::Git {
+                CheckoutError::Git(GitError::Git {
                     action: "checkout",
                     ..
-                }
+                })
             ),
             "{error}"
         );
         assert_eq!(pristines(root.path()), 0);
         checkouts
-            .checkout(url, &commit, "a")
+            .checkout(url, &commit, None, "a")
             .await
             .expect("checks out");
+    }
+
+    #[tokio::test]
+    async fn a_request_s_merge_result_has_both_sides_and_a_conflict_is_said() {
+        let (origin, root) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let dir = origin.path();
+        let base = repository(dir, &["base"]);
+        let git = |args: &[&str]| git_in(dir, args);
+        git(&["checkout", "--quiet", "-b", "feature", &base[0]]);
+        std::fs::write(dir.join("feature"), "mine").expect("write");
+        git(&["add", "feature"]);
+        git(&["commit", "--quiet", "--message", "feature"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        git(&["checkout", "--quiet", "master"]);
+        std::fs::write(dir.join("target"), "theirs").expect("write");
+        git(&["add", "target"]);
+        git(&["commit", "--quiet", "--message", "target"]);
+        let target = git(&["rev-parse", "HEAD"]);
+        let checkouts = opened(root.path(), WorkDirs::Copy).await;
+        let url = dir.to_str().expect("utf-8");
+
+        let merged = checkouts
+            .checkout(url, &head, Some(&target), "merged")
+            .await
+            .expect("merges");
+        for file in ["file", "feature", "target"] {
+            assert!(merged.path().join(file).exists(), "{file}");
+        }
+        let alone = checkouts
+            .checkout(url, &head, None, "alone")
+            .await
+            .expect("checks out");
+        assert!(!alone.path().join("target").exists(), "the head alone");
+
+        // Both sides change `file`: no merge result, and it says with what.
+        git(&["checkout", "--quiet", "feature"]);
+        std::fs::write(dir.join("file"), "mine too").expect("write");
+        git(&["commit", "--quiet", "--all", "--message", "mine"]);
+        let clashing = git(&["rev-parse", "HEAD"]);
+        git(&["checkout", "--quiet", "master"]);
+        std::fs::write(dir.join("file"), "theirs too").expect("write");
+        git(&["commit", "--quiet", "--all", "--message", "theirs"]);
+        let moved = git(&["rev-parse", "HEAD"]);
+        let error = checkouts
+            .checkout(url, &clashing, Some(&moved), "clash")
+            .await
+            .expect_err("a conflict");
+        assert!(
+            matches!(&error, CheckoutError::Conflict { with, .. } if *with == moved),
+            "{error}"
+        );
     }
 }

@@ -193,7 +193,10 @@ fn chosen<'a>(tasks: &'a [TaskRecord], asked: Option<&str>) -> Option<&'a TaskRe
 }
 
 fn graph(id: BuildId, record: &BuildRecord, tasks: &[TaskRecord], selected: Option<&str>) -> Graph {
-    let empty = Plan { tasks: Vec::new() };
+    let empty = Plan {
+        tasks: Vec::new(),
+        merged_with: None,
+    };
     let plan = record.plan.as_deref().unwrap_or(&empty);
     let columns = plan
         .columns()
