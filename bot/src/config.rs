@@ -587,6 +587,9 @@ pub struct Schedule {
     /// The time zone `cron` is read in (an IANA name, `Europe/Berlin`).
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Read from the default branch's `.kiln.yml`, not from this configuration.
+    #[serde(skip)]
+    pub from_file: bool,
 }
 
 impl Repository {
@@ -626,6 +629,16 @@ impl Repository {
 }
 
 impl Schedule {
+    /// What the installation notes its due times under: its name, or `file:<name>` for a
+    /// file's (no name has a `:`), so that a file's never takes over the configuration's.
+    pub fn key(&self) -> String {
+        if self.from_file {
+            format!("file:{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
     /// When it is due, or why its `cron` or `timezone` is not a time.
     pub fn when(&self) -> Result<When, String> {
         When::of(self)

@@ -725,10 +725,10 @@ async fn redis_xread_wakeup(options: Options) -> Figure {
     figure
 }
 
-/// A running Kiln, its test repository, and when each build's events were heard.
 /// The repository configuration under which `hotfix/*`'s builds are of high priority.
 const HIGH_PRIORITY: &str = "high_priority_branches = [\"hotfix/*\"]\n";
 
+/// A running Kiln, its test repository, and when each build's events were heard.
 struct Bench<'a> {
     kiln: &'a Kiln,
     repo: TestRepo,

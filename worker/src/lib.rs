@@ -262,8 +262,15 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
     let slots = slots::Slots::new(usize::from(settings.slots));
     // Each broker connection's consumers in turn: jobs in hand when one is lost run on, and
     // RabbitMQ's copies of them wait for those runs (see `job::handle_delivery`).
+    // The channel of the session a drain ended: kept open until the jobs it holds are done,
+    // so that they are not given to another worker meanwhile.
+    let mut drained_on = None;
     'sessions: while let Some((session, channel, consumers)) = worker.broker.consume(&drain).await {
         let mut deliveries = Deliveries::of(consumers);
+        // Cancelled when this session's consumers are left, whatever the reason: its jobs
+        // still waiting for a slot are RabbitMQ's again (their channel closes), not to run.
+        let left = CancellationToken::new();
+        let _left = left.clone().drop_guard();
         loop {
             let next = tokio::select! {
                 () = drain.cancelled() => {
@@ -279,6 +286,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
                             }
                         }
                     }
+                    drained_on = Some(channel);
                     break 'sessions;
                 }
                 () = session.broken() => continue 'sessions,
@@ -287,12 +295,14 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
             match next {
                 Some((priority, Ok(delivery))) => {
                     let (worker, slots) = (worker.clone(), slots.clone());
-                    let (shutdown, drain) = (shutdown.clone(), drain.clone());
+                    let (shutdown, drain, left) = (shutdown.clone(), drain.clone(), left.clone());
                     jobs.spawn(async move {
-                        // A job waiting for a slot when the worker drains goes back.
+                        // A job waiting for a slot when the worker drains goes back (its channel
+                        // is kept open for that); one whose session is gone is back already.
                         let slot = tokio::select! {
                             biased;
                             () = drain.cancelled() => return hand_back(delivery).await,
+                            () = left.cancelled() => return,
                             slot = slots.take(priority) => slot,
                         };
                         job::handle_delivery(&worker, delivery, shutdown).await;
@@ -317,6 +327,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         }
     }
     jobs.close();
+    let _drained_on = drained_on;
     if !shutdown.is_cancelled() && !jobs.is_empty() {
         tracing::info!(
             jobs = jobs.len(),

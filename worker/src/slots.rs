@@ -230,4 +230,19 @@ mod tests {
         }
         assert_eq!(*order.lock().expect("order"), ["a", "b", "c"]);
     }
+
+    #[test]
+    fn a_slot_handed_over_just_as_its_wait_is_given_up_goes_back() {
+        let slots = Slots::new(1);
+        let held = futures_util::FutureExt::now_or_never(slots.take(Priority::Normal))
+            .expect("a free slot");
+        let mut waiting = Box::pin(slots.take(Priority::High));
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "no slot free");
+        // Handed to the wait, which is given up before it looks again.
+        drop(held);
+        assert_eq!(slots.free(), 0, "handed over, not freed");
+        drop(waiting);
+        assert_eq!(slots.free(), 1, "the slot went to no one");
+    }
 }

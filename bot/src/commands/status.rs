@@ -118,7 +118,14 @@ mod tests {
             branch: "master".into(),
             vars: Default::default(),
             timezone: "Europe/Berlin".into(),
+            from_file: false,
         };
+        assert_eq!(nightly.key(), "nightly");
+        let from_file = Schedule {
+            from_file: true,
+            ..nightly.clone()
+        };
+        assert_eq!(from_file.key(), "file:nightly", "never the configuration's");
         let now = "2026-12-07T12:00:00Z".parse().expect("a time");
         insta::assert_snapshot!(scheduled(&nightly, now), @"Schedule nightly: `0 2 * * *` (Europe/Berlin) builds master, next at 2026-12-08T02:00:00+01:00");
         insta::assert_snapshot!(listed(false, &[one.clone(), one], None, None).text, @r"

@@ -55,6 +55,7 @@ mod tests {
             branch: "master".into(),
             vars: Default::default(),
             timezone: timezone.into(),
+            from_file: false,
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kiln_shared::command::Target;
+use kiln_shared::ident::BranchName;
 use kiln_shared::spec::SPEC_FILE;
 use kiln_shared::trigger::TriggerKind;
 use kiln_shared::wire::NewBuild;
@@ -53,14 +54,23 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     if !configured && !reads_files {
         return Ok(());
     }
+    // Apart, so that a slow forge holds up no schedule's look.
+    let reader = reads_files.then(|| {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                read_files(&app).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(read_every) => {}
+                }
+            }
+        })
+    });
+    let _reader = reader.map(tokio_util::task::AbortOnDropHandle::new);
     // Those whose last look failed: said once, until one succeeds.
     let mut failing = HashSet::new();
-    let mut read_at: Option<tokio::time::Instant> = None;
     loop {
-        if reads_files && read_at.is_none_or(|at| at.elapsed() >= read_every) {
-            read_files(&app).await;
-            read_at = Some(tokio::time::Instant::now());
-        }
         let schedules = every_schedule(&app);
         for (repo, schedule, when) in &schedules {
             let key = (repo.name.clone(), schedule.name.clone());
@@ -113,20 +123,19 @@ async fn read_files(app: &App) {
     }
 }
 
-/// The schedules `repo`'s `.kiln.yml` on its default branch (`master`, else `main`) names;
-/// `None` when there is no such branch or Kiln does not know where to fetch it yet.
+/// The schedules `repo`'s `.kiln.yml` on its default branch (`master`, else `main`) names,
+/// each building that branch; `None` when there is no such branch or Kiln does not know
+/// where to fetch it yet. One fetch.
 async fn read_file(app: &App, repo: &Repository) -> anyhow::Result<Option<Vec<Schedule>>> {
     let Some(clone_url) = repositories::clone_url(app, repo).await? else {
         return Ok(None);
     };
-    let mut head = None;
-    for default in ["master", "main"] {
-        let target = Target::Branch(default.into());
-        if let Some(found) = app.mirrors.resolve(&clone_url, &target).await? {
-            head = Some((default, found.commit));
-            break;
-        }
-    }
+    let defaults = [BranchName::from("master"), BranchName::from("main")];
+    let heads = app
+        .mirrors
+        .heads(&clone_url, &defaults.iter().collect::<Vec<_>>())
+        .await?;
+    let head = defaults.iter().zip(heads).find_map(|(b, h)| Some((b, h?)));
     let Some((default, commit)) = head else {
         return Ok(None);
     };
@@ -149,9 +158,11 @@ async fn read_file(app: &App, repo: &Repository) -> anyhow::Result<Option<Vec<Sc
         .map(|(name, s)| Schedule {
             name: name.clone(),
             cron: s.value.cron.clone(),
-            branch: s.value.branch.as_deref().unwrap_or(default).into(),
+            // Whoever writes the default branch schedules its builds, none of another's.
+            branch: default.clone(),
             vars: s.value.vars.clone(),
             timezone: s.value.timezone.clone().unwrap_or_else(|| "UTC".to_owned()),
+            from_file: true,
         })
         .collect::<Vec<_>>();
     for schedule in &schedules {
@@ -175,9 +186,9 @@ async fn look(
     };
     let due_ms = u64::try_from(due.timestamp_millis()).unwrap_or_default();
     let store = &app.store;
-    let Some(noted) = store.schedule_noted(&repo.name, &schedule.name).await? else {
+    let Some(noted) = store.schedule_noted(&repo.name, &schedule.key()).await? else {
         store
-            .note_schedule(&repo.name, &schedule.name, due_ms)
+            .note_schedule(&repo.name, &schedule.key(), due_ms)
             .await?;
         tracing::info!(repo = %repo.name, schedule = %schedule.name, next = ?when.next(Utc::now()),
             "a new schedule waits for its next time");
@@ -194,7 +205,7 @@ async fn look(
     }
     let accepted = build(app, repo, schedule, &due).await?;
     store
-        .note_schedule(&repo.name, &schedule.name, due_ms)
+        .note_schedule(&repo.name, &schedule.key(), due_ms)
         .await?;
     tracing::info!(repo = %repo.name, schedule = %schedule.name, due = %due, ?accepted,
         "a schedule came due");
@@ -231,6 +242,6 @@ async fn build(
         rerun: None,
         priority: repo.priority_of(TriggerKind::Schedule, &schedule.branch),
     };
-    let delivery = format!("{}:{}:{}", repo.name, schedule.name, due.timestamp());
+    let delivery = format!("{}:{}:{}", repo.name, schedule.key(), due.timestamp());
     Ok(ingress::accept_new(app, DOOR, &delivery, new).await?)
 }

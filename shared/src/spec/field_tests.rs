@@ -333,8 +333,8 @@ fn schedules_are_blamed_where_they_are_written() {
         "line 5, column 11: the cron expression `every night` of schedule `nightly` needs five fields (minute to day of week), or six with seconds first",
     );
     check(
-        &with("  nightly:\n    cron: '0 2 * * *'\n    branch: 'a..b'\n"),
-        "line 6, column 13: `a..b` of schedule `nightly` is not a branch name",
+        &with("  nightly:\n    cron: '0 2 * * *'\n    branch: release\n"),
+        "line 6, column 5: unknown field `branch`, expected one of cron, vars, timezone",
     );
     check(
         &with("  nightly:\n    cron: '0 2 * * *'\n    vars: { KILN_X: '1' }\n"),
@@ -342,7 +342,7 @@ fn schedules_are_blamed_where_they_are_written() {
     );
     check(
         &with("  nightly:\n    cron: '0 2 * * *'\n    when: never\n"),
-        "line 6, column 5: unknown field `when`, expected one of cron, branch, vars, timezone",
+        "line 6, column 5: unknown field `when`, expected one of cron, vars, timezone",
     );
     let spec = Spec::parse(&with(
         "  nightly:\n    cron: '0 2 * * *'\n    vars: { SUITE: full }\n    timezone: Europe/Berlin\n",
@@ -350,7 +350,6 @@ fn schedules_are_blamed_where_they_are_written() {
     .expect("a schedule");
     let nightly = &spec.schedules["nightly"].value;
     assert_eq!(nightly.cron, "0 2 * * *");
-    assert_eq!(nightly.branch, None);
     assert_eq!(nightly.vars["SUITE"], "full");
     assert_eq!(nightly.timezone.as_deref(), Some("Europe/Berlin"));
 }

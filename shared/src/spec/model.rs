@@ -44,16 +44,14 @@ pub struct Spec {
     pub schedules: BTreeMap<String, Spanned<Schedule>>,
 }
 
-/// A build of a branch's head started by the clock.
+/// A build of the default branch's head started by the clock (a file names no other branch:
+/// whoever writes it could otherwise start another branch's builds, with its secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// When: a cron expression of five fields (minute to day of week), or six with seconds
     /// first, e.g. `0 2 * * *`.
     pub cron: String,
-    /// The branch whose head is built; the default branch when absent.
-    #[serde(default)]
-    pub branch: Option<String>,
     /// Variables its builds' tasks see, as `build … KEY=VALUE` gives them.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,

@@ -377,19 +377,35 @@ async fn merge(clone: &Path, with: &str, limit: std::time::Duration) -> Result<(
             "--quiet",
             "--no-edit",
             "--no-ff",
+            "--end-of-options",
             with,
         ]),
         limit,
     )
     .await;
-    match merged {
-        Ok(_) => Ok(()),
-        Err(GitError::Git { detail, .. }) => Err(CheckoutError::Conflict {
-            with: with.to_owned(),
-            detail: detail.lines().last().unwrap_or_default().to_owned(),
-        }),
-        Err(other) => Err(other.into()),
+    let Err(error) = merged else {
+        return Ok(());
+    };
+    // A conflict leaves files unmerged; any other failure (a full disk) is Kiln's.
+    let unmerged = git::run(
+        "diff",
+        Command::new("git")
+            .arg("-C")
+            .arg(clone)
+            .args(["diff", "--name-only", "--diff-filter=U"]),
+        limit,
+    )
+    .await
+    .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+    .unwrap_or_default();
+    let files: Vec<&str> = unmerged.lines().filter(|l| !l.is_empty()).collect();
+    if files.is_empty() {
+        return Err(error.into());
     }
+    Err(CheckoutError::Conflict {
+        with: with.to_owned(),
+        detail: format!("both change {}", files.join(", ")),
+    })
 }
 
 /// Locks `root/lock` for this process, or says which directory another worker holds.
@@ -928,7 +944,7 @@ mod tests {
             .await
             .expect_err("a conflict");
         assert!(
-            matches!(&error, CheckoutError::Conflict { with, .. } if *with == moved),
+            matches!(&error, CheckoutError::Conflict { with, detail } if *with == moved && detail == "both change file"),
             "{error}"
         );
     }

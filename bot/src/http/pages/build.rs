@@ -275,9 +275,10 @@ pub async fn page(
         retry: ended,
         retry_failed: ended && failed && record.plan.is_some(),
         cancel: !ended,
+        // `run` takes the rest of an ended build.
         run: tasks
             .iter()
-            .filter(|t| t.status == TaskStatus::Manual)
+            .filter(|t| ended && t.status == TaskStatus::Manual)
             .map(|t| t.name.clone())
             .collect(),
     };

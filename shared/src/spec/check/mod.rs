@@ -121,8 +121,8 @@ pub(super) fn check(spec: &RawSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A schedule's name is a name, its cron expression has five or six fields, its branch is a
-/// branch's name and its variables are variables. Whether the expression and the time zone
+/// A schedule's name is a name, its cron expression has five or six fields and its
+/// variables are variables. Whether the expression and the time zone
 /// are times is for the bot, which reads them.
 fn schedule_spec(key: &Spanned<String>, schedule: &RawSchedule) -> Result<(), SpecError> {
     let name = &key.value;
@@ -140,17 +140,6 @@ fn schedule_spec(key: &Spanned<String>, schedule: &RawSchedule) -> Result<(), Sp
                 "the cron expression `{}` of schedule `{name}` needs five fields (minute to \
                  day of week), or six with seconds first",
                 cron.value
-            ),
-        );
-    }
-    if let Some(branch) = &schedule.branch
-        && !crate::ident::is_branch_name(&branch.value)
-    {
-        return refuse(
-            branch.referenced,
-            format!(
-                "`{}` of schedule `{name}` is not a branch name",
-                branch.value
             ),
         );
     }

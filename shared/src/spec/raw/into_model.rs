@@ -21,7 +21,6 @@ impl RawSpec {
             steps: spanned_map(self.steps.value, RawStep::into_step),
             schedules: spanned_map(self.schedules, |s| Schedule {
                 cron: s.cron.value,
-                branch: s.branch.map(|b| b.value),
                 vars: s.vars.map(|v| plain_map(v.value)).unwrap_or_default(),
                 timezone: s.timezone.map(|t| t.value),
             }),

@@ -36,8 +36,6 @@ pub(super) struct RawSpec {
 pub(super) struct RawSchedule {
     pub cron: Spanned<String>,
     #[serde(default)]
-    pub branch: Option<Spanned<String>>,
-    #[serde(default)]
     pub vars: Option<Spanned<Entries<String>>>,
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
