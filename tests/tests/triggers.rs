@@ -31,6 +31,24 @@ fn pipeline() -> String {
     )
 }
 
+/// The web console's page as [`TOKEN`]'s operator sees it, after giving `command` there if
+/// one is given; `None` when the bot does not answer.
+async fn console(kiln: &Kiln, command: Option<&str>) -> Option<String> {
+    let client = reqwest::Client::new();
+    let request = match command {
+        Some(command) => client
+            .post(kiln.url("/console"))
+            .form(&[("command", command)]),
+        None => client.get(kiln.url("/console")),
+    };
+    let answer = request
+        .header("cookie", format!("kiln_console={TOKEN}"))
+        .send()
+        .await
+        .ok()?;
+    answer.text().await.ok()
+}
+
 /// The names of a build's tasks, sorted.
 fn task_names(build: &serde_json::Value) -> Vec<&str> {
     let tasks = build["tasks"].as_array().expect("tasks");
@@ -430,17 +448,8 @@ async fn deploys_of_one_concurrency_group_take_turns_across_builds() {
         kiln.push(&repo, "hotfix", &second, "g-2").await,
     ];
     // While one deploys, the other's card says what it waits for.
-    let console = reqwest::Client::new();
     wait_for("a card to say its deploy waits", E2E_TIMEOUT, || async {
-        let page = console
-            .get(kiln.url("/console"))
-            .header("cookie", format!("kiln_console={TOKEN}"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let page = console(&kiln, None).await?;
         page.contains("deploy: waiting for group production")
             .then_some(())
     })
@@ -685,29 +694,11 @@ async fn a_step_run_by_hand_waits_for_run_and_retry_runs_one_task_again() {
     let (_, reply) = kiln.command_text(TOKEN, &format!("run {id} unit")).await;
     assert!(reply.contains("is not run by hand"), "{reply}");
     // The console's card of the build has a Run button for the step, which runs it.
-    let console = reqwest::Client::new();
-    let cookie = format!("kiln_console={TOKEN}");
-    let page = console
-        .get(kiln.url("/console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("the console")
-        .text()
-        .await
-        .expect("its page");
+    let page = console(&kiln, None).await.expect("the console");
     let button = format!("name=\"command\" value=\"run {id} deploy\"><button");
     assert!(page.contains(&button), "{page}");
-    let page = console
-        .post(kiln.url("/console"))
-        .header("cookie", &cookie)
-        .form(&[("command", format!("run {id} deploy"))])
-        .send()
-        .await
-        .expect("the console")
-        .text()
-        .await
-        .expect("its page");
+    let command = format!("run {id} deploy");
+    let page = console(&kiln, Some(&command)).await.expect("the console");
     let run = id + 1;
     assert!(page.contains(&format!("Build #{run} runs")), "{page}");
     let build = kiln.finished_build(run).await;
