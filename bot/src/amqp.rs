@@ -12,12 +12,12 @@
 use std::sync::Arc;
 
 use kiln_io::amqp::{
-    Link, LinkState, Message, Session, declare_exchanges, jobs_queue_arguments, quorum,
+    Link, LinkState, Message, Session, declare_exchanges, declare_job_queues, quorum,
 };
 use kiln_shared::platform::Platform;
 use kiln_shared::priority::Priority;
 use kiln_shared::promotion::PromotionEvent;
-use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology, job_key};
+use kiln_shared::routing::Topology;
 use kiln_shared::wire::{
     self, CommentRequested, EnvironmentRequested, Event, JobRequested, PushHeld,
 };
@@ -321,22 +321,7 @@ async fn declare(ch: &Channel, t: &Topology, platforms: &[Platform]) -> lapin::R
         .await?;
     }
     for platform in platforms {
-        for (priority, jobs) in t.jobs_queues(*platform) {
-            ch.queue_declare(
-                jobs.as_str().into(),
-                queue,
-                jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
-            )
-            .await?;
-            ch.queue_bind(
-                jobs.into(),
-                t.jobs_exchange().into(),
-                job_key(*platform, priority).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
+        declare_job_queues(ch, t, *platform).await?;
     }
     // Requested builds, and tasks' events, each in a queue of their own: planning may
     // wait on a fetch, which must not hold up tasks' events. Not a build's end, which the

@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use kiln_io::amqp::{Link, Message, Session, declare_exchanges, jobs_queue_arguments};
+use kiln_io::amqp::{Link, Message, Session, declare_exchanges, declare_job_queues};
 use kiln_shared::platform::Platform;
 use kiln_shared::priority::Priority;
-use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology, job_key};
+use kiln_shared::routing::Topology;
 use kiln_shared::wire::{self, Event};
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio_util::sync::CancellationToken;
@@ -169,27 +169,5 @@ async fn prepare(
 /// Declares the exchanges and `platform`'s job queues on `channel`.
 async fn declare(channel: &Channel, t: &Topology, platform: Platform) -> lapin::Result<()> {
     declare_exchanges(channel, &t.exchanges()).await?;
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (priority, queue) in t.jobs_queues(platform) {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                options,
-                jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                t.jobs_exchange().into(),
-                job_key(platform, priority).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(())
+    declare_job_queues(channel, t, platform).await
 }

@@ -158,8 +158,26 @@ mod tests {
         (task, release)
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// How soon a spawned waiter is in line, or holds its slot.
+    const SETTLED_WITHIN: Duration = Duration::from_secs(5);
+
+    /// Waits until `count` waits are in line.
+    async fn in_line(slots: &Slots, count: usize) {
+        let what = format!("{count} waits in line");
+        kiln_tests::wait_for(&what, SETTLED_WITHIN, || async {
+            let state = slots.state.lock().expect("slots");
+            (state.high.len() + state.normal.len() == count).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `count` waiters have held a slot.
+    async fn served(order: &Mutex<Vec<&'static str>>, count: usize) {
+        let what = format!("{count} waiters served");
+        kiln_tests::wait_for(&what, SETTLED_WITHIN, || async {
+            (order.lock().expect("order").len() == count).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -167,16 +185,16 @@ mod tests {
         let slots = Slots::new(1);
         let order = Arc::new(Mutex::new(Vec::new()));
         let (running, end_running) = waiter(&slots, Priority::Normal, "running", &order);
-        settle().await;
+        served(&order, 1).await;
         let (normal, end_normal) = waiter(&slots, Priority::Normal, "normal", &order);
-        settle().await;
+        in_line(&slots, 1).await;
         let (high, end_high) = waiter(&slots, Priority::High, "high", &order);
-        settle().await;
+        in_line(&slots, 2).await;
         assert_eq!(*order.lock().expect("order"), ["running"]);
 
         end_running.send(()).expect("waiting");
         running.await.expect("waiter");
-        settle().await;
+        served(&order, 2).await;
         assert_eq!(*order.lock().expect("order"), ["running", "high"]);
 
         end_high.send(()).expect("waiting");
@@ -198,7 +216,7 @@ mod tests {
                 let _ = slots.take(Priority::High).await;
             })
         };
-        settle().await;
+        in_line(&slots, 1).await;
         given_up.abort();
         let _ = given_up.await;
         drop(first);
@@ -218,13 +236,13 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let held = slots.take(Priority::Normal).await;
         let mut ends = Vec::new();
-        for name in ["a", "b", "c"] {
+        for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
             ends.push(waiter(&slots, Priority::High, name, &order));
-            settle().await;
+            in_line(&slots, n + 1).await;
         }
         drop(held);
-        for (task, end) in ends {
-            settle().await;
+        for (n, (task, end)) in ends.into_iter().enumerate() {
+            served(&order, n + 1).await;
             end.send(()).expect("waiting");
             task.await.expect("waiter");
         }

@@ -7,6 +7,7 @@ use kiln_shared::wire::BuildRef;
 use super::reply::Reply;
 use crate::app::App;
 use crate::config::Schedule;
+use crate::schedules;
 
 /// Builds `status` looks back over, newest first, to find the ones asked for.
 const STATUS_LOOKBACK: u64 = 200;
@@ -36,22 +37,16 @@ pub async fn status(
         branch.map(|b| b.as_str()),
     );
     let repository = repo.and_then(|r| app.config.repository(r));
-    if let Some(repository) = repository {
-        let own = &repository.schedules;
-        let from_file = app.file_schedules.of(&repository.name);
-        let from_file = from_file
-            .iter()
-            .filter(|s| !own.iter().any(|o| o.name == s.name));
-        for (schedule, source) in own
-            .iter()
-            .map(|s| (s, ""))
-            .chain(from_file.map(|s| (s, " (.kiln.yml)")))
-        {
-            reply.text.push('\n');
-            reply
-                .text
-                .push_str(&scheduled(schedule, chrono::Utc::now()));
-            reply.text.push_str(source);
+    for schedule in repository
+        .map(|r| schedules::of(app, r))
+        .unwrap_or_default()
+    {
+        reply.text.push('\n');
+        reply
+            .text
+            .push_str(&scheduled(&schedule, chrono::Utc::now()));
+        if schedule.from_file {
+            reply.text.push_str(" (.kiln.yml)");
         }
     }
     Ok(reply)

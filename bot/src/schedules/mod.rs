@@ -93,15 +93,20 @@ pub async fn run(app: App, shutdown: CancellationToken) -> anyhow::Result<()> {
     }
 }
 
-/// Every schedule that can be due: the configuration's, then those the repositories' files
-/// name and the configuration does not.
+/// `repo`'s schedules: the configuration's, then those its file names and the
+/// configuration does not.
+pub fn of(app: &App, repo: &Repository) -> Vec<Schedule> {
+    let own = &repo.schedules;
+    let from_file = app.file_schedules.of(&repo.name).into_iter();
+    let from_file = from_file.filter(|s| !own.iter().any(|c| c.name == s.name));
+    own.iter().cloned().chain(from_file).collect()
+}
+
+/// Every repository's schedules that can be due.
 fn every_schedule(app: &App) -> Vec<(&Repository, Schedule, When)> {
     let mut all = Vec::new();
     for repo in &app.config.repositories {
-        let from_file = app.file_schedules.of(&repo.name).into_iter();
-        let own = |s: &Schedule| repo.schedules.iter().any(|c| c.name == s.name);
-        let file: Vec<Schedule> = from_file.filter(|s| !own(s)).collect();
-        for schedule in repo.schedules.iter().cloned().chain(file) {
+        for schedule in of(app, repo) {
             if let Ok(when) = schedule.when() {
                 all.push((repo, schedule, when));
             }

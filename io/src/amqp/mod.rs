@@ -9,7 +9,11 @@ pub use link::{BadUrl, Link, LinkState, Prepare, Preparing, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
+use kiln_shared::platform::Platform;
+use kiln_shared::routing::{JOB_DELIVERY_LIMIT, Topology, job_key};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::{AMQPScheme, AMQPUri};
@@ -107,10 +111,39 @@ pub fn quorum() -> FieldTable {
     args
 }
 
+/// Declares `platform`'s job queues (one per priority) on `channel`, each bound to the jobs
+/// exchange by its key. The bot and the worker both declare them, with the same arguments,
+/// or RabbitMQ refuses the second declaration.
+pub async fn declare_job_queues(
+    channel: &Channel,
+    t: &Topology,
+    platform: Platform,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for (priority, queue) in t.jobs_queues(platform) {
+        let arguments = jobs_queue_arguments(&t.dead_exchange(), JOB_DELIVERY_LIMIT);
+        channel
+            .queue_declare(queue.as_str().into(), durable, arguments)
+            .await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                t.jobs_exchange().into(),
+                job_key(platform, priority).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// The arguments of a platform's job queue: quorum, and a delivery limit past which a
-/// poison job goes to `dead_exchange` instead of looping forever. The bot and the worker
-/// both declare it, with these very arguments, or RabbitMQ refuses the second declaration.
-pub fn jobs_queue_arguments(dead_exchange: &str, delivery_limit: i64) -> FieldTable {
+/// poison job goes to `dead_exchange` instead of looping forever.
+fn jobs_queue_arguments(dead_exchange: &str, delivery_limit: i64) -> FieldTable {
     let mut args = quorum();
     args.insert(
         "x-dead-letter-exchange".into(),
