@@ -46,7 +46,6 @@ pub mod vendors;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use kiln_shared::keys::Keys;
 use kiln_shared::platform::Platform;
 use kiln_shared::routing::Topology;
 use tokio::net::TcpListener;
@@ -83,7 +82,9 @@ pub async fn connect(config: Config, connections: &Connections) -> anyhow::Resul
             let url = kiln_io::tls::redacted(&connections.redis_url);
             format!("cannot connect to Redis at {url}")
         })?;
-    let store = store::Store::new(client, redis, Keys::new(&connections.prefix));
+    let store = store::Store::open(client, redis, &connections.prefix)
+        .await
+        .context("cannot read the task names' secret from Redis")?;
     let broker = amqp::Broker::connect(
         &connections.amqp_url,
         &trust,

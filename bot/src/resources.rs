@@ -289,5 +289,6 @@ async fn job(
     job.request.clone_from(&record.request);
     job.priority = record.priority;
     job.merge_with = record.plan.as_ref().and_then(|p| p.merged_with.clone());
+    job.key_tag = app.store.keys().key_tag(record.build.id, &task.name);
     Ok(job)
 }

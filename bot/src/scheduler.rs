@@ -22,6 +22,16 @@ use crate::{lifecycle, resources, review};
 
 /// A task started: its build is running.
 pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Result<()> {
+    let stored = app.store.task(event.build.id, &event.task).await?;
+    if !stored.is_some_and(|t| {
+        t.attempt == event.attempt && t.worker.as_deref() == Some(event.worker.as_str())
+    }) {
+        tracing::warn!(
+            build_id = %event.build.id, task = %event.task, attempt = event.attempt,
+            worker = %event.worker, "a task's start its record does not hold; dropped"
+        );
+        return Ok(());
+    }
     app.store
         .transition_build(event.build.id, BuildStatus::Running, &[])
         .await?;
@@ -56,6 +66,13 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         tracing::warn!(build_id = %id, task = %event.task, "finished task is not in the plan; dropped");
         return Ok(());
     };
+    if !holds_end(app, event, task).await? {
+        tracing::warn!(
+            build_id = %id, task = %event.task, attempt = event.attempt,
+            outcome = %event.outcome, "a task's end its record does not hold; dropped"
+        );
+        return Ok(());
+    }
     // Its slots go back whatever happens next, a cancelled build's too.
     if task.holds_slots() {
         resources::release(app, &record, task, event.attempt).await?;
@@ -110,6 +127,25 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
         lifecycle::finish_build(app, &record).await?;
     }
     Ok(())
+}
+
+/// Whether the task's record holds the end `event` announces: its attempt ended so, or (a
+/// redelivery) a later attempt exists and the end is one the scheduler retries after, so
+/// that the retry's job is published if an earlier delivery died before publishing it.
+///
+/// Events are checked against records because a worker's credentials may publish any
+/// task's event, but can name only its own task's record (`kiln_shared::keys::TaskNames`):
+/// a forged end moves nothing.
+async fn holds_end(
+    app: &App,
+    event: &TaskFinished,
+    task: &PlannedTask,
+) -> Result<bool, crate::store::StoreError> {
+    let stored = app.store.task(event.build.id, &event.task).await?;
+    Ok(stored.is_some_and(|t| {
+        (t.attempt == event.attempt && t.ended.as_ref() == Some(&event.outcome))
+            || (t.attempt > event.attempt && task.retries(&event.outcome, event.attempt))
+    }))
 }
 
 /// A job RabbitMQ dead-lettered: it was delivered [`JOB_DELIVERY_LIMIT`] times and never

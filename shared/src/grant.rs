@@ -5,9 +5,11 @@
 //! rules (commands, and key patterns with read and write apart).
 //!
 //! This module only says what is granted; `kiln-worker credentials` applies it
-//! (`rabbitmqctl`, `ACL SETUSER`). What the patterns cannot tell apart is in
-//! ARCHITECTURE.md: a worker may write any task's record and log under the prefix, and
-//! publish any `task.*` event, not only its own tasks'.
+//! (`rabbitmqctl`, `ACL SETUSER`). The patterns cannot tell one task from another: a worker
+//! may write any key shaped like a task record or log, and publish any `task.*` event. What
+//! keeps it to its own tasks is their names ([`crate::keys::TaskNames`]: it can name only
+//! the tasks its jobs tag, and may not read the secret) and the bot's check of each event
+//! against the task's record (ARCHITECTURE.md).
 
 use crate::keys::Keys;
 use crate::platform::Platform;
@@ -77,7 +79,8 @@ pub fn redis_rules(keys: &Keys) -> Vec<String> {
         "+set",
     ];
     let patterns = [
-        // A task's record: `<p>:build:<id>:task:<name>`; not the build's own record.
+        // A task's record: `<p>:build:<id>:task:<name>[:<tag>]`; not the build's own
+        // record, nor the secret the tags are made with (`<p>:task-names`).
         format!("%RW~{p}:build:[0-9]*:task:*"),
         format!("%W~{p}:logs:[0-9]*"),
         format!("%RW~{p}:workers"),

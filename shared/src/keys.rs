@@ -4,6 +4,11 @@
 //! This module only names keys and holds script text; it does no I/O. Every key starts with
 //! the installation's prefix (`kiln` by default) so tests isolate themselves with their own.
 
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use crate::build::BuildId;
 use crate::ident::{BranchName, ChannelName, CommitId, RepoName};
 use crate::lease::LeaseId;
@@ -52,10 +57,67 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
+/// Makes the installation's [`TaskNames`] once: if `KEYS[1]` (a hash) has no `secret`, sets
+/// it to `ARGV[1]` and `from` to the build number after the current one (`KEYS[2]`, the
+/// build sequence); returns the hash's `secret` and `from`. Every bot runs it, so the first
+/// one's values stay.
+pub const TASK_NAMES_SCRIPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'secret') == 0 then
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'from', last + 1)
+end
+return redis.call('HMGET', KEYS[1], 'secret', 'from')
+";
+
+/// What makes the names of a task's record and log unguessable: an HMAC of the build and
+/// task under the installation's secret, which only the bots read. A worker learns one
+/// task's names from its job and has no `KEYS` or `SCAN`, so its credentials, which may
+/// write any key of that shape, cannot name another task's. Builds numbered before `from`
+/// (made before names had a secret) keep their plain names.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskNames {
+    secret: Arc<[u8]>,
+    from: BuildId,
+}
+
+impl std::fmt::Debug for TaskNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskNames")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskNames {
+    pub fn new(secret: &[u8], from: BuildId) -> Self {
+        Self {
+            secret: secret.into(),
+            from,
+        }
+    }
+
+    /// The unguessable part of the names of build `id`'s `task` (32 hex digits), or none
+    /// for a build numbered before names had one.
+    pub fn tag(&self, id: BuildId, task: &str) -> Option<String> {
+        if id < self.from {
+            return None;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key");
+        mac.update(id.0.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(task.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        Some(hex::encode(&digest[..16]))
+    }
+}
+
 /// Names of one installation's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    /// The bots': what names a task's record and log. A worker has none; its job carries
+    /// its task's tag.
+    names: Option<TaskNames>,
 }
 
 impl Default for Keys {
@@ -69,7 +131,28 @@ impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            names: None,
         }
+    }
+
+    /// These keys, naming tasks' records and logs with `names`.
+    pub fn with_names(self, names: TaskNames) -> Self {
+        Self {
+            names: Some(names),
+            ..self
+        }
+    }
+
+    /// The hash holding the secret of [`TaskNames`] and the first build it names; only the
+    /// bots may read it.
+    pub fn task_names(&self) -> String {
+        format!("{}:task-names", self.prefix)
+    }
+
+    /// The unguessable part of the names of build `id`'s `task`: none without
+    /// [`TaskNames`] or for a build numbered before them.
+    pub fn key_tag(&self, id: BuildId, task: &str) -> Option<String> {
+        self.names.as_ref()?.tag(id, task)
     }
 
     /// The key the bots sign web sessions' cookies with (string, made once by the first bot).
@@ -104,7 +187,15 @@ impl Keys {
 
     /// One task's record (hash): status, attempt, worker, exit code.
     pub fn task(&self, id: BuildId, task: &str) -> String {
-        format!("{}:build:{id}:task:{task}", self.prefix)
+        self.task_tagged(id, task, self.key_tag(id, task).as_deref())
+    }
+
+    /// One task's record, named with `tag` (a job's): how a worker names it.
+    pub fn task_tagged(&self, id: BuildId, task: &str, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{}:build:{id}:task:{task}:{tag}", self.prefix),
+            None => format!("{}:build:{id}:task:{task}", self.prefix),
+        }
     }
 
     /// The tasks whose end the scheduler has already accounted for (set).
@@ -129,7 +220,15 @@ impl Keys {
 
     /// One task's log lines (stream).
     pub fn logs(&self, id: BuildId, task: &str) -> String {
-        format!("{}:logs:{id}:{task}", self.prefix)
+        self.logs_tagged(id, task, self.key_tag(id, task).as_deref())
+    }
+
+    /// One task's log lines, named with `tag` (a job's): how a worker names them.
+    pub fn logs_tagged(&self, id: BuildId, task: &str, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{}:logs:{id}:{task}:{tag}", self.prefix),
+            None => format!("{}:logs:{id}:{task}", self.prefix),
+        }
     }
 
     /// The card of a build in one chat channel: the id of the message that is edited as the
@@ -347,5 +446,41 @@ mod tests {
         assert_eq!(Keys::default().build_sequence(), "kiln:build:seq");
         assert_eq!(keys.lease(LeaseId(3)), "t9:lease:3");
         assert_eq!(keys.lease_gone(LeaseId(3)), "t9:lease-gone:3");
+    }
+
+    #[test]
+    fn tasks_of_builds_from_the_first_named_one_get_names_only_the_secret_gives() {
+        let keys = Keys::new("t9").with_names(TaskNames::new(b"secret", BuildId(10)));
+        assert_eq!(keys.task(BuildId(9), "unit"), "t9:build:9:task:unit");
+        assert_eq!(keys.logs(BuildId(9), "unit"), "t9:logs:9:unit");
+        let tag = keys
+            .key_tag(BuildId(10), "unit")
+            .expect("a tag from build 10");
+        assert_eq!(tag.len(), 32);
+        assert_eq!(
+            keys.task(BuildId(10), "unit"),
+            format!("t9:build:10:task:unit:{tag}")
+        );
+        assert_eq!(
+            keys.logs(BuildId(10), "unit"),
+            format!("t9:logs:10:unit:{tag}")
+        );
+        // What a worker given the job's tag names is the bots' name.
+        let worker = Keys::new("t9");
+        assert_eq!(
+            worker.task_tagged(BuildId(10), "unit", Some(&tag)),
+            keys.task(BuildId(10), "unit")
+        );
+        // Another task, build or secret gives another tag.
+        let other = Keys::new("t9").with_names(TaskNames::new(b"other", BuildId(10)));
+        for different in [
+            keys.key_tag(BuildId(10), "lint"),
+            keys.key_tag(BuildId(11), "unit"),
+            keys.key_tag(BuildId(1), "0unit"),
+            other.key_tag(BuildId(10), "unit"),
+        ] {
+            assert_ne!(different.as_deref(), Some(tag.as_str()));
+        }
+        assert!(!format!("{keys:?}").contains("secret"), "{keys:?}");
     }
 }

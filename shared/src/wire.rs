@@ -220,6 +220,11 @@ pub struct JobRequested {
     /// is merged with in the checkout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_with: Option<CommitId>,
+    /// The unguessable part of the names of the task's record and log
+    /// ([`crate::keys::TaskNames`]): only the worker given the job can name them. Absent for
+    /// a build numbered before names had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_tag: Option<String>,
 }
 
 /// A `docker` pool's environment to start for a lease: published to the jobs exchange with
@@ -364,6 +369,7 @@ impl JobRequested {
             read_only: task.read_only,
             priority: Priority::Normal,
             merge_with: None,
+            key_tag: None,
         }
     }
 

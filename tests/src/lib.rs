@@ -500,6 +500,12 @@ impl Kiln {
         format!("http://{}{path}", self.bot_addr)
     }
 
+    /// The installation's keys as its bots name them: with the task names' secret the first
+    /// bot made.
+    pub async fn keys(&self) -> kiln_shared::keys::Keys {
+        keys_of(&self.services.redis_url, &self.prefix).await
+    }
+
     /// Sends a GitHub delivery to the bot, signed with `secret`.
     pub async fn send_github(
         &self,
@@ -768,4 +774,30 @@ impl Drop for Kiln {
         });
         let _ = cleaned.join();
     }
+}
+
+/// The keys of the installation under `prefix` in the Redis at `redis_url`, as its bots name
+/// them (read after a bot started: it makes the task names' secret).
+pub async fn keys_of(redis_url: &str, prefix: &str) -> kiln_shared::keys::Keys {
+    let keys = kiln_shared::keys::Keys::new(prefix);
+    let mut redis = redis::Client::open(redis_url)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let (secret, from): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+        .arg(keys.task_names())
+        .arg("secret")
+        .arg("from")
+        .query_async(&mut redis)
+        .await
+        .expect("HMGET");
+    let (Some(secret), Some(from)) = (secret, from) else {
+        panic!("no task names under {prefix}: has a bot started?");
+    };
+    let secret = hex::decode(secret).expect("the secret is hex");
+    keys.with_names(kiln_shared::keys::TaskNames::new(
+        &secret,
+        kiln_shared::build::BuildId(from),
+    ))
 }

@@ -106,7 +106,10 @@ async fn passing_and_failing_pipelines_end_to_end() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = Keys::new(&kiln.prefix).logs(kiln_shared::build::BuildId(id), "build");
+    let key = kiln
+        .keys()
+        .await
+        .logs(kiln_shared::build::BuildId(id), "build");
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(&key)
         .arg("-")
@@ -337,7 +340,7 @@ async fn bad_deliveries_are_refused_and_nothing_is_queued_twice() {
     );
     assert_eq!(kiln.finished_build(id).await["status"], "passed");
     let builds: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:build:*:task:build", kiln.prefix))
+        .arg(format!("{}:build:*:task:build:*", kiln.prefix))
         .query_async(&mut redis)
         .await
         .expect("keys");

@@ -2,7 +2,6 @@
 //! field is unreadable, instead of showing a guess (trigger kind `push`, no artifacts).
 
 use kiln_shared::build::BuildId;
-use kiln_shared::keys::Keys;
 use kiln_shared::record::{BuildField, TaskField};
 use kiln_tests::Kiln;
 use kiln_tests::forge::TestRepo;
@@ -33,7 +32,7 @@ async fn a_corrupt_field_makes_the_record_unreadable_not_a_default() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let keys = Keys::new(&kiln.prefix);
+    let keys = kiln.keys().await;
     let set = |key: String, field: &'static str, value: &'static str| {
         let mut redis = redis.clone();
         async move {

@@ -2,6 +2,7 @@
 //! registry, or to a directory without one), read back from there once Redis has let their
 //! streams go, and the build's records expire after `[retention] builds`.
 
+use kiln_shared::build::BuildId;
 use std::time::Duration;
 
 use kiln_tests::forge::TestRepo;
@@ -53,8 +54,9 @@ async fn an_archived_log_is_read_from_the_registry_once_redis_lets_it_go() {
     assert!(before.contains("\\[kiln] not kiln"), "{before}");
 
     let mut redis = redis(&kiln).await;
-    let stream = format!("{}:logs:{id}:t", kiln.prefix);
-    let task = format!("{}:build:{id}:task:t", kiln.prefix);
+    let keys = kiln.keys().await;
+    let stream = keys.logs(BuildId(id), "t");
+    let task = keys.task(BuildId(id), "t");
     let archived: String = wait_for(
         "the log archived and its stream gone",
         ARCHIVED_WITHIN,

@@ -2,14 +2,18 @@
 //! (`deploy/dev/services` starts both beside the plain ports, with a CA of the machine's own).
 //! It runs a build; everything else its users might try (another platform's jobs, `build.*`
 //! and `promotion.*` events, the bot's queues, a build's record, the audit stream, other
-//! keys, declaring or deleting) is refused by the broker or Redis; and a worker that trusts
-//! another CA refuses both services, saying why.
+//! keys, the secret tasks are named with, declaring or deleting) is refused by the broker or
+//! Redis; a task's end forged with them moves no build; and a worker that trusts another CA
+//! refuses both services, saying why.
 
 use std::time::Duration;
 
 use kiln_io::tls::Trust;
+use kiln_shared::build::{BuildId, TaskOutcome};
 use kiln_shared::platform::Platform;
+use kiln_shared::record::TaskField;
 use kiln_shared::routing::Topology;
+use kiln_shared::wire::{BuildRef, Event, TaskFinished};
 use kiln_tests::forge::TestRepo;
 use kiln_tests::{E2E_TIMEOUT, Kiln, TEST_IMAGE, wait_for};
 use kiln_worker::credentials::{self, Issued, Request};
@@ -370,6 +374,10 @@ async fn a_worker_s_users_may_do_nothing_but_a_worker_s_work() {
                 .arg(-1)
                 .clone(),
         ),
+        (
+            "reading the secret that names tasks' records and logs",
+            redis::cmd("HGETALL").arg(format!("{p}:task-names")).clone(),
+        ),
         ("listing keys", redis::cmd("KEYS").arg("*").clone()),
         ("scanning keys", redis::cmd("SCAN").arg(0).clone()),
         (
@@ -389,6 +397,124 @@ async fn a_worker_s_users_may_do_nothing_but_a_worker_s_work() {
             other => panic!("{what}: expected NOPERM, got {other:?}"),
         }
     }
+
+    drop(users);
+    kiln.stop().await;
+}
+
+/// A build whose second task needs the first, which runs a while.
+fn slow_then_after() -> String {
+    format!(
+        "steps:\n  slow: {{ image: {TEST_IMAGE}, run: sleep 4 }}\n  \
+         after: {{ image: {TEST_IMAGE}, needs: [slow], run: 'true' }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_s_users_cannot_move_another_task_along() {
+    let tls = tls();
+    let kiln = Kiln::start(&kiln_tests::config("")).await;
+    let users = Users::issue(&kiln, &tls, "forger", Platform::LinuxAmd64).await;
+    let repo = TestRepo::new();
+    let branch = format!("{}-forged", kiln.prefix);
+    let commit = repo.commit(
+        &branch,
+        "Slow",
+        &[(".kiln.yml", slow_then_after().as_str())],
+    );
+    let id = kiln.push(&repo, &branch, &commit, "forged-1").await;
+    let task_status = |build: &serde_json::Value, name: &str| {
+        build["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["name"] == name))
+            .and_then(|t| t["status"].as_str())
+            .map(str::to_owned)
+    };
+    let build = wait_for("`slow` running", E2E_TIMEOUT, || async {
+        let build = kiln.build(id).await?;
+        (task_status(&build, "slow").as_deref() == Some("running")).then_some(build)
+    })
+    .await;
+
+    // Another worker's users, of the same platform, try to end `slow` as passed: by the
+    // record name they can guess, and by its event.
+    let trust = Trust::load(Some(&tls.ca)).expect("the CA");
+    let (_, mut redis) = kiln_io::redis::connect(&users.redis_url(&tls.rediss_url), &trust)
+        .await
+        .expect("the worker's user connects over TLS");
+    let guessed = format!("{}:build:{id}:task:slow", kiln.prefix);
+    let keys = kiln.keys().await;
+    assert_ne!(keys.task(BuildId(id), "slow"), guessed);
+    let _: () = redis::cmd("HSET")
+        .arg(&guessed)
+        .arg(&["status", "passed", "attempt", "1", "outcome", "passed"])
+        .query_async(&mut redis)
+        .await
+        .expect("a key of a task record's shape is the worker's to write");
+    let amqp = users.amqp_url(&kiln.services.amqp_url.replace("guest:guest@", ""));
+    let connection = Connection::connect(&amqp, ConnectionProperties::default())
+        .await
+        .expect("the worker's user connects");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let forged = Event::TaskFinished(TaskFinished {
+        build: BuildRef {
+            id: BuildId(id),
+            repo: build["repo"].as_str().expect("repo").into(),
+            branch: branch.as_str().into(),
+            commit: commit.as_str().into(),
+        },
+        task: "slow".into(),
+        attempt: 1,
+        outcome: TaskOutcome::Passed,
+        artifacts: Vec::new(),
+        images: Vec::new(),
+        ran_ms: Some(1),
+    });
+    channel
+        .basic_publish(
+            Topology::new(&kiln.prefix).events_exchange().into(),
+            forged.routing_key().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &kiln_shared::wire::encode(&forged),
+            BasicProperties::default(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("a task's event is the worker's to publish");
+    let now = kiln.build(id).await.expect("the build");
+    assert_eq!(
+        task_status(&now, "slow").as_deref(),
+        Some("running"),
+        "{now:#}"
+    );
+
+    // `after` waited for `slow`'s real end, not the forged one.
+    let build = kiln.finished_build(id).await;
+    assert_eq!(build["status"], "passed", "{build:#}");
+    let mut admin = redis::Client::open(kiln.services.redis_url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("Redis");
+    let mut field = |task: &str, field: TaskField| -> Option<u64> {
+        redis::cmd("HGET")
+            .arg(keys.task(BuildId(id), task))
+            .arg(field.name())
+            .query(&mut admin)
+            .expect("HGET")
+    };
+    let slow_ended = field("slow", TaskField::FinishedMs);
+    let after_started = field("after", TaskField::StartedMs);
+    assert!(
+        matches!((slow_ended, after_started), (Some(ended), Some(started)) if started >= ended),
+        "`slow` ended at {slow_ended:?}, `after` started at {after_started:?}: {build:#}"
+    );
 
     drop(users);
     kiln.stop().await;

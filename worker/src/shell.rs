@@ -327,6 +327,7 @@ mod tests {
             read_only: false,
             priority: Default::default(),
             merge_with: None,
+            key_tag: None,
         }
     }
 

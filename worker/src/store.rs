@@ -84,6 +84,19 @@ impl Store {
         Self { conn, keys }
     }
 
+    /// The name of `job`'s task record: with the tag its job carries, the only way a worker
+    /// can name it.
+    fn record_key(&self, job: &JobRequested) -> String {
+        self.keys
+            .task_tagged(job.build.id, &job.task, job.key_tag.as_deref())
+    }
+
+    /// The name of `job`'s task log, named like its record.
+    fn log_key(&self, job: &JobRequested) -> String {
+        self.keys
+            .logs_tagged(job.build.id, &job.task, job.key_tag.as_deref())
+    }
+
     /// Moves the task of `job` to `to` if it is in one of `from` and still at the job's
     /// attempt (a retry supersedes older attempts) and, with `owner`, still that worker's (a
     /// taken-back attempt is no longer its), setting `fields` with it.
@@ -96,7 +109,7 @@ impl Store {
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let mut invocation = TRANSITION.key(self.keys.task(job.build.id, &job.task));
+        let mut invocation = TRANSITION.key(self.record_key(job));
         invocation
             .arg(to.as_str())
             .arg(from.join(","))
@@ -129,7 +142,7 @@ impl Store {
 
     /// The record of the task of `job`, if there is one; one round trip.
     async fn task(&self, job: &JobRequested) -> Result<Option<TaskRecord>, StoreError> {
-        let key = self.keys.task(job.build.id, &job.task);
+        let key = self.record_key(job);
         let fields: HashMap<String, String> = self.conn.clone().hgetall(&key).await?;
         TaskRecord::decode(&job.task, &fields).map_err(|problem| {
             tracing::error!(%key, %problem, "stored record is unreadable");
@@ -256,7 +269,7 @@ impl Store {
         if lines.is_empty() {
             return Ok(());
         }
-        let key = self.keys.logs(job.build.id, &job.task);
+        let key = self.log_key(job);
         let mut pipe = redis::pipe();
         for line in lines {
             pipe.xadd(
@@ -273,11 +286,7 @@ impl Store {
 
     /// Removes a task's log; a rerun of the same attempt starts it afresh.
     pub async fn clear_log(&self, job: &JobRequested) -> RedisResult<()> {
-        let _: usize = self
-            .conn
-            .clone()
-            .del(self.keys.logs(job.build.id, &job.task))
-            .await?;
+        let _: usize = self.conn.clone().del(self.log_key(job)).await?;
         Ok(())
     }
 }

@@ -5,13 +5,23 @@
 use std::collections::BTreeMap;
 
 use kiln_shared::build::{BuildId, TaskOutcome};
-use kiln_shared::keys::Keys;
+use kiln_shared::keys::{Keys, TaskNames};
 use kiln_shared::lease::LeaseId;
 use kiln_shared::platform::Platform;
 use kiln_shared::spec::Runner;
 use kiln_shared::wire::{BuildRef, JobRequested};
 use kiln_worker::store::{Claim, EnvironmentReport, Standing, Store};
 use kiln_worker::task::Ran;
+
+/// What the bots name tasks with in these tests.
+fn names() -> TaskNames {
+    TaskNames::new(b"the bots' secret", BuildId(1))
+}
+
+/// The bots' names under `prefix`: the worker's store is given only its job's tag.
+fn bots_keys(prefix: &str) -> Keys {
+    Keys::new(prefix).with_names(names())
+}
 
 fn job() -> JobRequested {
     JobRequested {
@@ -45,6 +55,7 @@ fn job() -> JobRequested {
         read_only: false,
         priority: Default::default(),
         merge_with: None,
+        key_tag: names().tag(BuildId(7), "t"),
     }
 }
 
@@ -69,9 +80,14 @@ async fn redis() -> redis::aio::ConnectionManager {
 #[tokio::test]
 async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
     let mut conn = redis().await;
-    let keys = Keys::new(format!("kw-store-{}", std::process::id()));
+    let prefix = format!("kw-store-{}", std::process::id());
+    let keys = bots_keys(&prefix);
     let job = job();
     let task = keys.task(job.build.id, &job.task);
+    assert!(
+        task.ends_with(job.key_tag.as_deref().expect("a tag")),
+        "{task}"
+    );
     // As the bot leaves a task that is ready.
     let _: () = redis::cmd("HSET")
         .arg(&task)
@@ -82,7 +98,7 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
         .query_async(&mut conn)
         .await
         .expect("HSET");
-    let store = Store::new(conn.clone(), keys);
+    let store = Store::new(conn.clone(), Keys::new(&prefix));
 
     assert_eq!(
         store.claim(&job, None, "w1").await.expect("claim"),
@@ -131,9 +147,14 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
 #[tokio::test]
 async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
     let mut conn = redis().await;
-    let keys = Keys::new(format!("kw-back-{}", std::process::id()));
+    let prefix = format!("kw-back-{}", std::process::id());
+    let keys = bots_keys(&prefix);
     let job = job();
     let task = keys.task(job.build.id, &job.task);
+    assert!(
+        task.ends_with(job.key_tag.as_deref().expect("a tag")),
+        "{task}"
+    );
     let set = |fields: &'static [&'static str]| {
         let mut conn = conn.clone();
         let task = task.clone();
@@ -147,7 +168,7 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
         }
     };
     set(&["status", "queued", "attempt", "1"]).await;
-    let store = Store::new(conn.clone(), keys);
+    let store = Store::new(conn.clone(), Keys::new(&prefix));
     assert_eq!(
         store.claim(&job, None, "w1").await.expect("claim"),
         Claim::Taken

@@ -7,6 +7,7 @@
 mod chat;
 mod environment;
 mod lease;
+mod names;
 mod promotion;
 mod retention;
 mod session;
@@ -207,15 +208,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store over `client`'s open connection `conn`, with keys under `keys`.
-    pub fn new(client: redis::Client, conn: ConnectionManager, keys: Keys) -> Self {
-        Self {
+    /// A store over `client`'s open connection `conn`, with keys under `prefix`; reads (or
+    /// makes, for the first bot) the installation's task names.
+    pub async fn open(
+        client: redis::Client,
+        conn: ConnectionManager,
+        prefix: &str,
+    ) -> RedisResult<Self> {
+        let keys = Keys::new(prefix);
+        let names = names::task_names(&conn, &keys).await?;
+        Ok(Self {
             client,
             conn,
-            keys,
+            keys: keys.with_names(names),
             plans: Plans::new(PLANS_KEPT_BYTES, 4 * 1024),
             web_key: Arc::default(),
-        }
+        })
     }
 
     /// The key layout.
