@@ -58,6 +58,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Kept<K, V> {
         self.0.insert(key, Weighed { value, bytes });
     }
 
+    /// Lets the entry of `key` go, if one is kept.
+    pub fn remove(&self, key: &K) {
+        self.0.remove(key);
+    }
+
     /// What the kept entries weigh together.
     pub fn bytes(&self) -> u64 {
         self.0.weight()
@@ -105,6 +110,17 @@ mod tests {
         }
         assert!(kept.bytes() <= 1_000_000, "{}", kept.bytes());
         assert!(kept.entries() < light, "{} of {light}", kept.entries());
+    }
+
+    #[test]
+    fn an_entry_let_go_weighs_nothing_more() {
+        let kept: Kept<u32, ()> = Kept::new(10_000, 100);
+        kept.insert(1, (), 100);
+        kept.insert(2, (), 200);
+        kept.remove(&1);
+        kept.remove(&3);
+        assert_eq!((kept.get(&1), kept.get(&2)), (None, Some(())));
+        assert_eq!((kept.entries(), kept.bytes()), (1, 200));
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub async fn cancel_build(app: &App, id: BuildId, by: &str) -> anyhow::Result<Ca
     }
     // Read again: the plan may have been stored since.
     let record = app.store.build(id).await?.unwrap_or(record);
+    app.store.forget_plan(&record);
     let tasks = cancel_tasks(app, &record).await?;
     let summaries = match &record.plan {
         Some(plan) => summaries(app, id, plan).await?,
@@ -170,5 +171,6 @@ pub async fn end_build(
         let took = took.map(std::time::Duration::from_millis);
         app.metrics.build_ended(status.as_str(), took);
     }
+    app.store.forget_plan(record);
     Ok(())
 }

@@ -41,6 +41,12 @@ pub struct PlatformLabels {
     pub platform: String,
 }
 
+/// Which of the bot's in-memory caches (`crate::kept`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KeptLabels {
+    pub cache: &'static str,
+}
+
 /// Planning takes milliseconds: from 1 ms to about 4 s.
 fn planning_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 13)
@@ -58,6 +64,7 @@ pub struct Metrics {
     pub api_calls: Family<CallLabels, Counter>,
     pub jobs_waiting: Family<PlatformLabels, Gauge>,
     pub job_consumers: Family<PlatformLabels, Gauge>,
+    pub kept_bytes: Family<KeptLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -111,6 +118,13 @@ impl Default for Metrics {
             "Workers taking jobs from each platform's queue",
             job_consumers.clone(),
         );
+        let kept_bytes = Family::<KeptLabels, Gauge>::default();
+        registry.register(
+            "kept_bytes",
+            "What the bot keeps in memory to avoid reading again, by cache, weighed by the \
+             texts it was read from",
+            kept_bytes.clone(),
+        );
         Self {
             registry,
             webhooks,
@@ -121,6 +135,7 @@ impl Default for Metrics {
             api_calls,
             jobs_waiting,
             job_consumers,
+            kept_bytes,
         }
     }
 }
@@ -173,6 +188,13 @@ impl Metrics {
             .set(i64::from(consumers));
     }
 
+    /// Sets what cache `cache` keeps, in bytes.
+    pub fn kept(&self, cache: &'static str, bytes: u64) {
+        self.kept_bytes
+            .get_or_create(&KeptLabels { cache })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Every metric in Prometheus's text format.
     pub fn encode(&self) -> String {
         kiln_io::metrics::encode(&self.registry)
@@ -196,6 +218,7 @@ mod tests {
         metrics.build_ended("passed", Some(Duration::from_secs(3)));
         metrics.called("slack", false);
         metrics.queue("linux-x86_64", 4, 1);
+        metrics.kept("plans", 2048);
         let text = metrics.encode();
         for line in [
             "kiln_webhooks_total{forge=\"github\",answer=\"202\"} 1",
@@ -203,6 +226,7 @@ mod tests {
             "kiln_build_duration_seconds_count{status=\"passed\"} 1",
             "kiln_api_calls_total{api=\"slack\",result=\"error\"} 1",
             "kiln_jobs_waiting{platform=\"linux-x86_64\"} 4",
+            "kiln_kept_bytes{cache=\"plans\"} 2048",
             "kiln_job_consumers{platform=\"linux-x86_64\"} 1",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");

@@ -8,7 +8,7 @@
 //! a duplicate or replayed event changes nothing.
 //! How a build ends, by its tasks or by a cancel, is [`crate::lifecycle`]'s.
 
-use kiln_shared::build::{BuildStatus, TaskOutcome, TaskStatus};
+use kiln_shared::build::{BuildId, BuildStatus, TaskOutcome, TaskStatus};
 use kiln_shared::plan::PlannedTask;
 use kiln_shared::record;
 use kiln_shared::routing::JOB_DELIVERY_LIMIT;
@@ -17,12 +17,12 @@ use kiln_shared::wire::{
 };
 
 use crate::app::App;
-use crate::store::{BuildRecord, now_ms};
+use crate::store::{BuildRecord, StoreError, TaskRecord, now_ms};
 use crate::{lifecycle, resources, review};
 
 /// A task started: its build is running.
 pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Result<()> {
-    let stored = app.store.task(event.build.id, &event.task).await?;
+    let stored = stored_task(app, event.build.id, &event.task).await?;
     if !stored.is_some_and(|t| {
         t.attempt == event.attempt && t.worker.as_deref() == Some(event.worker.as_str())
     }) {
@@ -49,11 +49,6 @@ pub async fn handle_task_started(app: &App, event: &TaskStarted) -> anyhow::Resu
 /// A task finished: queue what it unblocked, skip what it doomed, end the build if done.
 pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Result<()> {
     let id = event.build.id;
-    if let Some(ran) = event.ran_ms {
-        let took = std::time::Duration::from_millis(ran);
-        app.metrics
-            .task_ended(event.outcome.status().as_str(), took);
-    }
     let Some(record) = app.store.build(id).await? else {
         tracing::warn!(build_id = %id, "task finished for an unknown build; dropped");
         return Ok(());
@@ -72,6 +67,11 @@ pub async fn handle_task_finished(app: &App, event: &TaskFinished) -> anyhow::Re
             outcome = %event.outcome, "a task's end its record does not hold; dropped"
         );
         return Ok(());
+    }
+    if let Some(ran) = event.ran_ms {
+        let took = std::time::Duration::from_millis(ran);
+        app.metrics
+            .task_ended(event.outcome.status().as_str(), took);
     }
     // Its slots go back whatever happens next, a cancelled build's too.
     if task.holds_slots() {
@@ -140,12 +140,27 @@ async fn holds_end(
     app: &App,
     event: &TaskFinished,
     task: &PlannedTask,
-) -> Result<bool, crate::store::StoreError> {
-    let stored = app.store.task(event.build.id, &event.task).await?;
+) -> Result<bool, redis::RedisError> {
+    let stored = stored_task(app, event.build.id, &event.task).await?;
     Ok(stored.is_some_and(|t| {
         (t.attempt == event.attempt && t.ended.as_ref() == Some(&event.outcome))
             || (t.attempt > event.attempt && task.retries(&event.outcome, event.attempt))
     }))
+}
+
+/// The task's record to check an event against; none if it does not decode (the store has
+/// said why), since an event that cannot be checked is not acted on, and trying it again
+/// would find the same record.
+async fn stored_task(
+    app: &App,
+    id: BuildId,
+    task: &str,
+) -> Result<Option<TaskRecord>, redis::RedisError> {
+    match app.store.task(id, task).await {
+        Ok(stored) => Ok(stored),
+        Err(StoreError::Unreadable { .. }) => Ok(None),
+        Err(StoreError::Redis(error)) => Err(error),
+    }
 }
 
 /// A job RabbitMQ dead-lettered: it was delivered [`JOB_DELIVERY_LIMIT`] times and never

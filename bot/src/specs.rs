@@ -28,6 +28,11 @@ impl Default for Specs {
 }
 
 impl Specs {
+    /// What the parsed pipelines kept weigh, by their texts.
+    pub fn kept(&self) -> u64 {
+        self.0.bytes()
+    }
+
     /// `text` parsed, or why it cannot be used (which is not kept: it is read again and
     /// explained again each time).
     pub fn parse(&self, text: &str) -> Result<Arc<Spec>, SpecError> {

@@ -1,6 +1,6 @@
 //! Metrics and structured logs after real builds: the bot's `/metrics` counts the deliveries
 //! by answer, the build by status with its duration, the task's duration, the planning and
-//! the job queues; a worker's `/metrics` (`--metrics-listen`) its slots, the task and the log
+//! the job queues and what the caches keep; a worker's `/metrics` (`--metrics-listen`) its slots, the task and the log
 //! lines it stored; and the worker's `--log-format json` lines carry the build's `build_id`.
 
 use kiln_tests::forge::{TestRepo, push_payload};
@@ -57,9 +57,13 @@ async fn bot_and_worker_metrics_count_a_build_and_logs_name_it() {
         ("kiln_build_duration_seconds_count{status=\"passed\"}", 1.0),
         ("kiln_task_duration_seconds_count{status=\"passed\"}", 1.0),
         ("kiln_planning_duration_seconds_count", 1.0),
+        // The ended build's plan is let go; its pipeline, parsed once, is kept.
+        ("kiln_kept_bytes{cache=\"plans\"}", 0.0),
     ] {
         assert_eq!(sample(&bot, name), Some(value), "{name} in\n{bot}");
     }
+    let pipelines = sample(&bot, "kiln_kept_bytes{cache=\"pipelines\"}");
+    assert!(pipelines.is_some_and(|b| b > 0.0), "{bot}");
     let consumers: f64 = bot
         .lines()
         .filter(|l| l.starts_with("kiln_job_consumers{"))

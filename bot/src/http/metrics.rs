@@ -14,7 +14,8 @@ use crate::metrics::WebhookLabels;
 /// How long a scrape waits for the broker's queue depths; without them, it answers anyway.
 const QUEUES_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Every metric, with the job queues' depths read from the broker now.
+/// Every metric, with the job queues' depths read from the broker now and what the caches
+/// keep.
 pub async fn show(State(app): State<App>) -> Response {
     match tokio::time::timeout(QUEUES_DEADLINE, app.broker.job_queues()).await {
         Ok(Ok(queues)) => {
@@ -26,6 +27,9 @@ pub async fn show(State(app): State<App>) -> Response {
         Ok(Err(error)) => tracing::debug!(%error, "no queue depths for this scrape"),
         Err(_) => tracing::debug!("no queue depths for this scrape: the broker is slow"),
     }
+    app.metrics.kept("plans", app.store.plans_kept());
+    app.metrics.kept("pipelines", app.specs.kept());
+    app.metrics.kept("files", app.mirrors.kept());
     let text = app.metrics.encode();
     ([(CONTENT_TYPE, kiln_io::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -89,6 +89,11 @@ impl Mirrors {
         }
     }
 
+    /// What the files kept weigh.
+    pub fn kept(&self) -> u64 {
+        self.kept.bytes()
+    }
+
     /// The contents of `path` at `commit`, or `None` if the commit has no such file. A file
     /// read lately at the same full commit id is not read again; a mirror that has the file
     /// answers through its reader; only a commit it lacks costs a fetch.

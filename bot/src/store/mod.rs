@@ -536,9 +536,10 @@ impl Store {
     }
 
     /// The records of builds `ids`, in order, `None` for one there is not: one round trip,
-    /// and one more for the plans not in memory. A plan read alone is kept in memory; plans
-    /// read many at once (a list of recent builds) are not, or they would push out those of
-    /// the builds being run.
+    /// and one more for the plans not in memory. A running build's plan read alone is kept
+    /// in memory; plans read many at once (a list of recent builds) are not, or they would
+    /// push out those of the builds being run, and neither are ended builds' (their events
+    /// are over: a page or a card reads one now and then).
     pub async fn build_records(
         &self,
         ids: &[BuildId],
@@ -584,6 +585,8 @@ impl Store {
         let missing: Vec<usize> = (0..ids.len())
             .filter(|i| plan_keys[*i].is_some() && plans[*i].is_none())
             .collect();
+        // The plan read alone, and its text's size, to keep if its build runs.
+        let mut read_alone = None;
         if !missing.is_empty() {
             let mut pipe = redis::pipe();
             for i in &missing {
@@ -595,20 +598,37 @@ impl Store {
                 let Some(text) = text else { continue };
                 let plan = record::build::decode_plan(&text)
                     .map_err(|e| unreadable(self.keys.build(ids[*i]), e))?;
-                let plan = Arc::new(plan);
-                if alone && let Some(key) = plan_keys[*i] {
-                    self.plans.insert(key, plan.clone(), text.len());
+                if alone {
+                    read_alone = Some((*i, text.len()));
                 }
-                plans[*i] = Some(plan);
+                plans[*i] = Some(Arc::new(plan));
             }
         }
-        ids.iter()
+        let records = ids
+            .iter()
             .zip(hashes)
             .zip(plans)
             .map(|((id, h), plan)| {
                 BuildRecord::decode(*id, &h, plan).map_err(|e| unreadable(self.keys.build(*id), e))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some((i, bytes)) = read_alone
+            && let (Some(key), Some(record)) = (plan_keys[i], &records[i])
+            && let Some(plan) = record.plan.as_ref().filter(|_| !record.status.is_final())
+        {
+            self.plans.insert(key, plan.clone(), bytes);
+        }
+        Ok(records)
+    }
+
+    /// What the plans kept in memory weigh, by their texts.
+    pub fn plans_kept(&self) -> u64 {
+        self.plans.bytes()
+    }
+
+    /// Lets the kept plan of `record`'s build go: it has ended.
+    pub fn forget_plan(&self, record: &BuildRecord) {
+        self.plans.remove(&(record.build.id, record.created_ms));
     }
 
     /// Up to `count` of `repo`'s newest builds (of the last [`REPO_BUILDS_LISTED`]), newest
