@@ -777,27 +777,16 @@ impl Drop for Kiln {
 }
 
 /// The keys of the installation under `prefix` in the Redis at `redis_url`, as its bots name
-/// them (read after a bot started: it makes the task names' secret).
+/// them: with the task names the first bot made (or makes now, as a bot would).
 pub async fn keys_of(redis_url: &str, prefix: &str) -> kiln_shared::keys::Keys {
     let keys = kiln_shared::keys::Keys::new(prefix);
-    let mut redis = redis::Client::open(redis_url)
+    let redis = redis::Client::open(redis_url)
         .expect("Redis URL")
-        .get_multiplexed_async_connection()
+        .get_connection_manager()
         .await
         .expect("Redis answers");
-    let (secret, from): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-        .arg(keys.task_names())
-        .arg("secret")
-        .arg("from")
-        .query_async(&mut redis)
+    let names = kiln_bot::store::task_names(&redis, &keys)
         .await
-        .expect("HMGET");
-    let (Some(secret), Some(from)) = (secret, from) else {
-        panic!("no task names under {prefix}: has a bot started?");
-    };
-    let secret = hex::decode(secret).expect("the secret is hex");
-    keys.with_names(kiln_shared::keys::TaskNames::new(
-        &secret,
-        kiln_shared::build::BuildId(from),
-    ))
+        .expect("the task names");
+    keys.with_names(names)
 }

@@ -89,6 +89,23 @@ impl Users {
     fn redis_url(&self, base: &str) -> String {
         self.issued().url(base, &self.issued().redis_password)
     }
+
+    /// Redis as these users, over TLS.
+    async fn redis(&self, tls: &Tls) -> redis::aio::ConnectionManager {
+        let trust = Trust::load(Some(&tls.ca)).expect("the CA");
+        let (_, redis) = kiln_io::redis::connect(&self.redis_url(&tls.rediss_url), &trust)
+            .await
+            .expect("the worker's user connects over TLS");
+        redis
+    }
+
+    /// RabbitMQ as these users, on `kiln`'s broker.
+    async fn amqp(&self, kiln: &Kiln) -> Connection {
+        let amqp = self.amqp_url(&kiln.services.amqp_url.replace("guest:guest@", ""));
+        Connection::connect(&amqp, ConnectionProperties::default())
+            .await
+            .expect("the worker's user connects")
+    }
 }
 
 impl Drop for Users {
@@ -180,10 +197,7 @@ async fn a_worker_s_users_may_do_nothing_but_a_worker_s_work() {
     let topology = Topology::new(&kiln.prefix);
 
     // RabbitMQ, as the worker's user.
-    let amqp = users.amqp_url(&kiln.services.amqp_url.replace("guest:guest@", ""));
-    let connection = Connection::connect(&amqp, ConnectionProperties::default())
-        .await
-        .expect("the worker's user connects");
+    let connection = users.amqp(&kiln).await;
     let refused = |what: &str, result: lapin::Result<()>| match result {
         Err(error) if kiln_io::amqp::is_access_refused(&error) => {}
         other => panic!("{what}: expected ACCESS_REFUSED, got {other:?}"),
@@ -291,10 +305,7 @@ async fn a_worker_s_users_may_do_nothing_but_a_worker_s_work() {
     refused("deleting its own queue", deleted);
 
     // Redis, as the worker's user, over TLS.
-    let trust = Trust::load(Some(&tls.ca)).expect("the CA");
-    let (_, mut redis) = kiln_io::redis::connect(&users.redis_url(&tls.rediss_url), &trust)
-        .await
-        .expect("the worker's user connects over TLS");
+    let mut redis = users.redis(&tls).await;
     let p = &kiln.prefix;
     let allowed: [redis::Cmd; 3] = [
         redis::cmd("HSET")
@@ -438,10 +449,7 @@ async fn a_worker_s_users_cannot_move_another_task_along() {
 
     // Another worker's users, of the same platform, try to end `slow` as passed: by the
     // record name they can guess, and by its event.
-    let trust = Trust::load(Some(&tls.ca)).expect("the CA");
-    let (_, mut redis) = kiln_io::redis::connect(&users.redis_url(&tls.rediss_url), &trust)
-        .await
-        .expect("the worker's user connects over TLS");
+    let mut redis = users.redis(&tls).await;
     let guessed = format!("{}:build:{id}:task:slow", kiln.prefix);
     let keys = kiln.keys().await;
     assert_ne!(keys.task(BuildId(id), "slow"), guessed);
@@ -451,10 +459,7 @@ async fn a_worker_s_users_cannot_move_another_task_along() {
         .query_async(&mut redis)
         .await
         .expect("a key of a task record's shape is the worker's to write");
-    let amqp = users.amqp_url(&kiln.services.amqp_url.replace("guest:guest@", ""));
-    let connection = Connection::connect(&amqp, ConnectionProperties::default())
-        .await
-        .expect("the worker's user connects");
+    let connection = users.amqp(&kiln).await;
     let channel = connection.create_channel().await.expect("channel");
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -10,10 +10,12 @@ mod lease;
 mod names;
 mod promotion;
 mod retention;
+mod secret;
 mod session;
 
 pub use environment::Deployed;
 pub use lease::{LeaseRecord, Waiting};
+pub use names::task_names;
 pub use promotion::{Approval, Approved, PromotionRecord};
 pub use retention::RawLine;
 pub use session::Session;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::{AsyncCommands, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{Store, secret};
 
 /// Someone signed in to the web pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,25 +39,12 @@ impl Store {
     }
 
     async fn shared_web_key(&self) -> RedisResult<Vec<u8>> {
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "no randomness for the cookie key",
-                e.to_string(),
-            ))
-        })?;
+        const WHAT: &str = "the cookie key";
         let key = self.keys().web_key();
         let mut conn = self.conn.clone();
-        let _: bool = conn.set_nx(&key, hex::encode(fresh)).await?;
+        let _: bool = conn.set_nx(&key, secret::fresh(WHAT)?).await?;
         let kept: String = conn.get(&key).await?;
-        hex::decode(kept).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::Parse,
-                "the cookie key is not hex",
-                e.to_string(),
-            ))
-        })
+        secret::decode(&kept, WHAT)
     }
 
     /// Keeps `session` under `id` for `lasts`.
