@@ -16,13 +16,14 @@ use crate::promotion::PromotionId;
 
 /// Sets a hash's `status` field to `ARGV[1]` only if it is currently one of the
 /// comma-separated `ARGV[2]` and each of the `ARGV[3]` guards that follow (field, value
-/// pairs) holds; then sets the field/value pairs after them. Returns 1 if the status moved,
-/// 0 if not (the key missing counts as not).
+/// pairs) holds (a field the hash does not have reads as empty); then sets the field/value
+/// pairs after them. Returns 1 if the status moved, 0 if not (the key missing counts as
+/// not).
 ///
 /// This compare-and-set is what makes every consumer idempotent: a duplicate or late message
 /// finds the status already moved and changes nothing. Guards are how a task's attempt and
-/// worker are checked: a job of an attempt that was superseded by a retry, or a result from
-/// a worker whose attempt was taken back, changes nothing.
+/// worker (and the worker's claim) are checked: a job of an attempt that was superseded by a
+/// retry, or a result from a worker whose attempt was taken back, changes nothing.
 ///
 /// The script names the `status` field itself, as every record with a status names it
 /// (builds, tasks, promotions); a test in [`crate::record`] checks that it is the codecs'.
@@ -31,7 +32,7 @@ local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return 0 end
 local first = 4 + 2 * tonumber(ARGV[3])
 for i = 4, first - 1, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
 end
 for allowed in string.gmatch(ARGV[2], '[^,]+') do
   if allowed == current then

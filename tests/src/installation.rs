@@ -240,6 +240,10 @@ impl Installation {
         self.stop_processes().await;
         let prefix = self.prefix.clone();
         self.services.remove_everything_under(&prefix).await;
+        if std::env::var_os("KILN_KEEP_STATE").is_some() {
+            let kept = self.state.keep();
+            eprintln!("kept {}", kept.display());
+        }
     }
 }
 

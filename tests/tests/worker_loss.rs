@@ -2,7 +2,8 @@
 //! worker's task is taken back and run again elsewhere within a minute, and its late result
 //! changes nothing; a worker told to stop (SIGTERM) takes no new job and lets its task finish,
 //! or hands it back once its drain timeout has passed; a killed worker's overlays are removed
-//! by the next worker on its state directory.
+//! by the next worker on its state directory, and its task containers by the next worker of
+//! its name.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -296,6 +297,76 @@ async fn a_killed_workers_overlay_is_unmounted_and_removed_when_it_starts_again(
             );
             (left.0.is_empty() && left.1.is_empty() && left.2.is_empty()).then_some(())
         },
+    )
+    .await;
+    kiln.stop().await;
+}
+
+/// The containers labelled as build `id`'s on the local engine, running or not: (name,
+/// state).
+async fn containers_of(id: u64) -> Vec<(String, String)> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let docker = bollard::Docker::connect_with_local_defaults().expect("the Docker engine");
+    let label = format!("kiln.build={id}");
+    let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("the containers")
+        .into_iter()
+        .map(|c| {
+            let name = c.names.unwrap_or_default().concat();
+            (name, c.state.map(|s| s.to_string()).unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_task_container_is_removed_when_it_starts_again() {
+    const TOKEN: &str = "olga-token-0123456789";
+    let kiln = Kiln::start_without_workers(&config(&format!(
+        "[[operator]]\nname = \"olga\"\ntoken = \"{TOKEN}\"\n"
+    )))
+    .await;
+    let repo = TestRepo::new();
+    let spec = format!(
+        "steps:\n  slow:\n    image: {}\n    run:\n      - sleep 120\n",
+        kiln_tests::TEST_IMAGE
+    );
+    let commit = repo.commit("master", "Slow", &[(".kiln.yml", &spec)]);
+    let mut killed = worker(&kiln, "boxed", &[]).await;
+    let name = format!("{}-boxed", kiln.prefix);
+    let id = kiln.push(&repo, "master", &commit, "boxed-1").await;
+    running_on(&kiln, id, 1, &name, E2E_TIMEOUT).await;
+    wait_for("the task's container to run", E2E_TIMEOUT, || async {
+        let running = containers_of(id).await;
+        running
+            .iter()
+            .any(|(_, state)| state == "running")
+            .then_some(())
+    })
+    .await;
+
+    killed.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = containers_of(id).await;
+    assert!(
+        left.iter().any(|(_, state)| state == "running"),
+        "a task's container outlives a killed worker: {left:?}"
+    );
+    let (status, reply) = kiln.command(TOKEN, &format!("cancel {id}")).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // Its successor under the same name removes it before it says it is there.
+    let _again = worker(&kiln, "boxed", &[]).await;
+    wait_for(
+        "the worker started again to remove the killed one's container",
+        E2E_TIMEOUT,
+        || async { containers_of(id).await.is_empty().then_some(()) },
     )
     .await;
     kiln.stop().await;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 use crate::checkout::CheckoutError;
-use crate::store::{Claim, RedisLog, Standing};
+use crate::store::{Claim, Claimant, RedisLog, Standing};
 use crate::task::{self, Ran, Tools};
 
 /// How often a running task's record is read to see whether the bot cancelled it or took
@@ -58,7 +58,7 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
                 // Stopped while waiting: the job goes back unacknowledged, untouched.
                 return Ok(Done::Interrupted);
             }
-            run_job(worker, job, gone.as_deref(), shutdown).await
+            run_job(worker, job, gone.as_ref(), shutdown).await
         };
         async move {
             // Before the task ran, trying again is safe; after, it would run it twice.
@@ -96,31 +96,31 @@ pub async fn handle_delivery(worker: &Worker, delivery: Delivery, shutdown: Canc
 /// Waits while the job's task runs on a worker that is there: this one, given the job again
 /// after its broker connection was lost, or another. Running it again beside that run would
 /// run it twice; once the run ends (or its worker is gone), the job is claimed as usual and
-/// finds the task finished (or takes it over from the worker returned, the one gone). A
-/// Redis that cannot say ends the wait, with no worker to take over from.
+/// finds the task finished (or takes it over from the claim returned, the one gone). A
+/// Redis that cannot say ends the wait, with no claim to take over from.
 async fn wait_while_running(
     worker: &Worker,
     job: &JobRequested,
     shutdown: &CancellationToken,
-) -> Option<String> {
+) -> Option<Claimant> {
     let mut said = false;
     loop {
         let Ok(Some(owner)) = worker.store.running_on(job).await else {
             return None;
         };
-        let alive = if owner == worker.name {
+        let alive = if owner.worker == worker.name {
             // This delivery is one hold; the run's own is the other.
             worker.running.holds(job) > 1
         } else {
             let label = kiln_shared::presence::label(job.build.id, &job.task);
-            matches!(worker.store.presence(&owner).await, Ok(Some(p))
+            matches!(worker.store.presence(&owner.worker).await, Ok(Some(p))
                 if p.is_there(crate::store::now_ms()) && p.running.contains(&label))
         };
         if !alive {
             return Some(owner);
         }
         if !said {
-            tracing::info!(%owner, "job given again while it runs; waiting for that run");
+            tracing::info!(owner = %owner.worker, "job given again while it runs; waiting for that run");
             said = true;
         }
         tokio::select! {
@@ -178,10 +178,11 @@ where
 async fn run_job(
     worker: &Worker,
     job: &JobRequested,
-    gone: Option<&str>,
+    gone: Option<&Claimant>,
     shutdown: CancellationToken,
 ) -> Result<Done, Failure> {
-    let claim = worker.store.claim(job, gone, &worker.name).await;
+    let me = Claimant::fresh(&worker.name);
+    let claim = worker.store.claim(job, gone, &me).await;
     match claim.map_err(|e| Failure::BeforeRun(e.into()))? {
         Claim::Taken => {}
         Claim::Finished(ran) => {
@@ -262,7 +263,7 @@ async fn run_job(
             stopped.await;
             return Ok(Done::Interrupted);
         }
-        standing = taken_away(worker, job) => {
+        standing = taken_away(worker, job, &me) => {
             stopped.await;
             if standing == Standing::Cancelled {
                 crate::lines::note(&redis_log(worker, job), "cancelled".into()).await;
@@ -279,7 +280,7 @@ async fn run_job(
     let took = began.elapsed();
     tracing::info!(outcome = %ran.outcome, "task ended");
     let recorded = with_pauses(worker, &shutdown, || async {
-        Ok(worker.store.finish(job, &worker.name, &ran).await?)
+        Ok(worker.store.finish(job, &me, &ran).await?)
     })
     .await
     .map_err(Failure::AfterRun)?;
@@ -297,13 +298,13 @@ async fn run_job(
     Ok(Done::Finished)
 }
 
-/// Resolves once the job's task is no longer this worker's to run (the bot cancelled it, or
+/// Resolves once the job's task is no longer claim `me`'s to run (the bot cancelled it, or
 /// took its attempt back), with why; never while it is.
-async fn taken_away(worker: &Worker, job: &JobRequested) -> Standing {
+async fn taken_away(worker: &Worker, job: &JobRequested, me: &Claimant) -> Standing {
     let mut every = tokio::time::interval(CANCEL_POLL);
     loop {
         every.tick().await;
-        match worker.store.standing(job, &worker.name).await {
+        match worker.store.standing(job, me).await {
             Ok(Standing::Held) => {}
             Ok(standing) => return standing,
             Err(error) => {

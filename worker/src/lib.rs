@@ -186,7 +186,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         ),
     };
     let docker = match docker::DockerRunner::connect(&settings.prefix, registries, engine).await {
-        Ok(docker) => Some(docker),
+        Ok(docker) => Some(docker.for_worker(&settings.name)),
         Err(error) if !settings.platform.has_containers() => {
             tracing::info!(%error, "no Docker engine: this worker runs shell tasks only");
             None
@@ -215,6 +215,28 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         checkout::Checkouts::open(&settings.state_dir, settings.work_dirs, sandbox.owner())
             .await
             .context("cannot prepare the work directories")?;
+    // What a killed run of this worker left running goes before it says it is here: a job
+    // given again waits for that, and must not run beside the killed run's task.
+    #[cfg(target_os = "linux")]
+    match shell::end_leftover_sandboxes(&checkout::work_root(&settings.state_dir)) {
+        0 => {}
+        ended => tracing::info!(
+            ended,
+            "killed the sandboxes a killed run of this worker left"
+        ),
+    }
+    if let Some(docker) = &docker {
+        match docker.remove_leftovers().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                removed,
+                "removed the task containers a killed run of this worker left"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for the task containers a killed run of this worker left")
+            }
+        }
+    }
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,

@@ -9,9 +9,14 @@
 #[cfg(windows)]
 mod job_object;
 #[cfg(target_os = "linux")]
+mod lifeline;
+#[cfg(target_os = "linux")]
 mod parent_death;
 mod sandbox;
 
+#[cfg(target_os = "linux")]
+pub use lifeline::end_leftovers as end_leftover_sandboxes;
+use sandbox::Confined;
 pub use sandbox::{Confinement, Sandbox};
 
 use std::path::Path;
@@ -56,11 +61,15 @@ pub async fn run(
             reason: format!("cannot give the work directory to the task's user: {error}"),
         };
     }
-    let mut command = match script(job, workdir, sandbox).await {
-        Ok(command) => command,
+    // The lifeline, if any, is held until the task has ended: dropping it kills the sandbox.
+    let Confined {
+        mut command,
+        lifeline: _lifeline,
+    } = match script(job, workdir, sandbox).await {
+        Ok(confined) => confined,
         Err(error) => {
             return TaskOutcome::Errored {
-                reason: format!("cannot write the task's script: {error}"),
+                reason: format!("cannot prepare the task's script: {error}"),
             };
         }
     };
@@ -189,7 +198,11 @@ fn exit_code(status: std::process::ExitStatus) -> i64 {
 
 /// The task's script: `sh` with `set -e` on Unix; a `.cmd` file beside the work directory
 /// on Windows, stopping at the first command that fails.
-async fn script(job: &JobRequested, workdir: &Path, sandbox: &Sandbox) -> std::io::Result<Command> {
+async fn script(
+    job: &JobRequested,
+    workdir: &Path,
+    sandbox: &Sandbox,
+) -> std::io::Result<Confined> {
     if cfg!(windows) {
         let mut text = String::from("@echo off\r\n");
         for line in &job.commands {
@@ -202,7 +215,10 @@ async fn script(job: &JobRequested, workdir: &Path, sandbox: &Sandbox) -> std::i
         command.arg("/D").arg("/C").arg(file);
         #[cfg(windows)]
         command.creation_flags(job_object::CREATION_FLAGS);
-        Ok(command)
+        Ok(Confined {
+            command,
+            lifeline: None,
+        })
     } else {
         let mut text = String::from("set -e\n");
         for line in &job.commands {
@@ -211,7 +227,7 @@ async fn script(job: &JobRequested, workdir: &Path, sandbox: &Sandbox) -> std::i
         }
         // By its path: were `sh` looked up in the PATH the task sets, the standard library
         // would fork the whole worker (copying its page tables) instead of spawning.
-        Ok(sandbox.command("/bin/sh", &["-c", &text], workdir))
+        sandbox.command("/bin/sh", &["-c", &text], workdir)
     }
 }
 

@@ -42,6 +42,45 @@ pub enum Claim {
     Elsewhere(Option<String>),
 }
 
+/// Who made a claim: a worker's name and the claim's own token. A worker started again under
+/// the same name (after a SIGKILL, say) makes claims with other tokens, so two takeovers
+/// from one dead run cannot both succeed by writing back the name they compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    pub worker: String,
+    /// Empty for a claim recorded before claims had tokens.
+    pub claim: String,
+}
+
+impl Claimant {
+    /// A new claim by `worker`: 64 random bits, or, should the system have no randomness to
+    /// give, the clock's nanoseconds and a count of this process's claims.
+    pub fn fresh(worker: &str) -> Self {
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut bytes = [0u8; 8];
+        let claim = match getrandom::fill(&mut bytes) {
+            Ok(()) => hex::encode(bytes),
+            Err(_) => {
+                let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!("{nanos:x}-{made:x}")
+            }
+        };
+        Self {
+            worker: worker.to_owned(),
+            claim,
+        }
+    }
+
+    /// Whether `task`'s attempt is this claim's.
+    fn holds(&self, task: &TaskRecord) -> bool {
+        task.worker.as_deref() == Some(self.worker.as_str())
+            && task.claim.as_deref().unwrap_or_default() == self.claim
+    }
+}
+
 /// Where a running task stands for the worker running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
@@ -98,14 +137,14 @@ impl Store {
     }
 
     /// Moves the task of `job` to `to` if it is in one of `from` and still at the job's
-    /// attempt (a retry supersedes older attempts) and, with `owner`, still that worker's (a
+    /// attempt (a retry supersedes older attempts) and, with `owner`, still that claim's (a
     /// taken-back attempt is no longer its), setting `fields` with it.
     async fn transition(
         &self,
         job: &JobRequested,
         to: TaskStatus,
         from: &[TaskStatus],
-        owner: Option<&str>,
+        owner: Option<&Claimant>,
         fields: &[(&str, String)],
     ) -> RedisResult<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
@@ -113,11 +152,15 @@ impl Store {
         invocation
             .arg(to.as_str())
             .arg(from.join(","))
-            .arg(1 + usize::from(owner.is_some()))
+            .arg(1 + 2 * usize::from(owner.is_some()))
             .arg(TaskField::Attempt.name())
             .arg(job.attempt);
         if let Some(owner) = owner {
-            invocation.arg(TaskField::Worker.name()).arg(owner);
+            invocation
+                .arg(TaskField::Worker.name())
+                .arg(&owner.worker)
+                .arg(TaskField::Claim.name())
+                .arg(&owner.claim);
         }
         for (field, value) in fields {
             invocation.arg(*field).arg(value);
@@ -150,12 +193,17 @@ impl Store {
         })
     }
 
-    /// The worker running this attempt of the task, if it is running.
-    pub async fn running_on(&self, job: &JobRequested) -> Result<Option<String>, StoreError> {
+    /// The claim running this attempt of the task, if it is running.
+    pub async fn running_on(&self, job: &JobRequested) -> Result<Option<Claimant>, StoreError> {
         let task = self.task(job).await?;
         Ok(task
             .filter(|t| t.status == TaskStatus::Running && t.attempt == job.attempt)
-            .and_then(|t| t.worker))
+            .and_then(|t| {
+                Some(Claimant {
+                    worker: t.worker?,
+                    claim: t.claim.unwrap_or_default(),
+                })
+            }))
     }
 
     /// What worker `name` last said of itself, if it did.
@@ -164,18 +212,19 @@ impl Store {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
-    /// Takes the task for `worker`: a queued one, or, with `gone`, one that worker was
-    /// running and no longer runs (it died without acknowledging a job RabbitMQ has given
-    /// again). Taking over is a compare-and-set on that owner: two deliveries of one job that
-    /// both judged it gone (a job published twice, both copies handed back by a worker that
-    /// died) cannot both take it, since the first changes the owner.
+    /// Takes the task for claim `me`: a queued one, or, with `gone`, one that claim was
+    /// running and no longer runs (its worker died without acknowledging a job RabbitMQ has
+    /// given again). Taking over is a compare-and-set on that claim: two deliveries of one
+    /// job that both judged it gone (a job published twice, both copies handed back by a
+    /// worker that died) cannot both take it, since the first changes the claim, even when
+    /// the first taker is the dead worker started again under its name.
     pub async fn claim(
         &self,
         job: &JobRequested,
-        gone: Option<&str>,
-        worker: &str,
+        gone: Option<&Claimant>,
+        me: &Claimant,
     ) -> Result<Claim, StoreError> {
-        let fields = record::task::claimed(worker, now_ms());
+        let fields = record::task::claimed(&me.worker, &me.claim, now_ms());
         let queued = &[TaskStatus::Queued];
         if self
             .transition(job, TaskStatus::Running, queued, None, &fields)
@@ -213,13 +262,13 @@ impl Store {
         })
     }
 
-    /// Records how `worker`'s run of the task ended. Returns false if the task had already
-    /// ended (cancelled, say) or is no longer this worker's (its attempt was taken back);
+    /// Records how claim `me`'s run of the task ended. Returns false if the task had already
+    /// ended (cancelled, say) or is no longer this claim's (its attempt was taken back);
     /// true again when it ended so by this very record (a retry whose first answer was lost).
     pub async fn finish(
         &self,
         job: &JobRequested,
-        worker: &str,
+        me: &Claimant,
         ran: &Ran,
     ) -> Result<bool, StoreError> {
         let outcome = &ran.outcome;
@@ -229,7 +278,7 @@ impl Store {
                 job,
                 outcome.status(),
                 &[TaskStatus::Running],
-                Some(worker),
+                Some(me),
                 &fields,
             )
             .await?
@@ -240,23 +289,25 @@ impl Store {
         Ok(task.is_some_and(|t| {
             t.status == outcome.status()
                 && t.attempt == job.attempt
-                && t.worker.as_deref() == Some(worker)
+                && me.holds(&t)
                 && t.ended.as_ref() == Some(outcome)
         }))
     }
 
-    /// Whether the task of `job` is still `worker`'s to run: running, at the job's attempt,
-    /// claimed by it; or else why not.
-    pub async fn standing(&self, job: &JobRequested, worker: &str) -> Result<Standing, StoreError> {
+    /// Whether the task of `job` is still claim `me`'s to run: running, at the job's
+    /// attempt, by that claim; or else why not.
+    pub async fn standing(
+        &self,
+        job: &JobRequested,
+        me: &Claimant,
+    ) -> Result<Standing, StoreError> {
         let task = self.task(job).await?;
         Ok(match task {
             Some(t) if t.attempt == job.attempt && t.status == TaskStatus::Cancelled => {
                 Standing::Cancelled
             }
             Some(t)
-                if t.attempt == job.attempt
-                    && t.status == TaskStatus::Running
-                    && t.worker.as_deref() == Some(worker) =>
+                if t.attempt == job.attempt && t.status == TaskStatus::Running && me.holds(&t) =>
             {
                 Standing::Held
             }

@@ -1,6 +1,7 @@
 //! The worker's records, on the real Redis (`deploy/dev/services` starts it): a finish
 //! whose answer was lost, tried again, counts as recorded; another end never does; a run
-//! whose attempt was taken over or taken back records nothing.
+//! whose attempt was taken over or taken back records nothing; a dead run is taken over
+//! once, also by its own worker started again under the same name.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use kiln_shared::lease::LeaseId;
 use kiln_shared::platform::Platform;
 use kiln_shared::spec::Runner;
 use kiln_shared::wire::{BuildRef, JobRequested};
-use kiln_worker::store::{Claim, EnvironmentReport, Standing, Store};
+use kiln_worker::store::{Claim, Claimant, EnvironmentReport, Standing, Store};
 use kiln_worker::task::Ran;
 
 /// What the bots name tasks with in these tests.
@@ -100,32 +101,30 @@ async fn a_finish_tried_again_finds_its_own_record_and_no_other() {
         .expect("HSET");
     let store = Store::new(conn.clone(), Keys::new(&prefix));
 
+    let w1 = Claimant::fresh("w1");
     assert_eq!(
-        store.claim(&job, None, "w1").await.expect("claim"),
+        store.claim(&job, None, &w1).await.expect("claim"),
         Claim::Taken
     );
     let passed = ran(TaskOutcome::Passed);
-    assert!(store.finish(&job, "w1", &passed).await.expect("finish"));
+    assert!(store.finish(&job, &w1, &passed).await.expect("finish"));
     assert!(
         store
-            .finish(&job, "w1", &passed)
+            .finish(&job, &w1, &passed)
             .await
             .expect("finish again"),
         "the same end, already recorded by this finish"
     );
     let failed = ran(TaskOutcome::Failed { exit_code: 1 });
     assert!(
-        !store
-            .finish(&job, "w1", &failed)
-            .await
-            .expect("another end"),
+        !store.finish(&job, &w1, &failed).await.expect("another end"),
         "a task that ended is not ended otherwise"
     );
     let mut later = job.clone();
     later.attempt = 2;
     assert!(
         !store
-            .finish(&later, "w1", &passed)
+            .finish(&later, &w1, &passed)
             .await
             .expect("another attempt"),
         "an attempt that never ran records nothing"
@@ -169,65 +168,153 @@ async fn a_run_whose_attempt_went_elsewhere_records_nothing() {
     };
     set(&["status", "queued", "attempt", "1"]).await;
     let store = Store::new(conn.clone(), Keys::new(&prefix));
+    let (w1, w2, w3) = (
+        Claimant::fresh("w1"),
+        Claimant::fresh("w2"),
+        Claimant::fresh("w3"),
+    );
     assert_eq!(
-        store.claim(&job, None, "w1").await.expect("claim"),
+        store.claim(&job, None, &w1).await.expect("claim"),
         Claim::Taken
     );
     assert_eq!(
-        store.standing(&job, "w1").await.expect("read"),
+        store.standing(&job, &w1).await.expect("read"),
         Standing::Held
     );
 
     // RabbitMQ gave the job to w2 after w1's connection died: w2 takes it over.
     assert_eq!(
-        store.claim(&job, Some("w1"), "w2").await.expect("claim"),
+        store.claim(&job, Some(&w1), &w2).await.expect("claim"),
         Claim::Taken
     );
     // A second copy of the job, handed back by the same death and judged the same way,
     // finds w1 no longer the owner: it does not run the task beside w2.
     assert_eq!(
-        store.claim(&job, Some("w1"), "w3").await.expect("claim"),
+        store.claim(&job, Some(&w1), &w3).await.expect("claim"),
         Claim::Elsewhere(Some("running".into()))
     );
     assert_eq!(
-        store.standing(&job, "w1").await.expect("read"),
+        store.standing(&job, &w1).await.expect("read"),
         Standing::TakenBack
     );
     let passed = ran(TaskOutcome::Passed);
     assert!(
-        !store
-            .finish(&job, "w1", &passed)
-            .await
-            .expect("late finish"),
+        !store.finish(&job, &w1, &passed).await.expect("late finish"),
         "the first run's late result changes nothing"
     );
     assert_eq!(
-        store.standing(&job, "w2").await.expect("read"),
+        store.standing(&job, &w2).await.expect("read"),
         Standing::Held
     );
 
     // The bot took the attempt back from w2 and queued the next one.
     set(&["status", "queued", "attempt", "2"]).await;
     assert_eq!(
-        store.standing(&job, "w2").await.expect("read"),
+        store.standing(&job, &w2).await.expect("read"),
         Standing::TakenBack
     );
-    assert!(
-        !store
-            .finish(&job, "w2", &passed)
-            .await
-            .expect("late finish")
-    );
+    assert!(!store.finish(&job, &w2, &passed).await.expect("late finish"));
     let mut next = job.clone();
     next.attempt = 2;
     assert_eq!(
-        store.claim(&next, None, "w3").await.expect("claim"),
+        store.claim(&next, None, &w3).await.expect("claim"),
         Claim::Taken
     );
     set(&["status", "cancelled"]).await;
     assert_eq!(
-        store.standing(&next, "w3").await.expect("read"),
+        store.standing(&next, &w3).await.expect("read"),
         Standing::Cancelled
+    );
+    let _: usize = redis::cmd("DEL")
+        .arg(&task)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+}
+
+/// A worker killed while it ran a task, and started again under its name, takes the task
+/// over with one copy of its job while another worker holds a second copy (a job published
+/// twice, both copies handed back by the death): the name written back is the same, but the
+/// claim is not, so the second takeover fails and the task runs once.
+#[tokio::test]
+async fn a_dead_run_is_taken_over_once_also_by_its_worker_started_again() {
+    let mut conn = redis().await;
+    let prefix = format!("kw-again-{}", std::process::id());
+    let keys = bots_keys(&prefix);
+    let job = job();
+    let task = keys.task(job.build.id, &job.task);
+    let _: () = redis::cmd("HSET")
+        .arg(&task)
+        .arg(&["status", "queued", "attempt", "1"])
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let store = Store::new(conn.clone(), Keys::new(&prefix));
+    let dead = Claimant::fresh("w1");
+    assert_eq!(
+        store.claim(&job, None, &dead).await.expect("claim"),
+        Claim::Taken
+    );
+    // Both copies read the same dead claim from the record.
+    let read = store
+        .running_on(&job)
+        .await
+        .expect("read")
+        .expect("running");
+    assert_eq!(read, dead);
+
+    let again = Claimant::fresh("w1");
+    assert_ne!(again, dead, "each claim has a token of its own");
+    assert_eq!(
+        store.claim(&job, Some(&read), &again).await.expect("claim"),
+        Claim::Taken
+    );
+    assert_eq!(
+        store
+            .claim(&job, Some(&read), &Claimant::fresh("w2"))
+            .await
+            .expect("claim"),
+        Claim::Elsewhere(Some("running".into())),
+        "the second copy does not run the task beside the first"
+    );
+    assert_eq!(
+        store.standing(&job, &dead).await.expect("read"),
+        Standing::TakenBack,
+        "the dead run's claim is not the live one's, though the name is"
+    );
+    assert_eq!(
+        store.standing(&job, &again).await.expect("read"),
+        Standing::Held
+    );
+    let passed = ran(TaskOutcome::Passed);
+    assert!(!store.finish(&job, &dead, &passed).await.expect("finish"));
+    assert!(store.finish(&job, &again, &passed).await.expect("finish"));
+
+    // A run claimed before claims had tokens is taken over by its name alone.
+    let _: () = redis::cmd("HSET")
+        .arg(&task)
+        .arg(&["status", "running", "worker", "w0"])
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let _: usize = redis::cmd("HDEL")
+        .arg(&task)
+        .arg("claim")
+        .query_async(&mut conn)
+        .await
+        .expect("HDEL");
+    let old = store
+        .running_on(&job)
+        .await
+        .expect("read")
+        .expect("running");
+    assert_eq!((old.worker.as_str(), old.claim.as_str()), ("w0", ""));
+    assert_eq!(
+        store
+            .claim(&job, Some(&old), &Claimant::fresh("w2"))
+            .await
+            .expect("claim"),
+        Claim::Taken
     );
     let _: usize = redis::cmd("DEL")
         .arg(&task)

@@ -20,6 +20,10 @@ pub enum TaskField {
     /// Which attempt the record is of; the compare-and-sets of a job check it.
     Attempt,
     Worker,
+    /// A token of the claim that gave the attempt to its worker: a worker started again
+    /// under the same name is another claimant, and the compare-and-sets of a takeover, a
+    /// run's end and its standing check the token, not only the name.
+    Claim,
     StartedMs,
     FinishedMs,
     /// The outcome in words, e.g. `failed with exit code 3`.
@@ -40,10 +44,11 @@ pub enum TaskField {
 
 impl TaskField {
     /// Every field.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Status,
         Self::Attempt,
         Self::Worker,
+        Self::Claim,
         Self::StartedMs,
         Self::FinishedMs,
         Self::Outcome,
@@ -61,6 +66,7 @@ impl TaskField {
             Self::Status => "status",
             Self::Attempt => "attempt",
             Self::Worker => "worker",
+            Self::Claim => "claim",
             Self::StartedMs => "started_ms",
             Self::FinishedMs => "finished_ms",
             Self::Outcome => "outcome",
@@ -80,6 +86,7 @@ impl TaskField {
         match self {
             Self::Status | Self::Attempt | Self::ReusedFrom => false,
             Self::Worker
+            | Self::Claim
             | Self::StartedMs
             | Self::FinishedMs
             | Self::Outcome
@@ -110,6 +117,9 @@ pub struct TaskRecord {
     pub attempt: u32,
     /// Who runs or ran the attempt; absent until a worker claims it.
     pub worker: Option<String>,
+    /// The token of that worker's claim ([`TaskField::Claim`]); absent until a worker
+    /// claims the attempt (and in records claimed before the field existed).
+    pub claim: Option<String>,
     /// Absent until a worker claims the attempt.
     pub started_ms: Option<u64>,
     /// Absent until the attempt ends.
@@ -151,6 +161,7 @@ impl TaskRecord {
             status: TaskStatus::Waiting,
             attempt: 1,
             worker: None,
+            claim: None,
             started_ms: None,
             finished_ms: None,
             exit_code: None,
@@ -173,6 +184,7 @@ impl TaskRecord {
             fields.extend(value.map(|v| (field.name(), v)));
         };
         text(TaskField::Worker, self.worker.clone());
+        text(TaskField::Claim, self.claim.clone());
         text(
             TaskField::StartedMs,
             self.started_ms.map(|ms| ms.to_string()),
@@ -219,6 +231,7 @@ impl TaskRecord {
             // Planning writes the status, then the attempt: between the two it is the first.
             attempt: r.parsed(TaskField::Attempt.name())?.unwrap_or(1),
             worker: r.get(TaskField::Worker.name()).map(str::to_owned),
+            claim: r.get(TaskField::Claim.name()).map(str::to_owned),
             started_ms: r.parsed(TaskField::StartedMs.name())?,
             finished_ms: r.parsed(TaskField::FinishedMs.name())?,
             exit_code: r.parsed(TaskField::ExitCode.name())?,
@@ -241,10 +254,12 @@ pub fn planned(status: TaskStatus) -> Fields {
     ]
 }
 
-/// What a worker's claim of an attempt sets with the status `running`.
-pub fn claimed(worker: &str, started_ms: u64) -> Fields {
+/// What a worker's claim of an attempt sets with the status `running`: who, the claim's
+/// own token, and when.
+pub fn claimed(worker: &str, claim: &str, started_ms: u64) -> Fields {
     vec![
         (TaskField::Worker.name(), worker.to_owned()),
+        (TaskField::Claim.name(), claim.to_owned()),
         (TaskField::StartedMs.name(), started_ms.to_string()),
     ]
 }
@@ -328,6 +343,7 @@ mod tests {
             status: TaskStatus::Failed,
             attempt: 2,
             worker: Some("worker-`1`".into()),
+            claim: Some("c0ffee".into()),
             started_ms: Some(1_700_000_000_000),
             finished_ms: Some(1_700_000_001_000),
             exit_code: outcome.exit_code(),
@@ -400,7 +416,7 @@ mod tests {
     fn what_the_writes_set_reads_back() {
         let outcome = TaskOutcome::Failed { exit_code: 3 };
         let mut h = hash(planned(TaskStatus::Queued));
-        h.extend(hash(claimed("worker-`1`", 1_700_000_000_000)));
+        h.extend(hash(claimed("worker-`1`", "c0ffee", 1_700_000_000_000)));
         h.extend(hash(finished(
             &outcome,
             &artifacts(),
@@ -458,6 +474,7 @@ mod tests {
             TaskField::cleared_on_retry_names(),
             [
                 "worker",
+                "claim",
                 "started_ms",
                 "finished_ms",
                 "outcome",
@@ -470,7 +487,7 @@ mod tests {
         );
         // Whatever an attempt's end writes, a retry clears.
         let outcome = TaskOutcome::Failed { exit_code: 1 };
-        let written = claimed("w", 1)
+        let written = claimed("w", "c", 1)
             .into_iter()
             .chain(finished(&outcome, &[], &[], 2));
         for (field, _) in written {

@@ -4,7 +4,8 @@
 //! container (with limits, the checkout mounted at `/workspace`, on that network or on none)
 //! → start → stream stdout and stderr lines → wait for the exit code → remove containers and
 //! network, whatever happened. A non-zero exit is a failed task; a Docker fault is an errored
-//! one. Everything carries the `kiln.build` label.
+//! one. Everything carries the `kiln.build` label, and a worker's tasks' containers and
+//! networks its name (`kiln.worker`), so that it removes what a killed run of it left.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,8 +18,8 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use kiln_shared::build::TaskOutcome;
@@ -41,6 +42,9 @@ pub use registry::{Refused, Registries, registry_of};
 /// Where the checkout is mounted in a task's container, and its working directory.
 pub const WORKSPACE: &str = "/workspace";
 
+/// The label naming the worker whose task a container or network is.
+pub const WORKER_LABEL: &str = "kiln.worker";
+
 /// Memory a task's container may use before the kernel kills it.
 const MEMORY_LIMIT_BYTES: i64 = 4 * 1024 * 1024 * 1024;
 
@@ -59,6 +63,9 @@ pub struct DockerRunner {
     docker: Docker,
     /// Names every container this worker makes, so they can be told apart from others'.
     prefix: String,
+    /// The worker whose tasks' containers and networks these are ([`WORKER_LABEL`]), so it
+    /// can find what a killed run of it left.
+    worker: Option<String>,
     /// One lock per image tag: two tasks wanting the same image build it once.
     building: image::BuildLocks,
     /// Where images come from and in-tree images go, with their credentials.
@@ -83,7 +90,47 @@ impl DockerRunner {
             prefix: prefix.to_owned(),
             building: image::BuildLocks::default(),
             registries,
+            worker: None,
         })
+    }
+
+    /// Labels the tasks' containers and networks as worker `name`'s.
+    pub fn for_worker(mut self, name: &str) -> Self {
+        self.worker = Some(name.to_owned());
+        self
+    }
+
+    /// Removes the tasks' containers and networks a killed run of this worker left: a task's
+    /// container does not die with its worker, and its job runs again elsewhere. Returns how
+    /// many containers it removed. Leased environments are not tasks' and stay.
+    pub async fn remove_leftovers(&self) -> Result<usize, DockerError> {
+        let Some(worker) = &self.worker else {
+            return Ok(0);
+        };
+        let mine = format!("{WORKER_LABEL}={worker}");
+        let filters = HashMap::from([("label", vec![mine.as_str()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await?;
+        let names: Vec<String> = containers
+            .into_iter()
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .collect();
+        for name in &names {
+            self.remove(name).await;
+        }
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        for network in self.docker.list_networks(Some(options)).await? {
+            if let Some(name) = network.name
+                && let Err(error) = self.docker.remove_network(&name).await
+            {
+                tracing::warn!(network = name, %error, "cannot remove a network");
+            }
+        }
+        Ok(names.len())
     }
 
     /// The engine itself.
@@ -156,7 +203,7 @@ impl DockerRunner {
         self.docker
             .create_container(
                 Some(self.create_options(name, job)),
-                container_body(job, workdir, &network),
+                container_body(job, workdir, &network, self.labels(job)),
             )
             .await?;
         self.docker.start_container(name, None).await?;
@@ -211,7 +258,7 @@ impl DockerRunner {
                 name: network.to_owned(),
                 driver: Some("bridge".into()),
                 internal: Some(job.network != Network::Egress),
-                labels: Some(labels(job)),
+                labels: Some(self.labels(job)),
                 ..Default::default()
             })
             .await?;
@@ -225,7 +272,7 @@ impl DockerRunner {
             self.docker
                 .create_container(
                     Some(self.create_options(&name, job)),
-                    service_body(job, service, network),
+                    service_body(service, network, self.labels(job)),
                 )
                 .await?;
             self.docker.start_container(&name, None).await?;
@@ -370,11 +417,18 @@ fn service_container(task_container: &str, service: &PlannedService) -> String {
     format!("{task_container}-{}", service.name)
 }
 
-fn labels(job: &JobRequested) -> HashMap<String, String> {
-    HashMap::from([
-        ("kiln.build".to_owned(), job.build.id.to_string()),
-        ("kiln.task".to_owned(), job.task.clone()),
-    ])
+impl DockerRunner {
+    /// The labels of a task's containers and network.
+    fn labels(&self, job: &JobRequested) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            ("kiln.build".to_owned(), job.build.id.to_string()),
+            ("kiln.task".to_owned(), job.task.clone()),
+        ]);
+        if let Some(worker) = &self.worker {
+            labels.insert(WORKER_LABEL.to_owned(), worker.clone());
+        }
+        labels
+    }
 }
 
 /// Limits every container of a task gets: no process in it gains privileges by running a
@@ -409,9 +463,9 @@ fn task_host_config(job: &JobRequested, workdir: &Path, network: &str) -> HostCo
 }
 
 fn service_body(
-    job: &JobRequested,
     service: &PlannedService,
     network: &str,
+    labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
     let endpoint = EndpointSettings {
         aliases: Some(vec![service.name.clone()]),
@@ -428,7 +482,7 @@ fn service_body(
                 .collect(),
         ),
         hostname: Some(service.name.clone()),
-        labels: Some(labels(job)),
+        labels: Some(labels),
         host_config: Some(host_config(network)),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(network.to_owned(), endpoint)])),
@@ -437,7 +491,12 @@ fn service_body(
     }
 }
 
-fn container_body(job: &JobRequested, workdir: &Path, network: &str) -> ContainerCreateBody {
+fn container_body(
+    job: &JobRequested,
+    workdir: &Path,
+    network: &str,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
     let mut script = String::from("set -e\n");
     for command in &job.commands {
         script.push_str(command);
@@ -455,7 +514,7 @@ fn container_body(job: &JobRequested, workdir: &Path, network: &str) -> Containe
         env: Some(env),
         working_dir: Some(WORKSPACE.into()),
         user: unprivileged_worker(),
-        labels: Some(labels(job)),
+        labels: Some(labels),
         host_config: Some(task_host_config(job, workdir, network)),
         ..Default::default()
     }

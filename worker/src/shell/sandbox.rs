@@ -9,6 +9,24 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
+#[cfg(target_os = "linux")]
+use super::lifeline::Lifeline;
+
+/// Elsewhere there is no sandbox, so no lifeline.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub enum Lifeline {}
+
+#[cfg(not(target_os = "linux"))]
+impl Lifeline {
+    fn watch(_: &mut Command) -> io::Result<Self> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "sandboxes are made on Linux only",
+        ))
+    }
+}
+
 /// The directories of the system a sandboxed task sees, read-only.
 const SYSTEM_DIRS: &[&str] = &["/usr", "/etc", "/opt"];
 
@@ -26,6 +44,14 @@ pub struct Sandbox {
     hidden: Vec<PathBuf>,
     /// Directories a sandboxed task may use beside its work directory.
     shared: Vec<PathBuf>,
+}
+
+/// A confined command, and what must stay open while it runs.
+#[derive(Debug)]
+pub struct Confined {
+    pub command: Command,
+    /// A sandboxed command's lifeline (`super::lifeline`), to hold until it has ended.
+    pub lifeline: Option<Lifeline>,
 }
 
 /// What a worker tells [`Sandbox::prepare`].
@@ -131,17 +157,16 @@ impl Sandbox {
     }
 
     /// The command that runs `program` with `args` in `workdir`, confined.
-    pub fn command(&self, program: &str, args: &[&str], workdir: &Path) -> Command {
-        let mut command = match &self.bwrap {
+    pub fn command(&self, program: &str, args: &[&str], workdir: &Path) -> io::Result<Confined> {
+        let (mut command, lifeline) = match &self.bwrap {
             Some(bwrap) => {
                 let mut command = Command::new(bwrap);
-                command
-                    .args(self.bwrap_args(workdir))
-                    .arg("--")
-                    .arg(program);
-                command
+                command.args(self.bwrap_args(workdir)).arg("--");
+                let lifeline = Lifeline::watch(&mut command)?;
+                command.arg(program);
+                (command, Some(lifeline))
             }
-            None => Command::new(program),
+            None => (Command::new(program), None),
         };
         command.args(args).current_dir(workdir);
         #[cfg(unix)]
@@ -150,7 +175,7 @@ impl Sandbox {
         }
         #[cfg(target_os = "linux")]
         super::parent_death::die_with_worker(&mut command);
-        command
+        Ok(Confined { command, lifeline })
     }
 
     /// The variables the confinement sets in a task's environment, over the worker's own:
@@ -221,7 +246,14 @@ impl Sandbox {
             bwrap: Some(bwrap.clone()),
             ..self.clone()
         };
-        let mut command = probe.command("/bin/sh", &["-c", "exit 0"], Path::new("/tmp"));
+        let Ok(Confined {
+            mut command,
+            lifeline: _lifeline,
+        }) = probe.command("/bin/sh", &["-c", "exit 0"], Path::new("/tmp"))
+        else {
+            tracing::warn!("no pipe for a sandboxed task's lifeline");
+            return None;
+        };
         let status = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
