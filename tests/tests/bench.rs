@@ -79,6 +79,9 @@ async fn the_quick_benchmark_measures_every_figure() {
         if figure.name.starts_with("drain_tasks_") {
             // Correctness, not speed: every queued task ran, and ran once.
             assert_eq!(figure.value(), 0.0, "{}", figure.line());
+        } else if figure.unit == "tasks" {
+            // A count, whose best is none (no normal task started before the high one).
+            assert!(figure.value() >= 0.0, "{}", figure.line());
         } else {
             assert!(figure.value() > 0.0, "{}", figure.line());
         }

@@ -2,8 +2,7 @@
 //! worker's task is taken back and run again elsewhere within a minute, and its late result
 //! changes nothing; a worker told to stop (SIGTERM) takes no new job and lets its task finish,
 //! or hands it back once its drain timeout has passed; a killed worker's overlays are removed
-//! by the next worker on its state directory, and its task containers by the next worker of
-//! its name.
+//! by the next worker on its state directory, and so are its task containers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -361,7 +360,7 @@ async fn a_killed_workers_task_container_is_removed_when_it_starts_again() {
     let (status, reply) = kiln.command(TOKEN, &format!("cancel {id}")).await;
     assert_eq!(status, 200, "{reply}");
 
-    // Its successor under the same name removes it before it says it is there.
+    // Its successor on the same state directory removes it before it says it is there.
     let _again = worker(&kiln, "boxed", &[]).await;
     wait_for(
         "the worker started again to remove the killed one's container",

@@ -186,7 +186,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         ),
     };
     let docker = match docker::DockerRunner::connect(&settings.prefix, registries, engine).await {
-        Ok(docker) => Some(docker.for_worker(&settings.name)),
+        Ok(docker) => Some(docker.for_state(state_identity(&settings.state_dir))),
         Err(error) if !settings.platform.has_containers() => {
             tracing::info!(%error, "no Docker engine: this worker runs shell tasks only");
             None
@@ -215,8 +215,8 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         checkout::Checkouts::open(&settings.state_dir, settings.work_dirs, sandbox.owner())
             .await
             .context("cannot prepare the work directories")?;
-    // What a killed run of this worker left running goes before it says it is here: a job
-    // given again waits for that, and must not run beside the killed run's task.
+    // What a killed worker on this state directory left running goes before this one says
+    // it is here: a job given again waits for that, and must not run beside its task.
     #[cfg(target_os = "linux")]
     match shell::end_leftover_sandboxes(&checkout::work_root(&settings.state_dir)) {
         0 => {}
@@ -230,10 +230,10 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
             Ok(0) => {}
             Ok(removed) => tracing::info!(
                 removed,
-                "removed the task containers a killed run of this worker left"
+                "removed the task containers a killed worker on this state directory left"
             ),
             Err(error) => {
-                tracing::warn!(%error, "cannot look for the task containers a killed run of this worker left")
+                tracing::warn!(%error, "cannot look for the task containers a killed worker on this state directory left")
             }
         }
     }
@@ -430,4 +430,12 @@ async fn hand_back(delivery: Delivery) {
     if let Err(error) = delivery.nack(requeue).await {
         tracing::warn!(%error, "cannot hand back a job not started");
     }
+}
+
+/// Which worker state directory this is, on any engine: its host and path (a worker started
+/// again on it may take another name; workers in containers of one host share a path).
+fn state_identity(state_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    format!("{}:{}", host.trim(), dir.display())
 }

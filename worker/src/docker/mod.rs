@@ -5,7 +5,8 @@
 //! → start → stream stdout and stderr lines → wait for the exit code → remove containers and
 //! network, whatever happened. A non-zero exit is a failed task; a Docker fault is an errored
 //! one. Everything carries the `kiln.build` label, and a worker's tasks' containers and
-//! networks its name (`kiln.worker`), so that it removes what a killed run of it left.
+//! networks its installation and state directory (`kiln.worker-state`), so that the next
+//! worker on that directory removes what a killed one left.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,8 +43,9 @@ pub use registry::{Refused, Registries, registry_of};
 /// Where the checkout is mounted in a task's container, and its working directory.
 pub const WORKSPACE: &str = "/workspace";
 
-/// The label naming the worker whose task a container or network is.
-pub const WORKER_LABEL: &str = "kiln.worker";
+/// The label naming the worker state directory (`host:path`) whose task a container or
+/// network is.
+pub const STATE_LABEL: &str = "kiln.worker-state";
 
 /// Memory a task's container may use before the kernel kills it.
 const MEMORY_LIMIT_BYTES: i64 = 4 * 1024 * 1024 * 1024;
@@ -63,9 +65,9 @@ pub struct DockerRunner {
     docker: Docker,
     /// Names every container this worker makes, so they can be told apart from others'.
     prefix: String,
-    /// The worker whose tasks' containers and networks these are ([`WORKER_LABEL`]), so it
-    /// can find what a killed run of it left.
-    worker: Option<String>,
+    /// The worker state directory whose tasks' containers and networks these are
+    /// ([`STATE_LABEL`]), so that the next worker on it finds what a killed one left.
+    state: Option<String>,
     /// One lock per image tag: two tasks wanting the same image build it once.
     building: image::BuildLocks,
     /// Where images come from and in-tree images go, with their credentials.
@@ -90,47 +92,50 @@ impl DockerRunner {
             prefix: prefix.to_owned(),
             building: image::BuildLocks::default(),
             registries,
-            worker: None,
+            state: None,
         })
     }
 
-    /// Labels the tasks' containers and networks as worker `name`'s.
-    pub fn for_worker(mut self, name: &str) -> Self {
-        self.worker = Some(name.to_owned());
+    /// Labels the tasks' containers and networks as those of the worker state directory
+    /// `state` (its host and path: a worker started again on it may have another name).
+    pub fn for_state(mut self, state: String) -> Self {
+        self.state = Some(state);
         self
     }
 
-    /// Removes the tasks' containers and networks a killed run of this worker left: a task's
-    /// container does not die with its worker, and its job runs again elsewhere. Returns how
-    /// many containers it removed. Leased environments are not tasks' and stay.
+    /// Removes the tasks' containers and networks of this installation that a killed worker
+    /// on this state directory left: a task's container does not die with its worker, and its
+    /// job runs again. Returns how many containers it removed. Leased environments are not
+    /// tasks' and stay.
     pub async fn remove_leftovers(&self) -> Result<usize, DockerError> {
-        let Some(worker) = &self.worker else {
+        let Some(state) = &self.state else {
             return Ok(0);
         };
-        let mine = format!("{WORKER_LABEL}={worker}");
-        let filters = HashMap::from([("label", vec![mine.as_str()])]);
+        let installation = format!("{}={}", environment::INSTALLATION_LABEL, self.prefix);
+        let mine = format!("{STATE_LABEL}={state}");
+        let filters = HashMap::from([("label", vec![installation.as_str(), mine.as_str()])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
             .build();
-        let containers = self.docker.list_containers(Some(options)).await?;
-        let names: Vec<String> = containers
-            .into_iter()
-            .filter_map(|c| c.names?.into_iter().next())
-            .map(|name| name.trim_start_matches('/').to_owned())
-            .collect();
-        for name in &names {
-            self.remove(name).await;
+        let mut removed = 0;
+        // By id: the name is the attempt's, which a worker taking it over may reuse.
+        for id in self.docker.list_containers(Some(options)).await? {
+            if let Some(id) = id.id
+                && self.remove(&id).await
+            {
+                removed += 1;
+            }
         }
         let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
         for network in self.docker.list_networks(Some(options)).await? {
-            if let Some(name) = network.name
-                && let Err(error) = self.docker.remove_network(&name).await
+            if let Some(id) = network.id
+                && let Err(error) = self.docker.remove_network(&id).await
             {
-                tracing::warn!(network = name, %error, "cannot remove a network");
+                tracing::warn!(network = id, %error, "cannot remove a network");
             }
         }
-        Ok(names.len())
+        Ok(removed)
     }
 
     /// The engine itself.
@@ -392,17 +397,21 @@ impl DockerRunner {
     }
 
     /// Removes a container and its anonymous volumes; a missing one is fine.
-    async fn remove(&self, name: &str) {
+    /// Returns whether this call removed it.
+    async fn remove(&self, name: &str) -> bool {
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
             .build();
         match self.docker.remove_container(name, Some(options)).await {
-            Ok(())
-            | Err(DockerError::DockerResponseServerError {
+            Ok(()) => true,
+            Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => {}
-            Err(error) => tracing::warn!(container = name, %error, "cannot remove a container"),
+            }) => false,
+            Err(error) => {
+                tracing::warn!(container = name, %error, "cannot remove a container");
+                false
+            }
         }
     }
 }
@@ -424,8 +433,12 @@ impl DockerRunner {
             ("kiln.build".to_owned(), job.build.id.to_string()),
             ("kiln.task".to_owned(), job.task.clone()),
         ]);
-        if let Some(worker) = &self.worker {
-            labels.insert(WORKER_LABEL.to_owned(), worker.clone());
+        if let Some(state) = &self.state {
+            labels.insert(
+                environment::INSTALLATION_LABEL.to_owned(),
+                self.prefix.clone(),
+            );
+            labels.insert(STATE_LABEL.to_owned(), state.clone());
         }
         labels
     }
