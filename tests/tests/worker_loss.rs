@@ -301,6 +301,9 @@ async fn a_killed_workers_overlay_is_unmounted_and_removed_when_it_starts_again(
     kiln.stop().await;
 }
 
+/// How long after its worker's kill a task's container is checked to be still running.
+const OUTLIVED_FOR: Duration = Duration::from_secs(1);
+
 /// The containers labelled as build `id`'s on the local engine, running or not: (name,
 /// state).
 async fn containers_of(id: u64) -> Vec<(String, String)> {
@@ -351,7 +354,8 @@ async fn a_killed_workers_task_container_is_removed_when_it_starts_again() {
     .await;
 
     killed.kill().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Not a wait for something to happen: how long the container is seen to outlive it.
+    tokio::time::sleep(OUTLIVED_FOR).await;
     let left = containers_of(id).await;
     assert!(
         left.iter().any(|(_, state)| state == "running"),

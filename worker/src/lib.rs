@@ -222,7 +222,7 @@ pub async fn run(settings: Settings, stopping: impl Into<Stopping>) -> anyhow::R
         0 => {}
         ended => tracing::info!(
             ended,
-            "killed the sandboxes a killed run of this worker left"
+            "killed the sandboxes a killed worker on this state directory left"
         ),
     }
     if let Some(docker) = &docker {
@@ -432,10 +432,16 @@ async fn hand_back(delivery: Delivery) {
     }
 }
 
+/// This machine's (or container's) host name, `worker` when it has none to read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|host| host.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
+
 /// Which worker state directory this is, on any engine: its host and path (a worker started
 /// again on it may take another name; workers in containers of one host share a path).
 fn state_identity(state_dir: &std::path::Path) -> String {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
-    format!("{}:{}", host.trim(), dir.display())
+    format!("{}:{}", host_name(), dir.display())
 }

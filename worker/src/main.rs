@@ -378,8 +378,7 @@ async fn run_here(dir: PathBuf, slots: Option<usize>, shell: bool, store_dir: Pa
 }
 
 async fn serve(args: Serve) -> anyhow::Result<()> {
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
-    let host = host.trim();
+    let host = kiln_worker::host_name();
     let name = args
         .name
         .unwrap_or_else(|| format!("{host}-{}", std::process::id()));

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use kiln_worker::shell::{Confinement, Sandbox, end_leftover_sandboxes};
 
+/// How long after its start a task that outlived its worker would have written its line
+/// (it sleeps 0.3 s first), with room for a loaded machine.
+const SURVIVOR_WRITES_WITHIN: Duration = Duration::from_secs(2);
+
 /// A worker's sandbox, whose tasks may write in `dir`.
 async fn sandbox(dir: &Path) -> Sandbox {
     let sandbox = Sandbox::prepare(Confinement {
@@ -74,8 +78,9 @@ async fn a_task_whose_worker_dies_as_its_sandbox_is_set_up_does_not_run_on() {
             started += 1;
         }
     }
-    // Every task would have written its line 0.3 s after its start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not a wait for something to happen: the window in which a task that ran on would
+    // have written its line.
+    tokio::time::sleep(SURVIVOR_WRITES_WITHIN).await;
     let survivors = std::fs::read_to_string(&ran).unwrap_or_default();
     // What a worker started again would do: sandboxes stuck in their set-up go.
     end_leftover_sandboxes(dir.path());
